@@ -1,0 +1,106 @@
+"""Settings: one typed object, loaded from TOML in the XDG config dir, overridable by env.
+
+`~/.config/cloudsh/config.toml` (or `$XDG_CONFIG_HOME/cloudsh/config.toml`) may hold any
+field below under `[cloudsh]`; `CLOUDSH_<FIELD>` in the environment wins over the file.
+Tests inject their own `Settings` (or point the XDG variables at a temp dir).
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+
+
+def _xdg(var: str, default: str) -> Path:
+    value = os.environ.get(var)
+    return Path(value) if value else Path.home() / default
+
+
+@dataclass(frozen=True)
+class Settings:
+    config_dir: Path = field(default_factory=lambda: _xdg("XDG_CONFIG_HOME", ".config") / "cloudsh")
+    """Where config.toml lives."""
+    state_dir: Path = field(default_factory=lambda: _xdg("XDG_STATE_HOME", ".local/state") / "cloudsh")
+    """Keys, known hosts, history, the sandbox: things that must survive."""
+    cache_dir: Path = field(default_factory=lambda: _xdg("XDG_CACHE_HOME", ".cache") / "cloudsh")
+    """Prices, instance-type facts, the last listing: safe to delete."""
+    sandbox_dir: Path | None = None
+    """The local cloud's state (default: `<state_dir>/sandbox`; env `CLOUDSH_SANDBOX_DIR`)."""
+    default_type: str = "t3.medium"
+    """Instance type for `launch` without `--type`."""
+    default_disk_gb: int = 60
+    """Root volume size for `launch` without `--disk`."""
+    ssh_user: str = "ubuntu"
+    """Login user on cloudsh's default (Ubuntu) image."""
+    key_name: str = "cloudsh"
+    """Name of the EC2 key pair cloudsh imports its ed25519 key as."""
+    security_group: str = "cloudsh-ssh"
+    """Name of the security group that opens SSH to this machine's address only."""
+    ssh_connect_timeout_s: float = 10.0
+    """How long one SSH connection attempt may take."""
+    wait_timeout_s: float = 600.0
+    """How long `launch`/`start` wait for a box to answer SSH."""
+    sandbox_boot_s: float = 2.0
+    """Sandbox: delay between `running` and the SSH server answering (env `CLOUDSH_SANDBOX_BOOT_S`)."""
+    sandbox_notice_s: float = 10.0
+    """Sandbox: spot interruption notice period (env `CLOUDSH_SANDBOX_NOTICE_S`)."""
+
+    @property
+    def sandbox_path(self) -> Path:
+        return self.sandbox_dir or self.state_dir / "sandbox"
+
+    @property
+    def key_path(self) -> Path:
+        """cloudsh's own ed25519 private key (0600); `.pub` beside it."""
+        return self.state_dir / "id_ed25519"
+
+    @property
+    def known_hosts_path(self) -> Path:
+        """Pinned host keys, one line per instance id (OpenSSH known_hosts format)."""
+        return self.state_dir / "known_hosts"
+
+    @classmethod
+    def load(cls, env: dict[str, str] | None = None) -> Settings:
+        env = dict(os.environ if env is None else env)
+        settings = cls()
+        path = settings.config_dir / "config.toml"
+        values: dict[str, object] = {}
+        if path.is_file():
+            try:
+                values.update(tomllib.loads(path.read_text()).get("cloudsh", {}))
+            except (OSError, tomllib.TOMLDecodeError) as exc:
+                from cloudsh.errors import UsageError
+
+                raise UsageError(f"cannot read {path}: {exc}", "fix or delete that file") from exc
+        for f in fields(cls):
+            var = f"CLOUDSH_{f.name.upper()}"
+            if f.name == "sandbox_dir":
+                var = "CLOUDSH_SANDBOX_DIR"
+            if var in env:
+                values[f.name] = env[var]
+        return replace(settings, **_coerce(values))
+
+
+def _coerce(values: dict[str, object]) -> dict[str, object]:
+    from cloudsh.errors import UsageError
+
+    kinds = {f.name: f.type for f in fields(Settings)}
+    out: dict[str, object] = {}
+    for name, value in values.items():
+        kind = kinds.get(name)
+        if kind is None:
+            raise UsageError(f"unknown setting {name!r}", f"known settings: {', '.join(sorted(kinds))}")
+        try:
+            if kind in ("float",):
+                out[name] = float(value)  # type: ignore[arg-type]
+            elif kind in ("int",):
+                out[name] = int(value)  # type: ignore[call-overload]
+            elif "Path" in str(kind):
+                out[name] = Path(str(value)).expanduser()
+            else:
+                out[name] = str(value)
+        except (TypeError, ValueError) as exc:
+            raise UsageError(f"setting {name}={value!r} is not a valid {kind}", "") from exc
+    return out

@@ -1,0 +1,199 @@
+"""Plain frozen records that cross every boundary (services -> ops -> commands -> UIs).
+
+No boto3 dicts, SSH channels or widgets ever leave the service layer; only these.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+#: States in which an instance still "exists" for name resolution.
+LIVE_STATES = frozenset({"pending", "running", "stopping", "stopped", "shutting-down"})
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value else None
+
+
+@dataclass(frozen=True, slots=True)
+class InstanceType:
+    """Facts about an instance type, from DescribeInstanceTypes."""
+
+    name: str
+    vcpus: int
+    memory_gib: float
+    gpu_count: int = 0
+    gpu_model: str = ""
+    gpu_memory_gib: float = 0.0
+    architectures: tuple[str, ...] = ("x86_64",)
+    spot_supported: bool = True
+
+    @property
+    def family(self) -> str:
+        return self.name.split(".", 1)[0]
+
+    @property
+    def gpus(self) -> str:
+        """`"1x A10G"`, or `""` for a CPU-only type."""
+        return f"{self.gpu_count}x {self.gpu_model}" if self.gpu_count else ""
+
+
+@dataclass(frozen=True, slots=True)
+class Instance:
+    """One EC2 instance as cloudsh sees it."""
+
+    id: str
+    name: str
+    type: str
+    state: str
+    market: str = "on-demand"  # "spot" | "on-demand"
+    az: str = ""
+    public_ip: str | None = None
+    private_ip: str | None = None
+    launch_time: datetime | None = None
+    image_id: str = ""
+    key_name: str | None = None
+    architecture: str = "x86_64"
+    spot_request_id: str | None = None
+    volume_ids: tuple[str, ...] = ()
+    tags: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        """How to name this instance to a person: its Name, else its id."""
+        return self.name or self.id
+
+    @property
+    def is_live(self) -> bool:
+        return self.state in LIVE_STATES
+
+    def uptime_s(self, now: datetime | None = None) -> float | None:
+        if self.state != "running" or self.launch_time is None:
+            return None
+        return max(0.0, ((now or datetime.now(UTC)) - self.launch_time).total_seconds())
+
+
+@dataclass(frozen=True, slots=True)
+class Price:
+    """What an instance type costs per hour, and where that number came from."""
+
+    instance_type: str
+    on_demand: float | None
+    spot: float | None = None
+    spot_az: str | None = None
+    fetched_at: datetime | None = None
+    source: str = ""
+
+    @property
+    def spot_saving(self) -> float | None:
+        """Fraction saved by spot vs on-demand (0.7 = 70 % cheaper)."""
+        if not self.on_demand or self.spot is None:
+            return None
+        return 1.0 - self.spot / self.on_demand
+
+
+@dataclass(frozen=True, slots=True)
+class SpotPricePoint:
+    instance_type: str
+    az: str
+    price: float
+    at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Volume:
+    id: str
+    name: str
+    size_gb: int
+    state: str
+    az: str = ""
+    volume_type: str = "gp3"
+    attached_to: str | None = None
+    device: str | None = None
+    delete_on_termination: bool = False
+    snapshot_id: str | None = None
+    created: datetime | None = None
+    tags: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    id: str
+    name: str
+    volume_id: str
+    size_gb: int
+    state: str
+    started: datetime | None = None
+    tags: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Image:
+    id: str
+    name: str
+    state: str
+    architecture: str = "x86_64"
+    created: datetime | None = None
+    owner_id: str = ""
+    description: str = ""
+    snapshot_ids: tuple[str, ...] = ()
+    tags: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class HostInfo:
+    """Where and how to reach an instance over SSH.
+
+    `host_key_alias` names the instance in cloudsh's known-hosts file (its id), so a
+    box keeps its pinned key when its address or port changes. `expected_host_keys`
+    are keys learnt out of band (sandbox state, EC2 console output) in OpenSSH
+    public-key format; when present, a first connection is checked against them.
+    """
+
+    instance_id: str
+    name: str
+    host: str
+    port: int
+    user: str
+    key_path: str
+    host_key_alias: str
+    expected_host_keys: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class CommandResult:
+    stdout: str
+    stderr: str
+    exit_status: int
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_status == 0
+
+
+@dataclass(frozen=True, slots=True)
+class Tunnel:
+    instance: str
+    local_port: int
+    remote_port: int
+    remote_host: str = "localhost"
+
+    @property
+    def url(self) -> str:
+        return f"http://localhost:{self.local_port}/"
+
+
+def to_jsonable(value: Any) -> Any:
+    """Records -> plain JSON values (datetimes as ISO 8601)."""
+    if isinstance(value, datetime):
+        return _iso(value)
+    if isinstance(value, Mapping):
+        return {str(k): to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [to_jsonable(v) for v in value]
+    if hasattr(value, "__dataclass_fields__"):
+        return {k: to_jsonable(getattr(value, k)) for k in value.__dataclass_fields__}
+    return value
