@@ -35,7 +35,7 @@ class Settings:
     ssh_user: str = "ubuntu"
     """Login user on cloudsh's default (Ubuntu) image."""
     key_name: str = "cloudsh"
-    """Name of the EC2 key pair cloudsh imports its ed25519 key as."""
+    """Prefix of the EC2 key pair cloudsh imports its ed25519 key as (`cloudsh-<fingerprint>`)."""
     security_group: str = "cloudsh-ssh"
     """Name of the security group that opens SSH to this machine's address only."""
     ssh_connect_timeout_s: float = 10.0

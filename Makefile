@@ -1,0 +1,39 @@
+# cloudsh — `make demo` runs the app on the local sandbox cloud, `make test` runs every test.
+# Both install what they need: a .venv from pyproject.toml, and Debian packages
+# (tmux, openssh-client, rsync, bubblewrap) via apt-get when run as root.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.stamp-install
+
+.PHONY: demo test lint bench screenshots system-deps clean
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "cloudsh needs Python 3.11 or newer (set PYTHON=python3.11)")'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	@touch $(STAMP)
+
+system-deps:
+	@sh .ci/system-deps
+
+demo: $(STAMP) system-deps
+	CLOUDSH_SANDBOX=1 $(BIN)/python -m cloudsh.tui.demo
+
+test: $(STAMP) system-deps
+	$(BIN)/pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check cloudsh tests bench
+	$(BIN)/mypy cloudsh
+
+bench: $(STAMP) system-deps
+	$(BIN)/python -m bench
+
+screenshots: $(STAMP) system-deps
+	$(BIN)/python -m bench.screenshots
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache

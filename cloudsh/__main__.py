@@ -1,0 +1,3 @@
+from cloudsh.cli import main
+
+raise SystemExit(main())

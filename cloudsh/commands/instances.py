@@ -1,0 +1,161 @@
+"""Instance lifecycle commands: ls, launch, start, stop, terminate, resize."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+from collections.abc import Sequence
+from typing import Any
+
+from cloudsh.commands.registry import Context, arg, command
+from cloudsh.commands.views import INSTANCE_COLUMNS, burn_rate, instance_record, instance_row, money, table
+from cloudsh.errors import UsageError
+from cloudsh.models import Instance
+
+
+async def listing(ctx: Context, *, include_terminated: bool = False) -> list[dict[str, Any]]:
+    """`ls` records: instances joined with type facts and prices (3 API calls, none per box)."""
+    b = ctx.backend
+    insts = await b.ec2.list_instances(include_terminated=include_terminated)
+    names = sorted({i.type for i in insts})
+    types, prices = await asyncio.gather(
+        b.ec2.instance_types(names), b.pricing.prices(names, strict=False)
+    )
+    return [instance_record(i, types, prices) for i in insts]
+
+
+async def find_all(ctx: Context, names: Sequence[str]) -> list[Instance]:
+    """Resolve every NAME before acting on any, so a typo changes nothing."""
+    from cloudsh.services.ec2 import resolve_name
+
+    everything = await ctx.backend.ec2.list_instances(include_terminated=True)
+    found: list[Instance] = []
+    for name in names:
+        inst = resolve_name(name, everything)
+        if inst not in found:
+            found.append(inst)
+    return found
+
+
+@command(
+    "ls",
+    "List instances with type, GPUs, state, market and $/h.",
+    arg("--all", "-a", flag=True, help="include terminated instances"),
+    arg("--json", flag=True, help="print one JSON document"),
+    aliases=("list", "instances"),
+)
+async def ls(ctx: Context, a: argparse.Namespace) -> int:
+    records = await listing(ctx, include_terminated=a.all)
+    if a.json:
+        ctx.out.json(records)
+        return 0
+    if not records:
+        ctx.out.info("no instances; start one with `cloudsh launch NAME`")
+        return 0
+    ctx.out.print(table([instance_row(r) for r in records], INSTANCE_COLUMNS))
+    running = [r for r in records if r["state"] == "running"]
+    ctx.out.info(f"{len(running)} running, burning {money(burn_rate(records))}")
+    return 0
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{value} must be positive")
+    return value
+
+
+@command(
+    "launch",
+    "Launch a new instance and wait until SSH answers.",
+    arg("name", help="Name tag for the new box (unique among live instances)"),
+    arg("--type", "-t", kind="type", help="instance type (default: t3.medium or your config)"),
+    arg("--spot", flag=True, help="spot instance (persistent request that stops, not terminates, on interruption)"),
+    arg("--disk", kind="", type=_positive_int, metavar="GB", help="root volume size in GB (default 60)"),
+    arg("--image", kind="image", metavar="AMI_OR_NAME", help="AMI id or name (default: current Ubuntu LTS)"),
+    arg("--no-wait", flag=True, help="return once EC2 accepted the launch"),
+)
+async def launch(ctx: Context, a: argparse.Namespace) -> int:
+    from cloudsh.ops import instances as ops
+
+    b = ctx.backend
+    plan = await ops.plan_launch(b, a.name, instance_type=a.type, spot=a.spot, disk_gb=a.disk, image=a.image)
+    inst = await ops.launch(b, plan, wait=not a.no_wait, progress=ctx.out.info)
+    ctx.out.print(f"{inst.label} {inst.id} {inst.type} {'ready' if not a.no_wait else inst.state}")
+    return 0
+
+
+@command("start", "Start stopped instances and wait until SSH answers.", arg("names", nargs="+", kind="instance", metavar="NAME"),
+         arg("--no-wait", flag=True, help="do not wait for SSH"))
+async def start(ctx: Context, a: argparse.Namespace) -> int:
+    from cloudsh.ops import instances as ops
+
+    insts = await find_all(ctx, a.names)
+    done = await ops.start(ctx.backend, insts, wait=not a.no_wait, progress=ctx.out.info)
+    for inst in done:
+        ctx.out.print(f"{inst.label} {inst.state}")
+    return 0
+
+
+@command("stop", "Stop instances (the disk is kept; you pay only for storage).",
+         arg("names", nargs="+", kind="instance", metavar="NAME"),
+         arg("--no-wait", flag=True, help="do not wait until stopped"))
+async def stop(ctx: Context, a: argparse.Namespace) -> int:
+    from cloudsh.ops import instances as ops
+
+    insts = await find_all(ctx, a.names)
+    done = await ops.stop(ctx.backend, insts, wait=not a.no_wait, progress=ctx.out.info)
+    for inst in done:
+        ctx.out.print(f"{inst.label} {inst.state}")
+    return 0
+
+
+@command(
+    "terminate",
+    "Terminate instances for good (asks first, listing what will be lost).",
+    arg("names", nargs="+", kind="instance", metavar="NAME"),
+    destructive=True,
+)
+async def terminate(ctx: Context, a: argparse.Namespace) -> int:
+    from cloudsh.ops import instances as ops
+
+    insts = await find_all(ctx, a.names)
+    gone = [i for i in insts if i.state == "terminated"]
+    if gone:
+        raise UsageError(f"{gone[0].label} is already terminated", "nothing to do")
+    losses = await ops.terminate_preview(ctx.backend, insts)
+    question = "Terminate:\n" + "\n".join(f"  {loss.describe()}" for loss in losses) + "\nThis cannot be undone. Terminate?"
+    await ctx.confirmed(question, yes=a.yes, what="terminate " + ", ".join(i.label for i in insts))
+    await ops.terminate(ctx.backend, insts, progress=ctx.out.info)
+    for inst in insts:
+        ctx.out.print(f"{inst.label} terminated")
+    return 0
+
+
+@command(
+    "resize",
+    "Change an instance's type (\"add a GPU\"): stop if running, change, start again.",
+    arg("name", kind="instance"),
+    arg("type", kind="type", metavar="TYPE"),
+    destructive=True,
+    aliases=("add-gpu",),
+)
+async def resize(ctx: Context, a: argparse.Namespace) -> int:
+    from cloudsh.ops import instances as ops
+
+    [inst] = await find_all(ctx, [a.name])
+    plan = await ops.plan_resize(ctx.backend, inst, a.type)
+    if inst.state == "running":
+        await ctx.confirmed(
+            plan.describe() + "\nRunning programs on it will be stopped. Go ahead?",
+            yes=a.yes,
+            what=f"restart {inst.label}",
+        )
+    else:
+        ctx.out.info(plan.describe())
+    inst = await ops.resize(ctx.backend, plan, progress=ctx.out.info)
+    ctx.out.print(f"{inst.label} {inst.type} {inst.state}")
+    return 0

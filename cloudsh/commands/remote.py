@@ -1,0 +1,207 @@
+"""Commands that reach into a box over SSH: run, put, get, connect, tunnel, ssh-config."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import shutil
+from pathlib import Path
+
+from cloudsh.commands.instances import find_all
+from cloudsh.commands.registry import Context, arg, command
+from cloudsh.errors import CloudshError, InvalidState, SSHError, UsageError
+from cloudsh.models import HostInfo, Instance
+
+
+async def _running(ctx: Context, name: str) -> tuple[Instance, HostInfo]:
+    from cloudsh.ops.instances import host_for
+
+    [inst] = await find_all(ctx, [name])
+    if inst.state != "running":
+        hint = f"start it with `cloudsh start {inst.label}`" if inst.state in ("stopped", "stopping") else "check `cloudsh ls --all`"
+        raise InvalidState(f"{inst.label} is {inst.state}, not running", hint)
+    host = await host_for(ctx.backend, inst)
+    await ctx.backend.ssh.ensure_pinned(host)
+    return inst, host
+
+
+def parse_forward(spec: str) -> tuple[int, int]:
+    """`PORT` or `LOCAL:REMOTE` -> (local, remote)."""
+    parts = spec.split(":")
+    try:
+        ports = [int(p) for p in parts]
+    except ValueError:
+        ports = []
+    if len(ports) not in (1, 2) or not all(0 < p < 65536 for p in ports):
+        raise UsageError(f"bad port forward {spec!r}", "use PORT or LOCAL_PORT:REMOTE_PORT, e.g. 8888 or 9000:8888")
+    return (ports[0], ports[-1])
+
+
+@command(
+    "run",
+    "Run a command on an instance over SSH, streaming its output; exits with its status.",
+    arg("name", kind="instance"),
+    arg("cmd", nargs=argparse.REMAINDER, metavar="-- CMD"),
+    epilog="example: cloudsh run box -- nvidia-smi",
+)
+async def run(ctx: Context, a: argparse.Namespace) -> int:
+    words = list(a.cmd)
+    if words and words[0] == "--":
+        words = words[1:]
+    if not words:
+        raise UsageError("no command to run", "example: cloudsh run box -- nvidia-smi")
+    _, host = await _running(ctx, a.name)
+    import shlex
+
+    line = words[0] if len(words) == 1 else shlex.join(words)
+    result = await ctx.backend.ssh.run(
+        host,
+        line,
+        on_stdout=lambda chunk: ctx.out.write(chunk),
+        on_stderr=lambda chunk: ctx.out.write(chunk, err=True),
+    )
+    return result.exit_status
+
+
+@command(
+    "put",
+    "Copy a local file or directory to an instance.",
+    arg("name", kind="instance"),
+    arg("local", kind="path"),
+    arg("remote"),
+)
+async def put(ctx: Context, a: argparse.Namespace) -> int:
+    local = Path(a.local).expanduser()
+    if not local.exists():
+        raise UsageError(f"{a.local}: no such file or directory", "check the local path")
+    _, host = await _running(ctx, a.name)
+    await ctx.backend.ssh.put(host, local, a.remote)
+    ctx.out.info(f"copied {a.local} to {a.name}:{a.remote}")
+    return 0
+
+
+@command(
+    "get",
+    "Copy a file or directory from an instance.",
+    arg("name", kind="instance"),
+    arg("remote"),
+    arg("local", kind="path"),
+)
+async def get(ctx: Context, a: argparse.Namespace) -> int:
+    _, host = await _running(ctx, a.name)
+    await ctx.backend.ssh.get(host, a.remote, Path(a.local).expanduser())
+    ctx.out.info(f"copied {a.name}:{a.remote} to {a.local}")
+    return 0
+
+
+@command(
+    "connect",
+    "Open an interactive SSH session (OpenSSH `ssh` where installed).",
+    arg("name", kind="instance"),
+    arg("-L", "--forward", repeat=True, kind="port", metavar="PORT[:REMOTE_PORT]", help="also forward a port"),
+    takes_terminal=True,
+    aliases=("ssh",),
+)
+async def connect(ctx: Context, a: argparse.Namespace) -> int:
+    forwards = [parse_forward(f) for f in a.forward or ()]
+    _, host = await _running(ctx, a.name)
+    b = ctx.backend
+    if shutil.which("ssh") and ctx.terminal is not None:
+        from cloudsh.services.ssh import openssh_args
+
+        return await ctx.terminal(openssh_args(host, b.settings, forwards=forwards, tty=True))
+    if ctx.terminal is None:
+        raise UsageError("connect needs a terminal", f"use `cloudsh run {a.name} -- CMD` from scripts")
+    return await b.ssh.interactive(host, forwards)
+
+
+@command(
+    "tunnel",
+    "Keep port forwards to an instance open until interrupted (reconnects if dropped).",
+    arg("name", kind="instance"),
+    arg("ports", nargs="+", kind="port", metavar="PORT[:REMOTE_PORT]"),
+)
+async def tunnel(ctx: Context, a: argparse.Namespace) -> int:
+    forwards = [parse_forward(p) for p in a.ports]
+    inst, host = await _running(ctx, a.name)
+    ssh = ctx.backend.ssh
+    opened = []
+    try:
+        for local, remote in forwards:
+            fwd = await ssh.forward(host, local, remote)
+            opened.append(fwd)
+            ctx.out.print(f"http://localhost:{fwd.local_port}/ -> {inst.label}:{remote}")
+        ctx.out.info("tunnels open; press Ctrl-C to close them")
+        while True:
+            await asyncio.gather(*(f.wait_closed() for f in opened))
+            # The SSH connection dropped: reopen every forward on a fresh connection.
+            ctx.out.info("connection lost; reconnecting")
+            for f in opened:
+                f.close()
+            opened = []
+            while not opened:
+                try:
+                    _, host = await _running(ctx, a.name)
+                    for local, remote in forwards:
+                        opened.append(await ssh.forward(host, local, remote))
+                except (SSHError, InvalidState) as exc:
+                    for f in opened:
+                        f.close()
+                    opened = []
+                    ctx.out.info(f"still cannot reach {inst.label}: {exc}; retrying in 2 s")
+                    await asyncio.sleep(2)
+            ctx.out.info("tunnels reopened")
+    finally:
+        for f in opened:
+            f.close()
+
+
+@command(
+    "ssh-config",
+    "Print an OpenSSH config with a `Host NAME` block per running instance.",
+    arg("--output", "-o", kind="path", metavar="FILE", help="write it to FILE instead of stdout"),
+    epilog="use it with: ssh -F FILE NAME, scp -F FILE, rsync -e 'ssh -F FILE', VS Code Remote-SSH",
+)
+async def ssh_config(ctx: Context, a: argparse.Namespace) -> int:
+    from cloudsh.services.ssh import ssh_config_block
+
+    b = ctx.backend
+    insts = [i for i in await b.ec2.list_instances() if i.state == "running"]
+    blocks = [f"# cloudsh ssh-config for {b.label}; regenerate after launching or starting boxes"]
+    skipped = []
+    for inst in insts:
+        host = b.hosts.resolve(inst)
+        if host is None:
+            skipped.append(inst.label)
+            continue
+        try:
+            await b.ssh.ensure_pinned(host)
+        except CloudshError as exc:
+            ctx.out.info(f"skipping {inst.label}: {exc}")
+            continue
+        blocks.append(ssh_config_block(inst.name or inst.id, host, b.settings))
+    text = "\n\n".join(blocks) + "\n"
+    if skipped:
+        ctx.out.info("still booting, left out: " + ", ".join(skipped))
+    if a.output:
+        Path(a.output).expanduser().write_text(text)
+        ctx.out.info(f"wrote {a.output}")
+    else:
+        ctx.out.print(text.rstrip("\n"))
+    return 0
+
+
+@command(
+    "known-hosts forget",
+    "Forget an instance's pinned SSH host key (after you rebuilt its host keys).",
+    arg("name", kind="instance"),
+)
+async def known_hosts_forget(ctx: Context, a: argparse.Namespace) -> int:
+    from cloudsh.services.known_hosts import KnownHosts
+
+    [inst] = await find_all(ctx, [a.name])
+    if KnownHosts(ctx.backend.settings.known_hosts_path).forget(inst.id):
+        ctx.out.info(f"forgot the host key of {inst.label}; the next connection pins a new one")
+    else:
+        ctx.out.info(f"no host key was pinned for {inst.label}")
+    return 0

@@ -1,0 +1,260 @@
+"""`cloudsh repl`: the command language in a prompt_toolkit shell.
+
+The prompt never waits for the cloud: the backend is created and the completion index
+and burn rate are refreshed by background tasks, and completion reads only the last
+index. A command runs as an asyncio task; Ctrl-C cancels that task, not the shell.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import shlex
+import signal
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any
+
+from prompt_toolkit import PromptSession
+from prompt_toolkit.completion import CompleteEvent, Completer
+from prompt_toolkit.completion import Completion as PtCompletion
+from prompt_toolkit.document import Document
+from prompt_toolkit.formatted_text import HTML
+from prompt_toolkit.history import FileHistory, InMemoryHistory
+from prompt_toolkit.styles import Style
+
+from cloudsh.cli import StdOutput, fail
+from cloudsh.commands import REGISTRY, Context, HelpRequested, dispatch
+from cloudsh.commands.complete import BUILTINS, CompletionIndex, command_help, complete
+from cloudsh.commands.views import money
+from cloudsh.errors import CloudshError
+
+if TYPE_CHECKING:
+    from cloudsh.services.backend import Backend
+
+PROMPT = "cloudsh> "
+#: How often the completion index and burn rate are re-read while the shell is idle.
+REFRESH_S = 30.0
+EXTRA = {**BUILTINS, "exit": "leave the shell (or Ctrl-D)"}
+STYLE = Style.from_dict({"bottom-toolbar": "noreverse bg:#262626 #d0d0d0", "mode": "bold #ffaf00"})
+
+
+class Shell:
+    """The state behind the prompt: backend, completion index, toolbar facts."""
+
+    def __init__(self, backend_factory: Callable[[], Backend]) -> None:
+        self.backend_factory = backend_factory
+        self.index = CompletionIndex()
+        self.label = "connecting…"
+        self.burn = ""
+        self._backend: Backend | None = None
+        self._backend_task: asyncio.Task[Backend] | None = None
+        self._refresh_task: asyncio.Task[None] | None = None
+        self.session: PromptSession[str] | None = None
+
+    # -- background ---------------------------------------------------------------
+
+    async def backend(self) -> Backend:
+        """The backend, created once in a thread (starting the sandbox can take seconds)."""
+        if self._backend is not None:
+            return self._backend
+        if self._backend_task is None or (self._backend_task.done() and self._backend_task.exception()):
+            self._backend_task = asyncio.create_task(asyncio.to_thread(self.backend_factory))
+        self._backend = await asyncio.shield(self._backend_task)
+        self.label = self._backend.label
+        self._invalidate()
+        return self._backend
+
+    def refresh(self) -> None:
+        """Re-read the index and burn rate in the background, unless already doing so."""
+        if self._refresh_task is None or self._refresh_task.done():
+            self._refresh_task = asyncio.create_task(self._refresh())
+
+    async def _refresh(self) -> None:
+        from cloudsh.commands.complete import build_index
+        from cloudsh.commands.instances import listing
+        from cloudsh.commands.views import burn_rate
+
+        try:
+            backend = await self.backend()
+        except CloudshError as exc:
+            self.label = f"offline: {exc.message}"
+            self._invalidate()
+            return
+        ctx = Context(out=StdOutput(), backend_factory=lambda: backend, _backend=backend)
+        index, records = await asyncio.gather(build_index(backend), listing(ctx), return_exceptions=True)
+        if isinstance(index, CompletionIndex):
+            self.index = index
+        if isinstance(records, list):
+            running = sum(1 for r in records if r["state"] == "running")
+            self.burn = f"{running} running · {money(burn_rate(records))}"
+        self._invalidate()
+
+    async def refresh_forever(self) -> None:
+        # Let the first prompt render before boto3 is imported in the backend thread.
+        await asyncio.sleep(0.05)
+        while True:
+            self.refresh()
+            await asyncio.sleep(REFRESH_S)
+
+    def _invalidate(self) -> None:
+        app = self.session.app if self.session else None
+        if app is not None and app.is_running:
+            app.invalidate()
+
+    # -- prompt pieces ---------------------------------------------------------------
+
+    def toolbar(self) -> HTML:
+        text = ""
+        if self.session is not None:
+            doc = self.session.default_buffer.document
+            text = command_help(doc.text, doc.cursor_position) or ""
+        if not text:
+            text = "Tab completes · `help` lists commands · Ctrl-C cancels · Ctrl-D exits"
+        status = f"<mode>{_esc(self.label)}</mode>" + (f" · {_esc(self.burn)}" if self.burn else "")
+        return HTML(f"{status} │ {_esc(text)}")
+
+    # -- running commands ---------------------------------------------------------------
+
+    async def execute(self, line: str) -> int:
+        """Run one line; errors are printed as one line and never end the shell."""
+        try:
+            words = shlex.split(line)
+        except ValueError as exc:
+            return fail(CloudshError(f"cannot parse the line: {exc}", "check the quotes"))
+        if not words:
+            return 0
+        if words[0] == "help":
+            if len(words) == 1:
+                sys.stdout.write("Commands (Tab completes, `help COMMAND` for one):\n" + REGISTRY.help_text() + "\n")
+                return 0
+            words = words[1:] + ["--help"]
+        try:
+            cmd, _ = REGISTRY.lookup(words)
+        except CloudshError as exc:
+            return fail(exc)
+        task = asyncio.create_task(self._dispatch(words))
+        loop = asyncio.get_running_loop()
+        # A terminal program (ssh) owns Ctrl-C while it runs; otherwise it cancels the command.
+        loop.add_signal_handler(signal.SIGINT, (lambda: None) if cmd.takes_terminal else task.cancel)
+        try:
+            return await task
+        except asyncio.CancelledError:
+            if not task.cancelled():
+                raise
+            sys.stdout.flush()
+            sys.stderr.write("\ncancelled\n")
+            return 130
+        except HelpRequested as exc:
+            sys.stdout.write(exc.text.rstrip() + "\n")
+            return 0
+        except Exception as exc:  # noqa: BLE001 - every error is one line, the shell goes on
+            return fail(exc)
+        finally:
+            loop.remove_signal_handler(signal.SIGINT)
+            # The default handler is restored: prompt_toolkit reads Ctrl-C as a key anyway.
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            self.refresh()
+
+    async def _dispatch(self, words: Sequence[str]) -> int:
+        ctx = Context(out=StdOutput(), backend_factory=self._sync_backend, confirm=self.confirm, terminal=_terminal)
+        cmd, _ = REGISTRY.lookup(words)
+        if not cmd.name.startswith("sandbox "):
+            ctx._backend = await self.backend()
+        return await dispatch(ctx, words)
+
+    def _sync_backend(self) -> Backend:
+        if self._backend is None:
+            raise CloudshError("not connected yet", "try again in a moment")
+        return self._backend
+
+    async def confirm(self, question: str) -> bool:
+        session: PromptSession[str] = PromptSession()
+        try:
+            answer = await session.prompt_async(question + " [y/N] ")
+        except (KeyboardInterrupt, EOFError):
+            return False
+        return answer.strip().lower() in ("y", "yes")
+
+
+async def _terminal(argv: Sequence[str]) -> int:
+    proc = await asyncio.create_subprocess_exec(*argv)
+    return await proc.wait()
+
+
+def _esc(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+class IndexCompleter(Completer):
+    """prompt_toolkit adapter over `complete()`; reads whatever index is current."""
+
+    def __init__(self, index: Callable[[], CompletionIndex]) -> None:
+        self.index = index
+
+    def get_completions(self, document: Document, complete_event: CompleteEvent) -> Iterator[PtCompletion]:
+        before = document.text_before_cursor
+        for c in complete(before, None, self.index(), builtins=EXTRA):
+            yield PtCompletion(
+                c.text, start_position=c.start - len(before), display=c.display or c.text, display_meta=c.meta
+            )
+
+
+def _history(backend_factory: Callable[[], Any]) -> FileHistory | InMemoryHistory:
+    from cloudsh.config import Settings
+
+    try:
+        path = Settings.load().state_dir / "repl_history"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return FileHistory(str(path))
+    except (OSError, CloudshError):
+        return InMemoryHistory()  # a read-only home still gets a working shell
+
+
+async def _main(backend_factory: Callable[[], Backend]) -> int:
+    shell = Shell(backend_factory)
+    session: PromptSession[str] = PromptSession(
+        history=_history(backend_factory),
+        completer=IndexCompleter(lambda: shell.index),
+        complete_while_typing=False,
+        bottom_toolbar=shell.toolbar,
+        style=STYLE,
+    )
+    shell.session = session
+    refresher = asyncio.create_task(shell.refresh_forever())
+    status = 0
+    try:
+        while True:
+            try:
+                line = await session.prompt_async(PROMPT)
+            except KeyboardInterrupt:
+                continue
+            except EOFError:
+                break
+            if line.strip() in ("exit", "quit"):
+                break
+            status = await shell.execute(line)
+            if shell._backend is not None and shell._backend.notice:
+                sys.stderr.write(shell._backend.notice + "\n")
+                shell._backend.notice = ""
+    finally:
+        refresher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await refresher
+        if shell._backend is not None:
+            with contextlib.suppress(CloudshError):
+                await shell._backend.close()
+    return status if status in (0, 1, 2) else 0
+
+
+def run_repl(backend_factory: Callable[[], Backend]) -> int:
+    """Run the shell until Ctrl-D or `exit`; returns the exit status."""
+    started = time.monotonic()
+    del started
+    loop = asyncio.new_event_loop()
+    try:
+        return loop.run_until_complete(_main(backend_factory))
+    finally:
+        loop.run_until_complete(loop.shutdown_default_executor())
+        loop.close()

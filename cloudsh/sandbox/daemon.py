@@ -1,0 +1,301 @@
+"""The sandbox daemon: moto's EC2 server plus one SSH server per running instance.
+
+Run as `python -m cloudsh.sandbox.daemon --dir DIR --port PORT [--boot-s S]`, normally by
+`cloudsh.sandbox.control.sandbox_up`. It serves moto in-process (so it can watch moto's
+EC2 backend directly), follows each instance's state, and publishes what clients need in
+`DIR/state.json`. SIGTERM/SIGINT, or deleting DIR, stop it and everything it started.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import errno
+import logging
+import os
+import shutil
+import signal
+import sys
+import threading
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from cloudsh.sandbox.state import REGION, SandboxInstance, SandboxState, write_state
+
+log = logging.getLogger("cloudsh.sandbox.daemon")
+
+AMIS_PATH = Path(__file__).with_name("ubuntu_amis.json")
+POLL_S = 0.1
+NO_ISOLATION = "commands on sandbox boxes run without isolation (install bubblewrap)"
+
+#: SSM public parameters Canonical publishes for the current Ubuntu LTS, by architecture.
+SSM_UBUNTU = "/aws/service/canonical/ubuntu/server/24.04/stable/current/{arch}/hvm/ebs-gp3/ami-id"
+
+
+def _configure_moto_env() -> None:
+    """moto reads these at import time, so they are set before anything imports moto."""
+    os.environ["MOTO_EC2_ENABLE_INSTANCE_TYPE_VALIDATION"] = "true"
+    os.environ["MOTO_ENABLE_KEYPAIR_VALIDATION"] = "true"
+    os.environ["MOTO_ENABLE_AMI_VALIDATION"] = "true"
+    os.environ["MOTO_AMIS_PATH"] = str(AMIS_PATH)
+    # The daemon must never reach real AWS, whatever the caller's environment says.
+    for var in ("AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_SESSION_TOKEN"):
+        os.environ.pop(var, None)
+
+
+class Daemon:
+    def __init__(self, sandbox_dir: Path, port: int, boot_s: float) -> None:
+        self.dir = sandbox_dir
+        self.port = port
+        self.boot_s = boot_s
+        self.isolation = "none"
+        self.started_at = datetime.now(UTC).isoformat(timespec="seconds")
+        self.boxes: dict[str, Any] = {}  # instance id -> sshd.Box
+        self.booting: dict[str, asyncio.Task[None]] = {}
+        self.ports: dict[str, int] = {}  # instance id -> last SSH port, reused on restart
+        self.states: dict[str, str] = {}
+        self.host_keys: dict[str, str] = {}  # read by the WSGI thread (GetConsoleOutput)
+        self._published: dict[str, Any] | None = None
+        self._stop = asyncio.Event()
+        self._server: Any = None
+        self._thread: threading.Thread | None = None
+
+    # -- moto -----------------------------------------------------------------------------
+
+    def ec2_backend(self) -> Any:
+        from moto.core import DEFAULT_ACCOUNT_ID
+        from moto.ec2.models import ec2_backends
+
+        return ec2_backends[DEFAULT_ACCOUNT_ID][REGION]
+
+    def start_moto(self) -> None:
+        from moto.moto_server.werkzeug_app import (
+            DomainDispatcherApplication,
+            MotoRequestHandler,
+            create_backend_app,
+        )
+        from werkzeug.serving import make_server
+
+        from cloudsh.sandbox.moto_app import SandboxEc2App
+
+        app = SandboxEc2App(
+            DomainDispatcherApplication(create_backend_app),
+            self.ec2_backend,
+            self.host_keys.get,
+        )
+        self._server = make_server(
+            "127.0.0.1", self.port, app, threaded=True, request_handler=MotoRequestHandler
+        )
+        self.port = self._server.server_address[1]
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+        self.ec2_backend()  # build the backend (and load the AMIs) before the first request
+        self._publish_ssm_parameters()
+
+    def _publish_ssm_parameters(self) -> None:
+        from moto.core import DEFAULT_ACCOUNT_ID
+        from moto.core.utils import utcnow
+        from moto.ssm.models import Parameter, ssm_backends
+
+        newest: dict[str, tuple[str, str]] = {}
+        for ami in self.ec2_backend().amis.values():
+            name = ami.name or ""
+            if "ubuntu-noble-24.04" not in name or ami.owner_id != "099720109477":
+                continue
+            arch = {"x86_64": "amd64", "arm64": "arm64"}.get(ami.architecture or "")
+            if arch and (arch not in newest or name > newest[arch][0]):
+                newest[arch] = (name, ami.id)
+        params = ssm_backends[DEFAULT_ACCOUNT_ID][REGION]._parameters
+        for arch, (_, ami_id) in newest.items():
+            name = SSM_UBUNTU.format(arch=arch)
+            params[name].append(
+                Parameter(
+                    account_id=DEFAULT_ACCOUNT_ID,
+                    name=name,
+                    value=ami_id,
+                    parameter_type="String",
+                    description=None,
+                    allowed_pattern=None,
+                    keyid=None,
+                    last_modified_date=utcnow(),
+                    version=1,
+                    data_type="aws:ec2:image",
+                )
+            )
+
+    # -- watching instances ---------------------------------------------------------------
+
+    def _snapshot(self) -> dict[str, Any]:
+        # moto's request threads mutate the backend while we read it; a torn read is
+        # simply retried on the next tick.
+        for _ in range(3):
+            try:
+                return {i.id: i for i in self.ec2_backend().all_instances()}
+            except RuntimeError:
+                continue
+        return {}
+
+    async def watch(self) -> None:
+        while not self._stop.is_set():
+            if not self.dir.is_dir():
+                log.info("sandbox dir %s is gone; stopping", self.dir)
+                self._stop.set()
+                break
+            instances = self._snapshot()
+            for iid, inst in instances.items():
+                await self._follow(iid, inst)
+            self._publish()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), POLL_S)
+
+    async def _follow(self, iid: str, inst: Any) -> None:
+        state = str(inst.state)
+        previous = self.states.get(iid)
+        self.states[iid] = state
+        box = self.boxes.get(iid)
+        if state == "running":
+            if (box is None or not box.running) and iid not in self.booting:
+                self.booting[iid] = asyncio.ensure_future(self._boot(iid, inst))
+            return
+        if state == previous:
+            return
+        task = self.booting.pop(iid, None)
+        if task is not None:
+            task.cancel()
+        if box is not None:
+            await box.stop()
+            self.host_keys.pop(iid, None)
+            if state in ("shutting-down", "terminated"):
+                box.delete()
+                del self.boxes[iid]
+        log.info("%s: %s", iid, state)
+
+    async def _boot(self, iid: str, inst: Any) -> None:
+        from moto.ec2.models.instance_types import INSTANCE_TYPES
+
+        from cloudsh.sandbox.sshd import Box, gpu_of
+
+        try:
+            await asyncio.sleep(self.boot_s)
+            box = self.boxes.get(iid)
+            if box is None:
+                box = self.boxes[iid] = Box(self.dir, iid, isolation=self.isolation)
+            key_pair = self.ec2_backend().key_pairs.get(inst.key_name) if inst.key_name else None
+            public_key = key_pair.material_public.decode() if key_pair is not None else None
+            await asyncio.to_thread(
+                box.prepare,
+                image_id=str(inst.image_id),
+                public_key=public_key,
+                gpu=gpu_of(INSTANCE_TYPES.get(str(inst.instance_type))),
+            )
+            port = await box.start(self.ports.get(iid, 0))
+            self.ports[iid] = port
+            self.host_keys[iid] = box.host_key_line()
+            log.info("%s: ssh on 127.0.0.1:%d", iid, port)
+            self._publish()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("%s: could not start its SSH server", iid)
+        finally:
+            self.booting.pop(iid, None)
+
+    # -- state.json -----------------------------------------------------------------------
+
+    def _publish(self) -> None:
+        instances = {}
+        for iid, state in self.states.items():
+            box = self.boxes.get(iid)
+            ready = bool(box is not None and box.running)
+            instances[iid] = SandboxInstance(
+                state=state,
+                ssh_port=box.port if ready else None,
+                host_key=box.known_host_key_line() if box is not None else "",
+                ready=ready,
+            )
+        state = SandboxState(
+            pid=os.getpid(),
+            endpoint=f"http://127.0.0.1:{self.port}",
+            region=REGION,
+            started_at=self.started_at,
+            isolation=self.isolation,
+            degraded=() if self.isolation == "bubblewrap" else (NO_ISOLATION,),
+            imds_endpoint=None,
+            instances=instances,
+        )
+        doc = state.to_json()
+        if doc != self._published and self.dir.is_dir():
+            write_state(self.dir, state)
+            self._published = doc
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        from cloudsh.sandbox.sshd import bubblewrap_works
+
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            loop.add_signal_handler(sig, self._stop.set)
+        # moto keeps the cloud in memory, so trees left by an earlier run belong to nothing.
+        await asyncio.to_thread(shutil.rmtree, self.dir / "instances", True)
+        self.isolation = "bubblewrap" if await asyncio.to_thread(bubblewrap_works) else "none"
+        if self.isolation == "none":
+            log.warning(NO_ISOLATION)
+        self.start_moto()
+        (self.dir / "port").write_text(f"{self.port}\n")
+        self._publish()
+        log.info("moto EC2 on http://127.0.0.1:%d, isolation %s", self.port, self.isolation)
+        try:
+            await self.watch()
+        finally:
+            await self.shutdown()
+
+    async def shutdown(self) -> None:
+        for task in self.booting.values():
+            task.cancel()
+        for box in self.boxes.values():
+            await box.stop()
+        with contextlib.suppress(FileNotFoundError):
+            (self.dir / "state.json").unlink()
+        shutil.rmtree(self.dir / "instances", ignore_errors=True)
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+        log.info("stopped")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m cloudsh.sandbox.daemon")
+    parser.add_argument("--dir", required=True, type=Path)
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--boot-s", type=float, default=None)
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
+    logging.getLogger("asyncssh").setLevel(logging.WARNING)
+    boot_s = args.boot_s
+    if boot_s is None:
+        from cloudsh.config import Settings
+
+        boot_s = Settings.load().sandbox_boot_s
+    _configure_moto_env()
+    sandbox_dir = args.dir.resolve()
+    sandbox_dir.mkdir(parents=True, exist_ok=True)
+    daemon = Daemon(sandbox_dir, args.port, boot_s)
+    try:
+        asyncio.run(daemon.run())
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            log.error("port %d is in use", args.port)
+        else:
+            log.error("cannot start: %s", exc)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,300 @@
+"""A WSGI layer in front of moto's server that makes it answer like EC2 where moto does not.
+
+Only EC2 query-protocol calls (form-encoded `Action=...`) are looked at; everything else
+goes to moto untouched. What it changes:
+
+- `ModifyInstanceAttribute` of the instance type on an instance that is not stopped fails
+  with `IncorrectInstanceState` (moto allows it).
+- `RunInstances` / `ModifyInstanceAttribute` with a type whose architectures do not include
+  the AMI's fail with `InvalidParameterValue`, worded as EC2 words it.
+- `DescribeSpotPriceHistory` is answered from `cloudsh.sandbox.prices` (moto's answer is a
+  constant 0.00001).
+- `GetConsoleOutput` prints the cloud-init host-key block once the box's SSH server is up,
+  as Ubuntu on EC2 does, so a first host key can be checked the same way everywhere.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import uuid
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from urllib.parse import parse_qs
+from xml.sax.saxutils import escape
+
+EC2_NS = "http://ec2.amazonaws.com/doc/2016-11-15/"
+
+StartResponse = Callable[..., Any]
+WsgiApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _iso(value: datetime) -> str:
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+
+
+def _parse_time(value: str) -> datetime:
+    if value.replace(".", "", 1).isdigit():
+        return datetime.fromtimestamp(float(value), UTC)
+    parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def type_architectures(instance_type: str) -> list[str] | None:
+    """Architectures an instance type supports (moto's type data), None if unknown."""
+    from moto.ec2.models.instance_types import INSTANCE_TYPES
+
+    info = INSTANCE_TYPES.get(instance_type)
+    if info is None:
+        return None
+    return list(info.get("ProcessorInfo", {}).get("SupportedArchitectures", []))
+
+
+class Ec2Error(Exception):
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+class SandboxEc2App:
+    """The WSGI app the daemon serves: EC2 fixes first, then moto.
+
+    `ec2_backend` returns moto's EC2 backend for the sandbox's account and region;
+    `host_key_of(instance_id)` returns the booted box's public host key, or None.
+    """
+
+    def __init__(
+        self,
+        moto_app: WsgiApp,
+        ec2_backend: Callable[[], Any],
+        host_key_of: Callable[[str], str | None],
+    ) -> None:
+        self.moto_app = moto_app
+        self.ec2_backend = ec2_backend
+        self.host_key_of = host_key_of
+
+    def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        params = self._params(environ)
+        action = params.get("Action", "")
+        handler = {
+            "ModifyInstanceAttribute": self._modify_instance_attribute,
+            "RunInstances": self._run_instances,
+            "DescribeSpotPriceHistory": self._describe_spot_price_history,
+            "GetConsoleOutput": self._get_console_output,
+        }.get(action)
+        if handler is not None:
+            try:
+                body = handler(params)
+            except Ec2Error as err:
+                return _respond(start_response, "400 Bad Request", _error_xml(err))
+            if body is not None:
+                return _respond(start_response, "200 OK", body)
+        return self.moto_app(environ, start_response)
+
+    # -- request parsing -------------------------------------------------------------------
+
+    @staticmethod
+    def _params(environ: dict[str, Any]) -> dict[str, str]:
+        """Query-string and form parameters; the body is put back for moto to read again."""
+        pairs = parse_qs(environ.get("QUERY_STRING", ""), keep_blank_values=True)
+        ctype = environ.get("CONTENT_TYPE", "")
+        if environ.get("REQUEST_METHOD") == "POST" and "x-www-form-urlencoded" in ctype:
+            length = int(environ.get("CONTENT_LENGTH") or 0)
+            body = environ["wsgi.input"].read(length) if length else b""
+            environ["wsgi.input"] = io.BytesIO(body)
+            environ["CONTENT_LENGTH"] = str(len(body))
+            pairs.update(parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True))
+        return {k: v[0] for k, v in pairs.items()}
+
+    def _instance(self, instance_id: str) -> Any | None:
+        for inst in self.ec2_backend().all_instances():
+            if inst.id == instance_id:
+                return inst
+        return None
+
+    def _image_architecture(self, image_id: str) -> str | None:
+        ami = self.ec2_backend().amis.get(image_id)
+        return getattr(ami, "architecture", None) if ami is not None else None
+
+    @staticmethod
+    def _check_architecture(instance_type: str, image_arch: str | None) -> None:
+        archs = type_architectures(instance_type)
+        if not archs or not image_arch or image_arch in archs:
+            return
+        raise Ec2Error(
+            "InvalidParameterValue",
+            f"The architecture '{archs[0]}' of the specified instance type does not match the "
+            f"architecture '{image_arch}' of the specified AMI. Specify an instance type and an "
+            "AMI that have matching architectures, and try again. You can use "
+            "'describe-instance-types' or 'describe-images' to discover the architecture of "
+            "the instance type or AMI.",
+        )
+
+    # -- handlers: return a response body, or None to let moto answer ---------------------
+
+    def _run_instances(self, params: dict[str, str]) -> str | None:
+        image_id = params.get("ImageId", "")
+        instance_type = params.get("InstanceType", "m1.small")
+        self._check_architecture(instance_type, self._image_architecture(image_id))
+        return None
+
+    def _modify_instance_attribute(self, params: dict[str, str]) -> str | None:
+        new_type = params.get("InstanceType.Value")
+        if new_type is None and params.get("Attribute") == "instanceType":
+            new_type = params.get("Value")
+        if new_type is None:
+            return None
+        instance_id = params.get("InstanceId", "")
+        inst = self._instance(instance_id)
+        if inst is None:
+            return None
+        if inst.state != "stopped":
+            raise Ec2Error(
+                "IncorrectInstanceState",
+                f"The instance '{instance_id}' is not in the 'stopped' state.",
+            )
+        self._check_architecture(new_type, getattr(inst, "architecture", None))
+        return None
+
+    def _get_console_output(self, params: dict[str, str]) -> str | None:
+        instance_id = params.get("InstanceId", "")
+        inst = self._instance(instance_id)
+        if inst is None:
+            return None
+        host_key = self.host_key_of(instance_id)
+        text = ""
+        if host_key:
+            ip = (getattr(inst, "private_ip", None) or "127.0.0.1").replace(".", "-")
+            key = " ".join(host_key.split()[:2])
+            text = (
+                f"[    0.000000] Linux version 6.8.0-1016-aws (buildd@lcy02-amd64-047)\r\n"
+                f"Cloud-init v. 24.4-0ubuntu1~24.04.2 running 'modules:final'.\r\n"
+                "-----BEGIN SSH HOST KEY FINGERPRINTS-----\r\n"
+                "-----END SSH HOST KEY FINGERPRINTS-----\r\n"
+                "-----BEGIN SSH HOST KEY KEYS-----\r\n"
+                f"{key} root@ip-{ip}\r\n"
+                "-----END SSH HOST KEY KEYS-----\r\n"
+                "Cloud-init v. 24.4-0ubuntu1~24.04.2 finished.\r\n"
+            )
+        output = base64.b64encode(text.encode()).decode() if text else ""
+        return (
+            f'<GetConsoleOutputResponse xmlns="{EC2_NS}">'
+            f"<requestId>{uuid.uuid4()}</requestId>"
+            f"<instanceId>{escape(instance_id)}</instanceId>"
+            f"<timestamp>{_iso(_now())}</timestamp>"
+            f"<output>{output}</output>"
+            "</GetConsoleOutputResponse>"
+        )
+
+    def _describe_spot_price_history(self, params: dict[str, str]) -> str:
+        types = _numbered(params, "InstanceType")
+        azs = [params["AvailabilityZone"]] if params.get("AvailabilityZone") else []
+        for name, values in _filters(params).items():
+            if name == "instance-type":
+                types = types or values
+            elif name == "availability-zone":
+                azs = azs or values
+        if not types:
+            types = sorted(_list_prices())
+        if not azs:
+            backend = self.ec2_backend()
+            azs = [z.name for z in backend.describe_availability_zones()]
+        end = _parse_time(params["EndTime"]) if params.get("EndTime") else _now()
+        start = _parse_time(params["StartTime"]) if params.get("StartTime") else end
+        rows: list[tuple[datetime, str, str, float]] = []
+        for itype in types:
+            for az in azs:
+                points = sorted(_spot_history(itype, az, start - timedelta(hours=1), end))
+                # EC2 returns the price in effect at StartTime, then every change after it.
+                before = [p for p in points if p[0] <= start]
+                after = [p for p in points if start < p[0] <= end]
+                for at, price in before[-1:] + after:
+                    rows.append((at, itype, az, price))
+        rows.sort(key=lambda r: r[0], reverse=True)
+        offset = int(params.get("NextToken") or 0)
+        limit = int(params.get("MaxResults") or 1000)
+        page = rows[offset : offset + limit]
+        next_token = str(offset + limit) if offset + limit < len(rows) else ""
+        items = "".join(
+            "<item>"
+            f"<instanceType>{escape(itype)}</instanceType>"
+            "<productDescription>Linux/UNIX</productDescription>"
+            f"<spotPrice>{price:.6f}</spotPrice>"
+            f"<timestamp>{_iso(at)}</timestamp>"
+            f"<availabilityZone>{escape(az)}</availabilityZone>"
+            "</item>"
+            for at, itype, az, price in page
+        )
+        return (
+            f'<DescribeSpotPriceHistoryResponse xmlns="{EC2_NS}">'
+            f"<requestId>{uuid.uuid4()}</requestId>"
+            f"<spotPriceHistorySet>{items}</spotPriceHistorySet>"
+            f"<nextToken>{next_token}</nextToken>"
+            "</DescribeSpotPriceHistoryResponse>"
+        )
+
+
+def _numbered(params: dict[str, str], prefix: str) -> list[str]:
+    """`Prefix.1`, `Prefix.2`, ... in order."""
+    found = []
+    for key, value in params.items():
+        head, _, index = key.rpartition(".")
+        if head == prefix and index.isdigit():
+            found.append((int(index), value))
+    return [v for _, v in sorted(found)]
+
+
+def _filters(params: dict[str, str]) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    n = 1
+    while f"Filter.{n}.Name" in params:
+        out[params[f"Filter.{n}.Name"]] = _numbered(params, f"Filter.{n}.Value")
+        n += 1
+    return out
+
+
+def _list_prices() -> dict[str, float]:
+    try:
+        from cloudsh.sandbox import prices
+    except ImportError:
+        return {}
+    return dict(getattr(prices, "LIST_PRICES", {}))
+
+
+def _spot_history(instance_type: str, az: str, start: datetime, end: datetime) -> list[tuple[datetime, float]]:
+    """Hourly spot prices from the sandbox price source; empty if it has none for this type."""
+    try:
+        from cloudsh.sandbox import prices
+    except ImportError:
+        return []
+    history = getattr(prices, "spot_price_history", None)
+    if history is None:
+        return []
+    try:
+        return list(history(instance_type, az, start, end))
+    except (KeyError, ValueError):
+        return []
+
+
+def _error_xml(err: Ec2Error) -> str:
+    return (
+        '<?xml version="1.0" encoding="UTF-8"?>'
+        f"<Response><Errors><Error><Code>{escape(err.code)}</Code>"
+        f"<Message>{escape(err.message)}</Message></Error></Errors>"
+        f"<RequestID>{uuid.uuid4()}</RequestID></Response>"
+    )
+
+
+def _respond(start_response: StartResponse, status: str, body: str) -> list[bytes]:
+    data = body.encode()
+    start_response(
+        status,
+        [("Content-Type", "text/xml;charset=UTF-8"), ("Content-Length", str(len(data)))],
+    )
+    return [data]

@@ -1,0 +1,520 @@
+"""One SSH server per running sandbox instance (asyncssh, on 127.0.0.1).
+
+An instance is a directory tree, `<sandbox>/instances/<id>/`:
+
+    ssh_host_ed25519_key   its host key (made at first boot; survives stop/start)
+    authorized_keys        its key pair's public key, copied at first boot as cloud-init does
+    root/                  the box's own files: home/ubuntu, tmp, mnt
+    bin/                   stand-ins for tools the instance type has (nvidia-smi on GPU types)
+
+Frozen images are trees too: if `<sandbox>/images/<image-id>/root` exists, a new instance
+starts with a copy of it instead of an empty tree.
+
+Commands run on this machine as `bash -lc CMD` (or a login shell), inside bubblewrap when
+it works here: the host's filesystem read-only, the tree's home/tmp/mnt bound over
+/home, /tmp, /mnt, and the sandbox dir and the real user's home hidden, so a box can
+neither see nor change the user's files. The network is shared: the box's localhost is
+this machine's loopback, which is what port forwards need.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import logging
+import os
+import shutil
+import signal
+import struct
+import termios
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import asyncssh
+
+log = logging.getLogger("cloudsh.sandbox.sshd")
+
+USER = "ubuntu"
+LOOPBACK = frozenset({"localhost", "127.0.0.1", "::1"})
+#: PATH of a fresh Ubuntu login; the host's PATH (venvs, pyenv shims) must not leak in.
+UBUNTU_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:/snap/bin"
+#: Where the tool stand-ins appear inside bubblewrap: in every Ubuntu PATH, and empty on
+#: a stock system, so binding over it hides nothing.
+BOX_TOOLS_DIR = "/usr/local/sbin"
+BWRAP_BASE = ["bwrap", "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc"]
+BWRAP_LIFETIME = ["--unshare-pid", "--die-with-parent"]
+
+
+@dataclass(frozen=True)
+class Gpu:
+    model: str
+    count: int
+    memory_mib: int
+
+
+def bubblewrap_works() -> bool:
+    """Try the exact flags boxes use once; some kernels forbid user namespaces."""
+    if shutil.which("bwrap") is None:
+        return False
+    import subprocess
+
+    try:
+        done = subprocess.run(
+            [*BWRAP_BASE, *BWRAP_LIFETIME, "--", "true"],
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            timeout=10,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return done.returncode == 0
+
+
+def public_key_line(key: asyncssh.SSHKey) -> str:
+    """`ssh-ed25519 AAAA...` without a comment."""
+    return " ".join(key.export_public_key("openssh").decode().split()[:2])
+
+
+class Box:
+    """One instance: its tree, host key and (while it runs) its SSH server."""
+
+    def __init__(self, sandbox_dir: Path, instance_id: str, *, isolation: str) -> None:
+        self.sandbox_dir = sandbox_dir
+        self.instance_id = instance_id
+        self.isolation = isolation
+        self.dir = sandbox_dir / "instances" / instance_id
+        self.root = self.dir / "root"
+        self.tools = self.dir / "bin"
+        self.port: int | None = None
+        self._server: asyncssh.SSHAcceptor | None = None
+        self._conns: set[asyncssh.SSHServerConnection] = set()
+        self._pids: set[int] = set()
+        self._host_key: asyncssh.SSHKey | None = None
+        self._authorized: list[asyncssh.SSHKey] = []
+        self.has_gpu = False
+
+    # -- files ----------------------------------------------------------------------------
+
+    @property
+    def running(self) -> bool:
+        return self._server is not None
+
+    def host_key(self) -> asyncssh.SSHKey:
+        if self._host_key is None:
+            path = self.dir / "ssh_host_ed25519_key"
+            if path.exists():
+                self._host_key = asyncssh.read_private_key(path)
+            else:
+                self.dir.mkdir(parents=True, exist_ok=True)
+                key = asyncssh.generate_private_key("ssh-ed25519", comment=f"root@{self.instance_id}")
+                key.write_private_key(path)
+                path.chmod(0o600)
+                self._host_key = key
+        return self._host_key
+
+    def host_key_line(self) -> str:
+        return public_key_line(self.host_key())
+
+    def known_host_key_line(self) -> str:
+        """The host key once first boot made it, else "" (never generates one)."""
+        return public_key_line(self._host_key) if self._host_key is not None else ""
+
+    def prepare(self, *, image_id: str, public_key: str | None, gpu: Gpu | None) -> None:
+        """First boot makes the tree and installs the key pair; every boot refreshes tools."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+        if not self.root.exists():
+            image_root = self.sandbox_dir / "images" / image_id / "root"
+            if image_root.is_dir():
+                shutil.copytree(image_root, self.root, symlinks=True)
+            for sub in ("home/ubuntu", "tmp", "mnt"):
+                (self.root / sub).mkdir(parents=True, exist_ok=True)
+            (self.root / "tmp").chmod(0o1777)
+        auth = self.dir / "authorized_keys"
+        if not auth.exists() and public_key:
+            auth.write_text(public_key.strip() + "\n")
+        self._authorized = []
+        if auth.exists():
+            for line in auth.read_text().splitlines():
+                with contextlib.suppress(asyncssh.KeyImportError, ValueError):
+                    if line.strip():
+                        self._authorized.append(asyncssh.import_public_key(line.strip()))
+        shutil.rmtree(self.tools, ignore_errors=True)
+        self.has_gpu = gpu is not None
+        if gpu is not None:
+            self.tools.mkdir(parents=True)
+            script = self.tools / "nvidia-smi"
+            script.write_text(_nvidia_smi_script(gpu, self.instance_id))
+            script.chmod(0o755)
+        self.host_key()
+
+    def delete(self) -> None:
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def authorized(self, username: str, key: asyncssh.SSHKey) -> bool:
+        return username == USER and any(k.public_data == key.public_data for k in self._authorized)
+
+    # -- server ---------------------------------------------------------------------------
+
+    async def start(self, port: int = 0) -> int:
+        """Listen on `port` (or any free port if it is taken); returns the port."""
+        kwargs: dict[str, Any] = dict(
+            server_host_keys=[self.host_key()],
+            process_factory=self._handle,
+            sftp_factory=lambda chan: _BoxSFTPServer(chan, chroot=str(self.root).encode()),
+            allow_scp=True,
+            encoding=None,
+            line_editor=False,
+            agent_forwarding=False,
+            x11_forwarding=False,
+            keepalive_interval=30,
+        )
+        try:
+            server = await asyncssh.create_server(
+                lambda: _Server(self), "127.0.0.1", port, **kwargs
+            )
+        except OSError:
+            if not port:
+                raise
+            server = await asyncssh.create_server(lambda: _Server(self), "127.0.0.1", 0, **kwargs)
+        self._server = server
+        self.port = server.sockets[0].getsockname()[1]
+        return self.port
+
+    async def stop(self) -> None:
+        """Stop listening, drop every session and kill everything running on the box."""
+        server, self._server = self._server, None
+        if server is not None:
+            server.close()
+        for conn in list(self._conns):
+            conn.close()
+        self.kill_processes()
+        if server is not None:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(server.wait_closed(), 2)
+
+    def kill_processes(self) -> None:
+        for pid in list(self._pids):
+            # Each command leads its own process group; inside bubblewrap killing the
+            # group also ends the box's pid namespace and so every process in it.
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pid, signal.SIGKILL)
+        self._pids.clear()
+
+    # -- commands -------------------------------------------------------------------------
+
+    def _argv(self, command: str | None) -> list[str]:
+        tools = BOX_TOOLS_DIR if self.isolation == "bubblewrap" else str(self.tools)
+        # /etc/profile resets PATH, so the tool stand-ins are put first after it ran.
+        prefix = f'PATH="{tools}:$PATH"\n' if self.has_gpu else ""
+        if command is None:
+            argv = ["bash", "-l"] if not prefix else ["bash", "-lc", prefix + "exec bash -i"]
+        else:
+            argv = ["bash", "-lc", prefix + command]
+        if self.isolation != "bubblewrap":
+            return argv
+        wrap = list(BWRAP_BASE)
+        real_home = Path.home()
+        if real_home != Path("/"):
+            wrap += ["--tmpfs", str(real_home)]
+        if not self.sandbox_dir.is_relative_to(real_home):
+            wrap += ["--tmpfs", str(self.sandbox_dir)]
+        for sub in ("home", "tmp", "mnt"):
+            if Path("/", sub).is_dir():
+                wrap += ["--bind", str(self.root / sub), f"/{sub}"]
+        if self.has_gpu and Path(BOX_TOOLS_DIR).is_dir():
+            wrap += ["--ro-bind", str(self.tools), BOX_TOOLS_DIR]
+        wrap += ["--chdir", "/home/ubuntu", *BWRAP_LIFETIME, "--"]
+        return wrap + argv
+
+    def _env(self, process: asyncssh.SSHServerProcess[bytes]) -> tuple[dict[str, str], str]:
+        home = "/home/ubuntu" if self.isolation == "bubblewrap" else str(self.root / "home/ubuntu")
+        env = {"LANG": "C.UTF-8", "PATH": UBUNTU_PATH}
+        for key, value in process.env.items():
+            k = key.decode() if isinstance(key, bytes) else str(key)
+            v = value.decode(errors="replace") if isinstance(value, bytes) else str(value)
+            env[k] = v
+        env.update(HOME=home, USER=USER, LOGNAME=USER, SHELL="/bin/bash")
+        term = process.get_terminal_type()
+        if term:
+            env["TERM"] = term
+        return env, home
+
+    async def _handle(self, process: asyncssh.SSHServerProcess[bytes]) -> None:
+        try:
+            status = await self._run(process)
+        except Exception:
+            log.exception("%s: session failed", self.instance_id)
+            status = 255
+        if status < 0:
+            try:
+                name = signal.Signals(-status).name.removeprefix("SIG")
+            except ValueError:
+                name = "KILL"
+            process.exit_with_signal(name)
+        else:
+            process.exit(status)
+
+    async def _run(self, process: asyncssh.SSHServerProcess[bytes]) -> int:
+        argv = self._argv(process.command)
+        env, home = self._env(process)
+        if process.get_terminal_type():
+            return await self._run_pty(process, argv, env, home)
+        proc = await asyncio.create_subprocess_exec(
+            *argv,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            env=env,
+            cwd=home if self.isolation != "bubblewrap" else None,
+            start_new_session=True,
+        )
+        self._pids.add(proc.pid)
+        assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
+        stdin = proc.stdin
+
+        async def feed(data: bytes) -> None:
+            stdin.write(data)
+            await stdin.drain()
+
+        pumps = [
+            asyncio.ensure_future(_pump_out(proc.stdout, process.stdout, proc.pid)),
+            asyncio.ensure_future(_pump_out(proc.stderr, process.stderr, proc.pid)),
+        ]
+        feeder = asyncio.ensure_future(
+            _pump_in(process, feed, stdin.close, proc.pid, resize=None)
+        )
+        try:
+            status = await proc.wait()
+            await asyncio.gather(*pumps)
+        finally:
+            feeder.cancel()
+            self._pids.discard(proc.pid)
+        return status
+
+    async def _run_pty(
+        self,
+        process: asyncssh.SSHServerProcess[bytes],
+        argv: list[str],
+        env: dict[str, str],
+        home: str,
+    ) -> int:
+        master, slave = os.openpty()
+        _set_winsize(master, process.term_size)
+        try:
+            # `setsid -c` makes the pty the session's controlling terminal, so job
+            # control and ^C work in an interactive shell.
+            proc = await asyncio.create_subprocess_exec(
+                "setsid", "-w", "-c", *argv,
+                stdin=slave, stdout=slave, stderr=slave, env=env,
+                cwd=home if self.isolation != "bubblewrap" else None,
+            )
+        finally:
+            os.close(slave)
+        self._pids.add(proc.pid)
+        loop = asyncio.get_running_loop()
+        reader = asyncio.StreamReader()
+        read_t, _ = await loop.connect_read_pipe(
+            lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(master, "rb", buffering=0)
+        )
+        write_t, _ = await loop.connect_write_pipe(
+            asyncio.Protocol, os.fdopen(os.dup(master), "wb", buffering=0)
+        )
+
+        async def feed(data: bytes) -> None:
+            write_t.write(data)
+
+        out = asyncio.ensure_future(_pump_out(reader, process.stdout, proc.pid))
+        feeder = asyncio.ensure_future(
+            _pump_in(process, feed, lambda: None, proc.pid, resize=lambda s: _set_winsize(master, s))
+        )
+        try:
+            status = await proc.wait()
+            # Background jobs may keep the pty open; do not hang the session on them.
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(asyncio.shield(out), 1.0)
+        finally:
+            out.cancel()
+            feeder.cancel()
+            read_t.close()
+            write_t.close()
+            self._pids.discard(proc.pid)
+        return status
+
+
+async def _pump_out(reader: asyncio.StreamReader, writer: asyncssh.SSHWriter[bytes], pid: int) -> None:
+    while True:
+        try:
+            data = await reader.read(65536)
+        except OSError:  # a pty master reads EIO once the last process on it closed it
+            return
+        if not data:
+            return
+        try:
+            writer.write(data)
+            await writer.drain()
+        except (OSError, asyncssh.Error):
+            # The client went away: hang up on the command, as sshd does.
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pid, signal.SIGHUP)
+            return
+
+
+async def _pump_in(
+    process: asyncssh.SSHServerProcess[bytes],
+    feed: Callable[[bytes], Any],
+    close: Callable[[], None],
+    pid: int,
+    *,
+    resize: Callable[[tuple[int, int, int, int]], None] | None,
+) -> None:
+    while True:
+        try:
+            data = await process.stdin.read(65536)
+        except asyncssh.TerminalSizeChanged as exc:
+            if resize is not None:
+                resize(exc.term_size)
+            continue
+        except asyncssh.SignalReceived as exc:
+            sig = getattr(signal, f"SIG{exc.signal}", None)
+            if sig is not None:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(pid, sig)
+            continue
+        except asyncssh.BreakReceived:
+            continue
+        except (OSError, asyncssh.Error):
+            break
+        if not data:
+            break
+        try:
+            await feed(data)
+        except (OSError, RuntimeError):  # the command exited and closed its stdin
+            break
+    with contextlib.suppress(OSError, RuntimeError):
+        close()
+
+
+def _set_winsize(fd: int, size: tuple[int, int, int, int]) -> None:
+    width, height, pixw, pixh = size
+    if width and height:
+        fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", height, width, pixw, pixh))
+
+
+class _Server(asyncssh.SSHServer):
+    def __init__(self, box: Box) -> None:
+        self.box = box
+        self.conn: asyncssh.SSHServerConnection | None = None
+
+    def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
+        self.conn = conn
+        self.box._conns.add(conn)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.conn is not None:
+            self.box._conns.discard(self.conn)
+
+    def begin_auth(self, username: str) -> bool:
+        return True
+
+    def password_auth_supported(self) -> bool:
+        return False
+
+    def kbdint_auth_supported(self) -> bool:
+        return False
+
+    def public_key_auth_supported(self) -> bool:
+        return True
+
+    def validate_public_key(self, username: str, key: asyncssh.SSHKey) -> bool:
+        return self.box.authorized(username, key)
+
+    def connection_requested(self, dest_host: str, dest_port: int, orig_host: str, orig_port: int) -> bool:
+        # Forwards reach only the box's own localhost, which is this machine's loopback.
+        return dest_host in LOOPBACK
+
+    def server_requested(self, listen_host: str, listen_port: int) -> bool:
+        return False
+
+
+class _BoxSFTPServer(asyncssh.SFTPServer):
+    """SFTP rooted at the box's tree; relative paths start at /home/ubuntu, as on Ubuntu."""
+
+    def map_path(self, path: bytes) -> bytes:
+        if not path.startswith(b"/"):
+            path = b"/home/ubuntu/" + path
+        return super().map_path(path)
+
+
+def gpu_of(type_info: Mapping[str, Any] | None) -> Gpu | None:
+    """The GPU of an instance type from moto's type data (`GpuInfo`), or None."""
+    gpus = (type_info or {}).get("GpuInfo", {}).get("Gpus") or []
+    if not gpus:
+        return None
+    g = gpus[0]
+    return Gpu(
+        model=f"{g.get('Manufacturer', 'NVIDIA')} {g.get('Name', 'GPU')}".strip(),
+        count=int(g.get("Count", 1)),
+        memory_mib=int(g.get("MemoryInfo", {}).get("SizeInMiB", 0)),
+    )
+
+
+def _nvidia_smi_script(gpu: Gpu, instance_id: str) -> str:
+    """A stand-in `nvidia-smi`: table, `-L` and `--query-gpu=... --format=csv[,noheader][,nounits]`."""
+    return f'''#!/usr/bin/env python3
+# cloudsh sandbox stand-in for nvidia-smi ({gpu.count}x {gpu.model}); no real GPU here.
+import sys, hashlib
+MODEL, COUNT, MEM = {gpu.model!r}, {gpu.count}, {gpu.memory_mib}
+DRIVER, CUDA = "550.127.05", "12.4"
+def uuid(i):
+    h = hashlib.sha1(f"{instance_id}-{{i}}".encode()).hexdigest()
+    return f"GPU-{{h[:8]}}-{{h[8:12]}}-{{h[12:16]}}-{{h[16:20]}}-{{h[20:32]}}"
+args = sys.argv[1:]
+if "-L" in args or "--list-gpus" in args:
+    for i in range(COUNT):
+        print(f"GPU {{i}}: {{MODEL}} (UUID: {{uuid(i)}})")
+    sys.exit(0)
+query = next((a.split("=", 1)[1] for a in args if a.startswith("--query-gpu=")), None)
+if query is not None:
+    fmt = next((a.split("=", 1)[1] for a in args if a.startswith("--format=")), "csv")
+    units = "nounits" not in fmt
+    values = {{
+        "name": lambda i: MODEL, "index": lambda i: str(i), "uuid": uuid,
+        "memory.total": lambda i: f"{{MEM}} MiB" if units else str(MEM),
+        "memory.used": lambda i: "0 MiB" if units else "0",
+        "memory.free": lambda i: f"{{MEM}} MiB" if units else str(MEM),
+        "utilization.gpu": lambda i: "0 %" if units else "0",
+        "temperature.gpu": lambda i: "31", "driver_version": lambda i: DRIVER,
+        "count": lambda i: str(COUNT),
+    }}
+    fields = [f.strip() for f in query.split(",") if f.strip()]
+    for f in fields:
+        if f not in values:
+            print(f'Field "{{f}}" is not a valid field to query.', file=sys.stderr)
+            sys.exit(2)
+    if "noheader" not in fmt:
+        print(", ".join(f + (" [MiB]" if f.startswith("memory") and units else "") for f in fields))
+    for i in range(COUNT):
+        print(", ".join(values[f](i) for f in fields))
+    sys.exit(0)
+line = "+-----------------------------------------------------------------------------------------+"
+print(line)
+print(f"| NVIDIA-SMI {{DRIVER}}             Driver Version: {{DRIVER}}     CUDA Version: {{CUDA}}     |")
+print("|-----------------------------------------+------------------------+----------------------+")
+print("| GPU  Name                 Persistence-M | Bus-Id          Disp.A | Volatile Uncorr. ECC |")
+print("| Fan  Temp   Perf          Pwr:Usage/Cap |           Memory-Usage | GPU-Util  Compute M. |")
+print("|=========================================+========================+======================|")
+for i in range(COUNT):
+    print(f"|   {{i}}  {{MODEL[:24]:<24}}       On  |   00000000:00:{{0x1e - i:02X}}.0 Off |                    0 |")
+    print(f"|  0%   31C    P8             16W /  300W |       0MiB / {{MEM:>6}}MiB |      0%      Default |")
+    print("+-----------------------------------------+------------------------+----------------------+")
+print()
+print(line)
+print("| Processes:                                                                              |")
+print("|  GPU   GI   CI              PID   Type   Process name                        GPU Memory |")
+print("|=========================================================================================|")
+print("|  No running processes found                                                             |")
+print(line)
+'''

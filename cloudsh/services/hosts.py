@@ -1,0 +1,140 @@
+"""Instance -> where and how to reach it over SSH (`HostInfo`).
+
+Real AWS and the sandbox differ only here: AWS boxes are reached at their public (else
+private) address on port 22; sandbox boxes at 127.0.0.1 on the port the sandbox daemon
+publishes in its state file, with the host key it publishes. No asyncssh import here:
+`cloudsh ls` loads this module.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Iterable
+from typing import Protocol
+
+from cloudsh.config import Settings
+from cloudsh.errors import InvalidState, SandboxError
+from cloudsh.models import HostInfo, Instance
+from cloudsh.sandbox.state import pid_alive, read_state
+
+_KEYS_BLOCK = re.compile(
+    r"-----BEGIN SSH HOST KEY KEYS-----(.*?)-----END SSH HOST KEY KEYS-----", re.S
+)
+#: Console lines carry a prefix such as "ec2: " or a timestamp; the key is what follows.
+_KEY_LINE = re.compile(r"((?:ssh|ecdsa|sk)-[\w@.-]+)\s+([A-Za-z0-9+/]+={0,3})")
+
+
+def parse_console_host_keys(text: str) -> tuple[str, ...]:
+    """Host keys from cloud-init's `-----BEGIN SSH HOST KEY KEYS-----` console block.
+
+    Returns `"type base64"` lines (no comments), the last block winning when the console
+    shows several boots.
+    """
+    blocks = _KEYS_BLOCK.findall(text)
+    if not blocks:
+        return ()
+    keys: list[str] = []
+    for match in _KEY_LINE.finditer(blocks[-1]):
+        key = f"{match.group(1)} {match.group(2)}"
+        if key not in keys:
+            keys.append(key)
+    return tuple(keys)
+
+
+def _check_running(inst: Instance) -> bool:
+    """True if running; False if about to be (pending); raises if it will not be."""
+    if inst.state == "running":
+        return True
+    if inst.state == "pending":
+        return False
+    if inst.state in ("terminated", "shutting-down"):
+        raise InvalidState(
+            f"{inst.label} is {inst.state}",
+            f"launch a new box with `cloudsh launch {inst.label}`",
+        )
+    raise InvalidState(
+        f"{inst.label} is {inst.state}", f"start it with `cloudsh start {inst.label}`"
+    )
+
+
+class HostResolver(Protocol):
+    def resolve(self, inst: Instance) -> HostInfo | None:
+        """Where to reach `inst` over SSH.
+
+        Returns None while it is running (or pending) but not reachable yet (no address,
+        still booting). Raises `InvalidState` when it is not running.
+        """
+        ...
+
+
+class AwsHostResolver:
+    """Real EC2: public IP, else private IP (VPN / same VPC), port 22.
+
+    Host keys that cloud-init printed to the console (see `learn_console_output`) become
+    the `expected_host_keys` that a first connection is checked against.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._console_keys: dict[str, tuple[str, ...]] = {}
+        self._lock = threading.Lock()
+
+    def learn_console_output(self, instance_id: str, text: str) -> tuple[str, ...]:
+        """Remember the host keys printed in `GetConsoleOutput` text; returns them."""
+        keys = parse_console_host_keys(text)
+        if keys:
+            self.learn_host_keys(instance_id, keys)
+        return keys
+
+    def learn_host_keys(self, instance_id: str, keys: Iterable[str]) -> None:
+        with self._lock:
+            self._console_keys[instance_id] = tuple(keys)
+
+    def resolve(self, inst: Instance) -> HostInfo | None:
+        if not _check_running(inst):
+            return None
+        address = inst.public_ip or inst.private_ip
+        if not address:
+            return None
+        with self._lock:
+            expected = self._console_keys.get(inst.id, ())
+        return HostInfo(
+            instance_id=inst.id,
+            name=inst.label,
+            host=address,
+            port=22,
+            user=self.settings.ssh_user,
+            key_path=str(self.settings.key_path),
+            host_key_alias=inst.id,
+            expected_host_keys=expected,
+        )
+
+
+class SandboxHostResolver:
+    """The local cloud: 127.0.0.1 and the port/host key the sandbox daemon publishes."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    def resolve(self, inst: Instance) -> HostInfo | None:
+        if not _check_running(inst):
+            return None
+        state = read_state(self.settings.sandbox_path)
+        if state is None or not pid_alive(state.pid):
+            raise SandboxError(
+                "the sandbox cloud is not running", "start it with `cloudsh sandbox up`"
+            )
+        box = state.instances.get(inst.id)
+        if box is None or not box.ready or not box.ssh_port:
+            return None
+        return HostInfo(
+            instance_id=inst.id,
+            name=inst.label,
+            host="127.0.0.1",
+            port=int(box.ssh_port),
+            user=self.settings.ssh_user,
+            key_path=str(self.settings.key_path),
+            host_key_alias=inst.id,
+            expected_host_keys=(box.host_key,) if box.host_key else (),
+        )

@@ -1,0 +1,684 @@
+"""asyncssh engine: pooled connections, commands, SFTP, port forwards, readiness probes.
+
+Host keys are pinned per instance id in cloudsh's own known_hosts file (see
+`known_hosts.py`) and checked during key exchange, before cloudsh authenticates: a
+pinned box must present a pinned key; a new box must present one of the keys learnt
+out of band (sandbox state, EC2 console output) if there are any, else it is trusted on
+first use. A changed key is never accepted silently.
+
+OpenSSH (`connect`, `ssh-config`, rsync/scp) is pointed at the same file with
+`HostKeyAlias`, so both clients agree on what a box's key is.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import codecs
+import contextlib
+import errno
+import os
+import shlex
+import shutil
+import signal
+import sys
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path, PurePosixPath
+from typing import Any, TypeVar
+
+import asyncssh
+from asyncssh.public_key import get_default_public_key_algs
+
+from cloudsh.config import Settings
+from cloudsh.errors import CloudshError, HostKeyChanged, SSHError
+from cloudsh.models import CommandResult, HostInfo, Tunnel
+from cloudsh.services.known_hosts import KnownHosts, fingerprint, normalize_key
+
+#: Seconds between keepalives; 3 unanswered ones drop the connection (like OpenSSH's
+#: ServerAliveInterval/CountMax), so a dead pooled connection is noticed and replaced.
+KEEPALIVE_S = 15.0
+KEEPALIVE_COUNT = 3
+
+#: AES-GCM first: AES-NI makes it the fastest cipher on x86 and Graviton alike;
+#: chacha20 wins only on CPUs without AES instructions.
+CIPHERS = (
+    "aes128-gcm@openssh.com",
+    "aes256-gcm@openssh.com",
+    "chacha20-poly1305@openssh.com",
+    "aes128-ctr",
+    "aes256-ctr",
+)
+
+_CHUNK = 65536
+_BOOT_HINT = "it may still be booting: wait, or check `cloudsh ls`"
+
+PoolKey = tuple[str, int, str, str]
+T = TypeVar("T")
+OutputCallback = Callable[[str], None]
+
+
+def _key_line(key: asyncssh.SSHKey) -> str:
+    return normalize_key(key.export_public_key("openssh").decode())
+
+
+def _import_keys(lines: Sequence[str]) -> list[asyncssh.SSHKey]:
+    keys: list[asyncssh.SSHKey] = []
+    for line in lines:
+        # A malformed expected key is ignored rather than trusted or fatal.
+        with contextlib.suppress(asyncssh.KeyImportError, ValueError):
+            keys.append(asyncssh.import_public_key(normalize_key(line)))
+    return keys
+
+
+def _host_key_algs(trusted: Sequence[asyncssh.SSHKey]) -> list[str]:
+    """Ask first for the algorithms of the keys we trust, then ed25519, then the rest.
+
+    Offering every algorithm (not only the trusted ones) lets a box that now has a
+    different key type fail with a clear "host key changed", not a bare kex failure.
+    """
+    order: list[bytes] = []
+    for key in trusted:
+        order.extend(key.sig_algorithms)
+    order.append(b"ssh-ed25519")
+    order.extend(get_default_public_key_algs())
+    seen: list[str] = []
+    for alg in order:
+        name = alg.decode()
+        if name not in seen:
+            seen.append(name)
+    return seen
+
+
+class _HostKeyPolicy(asyncssh.SSHClient):
+    """Sees every host key not in the trusted set, during key exchange (pre-auth)."""
+
+    def __init__(self, accept_unknown: bool) -> None:
+        self.accept_unknown = accept_unknown
+        self.refused: str | None = None
+
+    def validate_host_public_key(
+        self, host: str, addr: str, port: int, key: asyncssh.SSHKey
+    ) -> bool:
+        if not self.accept_unknown:
+            self.refused = _key_line(key)
+        return self.accept_unknown
+
+
+def _exit_status(proc: asyncssh.SSHClientProcess[Any]) -> int | None:
+    code = proc.returncode
+    if code is None:
+        return None
+    return 128 - code if code < 0 else code
+
+
+def _stop(proc: asyncssh.SSHClientProcess[Any]) -> None:
+    """Stop a remote command we no longer wait for: TERM it, then close the channel."""
+    if proc.returncode is None:
+        with contextlib.suppress(OSError, asyncssh.Error):
+            proc.send_signal("TERM")
+    proc.close()
+
+
+def _where(host: HostInfo) -> str:
+    return f"{host.name} at {host.host}:{host.port}"
+
+
+def reach_error(host: HostInfo, exc: BaseException, timeout: float | None = None) -> SSHError:
+    """One clear line for a failed connection attempt (never a raw asyncssh/OSError)."""
+    if isinstance(exc, asyncssh.PermissionDenied):
+        return SSHError(
+            f"box {_where(host)} refused cloudsh's key {host.key_path} for user {host.user}",
+            "was it launched with cloudsh's key pair? Otherwise check the user name setting",
+        )
+    if isinstance(exc, ConnectionRefusedError):
+        why = "connection refused"
+    elif isinstance(exc, TimeoutError):
+        why = f"no answer within {timeout:g} s" if timeout else "timed out"
+    elif isinstance(exc, asyncssh.DisconnectError):
+        why = exc.reason or type(exc).__name__
+    elif isinstance(exc, OSError):
+        why = exc.strerror or str(exc) or type(exc).__name__
+    else:
+        why = str(exc) or type(exc).__name__
+    return SSHError(f"cannot reach box {_where(host)}: {why.rstrip('.').lower()}", _BOOT_HINT)
+
+
+def _host_key_error(host: HostInfo, pinned: Sequence[str], presented: str) -> HostKeyChanged:
+    if pinned:
+        known, what = ", ".join(fingerprint(k) for k in pinned), "pinned"
+        headline = f"host key of box {host.name} has CHANGED"
+    else:
+        known = ", ".join(fingerprint(k) for k in host.expected_host_keys)
+        what = "expected"
+        headline = f"host key of box {host.name} does not match the one its cloud published"
+    return HostKeyChanged(
+        f"{headline}: {what} {known}, presented {fingerprint(presented)}",
+        f"if {host.name} was rebuilt, run `cloudsh known-hosts forget {host.name}`; "
+        "otherwise do not connect: someone may be intercepting the connection",
+    )
+
+
+class Forward:
+    """A local port forward: 127.0.0.1:`local_port` -> `remote_host`:`remote_port` on the box."""
+
+    def __init__(
+        self, listener: asyncssh.SSHListener, host: HostInfo, remote_port: int, remote_host: str
+    ) -> None:
+        self._listener = listener
+        self.host = host
+        self.local_port = listener.get_port()
+        self.remote_port = remote_port
+        self.remote_host = remote_host
+
+    @property
+    def tunnel(self) -> Tunnel:
+        return Tunnel(self.host.name, self.local_port, self.remote_port, self.remote_host)
+
+    def close(self) -> None:
+        self._listener.close()
+
+    async def wait_closed(self) -> None:
+        """Returns once closed, by `close()` or because the SSH connection dropped."""
+        await self._listener.wait_closed()
+
+
+class SSHService:
+    """asyncio-native SSH to instances, one pooled connection per (host, port, user, alias)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.known_hosts = KnownHosts(settings.known_hosts_path)
+        self._pool: dict[PoolKey, asyncssh.SSHClientConnection] = {}
+        self._locks: dict[PoolKey, asyncio.Lock] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        #: Connections opened so far (tests and benchmarks read it).
+        self.connections_opened = 0
+
+    # -- connections -------------------------------------------------------------
+
+    async def _open(self, host: HostInfo) -> asyncssh.SSHClientConnection:
+        if not Path(host.key_path).is_file():
+            raise SSHError(
+                f"no SSH key at {host.key_path}",
+                f"create one with `ssh-keygen -t ed25519 -N '' -f {host.key_path}`",
+            )
+        pinned = self.known_hosts.keys(host.host_key_alias)
+        trusted = _import_keys(pinned or host.expected_host_keys)
+        policy = _HostKeyPolicy(accept_unknown=not pinned and not trusted)
+        timeout = self.settings.ssh_connect_timeout_s
+        try:
+            conn = await asyncssh.connect(
+                host.host,
+                host.port,
+                username=host.user,
+                client_factory=lambda: policy,
+                known_hosts=(trusted, [], []),
+                server_host_key_algs=_host_key_algs(trusted),
+                client_keys=[host.key_path],
+                agent_path=None,
+                config=None,
+                preferred_auth="publickey",
+                connect_timeout=timeout,
+                keepalive_interval=KEEPALIVE_S,
+                keepalive_count_max=KEEPALIVE_COUNT,
+                encryption_algs=list(CIPHERS),
+            )
+        except asyncssh.HostKeyNotVerifiable as exc:
+            if policy.refused is None:
+                raise reach_error(host, exc, timeout) from None
+            raise _host_key_error(host, pinned, policy.refused) from None
+        except (OSError, TimeoutError, asyncssh.Error) as exc:
+            raise reach_error(host, exc, timeout) from None
+        self.connections_opened += 1
+        server_key = conn.get_server_host_key()
+        if not pinned and server_key is not None:
+            try:
+                self.known_hosts.pin(host.host_key_alias, _key_line(server_key))
+            except OSError as exc:
+                conn.close()
+                raise SSHError(
+                    f"cannot save the host key of {host.name} to {self.known_hosts.path}: {exc.strerror}",
+                    "check that cloudsh's state directory is writable",
+                ) from None
+        return conn
+
+    async def _conn(self, host: HostInfo, *, fresh: bool = False) -> asyncssh.SSHClientConnection:
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:
+            # Connections (and locks) belong to the loop that made them.
+            self._pool.clear()
+            self._locks.clear()
+            self._loop = loop
+        key = (host.host, host.port, host.user, host.host_key_alias)
+        lock = self._locks.setdefault(key, asyncio.Lock())
+        async with lock:
+            conn = self._pool.get(key)
+            if conn is not None and (fresh or conn.is_closed()):
+                conn.close()
+                conn = None
+            if conn is None:
+                conn = self._pool[key] = await self._open(host)
+            return conn
+
+    async def _channel(
+        self, host: HostInfo, open_: Callable[[asyncssh.SSHClientConnection], Awaitable[T]]
+    ) -> T:
+        """Open a channel on the pooled connection, reconnecting once if it turned out dead."""
+        conn = await self._conn(host)
+        try:
+            return await open_(conn)
+        except (asyncssh.ChannelOpenError, asyncssh.DisconnectError, ConnectionError):
+            if not conn.is_closed():
+                raise
+        conn = await self._conn(host, fresh=True)
+        return await open_(conn)
+
+    async def ensure_pinned(self, host: HostInfo) -> None:
+        """Connect once (with the host key policy) if nothing is pinned for this box yet."""
+        if not self.known_hosts.keys(host.host_key_alias):
+            await self._conn(host)
+
+    async def close(self) -> None:
+        conns = list(self._pool.values())
+        self._pool.clear()
+        for conn in conns:
+            conn.close()
+        for conn in conns:
+            with contextlib.suppress(OSError, asyncssh.Error):
+                await conn.wait_closed()
+
+    # -- commands ----------------------------------------------------------------
+
+    async def run(
+        self,
+        host: HostInfo,
+        command: str,
+        *,
+        stdin: bytes | str | None = None,
+        on_stdout: OutputCallback | None = None,
+        on_stderr: OutputCallback | None = None,
+        timeout: float | None = None,
+        term: str | None = None,
+    ) -> CommandResult:
+        """Run `command` on the box, streaming output to the callbacks as it arrives.
+
+        Output is accumulated in the result only for streams without a callback. A
+        signal exit becomes 128+n, as in a shell. Cancelling the calling task stops the
+        remote command.
+        """
+
+        async def open_(conn: asyncssh.SSHClientConnection) -> asyncssh.SSHClientProcess[bytes]:
+            return await conn.create_process(
+                command, encoding=None, request_pty=bool(term), term_type=term
+            )
+
+        try:
+            proc = await self._channel(host, open_)
+        except (OSError, asyncssh.Error) as exc:
+            raise reach_error(host, exc) from None
+        out: list[str] = []
+        err: list[str] = []
+
+        async def feed() -> None:
+            # A command may exit without reading its input (`true`, `head -1`); that is
+            # its business, and a lost connection shows up in the output and exit status.
+            with contextlib.suppress(OSError, asyncssh.Error):
+                if stdin is not None:
+                    proc.stdin.write(stdin.encode() if isinstance(stdin, str) else stdin)
+                    await proc.stdin.drain()
+                proc.stdin.write_eof()
+
+        async def pump(
+            stream: asyncssh.SSHReader[bytes], callback: OutputCallback | None, buf: list[str]
+        ) -> None:
+            decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+            sink = callback or buf.append
+            while chunk := await stream.read(_CHUNK):
+                if text := decoder.decode(chunk):
+                    sink(text)
+            if text := decoder.decode(b"", final=True):
+                sink(text)
+
+        try:
+            async with asyncio.timeout(timeout):
+                await asyncio.gather(
+                    feed(), pump(proc.stdout, on_stdout, out), pump(proc.stderr, on_stderr, err)
+                )
+                await proc.wait_closed()
+        except TimeoutError:
+            raise SSHError(
+                f"`{command}` on {host.name} did not finish within {timeout:g} s",
+                "it was stopped; give it more time or run it as a `cloudsh script`",
+            ) from None
+        except (OSError, asyncssh.Error) as exc:
+            raise SSHError(
+                f"lost the connection to {host.name} while running `{command}`: {exc}",
+                _BOOT_HINT,
+            ) from None
+        finally:
+            _stop(proc)
+        status = _exit_status(proc)
+        if status is None:
+            raise SSHError(
+                f"lost the connection to {host.name} while running `{command}`",
+                "check the box with `cloudsh ls` and run it again",
+            )
+        return CommandResult("".join(out), "".join(err), status)
+
+    # -- files -------------------------------------------------------------------
+
+    async def _sftp(self, host: HostInfo) -> asyncssh.SFTPClient:
+        async def open_(conn: asyncssh.SSHClientConnection) -> asyncssh.SFTPClient:
+            return await conn.start_sftp_client()
+
+        try:
+            return await self._channel(host, open_)
+        except (OSError, asyncssh.Error) as exc:
+            raise reach_error(host, exc) from None
+
+    async def put(
+        self, host: HostInfo, local: Path, remote: str, *, recursive: bool = True
+    ) -> None:
+        """Copy `local` to `remote` (into it, if it is a directory), like `scp -r`."""
+        local = Path(local)
+        if not local.exists():
+            raise CloudshError(f"no such local file or directory: {local}", "check the path")
+        if local.is_dir() and not recursive:
+            raise CloudshError(f"{local} is a directory", "copy it recursively")
+        sftp = await self._sftp(host)
+        try:
+            await sftp.put(str(local), remote, recurse=recursive, preserve=True)
+        except asyncssh.SFTPError as exc:
+            raise _sftp_error(host, remote, exc) from None
+        except (OSError, asyncssh.Error) as exc:
+            raise SSHError(
+                f"copying {local} to {host.name}:{remote} failed: {exc}", _BOOT_HINT
+            ) from None
+        finally:
+            sftp.exit()
+
+    async def get(
+        self, host: HostInfo, remote: str, local: Path, *, recursive: bool = True
+    ) -> Path:
+        """Copy `remote` to `local` (into it, if it is a directory), like `scp -r`.
+
+        The download goes to a hidden temporary name beside the target and is renamed
+        into place (file by file when merging into an existing directory), so a final
+        name never holds a partial file. Returns the path written.
+        """
+        local = Path(local)
+        sftp = await self._sftp(host)
+        tmp: Path | None = None
+        try:
+            try:
+                attrs = await sftp.stat(remote)
+            except asyncssh.SFTPError as exc:
+                raise _sftp_error(host, remote, exc) from None
+            remote_is_dir = attrs.type == asyncssh.FILEXFER_TYPE_DIRECTORY
+            if remote_is_dir and not recursive:
+                raise CloudshError(f"{host.name}:{remote} is a directory", "copy it recursively")
+            target = local / PurePosixPath(remote).name if local.is_dir() else local
+            if not target.parent.is_dir():
+                raise CloudshError(f"no such local directory: {target.parent}", "create it first")
+            if target.is_dir() and not remote_is_dir:
+                raise CloudshError(f"{target} is a directory", "pick another local name")
+            tmp = target.parent / f".{target.name}.cloudsh-part-{uuid.uuid4().hex[:8]}"
+            await sftp.get(remote, str(tmp), recurse=recursive, preserve=True)
+            if remote_is_dir and target.is_dir():
+                _merge_tree(tmp, target)
+            else:
+                os.replace(tmp, target)
+            return target
+        except asyncssh.SFTPError as exc:
+            raise _sftp_error(host, remote, exc) from None
+        except (OSError, asyncssh.Error) as exc:
+            raise SSHError(
+                f"copying {host.name}:{remote} to {local} failed: {exc}", _BOOT_HINT
+            ) from None
+        finally:
+            sftp.exit()
+            if tmp is not None and tmp.exists():
+                if tmp.is_dir():
+                    shutil.rmtree(tmp, ignore_errors=True)
+                else:
+                    tmp.unlink(missing_ok=True)
+
+    # -- port forwards -----------------------------------------------------------
+
+    async def forward(
+        self, host: HostInfo, local_port: int, remote_port: int, remote_host: str = "localhost"
+    ) -> Forward:
+        """Listen on 127.0.0.1:`local_port` (0 picks one) and forward to the box."""
+
+        async def open_(conn: asyncssh.SSHClientConnection) -> asyncssh.SSHListener:
+            return await conn.forward_local_port("127.0.0.1", local_port, remote_host, remote_port)
+
+        try:
+            listener = await self._channel(host, open_)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise CloudshError(
+                    f"local port {local_port} is already in use",
+                    f"pick another one, e.g. {local_port + 1}:{remote_port}, or stop what uses it",
+                ) from None
+            raise reach_error(host, exc) from None
+        except asyncssh.Error as exc:
+            raise reach_error(host, exc) from None
+        return Forward(listener, host, remote_port, remote_host)
+
+    # -- readiness ---------------------------------------------------------------
+
+    async def wait_ready(
+        self,
+        resolve: Callable[[], Awaitable[HostInfo | None]],
+        *,
+        timeout: float,
+        interval: float = 0.1,
+    ) -> HostInfo:
+        """Poll until the box's SSH server sends its banner; returns where it answered."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        last = "the box has no address yet"
+        while True:
+            host = await resolve()
+            if host is not None:
+                remaining = max(0.1, deadline - loop.time())
+                seen = await _probe(host, min(remaining, self.settings.ssh_connect_timeout_s))
+                if seen is None:
+                    return host
+                last = f"{_where(host)}: {seen}"
+            if loop.time() + interval > deadline:
+                raise SSHError(
+                    f"box did not answer SSH within {timeout:g} s (last: {last})", _BOOT_HINT
+                )
+            await asyncio.sleep(interval)
+
+    # -- interactive fallback ----------------------------------------------------
+
+    async def interactive(self, host: HostInfo, forwards: Sequence[tuple[int, int]] = ()) -> int:
+        """A shell on the box wired to this terminal (when OpenSSH is not installed)."""
+        import termios
+        import tty
+
+        fd_in, fd_out = sys.stdin.fileno(), sys.stdout.fileno()
+        if not os.isatty(fd_in):
+            raise SSHError(
+                "an interactive session needs a terminal",
+                "use `cloudsh run NAME -- CMD` in scripts",
+            )
+        loop = asyncio.get_running_loop()
+        saved = termios.tcgetattr(fd_in)
+        proc: asyncssh.SSHClientProcess[bytes] | None = None
+        opened: list[Forward] = []
+        winch = False
+        try:
+            for local_port, remote_port in forwards:
+                opened.append(await self.forward(host, local_port, remote_port))
+            cols, rows = os.get_terminal_size(fd_in)
+
+            async def open_(conn: asyncssh.SSHClientConnection) -> asyncssh.SSHClientProcess[bytes]:
+                return await conn.create_process(
+                    encoding=None,
+                    request_pty="force",
+                    term_type=os.environ.get("TERM", "xterm-256color"),
+                    term_size=(cols, rows),
+                )
+
+            try:
+                proc = await self._channel(host, open_)
+            except (OSError, asyncssh.Error) as exc:
+                raise reach_error(host, exc) from None
+            running = proc
+
+            def on_input() -> None:
+                data = os.read(fd_in, _CHUNK)
+                if data:
+                    running.stdin.write(data)
+                else:
+                    loop.remove_reader(fd_in)
+                    running.stdin.write_eof()
+
+            def on_resize() -> None:
+                c, r = os.get_terminal_size(fd_in)
+                running.change_terminal_size(c, r)
+
+            tty.setraw(fd_in)
+            loop.add_reader(fd_in, on_input)
+            with contextlib.suppress(ValueError, RuntimeError):  # not the main thread
+                loop.add_signal_handler(signal.SIGWINCH, on_resize)
+                winch = True
+            try:
+                while chunk := await running.stdout.read(_CHUNK):
+                    os.write(fd_out, chunk)
+                await running.wait_closed()
+            except (OSError, asyncssh.Error) as exc:
+                raise SSHError(f"lost the connection to {host.name}: {exc}", _BOOT_HINT) from None
+        finally:
+            loop.remove_reader(fd_in)
+            if winch:
+                loop.remove_signal_handler(signal.SIGWINCH)
+            termios.tcsetattr(fd_in, termios.TCSADRAIN, saved)
+            if proc is not None:
+                _stop(proc)
+            for fwd in opened:
+                fwd.close()
+        status = _exit_status(proc)
+        return 255 if status is None else status
+
+
+def _sftp_error(host: HostInfo, path: str, exc: asyncssh.SFTPError) -> CloudshError:
+    if isinstance(exc, asyncssh.SFTPNoSuchFile | asyncssh.SFTPNoSuchPath):
+        return CloudshError(
+            f"no such file or directory on {host.name}: {path}", "check the path with `cloudsh run`"
+        )
+    if isinstance(exc, asyncssh.SFTPPermissionDenied):
+        return CloudshError(
+            f"permission denied on {host.name}: {path}", "pick a path the login user can write"
+        )
+    return CloudshError(f"file copy on {host.name} failed for {path}: {exc.reason}", "")
+
+
+def _merge_tree(src: Path, dst: Path) -> None:
+    """Move every file of `src` into `dst` (each rename atomic), then drop `src`."""
+    for dirpath, _dirs, files in os.walk(src):
+        rel = Path(dirpath).relative_to(src)
+        (dst / rel).mkdir(parents=True, exist_ok=True)
+        for name in files:
+            os.replace(Path(dirpath) / name, dst / rel / name)
+    shutil.rmtree(src, ignore_errors=True)
+
+
+async def _probe(host: HostInfo, timeout: float) -> str | None:
+    """None if an SSH server answers at host:port, else what was seen instead."""
+    writer: asyncio.StreamWriter | None = None
+    try:
+        async with asyncio.timeout(timeout):
+            reader, writer = await asyncio.open_connection(host.host, host.port)
+            # RFC 4253 lets a server send other lines before its version line.
+            for _ in range(20):
+                line = await reader.readline()
+                if not line:
+                    return "the connection closed before an SSH banner"
+                if line.startswith(b"SSH-"):
+                    return None
+            return "no SSH banner"
+    except TimeoutError:
+        return f"no answer within {timeout:g} s"
+    except ConnectionRefusedError:
+        return "connection refused"
+    except OSError as exc:
+        return (exc.strerror or str(exc)).lower()
+    finally:
+        if writer is not None:
+            writer.close()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
+
+
+# -- OpenSSH -----------------------------------------------------------------------
+
+
+def _openssh_options(host: HostInfo, settings: Settings) -> list[tuple[str, str]]:
+    return [
+        ("IdentityFile", host.key_path),
+        ("IdentitiesOnly", "yes"),
+        ("HostKeyAlias", host.host_key_alias),
+        ("UserKnownHostsFile", str(settings.known_hosts_path)),
+        ("GlobalKnownHostsFile", "/dev/null"),
+        ("StrictHostKeyChecking", "yes"),
+        # Keep OpenSSH from rewriting cloudsh's pins behind its back.
+        ("UpdateHostKeys", "no"),
+        ("CheckHostIP", "no"),
+        ("ServerAliveInterval", f"{KEEPALIVE_S:g}"),
+        ("ServerAliveCountMax", str(KEEPALIVE_COUNT)),
+        ("ConnectTimeout", f"{max(1, round(settings.ssh_connect_timeout_s))}"),
+    ]
+
+
+def openssh_args(
+    host: HostInfo,
+    settings: Settings,
+    *,
+    forwards: Sequence[tuple[int, int]] = (),
+    command: Sequence[str] | None = None,
+    tty: bool = False,
+) -> list[str]:
+    """argv for OpenSSH `ssh` to the box, checking its key against cloudsh's pins.
+
+    Call `SSHService.ensure_pinned` first: with nothing pinned OpenSSH refuses.
+    """
+    args = ["ssh", "-p", str(host.port), "-l", host.user, "-i", host.key_path]
+    for name, value in _openssh_options(host, settings):
+        args += ["-o", f"{name}={value}"]
+    if forwards:
+        args += ["-o", "ExitOnForwardFailure=yes"]
+    for local_port, remote_port in forwards:
+        args += ["-L", f"127.0.0.1:{local_port}:localhost:{remote_port}"]
+    if tty:
+        args.append("-t")
+    args.append(host.host)
+    if command:
+        args.extend(command)
+    return args
+
+
+def _config_value(value: str) -> str:
+    return f'"{value}"' if any(c.isspace() for c in value) else value
+
+
+def ssh_config_block(name: str, host: HostInfo, settings: Settings) -> str:
+    """One `Host NAME` block for `ssh -F FILE NAME`, scp, rsync and VS Code Remote-SSH."""
+    alias = "-".join(name.split()) or host.host_key_alias
+    lines = [
+        f"Host {alias}",
+        f"    HostName {host.host}",
+        f"    Port {host.port}",
+        f"    User {_config_value(host.user)}",
+    ]
+    lines += [f"    {k} {_config_value(v)}" for k, v in _openssh_options(host, settings)]
+    return "\n".join(lines) + "\n"
+
+
+def shell_join(argv: Sequence[str]) -> str:
+    """How to show an argv to a person (or pass it to `rsync -e`)."""
+    return shlex.join(argv)

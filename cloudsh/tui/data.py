@@ -1,0 +1,112 @@
+"""What the panes show, fetched through the same code as the commands, and the
+on-disk copy of the last listing that paints the next start instantly."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from cloudsh.commands.cloud import COMMON_FAMILIES
+from cloudsh.commands.instances import listing
+from cloudsh.commands.registry import Context
+from cloudsh.models import Image, InstanceType, Price, Snapshot, SpotPricePoint, Volume
+
+#: us-east-1 list prices for storage, $ per GB-month (gp3 volumes, EBS snapshots).
+EBS_GB_MONTH = {"gp3": 0.08, "gp2": 0.10, "io1": 0.125, "io2": 0.125, "st1": 0.045, "sc1": 0.015, "standard": 0.05}
+SNAPSHOT_GB_MONTH = 0.05
+
+
+async def fetch_instances(ctx: Context) -> list[dict[str, Any]]:
+    """`ls --json` records (one DescribeInstances, types and prices from caches)."""
+    return await listing(ctx)
+
+
+async def fetch_prices(ctx: Context) -> tuple[list[tuple[InstanceType, Price | None]], str, datetime | None]:
+    """Types of the common families with their prices, as `cloudsh prices` lists them."""
+    b = ctx.backend
+    offered = await b.ec2.type_names()
+    names = [n for n in offered if n.split(".", 1)[0] in COMMON_FAMILIES]
+    types = await b.ec2.instance_types(names)
+    prices = await b.pricing.prices(sorted(types), strict=False)
+    ordered = sorted(types.values(), key=lambda t: (t.gpu_count == 0, t.family, t.vcpus, t.memory_gib))
+    rows = [(t, prices.get(t.name)) for t in ordered if t.name in prices and prices[t.name].on_demand is not None]
+    sample = next(iter(prices.values()), None)
+    return rows, sample.source if sample else "", sample.fetched_at if sample else None
+
+
+async def fetch_spot_history(ctx: Context, instance_type: str, days: float = 2) -> list[SpotPricePoint]:
+    return list(await ctx.backend.pricing.spot_history(instance_type, days=days))
+
+
+async def fetch_storage(ctx: Context) -> tuple[list[Volume], list[Snapshot], list[Image]]:
+    ec2 = ctx.backend.ec2
+    vols, snaps, images = await asyncio.gather(ec2.volumes(), ec2.snapshots(), ec2.images())
+    return vols, snaps, images
+
+
+def volume_month(v: Volume) -> float:
+    return v.size_gb * EBS_GB_MONTH.get(v.volume_type, EBS_GB_MONTH["gp3"])
+
+
+def snapshot_month(s: Snapshot) -> float:
+    # Snapshots are incremental: the full size is an upper bound, which is what a
+    # person deciding what to delete wants to see.
+    return s.size_gb * SNAPSHOT_GB_MONTH
+
+
+def image_month(img: Image, snaps: dict[str, Snapshot]) -> float | None:
+    sizes = [snaps[s].size_gb for s in img.snapshot_ids if s in snaps]
+    return sum(sizes) * SNAPSHOT_GB_MONTH if sizes else None
+
+
+def hourly(points: list[SpotPricePoint], hours: int = 48) -> list[float]:
+    """The lowest price per hour across AZs, oldest first, for a sparkline."""
+    if not points:
+        return []
+    end = max(p.at for p in points)
+    start = end - timedelta(hours=hours)
+    buckets: dict[int, float] = {}
+    for p in points:
+        if p.at <= start:
+            continue
+        slot = int((p.at - start).total_seconds() // 3600)
+        buckets[slot] = min(p.price, buckets.get(slot, p.price))
+    return [buckets[k] for k in sorted(buckets)]
+
+
+# -- the last listing, cached for an instant first paint ---------------------------
+
+
+@dataclass(frozen=True)
+class CachedListing:
+    label: str
+    records: list[dict[str, Any]]
+    saved_at: datetime
+
+
+def listing_cache_path(cache_dir: Path) -> Path:
+    return cache_dir / "tui-last-listing.json"
+
+
+def load_listing(cache_dir: Path) -> CachedListing | None:
+    try:
+        raw = json.loads(listing_cache_path(cache_dir).read_text())
+        return CachedListing(str(raw["label"]), list(raw["records"]), datetime.fromisoformat(raw["saved_at"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None  # no cache (or a broken one): the first refresh fills the pane
+
+
+def save_listing(cache_dir: Path, label: str, records: list[dict[str, Any]]) -> None:
+    path = listing_cache_path(cache_dir)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps({"label": label, "saved_at": datetime.now(UTC).isoformat(), "records": records}))
+        tmp.replace(path)
+    except OSError:
+        pass  # a cache is an optimisation; never fail the app over it

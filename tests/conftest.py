@@ -1,0 +1,60 @@
+"""Test-wide isolation: no test sees the user's home, AWS credentials or real AWS.
+
+Every test runs with HOME and the XDG dirs in one temporary tree for the session (so
+the session's sandbox, key and pinned host keys are shared like on a real machine),
+no AWS_* variables from the outside, and instance metadata lookups disabled.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import pytest
+
+_ROOT = Path(tempfile.mkdtemp(prefix="cloudsh-tests-"))
+
+
+def _isolate() -> None:
+    for key in list(os.environ):
+        if key.startswith(("AWS_", "CLOUDSH_")):
+            del os.environ[key]
+    home = _ROOT / "home"
+    for sub in ("home", "config", "state", "cache"):
+        (_ROOT / sub).mkdir(exist_ok=True)
+    os.environ.update(
+        HOME=str(home),
+        XDG_CONFIG_HOME=str(_ROOT / "config"),
+        XDG_STATE_HOME=str(_ROOT / "state"),
+        XDG_CACHE_HOME=str(_ROOT / "cache"),
+        AWS_EC2_METADATA_DISABLED="true",
+        AWS_CONFIG_FILE=str(home / ".aws" / "config"),
+        AWS_SHARED_CREDENTIALS_FILE=str(home / ".aws" / "credentials"),
+        CLOUDSH_SANDBOX_DIR=str(_ROOT / "sandbox"),
+        CLOUDSH_SANDBOX_BOOT_S="0.3",
+    )
+
+
+_isolate()
+
+
+@pytest.fixture(scope="session")
+def test_root() -> Path:
+    return _ROOT
+
+
+try:
+    from tests.sandbox_fixture import *  # noqa: F403  (session sandbox fixtures)
+except ImportError:  # pragma: no cover - only while the fixture module is missing
+    pass
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Whatever started the session's sandbox, nothing of it outlives the run."""
+    try:
+        from cloudsh.config import Settings
+        from cloudsh.sandbox.control import sandbox_down
+    except ImportError:
+        return
+    sandbox_down(Settings.load())

@@ -1,0 +1,164 @@
+"""A real sandbox cloud for tests: moto's EC2 server plus SSH servers, on loopback.
+
+Use it from any test module (the tests folder is on sys.path under pytest)::
+
+    from sandbox_fixture import sandbox  # noqa: F401  (the session fixture)
+
+    def test_something(sandbox):
+        ec2 = sandbox.ec2()
+        box = sandbox.launch("t3.micro")          # returns a LaunchedBox once SSH answers
+        ...
+
+One daemon serves the whole session (started on first use, stopped at the end), with
+`CLOUDSH_SANDBOX_BOOT_S=0.3` so boxes answer SSH quickly. Nothing here talks to AWS.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import asyncssh
+import boto3
+import pytest
+
+from cloudsh.config import Settings
+from cloudsh.sandbox.control import sandbox_down, sandbox_env, sandbox_up
+from cloudsh.sandbox.state import SandboxInstance, SandboxState, read_state
+
+UBUNTU_OWNER = "099720109477"
+BOOT_S = 0.3
+
+
+@dataclass
+class LaunchedBox:
+    id: str
+    port: int
+    host_key: str
+    known_hosts: Path  # an OpenSSH known_hosts file pinning this box's published key
+
+
+@dataclass
+class Sandbox:
+    state: SandboxState
+    env: dict[str, str]
+    settings: Settings
+    dir: Path
+    key_path: Path  # ed25519 private key whose public half is imported as key pair `key_name`
+    key_name: str
+
+    def ec2(self) -> Any:
+        return boto3.client(
+            "ec2",
+            endpoint_url=self.env["AWS_ENDPOINT_URL"],
+            region_name=self.env["AWS_DEFAULT_REGION"],
+            aws_access_key_id=self.env["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=self.env["AWS_SECRET_ACCESS_KEY"],
+        )
+
+    def read(self) -> SandboxState:
+        state = read_state(self.dir)
+        if state is None:
+            raise RuntimeError("sandbox state.json is missing")
+        return state
+
+    def instance(self, instance_id: str) -> SandboxInstance | None:
+        return self.read().instances.get(instance_id)
+
+    def wait(self, instance_id: str, *, ready: bool = True, timeout: float = 10.0) -> SandboxInstance:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            inst = self.instance(instance_id)
+            if inst is not None and inst.ready == ready:
+                return inst
+            time.sleep(0.05)
+        raise TimeoutError(f"{instance_id} did not become ready={ready}")
+
+    def ubuntu_image(self, arch: str = "x86_64") -> str:
+        images = self.ec2().describe_images(
+            Owners=[UBUNTU_OWNER],
+            Filters=[
+                {"Name": "name", "Values": ["ubuntu/images/*ubuntu-noble-24.04-*-server-*"]},
+                {"Name": "architecture", "Values": [arch]},
+            ],
+        )["Images"]
+        return str(max(images, key=lambda i: i["CreationDate"])["ImageId"])
+
+    def launch(self, instance_type: str = "t3.micro", *, wait: bool = True) -> LaunchedBox:
+        ec2 = self.ec2()
+        info = ec2.describe_instance_types(InstanceTypes=[instance_type])["InstanceTypes"][0]
+        arch = info["ProcessorInfo"]["SupportedArchitectures"][0]
+        res = ec2.run_instances(
+            ImageId=self.ubuntu_image(arch),
+            InstanceType=instance_type,
+            KeyName=self.key_name,
+            MinCount=1,
+            MaxCount=1,
+        )
+        iid = res["Instances"][0]["InstanceId"]
+        if not wait:
+            return LaunchedBox(iid, 0, "", Path())
+        return self.box(iid)
+
+    def box(self, instance_id: str) -> LaunchedBox:
+        inst = self.wait(instance_id)
+        assert inst.ssh_port is not None
+        known = self.dir.parent / f"known_hosts-{instance_id}"
+        known.write_text(f"[127.0.0.1]:{inst.ssh_port} {inst.host_key}\n")
+        return LaunchedBox(instance_id, inst.ssh_port, inst.host_key, known)
+
+    async def connect(self, box: LaunchedBox, **kwargs: Any) -> asyncssh.SSHClientConnection:
+        return await asyncssh.connect(
+            "127.0.0.1",
+            box.port,
+            username="ubuntu",
+            client_keys=[str(self.key_path)],
+            known_hosts=str(box.known_hosts),
+            **kwargs,
+        )
+
+    def ssh_argv(self, box: LaunchedBox) -> list[str]:
+        """OpenSSH options that reach `box` with strict host-key checking."""
+        return [
+            "-p", str(box.port), "-i", str(self.key_path),
+            "-o", f"UserKnownHostsFile={box.known_hosts}",
+            "-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes",
+            "-o", "IdentitiesOnly=yes", "-F", "/dev/null",
+        ]
+
+
+def start_sandbox(root: Path, mp: pytest.MonkeyPatch) -> Sandbox:
+    """Start a daemon in `root/sandbox` with a fresh key pair imported; `sandbox_down` ends it."""
+    sandbox_dir = root / "sandbox"
+    mp.setenv("CLOUDSH_SANDBOX_DIR", str(sandbox_dir))
+    mp.setenv("CLOUDSH_SANDBOX_BOOT_S", str(BOOT_S))
+    mp.delenv("CLOUDSH_SANDBOX_PORT", raising=False)
+    settings = Settings.load()
+    state = sandbox_up(settings)
+    key = asyncssh.generate_private_key("ssh-ed25519")
+    key_path = root / "id_ed25519"
+    key.write_private_key(key_path)
+    key_path.chmod(0o600)
+    sb = Sandbox(state, sandbox_env(state), settings, sandbox_dir, key_path, f"test-{uuid.uuid4().hex[:8]}")
+    sb.ec2().import_key_pair(
+        KeyName=sb.key_name, PublicKeyMaterial=key.export_public_key("openssh")
+    )
+    return sb
+
+
+@pytest.fixture(scope="session")
+def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
+    mp = pytest.MonkeyPatch()
+    root = tmp_path_factory.mktemp("cloud")
+    try:
+        sb = start_sandbox(root, mp)
+        try:
+            yield sb
+        finally:
+            sandbox_down(sb.settings)
+    finally:
+        mp.undo()

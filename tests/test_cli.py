@@ -1,0 +1,252 @@
+"""The one-shot CLI, end to end on the sandbox: real moto server, real SSH servers, real OpenSSH."""
+
+from __future__ import annotations
+
+import http.server
+import json
+import shutil
+import socket
+import subprocess
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.cli import by_name, cloudsh, ls_json, ok, one_line_error
+
+pytestmark = pytest.mark.sandbox
+
+
+@pytest.fixture(scope="module")
+def box() -> Iterator[str]:
+    """A running t3.medium box, shared by this module's tests."""
+    out = ok("launch", "clibox", "--type", "t3.medium")
+    assert "clibox" in out and "ready" in out
+    yield "clibox"
+    cloudsh("terminate", "clibox", "--yes")
+
+
+def test_help_version_and_typos() -> None:
+    r = cloudsh("--help")
+    assert r.returncode == 0 and "launch" in r.stdout and "ssh-config" in r.stdout
+    assert cloudsh("--version").stdout.startswith("cloudsh ")
+    r = cloudsh("lanch", "x")
+    assert r.returncode == 2
+    assert "did you mean `launch`" in one_line_error(r)
+    r = cloudsh("launch")
+    assert r.returncode == 2 and "usage" in one_line_error(r)
+    r = cloudsh("launch", "--help")
+    assert r.returncode == 0 and "--spot" in r.stdout
+
+
+def test_launch_lists_with_contract_fields(box: str) -> None:
+    rec = by_name(box)
+    assert rec is not None
+    for key in ("name", "id", "type", "state", "market", "public_ip", "gpus", "price_per_hour"):
+        assert key in rec
+    assert rec["state"] == "running" and rec["type"] == "t3.medium"
+    assert rec["market"] == "on-demand" and rec["gpus"] == ""
+    assert rec["price_per_hour"] == pytest.approx(0.0416)
+    text = ok("ls")
+    assert box in text and "t3.medium" in text
+
+
+def test_run_streams_and_passes_exit_status(box: str) -> None:
+    r = cloudsh("run", box, "--", "echo", "hello from $HOSTNAME-less box; pwd")
+    assert r.returncode == 0
+    assert "hello from" in r.stdout
+    r = cloudsh("run", box, "--", "sh -c 'echo to-err >&2; exit 7'")
+    assert r.returncode == 7 and "to-err" in r.stderr
+    r = cloudsh("run", box, "--", "nvidia-smi")
+    assert r.returncode == 127  # no GPU on a t3: command not found, as on AWS
+
+
+def test_put_and_get(box: str, tmp_path: Path) -> None:
+    src = tmp_path / "data.txt"
+    src.write_text("dataset\n" * 1000)
+    ok("put", box, str(src), "data.txt")
+    assert ok("run", box, "--", "wc -l < data.txt").strip() == "1000"
+    dest = tmp_path / "back.txt"
+    ok("get", box, "data.txt", str(dest))
+    assert dest.read_text() == src.read_text()
+    r = cloudsh("get", box, "no-such-file", str(tmp_path / "x"))
+    assert r.returncode == 1 and "no-such-file" in one_line_error(r)
+    assert not (tmp_path / "x").exists()
+    r = cloudsh("put", box, str(tmp_path / "missing"), "x")
+    assert r.returncode == 2 and "missing" in one_line_error(r)
+
+
+def test_bad_names_and_types(box: str) -> None:
+    before = len(ls_json("--all"))
+    r = cloudsh("launch", box)
+    assert r.returncode == 2 and "already exists" in one_line_error(r)
+    r = cloudsh("launch", "other", "--type", "t3.mediun")
+    assert r.returncode == 2 and "did you mean t3.medium" in one_line_error(r)
+    r = cloudsh("launch", "armbox", "--type", "t4g.small", "--image", "ubuntu/images/hvm-ssd-gp3/ubuntu-noble-24.04-amd64-server-*")
+    line = one_line_error(r)
+    assert r.returncode == 2 and "arm64" in line and "x86_64" in line
+    r = cloudsh("run", "nosuchbox", "--", "true")
+    assert r.returncode == 1 and "no instance named 'nosuchbox'" in one_line_error(r)
+    r = cloudsh("run", "clibx", "--", "true")
+    assert r.returncode == 1 and "did you mean clibox" in one_line_error(r)
+    assert len(ls_json("--all")) == before  # nothing was created
+
+
+def test_ssh_config_works_with_openssh_scp_and_rsync(box: str, tmp_path: Path) -> None:
+    cfg = tmp_path / "ssh_config"
+    ok("ssh-config", "-o", str(cfg))
+    text = cfg.read_text()
+    assert f"Host {box}" in text
+    r = subprocess.run(["ssh", "-F", str(cfg), box, "echo", "via-openssh"], capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "via-openssh"
+    f = tmp_path / "scp.txt"
+    f.write_text("scp works")
+    r = subprocess.run(["scp", "-F", str(cfg), str(f), f"{box}:scp.txt"], capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
+    assert r.returncode == 0, r.stderr
+    assert ok("run", box, "--", "cat scp.txt") == "scp works"
+    if shutil.which("rsync"):
+        d = tmp_path / "tree"
+        (d / "sub").mkdir(parents=True)
+        (d / "sub" / "a.txt").write_text("rsync works")
+        r = subprocess.run(["rsync", "-a", "-e", f"ssh -F {cfg}", f"{d}/", f"{box}:tree/"], capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+        assert r.returncode == 0, r.stderr
+        assert ok("run", box, "--", "cat tree/sub/a.txt") == "rsync works"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_tunnel_forwards_a_port(box: str) -> None:
+    # The sandbox box's localhost is this machine's loopback, so a server here is "on the box".
+    class Hello(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = b"jupyter-ish"
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hello)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    remote, local = server.server_address[1], _free_port()
+    import os
+    import sys
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cloudsh", "tunnel", box, f"{local}:{remote}"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL,
+        env={**os.environ, "CLOUDSH_SANDBOX": "1"},
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert f"http://localhost:{local}/" in line
+        body = urllib.request.urlopen(f"http://127.0.0.1:{local}/", timeout=10).read()
+        assert body == b"jupyter-ish"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+        server.shutdown()
+
+
+def test_changed_host_key_is_refused(box: str, test_root: Path) -> None:
+    rec = by_name(box)
+    assert rec is not None
+    known = test_root / "state" / "cloudsh" / "known_hosts"
+    original = known.read_text()
+    lines = [line for line in original.splitlines() if line.startswith(rec["id"] + " ")]
+    assert lines, "the box's host key should be pinned after launch"
+    # Pin some other key for this box, as if its host key had been swapped.
+    fake = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIEv4jQ6rUuSWYcL0pyOf5eIn2kO7oBQGGxKdRDXsN0qY"
+    known.write_text(original.replace(lines[0], f"{rec['id']} {fake}"))
+    try:
+        r = cloudsh("run", box, "--", "true")
+        line = one_line_error(r)
+        assert r.returncode == 1 and "changed" in line.lower()
+        assert fake in known.read_text()  # nothing was silently re-pinned
+    finally:
+        known.write_text(original)
+    assert cloudsh("run", box, "--", "true").returncode == 0
+
+
+def test_destructive_commands_need_yes_without_a_terminal(box: str) -> None:
+    r = cloudsh("terminate", box)
+    assert r.returncode == 2 and "--yes" in one_line_error(r)
+    r = cloudsh("resize", box, "t3.large")
+    assert r.returncode == 2 and "--yes" in one_line_error(r)
+    rec = by_name(box)
+    assert rec is not None and rec["state"] == "running" and rec["type"] == "t3.medium"
+
+
+def test_stop_run_start_resize_to_gpu_and_terminate(tmp_path: Path) -> None:
+    name = "gpubox"
+    ok("launch", name, "--type", "t3.small")
+    ok("run", name, "--", "echo kept > notes.txt")
+    assert "stopped" in ok("stop", name)
+    r = cloudsh("run", name, "--", "true")
+    line = one_line_error(r)
+    assert r.returncode == 1 and "stopped" in line and f"cloudsh start {name}" in line
+    # Resizing a stopped box just changes the type.
+    ok("resize", name, "g4dn.xlarge")
+    rec = by_name(name)
+    assert rec is not None and rec["type"] == "g4dn.xlarge" and rec["state"] == "stopped"
+    ok("start", name)
+    # Resizing a running box stops it, changes the type and starts it again.
+    t0 = time.monotonic()
+    ok("resize", name, "g5.xlarge", "--yes")
+    assert time.monotonic() - t0 < 120
+    rec = by_name(name)
+    assert rec is not None
+    assert (rec["type"], rec["state"], rec["gpus"]) == ("g5.xlarge", "running", "1x A10G")
+    assert "A10G" in ok("run", name, "--", "nvidia-smi -L")
+    assert ok("run", name, "--", "cat notes.txt").strip() == "kept"
+    r = cloudsh("resize", name, "t4g.large", "--yes")
+    assert r.returncode == 2 and "arm64" in one_line_error(r)
+    assert by_name(name)["state"] == "running"  # type: ignore[index]
+    ok("terminate", name, "--yes")
+    assert by_name(name) is None
+    gone = by_name(name, "--all")
+    assert gone is not None and gone["state"] in ("terminated", "shutting-down")
+
+
+def test_spot_launch() -> None:
+    ok("launch", "spotbox", "--spot", "--type", "g5.xlarge", "--no-wait")
+    rec = by_name("spotbox")
+    assert rec is not None and rec["market"] == "spot" and rec["gpus"] == "1x A10G"
+    # Spot boxes are priced at the current spot price, below on-demand.
+    assert rec["price_per_hour"] is not None and rec["price_per_hour"] < 1.006
+    ok("terminate", "spotbox", "--yes")
+
+
+def test_prices() -> None:
+    data = json.loads(ok("prices", "--gpu", "--json"))
+    by_type = {r["type"]: r for r in data}
+    assert by_type["g5.xlarge"]["gpus"] == "1x A10G"
+    assert by_type["g5.xlarge"]["on_demand"] == pytest.approx(1.006)
+    assert 0 < by_type["g5.xlarge"]["spot"] < by_type["g5.xlarge"]["on_demand"]
+    assert all(r["gpus"] for r in data)
+    text = ok("prices", "--family", "t3")
+    assert "t3.medium" in text and "g5" not in text
+
+
+def test_credentials_problems_are_one_line() -> None:
+    r = cloudsh("--aws", "--profile", "nosuchprofile", "ls", env={"CLOUDSH_SANDBOX": "0"})
+    line = one_line_error(r)
+    assert r.returncode == 1 and "nosuchprofile" in line
+
+
+def test_sandbox_env_and_status() -> None:
+    env_text = ok("sandbox", "env")
+    for key in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION", "CLOUDSH_SANDBOX=1"):
+        assert key in env_text
+    assert "running" in ok("sandbox", "status")
