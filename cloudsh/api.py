@@ -2,20 +2,25 @@
 
     from cloudsh import Cloud
     cloud = Cloud()                 # Cloud(sandbox=True), Cloud(profile=..., region=...)
-    box = cloud.instance("box")
+    box = cloud.launch("box", "g5.xlarge", spot=True)
     box.run("nvidia-smi").stdout
     client = box.ssh()              # a connected paramiko SSHClient
+    with box.tunnel(8888) as t:     # t.url -> http://localhost:8888/
+        ...
 
-Every method is synchronous for scripts and has an `a`-prefixed async twin
-(`await cloud.alaunch(...)`) for code that already runs an event loop. The sync methods
-run on one private event loop in a background thread, so they also work inside
-IPython or Jupyter (which run loops of their own) and reuse SSH connections across calls.
+The verbs of the command language are methods: on `Cloud` taking a NAME (as on the
+command line) and on `Instance` acting on that box. Every method is synchronous for
+scripts and has an `a`-prefixed async twin (`await cloud.alaunch(...)`) for code that
+runs its own event loop. The sync methods run on one private event loop in a
+background thread, so they also work inside IPython or Jupyter and reuse SSH
+connections across calls. Every error is a `cloudsh.errors.CloudshError`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Coroutine, Sequence
 from concurrent.futures import Future
 from pathlib import Path
@@ -23,11 +28,26 @@ from typing import Any, TypeVar
 
 from cloudsh import models
 from cloudsh.config import Settings
-from cloudsh.errors import InvalidState
+from cloudsh.errors import AWSError, CloudshError, InvalidState, SSHError, UsageError
 from cloudsh.models import CommandResult, HostInfo, InstanceType, Price
 from cloudsh.services.backend import Backend
 
 T = TypeVar("T")
+
+#: How long instance names stay fresh for IPython's `cloud["<TAB>` completion.
+NAMES_TTL_S = 15.0
+
+
+def _translate(exc: BaseException) -> BaseException:
+    """A library exception that slipped past the service layer, as a CloudshError."""
+    if isinstance(exc, CloudshError | KeyboardInterrupt | asyncio.CancelledError):
+        return exc
+    root = type(exc).__module__.split(".", 1)[0]
+    if root in ("botocore", "boto3"):
+        return AWSError(f"AWS request failed: {exc}", "check your credentials and region")
+    if root in ("asyncssh", "paramiko"):
+        return SSHError(f"SSH failed: {exc}", "check the box with `cloud.instances()` and try again")
+    return exc
 
 
 class _Loop:
@@ -40,17 +60,72 @@ class _Loop:
 
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
         if threading.current_thread() is self.thread:
-            raise RuntimeError("sync cloudsh API called from its own loop; use the async twin")
+            coro.close()
+            raise UsageError("a sync cloudsh method was called from the API's own loop", "use its async twin")
         fut: Future[T] = asyncio.run_coroutine_threadsafe(coro, self.loop)
         try:
             return fut.result()
         except KeyboardInterrupt:
             fut.cancel()
             raise
+        except Exception as exc:
+            new = _translate(exc)
+            if new is exc:
+                raise
+            raise new from None
+
+    def call_soon(self, fn: Any, *args: Any) -> None:
+        self.loop.call_soon_threadsafe(fn, *args)
+
+    def stop(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(timeout=5)
+
+
+class Table(list[dict[str, Any]]):
+    """Records (plain dicts) that print as an aligned table."""
+
+    columns: tuple[tuple[str, str], ...] = ()
+
+    def __init__(self, rows: Sequence[dict[str, Any]], columns: Sequence[tuple[str, str]] = ()) -> None:
+        super().__init__(rows)
+        self.columns = tuple(columns) or tuple((k, k.upper()) for k in (rows[0] if rows else {}))
+
+    def __repr__(self) -> str:
+        from cloudsh.commands.views import table
+
+        if not self:
+            return "(none)"
+        show = [{k: "-" if v is None or v == "" else v for k, v in r.items()} for r in self]
+        return table(show, self.columns)
+
+    def _repr_pretty_(self, p: Any, cycle: bool) -> None:
+        p.text(repr(self))
+
+
+class _Capture:
+    """An `Output` that keeps what a command printed, for the API."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+        self.data: Any = None
+
+    def print(self, text: str = "") -> None:
+        self.lines.append(text)
+
+    def json(self, data: Any) -> None:
+        self.data = data
+
+    def info(self, text: str) -> None:
+        """Progress notes are for a person watching a terminal, not for a script."""
+
+    def write(self, chunk: str, *, err: bool = False) -> None:
+        self.lines.append(chunk)
 
 
 class Cloud:
-    """One cloud account and region (or the local sandbox)."""
+    """One cloud account and region (or the local sandbox): `Cloud()`, `Cloud(sandbox=True)`,
+    `Cloud(profile="work", region="us-west-2")`."""
 
     def __init__(
         self,
@@ -61,10 +136,18 @@ class Cloud:
         settings: Settings | None = None,
         backend: Backend | None = None,
     ) -> None:
-        self._backend = backend or Backend.create(
-            settings or Settings.load(), sandbox=sandbox, profile=profile, region=region
-        )
+        try:
+            self._backend = backend or Backend.create(
+                settings or Settings.load(), sandbox=sandbox, profile=profile, region=region
+            )
+        except Exception as exc:
+            new = _translate(exc)
+            if new is exc:
+                raise
+            raise new from None
         self._loop: _Loop | None = None
+        self._names: tuple[str, ...] = ()
+        self._names_at = 0.0
 
     # -- plumbing ---------------------------------------------------------------
 
@@ -82,33 +165,80 @@ class Cloud:
         """`SANDBOX` or `profile/region`."""
         return self._backend.label
 
+    @property
+    def sandbox(self) -> bool:
+        """True on the local sandbox cloud."""
+        return self._backend.sandbox
+
+    @property
+    def region(self) -> str:
+        return self._backend.target.region
+
     def __repr__(self) -> str:
         return f"<Cloud {self.label}>"
 
     def close(self) -> None:
-        """Close pooled SSH connections."""
+        """Close pooled SSH connections and the API's background loop."""
         if self._loop is not None:
             self._run(self._backend.close())
+            self._loop.stop()
+            self._loop = None
+
+    def __enter__(self) -> Cloud:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    async def _command(self, *words: str) -> _Capture:
+        """Run a registry command and keep what it printed (one implementation of each verb)."""
+        from cloudsh.commands import Context, dispatch
+
+        out = _Capture()
+        ctx = Context(out=out, backend_factory=lambda: self._backend, _backend=self._backend)
+        status = await dispatch(ctx, list(words))
+        if status:
+            raise CloudshError(f"`{' '.join(words)}` failed with status {status}", "")
+        return out
+
+    def _remember(self, insts: Sequence[models.Instance]) -> None:
+        self._names = tuple(dict.fromkeys([i.name for i in insts if i.name] + [i.id for i in insts]))
+        self._names_at = time.monotonic()
 
     # -- instances --------------------------------------------------------------
 
-    async def ainstances(self, *, all: bool = False) -> list[Instance]:
+    async def ainstances(self, *, all: bool = False) -> InstanceList:
         found = await self._backend.ec2.list_instances(include_terminated=all)
-        return [Instance(self, i) for i in found]
+        if not all:
+            self._remember(found)
+        return InstanceList(Instance(self, i) for i in found)
 
     def instances(self, *, all: bool = False) -> InstanceList:
-        """Instances (live ones; `all=True` adds terminated)."""
-        return InstanceList(self._run(self.ainstances(all=all)))
+        """Live instances as a list that prints as a table (`all=True` adds terminated ones)."""
+        return self._run(self.ainstances(all=all))
 
     async def ainstance(self, name: str) -> Instance:
         return Instance(self, await self._backend.ec2.find(name))
 
     def instance(self, name: str) -> Instance:
-        """One instance by Name tag or id (`NotFound`/`Ambiguous` otherwise)."""
+        """One instance by Name tag or id; `NotFound`/`Ambiguous` (CloudshErrors) otherwise."""
         return self._run(self.ainstance(name))
 
     def __getitem__(self, name: str) -> Instance:
+        """`cloud["box"]`: the same as `cloud.instance("box")`."""
         return self.instance(name)
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and name in self._ipython_key_completions_()
+
+    def _ipython_key_completions_(self) -> list[str]:
+        """Instance names and ids for `cloud["bo<TAB>`; re-listed at most every 15 s."""
+        if time.monotonic() - self._names_at > NAMES_TTL_S:
+            try:
+                self._run(self.ainstances())
+            except CloudshError:
+                pass  # completion offers what it knew; the lookup itself will report the error
+        return list(self._names)
 
     async def alaunch(
         self,
@@ -123,7 +253,9 @@ class Cloud:
         from cloudsh.ops import instances as ops
 
         plan = await ops.plan_launch(self._backend, name, instance_type=type, spot=spot, disk_gb=disk, image=image)
-        return Instance(self, await ops.launch(self._backend, plan, wait=wait))
+        inst = Instance(self, await ops.launch(self._backend, plan, wait=wait))
+        self._names_at = 0.0
+        return inst
 
     def launch(
         self,
@@ -135,18 +267,115 @@ class Cloud:
         image: str | None = None,
         wait: bool = True,
     ) -> Instance:
-        """Launch a box called `name` and (unless `wait=False`) wait until SSH answers."""
+        """Launch a box called `name` and (unless `wait=False`) wait until SSH answers.
+
+        `type` defaults to your configured type (t3.medium), `disk` is the root volume in
+        GB (default 60), `image` an AMI id or name (default: current Ubuntu LTS); `spot=True`
+        makes a persistent spot request that stops, not terminates, on interruption.
+        """
         return self._run(self.alaunch(name, type, spot=spot, disk=disk, image=image, wait=wait))
 
-    # -- facts ------------------------------------------------------------------
+    # Verbs by NAME, as on the command line; each is the Instance method of the same name.
+
+    async def astart(self, name: str, *, wait: bool = True) -> Instance:
+        return await (await self.ainstance(name)).astart(wait=wait)
+
+    def start(self, name: str, *, wait: bool = True) -> Instance:
+        """Start a stopped box and (unless `wait=False`) wait until SSH answers."""
+        return self._run(self.astart(name, wait=wait))
+
+    async def astop(self, name: str, *, wait: bool = True) -> Instance:
+        return await (await self.ainstance(name)).astop(wait=wait)
+
+    def stop(self, name: str, *, wait: bool = True) -> Instance:
+        """Stop a box (its disk is kept; you pay only for storage)."""
+        return self._run(self.astop(name, wait=wait))
+
+    async def aterminate(self, name: str) -> None:
+        await (await self.ainstance(name)).aterminate()
+
+    def terminate(self, name: str) -> None:
+        """Terminate a box for good. No confirmation: this is the API."""
+        self._run(self.aterminate(name))
+
+    async def aresize(self, name: str, type: str) -> Instance:
+        return await (await self.ainstance(name)).aresize(type)
+
+    def resize(self, name: str, type: str) -> Instance:
+        """Change a box's type ("add a GPU"): stop if running, change, start again."""
+        return self._run(self.aresize(name, type))
+
+    async def arun(self, name: str, command: str, *, timeout: float | None = None) -> CommandResult:
+        return await (await self.ainstance(name)).arun(command, timeout=timeout)
+
+    def run(self, name: str, command: str, *, timeout: float | None = None) -> CommandResult:
+        """Run a shell command on a box: a result with `.stdout`, `.stderr`, `.exit_status`."""
+        return self._run(self.arun(name, command, timeout=timeout))
+
+    async def aput(self, name: str, local: str | Path, remote: str) -> None:
+        await (await self.ainstance(name)).aput(local, remote)
+
+    def put(self, name: str, local: str | Path, remote: str) -> None:
+        """Copy a local file or directory to a box."""
+        self._run(self.aput(name, local, remote))
+
+    async def aget(self, name: str, remote: str, local: str | Path) -> None:
+        await (await self.ainstance(name)).aget(remote, local)
+
+    def get(self, name: str, remote: str, local: str | Path) -> None:
+        """Copy a file or directory from a box."""
+        self._run(self.aget(name, remote, local))
+
+    async def atunnel(self, name: str, port: int, remote_port: int | None = None) -> TunnelHandle:
+        return await (await self.ainstance(name)).atunnel(port, remote_port)
+
+    def tunnel(self, name: str, port: int, remote_port: int | None = None) -> TunnelHandle:
+        """Forward localhost:`port` to `remote_port` (default: the same) on a box; see `Instance.tunnel`."""
+        return self._run(self.atunnel(name, port, remote_port))
+
+    # -- the cloud --------------------------------------------------------------
+
+    async def aprices(self, *, gpu: bool = False, family: str | Sequence[str] | None = None) -> Table:
+        words = ["prices", "--json"] + (["--gpu"] if gpu else [])
+        for f in [family] if isinstance(family, str) else family or ():
+            words += ["--family", f]
+        out = await self._command(*words)
+        cols = (("type", "TYPE"), ("vcpus", "VCPUS"), ("memory_gib", "MEM GIB"), ("gpus", "GPUS"),
+                ("on_demand", "ON-DEMAND $/H"), ("spot", "SPOT $/H"), ("spot_saving", "SAVING"))
+        return Table(out.data or [], cols)
+
+    def prices(self, *, gpu: bool = False, family: str | Sequence[str] | None = None) -> Table:
+        """Instance types with vCPUs, memory, GPUs, on-demand and current spot $/h.
+
+        `gpu=True` keeps GPU types only; `family="g5"` (or a list) picks families.
+        Rows are dicts (`type`, `vcpus`, `memory_gib`, `gpus`, `on_demand`, `spot`, …).
+        """
+        return self._run(self.aprices(gpu=gpu, family=family))
+
+    async def aprice(self, type: str) -> Price:
+        found = await self._backend.pricing.prices([type], strict=False)
+        if type not in found:
+            await self._backend.ec2.instance_type(type)  # an unknown type says so, with a guess
+            raise CloudshError(f"no price known for {type}", "see `cloud.prices()` for the types on offer")
+        return found[type]
+
+    def price(self, type: str) -> Price:
+        """On-demand and current spot $/h of one instance type."""
+        return self._run(self.aprice(type))
+
+    async def ainstance_type(self, name: str) -> InstanceType:
+        return await self._backend.ec2.instance_type(name)
 
     def instance_type(self, name: str) -> InstanceType:
         """vCPUs, memory, GPUs and architectures of an instance type."""
-        return self._run(self._backend.ec2.instance_type(name))
+        return self._run(self.ainstance_type(name))
 
-    def prices(self, types: Sequence[str]) -> dict[str, Price]:
-        """On-demand and current spot $/h for the given types."""
-        return self._run(self._backend.pricing.prices(list(types), strict=False))
+    async def assh_config(self) -> str:
+        return "\n".join((await self._command("ssh-config")).lines) + "\n"
+
+    def ssh_config(self) -> str:
+        """An OpenSSH config with one `Host NAME` block per running box (for `ssh -F FILE NAME`)."""
+        return self._run(self.assh_config())
 
 
 class InstanceList(list["Instance"]):
@@ -157,26 +386,80 @@ class InstanceList(list["Instance"]):
 
         if not self:
             return "(no instances)"
-        rows = [{"name": i.name or "-", "id": i.id, "type": i.type, "state": i.state, "market": i.market} for i in self]
-        return table(rows, [("name", "NAME"), ("id", "ID"), ("type", "TYPE"), ("state", "STATE"), ("market", "MARKET")])
+        rows = [
+            {"name": i.name or "-", "id": i.id, "type": i.type, "state": i.state, "market": i.market,
+             "ip": i.public_ip or "-"}
+            for i in self
+        ]
+        cols = [("name", "NAME"), ("id", "ID"), ("type", "TYPE"), ("state", "STATE"), ("market", "MARKET"),
+                ("ip", "PUBLIC IP")]
+        return table(rows, cols)
+
+    def _repr_pretty_(self, p: Any, cycle: bool) -> None:
+        p.text(repr(self))
+
+    def names(self) -> list[str]:
+        """Each box's name (or id when it has none)."""
+        return [i.label for i in self]
+
+
+class TunnelHandle:
+    """An open port forward: `.url`, `.close()`; also a context manager."""
+
+    def __init__(self, instance: Instance, forward: Any) -> None:
+        self._instance = instance
+        self._forward = forward
+        self.local_port: int = forward.local_port
+        self.remote_port: int = forward.remote_port
+        self.closed = False
+
+    @property
+    def url(self) -> str:
+        """`http://localhost:PORT/`"""
+        return f"http://localhost:{self.local_port}/"
+
+    def close(self) -> None:
+        """Stop forwarding."""
+        if self.closed:
+            return
+        self.closed = True
+        loop = self._instance._cloud._loop
+        if loop is not None and threading.current_thread() is not loop.thread:
+            loop.call_soon(self._forward.close)
+        else:
+            self._forward.close()
+
+    def __enter__(self) -> TunnelHandle:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self.closed else "open"
+        return f"<Tunnel {self.url} -> {self._instance.label}:{self.remote_port} {state}>"
 
 
 class Instance:
-    """One EC2 instance. Attributes are a snapshot; `refresh()` re-reads them."""
+    """One EC2 instance. Attributes (`name`, `id`, `type`, `state`, `public_ip`, …) are a
+    snapshot; `refresh()` re-reads them."""
 
     def __init__(self, cloud: Cloud, record: models.Instance) -> None:
         self._cloud = cloud
         self.record = record
 
     def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):
+            raise AttributeError(name)
         return getattr(self.record, name)
 
     def __dir__(self) -> list[str]:
-        return sorted(set(super().__dir__()) | set(models.Instance.__dataclass_fields__))
+        return sorted(set(super().__dir__()) | set(models.Instance.__dataclass_fields__) | {"label"})
 
     def __repr__(self) -> str:
         r = self.record
-        return f"<Instance {r.label} {r.id} {r.type} {r.state}>"
+        ip = f" {r.public_ip}" if r.public_ip else ""
+        return f"<Instance {r.label} {r.id} {r.type} {r.market} {r.state}{ip}>"
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Instance) and other.record.id == self.record.id
@@ -204,10 +487,8 @@ class Instance:
 
         await self.arefresh()
         if self.record.state != "running":
-            raise InvalidState(
-                f"{self.record.label} is {self.record.state}, not running",
-                f"start it with `{self.record.label}.start()`",
-            )
+            hint = "start it with `.start()`" if self.record.state in ("stopped", "stopping") else "launch another one"
+            raise InvalidState(f"{self.record.label} is {self.record.state}, not running", hint)
         host = await host_for(self._b, self.record)
         await self._b.ssh.ensure_pinned(host)
         return host
@@ -216,29 +497,57 @@ class Instance:
         return await self._b.ssh.run(await self._host(), command, timeout=timeout)
 
     def run(self, command: str, *, timeout: float | None = None) -> CommandResult:
-        """Run a shell command on the box; `.stdout`, `.stderr`, `.exit_status`."""
+        """Run a shell command on the box: a result with `.stdout`, `.stderr`, `.exit_status`."""
         return self._run(self.arun(command, timeout=timeout))
 
     async def aput(self, local: str | Path, remote: str) -> None:
-        await self._b.ssh.put(await self._host(), Path(local), remote)
+        local = Path(local).expanduser()
+        if not local.exists():
+            raise UsageError(f"{local}: no such file or directory", "check the local path")
+        await self._b.ssh.put(await self._host(), local, remote)
 
     def put(self, local: str | Path, remote: str) -> None:
         """Copy a local file or directory to the box."""
         self._run(self.aput(local, remote))
 
     async def aget(self, remote: str, local: str | Path) -> None:
-        await self._b.ssh.get(await self._host(), remote, Path(local))
+        await self._b.ssh.get(await self._host(), remote, Path(local).expanduser())
 
     def get(self, remote: str, local: str | Path) -> None:
         """Copy a file or directory from the box."""
         self._run(self.aget(remote, local))
 
-    def ssh(self) -> Any:
-        """A connected paramiko `SSHClient` (host key verified against cloudsh's pinned key)."""
+    async def assh(self) -> Any:
         from cloudsh.services.paramiko_client import paramiko_client
 
+        host = await self._host()
+        return await asyncio.to_thread(paramiko_client, host, self._b.settings)
+
+    def ssh(self) -> Any:
+        """A connected paramiko `SSHClient` for your own code (host key checked against the
+        key cloudsh pinned; you close it): `c = box.ssh(); c.exec_command("ls")`."""
+        return self._run(self.assh())
+
+    async def atunnel(self, port: int, remote_port: int | None = None) -> TunnelHandle:
+        fwd = await self._b.ssh.forward(await self._host(), port, remote_port or port)
+        return TunnelHandle(self, fwd)
+
+    def tunnel(self, port: int, remote_port: int | None = None) -> TunnelHandle:
+        """Forward localhost:`port` to `remote_port` (default: the same) on the box until
+        `.close()` (port 0 picks a free local port). `with box.tunnel(8888) as t: t.url`."""
+        return self._run(self.atunnel(port, remote_port))
+
+    def connect(self) -> int:
+        """An interactive SSH session in this terminal (OpenSSH `ssh`); returns its exit status."""
+        import shutil
+        import subprocess
+
+        from cloudsh.services.ssh import openssh_args
+
         host = self._run(self._host())
-        return paramiko_client(host, self._b.settings)
+        if not shutil.which("ssh"):
+            raise UsageError("OpenSSH `ssh` is not installed", "use `cloudsh connect NAME` instead")
+        return subprocess.call(openssh_args(host, self._b.settings, forwards=[], tty=True))
 
     async def astart(self, *, wait: bool = True) -> Instance:
         from cloudsh.ops import instances as ops
@@ -257,7 +566,7 @@ class Instance:
         return await self.arefresh()
 
     def stop(self, *, wait: bool = True) -> Instance:
-        """Stop the box (its disk is kept)."""
+        """Stop the box (its disk is kept; you pay only for storage)."""
         return self._run(self.astop(wait=wait))
 
     async def aterminate(self) -> None:
@@ -265,9 +574,10 @@ class Instance:
 
         await ops.terminate(self._b, [self.record])
         await self.arefresh()
+        self._cloud._names_at = 0.0
 
     def terminate(self) -> None:
-        """Terminate the box for good (no confirmation: this is the API)."""
+        """Terminate the box for good. No confirmation: this is the API."""
         self._run(self.aterminate())
 
     async def aresize(self, type: str) -> Instance:
@@ -279,5 +589,5 @@ class Instance:
         return self
 
     def resize(self, type: str) -> Instance:
-        """Change the instance type (stops and restarts a running box)."""
+        """Change the instance type ("add a GPU"); a running box is stopped and restarted."""
         return self._run(self.aresize(type))

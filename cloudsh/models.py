@@ -95,6 +95,15 @@ class Price:
         return 1.0 - self.spot / self.on_demand
 
 
+def hourly_cost(price: Price | None, market: str) -> float | None:
+    """What a box of this market pays per hour: the spot price for spot boxes when known."""
+    if price is None:
+        return None
+    if market == "spot" and price.spot is not None:
+        return price.spot
+    return price.on_demand
+
+
 @dataclass(frozen=True, slots=True)
 class SpotPricePoint:
     instance_type: str

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import shlex
 import signal
 import sys
-import time
 from collections.abc import Callable, Iterator, Sequence
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from prompt_toolkit import PromptSession
 from prompt_toolkit.completion import CompleteEvent, Completer
@@ -26,7 +27,14 @@ from prompt_toolkit.styles import Style
 
 from cloudsh.cli import StdOutput, fail
 from cloudsh.commands import REGISTRY, Context, HelpRequested, dispatch
-from cloudsh.commands.complete import BUILTINS, CompletionIndex, command_help, complete
+from cloudsh.commands.complete import (
+    BUILTINS,
+    CompletionIndex,
+    command_help,
+    complete,
+    index_from_json,
+    index_to_json,
+)
 from cloudsh.commands.views import money
 from cloudsh.errors import CloudshError
 
@@ -43,17 +51,41 @@ STYLE = Style.from_dict({"bottom-toolbar": "noreverse bg:#262626 #d0d0d0", "mode
 class Shell:
     """The state behind the prompt: backend, completion index, toolbar facts."""
 
-    def __init__(self, backend_factory: Callable[[], Backend]) -> None:
+    def __init__(self, backend_factory: Callable[[], Backend], cache: Path | None = None) -> None:
         self.backend_factory = backend_factory
         self.index = CompletionIndex()
+        #: Last session's index: completion works before the first listing returns.
+        self.cache = cache
+        self._cached_label = ""
+        self._load_cache()
         self.label = "connecting…"
         self.burn = ""
         self._backend: Backend | None = None
         self._backend_task: asyncio.Task[Backend] | None = None
         self._refresh_task: asyncio.Task[None] | None = None
         self.session: PromptSession[str] | None = None
+        self.current: asyncio.Task[int] | None = None
 
     # -- background ---------------------------------------------------------------
+
+    def _load_cache(self) -> None:
+        if self.cache is None:
+            return
+        try:
+            self._cached_label, self.index = index_from_json(json.loads(self.cache.read_text()))
+        except (OSError, ValueError):
+            return  # no cache yet, or a broken one: the first refresh writes it
+
+    def _save_cache(self, label: str) -> None:
+        if self.cache is None:
+            return
+        try:
+            self.cache.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self.cache.with_suffix(".tmp")
+            tmp.write_text(json.dumps(index_to_json(self.index, label)))
+            tmp.replace(self.cache)
+        except OSError:
+            return  # the cache only speeds up the next start
 
     async def backend(self) -> Backend:
         """The backend, created once in a thread (starting the sandbox can take seconds)."""
@@ -63,6 +95,8 @@ class Shell:
             self._backend_task = asyncio.create_task(asyncio.to_thread(self.backend_factory))
         self._backend = await asyncio.shield(self._backend_task)
         self.label = self._backend.label
+        if self._cached_label and self._cached_label != self.label:
+            self.index = CompletionIndex()  # last session's names belong to another cloud
         self._invalidate()
         return self._backend
 
@@ -86,6 +120,8 @@ class Shell:
         index, records = await asyncio.gather(build_index(backend), listing(ctx), return_exceptions=True)
         if isinstance(index, CompletionIndex):
             self.index = index
+            self._cached_label = backend.label
+            self._save_cache(backend.label)
         if isinstance(records, list):
             running = sum(1 for r in records if r["state"] == "running")
             self.burn = f"{running} running · {money(burn_rate(records))}"
@@ -135,11 +171,13 @@ class Shell:
         except CloudshError as exc:
             return fail(exc)
         task = asyncio.create_task(self._dispatch(words))
-        loop = asyncio.get_running_loop()
-        # A terminal program (ssh) owns Ctrl-C while it runs; otherwise it cancels the command.
-        loop.add_signal_handler(signal.SIGINT, (lambda: None) if cmd.takes_terminal else task.cancel)
+        # A terminal program (ssh) owns Ctrl-C while it runs; otherwise Ctrl-C cancels the command.
+        self.current = None if cmd.takes_terminal else task
         try:
-            return await task
+            status = await task
+            if status:
+                sys.stderr.write(f"(exit status {status})\n")
+            return status
         except asyncio.CancelledError:
             if not task.cancelled():
                 raise
@@ -152,10 +190,13 @@ class Shell:
         except Exception as exc:  # noqa: BLE001 - every error is one line, the shell goes on
             return fail(exc)
         finally:
-            loop.remove_signal_handler(signal.SIGINT)
-            # The default handler is restored: prompt_toolkit reads Ctrl-C as a key anyway.
-            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            self.current = None
             self.refresh()
+
+    def interrupt(self) -> None:
+        """SIGINT (Ctrl-C while a command runs; at the prompt it is a key, not a signal)."""
+        if self.current is not None:
+            self.current.cancel()
 
     async def _dispatch(self, words: Sequence[str]) -> int:
         ctx = Context(out=StdOutput(), backend_factory=self._sync_backend, confirm=self.confirm, terminal=_terminal)
@@ -201,21 +242,28 @@ class IndexCompleter(Completer):
             )
 
 
-def _history(backend_factory: Callable[[], Any]) -> FileHistory | InMemoryHistory:
+def _paths() -> tuple[FileHistory | InMemoryHistory, Path | None]:
+    """Persistent history (state dir) and the completion cache (cache dir)."""
     from cloudsh.config import Settings
 
     try:
-        path = Settings.load().state_dir / "repl_history"
+        settings = Settings.load()
+    except CloudshError:
+        return InMemoryHistory(), None  # the command that needs settings will say what is wrong
+    cache = settings.cache_dir / "completion-index.json"
+    try:
+        path = settings.state_dir / "repl_history"
         path.parent.mkdir(parents=True, exist_ok=True)
-        return FileHistory(str(path))
-    except (OSError, CloudshError):
-        return InMemoryHistory()  # a read-only home still gets a working shell
+        return FileHistory(str(path)), cache
+    except OSError:
+        return InMemoryHistory(), cache  # a read-only home still gets a working shell
 
 
 async def _main(backend_factory: Callable[[], Backend]) -> int:
-    shell = Shell(backend_factory)
+    history, cache = _paths()
+    shell = Shell(backend_factory, cache)
     session: PromptSession[str] = PromptSession(
-        history=_history(backend_factory),
+        history=history,
         completer=IndexCompleter(lambda: shell.index),
         complete_while_typing=False,
         bottom_toolbar=shell.toolbar,
@@ -223,7 +271,7 @@ async def _main(backend_factory: Callable[[], Backend]) -> int:
     )
     shell.session = session
     refresher = asyncio.create_task(shell.refresh_forever())
-    status = 0
+    loop = asyncio.get_running_loop()
     try:
         while True:
             try:
@@ -234,24 +282,26 @@ async def _main(backend_factory: Callable[[], Backend]) -> int:
                 break
             if line.strip() in ("exit", "quit"):
                 break
-            status = await shell.execute(line)
+            # prompt_toolkit takes SIGINT over while prompting and drops ours on the way out.
+            loop.add_signal_handler(signal.SIGINT, shell.interrupt)
+            await shell.execute(line)
             if shell._backend is not None and shell._backend.notice:
                 sys.stderr.write(shell._backend.notice + "\n")
                 shell._backend.notice = ""
     finally:
+        with contextlib.suppress(ValueError, RuntimeError):
+            loop.remove_signal_handler(signal.SIGINT)
         refresher.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await refresher
         if shell._backend is not None:
             with contextlib.suppress(CloudshError):
                 await shell._backend.close()
-    return status if status in (0, 1, 2) else 0
+    return 0
 
 
 def run_repl(backend_factory: Callable[[], Backend]) -> int:
     """Run the shell until Ctrl-D or `exit`; returns the exit status."""
-    started = time.monotonic()
-    del started
     loop = asyncio.new_event_loop()
     try:
         return loop.run_until_complete(_main(backend_factory))

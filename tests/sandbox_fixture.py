@@ -1,8 +1,8 @@
 """A real sandbox cloud for tests: moto's EC2 server plus SSH servers, on loopback.
 
-Use it from any test module (the tests folder is on sys.path under pytest)::
+Use it from any test module::
 
-    from sandbox_fixture import sandbox  # noqa: F401  (the session fixture)
+    from tests.sandbox_fixture import sandbox  # noqa: F401  (the session fixture)
 
     def test_something(sandbox):
         ec2 = sandbox.ec2()
@@ -15,6 +15,8 @@ One daemon serves the whole session (started on first use, stopped at the end), 
 
 from __future__ import annotations
 
+import os
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -29,6 +31,8 @@ import pytest
 from cloudsh.config import Settings
 from cloudsh.sandbox.control import sandbox_down, sandbox_env, sandbox_up
 from cloudsh.sandbox.state import SandboxInstance, SandboxState, read_state
+
+__all__ = ["LaunchedBox", "Sandbox", "sandbox", "start_sandbox"]
 
 UBUNTU_OWNER = "099720109477"
 BOOT_S = 0.3
@@ -131,9 +135,10 @@ class Sandbox:
         ]
 
 
-def start_sandbox(root: Path, mp: pytest.MonkeyPatch) -> Sandbox:
-    """Start a daemon in `root/sandbox` with a fresh key pair imported; `sandbox_down` ends it."""
-    sandbox_dir = root / "sandbox"
+def start_sandbox(root: Path, mp: pytest.MonkeyPatch, sandbox_dir: Path | None = None) -> Sandbox:
+    """Start (or reuse) a daemon in `sandbox_dir` (default `root/sandbox`) and import a fresh
+    key pair; `sandbox_down(sb.settings)` ends it."""
+    sandbox_dir = sandbox_dir or root / "sandbox"
     mp.setenv("CLOUDSH_SANDBOX_DIR", str(sandbox_dir))
     mp.setenv("CLOUDSH_SANDBOX_BOOT_S", str(BOOT_S))
     mp.delenv("CLOUDSH_SANDBOX_PORT", raising=False)
@@ -154,8 +159,12 @@ def start_sandbox(root: Path, mp: pytest.MonkeyPatch) -> Sandbox:
 def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
     mp = pytest.MonkeyPatch()
     root = tmp_path_factory.mktemp("cloud")
+    # A test-wide CLOUDSH_SANDBOX_DIR (tests/conftest.py sets one under a temp dir) is
+    # shared, so code under test that calls sandbox_up itself finds this same daemon.
+    shared = os.environ.get("CLOUDSH_SANDBOX_DIR")
+    inside_tmp = shared and Path(shared).resolve().is_relative_to(Path(tempfile.gettempdir()).resolve())
     try:
-        sb = start_sandbox(root, mp)
+        sb = start_sandbox(root, mp, Path(shared) if inside_tmp and shared else None)
         try:
             yield sb
         finally:

@@ -114,3 +114,16 @@ def test_unreachable_endpoint_is_one_line(tmp_path: Path) -> None:
     assert r.returncode == 1
     assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
     assert "cannot reach AWS" in r.stderr
+
+
+async def test_a_type_the_region_does_not_offer(endpoint: str) -> None:
+    from cloudsh.errors import UsageError
+
+    # The sandbox's moto server knows every region's offerings; af-south-1 has no P5.
+    target = AwsTarget(region="af-south-1", endpoint_url=endpoint, access_key_id=sbx.ACCESS_KEY_ID,
+                       secret_access_key=sbx.SECRET_ACCESS_KEY, sandbox=True)
+    ec2 = EC2Service(ClientFactory(target))
+    with pytest.raises(UsageError) as err:
+        await ec2.instance_type("p5.48xlarge")
+    assert "not offered in af-south-1" in str(err.value)
+    assert (await ec2.instance_type("t3.micro")).vcpus == 2

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from datetime import UTC, datetime, timedelta
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +44,7 @@ def _no_aws_config(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 class StubbedClients(ClientFactory):
     """Real boto3 clients with a Stubber each, shared by every thread so one Stubber sees all calls."""
 
-    def __init__(self, *, sandbox: bool = False) -> None:
+    def __init__(self, *, sandbox: bool = False, unstubbed: tuple[str, ...] = ()) -> None:
         super().__init__(
             AwsTarget(
                 region="us-east-1",
@@ -54,6 +56,7 @@ class StubbedClients(ClientFactory):
         )
         self._shared: dict[tuple[str, str], Any] = {}
         self.stubbers: dict[str, Stubber] = {}
+        self.unstubbed = unstubbed
         self._lock = threading.Lock()
 
     def client(self, service: str, region: str | None = None) -> Any:
@@ -61,8 +64,9 @@ class StubbedClients(ClientFactory):
         with self._lock:
             if key not in self._shared:
                 client = super().client(service, region)
-                self.stubbers[service] = Stubber(client)
-                self.stubbers[service].activate()
+                if service not in self.unstubbed:
+                    self.stubbers[service] = Stubber(client)
+                    self.stubbers[service].activate()
                 self._shared[key] = client
             return self._shared[key]
 
@@ -241,8 +245,12 @@ def test_on_demand_source_follows_pages_and_reads_the_on_demand_rate() -> None:
     clients = StubbedClients()
     stub = clients.stub("pricing")
     # A $0 row (such as an unused capacity reservation) is not a price; the real one is on page 2.
-    add_products(stub, "g5.xlarge", [product("g5.xlarge", "0.0000000000", sku="ZERO")],
-                 [product("g5.xlarge", "1.0060000000")])
+    add_products(
+        stub,
+        "g5.xlarge",
+        [product("g5.xlarge", "0.0000000000", sku="ZERO")],
+        [product("g5.xlarge", "1.0060000000")],
+    )
     source = AwsOnDemandSource(clients, "us-east-1")
     assert source.fetch(["g5.xlarge"]) == {"g5.xlarge": 1.006}
     stub.assert_no_pending_responses()
@@ -263,16 +271,29 @@ def test_on_demand_source_leaves_out_types_without_a_price() -> None:
 
 def test_on_demand_source_runs_requests_in_parallel() -> None:
     clients = StubbedClients()
+    threads: set[int] = set()
+
+    def slow_request(**_: Any) -> None:
+        threads.add(threading.get_ident())
+        time.sleep(0.05)  # long enough for the other requests to start meanwhile
+
+    clients.register("before-parameter-build.pricing.GetProducts", slow_request)
     stub = clients.stub("pricing")
-    # In parallel the order of requests is not fixed, so these answers are not matched to
-    # requests; the parser must still only take a document for the type it asked about.
-    for t in ("m5.large", "m5.xlarge", "m5.2xlarge", "m5.4xlarge"):
-        stub.add_response("get_products", {"FormatVersion": "aws_v1", "PriceList": [product(t, "0.1")]})
+    types = ["m5.large", "m5.xlarge", "m5.2xlarge", "m5.4xlarge"]
+    # Requests in parallel come in no fixed order, so every answer carries all four
+    # documents; each request must take the one for the type it asked about.
+    everything = [product(t, f"0.{i + 1}") for i, t in enumerate(types)]
+    for _ in types:
+        stub.add_response("get_products", {"FormatVersion": "aws_v1", "PriceList": everything})
     source = AwsOnDemandSource(clients, "us-east-1", workers=4)
-    got = source.fetch(["m5.large", "m5.xlarge", "m5.2xlarge", "m5.4xlarge"])
-    assert set(got) <= {"m5.large", "m5.xlarge", "m5.2xlarge", "m5.4xlarge"}
-    assert all(v == 0.1 for v in got.values())
+    assert source.fetch(types) == {
+        "m5.large": 0.1,
+        "m5.xlarge": 0.2,
+        "m5.2xlarge": 0.3,
+        "m5.4xlarge": 0.4,
+    }
     stub.assert_no_pending_responses()
+    assert len(threads) > 1
 
 
 # -- PricingService ------------------------------------------------------------------
@@ -315,7 +336,11 @@ async def test_prices_join_on_demand_with_the_cheapest_current_spot(tmp_path: Pa
 async def test_prices_come_from_the_caches_without_api_calls(tmp_path: Path) -> None:
     clients, clock = StubbedClients(), Clock()
     add_products(clients.stub("pricing"), "g4dn.xlarge", [product("g4dn.xlarge", "0.5260000000")])
-    add_spot(clients.stub("ec2"), ["g4dn.xlarge"], [[spot_row("g4dn.xlarge", "us-east-1a", "0.2100", NOW)]])
+    add_spot(
+        clients.stub("ec2"),
+        ["g4dn.xlarge"],
+        [[spot_row("g4dn.xlarge", "us-east-1a", "0.2100", NOW)]],
+    )
     service = make_service(clients, tmp_path, clock)
     first = await service.prices(["g4dn.xlarge"])
     assert service.cache_age() == 0.0
@@ -326,8 +351,12 @@ async def test_prices_come_from_the_caches_without_api_calls(tmp_path: Path) -> 
 
     # A new process (a new service on the same cache dir) reads on-demand prices from disk.
     other_clients = StubbedClients()
-    add_spot(other_clients.stub("ec2"), ["g4dn.xlarge"],
-             [[spot_row("g4dn.xlarge", "us-east-1b", "0.2000", NOW)]], StartTime=clock.now)
+    add_spot(
+        other_clients.stub("ec2"),
+        ["g4dn.xlarge"],
+        [[spot_row("g4dn.xlarge", "us-east-1b", "0.2000", NOW)]],
+        StartTime=clock.now,
+    )
     other = make_service(other_clients, tmp_path, clock)
     assert other.cache_age() == 300.0
     price = (await other.prices(["g4dn.xlarge"]))["g4dn.xlarge"]
@@ -345,15 +374,23 @@ async def test_caches_expire(tmp_path: Path) -> None:
     await service.prices(["c5.large"])
 
     clock.now = NOW + timedelta(minutes=11)  # spot is stale, on-demand is not
-    add_spot(ec2, ["c5.large"], [[spot_row("c5.large", "us-east-1a", "0.0410", clock.now)]],
-             StartTime=clock.now)
+    add_spot(
+        ec2,
+        ["c5.large"],
+        [[spot_row("c5.large", "us-east-1a", "0.0410", clock.now)]],
+        StartTime=clock.now,
+    )
     assert (await service.prices(["c5.large"]))["c5.large"].spot == 0.041
     ec2.assert_no_pending_responses()
 
     clock.now = NOW + timedelta(days=7, minutes=1)  # both are stale
     add_products(pricing, "c5.large", [product("c5.large", "0.0800000000")])
-    add_spot(ec2, ["c5.large"], [[spot_row("c5.large", "us-east-1a", "0.0420", clock.now)]],
-             StartTime=clock.now)
+    add_spot(
+        ec2,
+        ["c5.large"],
+        [[spot_row("c5.large", "us-east-1a", "0.0420", clock.now)]],
+        StartTime=clock.now,
+    )
     price = (await service.prices(["c5.large"]))["c5.large"]
     assert (price.on_demand, price.spot, price.fetched_at) == (0.08, 0.042, clock.now)
     pricing.assert_no_pending_responses()
@@ -379,8 +416,14 @@ async def test_spot_batches_are_bounded(tmp_path: Path, monkeypatch: pytest.Monk
     types = ["t3.micro", "t3.small", "t3.medium"]
     for t in types:
         add_products(clients.stub("pricing"), t, [product(t, "0.01")])
-    add_spot(clients.stub("ec2"), ["t3.micro", "t3.small"], [[spot_row("t3.small", "us-east-1a", "0.004", NOW)]])
-    add_spot(clients.stub("ec2"), ["t3.medium"], [[spot_row("t3.medium", "us-east-1a", "0.005", NOW)]])
+    add_spot(
+        clients.stub("ec2"),
+        ["t3.micro", "t3.small"],
+        [[spot_row("t3.small", "us-east-1a", "0.004", NOW)]],
+    )
+    add_spot(
+        clients.stub("ec2"), ["t3.medium"], [[spot_row("t3.medium", "us-east-1a", "0.005", NOW)]]
+    )
     got = await make_service(clients, tmp_path, clock).prices(types)
     assert [got[t].spot for t in types] == [None, 0.004, 0.005]
     clients.stub("ec2").assert_no_pending_responses()
@@ -389,10 +432,14 @@ async def test_spot_batches_are_bounded(tmp_path: Path, monkeypatch: pytest.Monk
 async def test_a_refused_request_is_a_clear_error(tmp_path: Path) -> None:
     clients = StubbedClients()
     clients.stub("pricing").add_client_error(
-        "get_products", "AccessDeniedException", "User: arn:aws:iam::123456789012:user/ml is not authorized",
+        "get_products",
+        "AccessDeniedException",
+        "User: arn:aws:iam::123456789012:user/ml is not authorized",
         http_status_code=400,
     )
-    add_spot(clients.stub("ec2"), ["g5.xlarge"], [[spot_row("g5.xlarge", "us-east-1a", "0.35", NOW)]])
+    add_spot(
+        clients.stub("ec2"), ["g5.xlarge"], [[spot_row("g5.xlarge", "us-east-1a", "0.35", NOW)]]
+    )
     service = make_service(clients, tmp_path, Clock())
     with pytest.raises(CloudshError) as info:
         await service.prices(["g5.xlarge"])
@@ -403,7 +450,10 @@ async def test_a_refused_request_is_a_clear_error(tmp_path: Path) -> None:
 async def test_expired_credentials_are_a_credentials_error(tmp_path: Path) -> None:
     clients = StubbedClients()
     clients.stub("ec2").add_client_error(
-        "describe_spot_price_history", "RequestExpired", "Request has expired.", http_status_code=400
+        "describe_spot_price_history",
+        "RequestExpired",
+        "Request has expired.",
+        http_status_code=400,
     )
     add_products(clients.stub("pricing"), "g5.xlarge", [product("g5.xlarge", "1.006")])
     service = make_service(clients, tmp_path, Clock())
@@ -413,12 +463,13 @@ async def test_expired_credentials_are_a_credentials_error(tmp_path: Path) -> No
 
 
 async def test_unreachable_endpoint_is_a_clear_error(tmp_path: Path) -> None:
-    clients = StubbedClients()
+    clients = StubbedClients(unstubbed=("ec2",))
 
     def unreachable(**_: Any) -> None:
         raise EndpointConnectionError(endpoint_url="https://ec2.us-east-1.amazonaws.com/")
 
-    # Fault injected at the botocore edge, before any request is built.
+    # Fault injected at the botocore edge, before a request is sent (so without retries;
+    # botocore's own retries against the dead port would take seconds).
     clients.register("before-call.ec2.DescribeSpotPriceHistory", unreachable)
     add_products(clients.stub("pricing"), "g5.xlarge", [product("g5.xlarge", "1.006")])
     service = make_service(clients, tmp_path, Clock())
@@ -439,17 +490,29 @@ async def test_not_strict_returns_what_it_has(tmp_path: Path) -> None:
 
     # Both caches stale and both APIs failing: the stale prices are still worth showing.
     clock.now = NOW + timedelta(days=8)
-    pricing.add_client_error("get_products", "ThrottlingException", "Rate exceeded", http_status_code=400)
-    ec2.add_client_error("describe_spot_price_history", "InternalError", "oops", http_status_code=400)
+    pricing.add_client_error(
+        "get_products", "ThrottlingException", "Rate exceeded", http_status_code=400
+    )
+    ec2.add_client_error(
+        "describe_spot_price_history", "InternalError", "oops", http_status_code=400
+    )
     got = await service.prices(["g6.xlarge", "g5.xlarge"], strict=False)
     assert list(got) == ["g6.xlarge"]
-    assert (got["g6.xlarge"].on_demand, got["g6.xlarge"].spot, got["g6.xlarge"].fetched_at) == (0.8048, 0.29, NOW)
+    assert (got["g6.xlarge"].on_demand, got["g6.xlarge"].spot, got["g6.xlarge"].fetched_at) == (
+        0.8048,
+        0.29,
+        NOW,
+    )
     assert service.last_error is not None and "cannot fetch prices" in str(service.last_error)
 
     # Nothing cached at all: empty, never an exception.
     empty = StubbedClients()
-    empty.stub("pricing").add_client_error("get_products", "AccessDeniedException", "no", http_status_code=400)
-    empty.stub("ec2").add_client_error("describe_spot_price_history", "UnauthorizedOperation", "no", http_status_code=403)
+    empty.stub("pricing").add_client_error(
+        "get_products", "AccessDeniedException", "no", http_status_code=400
+    )
+    empty.stub("ec2").add_client_error(
+        "describe_spot_price_history", "UnauthorizedOperation", "no", http_status_code=403
+    )
     fresh = make_service(empty, tmp_path / "other", Clock())
     assert await fresh.prices(["g5.xlarge"], strict=False) == {}
     assert fresh.cache_age() is None
@@ -462,8 +525,10 @@ async def test_spot_history_covers_every_az_in_time_order(tmp_path: Path) -> Non
         clients.stub("ec2"),
         ["p3.2xlarge"],
         [
-            [spot_row("p3.2xlarge", "us-east-1b", "0.9300", NOW - 2 * h),
-             spot_row("p3.2xlarge", "us-east-1a", "0.9100", NOW - 30 * h)],
+            [
+                spot_row("p3.2xlarge", "us-east-1b", "0.9300", NOW - 2 * h),
+                spot_row("p3.2xlarge", "us-east-1a", "0.9100", NOW - 30 * h),
+            ],
             [spot_row("p3.2xlarge", "us-east-1a", "0.9200", NOW - 2 * h)],
         ],
         StartTime=NOW - timedelta(days=2),
@@ -496,9 +561,17 @@ def test_sandbox_list_prices_are_labelled_and_complete() -> None:
     assert got == {"g5.xlarge": 1.006, "t3.micro": 0.0104}
     expected = (
         [f"t3.{s}" for s in ("micro", "small", "medium", "large", "xlarge", "2xlarge")]
-        + [f"{f}.{s}" for f in ("m5", "m6i", "c5") for s in ("large", "xlarge", "2xlarge", "4xlarge")]
+        + [
+            f"{f}.{s}"
+            for f in ("m5", "m6i", "c5")
+            for s in ("large", "xlarge", "2xlarge", "4xlarge")
+        ]
         + [f"g4dn.{s}" for s in ("xlarge", "2xlarge", "4xlarge", "8xlarge", "12xlarge")]
-        + [f"{f}.{s}" for f in ("g5", "g6") for s in ("xlarge", "2xlarge", "4xlarge", "8xlarge", "12xlarge")]
+        + [
+            f"{f}.{s}"
+            for f in ("g5", "g6")
+            for s in ("xlarge", "2xlarge", "4xlarge", "8xlarge", "12xlarge")
+        ]
         + ["g5.48xlarge", "p3.2xlarge", "p3.8xlarge", "p3.16xlarge", "p4d.24xlarge", "p5.48xlarge"]
     )
     assert set(expected) <= set(sandbox_prices.LIST_PRICES)
@@ -515,7 +588,7 @@ def test_sandbox_spot_history_is_deterministic_hourly_and_plausible() -> None:
             assert history == sandbox_prices.spot_price_history(name, az, start, end)
             assert history[0][0] <= start < history[0][0] + timedelta(hours=1)
             assert history[-1][0] <= end
-            assert all(b[0] - a[0] == timedelta(hours=1) for a, b in zip(history, history[1:]))
+            assert all(b[0] - a[0] == timedelta(hours=1) for a, b in pairwise(history))
             assert all(t.tzinfo is not None and t.utcoffset() == timedelta(0) for t, _ in history)
             for _, usd in history:
                 assert 0 < usd < od
@@ -525,12 +598,16 @@ def test_sandbox_spot_history_is_deterministic_hourly_and_plausible() -> None:
     a = sandbox_prices.spot_price_history("g5.xlarge", "us-east-1a", start, end)
     b = sandbox_prices.spot_price_history("g5.xlarge", "us-east-1b", start, end)
     assert [p for _, p in a] != [p for _, p in b]
-    inner = sandbox_prices.spot_price_history("g5.xlarge", "us-east-1a", NOW - timedelta(hours=5), NOW)
-    assert inner == a[-len(inner):]
+    inner = sandbox_prices.spot_price_history(
+        "g5.xlarge", "us-east-1a", NOW - timedelta(hours=5), NOW
+    )
+    assert inner == a[-len(inner) :]
     assert len({p for _, p in a}) > 10  # it moves
     assert sandbox_prices.spot_price_history("x9.nonesuch", "us-east-1a", start, end) == []
     # Naive datetimes are UTC; start == end gives the price in force then.
-    now = sandbox_prices.spot_price_history("g5.xlarge", "us-east-1a", NOW.replace(tzinfo=None), NOW)
+    now = sandbox_prices.spot_price_history(
+        "g5.xlarge", "us-east-1a", NOW.replace(tzinfo=None), NOW
+    )
     assert now == [a[-1]]
 
 
@@ -549,3 +626,38 @@ async def test_sandbox_prices_through_the_service(tmp_path: Path) -> None:
     assert price.spot == min(float(r["SpotPrice"]) for r in rows)
     assert price.spot_az in sandbox_prices.SANDBOX_AZS
     assert sandbox_prices.PRICES_SOURCE in price.source and "simulated" in price.source
+
+
+@pytest.mark.sandbox
+async def test_the_sandbox_cloud_serves_its_spot_market(sandbox: Any, tmp_path: Path) -> None:
+    env = sandbox.env
+    target = AwsTarget(
+        region=env["AWS_DEFAULT_REGION"],
+        endpoint_url=env["AWS_ENDPOINT_URL"],
+        access_key_id=env["AWS_ACCESS_KEY_ID"],
+        secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
+        sandbox=True,
+    )
+    service = PricingService(
+        ClientFactory(target), target.region, SandboxOnDemandSource(), tmp_path
+    )
+    azs = [z["ZoneName"] for z in sandbox.ec2().describe_availability_zones()["AvailabilityZones"]]
+    before = datetime.now(UTC)
+    got = await service.prices(["g5.xlarge", "t3.micro", "x9.nonesuch"])
+    after = datetime.now(UTC)
+    assert set(got) == {"g5.xlarge", "t3.micro"}
+    g5 = got["g5.xlarge"]
+    # The cheapest AZ's price in force now (allowing for the hour turning mid-test).
+    cheapest = {
+        min((sandbox_prices.spot_price("g5.xlarge", az, at), az) for az in azs)  # type: ignore[type-var]
+        for at in (before, after)
+    }
+    assert (g5.spot, g5.spot_az) in cheapest
+    assert g5.on_demand == 1.006 and g5.spot is not None and g5.spot < g5.on_demand
+
+    history = await service.spot_history("g5.xlarge", days=1)
+    assert {p.az for p in history} == set(azs)
+    assert [p.at for p in history] == sorted(p.at for p in history)
+    one_az = [p for p in history if p.az == azs[0]]
+    assert 24 <= len(one_az) <= 26
+    assert all(b.at - a.at == timedelta(hours=1) for a, b in pairwise(one_az))

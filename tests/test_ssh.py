@@ -25,6 +25,7 @@ from cloudsh.services.hosts import AwsHostResolver, SandboxHostResolver, parse_c
 from cloudsh.services.known_hosts import KnownHosts, fingerprint
 from cloudsh.services.paramiko_client import paramiko_client
 from cloudsh.services.ssh import SSHService, openssh_args, ssh_config_block
+from tests.sandbox_fixture import Sandbox, sandbox  # noqa: F401
 from tests.ssh_server import SSHEnv, public_line, ssh_env, write_client_key  # noqa: F401
 
 
@@ -615,3 +616,40 @@ async def test_measure_round_trip(ssh_env: SSHEnv, svc: SSHService, tmp_path: Pa
         f"fresh asyncssh connection {fresh_async * 1000:.1f} ms, "
         f"fresh OpenSSH `ssh box true` {fresh * 1000:.1f} ms ({fresh / pooled:.1f}x pooled)"
     )
+
+
+# -- against the real sandbox daemon -------------------------------------------
+
+
+@pytest.mark.sandbox
+async def test_against_the_sandbox(sandbox: Sandbox, tmp_path: Path) -> None:
+    settings = Settings(state_dir=tmp_path / "state", sandbox_dir=sandbox.dir)
+    settings.state_dir.mkdir()
+    shutil.copy(sandbox.key_path, settings.key_path)
+    launched = sandbox.launch("t3.micro", wait=False)
+    inst = Instance(launched.id, "sbox", "t3.micro", "running")
+    resolver = SandboxHostResolver(settings)
+
+    async def resolve() -> HostInfo | None:
+        return resolver.resolve(inst)
+
+    svc = SSHService(settings)
+    try:
+        host = await svc.wait_ready(resolve, timeout=20)
+        res = await svc.run(host, "echo hi; pwd")
+        assert res.ok and res.stdout.startswith("hi\n"), res
+        published = sandbox.wait(launched.id).host_key
+        assert KnownHosts(settings.known_hosts_path).keys(launched.id) == [
+            " ".join(published.split()[:2])
+        ]
+        cfg = tmp_path / "ssh_config"
+        cfg.write_text(ssh_config_block("sbox", host, settings))
+        out = await _sh("ssh", "-F", str(cfg), "sbox", "echo", "via-openssh")
+        assert (out.returncode, out.stdout) == (0, "via-openssh\n"), out.stderr
+        (tmp_path / "f.txt").write_text("payload")
+        await svc.put(host, tmp_path / "f.txt", "f.txt")
+        assert await svc.get(host, "f.txt", tmp_path / "back.txt") == tmp_path / "back.txt"
+        assert (tmp_path / "back.txt").read_text() == "payload"
+    finally:
+        await svc.close()
+        sandbox.ec2().terminate_instances(InstanceIds=[launched.id])

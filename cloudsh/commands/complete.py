@@ -149,6 +149,24 @@ async def build_index(backend: Backend) -> CompletionIndex:
     return CompletionIndex(**found, families=tuple(sorted(families)), details=details)
 
 
+_KINDS = ("instances", "types", "images", "volumes", "snapshots", "jobs", "regions", "families")
+
+
+def index_to_json(index: CompletionIndex, label: str) -> dict[str, Any]:
+    """The index as JSON, to show last session's names before the first listing returns."""
+    return {"label": label, **{k: list(getattr(index, k)) for k in _KINDS}, "details": dict(index.details)}
+
+
+def index_from_json(data: Mapping[str, Any]) -> tuple[str, CompletionIndex]:
+    """(label, index) from `index_to_json`; raises ValueError on a malformed document."""
+    try:
+        kinds = {k: tuple(str(v) for v in data.get(k, ())) for k in _KINDS}
+        details = {str(k): str(v) for k, v in dict(data.get("details", {})).items()}
+        return str(data["label"]), CompletionIndex(**kinds, details=details)
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise ValueError(f"not a completion index: {exc}") from None
+
+
 def _unique(values: Iterable[str]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(values))
 
@@ -208,7 +226,7 @@ def _quote(value: str) -> str:
 
 def _match(prefix: str, values: Iterable[str], start: int, meta: Mapping[str, str] | None = None,
            suffix: str = "", substring: bool = True) -> list[Completion]:
-    """Prefix matches first (case-insensitive), then substring matches."""
+    """Prefix matches (case-insensitive); substring matches only when no value starts so."""
     low = prefix.lower()
     head: list[Completion] = []
     tail: list[Completion] = []
@@ -221,7 +239,7 @@ def _match(prefix: str, values: Iterable[str], start: int, meta: Mapping[str, st
         else:
             continue
         bucket.append(Completion(_quote(v) + suffix, start, v, (meta or {}).get(v, "")))
-    return head + tail
+    return head or tail
 
 
 # -- what the cursor is on ---------------------------------------------------------

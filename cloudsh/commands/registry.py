@@ -173,7 +173,8 @@ class _Parser(argparse.ArgumentParser):
     """argparse that raises instead of printing and exiting, so every front end decides."""
 
     def error(self, message: str) -> Any:
-        raise UsageError(f"{self.prog}: {message}", f"usage: {self.format_usage().strip()[7:]}")
+        usage = " ".join(self.format_usage().split()[1:])
+        raise UsageError(f"{self.prog.removeprefix('cloudsh ')}: {message}", f"usage: {usage}")
 
     def exit(self, status: int = 0, message: str | None = None) -> Any:
         if status:

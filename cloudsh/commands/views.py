@@ -10,16 +10,7 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from cloudsh.models import Instance, InstanceType, Price
-
-
-def hourly_cost(price: Price | None, market: str) -> float | None:
-    """What a box of this market pays per hour: the spot price for spot boxes when known."""
-    if price is None:
-        return None
-    if market == "spot" and price.spot is not None:
-        return price.spot
-    return price.on_demand
+from cloudsh.models import Instance, InstanceType, Price, hourly_cost
 
 
 def money(value: float | None, unit: str = "/h") -> str:

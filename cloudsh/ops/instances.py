@@ -7,6 +7,7 @@ workflow leaves nothing half-done that it created itself.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -80,6 +81,16 @@ async def wait_ssh(backend: Backend, inst: Instance, *, timeout: float | None = 
         return backend.hosts.resolve(current)
 
     host = await backend.ssh.wait_ready(resolve, timeout=timeout or backend.settings.wait_timeout_s)
+    learn = getattr(backend.hosts, "learn_console_output", None)
+    if learn is not None and not host.expected_host_keys and not backend.ssh.known_hosts.keys(host.host_key_alias):
+        # First contact on AWS: check the key against what cloud-init printed to the
+        # console, when it has printed it (else trust on first use, and pin).
+        try:
+            keys = learn(inst.id, await backend.ec2.console_output(inst.id))
+            if keys:
+                host = dataclasses.replace(host, expected_host_keys=tuple(keys))
+        except CloudshError:
+            pass  # no console access: fall back to trust on first use
     await backend.ssh.ensure_pinned(host)
     return host
 

@@ -65,7 +65,7 @@ class Daemon:
     # -- moto -----------------------------------------------------------------------------
 
     def ec2_backend(self) -> Any:
-        from moto.core import DEFAULT_ACCOUNT_ID
+        from moto.core.models import DEFAULT_ACCOUNT_ID
         from moto.ec2.models import ec2_backends
 
         return ec2_backends[DEFAULT_ACCOUNT_ID][REGION]
@@ -95,7 +95,7 @@ class Daemon:
         self._publish_ssm_parameters()
 
     def _publish_ssm_parameters(self) -> None:
-        from moto.core import DEFAULT_ACCOUNT_ID
+        from moto.core.models import DEFAULT_ACCOUNT_ID
         from moto.core.utils import utcnow
         from moto.ssm.models import Parameter, ssm_backends
 
@@ -111,7 +111,7 @@ class Daemon:
         for arch, (_, ami_id) in newest.items():
             name = SSM_UBUNTU.format(arch=arch)
             params[name].append(
-                Parameter(
+                Parameter(  # type: ignore[abstract]
                     account_id=DEFAULT_ACCOUNT_ID,
                     name=name,
                     value=ami_id,
@@ -181,7 +181,9 @@ class Daemon:
             await asyncio.sleep(self.boot_s)
             box = self.boxes.get(iid)
             if box is None:
-                box = self.boxes[iid] = Box(self.dir, iid, isolation=self.isolation)
+                ip = str(getattr(inst, "private_ip", "") or "")
+                hostname = f"ip-{ip.replace('.', '-')}" if ip else ""
+                box = self.boxes[iid] = Box(self.dir, iid, isolation=self.isolation, hostname=hostname)
             key_pair = self.ec2_backend().key_pairs.get(inst.key_name) if inst.key_name else None
             public_key = key_pair.material_public.decode() if key_pair is not None else None
             await asyncio.to_thread(
@@ -206,12 +208,12 @@ class Daemon:
 
     def _publish(self) -> None:
         instances = {}
-        for iid, state in self.states.items():
+        for iid, ec2_state in self.states.items():
             box = self.boxes.get(iid)
-            ready = bool(box is not None and box.running)
+            ready = box is not None and box.running
             instances[iid] = SandboxInstance(
-                state=state,
-                ssh_port=box.port if ready else None,
+                state=ec2_state,
+                ssh_port=box.port if box is not None and ready else None,
                 host_key=box.known_host_key_line() if box is not None else "",
                 ready=ready,
             )

@@ -93,7 +93,9 @@ def _discount(instance_type: str, az: str, hour: int) -> float:
     mid, half = (low + high) / 2, (high - low) / 2
     # Each AZ sits at its own level within the band, and the market wanders around it.
     level = (_unit(key, "level") * 2 - 1) * half * 0.5
-    wander = (0.3 * _noise(key, hour, _KNOT_HOURS[0]) + 0.2 * _noise(key, hour, _KNOT_HOURS[1])) * half
+    wander = (
+        0.3 * _noise(key, hour, _KNOT_HOURS[0]) + 0.2 * _noise(key, hour, _KNOT_HOURS[1])
+    ) * half
     return min(high, max(low, mid + level + wander))
 
 

@@ -45,7 +45,11 @@ UBUNTU_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:/sna
 #: a stock system, so binding over it hides nothing.
 BOX_TOOLS_DIR = "/usr/local/sbin"
 BWRAP_BASE = ["bwrap", "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc"]
-BWRAP_LIFETIME = ["--unshare-pid", "--die-with-parent"]
+#: Inside, the user is `ubuntu` (uid 1000) and the box has its own hostname, as on EC2.
+BWRAP_LIFETIME = [
+    "--unshare-user", "--uid", "1000", "--gid", "1000", "--unshare-uts",
+    "--unshare-pid", "--die-with-parent",
+]
 
 
 @dataclass(frozen=True)
@@ -81,10 +85,13 @@ def public_key_line(key: asyncssh.SSHKey) -> str:
 class Box:
     """One instance: its tree, host key and (while it runs) its SSH server."""
 
-    def __init__(self, sandbox_dir: Path, instance_id: str, *, isolation: str) -> None:
+    def __init__(
+        self, sandbox_dir: Path, instance_id: str, *, isolation: str, hostname: str = ""
+    ) -> None:
         self.sandbox_dir = sandbox_dir
         self.instance_id = instance_id
         self.isolation = isolation
+        self.hostname = hostname or f"ip-{instance_id}"
         self.dir = sandbox_dir / "instances" / instance_id
         self.root = self.dir / "root"
         self.tools = self.dir / "bin"
@@ -148,7 +155,23 @@ class Box:
             script = self.tools / "nvidia-smi"
             script.write_text(_nvidia_smi_script(gpu, self.instance_id))
             script.chmod(0o755)
+        self._write_identity()
         self.host_key()
+
+    def _write_identity(self) -> None:
+        """passwd/group files that name uid 1000 `ubuntu`, bound over /etc's in the box."""
+        etc = self.dir / "etc"
+        etc.mkdir(exist_ok=True)
+        for name, line in (
+            ("passwd", "ubuntu:x:1000:1000:Ubuntu:/home/ubuntu:/bin/bash"),
+            ("group", "ubuntu:x:1000:"),
+        ):
+            try:
+                host = Path("/etc", name).read_text().splitlines()
+            except OSError:
+                host = []
+            kept = [h for h in host if h.split(":")[2:3] != ["1000"] and not h.startswith("ubuntu:")]
+            (etc / name).write_text("\n".join([*kept, line]) + "\n")
 
     def delete(self) -> None:
         shutil.rmtree(self.dir, ignore_errors=True)
@@ -226,7 +249,10 @@ class Box:
                 wrap += ["--bind", str(self.root / sub), f"/{sub}"]
         if self.has_gpu and Path(BOX_TOOLS_DIR).is_dir():
             wrap += ["--ro-bind", str(self.tools), BOX_TOOLS_DIR]
-        wrap += ["--chdir", "/home/ubuntu", *BWRAP_LIFETIME, "--"]
+        for name in ("passwd", "group"):
+            if (self.dir / "etc" / name).is_file():
+                wrap += ["--ro-bind", str(self.dir / "etc" / name), f"/etc/{name}"]
+        wrap += ["--hostname", self.hostname, "--chdir", "/home/ubuntu", *BWRAP_LIFETIME, "--"]
         return wrap + argv
 
     def _env(self, process: asyncssh.SSHServerProcess[bytes]) -> tuple[dict[str, str], str]:

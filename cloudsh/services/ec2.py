@@ -436,10 +436,14 @@ class EC2Service:
 
     async def instance_type(self, name: str) -> InstanceType:
         """Facts for one type; an unknown name is a usage error that suggests the closest."""
-        found = await self.instance_types([name])
-        if name in found:
+        found, names = await asyncio.gather(self.instance_types([name]), self.type_names())
+        if name in found and name in names:
             return found[name]
-        names = await self.type_names()
+        if name in found:
+            raise UsageError(
+                f"{name} is not offered in {self.region}",
+                "pick another type (`cloudsh prices`) or another region (--region)",
+            )
         guess = closest(name, names)
         raise UsageError(
             f"unknown instance type {name!r} in {self.region}",

@@ -21,7 +21,11 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from cloudsh.errors import AWSError, CloudshError
-from cloudsh.models import Price, SpotPricePoint
+from cloudsh.models import (
+    Price,
+    SpotPricePoint,
+    hourly_cost,  # noqa: F401  (re-exported)
+)
 from cloudsh.services.aws import BotoCoreError, ClientError, ClientFactory
 from cloudsh.services.ec2 import translate, translate_botocore
 
@@ -94,7 +98,9 @@ class AwsOnDemandSource:
         out: dict[str, float] = {}
         try:
             with ThreadPoolExecutor(max_workers=max(1, min(self.workers, len(types)))) as pool:
-                for name, usd in zip(types, pool.map(lambda t: self._one(client, t), types), strict=True):
+                for name, usd in zip(
+                    types, pool.map(lambda t: self._one(client, t), types), strict=True
+                ):
                     if usd is not None:
                         out[name] = usd
         except (ClientError, BotoCoreError) as exc:
@@ -227,7 +233,12 @@ class PricingService:
             self._spot_rows, [instance_type], StartTime=end - timedelta(days=days), EndTime=end
         )
         points = [
-            SpotPricePoint(r["InstanceType"], r["AvailabilityZone"], float(r["SpotPrice"]), _utc(r["Timestamp"]))
+            SpotPricePoint(
+                r["InstanceType"],
+                r["AvailabilityZone"],
+                float(r["SpotPrice"]),
+                _utc(r["Timestamp"]),
+            )
             for r in rows
             if r.get("InstanceType") == instance_type
         ]
@@ -301,7 +312,9 @@ class PricingService:
     def _spot_sync(self, names: list[str], strict: bool) -> dict[str, _Spot]:
         with self._spot_lock:
             now = self._clock()
-            missing = [n for n in names if n not in self._spot or now - self._spot[n].at >= SPOT_TTL]
+            missing = [
+                n for n in names if n not in self._spot or now - self._spot[n].at >= SPOT_TTL
+            ]
             if missing:
                 try:
                     rows = self._spot_rows(missing, StartTime=now)
@@ -330,7 +343,9 @@ class PricingService:
         return rows
 
 
-def _lowest(rows: Iterable[dict[str, Any]], names: Sequence[str], now: datetime) -> dict[str, _Spot]:
+def _lowest(
+    rows: Iterable[dict[str, Any]], names: Sequence[str], now: datetime
+) -> dict[str, _Spot]:
     """The cheapest AZ's current price per type, from history rows (latest row per AZ wins)."""
     latest: dict[tuple[str, str], tuple[datetime, float]] = {}
     for r in rows:
@@ -351,12 +366,3 @@ def _lowest(rows: Iterable[dict[str, Any]], names: Sequence[str], now: datetime)
 
 def _utc(value: datetime) -> datetime:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
-def hourly_cost(price: Price | None, market: str) -> float | None:
-    """What a box of this market pays per hour: the spot price for spot boxes when known."""
-    if price is None:
-        return None
-    if market == "spot" and price.spot is not None:
-        return price.spot
-    return price.on_demand

@@ -17,7 +17,6 @@ import codecs
 import contextlib
 import errno
 import os
-import shlex
 import shutil
 import signal
 import sys
@@ -677,8 +676,3 @@ def ssh_config_block(name: str, host: HostInfo, settings: Settings) -> str:
     ]
     lines += [f"    {k} {_config_value(v)}" for k, v in _openssh_options(host, settings)]
     return "\n".join(lines) + "\n"
-
-
-def shell_join(argv: Sequence[str]) -> str:
-    """How to show an argv to a person (or pass it to `rsync -e`)."""
-    return shlex.join(argv)

@@ -1,0 +1,85 @@
+"""Shared bench plumbing: a private sandbox per bench, and timing helpers.
+
+Benchmarks print ratios against a peer run in the same process tree (the AWS CLI,
+OpenSSH); they assert nothing and are never part of the test suite.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+
+
+@contextmanager
+def bench_sandbox(boot_s: float = 0.3) -> Iterator[dict[str, str]]:
+    """A fresh sandbox and cloudsh home in a temp dir; yields the environment to use."""
+    tmp = Path(tempfile.mkdtemp(prefix="cloudsh-bench-"))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "CLOUDSH_"))}
+    env.update(
+        HOME=str(tmp / "home"),
+        XDG_STATE_HOME=str(tmp / "state"),
+        XDG_CACHE_HOME=str(tmp / "cache"),
+        XDG_CONFIG_HOME=str(tmp / "config"),
+        CLOUDSH_SANDBOX_DIR=str(tmp / "sandbox"),
+        CLOUDSH_SANDBOX_BOOT_S=str(boot_s),
+        AWS_EC2_METADATA_DISABLED="true",
+    )
+    (tmp / "home").mkdir()
+    saved = dict(os.environ)
+    os.environ.clear()
+    os.environ.update(env)
+    try:
+        from cloudsh.config import Settings
+        from cloudsh.sandbox.control import sandbox_env, sandbox_up
+
+        state = sandbox_up(Settings.load())
+        env.update(sandbox_env(state))
+        os.environ.update(env)
+        yield env
+    finally:
+        from cloudsh.config import Settings
+        from cloudsh.sandbox.control import sandbox_down
+
+        sandbox_down(Settings.load())
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+def run(argv: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(argv, env=env, capture_output=True, text=True, stdin=subprocess.DEVNULL, check=True)
+
+
+def best_of(n: int, fn: Callable[[], Any]) -> float:
+    times = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return min(times)
+
+
+def median_of(n: int, fn: Callable[[], Any]) -> float:
+    times = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def report(title: str, rows: list[tuple[str, str]]) -> None:
+    print(f"\n== {title}")
+    width = max(len(k) for k, _ in rows)
+    for k, v in rows:
+        print(f"  {k.ljust(width)}  {v}")

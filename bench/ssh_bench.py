@@ -1,0 +1,174 @@
+"""SSH numbers on one sandbox box, each against OpenSSH in the same run:
+
+- command round trip on cloudsh's reused connection vs a fresh `ssh host true`;
+- tunnel throughput, 500 MB through `cloudsh tunnel` vs `ssh -L` (target ratio >= 0.6);
+- launch-to-ready: the gap between the box's SSH server answering and cloudsh
+  reporting it ready (target <= 0.5 s).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from bench.common import BIN, bench_sandbox, median_of, report
+
+SIZE = 500 * 1024 * 1024
+CHUNK = b"\0" * (1 << 20)
+
+
+def source_server() -> tuple[socket.socket, int]:
+    """A TCP server that sends SIZE bytes to each client: "a service on the box"."""
+    srv = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
+        while True:
+            try:
+                conn, _ = srv.accept()
+            except OSError:
+                return
+            with conn:
+                left = SIZE
+                while left > 0:
+                    n = conn.send(CHUNK[: min(len(CHUNK), left)])
+                    left -= n
+
+    threading.Thread(target=serve, daemon=True).start()
+    return srv, srv.getsockname()[1]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def pull(port: int, deadline: float = 30.0) -> float:
+    """Seconds to read SIZE bytes from localhost:port (waiting for the listener first)."""
+    t_end = time.monotonic() + deadline
+    while True:
+        try:
+            s = socket.create_connection(("127.0.0.1", port), timeout=5)
+            break
+        except OSError:
+            if time.monotonic() > t_end:
+                raise
+            time.sleep(0.05)
+    got = 0
+    t0 = time.perf_counter()
+    with s:
+        s.settimeout(60)
+        while got < SIZE:
+            data = s.recv(1 << 20)
+            if not data:
+                break
+            got += len(data)
+    elapsed = time.perf_counter() - t0
+    assert got == SIZE, f"short read: {got}"
+    return elapsed
+
+
+async def launch_gap(name: str) -> float:
+    """Launch a box; return (cloudsh says ready) - (its SSH server first answered)."""
+    from cloudsh.config import Settings
+    from cloudsh.ops import instances as ops
+    from cloudsh.sandbox.state import read_state
+    from cloudsh.services.backend import Backend
+
+    settings = Settings.load()
+    backend = Backend.create(settings, sandbox=True)
+    first_answer: dict[str, float] = {}
+    stop = asyncio.Event()
+
+    async def probe() -> None:
+        # A tight independent prober: the moment a banner comes back is "answering".
+        while not stop.is_set():
+            st = read_state(settings.sandbox_path)
+            for iid, inst in (st.instances if st else {}).items():
+                if iid in first_answer or not inst.ssh_port:
+                    continue
+                try:
+                    r, w = await asyncio.open_connection("127.0.0.1", inst.ssh_port)
+                    if (await asyncio.wait_for(r.readline(), 1)).startswith(b"SSH-"):
+                        first_answer[iid] = time.monotonic()
+                    w.close()
+                except (OSError, asyncio.TimeoutError):
+                    pass
+            await asyncio.sleep(0.005)
+
+    prober = asyncio.create_task(probe())
+    plan = await ops.plan_launch(backend, name, instance_type="t3.micro")
+    inst = await ops.launch(backend, plan, wait=True)
+    ready_at = time.monotonic()
+    stop.set()
+    await prober
+    await backend.close()
+    return ready_at - first_answer[inst.id]
+
+
+def main() -> dict[str, float]:
+    results: dict[str, float] = {}
+    with bench_sandbox(boot_s=1.0) as env:
+        gaps = [asyncio.run(launch_gap(f"ready{i}")) for i in range(3)]
+        results["launch_gap_s"] = statistics.median(gaps)
+        cloudsh = str(BIN / "cloudsh")
+        cfg = Path(env["HOME"]) / "ssh_config"
+        subprocess.run([cloudsh, "ssh-config", "-o", str(cfg)], env=env, check=True, capture_output=True)
+
+        # Round trip: cloudsh's pooled connection vs a fresh OpenSSH connection per command.
+        from cloudsh.api import Cloud
+
+        cloud = Cloud(sandbox=True)
+        box = cloud.instance("ready0")
+        box.run("true")  # connect and pin once
+        reused = median_of(20, lambda: box.run("true"))
+        fresh = median_of(10, lambda: subprocess.run(["ssh", "-F", str(cfg), "ready0", "true"], check=True, stdin=subprocess.DEVNULL))
+        cloud.close()
+        results["rtt_reused_ms"], results["rtt_openssh_ms"] = reused * 1000, fresh * 1000
+
+        # Tunnel throughput.
+        srv, remote = source_server()
+        try:
+            local = free_port()
+            proc = subprocess.Popen([cloudsh, "tunnel", "ready0", f"{local}:{remote}"], env=env,
+                                    stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+            assert proc.stdout is not None
+            proc.stdout.readline()
+            t_ours = min(pull(local) for _ in range(2))
+            proc.terminate()
+            proc.wait()
+            local2 = free_port()
+            peer = subprocess.Popen(["ssh", "-F", str(cfg), "-N", "-L", f"{local2}:localhost:{remote}", "ready0"],
+                                    stdin=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            t_peer = min(pull(local2) for _ in range(2))
+            peer.terminate()
+            peer.wait()
+        finally:
+            srv.close()
+        mb = SIZE / 1e6
+        results["tunnel_mb_s"], results["openssh_mb_s"] = mb / t_ours, mb / t_peer
+    report(
+        "SSH on a sandbox box",
+        [
+            ("launch: ready reported after SSH answered", f"{results['launch_gap_s'] * 1000:.0f} ms median of 3 (target <= 500 ms)"),
+            ("run `true`, reused connection (median 20)", f"{results['rtt_reused_ms']:.1f} ms"),
+            ("OpenSSH `ssh host true`, fresh (median 10)", f"{results['rtt_openssh_ms']:.1f} ms"),
+            ("tunnel 500 MB via cloudsh tunnel", f"{results['tunnel_mb_s']:.0f} MB/s"),
+            ("tunnel 500 MB via ssh -L", f"{results['openssh_mb_s']:.0f} MB/s"),
+            ("throughput ratio cloudsh/OpenSSH", f"{results['tunnel_mb_s'] / results['openssh_mb_s']:.2f} (target >= 0.6)"),
+        ],
+    )
+    return results
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    main()
+    sys.exit(0)

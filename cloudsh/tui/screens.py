@@ -1,0 +1,261 @@
+"""Modal dialogs, each a `ModalScreen[T]` that dismisses with its answer."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from rich.text import Text
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Horizontal, Vertical
+from textual.screen import ModalScreen
+from textual.widgets import Button, DataTable, Input, OptionList, Static
+from textual.widgets.option_list import Option
+
+from cloudsh.commands.views import hourly_cost, money
+from cloudsh.models import InstanceType, Price
+
+if TYPE_CHECKING:
+    from cloudsh.tui.tunnels import TunnelManager
+
+
+class ConfirmScreen(ModalScreen[bool]):
+    """Yes/no on a destructive action; the question says what will be lost."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("y", "answer(True)", "Yes", id="confirm_yes"),
+        Binding("n,escape", "answer(False)", "No", id="confirm_no"),
+    ]
+
+    def __init__(self, question: str, *, yes: str = "Yes", danger: bool = True) -> None:
+        super().__init__()
+        self.question = question
+        self.yes_label = yes
+        self.danger = danger
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="dialog", classes="confirm"):
+            yield Static(self.question, id="question")
+            with Horizontal(id="buttons"):
+                yield Button(f"{self.yes_label} (y)", id="yes", variant="error" if self.danger else "primary")
+                yield Button("No (n)", id="no", variant="default")
+
+    def on_mount(self) -> None:
+        self.query_one("#no", Button).focus()
+
+    def action_answer(self, value: bool) -> None:
+        self.dismiss(value)
+
+    @on(Button.Pressed)
+    def _pressed(self, event: Button.Pressed) -> None:
+        self.dismiss(event.button.id == "yes")
+
+
+class ResizeScreen(ModalScreen[str | None]):
+    """Pick the new type: GPUs and what the box costs per hour now vs after."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape", "dismiss_none", "Cancel", id="resize_cancel"),
+        Binding("g", "gpu_only", "GPU only", id="resize_gpu_only"),
+        Binding("j", "cursor_down", "Down", show=False),
+        Binding("k", "cursor_up", "Up", show=False),
+    ]
+
+    def __init__(self, record: dict[str, Any], rows: Sequence[tuple[InstanceType, Price | None]]) -> None:
+        super().__init__()
+        self.record = record
+        self.rows = list(rows)
+        self.gpu_only = True
+        self._shown: list[str] = []
+
+    def compose(self) -> ComposeResult:
+        r = self.record
+        now = r.get("price_per_hour")
+        with Vertical(id="dialog", classes="resize"):
+            yield Static(
+                Text.assemble(
+                    ("Resize ", "bold"), (r["name"] or r["id"], "bold"),
+                    f"  {r['type']} {r['gpus'] or 'no GPU'}, {r['market']}, {money(now)} now",
+                ),
+                id="resize-title",
+            )
+            yield DataTable(id="resize-table", cursor_type="row", zebra_stripes=True)
+            note = "It will be stopped, changed and started again." if r["state"] == "running" else "It is not running: only its type changes."
+            yield Static(f"enter: resize · g: GPU/all types · esc: cancel.  {note}", id="resize-help")
+
+    def on_mount(self) -> None:
+        t = self.query_one(DataTable)
+        for key, label in (("type", "Type"), ("gpus", "GPUs"), ("vcpus", "vCPU"), ("mem", "Mem"),
+                           ("after", "$/h after"), ("delta", "Change")):
+            t.add_column(label, key=key)
+        self._fill()
+        t.focus()
+
+    def _fill(self) -> None:
+        t = self.query_one(DataTable)
+        t.clear()
+        self._shown = []
+        now = self.record.get("price_per_hour")
+        for it, price in self.rows:
+            if it.name == self.record["type"] or (self.gpu_only and not it.gpu_count):
+                continue
+            after = hourly_cost(price, self.record["market"])
+            if after is not None and now is not None:
+                delta = after - now
+                change = Text(("+" if delta >= 0 else "-") + money(abs(delta)), style="red" if delta > 0 else "green")
+            else:
+                change = Text("-")
+            t.add_row(it.name, it.gpus or "-", str(it.vcpus), f"{it.memory_gib:g}G", money(after), change, key=it.name)
+            self._shown.append(it.name)
+
+    def action_gpu_only(self) -> None:
+        self.gpu_only = not self.gpu_only
+        self._fill()
+
+    def action_cursor_down(self) -> None:
+        self.query_one(DataTable).action_cursor_down()
+
+    def action_cursor_up(self) -> None:
+        self.query_one(DataTable).action_cursor_up()
+
+    def action_dismiss_none(self) -> None:
+        self.dismiss(None)
+
+    @on(DataTable.RowSelected)
+    def _selected(self, event: DataTable.RowSelected) -> None:
+        self.dismiss(str(event.row_key.value))
+
+
+class PortScreen(ModalScreen[str | None]):
+    """Ask for a port forward spec (`8888` or `9000:8888`)."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "dismiss_none", "Cancel")]
+
+    def __init__(self, box: str) -> None:
+        super().__init__()
+        self.box = box
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="dialog", classes="port"):
+            yield Static(f"Forward which port of {self.box}?  PORT or LOCAL:REMOTE (e.g. 6006, 9000:8888)")
+            yield Input(placeholder="8888", id="port-input")
+
+    def action_dismiss_none(self) -> None:
+        self.dismiss(None)
+
+    @on(Input.Submitted)
+    def _submitted(self, event: Input.Submitted) -> None:
+        self.dismiss(event.value.strip() or None)
+
+
+class TunnelsScreen(ModalScreen[None]):
+    """Open port forwards with their local URL; close one, open another."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape,q", "close", "Back", id="tunnels_back"),
+        Binding("d,delete", "close_tunnel", "Close tunnel", id="tunnels_close"),
+        Binding("a", "add", "Add port", id="tunnels_add"),
+    ]
+
+    def __init__(self, manager: TunnelManager, box: str | None) -> None:
+        super().__init__()
+        self.manager = manager
+        self.box = box
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="dialog", classes="tunnels"):
+            yield Static("Tunnels", id="tunnels-title")
+            yield DataTable(id="tunnels-table", cursor_type="row")
+            yield Static("a: forward another port of the highlighted box · d: close · esc: back", id="tunnels-help")
+
+    def on_mount(self) -> None:
+        t = self.query_one(DataTable)
+        for key, label in (("url", "Local URL"), ("box", "Box"), ("remote", "Remote port"), ("status", "Status")):
+            t.add_column(label, key=key)
+        self.render_tunnels()
+        self.set_interval(0.5, self.render_tunnels)
+
+    def render_tunnels(self) -> None:
+        t = self.query_one(DataTable)
+        row = t.cursor_row
+        t.clear()
+        for key, tun in self.manager.tunnels.items():
+            t.add_row(tun.url, tun.instance, str(tun.remote_port), tun.status, key=f"{key[0]}:{key[1]}")
+        if not self.manager.tunnels:
+            t.add_row("no tunnels open", "", "", "", key="-")
+        elif t.row_count:
+            t.move_cursor(row=min(max(row, 0), t.row_count - 1), animate=False)
+
+    def action_close(self) -> None:
+        self.dismiss(None)
+
+    def action_close_tunnel(self) -> None:
+        t = self.query_one(DataTable)
+        keys = list(self.manager.tunnels)
+        if 0 <= t.cursor_row < len(keys):
+            self.manager.close(keys[t.cursor_row])
+            self.render_tunnels()
+
+    def action_add(self) -> None:
+        if not self.box:
+            self.notify("highlight a box in the Instances pane first", severity="warning")
+            return
+        box = self.box
+
+        def opened(spec: str | None) -> None:
+            if spec:
+                self.manager.open_spec(box, spec)
+                self.render_tunnels()
+
+        self.app.push_screen(PortScreen(box), opened)
+
+
+class HelpScreen(ModalScreen[None]):
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape,q,question_mark", "close", "Close", id="help_close")]
+
+    def __init__(self, keys: Sequence[tuple[str, str]], commands: str) -> None:
+        super().__init__()
+        self.keys = keys
+        self.commands = commands
+
+    def compose(self) -> ComposeResult:
+        width = max(len(k) for k, _ in self.keys)
+        keys = "\n".join(f"  {k.ljust(width)}  {d}" for k, d in self.keys)
+        with Vertical(id="dialog", classes="help"):
+            yield Static(
+                f"[b]Keys[/b]\n{keys}\n\n[b]Commands[/b] (type [b]:[/b] then one of these)\n{self.commands}",
+                id="help-text",
+                markup=True,
+            )
+
+    def action_close(self) -> None:
+        self.dismiss(None)
+
+
+class RegionScreen(ModalScreen[str | None]):
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "dismiss_none", "Cancel")]
+
+    def __init__(self, regions: Sequence[str], current: str) -> None:
+        super().__init__()
+        self.regions = list(regions)
+        self.current = current
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="dialog", classes="region"):
+            yield Static("Switch region")
+            yield OptionList(*(Option(r + ("  (current)" if r == self.current else ""), id=r) for r in self.regions))
+
+    def on_mount(self) -> None:
+        ol = self.query_one(OptionList)
+        if self.current in self.regions:
+            ol.highlighted = self.regions.index(self.current)
+        ol.focus()
+
+    def action_dismiss_none(self) -> None:
+        self.dismiss(None)
+
+    @on(OptionList.OptionSelected)
+    def _picked(self, event: OptionList.OptionSelected) -> None:
+        self.dismiss(event.option.id)
