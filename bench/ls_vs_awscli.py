@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import shutil
 
-from bench.common import BIN, best_of, bench_sandbox, report, run
+from bench.common import BIN, bench_sandbox, best_of, report, run
 
 N = 300
 
@@ -32,7 +32,8 @@ def main() -> float:
         # Check both see the same 300 instances before timing them.
         ours = json.loads(run(cloudsh, env).stdout)
         theirs = json.loads(run(peer, env).stdout)
-        assert len(ours) == N == sum(len(r["Instances"]) for r in theirs["Reservations"])
+        n_theirs = sum(len(r["Instances"]) for r in theirs["Reservations"])
+        assert len(ours) == N == n_theirs, f"cloudsh saw {len(ours)}, aws saw {n_theirs}, launched {N}"
         t_ours = best_of(3, lambda: run(cloudsh, env))
         t_peer = best_of(3, lambda: run(peer, env))
     ratio = t_ours / t_peer

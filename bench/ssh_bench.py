@@ -99,7 +99,7 @@ async def launch_gap(name: str) -> float:
                     if (await asyncio.wait_for(r.readline(), 1)).startswith(b"SSH-"):
                         first_answer[iid] = time.monotonic()
                     w.close()
-                except (OSError, asyncio.TimeoutError):
+                except (TimeoutError, OSError):
                     pass
             await asyncio.sleep(0.005)
 

@@ -291,9 +291,11 @@ async def _main(backend_factory: Callable[[], Backend]) -> int:
     finally:
         with contextlib.suppress(ValueError, RuntimeError):
             loop.remove_signal_handler(signal.SIGINT)
-        refresher.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await refresher
+        for task in (refresher, shell._refresh_task):
+            if task is not None and not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         if shell._backend is not None:
             with contextlib.suppress(CloudshError):
                 await shell._backend.close()

@@ -1,16 +1,17 @@
 """A real sandbox cloud for tests: moto's EC2 server plus SSH servers, on loopback.
 
-Use it from any test module::
+tests/conftest.py re-exports the `sandbox` fixture, so any test can ask for it::
 
-    from tests.sandbox_fixture import sandbox  # noqa: F401  (the session fixture)
-
-    def test_something(sandbox):
+    def test_something(sandbox: Sandbox) -> None:   # from tests.sandbox_fixture import Sandbox
         ec2 = sandbox.ec2()
         box = sandbox.launch("t3.micro")          # returns a LaunchedBox once SSH answers
         ...
 
 One daemon serves the whole session (started on first use, stopped at the end), with
-`CLOUDSH_SANDBOX_BOOT_S=0.3` so boxes answer SSH quickly. Nothing here talks to AWS.
+`CLOUDSH_SANDBOX_BOOT_S=0.3` so boxes answer SSH quickly. It uses the test-wide
+`CLOUDSH_SANDBOX_DIR` when that is under the temp dir (so code under test that calls
+`sandbox_up` itself finds the same daemon), else a fresh temp dir. `start_sandbox`
+starts a separate one. Nothing here talks to AWS.
 """
 
 from __future__ import annotations

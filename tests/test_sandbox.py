@@ -129,7 +129,7 @@ async def test_wrong_key_or_user_rejected(sandbox: Sandbox, tmp_path: Path) -> N
         )
 
 
-def test_rsync_both_ways(sandbox: Sandbox, tmp_path: Path) -> None:
+def test_rsync_and_scp_both_ways(sandbox: Sandbox, tmp_path: Path) -> None:
     box = sandbox.launch("t3.micro")
     src = tmp_path / "src"
     (src / "sub").mkdir(parents=True)
@@ -149,6 +149,17 @@ def test_rsync_both_ways(sandbox: Sandbox, tmp_path: Path) -> None:
     assert down.returncode == 0, down.stderr
     assert (down_dir / "a.txt").read_text() == "alpha\n"
     assert (down_dir / "sub" / "b.bin").read_bytes() == bytes(range(256)) * 400
+    # scp (SFTP mode) needs the server to end the subsystem with exit status 0.
+    scp_opts = ["-P" if a == "-p" else a for a in sandbox.ssh_argv(box)]
+    for args in (
+        [str(src / "a.txt"), "ubuntu@127.0.0.1:scp.txt"],
+        ["ubuntu@127.0.0.1:scp.txt", str(tmp_path / "scp-back.txt")],
+    ):
+        done = subprocess.run(
+            ["scp", *scp_opts, *args], stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60
+        )
+        assert done.returncode == 0, done.stderr
+    assert (tmp_path / "scp-back.txt").read_text() == "alpha\n"
 
 
 async def test_port_forward_to_box_localhost(sandbox: Sandbox) -> None:
@@ -282,19 +293,23 @@ async def test_terminate_deletes_tree_and_stops_processes(sandbox: Sandbox) -> N
     box = sandbox.launch("t3.micro")
     tree = sandbox.dir / "instances" / box.id
     async with await sandbox.connect(box) as conn:
-        await conn.create_process("sleep 313.5")
-        marker = await conn.run("echo $$", check=True)
-        del marker
-        await conn.run("true", check=True)
+        await conn.run("nohup sleep 313.5 >/dev/null 2>&1 &", check=True)
+
+    def sleepers() -> str:
+        return subprocess.run(["pgrep", "-f", "^sleep 313.5$"], capture_output=True, text=True).stdout.strip()
+
+    # As on a machine, what a session leaves running outlives it...
+    time.sleep(0.2)
+    assert sleepers() != ""
     assert tree.is_dir()
     sandbox.ec2().terminate_instances(InstanceIds=[box.id])
     deadline = time.monotonic() + 5
     while tree.exists() and time.monotonic() < deadline:
         time.sleep(0.05)
+    # ...and dies with the box.
     assert not tree.exists()
     assert not _port_open(box.port)
-    sleepers = subprocess.run(["pgrep", "-f", "^sleep 313.5$"], capture_output=True, text=True)
-    assert sleepers.stdout.strip() == ""
+    assert sleepers() == ""
 
 
 def test_down_stops_everything_and_port_in_use(tmp_path: Path) -> None:
@@ -321,3 +336,66 @@ def test_down_stops_everything_and_port_in_use(tmp_path: Path) -> None:
         assert "CLOUDSH_SANDBOX_PORT" in text
     finally:
         mp.undo()
+
+
+def test_run_instances_client_token_is_idempotent(sandbox: Sandbox) -> None:
+    ec2 = sandbox.ec2()
+    args = dict(
+        ImageId=sandbox.ubuntu_image("x86_64"), InstanceType="t3.micro", KeyName=sandbox.key_name,
+        MinCount=1, MaxCount=1, ClientToken=f"token-{time.time_ns()}",
+        TagSpecifications=[{"ResourceType": "instance", "Tags": [{"Key": "Name", "Value": "once"}]}],
+    )
+    first = ec2.run_instances(**args)
+    again = ec2.run_instances(**args)
+    iid = first["Instances"][0]["InstanceId"]
+    assert [i["InstanceId"] for i in again["Instances"]] == [iid]
+    assert again["ReservationId"] == first["ReservationId"]
+    assert again["Instances"][0]["InstanceType"] == "t3.micro"
+    found = ec2.describe_instances(Filters=[{"Name": "tag:Name", "Values": ["once"]}])
+    assert [i["InstanceId"] for r in found["Reservations"] for i in r["Instances"]] == [iid]
+    ec2.terminate_instances(InstanceIds=[iid])
+
+
+async def test_resize_to_gpu_type_brings_nvidia_smi(sandbox: Sandbox) -> None:
+    ec2 = sandbox.ec2()
+    box = sandbox.launch("t3.micro")
+    # Stop, change and start faster than the daemon looks at moto: the box still restarts.
+    ec2.stop_instances(InstanceIds=[box.id])
+    ec2.modify_instance_attribute(InstanceId=box.id, InstanceType={"Value": "g5.xlarge"})
+    ec2.start_instances(InstanceIds=[box.id])
+    deadline = time.monotonic() + 10
+    listed = ""
+    while "A10G" not in listed and time.monotonic() < deadline:
+        try:
+            async with await sandbox.connect(sandbox.box(box.id)) as conn:
+                listed = str((await conn.run("nvidia-smi -L")).stdout)
+        except (OSError, asyncssh.Error):
+            pass
+        await asyncio.sleep(0.1)
+    assert "A10G" in listed
+
+
+def test_daemon_reports_a_busy_port_in_one_line(tmp_path: Path) -> None:
+    import sys
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        done = subprocess.run(
+            [sys.executable, "-m", "cloudsh.sandbox.daemon", "--dir", str(tmp_path / "sb"), "--port", str(port)],
+            stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60,
+        )
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines()[-1].endswith(f"port {port} is in use")
+    assert not (tmp_path / "sb" / "state.json").exists()
+
+
+async def test_pty_session(sandbox: Sandbox) -> None:
+    box = sandbox.launch("t3.micro")
+    async with await sandbox.connect(box) as conn:
+        done = await conn.run("tty; stty size; echo $TERM", term_type="xterm-256color", term_size=(91, 27))
+    lines = str(done.stdout).replace("\r", "").split("\n")
+    assert lines[0].startswith("/dev/")
+    assert lines[1:3] == ["27 91", "xterm-256color"]
+    assert done.exit_status == 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import shlex
+from typing import Any
 
 from cloudsh.commands.registry import Context, arg, command
 from cloudsh.commands.views import money, table
@@ -39,7 +40,7 @@ async def prices(ctx: Context, a: argparse.Namespace) -> int:
     if not a.family:
         # Without a family filter, only types with a known price are worth a line.
         ordered = [t for t in ordered if t.name in price and price[t.name].on_demand is not None]
-    records = []
+    records: list[dict[str, Any]] = []
     for t in ordered:
         p = price.get(t.name)
         records.append(

@@ -8,7 +8,14 @@ from collections.abc import Sequence
 from typing import Any
 
 from cloudsh.commands.registry import Context, arg, command
-from cloudsh.commands.views import INSTANCE_COLUMNS, burn_rate, instance_record, instance_row, money, table
+from cloudsh.commands.views import (
+    INSTANCE_COLUMNS,
+    burn_rate,
+    instance_record,
+    instance_row,
+    money,
+    table,
+)
 from cloudsh.errors import UsageError
 from cloudsh.models import Instance
 
@@ -18,8 +25,9 @@ async def listing(ctx: Context, *, include_terminated: bool = False) -> list[dic
     b = ctx.backend
     insts = await b.ec2.list_instances(include_terminated=include_terminated)
     names = sorted({i.type for i in insts})
+    spot = sorted({i.type for i in insts if i.market == "spot"})
     types, prices = await asyncio.gather(
-        b.ec2.instance_types(names), b.pricing.prices(names, strict=False)
+        b.ec2.instance_types(names), b.pricing.prices(names, strict=False, spot_for=spot)
     )
     return [instance_record(i, types, prices) for i in insts]
 

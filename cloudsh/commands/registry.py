@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import difflib
 import shlex
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -242,7 +242,7 @@ class Registry:
         width = max(len(n) for n in self.commands)
         return "\n".join(f"  {n.ljust(width)}  {c.summary}" for n, c in sorted(self.commands.items()))
 
-    def __iter__(self) -> Iterable[Command]:  # type: ignore[override]
+    def __iter__(self) -> Iterator[Command]:
         return iter(self.commands.values())
 
 

@@ -16,8 +16,10 @@ import logging
 import os
 import shutil
 import signal
+import socket
 import sys
 import threading
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -28,6 +30,7 @@ log = logging.getLogger("cloudsh.sandbox.daemon")
 
 AMIS_PATH = Path(__file__).with_name("ubuntu_amis.json")
 POLL_S = 0.1
+RETRY_S = 5.0
 NO_ISOLATION = "commands on sandbox boxes run without isolation (install bubblewrap)"
 
 #: SSM public parameters Canonical publishes for the current Ubuntu LTS, by architecture.
@@ -56,10 +59,17 @@ class Daemon:
         self.booting: dict[str, asyncio.Task[None]] = {}
         self.ports: dict[str, int] = {}  # instance id -> last SSH port, reused on restart
         self.states: dict[str, str] = {}
+        self.failed_at: dict[str, float] = {}  # instance id -> when its SSH server last failed
+        # Bumped (from moto's request threads) by every stop/reboot/terminate call, so a
+        # stop-and-start faster than one poll still restarts the box with its new type.
+        self.generation: dict[str, int] = {}
+        self.booted_generation: dict[str, int] = {}
+        self._generation_lock = threading.Lock()
         self.host_keys: dict[str, str] = {}  # read by the WSGI thread (GetConsoleOutput)
         self._published: dict[str, Any] | None = None
         self._stop = asyncio.Event()
         self._server: Any = None
+        self._socket: socket.socket | None = None
         self._thread: threading.Thread | None = None
 
     # -- moto -----------------------------------------------------------------------------
@@ -84,15 +94,33 @@ class Daemon:
             DomainDispatcherApplication(create_backend_app),
             self.ec2_backend,
             self.host_keys.get,
+            self._lifecycle,
         )
+        # Bound here rather than by werkzeug, which prints its own advice and exits.
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", self.port))
+            sock.listen(128)
+        except OSError:
+            sock.close()
+            raise
+        self._socket = sock
+        self.port = sock.getsockname()[1]
         self._server = make_server(
-            "127.0.0.1", self.port, app, threaded=True, request_handler=MotoRequestHandler
+            "127.0.0.1", self.port, app, threaded=True, request_handler=MotoRequestHandler,
+            fd=sock.fileno(),
         )
-        self.port = self._server.server_address[1]
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
         self._thread.start()
         self.ec2_backend()  # build the backend (and load the AMIs) before the first request
         self._publish_ssm_parameters()
+
+    def _lifecycle(self, action: str, instance_ids: list[str]) -> None:
+        if action in ("StopInstances", "RebootInstances", "TerminateInstances"):
+            with self._generation_lock:
+                for iid in instance_ids:
+                    self.generation[iid] = self.generation.get(iid, 0) + 1
 
     def _publish_ssm_parameters(self) -> None:
         from moto.core.models import DEFAULT_ACCOUNT_ID
@@ -155,8 +183,20 @@ class Daemon:
         previous = self.states.get(iid)
         self.states[iid] = state
         box = self.boxes.get(iid)
+        generation = self.generation.get(iid, 0)
+        if self.booted_generation.get(iid, generation) != generation:
+            # Stopped (or rebooted) and started again since this box booted.
+            task = self.booting.pop(iid, None)
+            if task is not None:
+                task.cancel()
+            if box is not None and box.running:
+                await box.stop()
+                self.host_keys.pop(iid, None)
+                log.info("%s: restarted", iid)
         if state == "running":
-            if (box is None or not box.running) and iid not in self.booting:
+            self.booted_generation[iid] = generation
+            retry_after = self.failed_at.get(iid, -RETRY_S) + RETRY_S
+            if (box is None or not box.running) and iid not in self.booting and time.monotonic() > retry_after:
                 self.booting[iid] = asyncio.ensure_future(self._boot(iid, inst))
             return
         if state == previous:
@@ -200,7 +240,8 @@ class Daemon:
         except asyncio.CancelledError:
             raise
         except Exception:
-            log.exception("%s: could not start its SSH server", iid)
+            self.failed_at[iid] = time.monotonic()
+            log.exception("%s: could not start its SSH server (retrying in %.0f s)", iid, RETRY_S)
         finally:
             self.booting.pop(iid, None)
 
@@ -265,6 +306,8 @@ class Daemon:
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
+        if self._socket is not None:
+            self._socket.close()
         log.info("stopped")
 
 

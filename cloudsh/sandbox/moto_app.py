@@ -9,6 +9,8 @@ goes to moto untouched. What it changes:
   the AMI's fail with `InvalidParameterValue`, worded as EC2 words it.
 - `DescribeSpotPriceHistory` is answered from `cloudsh.sandbox.prices` (moto's answer is a
   constant 0.00001).
+- `RunInstances` with a `ClientToken` already used returns the instances that token made
+  (EC2's idempotency, which botocore's retries rely on); moto makes a second box.
 - `GetConsoleOutput` prints the cloud-init host-key block once the box's SSH server is up,
   as Ubuntu on EC2 does, so a first host key can be checked the same way everywhere.
 """
@@ -17,14 +19,17 @@ from __future__ import annotations
 
 import base64
 import io
+import threading
 import uuid
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, urlencode
+from xml.etree import ElementTree
 from xml.sax.saxutils import escape
 
 EC2_NS = "http://ec2.amazonaws.com/doc/2016-11-15/"
+LIFECYCLE_ACTIONS = frozenset({"StopInstances", "StartInstances", "RebootInstances", "TerminateInstances"})
 
 StartResponse = Callable[..., Any]
 WsgiApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
@@ -66,7 +71,9 @@ class SandboxEc2App:
     """The WSGI app the daemon serves: EC2 fixes first, then moto.
 
     `ec2_backend` returns moto's EC2 backend for the sandbox's account and region;
-    `host_key_of(instance_id)` returns the booted box's public host key, or None.
+    `host_key_of(instance_id)` returns the booted box's public host key, or None;
+    `on_lifecycle(action, instance_ids)` hears of every successful Stop/Start/Reboot/
+    TerminateInstances, since a fast stop-then-start can fall between two looks at moto.
     """
 
     def __init__(
@@ -74,20 +81,29 @@ class SandboxEc2App:
         moto_app: WsgiApp,
         ec2_backend: Callable[[], Any],
         host_key_of: Callable[[str], str | None],
+        on_lifecycle: Callable[[str, list[str]], None] | None = None,
     ) -> None:
         self.moto_app = moto_app
         self.ec2_backend = ec2_backend
         self.host_key_of = host_key_of
+        self.on_lifecycle = on_lifecycle
+        self._token_lock = threading.Lock()
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         params = self._params(environ)
         action = params.get("Action", "")
+        if action == "RunInstances" and params.get("ClientToken"):
+            # Check-then-create must not interleave with a retry of the same call.
+            with self._token_lock:
+                return self._run_instances_once(environ, start_response, params)
         handler = {
             "ModifyInstanceAttribute": self._modify_instance_attribute,
             "RunInstances": self._run_instances,
             "DescribeSpotPriceHistory": self._describe_spot_price_history,
             "GetConsoleOutput": self._get_console_output,
         }.get(action)
+        if action in LIFECYCLE_ACTIONS and self.on_lifecycle is not None:
+            return self._lifecycle(environ, start_response, action, params)
         if handler is not None:
             try:
                 body = handler(params)
@@ -96,6 +112,20 @@ class SandboxEc2App:
             if body is not None:
                 return _respond(start_response, "200 OK", body)
         return self.moto_app(environ, start_response)
+
+    def _lifecycle(
+        self, environ: dict[str, Any], start_response: StartResponse, action: str, params: dict[str, str]
+    ) -> Iterable[bytes]:
+        status: list[str] = []
+
+        def capture(st: str, headers: Any, exc_info: Any = None) -> Any:
+            status.append(st)
+            return start_response(st, headers, exc_info) if exc_info else start_response(st, headers)
+
+        body = list(self.moto_app(environ, capture))
+        if status and status[0].startswith("200") and self.on_lifecycle is not None:
+            self.on_lifecycle(action, _numbered(params, "InstanceId"))
+        return body
 
     # -- request parsing -------------------------------------------------------------------
 
@@ -137,6 +167,32 @@ class SandboxEc2App:
         )
 
     # -- handlers: return a response body, or None to let moto answer ---------------------
+
+    def _run_instances_once(
+        self, environ: dict[str, Any], start_response: StartResponse, params: dict[str, str]
+    ) -> Iterable[bytes]:
+        token = params["ClientToken"]
+        made = [
+            i.id for i in self.ec2_backend().all_instances()
+            if getattr(i, "client_token", None) == token
+        ]
+        if not made:
+            try:
+                self._run_instances(params)
+            except Ec2Error as err:
+                return _respond(start_response, "400 Bad Request", _error_xml(err))
+            return list(self.moto_app(environ, start_response))
+        # Same token again: answer with what the first call made, as EC2 does.
+        query = {"Action": "DescribeInstances", "Version": params.get("Version", "2016-11-15")}
+        query.update({f"InstanceId.{n}": iid for n, iid in enumerate(made, 1)})
+        body = urlencode(query).encode()
+        sub = dict(environ, **{"wsgi.input": io.BytesIO(body), "CONTENT_LENGTH": str(len(body))})
+        status: list[str] = []
+        chunks = self.moto_app(sub, lambda st, headers, exc_info=None: status.append(st))
+        described = b"".join(chunks)
+        if not status or not status[0].startswith("200"):
+            raise RuntimeError(f"DescribeInstances for a repeated ClientToken failed: {status}")
+        return _respond(start_response, "200 OK", _as_run_instances_response(described))
 
     def _run_instances(self, params: dict[str, str]) -> str | None:
         image_id = params.get("ImageId", "")
@@ -280,6 +336,27 @@ def _spot_history(instance_type: str, az: str, start: datetime, end: datetime) -
         return list(history(instance_type, az, start, end))
     except (KeyError, ValueError):
         return []
+
+
+def _as_run_instances_response(describe_xml: bytes) -> str:
+    """A DescribeInstances answer for one reservation, reshaped as RunInstances returns it."""
+    root = ElementTree.fromstring(describe_xml)
+    item = next(
+        (el for el in root.iter() if _local(el.tag) == "item" and any(
+            _local(c.tag) == "instancesSet" for c in el)),
+        None,
+    )
+    parts = [f'<RunInstancesResponse xmlns="{EC2_NS}"><requestId>{uuid.uuid4()}</requestId>']
+    for child in list(item) if item is not None else []:
+        for el in child.iter():
+            el.tag = _local(el.tag)
+        parts.append(ElementTree.tostring(child, encoding="unicode"))
+    parts.append("</RunInstancesResponse>")
+    return "".join(parts)
+
+
+def _local(tag: str) -> str:
+    return tag.rsplit("}", 1)[-1]
 
 
 def _error_xml(err: Ec2Error) -> str:

@@ -22,11 +22,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import json
 import logging
 import os
 import shutil
 import signal
 import struct
+import subprocess
 import termios
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -52,6 +54,49 @@ BWRAP_LIFETIME = [
 ]
 
 
+# Linux ioctls the termios module lacks: unlock a pty, and open its peer by fd (no path
+# lookup, which would fail across mount namespaces).
+_TIOCSPTLCK = 0x40045431
+_TIOCGPTPEER = 0x5441
+
+
+def start_init(wrap: list[str]) -> tuple[subprocess.Popen[bytes], int]:
+    """Start `wrap -- sleep infinity`; returns bubblewrap's process and the box's pid 1 child.
+
+    Commands join this box with `nsenter` (see `enter_argv`), so what they leave running
+    outlives their SSH session, as on a machine, and dies with the box.
+    """
+    read_fd, write_fd = os.pipe()
+    try:
+        # The box is only set up once its first process runs: it says so on stdout.
+        proc = subprocess.Popen(
+            [*wrap, "--info-fd", str(write_fd), "--", "sh", "-c", "echo up; exec sleep infinity"],
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            pass_fds=(write_fd,), start_new_session=True,
+        )
+    finally:
+        os.close(write_fd)
+    with os.fdopen(read_fd, "rb") as info:
+        raw = info.read()  # bubblewrap closes it once the namespaces exist
+    assert proc.stdout is not None
+    up = proc.stdout.readline()
+    try:
+        if up.strip() != b"up":
+            raise ValueError("no ready line")
+        return proc, int(json.loads(raw)["child-pid"])
+    except (ValueError, KeyError) as exc:
+        proc.kill()
+        err = proc.communicate(timeout=5)[1].decode(errors="replace").strip()
+        raise OSError(f"bubblewrap did not start: {err or exc}") from None
+
+
+def enter_argv(child_pid: int) -> list[str]:
+    return [
+        "nsenter", "-t", str(child_pid), "-U", "-m", "-p", "-u",
+        "-S", "1000", "-G", "1000", "--preserve-credentials", "-w", "-r", "--",
+    ]
+
+
 @dataclass(frozen=True)
 class Gpu:
     model: str
@@ -61,20 +106,23 @@ class Gpu:
 
 def bubblewrap_works() -> bool:
     """Try the exact flags boxes use once; some kernels forbid user namespaces."""
-    if shutil.which("bwrap") is None:
+    if shutil.which("bwrap") is None or shutil.which("nsenter") is None:
         return False
-    import subprocess
-
+    try:
+        init, child = start_init([*BWRAP_BASE, *BWRAP_LIFETIME])
+    except OSError:
+        return False
     try:
         done = subprocess.run(
-            [*BWRAP_BASE, *BWRAP_LIFETIME, "--", "true"],
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            timeout=10,
+            [*enter_argv(child), "true"], stdin=subprocess.DEVNULL, capture_output=True, timeout=10
         )
+        return done.returncode == 0
     except (OSError, subprocess.TimeoutExpired):
         return False
-    return done.returncode == 0
+    finally:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(init.pid, signal.SIGKILL)
+        init.wait()
 
 
 def public_key_line(key: asyncssh.SSHKey) -> str:
@@ -101,6 +149,8 @@ class Box:
         self._pids: set[int] = set()
         self._host_key: asyncssh.SSHKey | None = None
         self._authorized: list[asyncssh.SSHKey] = []
+        self._init: subprocess.Popen[bytes] | None = None
+        self._init_pid = 0
         self.has_gpu = False
 
     # -- files ----------------------------------------------------------------------------
@@ -182,7 +232,9 @@ class Box:
     # -- server ---------------------------------------------------------------------------
 
     async def start(self, port: int = 0) -> int:
-        """Listen on `port` (or any free port if it is taken); returns the port."""
+        """Boot the box and listen on `port` (or any free port if it is taken); returns the port."""
+        if self.isolation == "bubblewrap" and self._init is None:
+            await self._start_init()
         kwargs: dict[str, Any] = dict(
             server_host_keys=[self.host_key()],
             process_factory=self._handle,
@@ -214,14 +266,16 @@ class Box:
         for conn in list(self._conns):
             conn.close()
         self.kill_processes()
+        await asyncio.to_thread(self._stop_init)
         if server is not None:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(server.wait_closed(), 2)
 
     def kill_processes(self) -> None:
         for pid in list(self._pids):
-            # Each command leads its own process group; inside bubblewrap killing the
-            # group also ends the box's pid namespace and so every process in it.
+            # Each session leads its own process group. Without bubblewrap, what a
+            # session left running in another group survives this; with it, stopping
+            # the box's init ends them all.
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(pid, signal.SIGKILL)
         self._pids.clear()
@@ -236,8 +290,12 @@ class Box:
             argv = ["bash", "-l"] if not prefix else ["bash", "-lc", prefix + "exec bash -i"]
         else:
             argv = ["bash", "-lc", prefix + command]
-        if self.isolation != "bubblewrap":
+        if self._init is None:
             return argv
+        return [*enter_argv(self._init_pid), *argv]
+
+    def _init_argv(self) -> list[str]:
+        """The box's bubblewrap "machine": namespaces that live while the box runs."""
         wrap = list(BWRAP_BASE)
         real_home = Path.home()
         if real_home != Path("/"):
@@ -252,8 +310,35 @@ class Box:
         for name in ("passwd", "group"):
             if (self.dir / "etc" / name).is_file():
                 wrap += ["--ro-bind", str(self.dir / "etc" / name), f"/etc/{name}"]
-        wrap += ["--hostname", self.hostname, "--chdir", "/home/ubuntu", *BWRAP_LIFETIME, "--"]
-        return wrap + argv
+        return [*wrap, "--hostname", self.hostname, "--chdir", "/home/ubuntu", *BWRAP_LIFETIME]
+
+    async def _start_init(self) -> None:
+        self._init, self._init_pid = await asyncio.to_thread(start_init, self._init_argv())
+
+    def _open_pty(self) -> tuple[int, int]:
+        """A pty from the box's own /dev/pts, so `tty` and ttyname() work inside the box."""
+        if self._init is not None:
+            try:
+                master = os.open(f"/proc/{self._init_pid}/root/dev/pts/ptmx", os.O_RDWR | os.O_NOCTTY)
+            except OSError:
+                return os.openpty()
+            try:
+                fcntl.ioctl(master, _TIOCSPTLCK, struct.pack("i", 0))
+                slave = fcntl.ioctl(master, _TIOCGPTPEER, os.O_RDWR | os.O_NOCTTY)
+            except OSError:
+                os.close(master)
+                return os.openpty()
+            return master, slave
+        return os.openpty()
+
+    def _stop_init(self) -> None:
+        init, self._init = self._init, None
+        if init is not None:
+            # Killing bubblewrap ends the box's pid namespace: every process in it dies,
+            # including what users left running with nohup or setsid.
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(init.pid, signal.SIGKILL)
+            init.wait()
 
     def _env(self, process: asyncssh.SSHServerProcess[bytes]) -> tuple[dict[str, str], str]:
         home = "/home/ubuntu" if self.isolation == "bubblewrap" else str(self.root / "home/ubuntu")
@@ -294,7 +379,7 @@ class Box:
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
             env=env,
-            cwd=home if self.isolation != "bubblewrap" else None,
+            cwd=home if self._init is None else None,
             start_new_session=True,
         )
         self._pids.add(proc.pid)
@@ -327,7 +412,7 @@ class Box:
         env: dict[str, str],
         home: str,
     ) -> int:
-        master, slave = os.openpty()
+        master, slave = self._open_pty()
         _set_winsize(master, process.term_size)
         try:
             # `setsid -c` makes the pty the session's controlling terminal, so job
@@ -335,7 +420,7 @@ class Box:
             proc = await asyncio.create_subprocess_exec(
                 "setsid", "-w", "-c", *argv,
                 stdin=slave, stdout=slave, stderr=slave, env=env,
-                cwd=home if self.isolation != "bubblewrap" else None,
+                cwd=home if self._init is None else None,
             )
         finally:
             os.close(slave)
@@ -472,6 +557,12 @@ class _BoxSFTPServer(asyncssh.SFTPServer):
         if not path.startswith(b"/"):
             path = b"/home/ubuntu/" + path
         return super().map_path(path)
+
+    def exit(self) -> None:
+        # OpenSSH's sftp-server ends with exit status 0 and `scp` (SFTP mode) fails
+        # without one; asyncssh would just close the channel.
+        with contextlib.suppress(OSError, asyncssh.Error):
+            self.channel.exit(0)
 
 
 def gpu_of(type_info: Mapping[str, Any] | None) -> Gpu | None:

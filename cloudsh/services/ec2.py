@@ -8,6 +8,8 @@ botocore errors become `CloudshError`s that say what to do.
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import difflib
 import json
 import time
@@ -378,17 +380,13 @@ class EC2Service:
         return _instance(raw["Instances"][0])
 
     async def console_output(self, instance_id: str) -> str:
+        """The instance's console output as text (EC2 sends it base64-encoded)."""
         raw = await self.call("get_console_output", InstanceId=instance_id, Latest=True)
-        text = raw.get("Output") or ""
-        if text and not text.lstrip().startswith(("-", "[", "#")) and "\n" not in text[:200]:
-            import base64
-            import binascii
-
-            try:
-                text = base64.b64decode(text).decode("utf-8", "replace")
-            except (binascii.Error, ValueError):
-                pass  # already plain text (botocore decodes it on some versions)
-        return str(text)
+        text = str(raw.get("Output") or "")
+        try:
+            return base64.b64decode(text, validate=True).decode("utf-8", "replace")
+        except (binascii.Error, ValueError):
+            return text  # not base64: some endpoints send plain text
 
     async def cancel_spot_requests(self, request_ids: Sequence[str]) -> None:
         if request_ids:

@@ -196,8 +196,13 @@ class PricingService:
 
             self.spot_label = SPOT_SOURCE
 
-    async def prices(self, types: Sequence[str], *, strict: bool = True) -> dict[str, Price]:
+    async def prices(
+        self, types: Sequence[str], *, strict: bool = True, spot_for: Sequence[str] | None = None
+    ) -> dict[str, Price]:
         """Prices for `types`; types with neither an on-demand nor a spot price are absent.
+
+        `spot_for` limits the spot lookup to those types (e.g. only the types of spot
+        boxes when listing instances); by default every type gets its spot price.
 
         Raises:
             CloudshError: a price request failed (only when `strict`; otherwise the answer
@@ -207,7 +212,9 @@ class PricingService:
         self.last_error = None
         od, spot = await asyncio.gather(
             asyncio.to_thread(self._on_demand_sync, names, strict),
-            asyncio.to_thread(self._spot_sync, names, strict),
+            asyncio.to_thread(
+                self._spot_sync, names if spot_for is None else list(dict.fromkeys(spot_for)), strict
+            ),
         )
         source = f"{self.on_demand.label}; {self.spot_label}"
         out: dict[str, Price] = {}

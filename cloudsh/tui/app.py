@@ -8,16 +8,20 @@ paints at once (from the cached last listing, marked stale) and fills as data ar
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import time
 import traceback
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 from textual import on, work
 from textual.app import App, ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
+from textual.css.query import NoMatches
+from textual.widget import Widget
 from textual.widgets import Footer, Static
 
 from cloudsh.commands.complete import REGIONS, CompletionIndex
@@ -59,19 +63,34 @@ from cloudsh.tui.widgets import (
 )
 
 BackendFactory = Callable[[], Backend]
+W = TypeVar("W", bound=Widget)
 
 #: Seconds between refreshes: fast while something changes state, backing off when idle.
 FAST_REFRESH_S = 2.0
 IDLE_REFRESH_S = (10.0, 20.0, 40.0, 60.0, 120.0)
 
 
+def _while_up(handler: Callable[..., None]) -> Callable[..., None]:
+    """Messages still queued while the app shuts down find no panes: drop them then."""
+
+    @functools.wraps(handler)
+    def wrapper(self: CloudshApp, *args: Any) -> None:
+        try:
+            handler(self, *args)
+        except NoMatches:
+            if self.is_running and not self._exit:
+                raise
+
+    return wrapper
+
+
 class CloudshApp(App[int]):
     CSS_PATH = "app.tcss"
     TITLE = "cloudsh"
-    HORIZONTAL_BREAKPOINTS: ClassVar[list[tuple[int, str]]] = [(0, "-narrow"), (110, "-wide")]
+    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (110, "-wide")]
     COMMANDS = App.COMMANDS | {ActionsProvider}
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("colon", "command_line", "Command", id="command_line", tooltip="Type any cloudsh command"),
+        Binding("colon", "command_line", "Cmd", id="command_line", show=False, tooltip="Type any cloudsh command"),
         Binding("question_mark", "help", "Help", id="help", tooltip="Keys and commands"),
         Binding("T", "tunnels", "Tunnels", id="tunnels", tooltip="Open port forwards"),
         Binding("R", "region", "Region", id="region", show=False, tooltip="Switch the AWS region"),
@@ -87,7 +106,7 @@ class CloudshApp(App[int]):
         handoff: Handoff | None = None,
         clock: Callable[[], datetime] | None = None,
         auto_connect: bool = True,
-        auto_refresh: bool = True,
+        periodic_refresh: bool = True,
     ) -> None:
         super().__init__()
         self.backend_factory = backend_factory
@@ -95,7 +114,7 @@ class CloudshApp(App[int]):
         self.handoff: Handoff = handoff or SuspendHandoff(self)
         self.clock = clock or (lambda: datetime.now(UTC))
         self.auto_connect = auto_connect
-        self.auto_refresh = auto_refresh
+        self.periodic_refresh = periodic_refresh
         self.backend: Backend | None = None
         self.records: list[dict[str, Any]] = []
         self.price_rows: list[tuple[InstanceType, Price | None]] = []
@@ -106,10 +125,11 @@ class CloudshApp(App[int]):
         self._idle_step = 0
         self._refreshing = False
         self._refresh_again = False
-        self._refresh_timer: Any = None
+        self._next_refresh_at: float | None = None
         self._spot_cache: dict[str, list[float]] = {}
         self._names: dict[str, str] = {}
         self.stale = False
+        self._first_listing = False
 
     # -- layout ------------------------------------------------------------------
 
@@ -126,22 +146,28 @@ class CloudshApp(App[int]):
         yield Footer()
 
     def on_mount(self) -> None:
-        self.query_one("#instances", InstancesPane).border_title = "Instances"
-        self.query_one("#prices", PricesPane).border_title = "Prices"
-        self.query_one("#prices", PricesPane).clock = self.clock
-        self.query_one("#volumes", VolumesPane).border_title = "Volumes"
-        self.query_one("#activity", ActivityLog).border_title = "Activity"
-        self.query_one(InstancesTable).focus()
+        self.main(InstancesPane).border_title = "Instances"
+        self.main(PricesPane).border_title = "Prices"
+        self.main(PricesPane).clock = self.clock
+        self.main(VolumesPane).border_title = "Volumes"
+        self.main(ActivityLog).border_title = "Activity"
+        self.main(InstancesTable).focus()
         cached = data.load_listing(self.settings.cache_dir)
         if cached is not None and self.auto_connect:
             self.stale = True
-            self.query_one(StatusBar).mode = cached.label
+            self.main(StatusBar).mode = cached.label
             self.post_message(InstancesLoaded(cached.records, stale=True, fetched_at=cached.saved_at))
         if self.auto_connect:
             self.log_line("connecting to the cloud…", "info")
             self._connect()
+        if self.periodic_refresh:
+            self.set_interval(0.5, self._tick)
 
     # -- plumbing ------------------------------------------------------------------
+
+    def main(self, selector: type[W]) -> W:
+        """A widget of the main screen, whichever screen (dialog) is on top."""
+        return self.screen_stack[0].query_one(selector)
 
     def log_line(self, text: str, kind: str = "out") -> None:
         self.post_message(ActivityLogged(text, kind))
@@ -161,7 +187,8 @@ class CloudshApp(App[int]):
         return self.backend
 
     async def _confirm(self, question: str) -> bool:
-        return bool(await self.push_screen_wait(ConfirmScreen(question)))
+        answer: bool = await self.push_screen_wait(ConfirmScreen(question))
+        return answer
 
     async def _terminal(self, argv: Sequence[str]) -> int:
         return await self.handoff.run(argv)
@@ -192,16 +219,21 @@ class CloudshApp(App[int]):
         self.backend = backend
         self.post_message(BackendReady(backend.label, backend.notice))
 
+    @_while_up
     def on_backend_ready(self, message: BackendReady) -> None:
-        self.query_one(StatusBar).mode = message.label
+        self.main(StatusBar).mode = message.label
         if message.notice:
             self.log_line(message.notice, "info")
             self.notify(message.notice, title="sandbox", timeout=8)
         self.log_line(f"connected: {message.label}", "info")
-        self.refresh_all()
+        # Instances first: the other panes wait for it so they do not compete with it for
+        # the two or three seconds a cold start spends building boto3 clients.
+        self._first_listing = True
+        self.refresh_instances()
 
+    @_while_up
     def on_backend_failed(self, message: BackendFailed) -> None:
-        self.query_one(StatusBar).freshness = "offline"
+        self.main(StatusBar).freshness = "offline"
         self.log_line(message.error, "error")
         self.notify(message.error, title="cannot reach the cloud", severity="error", timeout=15)
 
@@ -214,6 +246,7 @@ class CloudshApp(App[int]):
         self._load_prices()
         self._load_storage()
 
+    @_while_up
     def refresh_instances(self) -> None:
         """Coalescing: a refresh asked for while one runs becomes one more run after it."""
         if self.backend is None:
@@ -222,7 +255,7 @@ class CloudshApp(App[int]):
             self._refresh_again = True
             return
         self._refreshing = True
-        self.query_one(StatusBar).freshness = "⟳ refreshing"
+        self.main(StatusBar).freshness = "⟳ refreshing"
         self.run_worker(self._load_instances(), group="refresh-instances", exit_on_error=False)
 
     async def _load_instances(self) -> None:
@@ -232,6 +265,7 @@ class CloudshApp(App[int]):
             if self.backend is not None:
                 await asyncio.to_thread(data.save_listing, self.settings.cache_dir, self.backend.label, records)
         except CloudshError as exc:
+            self._first_listing = False
             self.post_message(RefreshFailed("instances", str(exc)))
         except Exception as exc:  # noqa: BLE001 - the app stays up; the details go to a log
             self.post_message(RefreshFailed("instances", self._crash(exc)))
@@ -248,10 +282,8 @@ class CloudshApp(App[int]):
             self._schedule_refresh()
 
     def _schedule_refresh(self) -> None:
-        if not self.auto_refresh:
+        if not self.periodic_refresh:
             return
-        if self._refresh_timer is not None:
-            self._refresh_timer.stop()
         changing = self._busy or any(r["state"] in TRANSITIONAL for r in self.records)
         if changing:
             self._idle_step = 0
@@ -259,7 +291,17 @@ class CloudshApp(App[int]):
         else:
             delay = IDLE_REFRESH_S[min(self._idle_step, len(IDLE_REFRESH_S) - 1)]
             self._idle_step += 1
-        self._refresh_timer = self.set_timer(delay, self.refresh_instances)
+        self._next_refresh_at = time.monotonic() + delay
+
+    def _tick(self) -> None:
+        # One steady 0.5 s tick decides when to refresh, so the schedule can change
+        # (an action starts, a box settles) without juggling timers.
+        due = self._next_refresh_at
+        if due is not None and time.monotonic() >= due and not self._refreshing:
+            self._next_refresh_at = None
+            self.refresh_instances()
+        elif self._busy and due is not None and due - time.monotonic() > FAST_REFRESH_S:
+            self._next_refresh_at = time.monotonic() + FAST_REFRESH_S
 
     @work(exclusive=True, group="refresh-prices", exit_on_error=False)
     async def _load_prices(self) -> None:
@@ -293,6 +335,7 @@ class CloudshApp(App[int]):
 
     # -- routing data to panes -------------------------------------------------------------
 
+    @_while_up
     def on_instances_loaded(self, message: InstancesLoaded) -> None:
         if not message.stale:
             self.stale = False
@@ -300,36 +343,44 @@ class CloudshApp(App[int]):
             return  # a fresh listing already arrived
         self.records = message.records
         self._names = {r["id"]: r["name"] or r["id"] for r in self.records}
-        self.query_one(InstancesPane).show(self.records)
-        status = self.query_one(StatusBar)
+        self.main(InstancesPane).show(self.records)
+        status = self.main(StatusBar)
         status.burn = burn_rate(self.records)
         when = message.fetched_at.astimezone().strftime("%H:%M:%S") if message.fetched_at else "?"
         status.freshness = f"stale: cached {when}" if message.stale else f"updated {when}"
         self._rebuild_index()
+        if self._first_listing and not message.stale:
+            self._first_listing = False
+            self._load_prices()
+            self._load_storage()
 
+    @_while_up
     def on_prices_loaded(self, message: PricesLoaded) -> None:
         self.price_rows = message.rows
-        pane = self.query_one(PricesPane)
+        pane = self.main(PricesPane)
         pane.show(message.rows, message.source, message.fetched_at)
         self._rebuild_index()
         current = pane.highlighted()
         if current:
             self.on_type_highlighted(TypeHighlighted(current))
 
+    @_while_up
     def on_type_highlighted(self, message: TypeHighlighted) -> None:
         cached = self._spot_cache.get(message.instance_type)
         if cached is not None:
-            self.query_one(PricesPane).show_history(message.instance_type, cached)
+            self.main(PricesPane).show_history(message.instance_type, cached)
         elif self.backend is not None:
             self._load_spot_history(message.instance_type)
 
+    @_while_up
     def on_spot_history_loaded(self, message: SpotHistoryLoaded) -> None:
         series = data.hourly(message.points)
         self._spot_cache[message.instance_type] = series
-        self.query_one(PricesPane).show_history(message.instance_type, series)
+        self.main(PricesPane).show_history(message.instance_type, series)
 
+    @_while_up
     def on_storage_loaded(self, message: StorageLoaded) -> None:
-        self.query_one(VolumesPane).show(message.volumes, message.snapshots, message.images, self._names)
+        self.main(VolumesPane).show(message.volumes, message.snapshots, message.images, self._names)
         self.index = CompletionIndex(
             **{**self._index_fields(),
                "volumes": tuple(v.id for v in message.volumes) + tuple(v.name for v in message.volumes if v.name),
@@ -337,9 +388,10 @@ class CloudshApp(App[int]):
                "images": tuple(i.name or i.id for i in message.images)}
         )
 
+    @_while_up
     def on_refresh_failed(self, message: RefreshFailed) -> None:
         if message.what == "instances":
-            self.query_one(StatusBar).freshness = "refresh failed"
+            self.main(StatusBar).freshness = "refresh failed"
         self.log_line(f"cannot refresh {message.what}: {message.error}", "error")
         self.notify(message.error, title=f"cannot refresh {message.what}", severity="error")
 
@@ -359,9 +411,11 @@ class CloudshApp(App[int]):
 
     # -- activity ------------------------------------------------------------------------
 
+    @_while_up
     def on_activity_logged(self, message: ActivityLogged) -> None:
-        self.query_one(ActivityLog).log_line(message.text, message.kind)
+        self.main(ActivityLog).log_line(message.text, message.kind)
 
+    @_while_up
     def on_action_finished(self, message: ActionFinished) -> None:
         if message.error:
             self.log_line(f"✗ {message.label}: {message.error}", "error")
@@ -375,8 +429,9 @@ class CloudshApp(App[int]):
         self.refresh_instances()
         self._load_storage()
 
+    @_while_up
     def on_hint_changed(self, message: HintChanged) -> None:
-        self.query_one("#hint", Static).update(message.text)
+        self.screen_stack[0].query_one("#hint", Static).update(message.text)
 
     # -- commands ----------------------------------------------------------------------------
 
@@ -438,7 +493,7 @@ class CloudshApp(App[int]):
     # -- actions on the highlighted instance ------------------------------------------------
 
     def highlighted(self) -> dict[str, Any] | None:
-        return self.query_one(InstancesPane).highlighted()
+        return self.main(InstancesPane).highlighted()
 
     def _box(self) -> str | None:
         rec = self.highlighted()
@@ -532,16 +587,15 @@ class CloudshApp(App[int]):
         cloud = Cloud(backend=self.backend_factory())
         namespace = build_namespace(cloud)
         if box:
-            try:
+            # If the box went away meanwhile, `cloud` is still there.
+            with contextlib.suppress(CloudshError):
                 namespace["box"] = cloud.instance(box)
-            except CloudshError:
-                pass  # the box went away meanwhile: `cloud` is still there
         return namespace
 
     # -- app-wide actions ---------------------------------------------------------------------
 
     def action_command_line(self) -> None:
-        self.query_one(CommandLine).focus()
+        self.main(CommandLine).focus()
 
     def action_help(self) -> None:
         keys = [(b.key_display or b.key, b.description) for b in self._all_bindings() if b.description]
@@ -589,10 +643,8 @@ class CloudshApp(App[int]):
     async def action_quit(self) -> None:
         self.tunnels.close_all()
         if self.backend is not None:
-            try:
+            with contextlib.suppress(CloudshError):  # leaving anyway
                 await self.backend.close()
-            except CloudshError:
-                pass  # leaving anyway
         self.exit(0)
 
 

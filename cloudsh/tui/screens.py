@@ -14,8 +14,8 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, DataTable, Input, OptionList, Static
 from textual.widgets.option_list import Option
 
-from cloudsh.commands.views import hourly_cost, money
-from cloudsh.models import InstanceType, Price
+from cloudsh.commands.views import money
+from cloudsh.models import InstanceType, Price, hourly_cost
 
 if TYPE_CHECKING:
     from cloudsh.tui.tunnels import TunnelManager

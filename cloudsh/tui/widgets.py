@@ -110,14 +110,14 @@ class InstancesTable(DataTable[Any]):
         Binding("j", "cursor_down", "Down", show=False),
         Binding("k", "cursor_up", "Up", show=False),
         Binding("c", "app.connect", "Connect", id="connect", tooltip="SSH into the highlighted box"),
-        Binding("t", "app.tunnel", "Tunnel 8888", id="tunnel", tooltip="Forward localhost:8888 to the box (Jupyter)"),
+        Binding("t", "app.tunnel", "Tunnel:8888", id="tunnel", tooltip="Forward localhost:8888 to the box (Jupyter)"),
         Binding("r", "app.resize", "Resize/GPU", id="resize", tooltip="Change the box's type, e.g. add a GPU"),
         Binding("f", "app.freeze", "Freeze", id="freeze", tooltip="Save the box as an image (AMI)"),
         Binding("s", "app.start_stop", "Start/Stop", id="start_stop", tooltip="Start a stopped box or stop a running one"),
         Binding("x", "app.terminate", "Terminate", id="terminate", tooltip="Terminate the box (asks first)"),
         Binding("i", "app.ipython", "IPython", id="ipython", tooltip="IPython with `cloud` and `box` ready"),
         Binding("slash", "filter", "Filter", id="filter", tooltip="Filter instances by name, type or state"),
-        Binding("o", "sort", "Sort", id="sort", tooltip="Sort by the next column"),
+        Binding("o", "sort", "Sort", id="sort", show=False, tooltip="Sort by the next column"),
     ]
 
     def on_mount(self) -> None:
@@ -295,7 +295,7 @@ class PricesPane(Vertical):
         yield PricesTable(id="prices-table")
         with Horizontal(id="spot-plot"):
             yield Static("", id="spot-label")
-            yield Sparkline([], id="spot-sparkline")
+            yield Sparkline([], id="spot-sparkline", classes="hidden")
         yield Static("", id="prices-age")
 
     def show(self, rows: list[tuple[InstanceType, Price | None]], source: str, fetched_at: datetime | None) -> None:
@@ -312,6 +312,8 @@ class PricesPane(Vertical):
         else:
             label.update(f"{instance_type}: no spot history ")
         spark.data = list(series)
+        # Textual's sparkline divides by its width: keep it out of layout until it has data.
+        spark.set_class(not series, "hidden")
 
     def highlighted(self) -> str | None:
         t = self.query_one(PricesTable)
@@ -507,7 +509,7 @@ class CommandLine(Input):
 
     def action_leave(self) -> None:
         self.value = ""
-        self.screen.focus_next(InstancesTable)
+        self.screen.set_focus(self.screen.query_one(InstancesTable))
 
     @on(Input.Changed)
     def _changed(self, event: Input.Changed) -> None:
@@ -524,6 +526,8 @@ class CommandLine(Input):
             self.history.append(line)
         self._pos = len(self.history)
         self.post_message(CommandSubmitted(line))
+        # Like vi's `:`: one command, then back to the panes.
+        self.screen.set_focus(self.screen.query_one(InstancesTable))
 
 
 @dataclass

@@ -1,0 +1,149 @@
+"""The Python API on the sandbox: every verb, readable reprs, the paramiko hand-out,
+async twins, and CloudshErrors (never raw boto3/asyncssh ones)."""
+
+from __future__ import annotations
+
+import http.server
+import threading
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from cloudsh.api import Cloud, Instance, InstanceList, Table, TunnelHandle
+from cloudsh.errors import CloudshError, InvalidState, NotFound, UsageError
+
+pytestmark = pytest.mark.sandbox
+
+
+@pytest.fixture(scope="module")
+def cloud() -> Iterator[Cloud]:
+    c = Cloud(sandbox=True)
+    yield c
+    c.close()
+
+
+@pytest.fixture(scope="module")
+def box(cloud: Cloud) -> Iterator[Instance]:
+    b = cloud.launch("apibox", "t3.micro")
+    yield b
+    b.terminate()
+
+
+def test_listing_lookup_and_reprs(cloud: Cloud, box: Instance) -> None:
+    assert repr(cloud) == "<Cloud SANDBOX>" and cloud.sandbox
+    boxes = cloud.instances()
+    assert isinstance(boxes, InstanceList) and box in boxes
+    text = repr(boxes)
+    assert text.splitlines()[0].split() == ["NAME", "ID", "TYPE", "STATE", "MARKET", "PUBLIC", "IP"]
+    assert "apibox" in text and box.id in text
+    assert cloud["apibox"] == box and cloud.instance(box.id) == box
+    assert box.name == "apibox" and box.state == "running" and box.type == "t3.micro"
+    assert repr(box).startswith(f"<Instance apibox {box.id} t3.micro on-demand running")
+    assert "apibox" in cloud._ipython_key_completions_() and "apibox" in cloud
+
+
+def test_missing_names_and_bad_arguments_are_cloudsh_errors(cloud: Cloud, box: Instance) -> None:
+    with pytest.raises(NotFound, match="no instance named 'apibxo'.*did you mean apibox"):
+        cloud["apibxo"]
+    with pytest.raises(NotFound):
+        cloud.run("nothing-here", "true")
+    with pytest.raises(NotFound):
+        cloud.instance("i-00000000000000000")
+    with pytest.raises(UsageError, match="unknown instance type"):
+        cloud.launch("x", "t3.nonesuch")
+    with pytest.raises(UsageError, match="already exists"):
+        cloud.launch("apibox")
+    with pytest.raises(UsageError):
+        box.put("/no/such/file", "/tmp/x")
+    with pytest.raises(CloudshError):
+        box.get("/no/such/remote/file", "/tmp/never")
+
+
+def test_run_put_get(box: Instance, cloud: Cloud, tmp_path: Path) -> None:
+    r = box.run("echo out; echo err >&2; exit 3")
+    assert (r.stdout, r.stderr, r.exit_status) == ("out\n", "err\n", 3)
+    assert cloud.run("apibox", "uname -s").stdout.strip() == "Linux"
+    src = tmp_path / "weights.txt"
+    src.write_text("hello from the api\n")
+    box.put(src, "weights.txt")
+    assert box.run("cat weights.txt").stdout == "hello from the api\n"
+    cloud.get("apibox", "weights.txt", tmp_path / "back.txt")
+    assert (tmp_path / "back.txt").read_text() == "hello from the api\n"
+
+
+def test_paramiko_hand_out(box: Instance) -> None:
+    client = box.ssh()
+    try:
+        _, stdout, _ = client.exec_command("echo paramiko-$((6*7))")
+        assert stdout.read().decode() == "paramiko-42\n"
+        assert stdout.channel.recv_exit_status() == 0
+    finally:
+        client.close()
+
+
+def test_tunnel_handle(box: Instance) -> None:
+    # The sandbox box's localhost is this machine's loopback: a server here is "on the box".
+    server = http.server.HTTPServer(("127.0.0.1", 0), _Hello)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        with box.tunnel(0, server.server_port) as t:
+            assert isinstance(t, TunnelHandle) and t.url.startswith("http://localhost:")
+            assert urllib.request.urlopen(t.url, timeout=10).read() == b"hello through the tunnel"
+            assert "open" in repr(t)
+        assert t.closed and "closed" in repr(t)
+    finally:
+        server.shutdown()
+
+
+class _Hello(http.server.BaseHTTPRequestHandler):
+    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+        self.send_response(200)
+        self.end_headers()
+        self.wfile.write(b"hello through the tunnel")
+
+    def log_message(self, *args: object) -> None:
+        return
+
+
+def test_prices_table(cloud: Cloud) -> None:
+    rows = cloud.prices(family="g5")
+    assert isinstance(rows, Table) and rows
+    assert {r["type"].split(".")[0] for r in rows} == {"g5"}
+    first = next(r for r in rows if r["type"] == "g5.xlarge")
+    assert first["gpus"] == "1x A10G" and first["on_demand"] > 0
+    assert repr(rows).splitlines()[0].startswith("TYPE")
+    assert all(r["gpus"] for r in cloud.prices(gpu=True, family=["g5", "t3"]))
+    assert cloud.price("g5.xlarge").on_demand == first["on_demand"]
+    assert cloud.instance_type("g5.xlarge").gpu_count == 1
+    assert "Host apibox" in cloud.ssh_config()
+
+
+def test_lifecycle_stop_resize_start_terminate(cloud: Cloud) -> None:
+    b = cloud.launch("apicycle", "t3.micro", wait=False)
+    try:
+        assert b.stop().state == "stopped"
+        with pytest.raises(InvalidState, match="stopped, not running"):
+            b.run("true")
+        assert cloud.resize("apicycle", "g5.xlarge").type == "g5.xlarge"
+        assert b.start().state == "running"
+        assert b.run("nvidia-smi -L").exit_status == 0
+    finally:
+        cloud.terminate("apicycle")
+    assert b.refresh().state in ("shutting-down", "terminated")
+    assert "apicycle" not in cloud.instances().names()
+
+
+async def test_async_twins(box: Instance) -> None:
+    # Async code uses its own loop; the twins run there (a fresh Cloud: its own connections).
+    c = Cloud(sandbox=True)
+    try:
+        found = await c.ainstance("apibox")
+        assert found == box
+        assert (await found.arun("echo twin")).stdout == "twin\n"
+        assert "apibox" in (await c.ainstances()).names()
+        with pytest.raises(NotFound):
+            await c.ainstance("no-such-box")
+    finally:
+        await c.backend.close()

@@ -1,0 +1,286 @@
+"""The real app on the real sandbox cloud, driven with Textual's Pilot.
+
+The terminal hand-off is a recording one; everything else is real: moto's EC2 server,
+the per-box SSH servers, the command registry. Assertions are on what EC2 reports
+afterwards and on the messages the app posted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from textual.message import Message
+from textual.widgets import Input
+
+from cloudsh.commands.registry import Context, dispatch
+from cloudsh.config import Settings
+from cloudsh.services.backend import Backend
+from cloudsh.tui.app import CloudshApp
+from cloudsh.tui.handoff import RecordingHandoff
+from cloudsh.tui.messages import ActionFinished, BackendReady, InstancesLoaded
+from cloudsh.tui.screens import ConfirmScreen, ResizeScreen, TunnelsScreen
+from cloudsh.tui.widgets import ActivityLog, CommandLine, InstancesPane, InstancesTable
+from tests.sandbox_fixture import Sandbox  # the `sandbox` fixture comes from conftest.py
+
+pytestmark = pytest.mark.sandbox
+
+
+def factory() -> Backend:
+    return Backend.create(Settings.load(), sandbox=True)
+
+
+class _Out:
+    def print(self, text: str = "") -> None: ...
+    def json(self, data: Any) -> None: ...
+    def info(self, text: str) -> None: ...
+    def write(self, chunk: str, *, err: bool = False) -> None: ...
+
+
+async def launch(*words: str) -> str:
+    """Launch a box through the registry (setup, not under test); its name."""
+    name = f"tui-{uuid.uuid4().hex[:6]}"
+    backend = factory()
+    try:
+        await dispatch(Context(out=_Out(), backend_factory=lambda: backend, _backend=backend), ["launch", name, *words])
+    finally:
+        await backend.close()
+    return name
+
+
+def describe(sb: Sandbox, name: str) -> dict[str, Any]:
+    found = sb.ec2().describe_instances(Filters=[{"Name": "tag:Name", "Values": [name]}])
+    insts = [i for r in found["Reservations"] for i in r["Instances"]]
+    return sorted(insts, key=lambda i: i["LaunchTime"])[-1]
+
+
+async def until(pilot: Any, cond: Callable[[], bool], timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out waiting for the app")
+        await pilot.pause(0.05)
+
+
+def activity(app: CloudshApp) -> str:
+    return "\n".join(line.text for line in app.query_one(ActivityLog).lines)
+
+
+async def highlight(pilot: Any, app: CloudshApp, name: str) -> None:
+    await until(pilot, lambda: any(r["name"] == name for r in app.records))
+    pane = app.query_one(InstancesPane)
+    table = app.query_one(InstancesTable)
+    table.focus()
+    table.move_cursor(row=pane._shown.index(next(r["id"] for r in app.records if r["name"] == name)))
+    await pilot.pause()
+    assert (pane.highlighted() or {}).get("name") == name
+
+
+def finished(messages: list[Message], label_part: str) -> list[ActionFinished]:
+    return [m for m in messages if isinstance(m, ActionFinished) and label_part in m.label]
+
+
+async def type_command(pilot: Any, line: str) -> None:
+    # `:` and enter are real key presses; the text is set at once (typing it key by
+    # key costs ~0.1 s a key on a loaded machine and tests nothing more).
+    await pilot.press("colon")
+    box = pilot.app.query_one(CommandLine)
+    assert box.has_focus
+    box.value = line
+    await pilot.press("enter")
+
+
+async def test_launch_from_command_line_and_listing(sandbox: Sandbox) -> None:
+    messages: list[Message] = []
+    app = CloudshApp(factory, handoff=RecordingHandoff())
+    name = f"tui-{uuid.uuid4().hex[:6]}"
+    async with app.run_test(size=(120, 40), message_hook=messages.append) as pilot:
+        await until(pilot, lambda: any(isinstance(m, BackendReady) for m in messages))
+        await type_command(pilot, f"launch {name} --type t3.micro")
+        await until(pilot, lambda: bool(finished(messages, f"launch {name}")))
+        [done] = finished(messages, f"launch {name}")
+        assert done.error is None, done.error
+        # The listing refreshes after an action and shows the new box.
+        await until(pilot, lambda: any(r["name"] == name and r["state"] == "running" for r in app.records))
+        assert f"> launch {name} --type t3.micro" in activity(app)
+        assert app.query_one(CommandLine).history[-1] == f"launch {name} --type t3.micro"
+    assert describe(sandbox, name)["State"]["Name"] == "running"
+
+
+async def test_resize_flow_changes_the_type_in_ec2(sandbox: Sandbox) -> None:
+    name = await launch("--type", "t3.micro")
+    messages: list[Message] = []
+    app = CloudshApp(factory, handoff=RecordingHandoff())
+    async with app.run_test(size=(120, 40), message_hook=messages.append) as pilot:
+        await until(pilot, lambda: bool(app.price_rows))
+        await highlight(pilot, app, name)
+        await pilot.press("r")
+        await until(pilot, lambda: isinstance(app.screen, ResizeScreen))
+        picker = app.screen
+        assert isinstance(picker, ResizeScreen)
+        # GPU types first, each with $/h after and the change.
+        assert "g4dn.xlarge" in picker._shown
+        picker.query_one("DataTable").move_cursor(row=picker._shown.index("g4dn.xlarge"))
+        await pilot.press("enter")
+        await until(pilot, lambda: bool(finished(messages, f"resize {name}")), timeout=40)
+        [done] = finished(messages, f"resize {name}")
+        assert done.error is None, done.error
+        log = activity(app)
+        assert f"stopping {name}" in log and "g4dn.xlarge" in log
+    inst = describe(sandbox, name)
+    assert inst["InstanceType"] == "g4dn.xlarge"
+    assert inst["State"]["Name"] == "running"
+
+
+async def test_terminate_asks_listing_losses_then_terminates(sandbox: Sandbox) -> None:
+    name = await launch("--type", "t3.micro", "--no-wait")
+    messages: list[Message] = []
+    app = CloudshApp(factory, handoff=RecordingHandoff())
+    async with app.run_test(size=(120, 40), message_hook=messages.append) as pilot:
+        await highlight(pilot, app, name)
+        await pilot.press("x")
+        await until(pilot, lambda: isinstance(app.screen, ConfirmScreen))
+        question = app.screen.question  # type: ignore[attr-defined]
+        # It names the box and its volume (deleted or kept: see the report on moto and
+        # DeleteOnTermination) and says it is final.
+        assert name in question and "60 GB" in question and "cannot be undone" in question
+        await pilot.press("n")
+        await until(pilot, lambda: bool(finished(messages, f"terminate {name}")))
+        assert "did not terminate" in (finished(messages, f"terminate {name}")[0].error or "")
+        assert describe(sandbox, name)["State"]["Name"] != "terminated"
+        await pilot.press("x")
+        await until(pilot, lambda: isinstance(app.screen, ConfirmScreen))
+        await pilot.press("y")
+        await until(pilot, lambda: len(finished(messages, f"terminate {name}")) == 2)
+        assert finished(messages, f"terminate {name}")[1].error is None
+    assert describe(sandbox, name)["State"]["Name"] in ("shutting-down", "terminated")
+
+
+async def test_connect_and_ipython_hand_the_terminal_over(sandbox: Sandbox) -> None:
+    name = await launch("--type", "t3.micro")
+    handoff = RecordingHandoff()
+    messages: list[Message] = []
+    app = CloudshApp(factory, handoff=handoff)
+    async with app.run_test(size=(120, 40), message_hook=messages.append) as pilot:
+        await highlight(pilot, app, name)
+        await pilot.press("c")
+        await until(pilot, lambda: bool(finished(messages, f"connect {name}")))
+        assert finished(messages, f"connect {name}")[0].error is None
+        await pilot.press("i")
+        await until(pilot, lambda: bool(handoff.namespaces), timeout=30)
+    [ns] = handoff.namespaces
+    assert "cloud" in ns and ns["box"].name == name
+    [argv] = handoff.runs
+    assert argv[0].endswith("ssh") and "StrictHostKeyChecking=yes" in " ".join(argv)
+    # The argv works for real: run it without a TTY and ask the box who it is.
+    proc = await asyncio.create_subprocess_exec(
+        *[a for a in argv if a != "-t"], "echo", "$USER",
+        stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 20)
+    assert out.decode().strip() == "ubuntu", err.decode()
+
+
+async def test_tunnel_forwards_and_closes(sandbox: Sandbox) -> None:
+    name = await launch("--type", "t3.micro")
+
+    async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(await reader.readline())
+        await writer.drain()
+        writer.close()
+
+    # The box's localhost is this machine's loopback: a server here is "on the box".
+    server = await asyncio.start_server(echo, "127.0.0.1", 0)
+    remote = server.sockets[0].getsockname()[1]
+    probe = await asyncio.start_server(echo, "127.0.0.1", 0)
+    local = probe.sockets[0].getsockname()[1]
+    probe.close()
+    await probe.wait_closed()
+    app = CloudshApp(factory, handoff=RecordingHandoff())
+    try:
+        async with app.run_test(size=(120, 40)) as pilot:
+            await highlight(pilot, app, name)
+            await type_command(pilot, f"tunnel {name} {local}:{remote}")
+            await until(pilot, lambda: any(t.status == "open" for t in app.tunnels.tunnels.values()))
+            reader, writer = await asyncio.open_connection("127.0.0.1", local)
+            writer.write(b"hello\n")
+            assert await asyncio.wait_for(reader.readline(), 10) == b"hello\n"
+            writer.close()
+            await pilot.press("T")
+            await until(pilot, lambda: isinstance(app.screen, TunnelsScreen))
+            await pilot.press("d")
+            await until(pilot, lambda: not app.tunnels.tunnels)
+            await pilot.pause(0.3)
+            with pytest.raises(OSError):
+                await asyncio.open_connection("127.0.0.1", local)
+    finally:
+        server.close()
+
+
+async def test_errors_completion_history_and_filter(sandbox: Sandbox) -> None:
+    name = await launch("--type", "t3.micro", "--no-wait")
+    messages: list[Message] = []
+    app = CloudshApp(factory, handoff=RecordingHandoff())
+    async with app.run_test(size=(120, 40), message_hook=messages.append) as pilot:
+        await until(pilot, lambda: any(r["name"] == name for r in app.records))
+        # Errors: one readable line in the activity pane and a notification; the app stays up.
+        await type_command(pilot, "start no-such-box-here")
+        await until(pilot, lambda: bool(finished(messages, "start no-such-box-here")))
+        error = finished(messages, "start no-such-box-here")[0].error or ""
+        assert "no-such-box-here" in error and "\n" not in error
+        await type_command(pilot, "lauch x")
+        await until(pilot, lambda: bool(finished(messages, "lauch x")))
+        assert "did you mean `launch`" in (finished(messages, "lauch x")[0].error or "")
+        assert "Traceback" not in activity(app) and app.is_running
+        # Completion from cached names (no network per keystroke) and history.
+        line = app.query_one(CommandLine)
+        await pilot.press("colon", "s", "t", "o", "tab")
+        assert line.value == "stop "
+        for ch in name[:5]:
+            await pilot.press(ch if ch != "-" else "minus")
+        await pilot.press("tab")
+        assert line.value.startswith("stop tui-")
+        line.value = ""
+        await pilot.press("up")
+        assert line.value == "lauch x"
+        await pilot.press("escape")
+        assert isinstance(app.focused, InstancesTable)
+        # `/` filters rows in place; escape clears the filter.
+        await pilot.press("slash")
+        pilot.app.query_one("#instances-filter", Input).value = name
+        await pilot.pause()
+        pane = app.query_one(InstancesPane)
+        assert pane._shown == [next(r["id"] for r in app.records if r["name"] == name)]
+        await pilot.press("escape")
+        assert len(pane._shown) == len(app.records)
+
+
+async def test_cached_listing_paints_first_marked_stale(sandbox: Sandbox) -> None:
+    name = await launch("--type", "t3.micro", "--no-wait")
+    first = CloudshApp(factory, handoff=RecordingHandoff())
+    async with first.run_test(size=(120, 40)) as pilot:
+        await until(pilot, lambda: any(r["name"] == name for r in first.records))
+        await pilot.pause(0.3)  # the cache is written right after the listing
+
+    gate = asyncio.Event()
+    messages: list[Message] = []
+
+    def slow_factory() -> Backend:
+        # Stands in for a slow cloud: the frame must not wait for it.
+        asyncio.run_coroutine_threadsafe(gate.wait(), loop).result(timeout=30)
+        return factory()
+
+    loop = asyncio.get_running_loop()
+    second = CloudshApp(slow_factory, handoff=RecordingHandoff())
+    async with second.run_test(size=(120, 40), message_hook=messages.append) as pilot:
+        await until(pilot, lambda: any(r["name"] == name for r in second.records), timeout=5)
+        assert second.stale
+        assert "stale" in str(second.query_one("#status-fresh").render())
+        gate.set()
+        await until(pilot, lambda: any(isinstance(m, InstancesLoaded) and not m.stale for m in messages))
+        await pilot.pause()
+        assert not second.stale

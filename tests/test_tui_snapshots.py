@@ -1,0 +1,172 @@
+"""Snapshots of the real app's screens (pytest-textual-snapshot, Textual pinned exactly).
+
+The data is fixed (records, prices, a spot history, a clock) and fed through the same
+messages the workers post, so the pictures change only when the UI does. Update them
+after a deliberate UI change with `pytest tests/test_tui_snapshots.py --snapshot-update`.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from textual.pilot import Pilot
+
+from cloudsh.models import Image, InstanceType, Price, Snapshot, SpotPricePoint, Volume
+from cloudsh.tui.app import CloudshApp
+from cloudsh.tui.handoff import RecordingHandoff
+from cloudsh.tui.messages import (
+    ActivityLogged,
+    BackendReady,
+    InstancesLoaded,
+    PricesLoaded,
+    SpotHistoryLoaded,
+    StorageLoaded,
+)
+from cloudsh.tui.screens import ConfirmScreen, HelpScreen, RegionScreen, ResizeScreen, TunnelsScreen
+from cloudsh.tui.tunnels import OpenTunnel
+from cloudsh.tui.widgets import StatusBar
+
+NOW = datetime(2026, 11, 22, 9, 30, tzinfo=UTC)
+
+
+def record(name: str, iid: str, itype: str, gpus: str, state: str, market: str, price: float | None,
+           uptime: float | None, ip: str | None) -> dict[str, Any]:
+    return {
+        "name": name, "id": iid, "type": itype, "state": state, "market": market, "public_ip": ip,
+        "gpus": gpus, "price_per_hour": price, "az": "us-east-1a", "launch_time": None,
+        "uptime_s": uptime, "cost_so_far": round(price * uptime / 3600, 4) if price and uptime else None,
+        "image_id": "ami-0abc", "spot_request_id": "sir-1" if market == "spot" else None,
+    }
+
+
+RECORDS = [
+    record("dev", "i-0a1b2c3d4e5f60001", "t3.medium", "", "running", "on-demand", 0.0416, 5400, "54.210.1.10"),
+    record("train", "i-0a1b2c3d4e5f60002", "g5.xlarge", "1x A10G", "running", "spot", 0.3118, 12000, "54.210.1.11"),
+    record("notebook", "i-0a1b2c3d4e5f60003", "g4dn.xlarge", "1x T4", "stopped", "on-demand", 0.526, None, None),
+    record("eval", "i-0a1b2c3d4e5f60004", "g6.xlarge", "1x L4", "pending", "spot", 0.2856, None, None),
+]
+
+TYPES = [
+    (InstanceType("g4dn.xlarge", 4, 16, 1, "T4", 16), 0.526, 0.1851),
+    (InstanceType("g5.xlarge", 4, 16, 1, "A10G", 24), 1.006, 0.3118),
+    (InstanceType("g5.2xlarge", 8, 32, 1, "A10G", 24), 1.212, 0.3697),
+    (InstanceType("g5.12xlarge", 48, 192, 4, "A10G", 96), 5.672, 1.8718),
+    (InstanceType("g6.xlarge", 4, 16, 1, "L4", 24), 0.8048, 0.2856),
+    (InstanceType("p3.2xlarge", 8, 61, 1, "V100", 16), 3.06, 0.9180),
+    (InstanceType("t3.medium", 2, 4), 0.0416, 0.0125),
+    (InstanceType("m5.xlarge", 4, 16), 0.192, 0.0744),
+]
+SOURCE = "sandbox list prices (us-east-1, 2025-06)"
+PRICES = [(t, Price(t.name, od, spot, "us-east-1b", NOW - timedelta(minutes=3), SOURCE)) for t, od, spot in TYPES]
+HISTORY = [
+    SpotPricePoint("g4dn.xlarge", "us-east-1a", 0.17 + 0.015 * ((h * 7) % 5) / 4, NOW - timedelta(hours=48 - h))
+    for h in range(48)
+]
+VOLUMES = [
+    Volume("vol-0001", "dev", 60, "in-use", "us-east-1a", "gp3", "i-0a1b2c3d4e5f60001", "/dev/sda1", True),
+    Volume("vol-0002", "train", 200, "in-use", "us-east-1a", "gp3", "i-0a1b2c3d4e5f60002", "/dev/sda1", True),
+    Volume("vol-0003", "datasets", 500, "available", "us-east-1a", "gp3"),
+]
+SNAPSHOTS = [Snapshot("snap-0001", "datasets-nov", "vol-0003", 500, "completed")]
+IMAGES = [Image("ami-0f00", "train-frozen-1122", "available", snapshot_ids=("snap-0001",))]
+
+
+@pytest.fixture(autouse=True)
+def utc(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TZ", "UTC")
+    time.tzset()
+
+
+def make_app() -> CloudshApp:
+    def no_cloud() -> Any:
+        raise AssertionError("snapshot apps never connect")
+
+    return CloudshApp(no_cloud, handoff=RecordingHandoff(), clock=lambda: NOW,
+                      auto_connect=False, periodic_refresh=False)
+
+
+async def seeded(pilot: Pilot[Any]) -> None:
+    app = pilot.app
+    assert isinstance(app, CloudshApp)
+    for message in (
+        BackendReady("SANDBOX"),
+        InstancesLoaded(RECORDS, stale=False, fetched_at=NOW),
+        PricesLoaded(PRICES, SOURCE, NOW - timedelta(minutes=3)),
+        StorageLoaded(VOLUMES, SNAPSHOTS, IMAGES),
+        SpotHistoryLoaded("g4dn.xlarge", HISTORY),
+        ActivityLogged("> resize notebook g4dn.xlarge --yes", "cmd"),
+        ActivityLogged("[  0.4s] changing notebook from t3.medium to g4dn.xlarge", "info"),
+        ActivityLogged("✓ resize notebook to g4dn.xlarge done in 1.2s", "done"),
+    ):
+        # BackendReady would start refreshing: route it by hand without a backend.
+        if isinstance(message, BackendReady):
+            app.main(StatusBar).mode = message.label
+            continue
+        app.post_message(message)
+    await pilot.pause()
+    await pilot.pause()
+    app.main(StatusBar).freshness = "updated 09:30:00"
+    await pilot.pause()
+
+
+def test_main_screen(snap_compare: Any) -> None:
+    assert snap_compare(make_app(), terminal_size=(120, 36), run_before=seeded)
+
+
+def test_main_screen_narrow(snap_compare: Any) -> None:
+    assert snap_compare(make_app(), terminal_size=(80, 24), run_before=seeded)
+
+
+def test_prices_pane_focused_narrow(snap_compare: Any) -> None:
+    assert snap_compare(make_app(), terminal_size=(80, 24), run_before=seeded, press=["tab"])
+
+
+def _with(screen_factory: Any) -> Any:
+    async def run_before(pilot: Pilot[Any]) -> None:
+        await seeded(pilot)
+        await pilot.app.push_screen(screen_factory(pilot.app))
+        await pilot.pause()
+
+    return run_before
+
+
+def test_confirm_terminate(snap_compare: Any) -> None:
+    question = (
+        "Terminate:\n  train (i-0a1b2c3d4e5f60002, g5.xlarge, running); deletes train (200 GB) with "
+        "everything on them; cancels spot request sir-1\nThis cannot be undone. Terminate?"
+    )
+    assert snap_compare(make_app(), terminal_size=(100, 30), run_before=_with(lambda app: ConfirmScreen(question)))
+
+
+def test_resize_picker(snap_compare: Any) -> None:
+    assert snap_compare(make_app(), terminal_size=(100, 30),
+                        run_before=_with(lambda app: ResizeScreen(RECORDS[0], PRICES)))
+
+
+def test_tunnels_view(snap_compare: Any) -> None:
+    def screen(app: CloudshApp) -> TunnelsScreen:
+        app.tunnels.tunnels[("train", 8888)] = OpenTunnel("train", 8888, 8888, "open")
+        app.tunnels.tunnels[("train", 6006)] = OpenTunnel("train", 6006, 6006, "reconnecting")
+        return TunnelsScreen(app.tunnels, "train")
+
+    assert snap_compare(make_app(), terminal_size=(100, 30), run_before=_with(screen))
+
+
+def test_help(snap_compare: Any) -> None:
+    # A fixed command list: the registry grows, this picture should not.
+    commands = "  launch  Launch a new instance and wait until SSH answers.\n  ls      List instances."
+
+    def screen(app: CloudshApp) -> HelpScreen:
+        return HelpScreen([("c", "Connect"), ("t", "Tunnel:8888"), ("r", "Resize/GPU"), ("q", "Quit")],
+                          commands)
+
+    assert snap_compare(make_app(), terminal_size=(100, 30), run_before=_with(screen))
+
+
+def test_region_picker(snap_compare: Any) -> None:
+    regions = ("eu-west-1", "us-east-1", "us-east-2", "us-west-2")
+    assert snap_compare(make_app(), terminal_size=(100, 30),
+                        run_before=_with(lambda app: RegionScreen(regions, "us-east-1")))
