@@ -19,6 +19,7 @@ connections across calls. Every error is a `cloudsh.errors.CloudshError`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
 from collections.abc import Coroutine, Sequence
@@ -234,10 +235,9 @@ class Cloud:
     def _ipython_key_completions_(self) -> list[str]:
         """Instance names and ids for `cloud["bo<TAB>`; re-listed at most every 15 s."""
         if time.monotonic() - self._names_at > NAMES_TTL_S:
-            try:
+            # Completion offers what it knew; the lookup itself will report the error.
+            with contextlib.suppress(CloudshError):
                 self._run(self.ainstances())
-            except CloudshError:
-                pass  # completion offers what it knew; the lookup itself will report the error
         return list(self._names)
 
     async def alaunch(
@@ -369,6 +369,37 @@ class Cloud:
     def instance_type(self, name: str) -> InstanceType:
         """vCPUs, memory, GPUs and architectures of an instance type."""
         return self._run(self.ainstance_type(name))
+
+    async def avolumes(self) -> Table:
+        vols = await self._backend.ec2.volumes()
+        rows = [{"name": v.name, "id": v.id, "size_gb": v.size_gb, "state": v.state, "az": v.az,
+                 "attached_to": v.attached_to} for v in vols]
+        return Table(rows, (("name", "NAME"), ("id", "ID"), ("size_gb", "GB"), ("state", "STATE"),
+                            ("az", "AZ"), ("attached_to", "ATTACHED TO")))
+
+    def volumes(self) -> Table:
+        """EBS volumes: `name`, `id`, `size_gb`, `state`, `az`, `attached_to`."""
+        return self._run(self.avolumes())
+
+    async def asnapshots(self) -> Table:
+        snaps = await self._backend.ec2.snapshots()
+        rows = [{"name": s.name, "id": s.id, "volume_id": s.volume_id, "size_gb": s.size_gb, "state": s.state}
+                for s in snaps]
+        return Table(rows, (("name", "NAME"), ("id", "ID"), ("volume_id", "VOLUME"), ("size_gb", "GB"),
+                            ("state", "STATE")))
+
+    def snapshots(self) -> Table:
+        """Your EBS snapshots: `name`, `id`, `volume_id`, `size_gb`, `state`."""
+        return self._run(self.asnapshots())
+
+    async def aimages(self) -> Table:
+        imgs = await self._backend.ec2.images()
+        rows = [{"name": i.name, "id": i.id, "state": i.state, "architecture": i.architecture} for i in imgs]
+        return Table(rows, (("name", "NAME"), ("id", "ID"), ("state", "STATE"), ("architecture", "ARCH")))
+
+    def images(self) -> Table:
+        """Your own AMIs (e.g. made by freezing a box): `name`, `id`, `state`, `architecture`."""
+        return self._run(self.aimages())
 
     async def assh_config(self) -> str:
         return "\n".join((await self._command("ssh-config")).lines) + "\n"

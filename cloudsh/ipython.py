@@ -97,7 +97,7 @@ def run_ipython_embedded(namespace: dict[str, Any]) -> None:
 
     cloud = namespace.get("cloud")
     text = banner(cloud) if isinstance(cloud, Cloud) else f"cloudsh {__version__}\n"
-    shell = InteractiveShellEmbed(config=_config(text), banner1=text, exit_msg="")
+    shell = InteractiveShellEmbed(config=_config(text), banner1=text, exit_msg="")  # type: ignore[no-untyped-call]
     module = types.ModuleType("__main__")
-    shell.show_banner()
-    shell.mainloop(local_ns=namespace, module=module, compile_flags=0)
+    shell.show_banner()  # type: ignore[no-untyped-call]
+    shell.mainloop(local_ns=namespace, module=module, compile_flags=0)  # type: ignore[no-untyped-call]

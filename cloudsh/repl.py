@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from prompt_toolkit import PromptSession
+from prompt_toolkit.application import run_in_terminal
 from prompt_toolkit.completion import CompleteEvent, Completer
 from prompt_toolkit.completion import Completion as PtCompletion
 from prompt_toolkit.document import Document
@@ -97,6 +98,10 @@ class Shell:
         self.label = self._backend.label
         if self._cached_label and self._cached_label != self.label:
             self.index = CompletionIndex()  # last session's names belong to another cloud
+        if self._backend.notice:
+            # Why the sandbox was picked (no AWS credentials): said once, above the prompt.
+            notice, self._backend.notice = self._backend.notice, ""
+            await run_in_terminal(lambda: sys.stderr.write(f"cloudsh: {notice}\n"))
         self._invalidate()
         return self._backend
 
@@ -285,9 +290,6 @@ async def _main(backend_factory: Callable[[], Backend]) -> int:
             # prompt_toolkit takes SIGINT over while prompting and drops ours on the way out.
             loop.add_signal_handler(signal.SIGINT, shell.interrupt)
             await shell.execute(line)
-            if shell._backend is not None and shell._backend.notice:
-                sys.stderr.write(shell._backend.notice + "\n")
-                shell._backend.notice = ""
     finally:
         with contextlib.suppress(ValueError, RuntimeError):
             loop.remove_signal_handler(signal.SIGINT)

@@ -147,3 +147,10 @@ async def test_async_twins(box: Instance) -> None:
             await c.ainstance("no-such-box")
     finally:
         await c.backend.close()
+
+
+def test_listings_of_volumes_snapshots_and_images(cloud: Cloud, box: Instance) -> None:
+    vols = cloud.volumes()
+    assert isinstance(vols, Table)
+    assert repr(vols) == "(none)" or repr(vols).startswith("NAME")
+    assert isinstance(cloud.snapshots(), Table) and isinstance(cloud.images(), Table)

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import pytest
 
 from cloudsh.api import Cloud
-from cloudsh.ipython import _config, banner, build_namespace, run_ipython_embedded
+from cloudsh.ipython import _config, banner, build_namespace
 from tests.test_repl import readme_section
 
 pytestmark = pytest.mark.sandbox

@@ -189,3 +189,30 @@ def test_readme_repl_session() -> None:
         child.expect(pexpect.EOF)
     finally:
         child.close(force=True)
+
+
+def test_confirmation_and_interactive_connect(box: str) -> None:
+    child = spawn()
+    try:
+        # A destructive command asks on the terminal; "n" changes nothing.
+        child.sendline(f"terminate {box}")
+        child.expect_exact("[y/N]")
+        child.sendline("n")
+        child.expect_exact(f"did not terminate {box}")
+        child.expect_exact(PROMPT)
+        # `connect` hands the terminal to OpenSSH and takes it back when it exits.
+        child.sendline(f"connect {box}")
+        child.expect(r"[$#] ")
+        child.sendline("echo in-ssh-$((1+1))")
+        child.expect_exact("in-ssh-2")
+        child.sendline("exit")
+        child.expect_exact(PROMPT)
+        child.sendline(f"run {box} -- 'echo still-$((2+2))'")
+        child.expect_exact("still-4")
+        child.expect_exact(PROMPT)
+        settle()
+        child.sendeof()
+        child.expect(pexpect.EOF)
+    finally:
+        child.close(force=True)
+    assert "replbox" in ok("ls")

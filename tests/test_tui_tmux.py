@@ -85,7 +85,7 @@ def test_cloudsh_tui_in_tmux(session: str, tmp_path: Path) -> None:
     send(session, "Enter")
     time.sleep(0.3)
     send(session, "c")
-    wait_for(session, "$ ", timeout=20)  # the box's shell prompt: the app is suspended
+    wait_for(session, "ubuntu@", timeout=20)  # the box's shell prompt: the app is suspended
     send(session, "-l", "echo on-the-box-$((6*7))")
     send(session, "Enter")
     wait_for(session, "on-the-box-42")

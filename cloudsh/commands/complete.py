@@ -303,7 +303,7 @@ def _resolve(words: Sequence[str], registry: Registry) -> tuple[Command | None, 
     for length in (2, 1):
         if len(words) >= length:
             name = " ".join(words[:length])
-            name = registry._aliases.get(name, name)
+            name = registry.aliases.get(name, name)
             if name in registry.commands:
                 return registry.commands[name], length
     return None, 0
@@ -369,11 +369,10 @@ def complete(
     if st.free:
         return []
     # `--opt=val`: complete the value after `=`.
-    if st.value_of is None or st.value_of.positional:
-        if prefix.startswith("--") and "=" in prefix:
-            name, _, val = prefix.partition("=")
-            opt = _option(cmd, name)
-            return _values(opt, val, start + len(name) + 1, index) if opt and not opt.flag else []
+    if (st.value_of is None or st.value_of.positional) and prefix.startswith("--") and "=" in prefix:
+        name, _, val = prefix.partition("=")
+        opt = _option(cmd, name)
+        return _values(opt, val, start + len(name) + 1, index) if opt and not opt.flag else []
     if st.value_of is not None and not st.value_of.positional:
         return _values(st.value_of, prefix, start, index)
     if st.remainder_pending:
@@ -393,7 +392,7 @@ def _command_words(prefix: str, start: int, registry: Registry, builtins: Mappin
             meta[first] = "|".join(subs)
         else:
             meta[name] = cmd.summary
-    for alias, target in registry._aliases.items():
+    for alias, target in registry.aliases.items():
         if " " not in alias:
             meta.setdefault(alias, f"= {target}")
     for word, help_ in builtins.items():

@@ -197,6 +197,11 @@ class Registry:
         for alias in cmd.aliases:
             self._aliases[alias] = cmd.name
 
+    @property
+    def aliases(self) -> dict[str, str]:
+        """alias -> command name."""
+        return dict(self._aliases)
+
     def names(self) -> list[str]:
         return sorted(self.commands)
 

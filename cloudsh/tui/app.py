@@ -14,7 +14,8 @@ import time
 import traceback
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from typing import Any, ClassVar, TypeVar
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from textual import on, work
 from textual.app import App, ComposeResult
@@ -30,7 +31,6 @@ from cloudsh.commands.views import burn_rate
 from cloudsh.config import Settings
 from cloudsh.errors import CloudshError, UsageError
 from cloudsh.models import InstanceType, Price
-from cloudsh.services.backend import Backend
 from cloudsh.tui import data
 from cloudsh.tui.handoff import Handoff, SuspendHandoff
 from cloudsh.tui.messages import (
@@ -48,6 +48,11 @@ from cloudsh.tui.output import PaneOutput
 from cloudsh.tui.palette import ActionsProvider
 from cloudsh.tui.screens import ConfirmScreen, HelpScreen, RegionScreen, ResizeScreen, TunnelsScreen
 from cloudsh.tui.tunnels import TunnelManager
+
+if TYPE_CHECKING:
+    # boto3 costs ~130 ms to import: the frame paints before any of it loads.
+    from cloudsh.services.backend import Backend
+
 from cloudsh.tui.widgets import (
     TRANSITIONAL,
     ActivityLog,
@@ -62,7 +67,7 @@ from cloudsh.tui.widgets import (
     VolumesPane,
 )
 
-BackendFactory = Callable[[], Backend]
+BackendFactory = Callable[[], "Backend"]
 W = TypeVar("W", bound=Widget)
 
 #: Seconds between refreshes: fast while something changes state, backing off when idle.
@@ -85,7 +90,7 @@ def _while_up(handler: Callable[..., None]) -> Callable[..., None]:
 
 
 class CloudshApp(App[int]):
-    CSS_PATH = "app.tcss"
+    CSS_PATH = Path(__file__).with_name("app.tcss")  # absolute, so subclasses elsewhere find it
     TITLE = "cloudsh"
     HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (110, "-wide")]
     COMMANDS = App.COMMANDS | {ActionsProvider}
@@ -632,6 +637,8 @@ class CloudshApp(App[int]):
         old = self.backend
         if old is None:
             return
+        from cloudsh.services.backend import Backend
+
         try:
             backend = Backend.create(old.settings, sandbox=False, profile=old.target.profile, region=region)
         except CloudshError as exc:

@@ -1,0 +1,113 @@
+"""`make screenshots`: the real app on a freshly seeded sandbox, saved as SVG in screenshots/.
+
+Seeds a private sandbox (a CPU box, a GPU spot box, a stopped GPU box, a data volume),
+then drives the app with Textual's Pilot and saves the main screen, the resize picker,
+the terminate confirmation, the tunnels view and the 80x24 layout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from bench.common import ROOT, bench_sandbox
+
+OUT = ROOT / "screenshots"
+
+SEED = (
+    ("launch", "dev", "--type", "t3.medium"),
+    ("launch", "train", "--type", "g5.xlarge", "--spot"),
+    ("launch", "notebook", "--type", "g4dn.xlarge"),
+    ("stop", "notebook"),
+)
+
+
+async def seed(env: dict[str, str]) -> None:
+    import boto3
+
+    from cloudsh.cli import GlobalOptions, backend_factory
+    from cloudsh.commands.registry import Context, dispatch
+    from cloudsh.tui.demo import _Quiet
+
+    backend = backend_factory(GlobalOptions(sandbox=True))()
+    ctx = Context(out=_Quiet(), backend_factory=lambda: backend, _backend=backend)
+    for words in SEED:
+        await dispatch(ctx, list(words))
+    await backend.close()
+    ec2 = boto3.client("ec2", endpoint_url=env["AWS_ENDPOINT_URL"], region_name=env["AWS_DEFAULT_REGION"])
+    ec2.create_volume(
+        AvailabilityZone="us-east-1a", Size=500, VolumeType="gp3",
+        TagSpecifications=[{"ResourceType": "volume", "Tags": [{"Key": "Name", "Value": "datasets"}]}],
+    )
+
+
+async def shoot(name: str, size: tuple[int, int], then: Callable[[Any, Any], Awaitable[None]] | None = None) -> Path:
+    from cloudsh.cli import GlobalOptions, backend_factory
+    from cloudsh.tui.app import CloudshApp
+    from cloudsh.tui.handoff import RecordingHandoff
+    from cloudsh.tui.widgets import InstancesPane, InstancesTable
+
+    app = CloudshApp(backend_factory(GlobalOptions(sandbox=True)), handoff=RecordingHandoff(), periodic_refresh=False)
+    async with app.run_test(size=size) as pilot:
+        deadline = time.monotonic() + 30
+        while not (app.records and app.price_rows and app._spot_cache) and time.monotonic() < deadline:
+            await pilot.pause(0.1)
+        await pilot.pause(0.5)
+        pane = app.main(InstancesPane)
+        train = next(r["id"] for r in app.records if r["name"] == "train")
+        app.main(InstancesTable).move_cursor(row=pane._shown.index(train))
+        await pilot.pause()
+        if then is not None:
+            await then(app, pilot)
+        await pilot.pause(0.3)
+        path = OUT / f"{name}.svg"
+        app.save_screenshot(filename=path.name, path=str(OUT))
+    return path
+
+
+async def _resize(app: Any, pilot: Any) -> None:
+    await pilot.press("r")
+
+
+async def _terminate(app: Any, pilot: Any) -> None:
+    await pilot.press("x")
+    await pilot.pause(1.0)
+
+
+async def _tunnels(app: Any, pilot: Any) -> None:
+    from cloudsh.tui.tunnels import OpenTunnel
+
+    # Shown as the view lists them; the picture needs no real listener on the box.
+    app.tunnels.tunnels[("train", 8888)] = OpenTunnel("train", 8888, 8888, "open")
+    app.tunnels.tunnels[("train", 6006)] = OpenTunnel("train", 6006, 6006, "open")
+    await pilot.press("T")
+
+
+async def _ls(app: Any, pilot: Any) -> None:
+    await pilot.press("colon")
+    app.query_one("#command-line").value = "ls"
+    await pilot.press("enter")
+    await pilot.pause(1.0)
+
+
+def main() -> list[Path]:
+    OUT.mkdir(exist_ok=True)
+    with bench_sandbox() as env:
+        asyncio.run(seed(env))
+        shots = [
+            asyncio.run(shoot("main", (120, 36), _ls)),
+            asyncio.run(shoot("resize", (120, 36), _resize)),
+            asyncio.run(shoot("terminate", (120, 36), _terminate)),
+            asyncio.run(shoot("tunnels", (120, 36), _tunnels)),
+            asyncio.run(shoot("narrow-80x24", (80, 24))),
+        ]
+    for path in shots:
+        print(path.relative_to(ROOT))
+    return shots
+
+
+if __name__ == "__main__":
+    main()
