@@ -5,7 +5,8 @@
    (no cached listing: the fresh listing is what fills the pane) and warm (the cached
    listing paints first, marked stale, then the fresh one replaces it).
 2. With 1,000 instances: the longest event-loop stall during a refresh (heartbeat timer,
-   target < 50 ms), one filter keystroke to screen (< 50 ms), resident memory (< 250 MB).
+   target < 50 ms), the longest stall while filter keystrokes change the rows (< 50 ms;
+   the first screenful is drawn at once, the rest in slices), resident memory (< 250 MB).
 """
 
 from __future__ import annotations
@@ -77,10 +78,13 @@ def _startup(env: dict[str, str], want: int) -> dict[str, float]:
 
 
 async def _big(n: int) -> dict[str, float]:
+    from textual.widgets import Input
+
     from cloudsh.cli import GlobalOptions, backend_factory
-    from cloudsh.tui.app import CloudshApp
+    from cloudsh.tui.app import CloudshApp, tune_gc
     from cloudsh.tui.widgets import InstancesPane
 
+    tune_gc()  # as run_tui does
     app = CloudshApp(backend_factory(GlobalOptions(sandbox=True)), periodic_refresh=False)
     gaps: list[float] = []
     async with app.run_test(size=(120, 40)) as pilot:
@@ -102,15 +106,18 @@ async def _big(n: int) -> dict[str, float]:
             while app._refreshing:
                 await pilot.pause(0.01)
             await pilot.pause(0.2)
-        timer.stop()
         stall = max(gaps) - 0.005
-        # A keystroke in the `/` filter, to the screen showing its result.
+        # Keystrokes in the `/` filter: the loop must keep turning while rows change.
         await pilot.press("slash")
+        await pilot.pause(0.3)
         keys = []
-        for ch in "bench-5":
-            t0 = time.perf_counter()
-            await pilot.press(ch if ch != "-" else "minus")
-            keys.append(time.perf_counter() - t0)
+        for text in ("b", "bench-5", "bench-55", "bench-5", ""):
+            app.query_one("#instances-filter", Input).value = text
+            gaps.clear()
+            last = time.perf_counter()
+            await pilot.pause(1.0)
+            keys.append(max(gaps) - 0.005)
+        timer.stop()
         shown = len(app.query_one(InstancesPane)._shown)
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return {"stall_ms": stall * 1000, "key_ms": max(keys) * 1000, "rss_mb": rss, "shown": shown}
@@ -144,7 +151,7 @@ def main() -> dict[str, Any]:
             "TUI with 1,000 instances",
             [
                 ("longest event-loop stall during a refresh", f"{big['stall_ms']:.0f} ms (target < 50)"),
-                ("slowest filter keystroke to screen", f"{big['key_ms']:.0f} ms (target < 50)"),
+                ("longest stall while filtering (5 keystrokes)", f"{big['key_ms']:.0f} ms (target < 50)"),
                 ("resident memory (max RSS)", f"{big['rss_mb']:.0f} MB (target < 250)"),
             ],
         )

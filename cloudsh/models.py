@@ -30,6 +30,8 @@ class InstanceType:
     gpu_memory_gib: float = 0.0
     architectures: tuple[str, ...] = ("x86_64",)
     spot_supported: bool = True
+    instance_storage_gb: int = 0
+    """Local NVMe/SSD instance store: fast, and lost when the box stops or terminates."""
 
     @property
     def family(self) -> str:
@@ -59,6 +61,8 @@ class Instance:
     architecture: str = "x86_64"
     spot_request_id: str | None = None
     volume_ids: tuple[str, ...] = ()
+    #: The attached volumes that EC2 deletes when the instance terminates (its root disk).
+    deleted_on_termination: tuple[str, ...] = ()
     tags: Mapping[str, str] = field(default_factory=dict)
 
     @property
@@ -193,6 +197,30 @@ class Tunnel:
     @property
     def url(self) -> str:
         return f"http://localhost:{self.local_port}/"
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """A script running detached on a box (`cloudsh script`); its record lives in EC2 tags.
+
+    `state`: starting, running, finished (see `exit_status`), interrupted (spot notice or
+    the box stopped under it), stopped (`job stop`), lost (the box or its files are gone).
+    """
+
+    id: str
+    instance_id: str
+    instance_name: str
+    script: str
+    state: str
+    exit_status: int | None = None
+    started: datetime | None = None
+    ended: datetime | None = None
+    runtime_s: float = 0.0
+    runs: int = 1
+    remote_dir: str = ""
+    local_dir: str = ""
+    cost: float | None = None
+    last_lines: tuple[str, ...] = ()
 
 
 def to_jsonable(value: Any) -> Any:

@@ -7,6 +7,7 @@ failure an idempotency token must survive.
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 from collections.abc import Callable
@@ -91,6 +92,8 @@ class DroppingProxy:
 
     def close(self) -> None:
         self._stop = True
+        with contextlib.suppress(OSError):
+            self._server.shutdown(socket.SHUT_RDWR)  # wakes the accept() in the serving thread
         self._server.close()
 
 

@@ -87,10 +87,17 @@ class Completion:
 async def build_index(backend: Backend) -> CompletionIndex:
     """List every kind once, concurrently; a kind whose listing fails stays empty."""
     details: dict[str, str] = {}
+    job_ids: list[str] = []
 
     async def instances() -> tuple[str, ...]:
+        from cloudsh.ops.jobs import job_tags
+
         out: list[str] = []
         for i in await backend.ec2.list_instances():
+            # Jobs live in their box's tags: the same listing names them, no extra call.
+            for job_id in job_tags(i):
+                job_ids.append(job_id)
+                details[job_id] = f"job on {i.label}"
             if i.name:
                 out.append(i.name)
                 details[i.name] = f"{i.id} {i.state} {i.type}"
@@ -122,17 +129,9 @@ async def build_index(backend: Backend) -> CompletionIndex:
             details[s.id] = f"{s.name or '-'} {s.size_gb} GB {s.state}"
         return tuple(out)
 
-    async def jobs() -> tuple[str, ...]:
-        # Jobs are listed by the jobs service when one is present on this backend.
-        lister = getattr(backend, "jobs", None)
-        listing = getattr(lister, "list", None)
-        if listing is None:
-            return ()
-        return tuple(str(getattr(j, "name", None) or getattr(j, "id", j)) for j in await listing())
-
     kinds: dict[str, Callable[[], Awaitable[tuple[str, ...]]]] = {
         "instances": instances, "types": types, "images": images, "volumes": volumes,
-        "snapshots": snapshots, "jobs": jobs,
+        "snapshots": snapshots,
     }
     results = await asyncio.gather(*(fn() for fn in kinds.values()), return_exceptions=True)
     found: dict[str, Any] = {}
@@ -145,6 +144,7 @@ async def build_index(backend: Backend) -> CompletionIndex:
             found[kind] = ()
         else:
             found[kind] = _unique(result)
+    found["jobs"] = _unique(job_ids)
     families = _unique(t.split(".", 1)[0] for t in found["types"])
     return CompletionIndex(**found, families=tuple(sorted(families)), details=details)
 

@@ -11,8 +11,9 @@ import dataclasses
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
-from cloudsh.errors import CloudshError, InvalidState, UsageError
+from cloudsh.errors import CapacityError, CloudshError, InvalidState, UsageError
 from cloudsh.models import HostInfo, Instance, InstanceType, Price
 from cloudsh.services.backend import Backend
 from cloudsh.services.ec2 import LaunchSpec
@@ -248,6 +249,11 @@ class Loss:
     instance: Instance
     deleted_volumes: tuple[str, ...]
     kept_volumes: tuple[str, ...]
+    #: "job (N files)" for each job whose results on the box are not all home yet.
+    results_not_home: tuple[str, ...] = ()
+    instance_store_gb: int = 0
+    #: When the newest image or snapshot of this box was made; None: never.
+    latest_backup: datetime | None = None
 
     def describe(self) -> str:
         parts = [f"{self.instance.label} ({self.instance.id}, {self.instance.type}, {self.instance.state})"]
@@ -257,18 +263,57 @@ class Loss:
             parts.append("keeps " + ", ".join(self.kept_volumes))
         if self.instance.spot_request_id:
             parts.append(f"cancels spot request {self.instance.spot_request_id}")
+        if self.results_not_home:
+            parts.append("results not yet home: " + ", ".join(self.results_not_home))
+        if self.instance_store_gb:
+            parts.append(f"wipes {self.instance_store_gb} GB of instance-store (local NVMe) data")
+        parts.append(_backup_note(self.latest_backup))
         return "; ".join(parts)
 
 
+def _backup_note(when: datetime | None) -> str:
+    if when is None:
+        return "no image or snapshot of it exists"
+    secs = (datetime.now(UTC) - when).total_seconds()
+    ago = f"{secs / 86400:.0f} days" if secs >= 86400 else f"{secs / 3600:.1f} h" if secs >= 3600 else f"{secs / 60:.0f} min"
+    return f"latest image/snapshot of it: {ago} ago"
+
+
 async def terminate_preview(backend: Backend, insts: Sequence[Instance]) -> list[Loss]:
+    from cloudsh.ops.storage import latest_backups
+
     vols = {v.id: v for v in await backend.ec2.volumes()}
+    types, backups = await asyncio.gather(
+        backend.ec2.instance_types({i.type for i in insts}), latest_backups(backend, insts)
+    )
     out = []
     for inst in insts:
         mine = [v for v in vols.values() if v.attached_to == inst.id]
-        gone = tuple(f"{v.name or v.id} ({v.size_gb} GB)" for v in mine if v.delete_on_termination)
-        kept = tuple(f"{v.name or v.id} ({v.size_gb} GB)" for v in mine if not v.delete_on_termination)
-        out.append(Loss(inst, gone, kept))
+        # DescribeInstances knows which disks die with the box (DescribeVolumes may not say).
+        dies = set(inst.deleted_on_termination) | {v.id for v in mine if v.delete_on_termination}
+        gone = tuple(f"{v.name or v.id} ({v.size_gb} GB)" for v in mine if v.id in dies)
+        kept = tuple(f"{v.name or v.id} ({v.size_gb} GB)" for v in mine if v.id not in dies)
+        out.append(
+            Loss(
+                inst, gone, kept, await _results_not_home(backend, inst),
+                instance_store_gb=types[inst.type].instance_storage_gb if inst.type in types else 0,
+                latest_backup=backups.get(inst.id),
+            )
+        )
     return out
+
+
+async def _results_not_home(backend: Backend, inst: Instance) -> tuple[str, ...]:
+    """Jobs with results still only on this box (asks the box only if it has such jobs)."""
+    from cloudsh.ops.jobs import job_tags, results_not_home
+
+    if inst.state != "running" or not any(t.remote_dir for t in job_tags(inst).values()):
+        return ()
+    try:
+        pending = await results_not_home(backend, inst)
+    except CloudshError:
+        return ("unknown (the box does not answer)",)
+    return tuple(f"{job} ({n} file{'s' if n != 1 else ''})" for job, n in sorted(pending.items()) if n)
 
 
 async def terminate(backend: Backend, insts: Sequence[Instance], *, wait: bool = False, progress: Progress = _quiet) -> None:
@@ -290,6 +335,8 @@ class ResizePlan:
     new: InstanceType
     price_before: Price | None
     price_after: Price | None
+    #: What the vCPU quota check found (`check_resize_room`), shown with the plan.
+    quota_note: str = ""
 
     def describe(self) -> str:
         def fmt(t: InstanceType, p: Price | None) -> str:
@@ -298,7 +345,8 @@ class ResizePlan:
             return f"{t.name} ({t.vcpus} vCPU, {t.memory_gib:g} GiB{gpus}, {cost})"
 
         verb = "stop, change and start again" if self.instance.state == "running" else "change"
-        return f"{self.instance.label}: {fmt(self.old, self.price_before)} -> {fmt(self.new, self.price_after)}; will {verb}"
+        note = f" ({self.quota_note})" if self.quota_note else ""
+        return f"{self.instance.label}: {fmt(self.old, self.price_before)} -> {fmt(self.new, self.price_after)}; will {verb}{note}"
 
 
 async def plan_resize(backend: Backend, inst: Instance, new_type: str) -> ResizePlan:
@@ -317,8 +365,44 @@ async def plan_resize(backend: Backend, inst: Instance, new_type: str) -> Resize
             f"{new.name} runs {'/'.join(new.architectures)} but {inst.label}'s image is {inst.architecture}",
             f"pick an {inst.architecture} type",
         )
+    note = await check_resize_room(backend, inst, new)
     prices = await backend.pricing.prices([old.name, new.name], strict=False)
-    return ResizePlan(inst, old, new, prices.get(old.name), prices.get(new.name))
+    return ResizePlan(inst, old, new, prices.get(old.name), prices.get(new.name), note)
+
+
+async def check_resize_room(backend: Backend, inst: Instance, new: InstanceType) -> str:
+    """Refuse, before anything stops, a type not offered in the box's AZ or over the vCPU
+    quota of its family class (on-demand and spot quotas are separate); returns a note."""
+    from cloudsh.services.quotas import QuotaService, family_class
+
+    ec2 = backend.ec2
+    if inst.az and not await ec2.offered_in_az(new.name, inst.az):
+        raise UsageError(
+            f"{new.name} is not offered in {inst.az}, where {inst.label} is",
+            "pick another type, or freeze the box and launch its image in an AZ that offers it",
+        )
+    if inst.state != "running":
+        return ""  # a stopped box stays stopped: nothing counts against the quota yet
+    spot = inst.market == "spot"
+    quota = await QuotaService(backend.clients).vcpu_quota(new.name, spot=spot)
+    if quota.limit is None:
+        return f"{quota.name} could not be read"
+    others = [
+        i for i in await ec2.list_instances()
+        if i.id != inst.id and i.state in ("running", "pending")
+        and (i.market == "spot") == spot and family_class(i.type) == quota.family_class
+    ]
+    types = await ec2.instance_types({i.type for i in others})
+    used = sum(types[i.type].vcpus for i in others if i.type in types)
+    need = used + new.vcpus
+    if need > quota.limit:
+        in_use = f", {used} in use by other boxes" if used else ""
+        raise UsageError(
+            f"{new.name} needs {new.vcpus} vCPUs but your {quota.name} is {quota.limit:g}{in_use}",
+            "pick a smaller type, or ask AWS for more: `aws service-quotas request-service-quota-increase "
+            f"--service-code ec2 --quota-code {quota.code} --desired-value {need}`",
+        )
+    return f"{quota.name}: {need} of {quota.limit:g} vCPUs in use after"
 
 
 async def resize(backend: Backend, plan: ResizePlan, *, progress: Progress = _quiet) -> Instance:
@@ -341,8 +425,9 @@ async def resize(backend: Backend, plan: ResizePlan, *, progress: Progress = _qu
         try:
             await ec2.start([inst.id])
         except CloudshError as exc:
+            why = f"AWS has no {plan.new.name} capacity in {inst.az} right now" if isinstance(exc, CapacityError) else str(exc)
             raise CloudshError(
-                f"{inst.label} is now a {plan.new.name} but did not start: {exc}",
+                f"{inst.label} is now a {plan.new.name} but did not start: {why}",
                 f"try `cloudsh start {inst.label}` later, or go back with `cloudsh resize {inst.label} {plan.old.name}`",
             ) from None
         [inst] = await ec2.wait_state([inst.id], {"running"}, timeout=backend.settings.wait_timeout_s)

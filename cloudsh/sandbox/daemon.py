@@ -71,6 +71,8 @@ class Daemon:
         self._server: Any = None
         self._socket: socket.socket | None = None
         self._thread: threading.Thread | None = None
+        self.app: Any = None  # the SandboxEc2App, for what moto drops (spot behaviour)
+        self.imds: Any = None  # imds.Imds: instance metadata and spot interruptions
 
     # -- moto -----------------------------------------------------------------------------
 
@@ -89,13 +91,17 @@ class Daemon:
         from werkzeug.serving import make_server
 
         from cloudsh.sandbox.moto_app import SandboxEc2App
+        from cloudsh.sandbox.storage import StorageLayer
 
         app = SandboxEc2App(
-            DomainDispatcherApplication(create_backend_app),
+            StorageLayer(
+                DomainDispatcherApplication(create_backend_app), self.dir, self.ec2_backend, self._lifecycle
+            ),
             self.ec2_backend,
             self.host_keys.get,
             self._lifecycle,
         )
+        self.app = app
         # Bound here rather than by werkzeug, which prints its own advice and exits.
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -224,6 +230,8 @@ class Daemon:
                 ip = str(getattr(inst, "private_ip", "") or "")
                 hostname = f"ip-{ip.replace('.', '-')}" if ip else ""
                 box = self.boxes[iid] = Box(self.dir, iid, isolation=self.isolation, hostname=hostname)
+            if self.imds is not None:
+                box.imds_endpoint = self.imds.endpoint_for(iid)
             key_pair = self.ec2_backend().key_pairs.get(inst.key_name) if inst.key_name else None
             public_key = key_pair.material_public.decode() if key_pair is not None else None
             await asyncio.to_thread(
@@ -232,6 +240,9 @@ class Daemon:
                 public_key=public_key,
                 gpu=gpu_of(INSTANCE_TYPES.get(str(inst.instance_type))),
             )
+            from cloudsh.sandbox.storage import write_devices
+
+            await asyncio.to_thread(write_devices, self.dir, inst)
             port = await box.start(self.ports.get(iid, 0))
             self.ports[iid] = port
             self.host_keys[iid] = box.host_key_line()
@@ -244,6 +255,40 @@ class Daemon:
             log.exception("%s: could not start its SSH server (retrying in %.0f s)", iid, RETRY_S)
         finally:
             self.booting.pop(iid, None)
+
+    # -- spot interruptions (imds.py) ------------------------------------------------------
+
+    async def _start_imds(self) -> None:
+        from cloudsh.sandbox.imds import Imds
+
+        self.imds = Imds(self._spot_behaviour, self._interrupt)
+        await self.imds.start()
+
+    def _spot_behaviour(self, iid: str) -> tuple[str | None, str]:
+        """What an interruption does to this instance, or None and why it cannot have one."""
+        inst = self._snapshot().get(iid)
+        if inst is None:
+            return None, f"no instance {iid}"
+        if getattr(inst, "lifecycle", None) != "spot":
+            return None, f"{iid} is an on-demand instance; only spot instances are interrupted"
+        if str(inst.state) != "running":
+            return None, f"{iid} is {inst.state}; only running instances are interrupted"
+        behaviour = self.app.spot_behaviour.get(getattr(inst, "client_token", None) or "", "terminate")
+        return str(behaviour), ""
+
+    async def _interrupt(self, iid: str, action: str) -> None:
+        inst = self._snapshot().get(iid)
+        if inst is not None and str(inst.state) == "running":
+            backend = self.ec2_backend()
+            if action == "terminate":
+                await asyncio.to_thread(backend.terminate_instances, [iid])
+                self._lifecycle("TerminateInstances", [iid])
+            else:
+                await asyncio.to_thread(backend.stop_instances, [iid])
+                self._lifecycle("StopInstances", [iid])
+            log.info("%s: interrupted (%s)", iid, action)
+        if self.imds is not None:
+            self.imds.forget(iid)
 
     # -- state.json -----------------------------------------------------------------------
 
@@ -265,7 +310,7 @@ class Daemon:
             started_at=self.started_at,
             isolation=self.isolation,
             degraded=() if self.isolation == "bubblewrap" else (NO_ISOLATION,),
-            imds_endpoint=None,
+            imds_endpoint=self.imds.endpoint if self.imds is not None else None,
             instances=instances,
         )
         doc = state.to_json()
@@ -283,10 +328,13 @@ class Daemon:
             loop.add_signal_handler(sig, self._stop.set)
         # moto keeps the cloud in memory, so trees left by an earlier run belong to nothing.
         await asyncio.to_thread(shutil.rmtree, self.dir / "instances", True)
+        for trees in ("images", "volumes", "snapshots"):  # sandbox/storage.py
+            await asyncio.to_thread(shutil.rmtree, self.dir / trees, True)
         self.isolation = "bubblewrap" if await asyncio.to_thread(bubblewrap_works) else "none"
         if self.isolation == "none":
             log.warning(NO_ISOLATION)
         self.start_moto()
+        await self._start_imds()
         (self.dir / "port").write_text(f"{self.port}\n")
         self._publish()
         log.info("moto EC2 on http://127.0.0.1:%d, isolation %s", self.port, self.isolation)
@@ -300,6 +348,8 @@ class Daemon:
             task.cancel()
         for box in self.boxes.values():
             await box.stop()
+        if self.imds is not None:
+            await self.imds.close()
         with contextlib.suppress(FileNotFoundError):
             (self.dir / "state.json").unlink()
         shutil.rmtree(self.dir / "instances", ignore_errors=True)

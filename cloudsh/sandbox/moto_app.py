@@ -88,6 +88,9 @@ class SandboxEc2App:
         self.host_key_of = host_key_of
         self.on_lifecycle = on_lifecycle
         self._token_lock = threading.Lock()
+        #: ClientToken -> the spot InstanceInterruptionBehavior asked for (moto drops it);
+        #: the daemon reads it to play `sandbox interrupt`.
+        self.spot_behaviour: dict[str, str] = {}
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         params = self._params(environ)
@@ -198,6 +201,10 @@ class SandboxEc2App:
         image_id = params.get("ImageId", "")
         instance_type = params.get("InstanceType", "m1.small")
         self._check_architecture(instance_type, self._image_architecture(image_id))
+        if params.get("InstanceMarketOptions.MarketType") == "spot":
+            self.spot_behaviour[params.get("ClientToken", "")] = params.get(
+                "InstanceMarketOptions.SpotOptions.InstanceInterruptionBehavior", "terminate"
+            )
         return None
 
     def _modify_instance_attribute(self, params: dict[str, str]) -> str | None:

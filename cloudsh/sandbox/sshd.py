@@ -152,6 +152,9 @@ class Box:
         self._init: subprocess.Popen[bytes] | None = None
         self._init_pid = 0
         self.has_gpu = False
+        #: This box's instance metadata (sandbox/imds.py), given to its sessions as
+        #: CLOUDSH_IMDS_ENDPOINT; on EC2 it is http://169.254.169.254.
+        self.imds_endpoint = ""
 
     # -- files ----------------------------------------------------------------------------
 
@@ -205,6 +208,12 @@ class Box:
             script = self.tools / "nvidia-smi"
             script.write_text(_nvidia_smi_script(gpu, self.instance_id))
             script.chmod(0o755)
+        # Block-device stand-ins, so volumes attach, format and mount (sandbox/storage.py).
+        from cloudsh.sandbox import storage
+
+        storage.install_tools(
+            self.tools, self.sandbox_dir, self.instance_id, isolated=self.isolation == "bubblewrap"
+        )
         self._write_identity()
         self.host_key()
 
@@ -285,7 +294,7 @@ class Box:
     def _argv(self, command: str | None) -> list[str]:
         tools = BOX_TOOLS_DIR if self.isolation == "bubblewrap" else str(self.tools)
         # /etc/profile resets PATH, so the tool stand-ins are put first after it ran.
-        prefix = f'PATH="{tools}:$PATH"\n' if self.has_gpu else ""
+        prefix = f'PATH="{tools}:$PATH"\n' if self.tools.is_dir() else ""
         if command is None:
             argv = ["bash", "-l"] if not prefix else ["bash", "-lc", prefix + "exec bash -i"]
         else:
@@ -302,10 +311,13 @@ class Box:
             wrap += ["--tmpfs", str(real_home)]
         if not self.sandbox_dir.is_relative_to(real_home):
             wrap += ["--tmpfs", str(self.sandbox_dir)]
+        from cloudsh.sandbox.storage import bwrap_binds
+
+        wrap += bwrap_binds(self.sandbox_dir, self.instance_id)  # volumes, after the tmpfs
         for sub in ("home", "tmp", "mnt"):
             if Path("/", sub).is_dir():
                 wrap += ["--bind", str(self.root / sub), f"/{sub}"]
-        if self.has_gpu and Path(BOX_TOOLS_DIR).is_dir():
+        if self.tools.is_dir() and Path(BOX_TOOLS_DIR).is_dir():
             wrap += ["--ro-bind", str(self.tools), BOX_TOOLS_DIR]
         for name in ("passwd", "group"):
             if (self.dir / "etc" / name).is_file():
@@ -348,6 +360,8 @@ class Box:
             v = value.decode(errors="replace") if isinstance(value, bytes) else str(value)
             env[k] = v
         env.update(HOME=home, USER=USER, LOGNAME=USER, SHELL="/bin/bash")
+        if self.imds_endpoint:
+            env["CLOUDSH_IMDS_ENDPOINT"] = self.imds_endpoint
         term = process.get_terminal_type()
         if term:
             env["TERM"] = term

@@ -38,7 +38,7 @@ class ClientFactory:
 
     def __init__(self, target: AwsTarget, *, connect_timeout: float = 5.0, read_timeout: float = 30.0):
         self.target = target
-        self._lock = threading.Lock()
+        self._client_lock = threading.Lock()
         self._session: boto3.Session | None = None
         self._clients: dict[tuple[str, str], Any] = {}
         self._config = botocore.config.Config(
@@ -52,12 +52,12 @@ class ClientFactory:
 
     def register(self, event: str, handler: Any) -> None:
         """Register a botocore event handler on every client made from now on (tests, tracing)."""
-        with self._lock:
+        with self._client_lock:
             self._hooks.append((event, handler))
             self._clients.clear()
 
     def session(self) -> boto3.Session:
-        with self._lock:
+        with self._client_lock:
             return self._session_locked()
 
     def _session_locked(self) -> boto3.Session:
@@ -76,7 +76,7 @@ class ClientFactory:
         client = self._clients.get(key)
         if client is not None:
             return client
-        with self._lock:
+        with self._client_lock:
             client = self._clients.get(key)
             if client is None:
                 client = self._session_locked().client(

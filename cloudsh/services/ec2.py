@@ -84,6 +84,11 @@ def _instance(raw: dict[str, Any]) -> Instance:
         volume_ids=tuple(
             m["Ebs"]["VolumeId"] for m in raw.get("BlockDeviceMappings", ()) if "Ebs" in m
         ),
+        deleted_on_termination=tuple(
+            m["Ebs"]["VolumeId"]
+            for m in raw.get("BlockDeviceMappings", ())
+            if m.get("Ebs", {}).get("DeleteOnTermination")
+        ),
         tags=tags,
     )
 
@@ -100,6 +105,7 @@ def _instance_type(raw: dict[str, Any]) -> InstanceType:
         gpu_memory_gib=round(gpu.get("TotalGpuMemoryInMiB", 0) / 1024, 1),
         architectures=tuple(raw.get("ProcessorInfo", {}).get("SupportedArchitectures", ())),
         spot_supported="spot" in raw.get("SupportedUsageClasses", ("spot",)),
+        instance_storage_gb=int((raw.get("InstanceStorageInfo") or {}).get("TotalSizeInGB", 0)),
     )
 
 
@@ -573,6 +579,89 @@ class EC2Service:
     async def snapshots(self) -> list[Snapshot]:
         raw = await self.paginate("describe_snapshots", "Snapshots", OwnerIds=["self"])
         return sorted((_snapshot(s) for s in raw), key=lambda s: (s.name or "~", s.id))
+
+    # -- images, volumes and snapshots: changes (the workflows are ops/storage.py) ---
+
+    async def create_image(
+        self, instance_id: str, name: str, *, no_reboot: bool, tags: dict[str, str]
+    ) -> str:
+        raw = await self.call(
+            "create_image",
+            InstanceId=instance_id,
+            Name=name,
+            Description=f"cloudsh freeze of {instance_id}",
+            NoReboot=no_reboot,
+            TagSpecifications=[
+                {"ResourceType": "image", "Tags": [{"Key": k, "Value": v} for k, v in tags.items()]}
+            ],
+        )
+        return str(raw["ImageId"])
+
+    async def get_image(self, image_id: str) -> Image | None:
+        try:
+            raw = await self.call("describe_images", ImageIds=[image_id])
+        except NotFound:
+            return None
+        except AWSError as exc:
+            if exc.code.startswith("InvalidAMIID"):
+                return None
+            raise
+        found = raw.get("Images") or []
+        return _image(found[0]) if found else None
+
+    async def deregister_image(self, image_id: str) -> None:
+        await self.call("deregister_image", ImageId=image_id)
+
+    async def availability_zones(self) -> list[str]:
+        raw = await self.call("describe_availability_zones")
+        return sorted(z["ZoneName"] for z in raw.get("AvailabilityZones", ()))
+
+    async def create_volume(
+        self, *, az: str, size_gb: int, volume_type: str, snapshot_id: str | None, tags: dict[str, str]
+    ) -> Volume:
+        kwargs: dict[str, Any] = dict(
+            AvailabilityZone=az,
+            Size=size_gb,
+            VolumeType=volume_type,
+            Encrypted=True,
+            TagSpecifications=[
+                {"ResourceType": "volume", "Tags": [{"Key": k, "Value": v} for k, v in tags.items()]}
+            ],
+        )
+        if snapshot_id:
+            kwargs["SnapshotId"] = snapshot_id
+        return _volume(await self.call("create_volume", **kwargs))
+
+    async def get_volume(self, volume_id: str) -> Volume:
+        raw = await self.call("describe_volumes", VolumeIds=[volume_id])
+        return _volume(raw["Volumes"][0])
+
+    async def attach_volume(self, volume_id: str, instance_id: str, device: str) -> None:
+        await self.call("attach_volume", VolumeId=volume_id, InstanceId=instance_id, Device=device)
+
+    async def detach_volume(self, volume_id: str) -> None:
+        await self.call("detach_volume", VolumeId=volume_id)
+
+    async def delete_volume(self, volume_id: str) -> None:
+        await self.call("delete_volume", VolumeId=volume_id)
+
+    async def create_snapshot(self, volume_id: str, description: str, tags: dict[str, str]) -> Snapshot:
+        raw = await self.call(
+            "create_snapshot",
+            VolumeId=volume_id,
+            Description=description,
+            TagSpecifications=[
+                {"ResourceType": "snapshot", "Tags": [{"Key": k, "Value": v} for k, v in tags.items()]}
+            ],
+        )
+        return _snapshot(raw)
+
+    async def get_snapshot(self, snapshot_id: str) -> Snapshot:
+        raw = await self.call("describe_snapshots", SnapshotIds=[snapshot_id])
+        return _snapshot(raw["Snapshots"][0])
+
+    async def delete_snapshot(self, snapshot_id: str) -> None:
+        await self.call("delete_snapshot", SnapshotId=snapshot_id)
 
 
 def resolve_name(name: str, instances: Sequence[Instance]) -> Instance:

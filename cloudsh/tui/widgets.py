@@ -448,24 +448,38 @@ class VolumesPane(Vertical):
         names = names or {}
         t = self.query_one(StorageTable)
         current = t.cursor_row
-        t.clear()
         snaps = {s.id: s for s in snapshots}
+        rows: list[tuple[str, tuple[Text, ...]]] = []
         total = 0.0
         for v in volumes:
             cost = volume_month(v)
             total += cost
             where = names.get(v.attached_to or "", v.attached_to or "-")
-            t.add_row("volume", v.name or v.id, f"{v.size_gb} GB", v.state, where, money(cost, ""), key=v.id)
+            rows.append((v.id, (cell("volume"), cell(v.name or v.id), cell(f"{v.size_gb} GB"), cell(v.state),
+                                cell(where), cell(money(cost, "")))))
         for s in snapshots:
             cost = snapshot_month(s)
             total += cost
-            t.add_row("snapshot", s.name or s.id, f"{s.size_gb} GB", s.state, s.volume_id, money(cost, ""), key=s.id)
+            rows.append((s.id, (cell("snapshot"), cell(s.name or s.id), cell(f"{s.size_gb} GB"), cell(s.state),
+                                cell(s.volume_id), cell(money(cost, "")))))
         for img in images:
-            im_cost = image_month(img, snaps)
-            t.add_row("image", img.name or img.id, "-", img.state, img.id, money(im_cost, ""), key=img.id)
+            rows.append((img.id, (cell("image"), cell(img.name or img.id), cell("-"), cell(img.state),
+                                  cell(img.id), cell(money(image_month(img, snaps), "")))))
+        t.clear()
+        self.border_title = f"Volumes · {money(total, '/month')}"
+        # Like the instances table: a screenful now, the rest in slices.
+        for key, cells in rows[:FIRST_SLICE]:
+            t.add_row(*cells, key=key)
         if t.row_count:
             t.move_cursor(row=min(current, t.row_count - 1), animate=False)
-        self.border_title = f"Volumes · {money(total, '/month')}"
+        self.run_worker(self._add_rest(rows[FIRST_SLICE:]), group="volumes-fill", exclusive=True, exit_on_error=False)
+
+    async def _add_rest(self, rows: list[tuple[str, tuple[Text, ...]]]) -> None:
+        t = self.query_one(StorageTable)
+        for start in range(0, len(rows), SLICE):
+            await asyncio.sleep(SLICE_PAUSE_S)
+            for key, cells in rows[start : start + SLICE]:
+                t.add_row(*cells, key=key)
 
 
 # -- activity and command line ----------------------------------------------------------

@@ -1,0 +1,274 @@
+"""`script`, `jobs`, `logs`, `sync`, `job stop` on the sandbox, through the real `cloudsh` program."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.cli import cloudsh, ok, one_line_error
+from tests.sandbox_fixture import Sandbox
+
+PULLER = """#!/bin/bash
+# Writes a result, then waits (up to 30 s) for the test to let it finish.
+mkdir -p out/sub
+echo "first $FOO" > out/first.txt
+echo "nested" > out/sub/nested.txt
+echo "wrote first"
+for i in $(seq 300); do [ -f release ] && break; sleep 0.1; done
+echo "second" > out/second.txt
+echo "bye"
+exit 3
+"""
+
+
+def _write(path: Path, text: str) -> Path:
+    path.write_text(text)
+    path.chmod(0o755)
+    return path
+
+
+def _jobs() -> dict[str, dict[str, Any]]:
+    return {j["id"]: j for j in json.loads(ok("jobs", "--json"))}
+
+
+def _popen(*args: str, cwd: Path) -> subprocess.Popen[str]:
+    env = {**os.environ, "CLOUDSH_SANDBOX": "1"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "cloudsh", *args], cwd=cwd, env=env, text=True,
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )
+
+
+def _wait_for(check: Any, timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@pytest.fixture(scope="module")
+def box(sandbox: Sandbox) -> Iterator[str]:
+    name = f"jobs-{uuid.uuid4().hex[:6]}"
+    ok("launch", name, "--type", "t3.micro")
+    yield name
+    cloudsh("terminate", name, "--yes")
+
+
+def test_results_come_home_while_the_script_runs(box: str, tmp_path: Path) -> None:
+    script = _write(tmp_path / "puller.sh", PULLER)
+    local = tmp_path / "results"
+    follow = _popen("script", box, str(script), "--sync", f"out:{local}", "--env", "FOO=bar", "--follow", cwd=tmp_path)
+    try:
+        first = _wait_for(lambda: (local / "first.txt").exists() and local / "first.txt", 20, "first result")
+        assert first.read_text() == "first bar\n"
+        assert (local / "sub" / "nested.txt").read_text() == "nested\n"
+        running = [j for j in _jobs().values() if j["instance_name"] == box and j["script"] == "puller.sh"]
+        assert [j["state"] for j in running] == ["running"]  # the script is still going
+        assert not (local / "second.txt").exists()
+        ok("run", box, "--", "touch", "release")
+        out, err = follow.communicate(timeout=30)
+    finally:
+        if follow.poll() is None:
+            follow.kill()
+            follow.communicate()
+    assert follow.returncode == 3, err  # the script's own exit status
+    job_id = out.splitlines()[0]
+    assert "wrote first" in out and "bye" in out
+    assert (local / "second.txt").read_text() == "second\n"
+    assert not [p for p in local.rglob("*") if p.name.startswith(".")]  # nothing partial left
+    job = _jobs()[job_id]
+    assert job["state"] == "finished" and job["exit_status"] == 3
+    assert job["local_dir"] == str(local) and job["cost"] is not None and job["runtime_s"] > 0
+    assert "bye" in ok("logs", job_id)
+    # The record is in EC2 tags: any machine sees it.
+    [inst] = [i for i in json.loads(ok("ls", "--json")) if i["name"] == box]
+    tags = {t["Key"]: t["Value"] for r in _ec2(tmp_path).describe_instances(InstanceIds=[inst["id"]])["Reservations"]
+            for i in r["Instances"] for t in i.get("Tags", [])}
+    assert json.loads(tags[f"cloudsh:job:{job_id}"])["s"] == "finished"
+
+
+def _ec2(_: Path) -> Any:
+    import boto3
+
+    return boto3.client("ec2", endpoint_url=_endpoint(), region_name="us-east-1",
+                        aws_access_key_id="x", aws_secret_access_key="x")
+
+
+def _endpoint() -> str:
+    from cloudsh.config import Settings
+    from cloudsh.sandbox.state import read_state
+
+    state = read_state(Settings.load().sandbox_path)
+    assert state is not None
+    return state.endpoint
+
+
+def test_logs_follow_and_job_stop(box: str, tmp_path: Path) -> None:
+    script = _write(tmp_path / "forever.sh", "#!/bin/bash\ntrap 'echo stopping; exit 0' TERM\n"
+                    "while true; do echo tick; sleep 0.2 & wait $!; done\n")
+    job_id = ok("script", box, str(script)).strip()
+    logs = _popen("logs", job_id, "-f", cwd=tmp_path)
+    time.sleep(1.0)
+    assert _jobs()[job_id]["state"] == "running"
+    assert cloudsh("job", "stop", job_id).returncode == 2  # no terminal, no --yes: refused
+    assert ok("job", "stop", job_id, "--yes").split() == [job_id, "stopped"]
+    out, _ = logs.communicate(timeout=20)  # -f ends with the job
+    assert "tick" in out and "stopping" in out
+    assert _jobs()[job_id]["state"] == "stopped"
+
+
+def test_bad_input_is_one_clear_line_and_starts_nothing(box: str, tmp_path: Path) -> None:
+    before = set(_jobs())
+    missing = cloudsh("script", box, str(tmp_path / "nope.sh"))
+    assert missing.returncode == 2 and "no such file" in one_line_error(missing)
+    plain = tmp_path / "plain.sh"
+    plain.write_text("echo hi\n")
+    r = cloudsh("script", box, str(plain))
+    assert r.returncode == 2 and "not executable" in one_line_error(r) and "chmod +x" in r.stderr
+    script = _write(tmp_path / "ok.sh", "#!/bin/sh\necho hi\n")
+    r = cloudsh("script", box, str(script), "--sync", "/etc/cloudsh-results")
+    assert r.returncode == 1 and "sync dir /etc/cloudsh-results" in r.stderr and "Traceback" not in r.stderr
+    r = cloudsh("logs", "no-such-job")
+    assert r.returncode == 1 and "no job 'no-such-job'" in one_line_error(r)
+    r = cloudsh("job", "resume", "no-such-job")
+    assert r.returncode == 1 and "no job" in one_line_error(r)
+    r = cloudsh("script", "no-such-box", str(script))
+    assert r.returncode != 0 and "Traceback" not in r.stderr
+    assert set(_jobs()) == before
+    listing = ok("run", box, "--", "ls", ".cloudsh/jobs")
+    assert sorted(listing.split()) == sorted(["agent.py", *(j for j in before if _jobs()[j]["instance_name"] == box)])
+
+
+def test_script_on_a_stopped_box_says_how_to_start_it(sandbox: Sandbox, tmp_path: Path) -> None:
+    name = f"jobs-stopped-{uuid.uuid4().hex[:6]}"
+    ok("launch", name, "--type", "t3.micro", "--no-wait")
+    try:
+        ok("stop", name)
+        script = _write(tmp_path / "ok.sh", "#!/bin/sh\necho hi\n")
+        r = cloudsh("script", name, str(script))
+        line = one_line_error(r)
+        assert r.returncode == 1 and "is stopped" in line and f"cloudsh start {name}" in line
+    finally:
+        cloudsh("terminate", name, "--yes")
+
+
+def _descendants(pid: int) -> list[tuple[int, str]]:
+    """(pid, command line) of every process below `pid`."""
+    parents: dict[int, int] = {}
+    cmds: dict[int, str] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+            cmds[int(entry)] = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        parents[int(entry)] = int(stat.rsplit(")", 1)[1].split()[1])
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        for child, parent in parents.items():
+            if parent == p:
+                out.append((child, cmds.get(child, "")))
+                todo.append(child)
+    return out
+
+
+def test_dropped_connection_during_sync_resumes_without_corruption(box: str, tmp_path: Path) -> None:
+    size_mb = 96
+    script = _write(tmp_path / "big.sh", f"#!/bin/bash\nmkdir -p big\necho small > big/small.txt\n"
+                    f"head -c {size_mb}M /dev/urandom > big/data.bin\n")
+    local = tmp_path / "big"
+    job_id = ok("script", box, str(script), "--sync", f"big:{local}", "--follow").splitlines()[0]
+    # --follow brought everything home; start over to sync the big file on its own.
+    for p in local.iterdir():
+        p.unlink()
+    remote_sum = ok("run", box, "--", "sha256sum", "big/data.bin").split()[0]
+    sync = _popen("sync", job_id, cwd=tmp_path)
+    killed = None
+    try:
+        deadline = time.monotonic() + 30
+        while killed is None and time.monotonic() < deadline and sync.poll() is None:
+            partial = [p for p in local.rglob("*") if p.is_file() and p.name != "small.txt" and p.name != "data.bin"]
+            if any(p.stat().st_size > 4 * 1024 * 1024 for p in partial):
+                ssh = [pid for pid, cmd in _descendants(sync.pid) if cmd.startswith("ssh ")]
+                if ssh:
+                    os.kill(ssh[0], signal.SIGKILL)  # the transport dies mid-file
+                    killed = ssh[0]
+            time.sleep(0.002)
+        out, err = sync.communicate(timeout=60)
+    finally:
+        if sync.poll() is None:
+            sync.kill()
+            sync.communicate()
+    assert killed is not None, "the transfer finished before the connection could be dropped"
+    assert sync.returncode == 0, err
+    assert hashlib.sha256((local / "data.bin").read_bytes()).hexdigest() == remote_sum
+    assert sorted(p.name for p in local.rglob("*")) == ["data.bin", "small.txt"]  # no duplicates, no partials
+    # Nothing left to copy: a second pass copies nothing.
+    assert ok("sync", job_id).strip().startswith(f"{job_id}: 0 copied")
+
+
+def test_sync_falls_back_to_sftp_without_rsync(box: str, tmp_path: Path) -> None:
+    script = _write(tmp_path / "few.sh", "#!/bin/bash\nmkdir -p few/deep\necho one > few/one.txt\n"
+                    "head -c 300000 /dev/urandom > few/deep/blob.bin\n")
+    local = tmp_path / "few"
+    job_id = ok("script", box, str(script), "--sync", f"few:{local}").strip()
+    _wait_for(lambda: _jobs()[job_id]["state"] == "finished", 20, "the job to finish")
+    no_rsync = tmp_path / "empty-bin"
+    no_rsync.mkdir()
+    r = cloudsh("sync", job_id, env={"PATH": str(no_rsync)})
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith(f"{job_id}: 2 copied")
+    remote_sum = ok("run", box, "--", "sha256sum", "few/deep/blob.bin").split()[0]
+    assert hashlib.sha256((local / "deep" / "blob.bin").read_bytes()).hexdigest() == remote_sum
+    assert sorted(str(p.relative_to(local)) for p in local.rglob("*") if p.is_file()) == ["deep/blob.bin", "one.txt"]
+    assert cloudsh("sync", job_id, env={"PATH": str(no_rsync)}).stdout.startswith(f"{job_id}: 0 copied")
+
+
+def test_a_job_on_a_terminated_box_is_lost(sandbox: Sandbox, tmp_path: Path) -> None:
+    name = f"jobs-gone-{uuid.uuid4().hex[:6]}"
+    ok("launch", name, "--type", "t3.micro")
+    script = _write(tmp_path / "forever.sh", "#!/bin/sh\nwhile true; do sleep 1; done\n")
+    job_id = ok("script", name, str(script)).strip()
+    assert _jobs()[job_id]["state"] == "running"
+    ok("terminate", name, "--yes")
+    assert _jobs()[job_id]["state"] == "lost"
+
+
+async def test_terminate_preview_lists_results_not_yet_home(box: str, tmp_path: Path) -> None:
+    from cloudsh.config import Settings
+    from cloudsh.ops.instances import terminate_preview
+    from cloudsh.services.backend import Backend
+
+    script = _write(tmp_path / "two.sh", "#!/bin/sh\nmkdir -p two\necho a > two/a\necho b > two/b\n")
+    local = tmp_path / "two"
+    job_id = ok("script", box, str(script), "--sync", f"two:{local}").strip()
+    _wait_for(lambda: _jobs()[job_id]["state"] == "finished", 20, "the job to finish")
+    backend = Backend.create(Settings.load(), sandbox=True)
+    try:
+        [inst] = [i for i in await backend.ec2.list_instances() if i.name == box]
+        [loss] = await terminate_preview(backend, [inst])
+        assert f"{job_id} (2 files)" in loss.results_not_home
+        assert "results not yet home" in loss.describe()
+        ok("sync", job_id)
+        [inst] = [i for i in await backend.ec2.list_instances() if i.name == box]
+        [loss] = await terminate_preview(backend, [inst])
+        assert not any(r.startswith(job_id) for r in loss.results_not_home)
+    finally:
+        await backend.close()
