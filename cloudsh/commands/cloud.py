@@ -117,7 +117,7 @@ async def sandbox_status(ctx: Context, a: argparse.Namespace) -> int:
     st = status(_settings(ctx))
     if st is None:
         ctx.out.print("sandbox not running (start it with `cloudsh sandbox up`)")
-        return 3
+        return 0
     ready = sum(1 for i in st.instances.values() if i.ready)
     ctx.out.print(
         f"sandbox running (pid {st.pid}): EC2 endpoint {st.endpoint}, region {st.region}, "

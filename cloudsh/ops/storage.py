@@ -473,7 +473,7 @@ async def attach(
             raise CloudshError(f"cannot read the filesystem UUID of {path}: {err.strip()}", "")
     except CloudshError:
         progress(f"detaching {_volume_label(vol)} again; nothing was changed")
-        await ec2.detach_volume(vol.id)
+        await ec2.detach_volume(vol.id, inst.id)
         await _wait(f"volume {vol.id}", state, {"available"}, timeout=300, progress=_quiet)
         raise
     progress(f"mounting UUID={uuid} on {mount}")
@@ -528,7 +528,7 @@ async def detach(backend: Backend, vol: Volume, *, progress: Progress = _quiet) 
             if dev.get("uuid"):
                 await _sh(backend, host, _fstab_remove(str(dev["uuid"])))
     progress(f"detaching {_volume_label(vol)} from {inst.label}")
-    await ec2.detach_volume(vol.id)
+    await ec2.detach_volume(vol.id, inst.id)
 
     async def state() -> str:
         return (await ec2.get_volume(vol.id)).state

@@ -177,8 +177,9 @@ class StorageLayer:
             self._check(action, params)
         except _Ec2Error as err:
             return _respond(start_response, "400 Bad Request", _error_xml(err.code, err.message), "text/xml")
-        if action == "DescribeSnapshots" and "self" in _numbered(params, "OwnerId"):
+        if action == "DescribeSnapshots" and "self" in _numbered(params, "Owner"):
             _set_body(environ, _only_own_snapshots(params))
+            return self._own_snapshots(environ, start_response)
         if action not in _AFTER:
             return self.app(environ, start_response)
         captured: list[Any] = []
@@ -195,6 +196,27 @@ class StorageLayer:
                     getattr(self, _AFTER[action])(params, body.decode("utf-8", "replace"))
             except Exception:  # the EC2 call succeeded; a tree that failed to follow is logged
                 log.exception("%s: could not update the sandbox trees", action)
+        start_response(status, headers)
+        return [body]
+
+    def _own_snapshots(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        """moto files the snapshots behind public images under this account: drop them."""
+        captured: list[Any] = []
+
+        def capture(status: str, headers: Any, exc_info: Any = None) -> Any:
+            captured[:] = [status, headers]
+            return lambda data: None
+
+        body = b"".join(self.app(environ, capture))
+        status, headers = captured
+        if status.startswith("200"):
+            foreign = {
+                ami.ebs_snapshot.id for ami in list(self.ec2_backend().amis.values())
+                if ami.owner_id != ACCOUNT and getattr(ami, "ebs_snapshot", None) is not None
+            }
+            body = _drop_items(body, "snapshotSet", "snapshotId", foreign)
+            headers = [(k, v) for k, v in headers if k.lower() != "content-length"]
+            headers.append(("Content-Length", str(len(body))))
         start_response(status, headers)
         return [body]
 
@@ -370,13 +392,27 @@ def _numbered(params: dict[str, str], prefix: str) -> list[str]:
 
 def _only_own_snapshots(params: dict[str, str]) -> bytes:
     """moto ignores OwnerIds and lists the snapshots behind every public image: filter."""
-    query = {k: v for k, v in params.items() if not k.startswith("OwnerId.")}
+    query = {k: v for k, v in params.items() if not k.startswith("Owner.")}
     n = 1
     while f"Filter.{n}.Name" in query:
         n += 1
     query[f"Filter.{n}.Name"] = "owner-id"
     query[f"Filter.{n}.Value.1"] = ACCOUNT
     return urlencode(query).encode()
+
+
+def _drop_items(xml: bytes, set_tag: str, id_tag: str, ids: set[str]) -> bytes:
+    from xml.etree import ElementTree
+
+    root = ElementTree.fromstring(xml)
+    ns = root.tag[: root.tag.index("}") + 1] if root.tag.startswith("{") else ""
+    if ns:
+        ElementTree.register_namespace("", ns[1:-1])
+    for group in root.iter(f"{ns}{set_tag}"):
+        for item in list(group):
+            if item.findtext(f"{ns}{id_tag}") in ids:
+                group.remove(item)
+    return ElementTree.tostring(root, encoding="utf-8", xml_declaration=True)
 
 
 def _error_xml(code: str, message: str) -> str:

@@ -639,8 +639,8 @@ class EC2Service:
     async def attach_volume(self, volume_id: str, instance_id: str, device: str) -> None:
         await self.call("attach_volume", VolumeId=volume_id, InstanceId=instance_id, Device=device)
 
-    async def detach_volume(self, volume_id: str) -> None:
-        await self.call("detach_volume", VolumeId=volume_id)
+    async def detach_volume(self, volume_id: str, instance_id: str) -> None:
+        await self.call("detach_volume", VolumeId=volume_id, InstanceId=instance_id)
 
     async def delete_volume(self, volume_id: str) -> None:
         await self.call("delete_volume", VolumeId=volume_id)
