@@ -80,7 +80,7 @@ class Settings:
                 var = "CLOUDSH_SANDBOX_DIR"
             if var in env:
                 values[f.name] = env[var]
-        return replace(settings, **_coerce(values))
+        return replace(settings, **_coerce(values))  # type: ignore[arg-type]
 
 
 def _coerce(values: dict[str, object]) -> dict[str, object]:

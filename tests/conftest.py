@@ -47,10 +47,7 @@ def test_root() -> Path:
     return _ROOT
 
 
-try:
-    from tests.sandbox_fixture import *  # noqa: F403  (session sandbox fixtures)
-except ImportError:  # pragma: no cover - only while the fixture module is missing
-    pass
+from tests.sandbox_fixture import *  # noqa: E402, F403  (the session sandbox fixtures)
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

@@ -1,8 +1,12 @@
 """The command language. Importing this package registers every command in `REGISTRY`."""
 
-from cloudsh.commands import cloud, instances, remote  # noqa: F401  (registration)
-from cloudsh.commands import jobs  # noqa: F401  (registration)
-from cloudsh.commands import storage  # noqa: F401  (registration)
+from cloudsh.commands import (  # noqa: F401  (registration)
+    cloud,
+    instances,
+    jobs,  # noqa: F401  (registration)
+    remote,
+    storage,  # noqa: F401  (registration)
+)
 from cloudsh.commands.registry import REGISTRY, Command, Context, HelpRequested, Output, dispatch
 
 __all__ = ["REGISTRY", "Command", "Context", "HelpRequested", "Output", "dispatch"]

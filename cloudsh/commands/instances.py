@@ -96,29 +96,29 @@ async def launch(ctx: Context, a: argparse.Namespace) -> int:
     return 0
 
 
-@command("start", "Start stopped instances and wait until SSH answers.", arg("names", nargs="+", kind="instance", metavar="NAME"),
-         arg("--no-wait", flag=True, help="do not wait for SSH"))
-async def start(ctx: Context, a: argparse.Namespace) -> int:
+async def _start_or_stop(ctx: Context, a: argparse.Namespace, verb: str) -> int:
     from cloudsh.ops import instances as ops
 
     insts = await find_all(ctx, a.names)
-    done = await ops.start(ctx.backend, insts, wait=not a.no_wait, progress=ctx.out.info)
+    workflow = ops.start if verb == "start" else ops.stop
+    done = await workflow(ctx.backend, insts, wait=not a.no_wait, progress=ctx.out.info)
     for inst in done:
         ctx.out.print(f"{inst.label} {inst.state}")
     return 0
+
+
+@command("start", "Start stopped instances and wait until SSH answers.",
+         arg("names", nargs="+", kind="instance", metavar="NAME"),
+         arg("--no-wait", flag=True, help="do not wait for SSH"))
+async def start(ctx: Context, a: argparse.Namespace) -> int:
+    return await _start_or_stop(ctx, a, "start")
 
 
 @command("stop", "Stop instances (the disk is kept; you pay only for storage).",
          arg("names", nargs="+", kind="instance", metavar="NAME"),
          arg("--no-wait", flag=True, help="do not wait until stopped"))
 async def stop(ctx: Context, a: argparse.Namespace) -> int:
-    from cloudsh.ops import instances as ops
-
-    insts = await find_all(ctx, a.names)
-    done = await ops.stop(ctx.backend, insts, wait=not a.no_wait, progress=ctx.out.info)
-    for inst in done:
-        ctx.out.print(f"{inst.label} {inst.state}")
-    return 0
+    return await _start_or_stop(ctx, a, "stop")
 
 
 @command(

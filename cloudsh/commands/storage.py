@@ -95,7 +95,11 @@ async def image_delete(ctx: Context, a: argparse.Namespace) -> int:
         what=f"delete image {plan.image.name or plan.image.id}",
     )
     if plan.users:
-        ctx.out.info(f"note: {', '.join(i.label for i in plan.users)} keep running from their own disks")
+        one = len(plan.users) == 1
+        ctx.out.info(
+            f"note: {', '.join(i.label for i in plan.users)} {'was' if one else 'were'} launched from this image; "
+            f"{'it keeps running from its own disk' if one else 'they keep running from their own disks'}"
+        )
     await ops.delete_image(ctx.backend, plan, progress=ctx.out.info)
     ctx.out.print(f"{plan.image.name or plan.image.id} deleted ({len(plan.snapshots)} snapshots, {freed} freed)")
     return 0

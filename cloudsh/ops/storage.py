@@ -59,7 +59,7 @@ async def _wait(
     probe: Callable[[], Awaitable[str]],
     done: set[str],
     *,
-    failed: set[str] = frozenset({"failed", "error", "invalid"}),  # type: ignore[assignment]
+    failed: frozenset[str] = frozenset({"failed", "error", "invalid"}),
     timeout: float,
     progress: Progress,
 ) -> str:
@@ -191,7 +191,8 @@ class ImageDeletion:
         text = f"image {self.image.name or self.image.id} ({self.image.id}) and its snapshots ({snaps})"
         if self.users:
             names = ", ".join(i.label for i in self.users)
-            text += f"; {names} {'was' if len(self.users) == 1 else 'were'} launched from it and keep their own disks"
+            one = len(self.users) == 1
+            text += f"; {names} {'was' if one else 'were'} launched from it and {'keeps its own disk' if one else 'keep their own disks'}"
         return text
 
 
@@ -437,13 +438,17 @@ async def attach(
     ec2 = backend.ec2
     taken = [v.device for v in await ec2.volumes() if v.attached_to == inst.id and v.device]
     device = _device_name(taken)
-    progress(f"attaching {_volume_label(vol)} to {inst.label} as {device}")
+    # Until the device checks pass, progress is held back: a refusal undoes the attach
+    # and then only the refusal is worth reading.
+    held: list[str] = []
+    say: Progress = held.append if mount else progress
+    say(f"attaching {_volume_label(vol)} to {inst.label} as {device}")
     await ec2.attach_volume(vol.id, inst.id, device)
 
     async def state() -> str:
         return (await ec2.get_volume(vol.id)).state
 
-    await _wait(f"volume {vol.id}", state, {"in-use"}, timeout=300, progress=progress)
+    await _wait(f"volume {vol.id}", state, {"in-use"}, timeout=300, progress=say)
     vol = await ec2.get_volume(vol.id)
     if host is None or mount is None:
         return Attached(vol, "", None, False, None)
@@ -452,13 +457,15 @@ async def attach(
         path = "/dev/" + str(dev["name"])
         if fmt and dev.get("fstype"):
             raise UsageError(
-                f"{_volume_label(vol)} already holds a {dev['fstype']} filesystem; refusing to format it",
-                "attach it without --format to mount what is on it",
+                f"{_volume_label(vol)} already holds a filesystem ({dev['fstype']}); refusing to format it",
+                "nothing was changed; attach it without --format to mount what is on it",
             )
         if not fmt and not dev.get("fstype"):
             raise UsageError(f"{_volume_label(vol)} is blank (no filesystem)", "add --format to make one")
         if dev.get("mountpoint"):
             raise InvalidState(f"{path} is already mounted on {dev['mountpoint']}", "")
+        for line in held:
+            progress(line)
         if fmt:
             progress(f"formatting {path} (ext4)")
             label = re.sub(r"[^A-Za-z0-9_-]", "", vol.name or "")[:16]
@@ -472,7 +479,6 @@ async def attach(
         if not uuid:
             raise CloudshError(f"cannot read the filesystem UUID of {path}: {err.strip()}", "")
     except CloudshError:
-        progress(f"detaching {_volume_label(vol)} again; nothing was changed")
         await ec2.detach_volume(vol.id, inst.id)
         await _wait(f"volume {vol.id}", state, {"available"}, timeout=300, progress=_quiet)
         raise

@@ -412,7 +412,7 @@ def _drop_items(xml: bytes, set_tag: str, id_tag: str, ids: set[str]) -> bytes:
         for item in list(group):
             if item.findtext(f"{ns}{id_tag}") in ids:
                 group.remove(item)
-    return ElementTree.tostring(root, encoding="utf-8", xml_declaration=True)
+    return bytes(ElementTree.tostring(root, encoding="utf-8", xml_declaration=True))
 
 
 def _error_xml(code: str, message: str) -> str:

@@ -42,7 +42,7 @@ class ClientFactory:
         self._session: boto3.Session | None = None
         self._clients: dict[tuple[str, str], Any] = {}
         self._config = botocore.config.Config(
-            retries=_RETRIES,  # type: ignore[arg-type]
+            retries=_RETRIES,
             connect_timeout=connect_timeout,
             read_timeout=read_timeout,
             max_pool_connections=20,

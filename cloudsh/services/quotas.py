@@ -27,8 +27,9 @@ QUOTA_CODES: dict[str, tuple[str, str, str]] = {
 
 def family_class(instance_type: str) -> str:
     """`g5.xlarge` -> "g", `vt1.3xlarge` -> "g", `inf2.xlarge` -> "inf", `t3.micro` -> "standard"."""
-    letters = re.match(r"[a-z]*", instance_type.split(".", 1)[0]).group(0)  # type: ignore[union-attr]
-    if letters in ("g", "vt") or (letters.startswith("g") and letters != ""):
+    match = re.match(r"[a-z]*", instance_type.split(".", 1)[0].lower())
+    letters = match.group(0) if match else ""
+    if letters.startswith("g") or letters == "vt":
         return "g"
     if letters.startswith("inf"):
         return "inf"
