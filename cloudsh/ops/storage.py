@@ -382,7 +382,8 @@ async def _sh(backend: Backend, host: HostInfo, command: str) -> tuple[int, str,
 
 async def _find_device(backend: Backend, host: HostInfo, vol: Volume, *, timeout: float = 60) -> dict[str, Any]:
     """The block device of `vol` on the box: NVMe serial = volume id without '-' on Nitro
-    types; on Xen types the name follows the attach device (/dev/sdf -> xvdf)."""
+    types; on Xen types the name follows the attach device (/dev/sdf -> xvdf). Its
+    "others" entry lists the box's other devices."""
     serial = vol.id.replace("-", "")
     xen = "xvd" + (vol.device or "")[-1:] if vol.device else ""
     deadline = time.monotonic() + timeout
@@ -396,7 +397,7 @@ async def _find_device(backend: Backend, host: HostInfo, vol: Volume, *, timeout
             devices = []
         for dev in devices:
             if (dev.get("serial") or "").replace("-", "") == serial or (xen and dev.get("name") == xen):
-                return dict(dev)
+                return {**dev, "others": [d for d in devices if d is not dev]}
         if time.monotonic() > deadline:
             raise CloudshError(f"{vol.id} is attached but no device with its id shows up on the box", "try `lsblk` on the box")
         await asyncio.sleep(1.0)
@@ -464,6 +465,14 @@ async def attach(
             raise UsageError(f"{_volume_label(vol)} is blank (no filesystem)", "add --format to make one")
         if dev.get("mountpoint"):
             raise InvalidState(f"{path} is already mounted on {dev['mountpoint']}", "")
+        twin = next((d for d in dev["others"] if dev.get("uuid") and d.get("uuid") == dev.get("uuid")), None)
+        if twin is not None:
+            # A volume restored from a snapshot of one already on this box: same UUID,
+            # so mounting by UUID (and fstab at boot) could pick either.
+            raise UsageError(
+                f"{_volume_label(vol)} has the same filesystem UUID as /dev/{twin['name']} on {inst.label} (a copy of it)",
+                "nothing was changed; attach it to another box, or detach the other volume first",
+            )
         for line in held:
             progress(line)
         if fmt:
