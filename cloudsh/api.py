@@ -22,18 +22,28 @@ import asyncio
 import contextlib
 import threading
 import time
-from collections.abc import Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from concurrent.futures import Future
 from pathlib import Path
 from typing import Any, TypeVar
 
 from cloudsh import models
 from cloudsh.config import Settings
-from cloudsh.errors import AWSError, CloudshError, InvalidState, SSHError, UsageError
+from cloudsh.errors import (
+    AWSError,
+    CloudshError,
+    HostKeyChanged,
+    InvalidState,
+    SSHError,
+    UsageError,
+)
 from cloudsh.models import CommandResult, HostInfo, InstanceType, Price
 from cloudsh.services.backend import Backend
 
 T = TypeVar("T")
+
+#: How long a looked-up SSH address is trusted without asking EC2 again.
+_HOST_TTL_S = 30.0
 
 #: How long instance names stay fresh for IPython's `cloud["<TAB>` completion.
 NAMES_TTL_S = 15.0
@@ -478,6 +488,7 @@ class Instance:
     def __init__(self, cloud: Cloud, record: models.Instance) -> None:
         self._cloud = cloud
         self.record = record
+        self._host_seen: tuple[HostInfo, float] | None = None
 
     def __getattr__(self, name: str) -> Any:
         if name.startswith("__"):
@@ -506,6 +517,7 @@ class Instance:
         return self._cloud._run(coro)
 
     async def arefresh(self) -> Instance:
+        self._host_seen = None  # a start, stop or resize may have moved the box
         self.record = await self._b.ec2.get_instance(self.record.id)
         return self
 
@@ -514,18 +526,36 @@ class Instance:
         return self._run(self.arefresh())
 
     async def _host(self) -> HostInfo:
+        """Where to reach the box. A host checked in the last 30 s is reused without asking
+        EC2 again (a DescribeInstances per `run` would triple its cost on a pooled
+        connection); `_reachable` drops it as soon as a connection to it fails."""
         from cloudsh.ops.instances import host_for
 
+        if self._host_seen is not None and time.monotonic() - self._host_seen[1] < _HOST_TTL_S:
+            return self._host_seen[0]
         await self.arefresh()
         if self.record.state != "running":
             hint = "start it with `.start()`" if self.record.state in ("stopped", "stopping") else "launch another one"
             raise InvalidState(f"{self.record.label} is {self.record.state}, not running", hint)
         host = await host_for(self._b, self.record)
         await self._b.ssh.ensure_pinned(host)
+        self._host_seen = (host, time.monotonic())
         return host
 
+    async def _reachable(self, op: Callable[[HostInfo], Awaitable[T]]) -> T:
+        """Run `op` (once: it may not be safe to repeat) against the box. If a remembered
+        host stopped answering, look the box up again so the error says why (e.g. stopped)."""
+        remembered = self._host_seen is not None
+        try:
+            return await op(await self._host())
+        except SSHError as exc:
+            self._host_seen = None
+            if remembered and not isinstance(exc, HostKeyChanged):
+                await self._host()  # raises InvalidState if the box is no longer running
+            raise
+
     async def arun(self, command: str, *, timeout: float | None = None) -> CommandResult:
-        return await self._b.ssh.run(await self._host(), command, timeout=timeout)
+        return await self._reachable(lambda host: self._b.ssh.run(host, command, timeout=timeout))
 
     def run(self, command: str, *, timeout: float | None = None) -> CommandResult:
         """Run a shell command on the box: a result with `.stdout`, `.stderr`, `.exit_status`."""
@@ -535,14 +565,14 @@ class Instance:
         local = Path(local).expanduser()
         if not local.exists():
             raise UsageError(f"{local}: no such file or directory", "check the local path")
-        await self._b.ssh.put(await self._host(), local, remote)
+        await self._reachable(lambda host: self._b.ssh.put(host, local, remote))
 
     def put(self, local: str | Path, remote: str) -> None:
         """Copy a local file or directory to the box."""
         self._run(self.aput(local, remote))
 
     async def aget(self, remote: str, local: str | Path) -> None:
-        await self._b.ssh.get(await self._host(), remote, Path(local).expanduser())
+        await self._reachable(lambda host: self._b.ssh.get(host, remote, Path(local).expanduser()))
 
     def get(self, remote: str, local: str | Path) -> None:
         """Copy a file or directory from the box."""

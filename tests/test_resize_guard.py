@@ -33,11 +33,11 @@ def test_refused_by_architecture_without_stopping(box: str) -> None:
 
 
 def test_refused_over_quota_without_stopping(box: str) -> None:
-    # The sandbox's on-demand G and VT quota is 8 vCPUs; g5.4xlarge has 16.
-    r = cloudsh("resize", box, "g5.4xlarge", "--yes")
+    # The sandbox's P quotas are 0 vCPUs, as on a new account; p5.4xlarge has 16.
+    r = cloudsh("resize", box, "p5.4xlarge", "--yes")
     assert r.returncode == 2
     line = one_line_error(r)
-    assert "16 vCPUs" in line and "on-demand G and VT vCPU quota (L-DB2E81BA) is 8" in line
+    assert "16 vCPUs" in line and "on-demand P vCPU quota (L-417A185B) is 0" in line
     assert "request-service-quota-increase" in line
     _untouched(box)
 
@@ -52,8 +52,8 @@ def test_spot_boxes_are_held_to_the_spot_quota(sandbox: Sandbox) -> None:
     name = f"rzs-{uuid.uuid4().hex[:6]}"
     ok("launch", name, "--type", "t3.micro", "--spot")
     try:
-        r = cloudsh("resize", name, "g5.4xlarge", "--yes")
-        assert r.returncode == 2 and "spot G and VT vCPU quota (L-3819A6DF)" in one_line_error(r)
+        r = cloudsh("resize", name, "p5.4xlarge", "--yes")
+        assert r.returncode == 2 and "spot P vCPU quota (L-7212CCBC)" in one_line_error(r)
     finally:
         cloudsh("terminate", name, "--yes")
 

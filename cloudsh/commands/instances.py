@@ -156,6 +156,8 @@ async def resize(ctx: Context, a: argparse.Namespace) -> int:
 
     [inst] = await find_all(ctx, [a.name])
     plan = await ops.plan_resize(ctx.backend, inst, a.type)
+    if inst.state == "running" and a.yes:
+        ctx.out.info(plan.describe())  # the $/h before and after, even unasked
     if inst.state == "running":
         await ctx.confirmed(
             plan.describe() + "\nRunning programs on it will be stopped. Go ahead?",

@@ -91,3 +91,26 @@ class ActionFinished(Message):
 class TunnelChanged(Message):
     key: tuple[str, int]
     status: str = field(default="")
+
+
+@dataclass
+class JobsLoaded(Message):
+    """`ops.jobs.list_jobs`: every job with its live state."""
+
+    jobs: list[Any]  # cloudsh.models.Job
+
+    def can_replace(self, message: Message) -> bool:
+        return isinstance(message, JobsLoaded)
+
+
+@dataclass
+class JobsSynced(Message):
+    """One pass of pulling results home: `ops.jobs.SyncResult`s."""
+
+    results: list[Any]
+
+
+@dataclass
+class JobLogLoaded(Message):
+    job_id: str
+    lines: list[str]

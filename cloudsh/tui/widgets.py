@@ -14,6 +14,7 @@ from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
+from textual.coordinate import Coordinate
 from textual.message import Message
 from textual.reactive import reactive
 from textual.suggester import Suggester
@@ -23,6 +24,7 @@ from cloudsh.commands.complete import Completion, CompletionIndex, command_help,
 from cloudsh.commands.views import duration, money
 from cloudsh.models import Image, InstanceType, Price, Snapshot, Volume
 from cloudsh.tui.data import image_month, snapshot_month, volume_month
+from cloudsh.tui.volumes import STORAGE_BINDINGS
 
 STATE_STYLES = {
     "running": "bold green",
@@ -429,6 +431,7 @@ class StorageTable(DataTable[Any]):
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("j", "cursor_down", "Down", show=False),
         Binding("k", "cursor_up", "Up", show=False),
+        *STORAGE_BINDINGS,
     ]
 
     def on_mount(self) -> None:
@@ -440,8 +443,24 @@ class StorageTable(DataTable[Any]):
 
 
 class VolumesPane(Vertical):
+    def __init__(self, **kw: Any) -> None:
+        super().__init__(**kw)
+        self.items: dict[str, Volume | Snapshot | Image] = {}
+
     def compose(self) -> ComposeResult:
         yield StorageTable(id="volumes-table")
+
+    def highlighted(self) -> Volume | Snapshot | Image | None:
+        t = self.query_one(StorageTable)
+        if not t.row_count or not 0 <= t.cursor_row < t.row_count:
+            return None
+        key = t.coordinate_to_cell_key(Coordinate(t.cursor_row, 0)).row_key.value
+        return self.items.get(str(key))
+
+    @on(DataTable.RowHighlighted, "#volumes-table")
+    def _row_changed(self, event: DataTable.RowHighlighted) -> None:
+        event.stop()
+        self.screen.refresh_bindings()  # the footer shows the keys of this kind of row
 
     def show(self, volumes: list[Volume], snapshots: list[Snapshot], images: list[Image],
              names: dict[str, str] | None = None) -> None:
@@ -449,6 +468,7 @@ class VolumesPane(Vertical):
         t = self.query_one(StorageTable)
         current = t.cursor_row
         snaps = {s.id: s for s in snapshots}
+        self.items = {**{v.id: v for v in volumes}, **snaps, **{i.id: i for i in images}}
         rows: list[tuple[str, tuple[Text, ...]]] = []
         total = 0.0
         for v in volumes:

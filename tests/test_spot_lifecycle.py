@@ -1,0 +1,74 @@
+"""Spot boxes stop instead of dying; terminate cancels the spot request first and says
+what it will destroy."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+
+from cloudsh.config import Settings
+from cloudsh.ops.instances import terminate_preview
+from cloudsh.services.backend import Backend
+from tests.cli import by_name, cloudsh, ok
+from tests.sandbox_fixture import Sandbox
+
+
+def _wait_state(name: str, state: str, timeout: float = 30) -> dict[str, object]:
+    deadline = time.monotonic() + timeout
+    while True:
+        rec = by_name(name)
+        if rec is not None and rec["state"] == state:
+            return rec
+        assert time.monotonic() < deadline, f"{name} is {rec and rec['state']}, not {state}"
+        time.sleep(0.3)
+
+
+async def test_spot_box_survives_interruption_and_terminate_cancels_its_request(sandbox: Sandbox) -> None:
+    name, data = f"spot-{uuid.uuid4().hex[:6]}", f"keep-{uuid.uuid4().hex[:6]}"
+    ok("launch", name, "--type", "t3.micro", "--spot")
+    rec = by_name(name)
+    assert rec is not None and rec["market"] == "spot"
+    request_id = str(rec["spot_request_id"])
+    assert request_id.startswith("sir-")
+    [req] = sandbox.ec2().describe_spot_instance_requests(SpotInstanceRequestIds=[request_id])["SpotInstanceRequests"]
+    assert (req["Type"], req["State"], req["InstanceId"]) == ("persistent", "active", rec["id"])
+    assert req["InstanceInterruptionBehavior"] == "stop"
+
+    # An interruption stops the box (persistent request, behaviour stop); its disk stays.
+    ok("run", name, "--", "echo still-here > ~/progress.txt")
+    ok("sandbox", "interrupt", name, env={"CLOUDSH_SANDBOX_NOTICE_S": "0.5"})
+    _wait_state(name, "stopped")
+    ok("start", name)
+    assert ok("run", name, "--", "cat progress.txt").strip() == "still-here"
+
+    # The terminate preview: the root disk dies, a data volume is kept, the spot
+    # request is cancelled, and how old the latest backup is.
+    ok("volume", "create", data, "1", "--for", name)
+    ok("volume", "attach", data, name)
+    backend = Backend.create(Settings.load(), sandbox=True)
+    try:
+        inst = await backend.ec2.find(name)
+        [loss] = await terminate_preview(backend, [inst])
+        text = loss.describe()
+        assert f"cancels spot request {request_id}" in text
+        assert "deletes" in text and f"keeps {data} (1 GB)" in text
+        assert "no image or snapshot of it exists" in text
+        ok("snapshot", data)
+        [loss] = await terminate_preview(backend, [await backend.ec2.find(name)])
+        assert "latest image/snapshot of it: 0 min ago" in loss.describe()
+    finally:
+        await backend.close()
+
+    r = cloudsh("terminate", name, "--yes")
+    assert r.returncode == 0, r.stderr
+    lines = r.stderr.splitlines()
+    assert lines.index(f"cancelling spot requests {request_id}") < lines.index(f"terminating {name}")
+    live = sandbox.ec2().describe_spot_instance_requests()["SpotInstanceRequests"]
+    assert not [q for q in live if q["SpotInstanceRequestId"] == request_id and q["State"] in ("open", "active")]
+    # Terminating detached the kept volume, as EC2 does; it and its snapshot remain.
+    kept = {v["name"]: v for v in json.loads(ok("volumes", "--json"))}[data]
+    assert (kept["state"], kept["attached_to"]) == ("available", None)
+    ok("volume", "delete", data, "--yes")
+    for snap in [s for s in json.loads(ok("snapshots", "--json")) if s["volume"] == data]:
+        ok("snapshot", "delete", snap["id"], "--yes")
