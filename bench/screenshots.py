@@ -1,13 +1,16 @@
 """`make screenshots`: the real app on a freshly seeded sandbox, saved as SVG in screenshots/.
 
 Seeds a private sandbox (a CPU box, a GPU spot box, a stopped GPU box, a data volume),
-then drives the app with Textual's Pilot and saves the main screen, the resize picker,
-the terminate confirmation, the tunnels view and the 80x24 layout.
+starts a job on the GPU box, then drives the app with Textual's Pilot and saves the main
+screen, the resize picker, the terminate confirmation, the tunnels view, the jobs view and
+the 80x24 layout.
 """
 
 from __future__ import annotations
 
 import asyncio
+import shutil
+import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -36,12 +39,31 @@ async def seed(env: dict[str, str]) -> None:
     ctx = Context(out=_Quiet(), backend_factory=lambda: backend, _backend=backend)
     for words in SEED:
         await dispatch(ctx, list(words))
+    await dispatch(ctx, ["script", "train", str(_train_script()), "--sync", f"out:{JOB_DIR / 'results'}"])
     await backend.close()
     ec2 = boto3.client("ec2", endpoint_url=env["AWS_ENDPOINT_URL"], region_name=env["AWS_DEFAULT_REGION"])
     ec2.create_volume(
         AvailabilityZone="us-east-1a", Size=500, VolumeType="gp3",
         TagSpecifications=[{"ResourceType": "volume", "Tags": [{"Key": "Name", "Value": "datasets"}]}],
     )
+
+
+JOB_DIR = Path(tempfile.mkdtemp(prefix="cloudsh-shots-"))
+TRAIN = """#!/bin/bash
+mkdir -p out
+for i in 1 2 3 4 5 6; do
+  echo "epoch $i/40 loss 0.$((90 - i * 7))"
+  echo "checkpoint $i" > out/ckpt-$i.txt
+done
+sleep 600
+"""
+
+
+def _train_script() -> Path:
+    path = JOB_DIR / "train.sh"
+    path.write_text(TRAIN)
+    path.chmod(0o755)
+    return path
 
 
 async def shoot(name: str, size: tuple[int, int], then: Callable[[Any, Any], Awaitable[None]] | None = None) -> Path:
@@ -86,6 +108,14 @@ async def _tunnels(app: Any, pilot: Any) -> None:
     await pilot.press("T")
 
 
+async def _jobs(app: Any, pilot: Any) -> None:
+    await pilot.press("J")
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and not (app.jobs and app.job_results):
+        await pilot.pause(0.2)
+    await pilot.pause(1.0)  # the highlighted job's log
+
+
 async def _ls(app: Any, pilot: Any) -> None:
     await pilot.press("colon")
     app.query_one("#command-line").value = "ls"
@@ -102,8 +132,10 @@ def main() -> list[Path]:
             asyncio.run(shoot("resize", (120, 36), _resize)),
             asyncio.run(shoot("terminate", (120, 36), _terminate)),
             asyncio.run(shoot("tunnels", (120, 36), _tunnels)),
+            asyncio.run(shoot("jobs", (120, 36), _jobs)),
             asyncio.run(shoot("narrow-80x24", (80, 24))),
         ]
+    shutil.rmtree(JOB_DIR, ignore_errors=True)
     for path in shots:
         print(path.relative_to(ROOT))
     return shots

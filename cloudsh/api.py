@@ -652,3 +652,28 @@ class Instance:
     def resize(self, type: str) -> Instance:
         """Change the instance type ("add a GPU"); a running box is stopped and restarted."""
         return self._run(self.aresize(type))
+
+    # -- images and volumes (ops/storage.py) ------------------------------------------
+
+    async def afreeze(self, image_name: str | None = None, *, no_reboot: bool = False) -> models.Image:
+        from cloudsh.ops import storage as ops
+
+        plan = await ops.plan_freeze(self._b, self.record, image_name, no_reboot=no_reboot)
+        return await ops.freeze(self._b, plan)
+
+    def freeze(self, image_name: str | None = None, *, no_reboot: bool = False) -> models.Image:
+        """Save the box's disk as an image (AMI); `cloud.launch(NAME, image=...)` brings it back.
+        Reboots it first for a consistent disk unless `no_reboot=True`."""
+        return self._run(self.afreeze(image_name, no_reboot=no_reboot))
+
+    async def aattach(self, volume: str, *, mount: str | None = None, format: bool = False) -> str:
+        from cloudsh.ops import storage as ops
+
+        vol = await ops.find_volume(self._b, volume)
+        done = await ops.attach(self._b, vol, self.record, mount=mount, fmt=format)
+        return done.device or (done.volume.device or "")
+
+    def attach(self, volume: str, *, mount: str | None = None, format: bool = False) -> str:
+        """Attach an EBS volume (name or id); `format=True` makes ext4 on a blank one only,
+        `mount=DIR` mounts it by UUID with nofail. Returns the device on the box."""
+        return self._run(self.aattach(volume, mount=mount, format=format))

@@ -65,3 +65,60 @@ def test_allowed_resize_shows_the_quota_and_prices(box: str) -> None:
     rec = by_name(box)
     assert rec is not None and (rec["state"], rec["type"]) == ("running", "t3.small")
     ok("resize", box, "t3.micro", "--yes")
+
+
+class _Out:
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def print(self, text: str = "") -> None:
+        self.lines.append(text)
+
+    def json(self, data: object) -> None:
+        self.lines.append(repr(data))
+
+    def info(self, text: str) -> None:
+        self.lines.append(text)
+
+    def write(self, chunk: str, *, err: bool = False) -> None:
+        self.lines.append(chunk)
+
+
+async def test_no_capacity_on_start_offers_the_previous_type_back(sandbox: Sandbox) -> None:
+    """StartInstances fails for capacity once (a botocore hook at the edge): the user is
+    asked, and the box goes back to its old type and runs again."""
+    from botocore.awsrequest import AWSResponse
+
+    from cloudsh.commands import Context, dispatch
+    from cloudsh.config import Settings
+    from cloudsh.services.backend import Backend
+
+    name = f"rzc-{uuid.uuid4().hex[:6]}"
+    ok("launch", name, "--type", "t3.micro")
+    backend = Backend.create(Settings.load(), sandbox=True)
+    failures = [1]
+
+    def no_capacity(**_: object) -> object:
+        if not failures:
+            return None
+        failures.pop()
+        error = {"Code": "InsufficientInstanceCapacity", "Message": "We currently do not have sufficient t3.small capacity"}
+        return AWSResponse("http://sandbox", 500, {}, None), {"Error": error, "ResponseMetadata": {"HTTPStatusCode": 500}}
+
+    backend.clients.register("before-call.ec2.StartInstances", no_capacity)
+    questions: list[str] = []
+
+    async def confirm(question: str) -> bool:
+        questions.append(question)
+        return True
+
+    out = _Out()
+    try:
+        ctx = Context(out=out, backend_factory=lambda: backend, confirm=confirm)
+        assert await dispatch(ctx, ["resize", name, "t3.small"]) == 0
+        assert any("no t3.small capacity" in q and "Go back to t3.micro" in q for q in questions)
+        rec = by_name(name)
+        assert rec is not None and (rec["state"], rec["type"]) == ("running", "t3.micro")
+    finally:
+        await backend.close()
+        cloudsh("terminate", name, "--yes")

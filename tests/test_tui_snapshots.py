@@ -14,9 +14,10 @@ from typing import Any
 import pytest
 from textual.pilot import Pilot
 
-from cloudsh.models import Image, InstanceType, Price, Snapshot, SpotPricePoint, Volume
+from cloudsh.models import Image, InstanceType, Job, Price, Snapshot, SpotPricePoint, Volume
 from cloudsh.tui.app import CloudshApp
 from cloudsh.tui.handoff import RecordingHandoff
+from cloudsh.tui.jobs import JobsScreen
 from cloudsh.tui.messages import (
     ActivityLogged,
     BackendReady,
@@ -27,7 +28,7 @@ from cloudsh.tui.messages import (
 )
 from cloudsh.tui.screens import ConfirmScreen, HelpScreen, RegionScreen, ResizeScreen, TunnelsScreen
 from cloudsh.tui.tunnels import OpenTunnel
-from cloudsh.tui.widgets import StatusBar
+from cloudsh.tui.widgets import StatusBar, StorageTable
 
 NOW = datetime(2026, 11, 22, 9, 30, tzinfo=UTC)
 
@@ -170,3 +171,46 @@ def test_region_picker(snap_compare: Any) -> None:
     regions = ("eu-west-1", "us-east-1", "us-east-2", "us-west-2")
     assert snap_compare(make_app(), terminal_size=(100, 30),
                         run_before=_with(lambda app: RegionScreen(regions, "us-east-1")))
+
+
+# -- the jobs view and the Volumes pane's actions ----------------------------------------
+
+JOBS = [
+    Job("train-3f2a", "i-0a1b2c3d4e5f60002", "train", "train.py", "running", started=NOW - timedelta(minutes=42),
+        runtime_s=2520, remote_dir="out", local_dir="/home/me/results", cost=0.2183,
+        last_lines=("epoch 11/40 loss 0.412", "epoch 12/40 loss 0.398", "saved out/ckpt-12.pt")),
+    Job("eval-91c0", "i-0a1b2c3d4e5f60001", "dev", "eval.sh", "finished", exit_status=0,
+        started=NOW - timedelta(hours=3), runtime_s=610, cost=0.007, last_lines=("accuracy 0.914",)),
+    Job("sweep-77de", "i-0a1b2c3d4e5f60002", "train", "sweep.py", "interrupted", started=NOW - timedelta(hours=5),
+        runtime_s=3900, runs=1, remote_dir="runs", local_dir="/home/me/runs", cost=0.3378),
+]
+
+
+def test_jobs_view(snap_compare: Any) -> None:
+    def screen(app: CloudshApp) -> JobsScreen:
+        app.jobs = JOBS
+        app.job_results = {"train-3f2a": (14, 1, "09:29:55"), "sweep-77de": (31, 0, "09:12:03")}
+        return JobsScreen()
+
+    assert snap_compare(make_app(), terminal_size=(120, 30), run_before=_with(screen))
+
+
+async def _volume_row(pilot: Pilot[Any]) -> None:
+    await seeded(pilot)
+    table = pilot.app.query_one(StorageTable)
+    table.focus()
+    table.move_cursor(row=2)  # the detached "datasets" volume
+    await pilot.pause()
+
+
+def test_volumes_pane_keys(snap_compare: Any) -> None:
+    assert snap_compare(make_app(), terminal_size=(120, 36), run_before=_volume_row)
+
+
+def test_attach_form(snap_compare: Any) -> None:
+    async def run_before(pilot: Pilot[Any]) -> None:
+        await _volume_row(pilot)
+        await pilot.press("a")
+        await pilot.pause()
+
+    assert snap_compare(make_app(), terminal_size=(100, 30), run_before=run_before)

@@ -16,7 +16,7 @@ from cloudsh.commands.views import (
     money,
     table,
 )
-from cloudsh.errors import UsageError
+from cloudsh.errors import CapacityError, UsageError
 from cloudsh.models import Instance
 
 
@@ -166,6 +166,15 @@ async def resize(ctx: Context, a: argparse.Namespace) -> int:
         )
     else:
         ctx.out.info(plan.describe())
-    inst = await ops.resize(ctx.backend, plan, progress=ctx.out.info)
+    try:
+        inst = await ops.resize(ctx.backend, plan, progress=ctx.out.info)
+    except CapacityError as exc:
+        # Offer the previous type back, so the box is not left stopped.
+        if ctx.confirm is None or not await ctx.confirm(f"{exc.message}.\nGo back to {plan.old.name} and start it?"):
+            raise
+        stopped = await ctx.backend.ec2.get_instance(inst.id)
+        back = await ops.plan_resize(ctx.backend, stopped, plan.old.name)
+        await ops.resize(ctx.backend, back, progress=ctx.out.info)
+        [inst] = await ops.start(ctx.backend, [stopped], progress=ctx.out.info)
     ctx.out.print(f"{inst.label} {inst.type} {inst.state}")
     return 0

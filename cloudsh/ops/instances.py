@@ -425,11 +425,14 @@ async def resize(backend: Backend, plan: ResizePlan, *, progress: Progress = _qu
         try:
             await ec2.start([inst.id])
         except CloudshError as exc:
-            why = f"AWS has no {plan.new.name} capacity in {inst.az} right now" if isinstance(exc, CapacityError) else str(exc)
-            raise CloudshError(
-                f"{inst.label} is now a {plan.new.name} but did not start: {why}",
-                f"try `cloudsh start {inst.label}` later, or go back with `cloudsh resize {inst.label} {plan.old.name}`",
-            ) from None
+            hint = f"try `cloudsh start {inst.label}` later, or go back with `cloudsh resize {inst.label} {plan.old.name}`"
+            if isinstance(exc, CapacityError):
+                # Front ends catch this to offer the previous type back.
+                raise CapacityError(
+                    f"{inst.label} is now a {plan.new.name} but did not start: AWS has no {plan.new.name} "
+                    f"capacity in {inst.az} right now", hint, exc.code,
+                ) from None
+            raise CloudshError(f"{inst.label} is now a {plan.new.name} but did not start: {exc}", hint) from None
         [inst] = await ec2.wait_state([inst.id], {"running"}, timeout=backend.settings.wait_timeout_s)
         progress(f"{inst.label} is running; waiting for SSH")
         await wait_ssh(backend, inst)

@@ -36,6 +36,7 @@ from cloudsh.errors import CloudshError, UsageError
 from cloudsh.models import InstanceType, Price
 from cloudsh.tui import data
 from cloudsh.tui.handoff import Handoff, SuspendHandoff
+from cloudsh.tui.jobs import JobsActions
 from cloudsh.tui.messages import (
     ActionFinished,
     ActivityLogged,
@@ -51,6 +52,7 @@ from cloudsh.tui.output import PaneOutput
 from cloudsh.tui.palette import ActionsProvider
 from cloudsh.tui.screens import ConfirmScreen, HelpScreen, RegionScreen, ResizeScreen, TunnelsScreen
 from cloudsh.tui.tunnels import TunnelManager
+from cloudsh.tui.volumes import STORAGE_ACTIONS, StorageActions
 
 if TYPE_CHECKING:
     # boto3 costs ~130 ms to import: the frame paints before any of it loads.
@@ -92,7 +94,7 @@ def _while_up(handler: Callable[..., None]) -> Callable[..., None]:
     return wrapper
 
 
-class CloudshApp(App[int]):
+class CloudshApp(StorageActions, JobsActions, App[int]):
     CSS_PATH = Path(__file__).with_name("app.tcss")  # absolute, so subclasses elsewhere find it
     TITLE = "cloudsh"
     HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (110, "-wide")]
@@ -101,6 +103,7 @@ class CloudshApp(App[int]):
         Binding("colon", "command_line", "Cmd", id="command_line", show=False, tooltip="Type any cloudsh command"),
         Binding("question_mark", "help", "Help", id="help", tooltip="Keys and commands"),
         Binding("T", "tunnels", "Tunnels", id="tunnels", tooltip="Open port forwards"),
+        Binding("J", "jobs", "Jobs", id="jobs", tooltip="Scripts started with `script`: state, logs, results"),
         Binding("R", "region", "Region", id="region", show=False, tooltip="Switch the AWS region"),
         Binding("ctrl+r", "refresh", "Refresh", id="refresh", show=False, tooltip="Refresh everything now"),
         Binding("q", "quit", "Quit", id="quit", tooltip="Leave cloudsh (boxes keep running)"),
@@ -143,6 +146,7 @@ class CloudshApp(App[int]):
         self._names: dict[str, str] = {}
         self.stale = False
         self._first_listing = False
+        self.init_jobs()
 
     # -- layout ------------------------------------------------------------------
 
@@ -175,6 +179,7 @@ class CloudshApp(App[int]):
             self._connect()
         if self.periodic_refresh:
             self.set_interval(0.5, self._tick)
+            self.set_interval(1.0, self.poll_jobs)  # lists jobs and pulls results when due
 
     # -- plumbing ------------------------------------------------------------------
 
@@ -448,6 +453,8 @@ class CloudshApp(App[int]):
         self._idle_step = 0
         self.refresh_instances()
         self._load_storage()
+        if self.periodic_refresh:
+            self.poll_jobs(now=True)  # a job started, stopped or resumed shows at once
 
     @_while_up
     def on_hint_changed(self, message: HintChanged) -> None:
@@ -525,6 +532,8 @@ class CloudshApp(App[int]):
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action == "freeze":
             return "freeze" in REGISTRY.commands
+        if action in STORAGE_ACTIONS:
+            return self.storage_action_applies(action)
         return True
 
     def action_connect(self) -> None:
@@ -622,10 +631,10 @@ class CloudshApp(App[int]):
         self.push_screen(HelpScreen(keys, REGISTRY.help_text()))
 
     def _all_bindings(self) -> list[Binding]:
-        from cloudsh.tui.widgets import PricesTable
+        from cloudsh.tui.widgets import PricesTable, StorageTable
 
         out: list[Binding] = []
-        for cls in (CloudshApp, InstancesTable, PricesTable, CommandLine):
+        for cls in (CloudshApp, InstancesTable, PricesTable, StorageTable, CommandLine):
             for b in Binding.make_bindings(cls.BINDINGS):
                 if b.id != "freeze" or "freeze" in REGISTRY.commands:
                     out.append(b)

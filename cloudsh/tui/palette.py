@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING, cast
 from textual.command import DiscoveryHit, Hit, Hits, Provider
 
 from cloudsh.commands.registry import REGISTRY
+from cloudsh.tui.jobs import jobs_palette_entries
+from cloudsh.tui.volumes import PALETTE_ACTIONS as STORAGE_PALETTE
 
 if TYPE_CHECKING:
     from cloudsh.tui.app import CloudshApp
@@ -35,8 +37,10 @@ class ActionsProvider(Provider):
     def _entries(self) -> list[tuple[str, str, object]]:
         app = cast("CloudshApp", self.app)
         out: list[tuple[str, str, object]] = []
-        for action, title, help_text in ACTIONS:
+        for action, title, help_text in (*ACTIONS, *jobs_palette_entries(), *STORAGE_PALETTE):
             if action == "freeze" and "freeze" not in REGISTRY.commands:
+                continue
+            if app.check_action(action, ()) is False:  # e.g. "attach" on a snapshot row
                 continue
             out.append((title, help_text, partial(app.run_action, action)))
         for name, cmd in sorted(REGISTRY.commands.items()):

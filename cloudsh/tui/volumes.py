@@ -16,6 +16,7 @@ from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
+from textual.css.query import NoMatches
 from textual.screen import ModalScreen
 from textual.widgets import Button, Checkbox, Input, OptionList, Static
 from textual.widgets.option_list import Option
@@ -173,7 +174,10 @@ class StorageActions:
         from cloudsh.tui.widgets import VolumesPane
 
         app = cast("CloudshApp", self)
-        return app.main(VolumesPane).highlighted()
+        try:
+            return app.main(VolumesPane).highlighted()
+        except NoMatches:  # not composed yet, or shutting down
+            return None
 
     def storage_action_applies(self, action: str) -> bool | None:
         """For `check_action`: hidden on rows it does not apply to."""

@@ -467,6 +467,8 @@ class VolumesPane(Vertical):
         names = names or {}
         t = self.query_one(StorageTable)
         current = t.cursor_row
+        # The cursor stays on the same volume, snapshot or image when rows come and go.
+        was = self.highlighted()
         snaps = {s.id: s for s in snapshots}
         self.items = {**{v.id: v for v in volumes}, **snaps, **{i.id: i for i in images}}
         rows: list[tuple[str, tuple[Text, ...]]] = []
@@ -490,16 +492,21 @@ class VolumesPane(Vertical):
         # Like the instances table: a screenful now, the rest in slices.
         for key, cells in rows[:FIRST_SLICE]:
             t.add_row(*cells, key=key)
+        keys = [key for key, _ in rows]
+        target = keys.index(was.id) if was is not None and was.id in keys else min(current, len(rows) - 1)
         if t.row_count:
-            t.move_cursor(row=min(current, t.row_count - 1), animate=False)
-        self.run_worker(self._add_rest(rows[FIRST_SLICE:]), group="volumes-fill", exclusive=True, exit_on_error=False)
+            t.move_cursor(row=min(target, t.row_count - 1), animate=False)
+        self.run_worker(self._add_rest(rows[FIRST_SLICE:], target), group="volumes-fill", exclusive=True,
+                        exit_on_error=False)
 
-    async def _add_rest(self, rows: list[tuple[str, tuple[Text, ...]]]) -> None:
+    async def _add_rest(self, rows: list[tuple[str, tuple[Text, ...]]], target: int = -1) -> None:
         t = self.query_one(StorageTable)
         for start in range(0, len(rows), SLICE):
             await asyncio.sleep(SLICE_PAUSE_S)
             for key, cells in rows[start : start + SLICE]:
                 t.add_row(*cells, key=key)
+        if rows and FIRST_SLICE <= target < t.row_count:
+            t.move_cursor(row=target, animate=False)
 
 
 # -- activity and command line ----------------------------------------------------------
