@@ -238,7 +238,7 @@ class Daemon:
                 box.prepare,
                 image_id=str(inst.image_id),
                 public_key=public_key,
-                gpu=gpu_of(INSTANCE_TYPES.get(str(inst.instance_type))),
+                gpu=lambda: gpu_of(INSTANCE_TYPES.get(str(inst.instance_type))),
             )
             from cloudsh.sandbox.storage import write_devices
 

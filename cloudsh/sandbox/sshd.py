@@ -30,6 +30,7 @@ import signal
 import struct
 import subprocess
 import termios
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -151,6 +152,7 @@ class Box:
         self._authorized: list[asyncssh.SSHKey] = []
         self._init: subprocess.Popen[bytes] | None = None
         self._init_pid = 0
+        self._prepare_lock = threading.Lock()
         self.has_gpu = False
         #: This box's instance metadata (sandbox/imds.py), given to its sessions as
         #: CLOUDSH_IMDS_ENDPOINT; on EC2 it is http://169.254.169.254.
@@ -182,8 +184,19 @@ class Box:
         """The host key once first boot made it, else "" (never generates one)."""
         return public_key_line(self._host_key) if self._host_key is not None else ""
 
-    def prepare(self, *, image_id: str, public_key: str | None, gpu: Gpu | None) -> None:
-        """First boot makes the tree and installs the key pair; every boot refreshes tools."""
+    def prepare(
+        self, *, image_id: str, public_key: str | None, gpu: Gpu | None | Callable[[], Gpu | None]
+    ) -> None:
+        """First boot makes the tree and installs the key pair; every boot refreshes tools.
+
+        Runs in a worker thread that a cancelled boot cannot stop, so two prepares of one
+        box (stop/resize/start in quick succession) take turns, and `gpu` may be a callable
+        read under the lock: whichever runs last installs the tools of the current type.
+        """
+        with self._prepare_lock:
+            self._prepare(image_id=image_id, public_key=public_key, gpu=gpu() if callable(gpu) else gpu)
+
+    def _prepare(self, *, image_id: str, public_key: str | None, gpu: Gpu | None) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
         if not self.root.exists():
             image_root = self.sandbox_dir / "images" / image_id / "root"
