@@ -578,15 +578,27 @@ async def sync_job(
 
 
 async def sync_all(backend: Backend, *, progress: Progress = _quiet) -> list[SyncResult]:
-    """`sync` without a job: every job with a sync dir on a running box."""
+    """`sync` without a job: every job with a sync dir on a running box.
+
+    One box that does not answer must not keep the others' results from coming home:
+    its jobs are skipped (said through `progress`), and its error is raised only when
+    nothing at all could be pulled.
+    """
     results = []
+    failed: CloudshError | None = None
     for inst in await backend.ec2.list_instances():
         tags = {j: t for j, t in job_tags(inst).items() if t.remote_dir}
         if not tags or inst.state != "running":
             continue
-        host = await _reachable(backend, inst)
-        for jid, tag in tags.items():
-            results.append(await sync_job(backend, jid, progress=progress, _located=(inst, tag, host)))
+        try:
+            host = await _reachable(backend, inst)
+            for jid, tag in tags.items():
+                results.append(await sync_job(backend, jid, progress=progress, _located=(inst, tag, host)))
+        except CloudshError as exc:
+            progress(f"{inst.label}: results not pulled: {exc}")
+            failed = failed or exc
+    if failed is not None and not results:
+        raise failed
     return results
 
 

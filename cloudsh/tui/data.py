@@ -15,10 +15,7 @@ from cloudsh.commands.cloud import COMMON_FAMILIES
 from cloudsh.commands.instances import listing
 from cloudsh.commands.registry import Context
 from cloudsh.models import Image, InstanceType, Price, Snapshot, SpotPricePoint, Volume
-
-#: us-east-1 list prices for storage, $ per GB-month (gp3 volumes, EBS snapshots).
-EBS_GB_MONTH = {"gp3": 0.08, "gp2": 0.10, "io1": 0.125, "io2": 0.125, "st1": 0.045, "sc1": 0.015, "standard": 0.05}
-SNAPSHOT_GB_MONTH = 0.05
+from cloudsh.ops.storage import snapshot_monthly, volume_monthly
 
 
 async def fetch_instances(ctx: Context) -> list[dict[str, Any]]:
@@ -50,18 +47,16 @@ async def fetch_storage(ctx: Context) -> tuple[list[Volume], list[Snapshot], lis
 
 
 def volume_month(v: Volume) -> float:
-    return v.size_gb * EBS_GB_MONTH.get(v.volume_type, EBS_GB_MONTH["gp3"])
+    return volume_monthly(v)
 
 
 def snapshot_month(s: Snapshot) -> float:
-    # Snapshots are incremental: the full size is an upper bound, which is what a
-    # person deciding what to delete wants to see.
-    return s.size_gb * SNAPSHOT_GB_MONTH
+    return snapshot_monthly(s.size_gb)
 
 
 def image_month(img: Image, snaps: dict[str, Snapshot]) -> float | None:
     sizes = [snaps[s].size_gb for s in img.snapshot_ids if s in snaps]
-    return sum(sizes) * SNAPSHOT_GB_MONTH if sizes else None
+    return snapshot_monthly(sum(sizes)) if sizes else None
 
 
 def hourly(points: list[SpotPricePoint], hours: int = 48) -> list[float]:
