@@ -272,3 +272,15 @@ async def test_terminate_preview_lists_results_not_yet_home(box: str, tmp_path: 
         assert not any(r.startswith(job_id) for r in loss.results_not_home)
     finally:
         await backend.close()
+
+
+def test_workdir_is_uploaded_before_the_script_starts(box: str, tmp_path: Path) -> None:
+    work = tmp_path / "project"
+    (work / "data").mkdir(parents=True)
+    (work / "data" / "train.csv").write_text("a,b\n1,2\n")
+    script = _write(tmp_path / "count.sh", '#!/bin/bash\nwc -l < "$CLOUDSH_WORKDIR/data/train.csv"\n')
+    job_id = ok("script", box, str(script), "--workdir", str(work)).strip()
+    _wait_for(lambda: _jobs()[job_id]["state"] == "finished", 20, "the job to finish")
+    assert ok("logs", job_id).strip().splitlines()[-1] == "2"
+    r = cloudsh("script", box, str(script), "--workdir", str(tmp_path / "nowhere"))
+    assert r.returncode == 2 and "not a directory" in one_line_error(r)

@@ -85,6 +85,7 @@ def _end_status(ctx: Context, job: Job) -> int:
     arg("file", kind="path", metavar="FILE"),
     arg("--sync", metavar="REMOTE_DIR[:LOCAL_DIR]", help="copy files the script writes under REMOTE_DIR home (default LOCAL_DIR: ./REMOTE_DIR's name)"),
     arg("--env", "-e", repeat=True, metavar="K=V", help="environment variable for the script; repeatable"),
+    arg("--workdir", "-w", kind="path", metavar="DIR", help="upload this local directory to the box's home first (CLOUDSH_WORKDIR names it there)"),
     arg("--follow", "-f", flag=True, help="stream its output and pull results until it ends"),
     epilog=(
         "the script sees CLOUDSH_JOB_ID, CLOUDSH_SYNC_DIR and CLOUDSH_INTERRUPT_FILE (created, with a\n"
@@ -95,7 +96,7 @@ def _end_status(ctx: Context, job: Job) -> int:
 async def script(ctx: Context, a: argparse.Namespace) -> int:
     from cloudsh.ops import jobs as ops
 
-    plan = ops.plan_script(a.file, a.sync, a.env or ())
+    plan = ops.plan_script(a.file, a.sync, a.env or (), a.workdir)
     inst, host = await _box_for_script(ctx, a.name)
     job = await ops.start_script(ctx.backend, inst, host, plan, progress=ctx.out.info)
     ctx.out.print(job.id)

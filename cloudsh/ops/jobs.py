@@ -328,9 +328,13 @@ class ScriptPlan:
     remote_dir: str
     local_dir: Path | None
     env: dict[str, str]
+    #: A local directory uploaded to the box's home (as `~/<its name>`) before the start.
+    workdir: Path | None = None
 
 
-def plan_script(script: str, sync: str | None = None, env: Sequence[str] = ()) -> ScriptPlan:
+def plan_script(
+    script: str, sync: str | None = None, env: Sequence[str] = (), workdir: str | None = None
+) -> ScriptPlan:
     path = Path(script).expanduser()
     if not path.exists():
         raise UsageError(f"{script}: no such file", "check the script's path")
@@ -354,7 +358,14 @@ def plan_script(script: str, sync: str | None = None, env: Sequence[str] = ()) -
         if not sep or not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", key):
             raise UsageError(f"bad --env {item!r}", "use NAME=VALUE")
         variables[key] = value
-    return ScriptPlan(path, remote, local, variables)
+    work: Path | None = None
+    if workdir:
+        work = Path(workdir).expanduser().resolve()
+        if not work.is_dir():
+            raise UsageError(f"{workdir} is not a directory", "give --workdir a local directory to upload")
+        # Relative to the box's home, which is where the script runs.
+        variables.setdefault("CLOUDSH_WORKDIR", work.name)
+    return ScriptPlan(path, remote, local, variables, work)
 
 
 def new_job_id(script: Path) -> str:
@@ -373,6 +384,9 @@ async def start_script(
     tagged = False
     try:
         await backend.ssh.put(host, plan.script, f"{jobdir}/{plan.script.name}", recursive=False)
+        if plan.workdir is not None:
+            progress(f"uploading {plan.workdir.name}/ to {inst.label}:~/{plan.workdir.name}")
+            await backend.ssh.put(host, plan.workdir, plan.workdir.name)
         spec = {"script": plan.script.name, "sync_dir": plan.remote_dir, "env": plan.env}
         tag = JobTag(plan.script.name, "starting", started=time.time(), remote_dir=plan.remote_dir,
                      local_dir=str(plan.local_dir or ""))
