@@ -14,7 +14,17 @@ from typing import Any
 import pytest
 from textual.pilot import Pilot
 
-from cloudsh.models import Image, InstanceType, Job, Price, Snapshot, SpotPricePoint, Volume
+from cloudsh.models import (
+    Image,
+    Instance,
+    InstanceType,
+    Job,
+    Price,
+    Snapshot,
+    SpotPricePoint,
+    Volume,
+)
+from cloudsh.ops.instances import Loss
 from cloudsh.tui.app import CloudshApp
 from cloudsh.tui.handoff import RecordingHandoff
 from cloudsh.tui.jobs import JobsScreen
@@ -135,10 +145,9 @@ def _with(screen_factory: Any) -> Any:
 
 
 def test_confirm_terminate(snap_compare: Any) -> None:
-    question = (
-        "Terminate:\n  train (i-0a1b2c3d4e5f60002, g5.xlarge, running); deletes train (200 GB) with "
-        "everything on them; cancels spot request sir-1\nThis cannot be undone. Terminate?"
-    )
+    train = Instance("i-0a1b2c3d4e5f60002", "train", "g5.xlarge", "running", "spot", spot_request_id="sir-1")
+    loss = Loss(train, ("train (200 GB)",), (), results_not_home=("train-ae81 (6 files)",), instance_store_gb=250)
+    question = "Terminate " + loss.describe() + "\nThis cannot be undone. Terminate?"
     assert snap_compare(make_app(), terminal_size=(100, 30), run_before=_with(lambda app: ConfirmScreen(question)))
 
 

@@ -135,7 +135,7 @@ async def terminate(ctx: Context, a: argparse.Namespace) -> int:
     if gone:
         raise UsageError(f"{gone[0].label} is already terminated", "nothing to do")
     losses = await ops.terminate_preview(ctx.backend, insts)
-    question = "Terminate:\n" + "\n".join(f"  {loss.describe()}" for loss in losses) + "\nThis cannot be undone. Terminate?"
+    question = "Terminate " + "\n".join(loss.describe() for loss in losses) + "\nThis cannot be undone. Terminate?"
     await ctx.confirmed(question, yes=a.yes, what="terminate " + ", ".join(i.label for i in insts))
     await ops.terminate(ctx.backend, insts, progress=ctx.out.info)
     for inst in insts:

@@ -256,9 +256,12 @@ class Loss:
     latest_backup: datetime | None = None
 
     def describe(self) -> str:
-        parts = [f"{self.instance.label} ({self.instance.id}, {self.instance.type}, {self.instance.state})"]
+        """The box on one line, then one indented line per thing lost or kept."""
+        head = f"{self.instance.label} ({self.instance.id}, {self.instance.type}, {self.instance.state})"
+        parts: list[str] = []
         if self.deleted_volumes:
-            parts.append("deletes " + ", ".join(self.deleted_volumes) + " with everything on them")
+            them = "them" if len(self.deleted_volumes) > 1 else "it"
+            parts.append("deletes " + ", ".join(self.deleted_volumes) + f" and everything on {them}")
         if self.kept_volumes:
             parts.append("keeps " + ", ".join(self.kept_volumes))
         if self.instance.spot_request_id:
@@ -268,7 +271,7 @@ class Loss:
         if self.instance_store_gb:
             parts.append(f"wipes {self.instance_store_gb} GB of instance-store (local NVMe) data")
         parts.append(_backup_note(self.latest_backup))
-        return "; ".join(parts)
+        return head + "".join(f"\n  - {p}" for p in parts)
 
 
 def _backup_note(when: datetime | None) -> str:
