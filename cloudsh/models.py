@@ -108,6 +108,20 @@ def hourly_cost(price: Price | None, market: str) -> float | None:
     return price.on_demand
 
 
+#: us-east-1 EBS list prices, $ per GB-month (aws.amazon.com/ebs/pricing, 2026-11).
+VOLUME_GB_MONTH = {"gp3": 0.08, "gp2": 0.10, "io1": 0.125, "io2": 0.125, "st1": 0.045, "sc1": 0.015, "standard": 0.05}
+SNAPSHOT_GB_MONTH = 0.05
+
+
+def volume_monthly(v: Volume) -> float:
+    return v.size_gb * VOLUME_GB_MONTH.get(v.volume_type, VOLUME_GB_MONTH["gp3"])
+
+
+def snapshot_monthly(size_gb: int) -> float:
+    """An upper bound: EBS bills a snapshot for the blocks it holds, at most its volume's size."""
+    return size_gb * SNAPSHOT_GB_MONTH
+
+
 @dataclass(frozen=True, slots=True)
 class SpotPricePoint:
     instance_type: str

@@ -56,3 +56,9 @@ def test_only_services_import_cloud_libraries() -> None:
         and not str(p.relative_to(root)).startswith(("services/", "sandbox/"))
     ]
     assert offenders == []
+
+
+def test_the_app_paints_before_importing_boto3() -> None:
+    # The cached listing is painted while boto3 (~150 ms to import) is still loading.
+    loaded = modules_after("import cloudsh.tui.app")
+    assert not sorted(m for m in loaded if m.split(".")[0] in ("boto3", "botocore", "asyncssh", "paramiko"))

@@ -19,14 +19,21 @@ from datetime import UTC, datetime
 from typing import Any
 
 from cloudsh.errors import CloudshError, InvalidState, NotFound, UsageError
-from cloudsh.models import HostInfo, Image, Instance, Snapshot, Volume
+from cloudsh.models import (  # noqa: F401  (the storage prices are re-exported)
+    SNAPSHOT_GB_MONTH,
+    VOLUME_GB_MONTH,
+    HostInfo,
+    Image,
+    Instance,
+    Snapshot,
+    Volume,
+    snapshot_monthly,
+    volume_monthly,
+)
 from cloudsh.ops.instances import Progress, _quiet, host_for
 from cloudsh.services.backend import Backend
 from cloudsh.services.ec2 import TAG_MANAGED, closest
 
-#: us-east-1 list prices, $/GB-month (aws.amazon.com/ebs/pricing, 2026-11).
-VOLUME_GB_MONTH = {"gp3": 0.08, "gp2": 0.10, "io1": 0.125, "io2": 0.125, "st1": 0.045, "sc1": 0.015, "standard": 0.05}
-SNAPSHOT_GB_MONTH = 0.05
 VOLUME_TYPES = tuple(VOLUME_GB_MONTH)
 
 TAG_SOURCE = "cloudsh:source-instance"
@@ -35,15 +42,6 @@ TAG_IMAGE = "cloudsh:image"
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 _IMAGE_NAME = re.compile(r"^[A-Za-z0-9()\[\]./'@_-]{3,128}$")
-
-
-def volume_monthly(v: Volume) -> float:
-    return v.size_gb * VOLUME_GB_MONTH.get(v.volume_type, VOLUME_GB_MONTH["gp3"])
-
-
-def snapshot_monthly(size_gb: int) -> float:
-    """An upper bound: EBS bills a snapshot for the blocks it holds, at most its volume's size."""
-    return size_gb * SNAPSHOT_GB_MONTH
 
 
 def _check_name(kind: str, name: str) -> None:

@@ -8,11 +8,9 @@ paints at once (from the cached last listing, marked stale) and fills as data ar
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextlib
 import functools
 import gc
-import threading
 import time
 import traceback
 from collections.abc import Callable, Sequence
@@ -138,11 +136,6 @@ class CloudshApp(StorageActions, JobsActions, App[int]):
         self._refresh_again = False
         self._next_refresh_at: float | None = None
         self._spot_cache: dict[str, list[float]] = {}
-        # Start connecting now, while Textual builds and paints the first frame: the
-        # backend (boto3 import, sandbox check, EC2 client) takes ~0.4 s on its own.
-        self._early_backend: concurrent.futures.Future[Backend] | None = None
-        if auto_connect:
-            self._early_backend = _prefetch_backend(backend_factory)
         self._names: dict[str, str] = {}
         self.stale = False
         self._first_listing = False
@@ -227,8 +220,7 @@ class CloudshApp(StorageActions, JobsActions, App[int]):
     def _connect(self) -> None:
         # Backend.create may start the sandbox (a few seconds): never on the event loop.
         try:
-            early, self._early_backend = self._early_backend, None
-            backend = early.result() if early is not None else self.backend_factory()
+            backend = self.backend_factory()
         except CloudshError as exc:
             self.post_message(BackendFailed(str(exc)))
             return
@@ -281,6 +273,11 @@ class CloudshApp(StorageActions, JobsActions, App[int]):
             return
         self._refreshing = True
         self.main(StatusBar).freshness = "⟳ refreshing"
+        # A refresh allocates ~100k objects (1,000 instances parsed and turned into rows);
+        # the cyclic collector walking them mid-refresh stalled the loop for 80+ ms. Nothing
+        # a refresh makes is cyclic garbage (refcounting frees the old rows), so the
+        # collector sits the refresh out and runs again once the rows are shown.
+        gc.disable()
         self.run_worker(self._load_instances(), group="refresh-instances", exit_on_error=False)
 
     async def _load_instances(self) -> None:
@@ -300,6 +297,7 @@ class CloudshApp(StorageActions, JobsActions, App[int]):
             self.call_next(self._after_refresh)
 
     def _after_refresh(self) -> None:
+        gc.enable()
         if self._refresh_again:
             self._refresh_again = False
             self.refresh_instances()
@@ -689,23 +687,6 @@ def tune_gc() -> None:
     gc.collect()
     gc.freeze()
     gc.set_threshold(20_000, 20, 100)
-
-
-def _prefetch_backend(factory: BackendFactory) -> concurrent.futures.Future[Backend]:
-    """Build the backend and its EC2 client in a daemon thread; the future holds it (or the error)."""
-    fut: concurrent.futures.Future[Backend] = concurrent.futures.Future()
-
-    def build() -> None:
-        try:
-            backend = factory()
-            backend.clients.client("ec2")
-        except BaseException as exc:  # noqa: BLE001 - handed to _connect, which reports it
-            fut.set_exception(exc)
-        else:
-            fut.set_result(backend)
-
-    threading.Thread(target=build, name="cloudsh-connect", daemon=True).start()
-    return fut
 
 
 def run_tui(backend_factory: BackendFactory) -> int:

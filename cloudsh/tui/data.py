@@ -14,8 +14,16 @@ from typing import Any
 from cloudsh.commands.cloud import COMMON_FAMILIES
 from cloudsh.commands.instances import listing
 from cloudsh.commands.registry import Context
-from cloudsh.models import Image, InstanceType, Price, Snapshot, SpotPricePoint, Volume
-from cloudsh.ops.storage import snapshot_monthly, volume_monthly
+from cloudsh.models import (
+    Image,
+    InstanceType,
+    Price,
+    Snapshot,
+    SpotPricePoint,
+    Volume,
+    snapshot_monthly,
+    volume_monthly,
+)
 
 
 async def fetch_instances(ctx: Context) -> list[dict[str, Any]]:
