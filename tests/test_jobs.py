@@ -284,3 +284,21 @@ def test_workdir_is_uploaded_before_the_script_starts(box: str, tmp_path: Path) 
     assert ok("logs", job_id).strip().splitlines()[-1] == "2"
     r = cloudsh("script", box, str(script), "--workdir", str(tmp_path / "nowhere"))
     assert r.returncode == 2 and "not a directory" in one_line_error(r)
+
+
+def test_results_left_on_a_stopped_box_come_home_when_it_starts(sandbox: Sandbox, tmp_path: Path) -> None:
+    name = f"jobs-{uuid.uuid4().hex[:6]}"
+    ok("launch", name, "--type", "t3.micro")
+    try:
+        script = _write(tmp_path / "write.sh", "#!/bin/bash\nmkdir -p out\nfor i in 1 2 3; do echo $i > out/f$i.txt; done\n")
+        local = tmp_path / "home"
+        job_id = ok("script", name, str(script), "--sync", f"out:{local}").strip()
+        _wait_for(lambda: _jobs()[job_id]["state"] == "finished", 20, "the job to finish")
+        assert not list(local.glob("f*.txt"))  # nothing followed or synced it yet
+        ok("stop", name)
+        started = cloudsh("start", name)
+        assert started.returncode == 0, started.stderr
+        assert sorted(p.name for p in local.glob("f*.txt")) == ["f1.txt", "f2.txt", "f3.txt"]
+        assert "brought home" in started.stderr
+    finally:
+        cloudsh("terminate", name, "--yes")

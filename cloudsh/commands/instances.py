@@ -16,7 +16,7 @@ from cloudsh.commands.views import (
     money,
     table,
 )
-from cloudsh.errors import CapacityError, UsageError
+from cloudsh.errors import CapacityError, CloudshError, UsageError
 from cloudsh.models import Instance
 
 
@@ -104,7 +104,23 @@ async def _start_or_stop(ctx: Context, a: argparse.Namespace, verb: str) -> int:
     done = await workflow(ctx.backend, insts, wait=not a.no_wait, progress=ctx.out.info)
     for inst in done:
         ctx.out.print(f"{inst.label} {inst.state}")
+    if verb == "start" and not a.no_wait:
+        await _pull_results(ctx, done)
     return 0
+
+
+async def _pull_results(ctx: Context, insts: Sequence[Instance]) -> None:
+    """A box back from a stop (e.g. a spot interruption) sends home what its jobs wrote."""
+    from cloudsh.ops.jobs import job_tags, sync_all
+
+    if not any(t.remote_dir for i in insts for t in job_tags(i).values()):
+        return
+    try:
+        for r in await sync_all(ctx.backend, progress=ctx.out.info, only=[i.id for i in insts]):
+            if r.copied:
+                ctx.out.info(f"job {r.job_id}: {len(r.copied)} result file(s) brought home to {r.local_dir}")
+    except CloudshError as exc:
+        ctx.out.info(f"results not pulled yet: {exc} (run `cloudsh sync` later)")
 
 
 @command("start", "Start stopped instances and wait until SSH answers.",

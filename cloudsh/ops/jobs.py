@@ -591,8 +591,11 @@ async def sync_job(
     return SyncResult(full, local, tuple(copied), pending, "rsync" if use_rsync else "sftp")
 
 
-async def sync_all(backend: Backend, *, progress: Progress = _quiet) -> list[SyncResult]:
-    """`sync` without a job: every job with a sync dir on a running box.
+async def sync_all(
+    backend: Backend, *, progress: Progress = _quiet, only: Sequence[str] | None = None
+) -> list[SyncResult]:
+    """`sync` without a job: every job with a sync dir on a running box (or on the boxes
+    whose ids are in `only`).
 
     One box that does not answer must not keep the others' results from coming home:
     its jobs are skipped (said through `progress`), and its error is raised only when
@@ -602,7 +605,7 @@ async def sync_all(backend: Backend, *, progress: Progress = _quiet) -> list[Syn
     failed: CloudshError | None = None
     for inst in await backend.ec2.list_instances():
         tags = {j: t for j, t in job_tags(inst).items() if t.remote_dir}
-        if not tags or inst.state != "running":
+        if not tags or inst.state != "running" or (only is not None and inst.id not in only):
             continue
         try:
             host = await _reachable(backend, inst)
