@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import concurrent.futures
 import contextlib
 import errno
 import logging
@@ -65,6 +66,7 @@ class Daemon:
         self.generation: dict[str, int] = {}
         self.booted_generation: dict[str, int] = {}
         self._generation_lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
         self.host_keys: dict[str, str] = {}  # read by the WSGI thread (GetConsoleOutput)
         self._published: dict[str, Any] | None = None
         self._stop = asyncio.Event()
@@ -127,6 +129,32 @@ class Daemon:
             with self._generation_lock:
                 for iid in instance_ids:
                     self.generation[iid] = self.generation.get(iid, 0) + 1
+            # The box's SSH server goes down before EC2's answer does, as a real shutdown
+            # would: a stop, a type change and a start can all happen between two polls, and
+            # a client must never reach the old server (old type, old tools) after that.
+            loop = self._loop
+            if loop is None or not loop.is_running():
+                return
+            try:
+                running = asyncio.get_running_loop()
+            except RuntimeError:
+                running = None
+            if running is loop:
+                loop.create_task(self._halt(instance_ids))
+            else:
+                with contextlib.suppress(concurrent.futures.TimeoutError):
+                    asyncio.run_coroutine_threadsafe(self._halt(instance_ids), loop).result(timeout=10)
+
+    async def _halt(self, instance_ids: list[str]) -> None:
+        for iid in instance_ids:
+            task = self.booting.pop(iid, None)
+            if task is not None:
+                task.cancel()
+            box = self.boxes.get(iid)
+            if box is not None and box.running:
+                await box.stop()
+                self.host_keys.pop(iid, None)
+        self._publish()
 
     def _publish_ssm_parameters(self) -> None:
         from moto.core.models import DEFAULT_ACCOUNT_ID
@@ -323,7 +351,7 @@ class Daemon:
     async def run(self) -> None:
         from cloudsh.sandbox.sshd import bubblewrap_works
 
-        loop = asyncio.get_running_loop()
+        loop = self._loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.add_signal_handler(sig, self._stop.set)
         # moto keeps the cloud in memory, so trees left by an earlier run belong to nothing.

@@ -178,6 +178,8 @@ class CloudshApp(StorageActions, JobsActions, App[int]):
 
     def main(self, selector: type[W]) -> W:
         """A widget of the main screen, whichever screen (dialog) is on top."""
+        if not self.screen_stack:  # shutting down: the screens are gone
+            raise NoMatches(f"no main screen for {selector.__name__}")
         return self.screen_stack[0].query_one(selector)
 
     def log_line(self, text: str, kind: str = "out") -> None:
