@@ -127,3 +127,15 @@ async def test_a_type_the_region_does_not_offer(endpoint: str) -> None:
         await ec2.instance_type("p5.48xlarge")
     assert "not offered in af-south-1" in str(err.value)
     assert (await ec2.instance_type("t3.micro")).vcpus == 2
+
+
+def test_service_models_are_cached_between_processes(tmp_path: Path) -> None:
+    from cloudsh.services.aws import CachingLoader
+
+    cold = CachingLoader(tmp_path).load_service_model("ec2", "service-2")
+    cached = list((tmp_path / "botocore-models").glob("*-ec2-latest.pickle"))
+    assert len(cached) == 1
+    warm = CachingLoader(tmp_path).load_service_model("ec2", "service-2")  # a new process, in effect
+    assert warm == cold and warm["metadata"]["serviceId"] == "EC2"
+    cached[0].write_bytes(b"not a pickle")  # a damaged cache is parsed again, not trusted
+    assert CachingLoader(tmp_path).load_service_model("ec2", "service-2") == cold

@@ -9,13 +9,20 @@ The sandbox and real AWS differ here only by `endpoint_url` and credentials.
 
 from __future__ import annotations
 
+import contextlib
+import os
+import pickle
 import threading
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import boto3
+import botocore
 import botocore.config
 import botocore.exceptions
+import botocore.loaders
+import botocore.session
 
 #: botocore's "standard" retry mode retries throttling and 5xx with backoff.
 _RETRIES: dict[str, Any] = {"mode": "standard", "max_attempts": 5}
@@ -33,11 +40,49 @@ class AwsTarget:
     sandbox: bool = False
 
 
+class CachingLoader(botocore.loaders.Loader):  # type: ignore[misc]
+    """botocore's data loader, with parsed service models kept as pickles in cloudsh's cache.
+
+    Every process parses EC2's 3 MB JSON model before its first call: 140 ms of the
+    ~0.7 s `cloudsh ls` spends on this side of the network. Unpickling takes 65 ms. The
+    cache is keyed by botocore's version, so an upgrade never reads a stale model, and it
+    lives in the user's own cache dir (the same trust as the .pyc files Python loads).
+    """
+
+    def __init__(self, cache_dir: Path) -> None:
+        super().__init__()
+        self._dir = cache_dir / "botocore-models"
+
+    def load_service_model(self, service_name: str, type_name: str, api_version: str | None = None) -> Any:
+        if type_name != "service-2":
+            return super().load_service_model(service_name, type_name, api_version)
+        path = self._dir / f"{botocore.__version__}-{service_name}-{api_version or 'latest'}.pickle"
+        try:
+            return pickle.loads(path.read_bytes())
+        except (OSError, pickle.UnpicklingError, EOFError, AttributeError, ValueError):
+            pass  # not cached yet (or unreadable): parse the JSON and cache it
+        model = super().load_service_model(service_name, type_name, api_version)
+        with contextlib.suppress(OSError):
+            self._dir.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(f".{os.getpid()}.tmp")
+            tmp.write_bytes(pickle.dumps(model, protocol=pickle.HIGHEST_PROTOCOL))
+            tmp.replace(path)
+        return model
+
+
 class ClientFactory:
     """Hands out boto3 clients, one per (service, region), shared by all threads."""
 
-    def __init__(self, target: AwsTarget, *, connect_timeout: float = 5.0, read_timeout: float = 30.0):
+    def __init__(
+        self,
+        target: AwsTarget,
+        *,
+        connect_timeout: float = 5.0,
+        read_timeout: float = 30.0,
+        cache_dir: Path | None = None,
+    ):
         self.target = target
+        self.cache_dir = cache_dir
         self._client_lock = threading.Lock()
         self._session: boto3.Session | None = None
         self._clients: dict[tuple[str, str], Any] = {}
@@ -63,7 +108,11 @@ class ClientFactory:
     def _session_locked(self) -> boto3.Session:
         if self._session is None:
             t = self.target
+            core = botocore.session.Session()
+            if self.cache_dir is not None:
+                core.register_component("data_loader", CachingLoader(self.cache_dir))
             self._session = boto3.Session(
+                botocore_session=core,
                 profile_name=t.profile,
                 region_name=t.region,
                 aws_access_key_id=t.access_key_id,

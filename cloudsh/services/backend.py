@@ -156,7 +156,7 @@ class Backend:
             if not region:
                 region = _profile_region(profile) or DEFAULT_REGION
             target = AwsTarget(region=region, profile=profile, endpoint_url=env.get("AWS_ENDPOINT_URL") or None)
-        clients = ClientFactory(target)
+        clients = ClientFactory(target, cache_dir=settings.cache_dir)
         return cls(
             settings=settings,
             target=target,
