@@ -1,3 +1,3 @@
-from cloudsh.cli import main
+from cloudsh.cli import run
 
-raise SystemExit(main())
+run()

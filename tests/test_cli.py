@@ -250,3 +250,17 @@ def test_sandbox_env_and_status() -> None:
     for key in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION", "CLOUDSH_SANDBOX=1"):
         assert key in env_text
     assert "running" in ok("sandbox", "status")
+
+
+def test_a_closed_pipe_is_not_an_error() -> None:
+    import os
+    import sys
+
+    # `cloudsh prices | head -1`: the reader leaves early; cloudsh exits 0 and says nothing.
+    # (`true` leaves before cloudsh writes anything, so the write always meets a closed pipe.)
+    r = subprocess.run(
+        f"{sys.executable} -m cloudsh prices --json | true; exit ${{PIPESTATUS[0]}}",
+        shell=True, executable="/bin/bash", capture_output=True, text=True, timeout=60,
+        env={**os.environ, "CLOUDSH_SANDBOX": "1"}, stdin=subprocess.DEVNULL,
+    )
+    assert r.returncode == 0 and r.stderr == ""
