@@ -696,11 +696,10 @@ _CREDENTIAL_CODES = {
 
 
 def credentials_hint(profile: str | None) -> str:
-    who = f"--profile {profile}" if profile else ""
+    who = f" --profile {profile}" if profile else ""
     return (
-        f"refresh them with `aws sso login {who}`".replace("  ", " ").strip()
-        + f" or `aws configure {who}`".rstrip()
-        + " (or run on the local sandbox with `cloudsh --sandbox`)"
+        f"refresh them with `aws sso login{who}` or `aws configure{who}` "
+        "(or run on the local sandbox with `cloudsh --sandbox`)"
     )
 
 
