@@ -18,21 +18,20 @@ goes to moto untouched. What it changes:
 from __future__ import annotations
 
 import base64
-import io
 import threading
 import uuid
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from urllib.parse import parse_qs, urlencode
+from urllib.parse import urlencode
 from xml.etree import ElementTree
 from xml.sax.saxutils import escape
 
+from cloudsh.sandbox import wsgi
+from cloudsh.sandbox.wsgi import StartResponse, WsgiApp
+
 EC2_NS = "http://ec2.amazonaws.com/doc/2016-11-15/"
 LIFECYCLE_ACTIONS = frozenset({"StopInstances", "StartInstances", "RebootInstances", "TerminateInstances"})
-
-StartResponse = Callable[..., Any]
-WsgiApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
 
 
 def _now() -> datetime:
@@ -93,7 +92,7 @@ class SandboxEc2App:
         self.spot_behaviour: dict[str, str] = {}
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
-        params = self._params(environ)
+        params = wsgi.params(environ)
         action = params.get("Action", "")
         if action == "RunInstances" and params.get("ClientToken"):
             # Check-then-create must not interleave with a retry of the same call.
@@ -111,9 +110,9 @@ class SandboxEc2App:
             try:
                 body = handler(params)
             except Ec2Error as err:
-                return _respond(start_response, "400 Bad Request", _error_xml(err))
+                return wsgi.respond(start_response, "400 Bad Request", wsgi.error_xml(err.code, err.message))
             if body is not None:
-                return _respond(start_response, "200 OK", body)
+                return wsgi.respond(start_response, "200 OK", body)
         return self.moto_app(environ, start_response)
 
     def _lifecycle(
@@ -127,23 +126,10 @@ class SandboxEc2App:
 
         body = list(self.moto_app(environ, capture))
         if status and status[0].startswith("200") and self.on_lifecycle is not None:
-            self.on_lifecycle(action, _numbered(params, "InstanceId"))
+            self.on_lifecycle(action, wsgi.numbered(params, "InstanceId"))
         return body
 
     # -- request parsing -------------------------------------------------------------------
-
-    @staticmethod
-    def _params(environ: dict[str, Any]) -> dict[str, str]:
-        """Query-string and form parameters; the body is put back for moto to read again."""
-        pairs = parse_qs(environ.get("QUERY_STRING", ""), keep_blank_values=True)
-        ctype = environ.get("CONTENT_TYPE", "")
-        if environ.get("REQUEST_METHOD") == "POST" and "x-www-form-urlencoded" in ctype:
-            length = int(environ.get("CONTENT_LENGTH") or 0)
-            body = environ["wsgi.input"].read(length) if length else b""
-            environ["wsgi.input"] = io.BytesIO(body)
-            environ["CONTENT_LENGTH"] = str(len(body))
-            pairs.update(parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True))
-        return {k: v[0] for k, v in pairs.items()}
 
     def _instance(self, instance_id: str) -> Any | None:
         for inst in self.ec2_backend().all_instances():
@@ -183,19 +169,20 @@ class SandboxEc2App:
             try:
                 self._run_instances(params)
             except Ec2Error as err:
-                return _respond(start_response, "400 Bad Request", _error_xml(err))
+                return wsgi.respond(start_response, "400 Bad Request", wsgi.error_xml(err.code, err.message))
             return list(self.moto_app(environ, start_response))
         # Same token again: answer with what the first call made, as EC2 does.
         query = {"Action": "DescribeInstances", "Version": params.get("Version", "2016-11-15")}
         query.update({f"InstanceId.{n}": iid for n, iid in enumerate(made, 1)})
         body = urlencode(query).encode()
-        sub = dict(environ, **{"wsgi.input": io.BytesIO(body), "CONTENT_LENGTH": str(len(body))})
+        sub = dict(environ)
+        wsgi.set_body(sub, body)
         status: list[str] = []
         chunks = self.moto_app(sub, lambda st, headers, exc_info=None: status.append(st))
         described = b"".join(chunks)
         if not status or not status[0].startswith("200"):
             raise RuntimeError(f"DescribeInstances for a repeated ClientToken failed: {status}")
-        return _respond(start_response, "200 OK", _as_run_instances_response(described))
+        return wsgi.respond(start_response, "200 OK", _as_run_instances_response(described))
 
     def _run_instances(self, params: dict[str, str]) -> str | None:
         image_id = params.get("ImageId", "")
@@ -256,7 +243,7 @@ class SandboxEc2App:
         )
 
     def _describe_spot_price_history(self, params: dict[str, str]) -> str:
-        types = _numbered(params, "InstanceType")
+        types = wsgi.numbered(params, "InstanceType")
         azs = [params["AvailabilityZone"]] if params.get("AvailabilityZone") else []
         for name, values in _filters(params).items():
             if name == "instance-type":
@@ -303,21 +290,11 @@ class SandboxEc2App:
         )
 
 
-def _numbered(params: dict[str, str], prefix: str) -> list[str]:
-    """`Prefix.1`, `Prefix.2`, ... in order."""
-    found = []
-    for key, value in params.items():
-        head, _, index = key.rpartition(".")
-        if head == prefix and index.isdigit():
-            found.append((int(index), value))
-    return [v for _, v in sorted(found)]
-
-
 def _filters(params: dict[str, str]) -> dict[str, list[str]]:
     out: dict[str, list[str]] = {}
     n = 1
     while f"Filter.{n}.Name" in params:
-        out[params[f"Filter.{n}.Name"]] = _numbered(params, f"Filter.{n}.Value")
+        out[params[f"Filter.{n}.Name"]] = wsgi.numbered(params, f"Filter.{n}.Value")
         n += 1
     return out
 
@@ -364,21 +341,3 @@ def _as_run_instances_response(describe_xml: bytes) -> str:
 
 def _local(tag: str) -> str:
     return tag.rsplit("}", 1)[-1]
-
-
-def _error_xml(err: Ec2Error) -> str:
-    return (
-        '<?xml version="1.0" encoding="UTF-8"?>'
-        f"<Response><Errors><Error><Code>{escape(err.code)}</Code>"
-        f"<Message>{escape(err.message)}</Message></Error></Errors>"
-        f"<RequestID>{uuid.uuid4()}</RequestID></Response>"
-    )
-
-
-def _respond(start_response: StartResponse, status: str, body: str) -> list[bytes]:
-    data = body.encode()
-    start_response(
-        status,
-        [("Content-Type", "text/xml;charset=UTF-8"), ("Content-Length", str(len(data)))],
-    )
-    return [data]

@@ -27,7 +27,6 @@ spot instance (moto makes none), and Service Quotas from `quotas.py`.
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 import os
@@ -37,14 +36,12 @@ import threading
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlencode
+from urllib.parse import urlencode
 
-from cloudsh.sandbox import quotas
+from cloudsh.sandbox import quotas, wsgi
+from cloudsh.sandbox.wsgi import StartResponse, WsgiApp
 
 log = logging.getLogger("cloudsh.sandbox.storage")
-
-StartResponse = Callable[..., Any]
-WsgiApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
 
 #: Names the block-device stand-ins answer to (one script, dispatched on argv[0]).
 TOOLS = ("lsblk", "blkid", "mkfs.ext4", "mount", "umount", "sudo")
@@ -171,14 +168,14 @@ class StorageLayer:
         target = environ.get("HTTP_X_AMZ_TARGET", "")
         if target.startswith(quotas.TARGET_PREFIX):
             return self._quota(environ, start_response, target)
-        params = _params(environ)
+        params = wsgi.params(environ)
         action = params.get("Action", "")
         try:
             self._check(action, params)
         except _Ec2Error as err:
-            return _respond(start_response, "400 Bad Request", _error_xml(err.code, err.message), "text/xml")
-        if action == "DescribeSnapshots" and "self" in _numbered(params, "Owner"):
-            _set_body(environ, _only_own_snapshots(params))
+            return wsgi.respond(start_response, "400 Bad Request", wsgi.error_xml(err.code, err.message))
+        if action == "DescribeSnapshots" and "self" in wsgi.numbered(params, "Owner"):
+            wsgi.set_body(environ, _only_own_snapshots(params))
             return self._own_snapshots(environ, start_response)
         if action not in _AFTER:
             return self.app(environ, start_response)
@@ -310,7 +307,7 @@ class StorageLayer:
         length = int(environ.get("CONTENT_LENGTH") or 0)
         body = environ["wsgi.input"].read(length) if length else b""
         status, doc = quotas.answer(target, body, self.quotas)
-        return _respond(start_response, status, json.dumps(doc), "application/x-amz-json-1.1")
+        return wsgi.respond(start_response, status, json.dumps(doc), "application/x-amz-json-1.1")
 
 
 _AFTER = {
@@ -366,30 +363,6 @@ def _tag(xml: str, name: str) -> str:
     return found.group(1) if found else ""
 
 
-def _params(environ: dict[str, Any]) -> dict[str, str]:
-    pairs = parse_qs(environ.get("QUERY_STRING", ""), keep_blank_values=True)
-    if environ.get("REQUEST_METHOD") == "POST" and "x-www-form-urlencoded" in environ.get("CONTENT_TYPE", ""):
-        length = int(environ.get("CONTENT_LENGTH") or 0)
-        body = environ["wsgi.input"].read(length) if length else b""
-        _set_body(environ, body)
-        pairs.update(parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True))
-    return {k: v[0] for k, v in pairs.items()}
-
-
-def _set_body(environ: dict[str, Any], body: bytes) -> None:
-    environ["wsgi.input"] = io.BytesIO(body)
-    environ["CONTENT_LENGTH"] = str(len(body))
-
-
-def _numbered(params: dict[str, str], prefix: str) -> list[str]:
-    found = []
-    for key, value in params.items():
-        head, _, index = key.rpartition(".")
-        if head == prefix and index.isdigit():
-            found.append((int(index), value))
-    return [v for _, v in sorted(found)]
-
-
 def _only_own_snapshots(params: dict[str, str]) -> bytes:
     """moto ignores OwnerIds and lists the snapshots behind every public image: filter."""
     query = {k: v for k, v in params.items() if not k.startswith("Owner.")}
@@ -413,23 +386,6 @@ def _drop_items(xml: bytes, set_tag: str, id_tag: str, ids: set[str]) -> bytes:
             if item.findtext(f"{ns}{id_tag}") in ids:
                 group.remove(item)
     return bytes(ElementTree.tostring(root, encoding="utf-8", xml_declaration=True))
-
-
-def _error_xml(code: str, message: str) -> str:
-    from xml.sax.saxutils import escape
-
-    return (
-        '<?xml version="1.0" encoding="UTF-8"?>'
-        f"<Response><Errors><Error><Code>{escape(code)}</Code>"
-        f"<Message>{escape(message)}</Message></Error></Errors>"
-        "<RequestID>sandbox-storage</RequestID></Response>"
-    )
-
-
-def _respond(start_response: StartResponse, status: str, body: str, ctype: str) -> list[bytes]:
-    data = body.encode()
-    start_response(status, [("Content-Type", ctype), ("Content-Length", str(len(data)))])
-    return [data]
 
 
 # -- the stand-ins --------------------------------------------------------------------------
