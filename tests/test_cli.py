@@ -264,3 +264,11 @@ def test_a_closed_pipe_is_not_an_error() -> None:
         env={**os.environ, "CLOUDSH_SANDBOX": "1"}, stdin=subprocess.DEVNULL,
     )
     assert r.returncode == 0 and r.stderr == ""
+
+
+def test_a_bad_argument_value_is_a_usage_error() -> None:
+    for args, word in ((("launch", "box", "--disk", "lots"), "'lots' is not a whole number of GB"),
+                       (("volume", "create", "data", "0"), "0 GB must be positive")):
+        r = cloudsh(*args)
+        line = one_line_error(r)
+        assert r.returncode == 2 and word in line and "usage:" in line

@@ -7,7 +7,7 @@ import asyncio
 from collections.abc import Sequence
 from typing import Any
 
-from cloudsh.commands.registry import Context, arg, command
+from cloudsh.commands.registry import Context, arg, command, gigabytes
 from cloudsh.commands.views import (
     INSTANCE_COLUMNS,
     burn_rate,
@@ -66,23 +66,13 @@ async def ls(ctx: Context, a: argparse.Namespace) -> int:
     return 0
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"{value} must be positive")
-    return value
-
-
 @command(
     "launch",
     "Launch a new instance and wait until SSH answers.",
     arg("name", help="Name tag for the new box (unique among live instances)"),
     arg("--type", "-t", kind="type", help="instance type (default: t3.medium or your config)"),
     arg("--spot", flag=True, help="spot instance (persistent request that stops, not terminates, on interruption)"),
-    arg("--disk", kind="", type=_positive_int, metavar="GB", help="root volume size in GB (default 60)"),
+    arg("--disk", kind="", type=gigabytes, metavar="GB", help="root volume size in GB (default 60)"),
     arg("--image", kind="image", metavar="AMI_OR_NAME", help="AMI id or name (default: current Ubuntu LTS)"),
     arg("--no-wait", flag=True, help="return once EC2 accepted the launch"),
 )

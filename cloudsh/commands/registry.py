@@ -103,6 +103,17 @@ class Arg:
         return name.lstrip("-").replace("-", "_")
 
 
+def gigabytes(text: str) -> int:
+    """An `Arg.type` for sizes in GB: a positive whole number."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of GB") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{value} GB must be positive")
+    return value
+
+
 def arg(*names: str, **kw: Any) -> Arg:
     return Arg(names=names, **kw)
 
@@ -158,7 +169,13 @@ class Command:
         return p
 
     def parse(self, argv: Sequence[str]) -> argparse.Namespace:
-        return self.parser().parse_args(list(argv))
+        parser = self.parser()
+        try:
+            return parser.parse_args(list(argv))
+        except argparse.ArgumentError as exc:
+            # With exit_on_error=False, argparse raises bad values (a failed `type=`)
+            # instead of reporting them: report them as every other usage error.
+            return parser.error(str(exc))
 
 
 class HelpRequested(Exception):

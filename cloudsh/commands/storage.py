@@ -5,18 +5,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from cloudsh.commands.registry import Context, arg, command
+from cloudsh.commands.registry import Context, arg, command, gigabytes
 from cloudsh.commands.views import age, money, table
-
-
-def _gb(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of GB") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"{value} GB must be positive")
-    return value
 
 
 def _when(iso: str | None) -> str:
@@ -145,7 +135,7 @@ async def volumes(ctx: Context, a: argparse.Namespace) -> int:
     "volume create",
     "Create an EBS volume in the AZ of the box it is for (or --az), blank or from a snapshot.",
     arg("name", help="Name tag of the new volume"),
-    arg("size", type=_gb, metavar="GB", help="size in GB"),
+    arg("size", type=gigabytes, metavar="GB", help="size in GB"),
     arg("--for", kind="instance", metavar="BOX", help="create it in this box's availability zone"),
     arg("--az", metavar="AZ", help="availability zone"),
     arg("--snapshot", kind="snapshot", metavar="SNAP", help="start from this snapshot (name or id)"),
