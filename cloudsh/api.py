@@ -33,7 +33,6 @@ from cloudsh.errors import (
     AWSError,
     CloudshError,
     HostKeyChanged,
-    InvalidState,
     SSHError,
     UsageError,
 )
@@ -529,16 +528,14 @@ class Instance:
         """Where to reach the box. A host checked in the last 30 s is reused without asking
         EC2 again (a DescribeInstances per `run` would triple its cost on a pooled
         connection); `_reachable` drops it as soon as a connection to it fails."""
-        from cloudsh.ops.instances import host_for
+        from cloudsh.ops.instances import ssh_host
 
         if self._host_seen is not None and time.monotonic() - self._host_seen[1] < _HOST_TTL_S:
             return self._host_seen[0]
         await self.arefresh()
-        if self.record.state != "running":
-            hint = "start it with `.start()`" if self.record.state in ("stopped", "stopping") else "launch another one"
-            raise InvalidState(f"{self.record.label} is {self.record.state}, not running", hint)
-        host = await host_for(self._b, self.record)
-        await self._b.ssh.ensure_pinned(host)
+        host = await ssh_host(
+            self._b, self.record, stopped_hint="start it with `.start()`", other_hint="launch another one"
+        )
         self._host_seen = (host, time.monotonic())
         return host
 

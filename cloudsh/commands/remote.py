@@ -14,15 +14,10 @@ from cloudsh.models import HostInfo, Instance
 
 
 async def _running(ctx: Context, name: str) -> tuple[Instance, HostInfo]:
-    from cloudsh.ops.instances import host_for
+    from cloudsh.ops.instances import ssh_host
 
     [inst] = await find_all(ctx, [name])
-    if inst.state != "running":
-        hint = f"start it with `cloudsh start {inst.label}`" if inst.state in ("stopped", "stopping") else "check `cloudsh ls --all`"
-        raise InvalidState(f"{inst.label} is {inst.state}, not running", hint)
-    host = await host_for(ctx.backend, inst)
-    await ctx.backend.ssh.ensure_pinned(host)
-    return inst, host
+    return inst, await ssh_host(ctx.backend, inst)
 
 
 def parse_forward(spec: str) -> tuple[int, int]:

@@ -69,6 +69,23 @@ async def host_for(backend: Backend, inst: Instance) -> HostInfo:
     return host
 
 
+async def ssh_host(
+    backend: Backend,
+    inst: Instance,
+    *,
+    stopped_hint: str | None = None,
+    other_hint: str = "check `cloudsh ls --all`",
+) -> HostInfo:
+    """How to reach a running box over SSH, its host key pinned; else why not, and the fix."""
+    if inst.state != "running":
+        stopped = inst.state in ("stopped", "stopping")
+        hint = (stopped_hint or f"start it with `cloudsh start {inst.label}`") if stopped else other_hint
+        raise InvalidState(f"{inst.label} is {inst.state}, not running", hint)
+    host = await host_for(backend, inst)
+    await backend.ssh.ensure_pinned(host)
+    return host
+
+
 async def wait_ssh(backend: Backend, inst: Instance, *, timeout: float | None = None) -> HostInfo:
     """Wait until the instance's SSH server answers, then pin its host key."""
 

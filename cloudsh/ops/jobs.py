@@ -37,6 +37,7 @@ from typing import Any
 
 from cloudsh.errors import CloudshError, InvalidState, NotFound, SSHError, UsageError
 from cloudsh.models import HostInfo, Instance, Job, hourly_cost
+from cloudsh.ops.instances import ssh_host
 from cloudsh.services.backend import Backend
 
 Progress = Callable[[str], None]
@@ -412,22 +413,11 @@ async def start_script(
     return _job(job_id, inst, tag, state, None, plan.local_dir)
 
 
-async def _reachable(backend: Backend, inst: Instance) -> HostInfo:
-    from cloudsh.ops.instances import host_for
-
-    if inst.state != "running":
-        hint = f"start it with `cloudsh start {inst.label}`" if inst.state in ("stopped", "stopping") else "check `cloudsh ls --all`"
-        raise InvalidState(f"{inst.label} is {inst.state}, not running", hint)
-    host = await host_for(backend, inst)
-    await backend.ssh.ensure_pinned(host)
-    return host
-
-
 async def stop_job(backend: Backend, job_id: str, *, wait_s: float = 15.0) -> Job:
     """SIGTERM the job's processes; returns once the box says it is no longer running."""
     inst, _ = await find_job(backend, job_id)
     full = _full_id(inst, job_id)
-    host = await _reachable(backend, inst)
+    host = await ssh_host(backend, inst)
     await _install_agent(backend, host)
     await _agent(backend, host, f"stop {full} --wait {wait_s:g}", timeout=wait_s + 15)
     return await get_job(backend, full)
@@ -437,7 +427,7 @@ async def resume_job(backend: Backend, job_id: str, *, progress: Progress = _qui
     """Pull what is not yet home, then run the script again with CLOUDSH_RESUME=1."""
     inst, tag = await find_job(backend, job_id)
     full = _full_id(inst, job_id)
-    host = await _reachable(backend, inst)
+    host = await ssh_host(backend, inst)
     job = await get_job(backend, full)
     if job.state in ("running", "starting"):
         raise InvalidState(f"job {full} is still running", f"follow it with `cloudsh logs {full} -f`")
@@ -462,7 +452,7 @@ async def resume_job(backend: Backend, job_id: str, *, progress: Progress = _qui
 async def logs(backend: Backend, job_id: str, *, follow: bool, on_output: OutputCallback) -> None:
     inst, _ = await find_job(backend, job_id)
     full = _full_id(inst, job_id)
-    host = await _reachable(backend, inst)
+    host = await ssh_host(backend, inst)
     await _install_agent(backend, host)
     await backend.ssh.run(
         host, f"python3 {JOBS_DIR}/agent.py logs {full}" + (" --follow" if follow else ""), on_stdout=on_output
@@ -565,7 +555,7 @@ async def sync_job(
     """One pass: copy every changed, closed file under the job's sync dir home."""
     if _located is None:
         inst, tag = await find_job(backend, job_id)
-        host = await _reachable(backend, inst)
+        host = await ssh_host(backend, inst)
     else:
         inst, tag, host = _located
     full = _full_id(inst, job_id)
@@ -608,7 +598,7 @@ async def sync_all(
         if not tags or inst.state != "running" or (only is not None and inst.id not in only):
             continue
         try:
-            host = await _reachable(backend, inst)
+            host = await ssh_host(backend, inst)
             for jid, tag in tags.items():
                 results.append(await sync_job(backend, jid, progress=progress, _located=(inst, tag, host)))
         except CloudshError as exc:
@@ -631,7 +621,7 @@ async def follow(
     """Stream the job's log and pull its results every `interval` s until it ends or its box goes."""
     inst, tag = await find_job(backend, job_id)
     full = _full_id(inst, job_id)
-    host = await _reachable(backend, inst)
+    host = await ssh_host(backend, inst)
     await _install_agent(backend, host)
     done = asyncio.Event()
 
@@ -685,7 +675,7 @@ async def results_not_home(backend: Backend, inst: Instance) -> dict[str, int]:
     tags = {j: t for j, t in job_tags(inst).items() if t.remote_dir}
     if not tags or inst.state != "running":
         return out
-    host = await _reachable(backend, inst)
+    host = await ssh_host(backend, inst)
     for jid, tag in tags.items():
         local = local_dir_of(backend, jid, tag)
         listing = await _agent(backend, host, f"list {shlex.quote(tag.remote_dir)}")
