@@ -118,16 +118,11 @@ class SandboxEc2App:
     def _lifecycle(
         self, environ: dict[str, Any], start_response: StartResponse, action: str, params: dict[str, str]
     ) -> Iterable[bytes]:
-        status: list[str] = []
-
-        def capture(st: str, headers: Any, exc_info: Any = None) -> Any:
-            status.append(st)
-            return start_response(st, headers, exc_info) if exc_info else start_response(st, headers)
-
-        body = list(self.moto_app(environ, capture))
-        if status and status[0].startswith("200") and self.on_lifecycle is not None:
+        status, headers, body = wsgi.call(self.moto_app, environ)
+        if status.startswith("200") and self.on_lifecycle is not None:
             self.on_lifecycle(action, wsgi.numbered(params, "InstanceId"))
-        return body
+        start_response(status, headers)
+        return [body]
 
     # -- request parsing -------------------------------------------------------------------
 
@@ -177,10 +172,8 @@ class SandboxEc2App:
         body = urlencode(query).encode()
         sub = dict(environ)
         wsgi.set_body(sub, body)
-        status: list[str] = []
-        chunks = self.moto_app(sub, lambda st, headers, exc_info=None: status.append(st))
-        described = b"".join(chunks)
-        if not status or not status[0].startswith("200"):
+        status, _, described = wsgi.call(self.moto_app, sub)
+        if not status.startswith("200"):
             raise RuntimeError(f"DescribeInstances for a repeated ClientToken failed: {status}")
         return wsgi.respond(start_response, "200 OK", _as_run_instances_response(described))
 

@@ -179,14 +179,7 @@ class StorageLayer:
             return self._own_snapshots(environ, start_response)
         if action not in _AFTER:
             return self.app(environ, start_response)
-        captured: list[Any] = []
-
-        def capture(status: str, headers: Any, exc_info: Any = None) -> Any:
-            captured[:] = [status, headers]
-            return lambda data: None
-
-        body = b"".join(self.app(environ, capture))
-        status, headers = captured
+        status, headers, body = wsgi.call(self.app, environ)
         if status.startswith("200"):
             try:
                 with self._lock:
@@ -198,14 +191,7 @@ class StorageLayer:
 
     def _own_snapshots(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         """moto files the snapshots behind public images under this account: drop them."""
-        captured: list[Any] = []
-
-        def capture(status: str, headers: Any, exc_info: Any = None) -> Any:
-            captured[:] = [status, headers]
-            return lambda data: None
-
-        body = b"".join(self.app(environ, capture))
-        status, headers = captured
+        status, headers, body = wsgi.call(self.app, environ)
         if status.startswith("200"):
             foreign = {
                 ami.ebs_snapshot.id for ami in list(self.ec2_backend().amis.values())

@@ -63,6 +63,19 @@ def error_xml(code: str, message: str) -> str:
     )
 
 
+def call(app: WsgiApp, environ: dict[str, Any]) -> tuple[str, list[tuple[str, str]], bytes]:
+    """Run the inner app on `environ` and collect its answer: (status, headers, body)."""
+    captured: list[Any] = []
+
+    def start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+        captured[:] = [status, list(headers)]
+        return lambda data: None
+
+    body = b"".join(app(environ, start_response))
+    status, headers = captured
+    return status, headers, body
+
+
 def respond(
     start_response: StartResponse, status: str, body: str, content_type: str = "text/xml;charset=UTF-8"
 ) -> list[bytes]:
