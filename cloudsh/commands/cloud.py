@@ -4,14 +4,28 @@ from __future__ import annotations
 
 import argparse
 import shlex
-from typing import Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 from cloudsh.commands.registry import Context, arg, command
 from cloudsh.commands.views import money, table
 from cloudsh.config import Settings
+from cloudsh.models import InstanceType
+
+if TYPE_CHECKING:
+    from cloudsh.services.backend import Backend
 
 #: Families shown by `prices` without --family: the usual CPU and GPU workhorses.
 COMMON_FAMILIES = ("t3", "m5", "m6i", "c5", "g4dn", "g5", "g6", "p3", "p4d", "p5")
+
+
+async def family_types(
+    backend: Backend, families: Sequence[str] = COMMON_FAMILIES, *, gpu_only: bool = False
+) -> dict[str, InstanceType]:
+    """The types of these families offered in the region (what `prices` and the app list)."""
+    offered = await backend.ec2.type_names()
+    types = await backend.ec2.instance_types(n for n in offered if n.split(".", 1)[0] in families)
+    return {k: v for k, v in types.items() if v.gpu_count or not gpu_only}
 
 
 @command(
@@ -24,11 +38,7 @@ COMMON_FAMILIES = ("t3", "m5", "m6i", "c5", "g4dn", "g5", "g6", "p3", "p4d", "p5
 async def prices(ctx: Context, a: argparse.Namespace) -> int:
     b = ctx.backend
     families = tuple(a.family or COMMON_FAMILIES)
-    offered = await b.ec2.type_names()
-    names = [n for n in offered if n.split(".", 1)[0] in families]
-    types = await b.ec2.instance_types(names)
-    if a.gpu:
-        types = {k: v for k, v in types.items() if v.gpu_count}
+    types = await family_types(b, families, gpu_only=a.gpu)
     if not types:
         what = "GPU types" if a.gpu else "types"
         ctx.out.info(f"no {what} in families {', '.join(families)} in {b.target.region}")

@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from cloudsh.commands.cloud import COMMON_FAMILIES
+from cloudsh.commands.cloud import family_types
 from cloudsh.commands.instances import listing
 from cloudsh.commands.registry import Context
 from cloudsh.models import (
@@ -33,11 +33,8 @@ async def fetch_instances(ctx: Context) -> list[dict[str, Any]]:
 
 async def fetch_prices(ctx: Context) -> tuple[list[tuple[InstanceType, Price | None]], str, datetime | None]:
     """Types of the common families with their prices, as `cloudsh prices` lists them."""
-    b = ctx.backend
-    offered = await b.ec2.type_names()
-    names = [n for n in offered if n.split(".", 1)[0] in COMMON_FAMILIES]
-    types = await b.ec2.instance_types(names)
-    prices = await b.pricing.prices(sorted(types), strict=False)
+    types = await family_types(ctx.backend)
+    prices = await ctx.backend.pricing.prices(sorted(types), strict=False)
     ordered = sorted(types.values(), key=lambda t: (t.gpu_count == 0, t.family, t.vcpus, t.memory_gib))
     rows = [(t, prices.get(t.name)) for t in ordered if t.name in prices and prices[t.name].on_demand is not None]
     sample = next(iter(prices.values()), None)
