@@ -240,9 +240,12 @@ def test_prices() -> None:
 
 
 def test_credentials_problems_are_one_line() -> None:
-    r = cloudsh("--aws", "--profile", "nosuchprofile", "ls", env={"CLOUDSH_SANDBOX": "0"})
-    line = one_line_error(r)
-    assert r.returncode == 1 and "nosuchprofile" in line
+    # With a region set, nothing asks the profile for its region: the check must not
+    # depend on that (it once surfaced as "unexpected error: ProfileNotFound").
+    for env in ({}, {"AWS_DEFAULT_REGION": "eu-west-1"}):
+        r = cloudsh("--aws", "--profile", "nosuchprofile", "ls", env={"CLOUDSH_SANDBOX": "0", **env})
+        line = one_line_error(r)
+        assert r.returncode == 1 and "no AWS profile named 'nosuchprofile'" in line, line
 
 
 def test_sandbox_env_and_status() -> None:

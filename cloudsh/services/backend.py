@@ -152,9 +152,8 @@ class Backend:
         if choice:
             target = sandbox_target(settings)
         else:
-            region = region or env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION")
-            if not region:
-                region = _profile_region(profile) or DEFAULT_REGION
+            configured = _profile_region(profile)
+            region = region or env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or configured or DEFAULT_REGION
             target = AwsTarget(region=region, profile=profile, endpoint_url=env.get("AWS_ENDPOINT_URL") or None)
         clients = ClientFactory(target, cache_dir=settings.cache_dir)
         return cls(
@@ -182,15 +181,19 @@ def sandbox_target(settings: Settings) -> AwsTarget:
 
 
 def _profile_region(profile: str | None) -> str | None:
+    """The profile's configured region; a profile that does not exist is an error here,
+    before any client is made (botocore would only raise it from deep inside a call)."""
     import botocore.session
 
-    try:
-        session = botocore.session.Session(profile=profile)
-        return session.get_config_variable("region")  # type: ignore[no-any-return]
-    except Exception as exc:  # botocore raises ProfileNotFound and friends
-        if type(exc).__name__ == "ProfileNotFound":
+    session = botocore.session.Session()
+    if profile is not None:
+        if profile not in session.available_profiles:
             raise CredentialsError(
                 f"no AWS profile named {profile!r}",
                 "list yours with `aws configure list-profiles`",
-            ) from None
+            )
+        session.set_config_variable("profile", profile)
+    try:
+        return session.get_config_variable("region")  # type: ignore[no-any-return]
+    except Exception:  # noqa: BLE001 - a broken config file: the default region, and boto3 says the rest
         return None
