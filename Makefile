@@ -7,7 +7,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.stamp-install
 
-.PHONY: demo test lint bench screenshots system-deps clean
+.PHONY: demo test lint bench screenshots system-deps bytecode clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "cloudsh needs Python 3.11 or newer (set PYTHON=python3.11)")'
@@ -19,7 +19,12 @@ $(STAMP): pyproject.toml
 system-deps:
 	@sh .ci/system-deps
 
-demo: $(STAMP) system-deps
+# Byte-compiled up front, as an installed package is: where PYTHONDONTWRITEBYTECODE
+# is set, every start would otherwise compile the app's modules again (50-100 ms).
+bytecode: $(STAMP)
+	@$(BIN)/python -m compileall -q cloudsh
+
+demo: $(STAMP) system-deps bytecode
 	CLOUDSH_SANDBOX=1 $(BIN)/python -m cloudsh.tui.demo
 
 test: $(STAMP) system-deps
@@ -29,10 +34,10 @@ lint: $(STAMP)
 	$(BIN)/ruff check cloudsh tests bench
 	$(BIN)/mypy cloudsh
 
-bench: $(STAMP) system-deps
+bench: $(STAMP) system-deps bytecode
 	$(BIN)/python -m bench
 
-screenshots: $(STAMP) system-deps
+screenshots: $(STAMP) system-deps bytecode
 	$(BIN)/python -m bench.screenshots
 
 clean:

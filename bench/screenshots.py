@@ -70,7 +70,7 @@ async def shoot(name: str, size: tuple[int, int], then: Callable[[Any, Any], Awa
     from cloudsh.cli import GlobalOptions, backend_factory
     from cloudsh.tui.app import CloudshApp
     from cloudsh.tui.handoff import RecordingHandoff
-    from cloudsh.tui.widgets import InstancesPane, InstancesTable
+    from cloudsh.tui.widgets import InstancesTable
 
     app = CloudshApp(backend_factory(GlobalOptions(sandbox=True)), handoff=RecordingHandoff(), periodic_refresh=False)
     async with app.run_test(size=size) as pilot:
@@ -78,9 +78,11 @@ async def shoot(name: str, size: tuple[int, int], then: Callable[[Any, Any], Awa
         while not (app.records and app.price_rows and app._spot_cache) and time.monotonic() < deadline:
             await pilot.pause(0.1)
         await pilot.pause(0.5)
-        pane = app.main(InstancesPane)
         train = next(r["id"] for r in app.records if r["name"] == "train")
-        app.main(InstancesTable).move_cursor(row=pane._shown.index(train))
+        table = app.main(InstancesTable)
+        while not (table.filled and train in table.keys) and time.monotonic() < deadline:
+            await pilot.pause(0.1)
+        table.move_cursor(row=table.keys.index(train))
         await pilot.pause()
         if then is not None:
             await then(app, pilot)

@@ -1,12 +1,14 @@
 """The TUI's speed numbers (issue: "Speed and size").
 
 1. Process start to a screen listing 50 sandbox instances, vs `aws ec2 describe-instances`
-   printing them against the same endpoint (target ratio <= 1.0). Measured twice: cold
-   (no cached listing: the fresh listing is what fills the pane) and warm (the cached
-   listing paints first, marked stale, then the fresh one replaces it).
-2. With 1,000 instances: the longest event-loop stall during a refresh (heartbeat timer,
-   target < 50 ms), the longest stall while filter keystrokes change the rows (< 50 ms;
-   the first screenful is drawn at once, the rest in slices), resident memory (< 250 MB).
+   printing them against the same endpoint (target ratio <= 1.0). Measured cold (the
+   first start on a machine: no cached listing, no cached botocore model) and warm (the
+   cached listing paints first, marked stale, unless the fresh one, fetched by a child
+   forked before Textual loads, is already in).
+2. With 1,000 instances: the longest event-loop stall (heartbeat timer, target < 50 ms)
+   during the periodic refresh (instances) and during ctrl+r (every pane, so 1,000
+   volumes too), each time until the app has settled; the longest stall while filter
+   keystrokes change the rows (< 50 ms); resident memory (< 250 MB).
 """
 
 from __future__ import annotations
@@ -40,8 +42,13 @@ def _launch(env: dict[str, str], n: int, prefix: str) -> None:
 
 
 def child(want: int) -> None:
-    """Run the real app headless; print when the pane shows `want` rows (stale and fresh)."""
+    """Run the real app headless, started as `cloudsh` starts it (the first listing forked
+    off before Textual loads); print when the pane shows `want` rows (stale and fresh)."""
     from cloudsh.cli import GlobalOptions, backend_factory
+    from cloudsh.tui.prefetch import Prefetch
+
+    opts = GlobalOptions(sandbox=True)
+    prefetch = Prefetch.start(opts)
     from cloudsh.tui.app import CloudshApp
     from cloudsh.tui.messages import InstancesLoaded
     from cloudsh.tui.widgets import InstancesTable
@@ -49,18 +56,29 @@ def child(want: int) -> None:
     seen: dict[str, float] = {}
 
     class Timed(CloudshApp):
-        # Textual also runs CloudshApp's own handler (it dispatches along the MRO), after
-        # this one: so look at the table once the screen has been refreshed.
+        # Textual also runs CloudshApp's own handler (it dispatches along the MRO); the
+        # rows are then drawn by the pane's fill worker. Watch for them every 2 ms and take
+        # the time once the screen showing them has been painted.
+        kind = ""
+
+        def on_mount(self) -> None:
+            self.set_interval(0.002, self._look)
+
         def on_instances_loaded(self, message: InstancesLoaded) -> None:
-            self.call_after_refresh(self._painted, "stale" if message.stale else "fresh")
+            self.kind = "stale" if message.stale else "fresh"
+
+        def _look(self) -> None:
+            kind = self.kind
+            if kind and kind not in seen and self.main(InstancesTable).filled and self.main(InstancesTable).row_count >= want:
+                seen[kind] = 0.0
+                self.call_after_refresh(self._painted, kind)
 
         def _painted(self, kind: str) -> None:
-            if kind not in seen and self.main(InstancesTable).row_count >= want:
-                seen[kind] = time.time()
-            if "fresh" in seen:
+            seen[kind] = time.time()
+            if kind == "fresh":
                 self.exit(0)
 
-    Timed(backend_factory(GlobalOptions(sandbox=True))).run(headless=True, size=(120, 60))
+    Timed(backend_factory(opts), prefetch=prefetch).run(headless=True, size=(120, 60))
     print(json.dumps(seen))
 
 
@@ -77,20 +95,41 @@ def _startup(env: dict[str, str], want: int) -> dict[str, float]:
 # -- 2. 1,000 instances, in process ---------------------------------------------------------
 
 
+#: Worker groups busy while the app loads or draws something.
+BUSY = frozenset({"refresh-instances", "refresh-prices", "refresh-storage", "spot-history", "fill"})
+
+
 async def _big(n: int) -> dict[str, float]:
     from textual.widgets import Input
 
     from cloudsh.cli import GlobalOptions, backend_factory
-    from cloudsh.tui.app import CloudshApp, tune_gc
-    from cloudsh.tui.widgets import InstancesPane
+    from cloudsh.tui.app import SETTLE_S, CloudshApp, tune_gc
+    from cloudsh.tui.widgets import InstancesTable
 
     tune_gc()  # as run_tui does
     app = CloudshApp(backend_factory(GlobalOptions(sandbox=True)), periodic_refresh=False)
     gaps: list[float] = []
+
+    async def quiet() -> None:
+        # Until nothing loads or draws, and the app has settled (collected, saved).
+        await pilot.pause(0.05)
+        while app._refreshing or any(w.is_running and w.group in BUSY for w in app.workers):
+            await pilot.pause(0.02)
+        await pilot.pause(SETTLE_S + 0.3)
+
+    async def longest(action: Any, times: int) -> float:
+        nonlocal last
+        gaps.clear()
+        last = time.perf_counter()
+        for _ in range(times):
+            action()
+            await quiet()
+        return max(gaps) - 0.005
+
     async with app.run_test(size=(120, 40)) as pilot:
         while len(app.records) < n:
             await pilot.pause(0.1)
-        await pilot.pause(0.5)
+        await quiet()
         last = time.perf_counter()
 
         def beat() -> None:
@@ -100,13 +139,9 @@ async def _big(n: int) -> dict[str, float]:
             last = now
 
         timer = app.set_interval(0.005, beat)
-        for _ in range(3):
-            app.refresh_instances()
-            await pilot.pause(0.05)
-            while app._refreshing:
-                await pilot.pause(0.01)
-            await pilot.pause(0.2)
-        stall = max(gaps) - 0.005
+        # The periodic refresh (instances), then ctrl+r (instances, prices, volumes).
+        stall = await longest(app.refresh_instances, 3)
+        stall_all = await longest(app.action_refresh, 2)
         # Keystrokes in the `/` filter: the loop must keep turning while rows change.
         await pilot.press("slash")
         await pilot.pause(0.3)
@@ -118,9 +153,16 @@ async def _big(n: int) -> dict[str, float]:
             await pilot.pause(1.0)
             keys.append(max(gaps) - 0.005)
         timer.stop()
-        shown = len(app.query_one(InstancesPane)._shown)
+        shown = len(app.query_one(InstancesTable).keys)
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return {"stall_ms": stall * 1000, "key_ms": max(keys) * 1000, "rss_mb": rss, "shown": shown}
+    return {"stall_ms": stall * 1000, "stall_all_ms": stall_all * 1000, "key_ms": max(keys) * 1000,
+            "rss_mb": rss, "shown": shown}
+
+
+def _stale(run: dict[str, float], peer: float) -> str:
+    if "stale" not in run:
+        return "not shown: the fresh list came first"
+    return f"{run['stale'] * 1000:.0f} ms  ratio {run['stale'] / peer:.2f}"
 
 
 def main() -> dict[str, Any]:
@@ -138,9 +180,9 @@ def main() -> dict[str, Any]:
             "TUI start-up to 50 instances on screen vs aws ec2 describe-instances (sandbox)",
             [
                 ("aws ec2 describe-instances (best of 3)", f"{t_peer * 1000:.0f} ms"),
-                ("cloudsh TUI, cold (no cache): fresh list", f"{cold['fresh'] * 1000:.0f} ms  ratio {cold['fresh'] / t_peer:.2f}"),
-                ("cloudsh TUI, warm: cached list (stale)", f"{warm.get('stale', float('nan')) * 1000:.0f} ms  ratio {warm.get('stale', float('nan')) / t_peer:.2f} (target <= 1.0)"),
-                ("cloudsh TUI, warm: fresh list", f"{warm['fresh'] * 1000:.0f} ms  ratio {warm['fresh'] / t_peer:.2f}"),
+                ("cloudsh TUI, cold (no cache): fresh list", f"{cold['fresh'] * 1000:.0f} ms  ratio {cold['fresh'] / t_peer:.2f} (target <= 1.0)"),
+                ("cloudsh TUI, warm: cached list (stale)", _stale(warm, t_peer)),
+                ("cloudsh TUI, warm: fresh list", f"{warm['fresh'] * 1000:.0f} ms  ratio {warm['fresh'] / t_peer:.2f} (target <= 1.0)"),
             ],
         )
     with bench_sandbox(boot_s=3600) as env:
@@ -151,6 +193,7 @@ def main() -> dict[str, Any]:
             "TUI with 1,000 instances",
             [
                 ("longest event-loop stall during a refresh", f"{big['stall_ms']:.0f} ms (target < 50)"),
+                ("... during ctrl+r (instances, prices, volumes)", f"{big['stall_all_ms']:.0f} ms (target < 50)"),
                 ("longest stall while filtering (5 keystrokes)", f"{big['key_ms']:.0f} ms (target < 50)"),
                 ("resident memory (max RSS)", f"{big['rss_mb']:.0f} MB (target < 250)"),
             ],

@@ -191,9 +191,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if words[:1] == ["help"]:
             words = words[1:] + ["--help"]
         if not words:
+            from cloudsh.tui.prefetch import Prefetch
+
+            prefetch = Prefetch.start(opts)  # lists on the second core while Textual loads
             from cloudsh.tui.app import run_tui
 
-            return run_tui(backend_factory(opts))
+            return run_tui(backend_factory(opts), prefetch)
         if words[0] == "repl":
             from cloudsh.repl import run_repl
 

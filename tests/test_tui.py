@@ -21,6 +21,7 @@ from cloudsh.commands.registry import Context, dispatch
 from cloudsh.config import Settings
 from cloudsh.services.backend import Backend
 from cloudsh.tui.app import CloudshApp
+from cloudsh.tui.data import listing_cache_path
 from cloudsh.tui.handoff import RecordingHandoff
 from cloudsh.tui.messages import ActionFinished, BackendReady, InstancesLoaded
 from cloudsh.tui.screens import ConfirmScreen, ResizeScreen, TunnelsScreen
@@ -73,9 +74,11 @@ def activity(app: CloudshApp) -> str:
 async def highlight(pilot: Any, app: CloudshApp, name: str) -> None:
     await until(pilot, lambda: any(r["name"] == name for r in app.records))
     pane = app.query_one(InstancesPane)
+    iid = next(r["id"] for r in app.records if r["name"] == name)
     table = app.query_one(InstancesTable)
+    await until(pilot, lambda: table.filled and iid in table.keys)
     table.focus()
-    table.move_cursor(row=pane._shown.index(next(r["id"] for r in app.records if r["name"] == name)))
+    table.move_cursor(row=table.keys.index(iid))
     await pilot.pause()
     assert (pane.highlighted() or {}).get("name") == name
 
@@ -252,11 +255,11 @@ async def test_errors_completion_history_and_filter(sandbox: Sandbox) -> None:
         # `/` filters rows in place; escape clears the filter.
         await pilot.press("slash")
         pilot.app.query_one("#instances-filter", Input).value = name
-        await pilot.pause()
         pane = app.query_one(InstancesPane)
-        assert pane._shown == [next(r["id"] for r in app.records if r["name"] == name)]
+        only = [next(r["id"] for r in app.records if r["name"] == name)]
+        await until(pilot, lambda: pane.table.filled and pane.table.keys == only)
         await pilot.press("escape")
-        assert len(pane._shown) == len(app.records)
+        await until(pilot, lambda: pane.table.filled and len(pane.table.keys) == len(app.records) > 1)
 
 
 async def test_cached_listing_paints_first_marked_stale(sandbox: Sandbox) -> None:
@@ -264,7 +267,9 @@ async def test_cached_listing_paints_first_marked_stale(sandbox: Sandbox) -> Non
     first = CloudshApp(factory, handoff=RecordingHandoff())
     async with first.run_test(size=(120, 40)) as pilot:
         await until(pilot, lambda: any(r["name"] == name for r in first.records))
-        await pilot.pause(0.3)  # the cache is written right after the listing
+        # The listing is written to the cache a moment after it is drawn.
+        cached = listing_cache_path(first.settings.cache_dir)
+        await until(pilot, lambda: cached.exists() and name in cached.read_text())
 
     gate = asyncio.Event()
     messages: list[Message] = []

@@ -50,8 +50,8 @@ async def _highlight_storage(pilot: Any, app: CloudshApp, name: str, kind: type 
     table.focus()
     # An image's snapshots carry its name too: pick by kind.
     key = next(k for k, i in pane.items.items() if isinstance(i, kind) and i.name == name)
-    await until(pilot, lambda: key in {str(r.value) for r in table.rows})
-    table.move_cursor(row=table.get_row_index(key))
+    await until(pilot, lambda: table.filled and key in table.keys)
+    table.move_cursor(row=table.keys.index(key))
     await pilot.pause()
     assert isinstance(pane.highlighted(), kind) and getattr(pane.highlighted(), "name", None) == name
 
@@ -182,8 +182,9 @@ async def test_snapshot_a_volume_then_restore_and_delete_the_snapshot(sandbox: S
         pane = app.query_one(VolumesPane)
         await until(pilot, lambda: snap["SnapshotId"] in pane.items, timeout=30)
         table = app.query_one(StorageTable)
+        await until(pilot, lambda: table.filled and snap["SnapshotId"] in table.keys)
         table.focus()
-        table.move_cursor(row=table.get_row_index(snap["SnapshotId"]))
+        table.move_cursor(row=table.keys.index(snap["SnapshotId"]))
         await pilot.pause()
         assert app.check_action("snapshot_restore", ()) is True and app.check_action("volume_attach", ()) is False
         await pilot.press("v")

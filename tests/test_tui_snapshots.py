@@ -38,7 +38,7 @@ from cloudsh.tui.messages import (
 )
 from cloudsh.tui.screens import ConfirmScreen, HelpScreen, RegionScreen, ResizeScreen, TunnelsScreen
 from cloudsh.tui.tunnels import OpenTunnel
-from cloudsh.tui.widgets import StatusBar, StorageTable
+from cloudsh.tui.widgets import InstancesTable, PricesTable, StatusBar, StorageTable
 
 NOW = datetime(2026, 11, 22, 9, 30, tzinfo=UTC)
 
@@ -117,8 +117,13 @@ async def seeded(pilot: Pilot[Any]) -> None:
             app.main(StatusBar).mode = message.label
             continue
         app.post_message(message)
-    await pilot.pause()
-    await pilot.pause()
+    # The tables fill in a worker: wait until every row is drawn.
+    instances, prices, storage = app.main(InstancesTable), app.main(PricesTable), app.main(StorageTable)
+    for _ in range(200):
+        await pilot.pause()
+        if (instances.filled and prices.filled and storage.filled and instances.row_count == len(RECORDS)
+                and prices.row_count and storage.row_count == len(VOLUMES) + len(SNAPSHOTS) + len(IMAGES)):
+            break
     app.main(StatusBar).freshness = "updated 09:30:00"
     await pilot.pause()
 

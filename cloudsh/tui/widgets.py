@@ -4,17 +4,17 @@ calls with plain records, and posts messages when the user does something."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
-from rich.text import Text
+from rich.cells import cell_len
+from rich.text import Span, Text
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
-from textual.coordinate import Coordinate
 from textual.message import Message
 from textual.reactive import reactive
 from textual.suggester import Suggester
@@ -35,15 +35,123 @@ STATE_STYLES = {
     "terminated": "dim strike",
 }
 TRANSITIONAL = frozenset({"pending", "stopping", "shutting-down"})
-#: Rows added at once when the instances table is rebuilt, then per event-loop turn.
-FIRST_SLICE = 80
+#: Rows formatted, added or changed per event-loop turn in a LineTable.
 SLICE = 100
 SLICE_PAUSE_S = 0.01
+#: A LineTable's one column.
+LINE = "line"
 
 
-def state_cell(state: str) -> Text:
-    label = f"{state}…" if state in TRANSITIONAL else state
-    return Text(label, style=STATE_STYLES.get(state, ""), no_wrap=True, end="")
+# -- tables of one-line rows ----------------------------------------------------------
+
+#: A row's column texts and styles.
+Fields = tuple[tuple[str, str], ...]
+
+
+def table_line(fields: Fields, widths: Sequence[int]) -> Text:
+    """A whole row as one Text, columns padded to `widths` and two spaces apart."""
+    parts: list[str] = []
+    spans: list[Span] = []
+    at = 0
+    for (text, style), width in zip(fields, widths, strict=True):
+        if style:
+            spans.append(Span(at, at + len(text), style))
+        cell = text + " " * (width - cell_len(text) + 2)  # padding, then the gap to the next
+        parts.append(cell)
+        at += len(cell)
+    return Text("".join(parts)[:-2], spans=spans, no_wrap=True, end="")
+
+
+class LineTable(DataTable[Any]):
+    """A table that stays quick with 1,000 rows: each row is one `table_line` (a single
+    DataTable column), and rows change in a worker, a slice per event-loop turn.
+
+    With a cell per column, DataTable renders a Rich renderable per cell on every
+    repaint, and a refresh changes every running box's uptime, so every repaint is a
+    full one: 31 ms for 20 rows of ten columns, 84 ms for 60, the app's longest stall
+    with 1,000 boxes. One Text per row takes a third of that. Rows are keyed; the cursor
+    stays on its row's key, or where it was if that row is gone.
+    """
+
+    HEADER: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, **kw: Any) -> None:
+        super().__init__(**kw)
+        self.keys: list[str] = []  # the rows shown, in order
+        self.widths: tuple[int, ...] = ()
+        self.filled = True  # the rows are what the last `show_rows` asked for
+        self._drawn: dict[str, Fields] = {}
+        self._formatted: dict[str, tuple[Any, Fields, tuple[int, ...]]] = {}
+
+    def on_mount(self) -> None:
+        self.cursor_type = "row"
+        self.zebra_stripes = True
+        self._set_widths(self._header_widths())
+
+    def _header_widths(self) -> tuple[int, ...]:
+        return tuple(cell_len(label) for label in self.HEADER)
+
+    def _set_widths(self, widths: tuple[int, ...]) -> None:
+        self.clear(columns=True)
+        self.add_column(table_line(tuple((label, "") for label in self.HEADER), widths), key=LINE)
+        self.widths = widths
+
+    def highlighted_key(self) -> str | None:
+        return self.keys[self.cursor_row] if 0 <= self.cursor_row < len(self.keys) else None
+
+    def show_rows(self, rows: list[tuple[str, Any]], fmt: Callable[[Any], Fields]) -> None:
+        """Show these (key, source) rows in this order, each as `fmt(source)` says. Only
+        sources that changed are formatted again, only rows that changed are redrawn."""
+        self.filled = False
+        # Exclusive: newer rows cancel a fill still under way. What is drawn stays
+        # consistent (`keys` and `_drawn` change with each row), so the next fill carries
+        # on from there.
+        self.run_worker(self._fill(rows, fmt), group="fill", exclusive=True, exit_on_error=False)
+
+    async def _fill(self, rows: list[tuple[str, Any]], fmt: Callable[[Any], Fields]) -> None:
+        cache = self._formatted
+        lines: list[tuple[str, Fields]] = []
+        row_widths: list[tuple[int, ...]] = []
+        for start in range(0, len(rows), SLICE):
+            if start:
+                await asyncio.sleep(0)
+            for key, source in rows[start : start + SLICE]:
+                hit = cache.get(key)
+                if hit is None or hit[0] != source:
+                    fields = fmt(source)
+                    hit = cache[key] = (source, fields, tuple(cell_len(text) for text, _ in fields))
+                lines.append((key, hit[1]))
+                row_widths.append(hit[2])
+        if len(cache) > 2 * len(rows) + 100:  # forget rows long gone
+            self._formatted = {key: cache[key] for key, _ in rows}
+        widths = tuple(map(max, zip(self._header_widths(), *row_widths, strict=True)))
+        keys = [key for key, _ in lines]
+        if keys == self.keys and widths == self.widths:
+            # The same rows in the same order and widths: redraw what changed, in place
+            # (no flicker; cursor and scroll untouched).
+            changed = [(key, fields) for key, fields in lines if self._drawn.get(key) != fields]
+            for start in range(0, len(changed), SLICE):
+                if start:
+                    await asyncio.sleep(SLICE_PAUSE_S)
+                for key, fields in changed[start : start + SLICE]:
+                    self.update_cell(key, LINE, table_line(fields, widths))
+                    self._drawn[key] = fields
+        else:
+            was = self.highlighted_key()
+            target = keys.index(was) if was in keys else min(self.cursor_row, len(keys) - 1)
+            self._set_widths(widths)
+            self.keys = []
+            self._drawn = {}
+            for start in range(0, len(lines), SLICE):
+                if start:
+                    await asyncio.sleep(SLICE_PAUSE_S)
+                for key, fields in lines[start : start + SLICE]:
+                    self.add_row(table_line(fields, widths), key=key)
+                    self.keys.append(key)
+                    self._drawn[key] = fields
+                if 0 <= target < len(self.keys) and self.cursor_row != target:
+                    self.move_cursor(row=target, animate=False)
+        self.filled = True
 
 
 # -- status bar -----------------------------------------------------------------
@@ -95,29 +203,28 @@ SORT_KEYS: dict[str, Callable[[dict[str, Any]], Any]] = {
 }
 
 
-def cell(value: object, style: str = "") -> Text:
-    """A plain cell. DataTable would parse a `str` as markup: slower (it dominates
-    painting 1,000 rows) and wrong for a name with a `[` in it."""
-    return Text(str(value), style=style, no_wrap=True, end="")
+def instance_fields(rec: dict[str, Any]) -> Fields:
+    """An instance's row, in INSTANCE_COLUMNS order."""
+    state = rec["state"]
+    return (
+        (rec["name"] or "-", ""),
+        (rec["type"], ""),
+        (rec["gpus"] or "-", ""),
+        (f"{state}…" if state in TRANSITIONAL else state, STATE_STYLES.get(state, "")),
+        (rec["market"], "magenta" if rec["market"] == "spot" else ""),
+        (money(rec["price_per_hour"], ""), ""),
+        (duration(rec["uptime_s"]), ""),
+        (money(rec.get("cost_so_far"), ""), ""),
+        (rec["public_ip"] or "-", ""),
+        (rec["id"], ""),
+    )
 
 
-def instance_cells(rec: dict[str, Any]) -> dict[str, Text]:
-    return {
-        "name": cell(rec["name"] or "-"),
-        "type": cell(rec["type"]),
-        "gpus": cell(rec["gpus"] or "-"),
-        "state": state_cell(rec["state"]),
-        "market": cell(rec["market"], "magenta" if rec["market"] == "spot" else ""),
-        "price": cell(money(rec["price_per_hour"], "")),
-        "uptime": cell(duration(rec["uptime_s"])),
-        "cost": cell(money(rec.get("cost_so_far"), "") if rec.get("cost_so_far") is not None else "-"),
-        "public_ip": cell(rec["public_ip"] or "-"),
-        "id": cell(rec["id"]),
-    }
 
-
-class InstancesTable(DataTable[Any]):
+class InstancesTable(LineTable):
     """One row per instance, keyed by id so the cursor and rows survive refreshes."""
+
+    HEADER = tuple(label for _, label in INSTANCE_COLUMNS)
 
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("j", "cursor_down", "Down", show=False),
@@ -132,12 +239,6 @@ class InstancesTable(DataTable[Any]):
         Binding("slash", "filter", "Filter", id="filter", tooltip="Filter instances by name, type or state"),
         Binding("o", "sort", "Sort", id="sort", show=False, tooltip="Sort by the next column"),
     ]
-
-    def on_mount(self) -> None:
-        self.cursor_type = "row"
-        self.zebra_stripes = True
-        for key, label in INSTANCE_COLUMNS:
-            self.add_column(label, key=key)
 
     # The pane owns the filter and sort state; the table only has the focus.
     def action_filter(self) -> None:
@@ -161,9 +262,6 @@ class InstancesPane(Vertical):
         super().__init__(**kw)
         self.records: list[dict[str, Any]] = []
         self.filter_text = ""
-        self._shown: list[str] = []
-        self._drawn: dict[str, dict[str, Any]] = {}
-        self._filling = False
 
     def compose(self) -> ComposeResult:
         yield Input(placeholder="filter: name, type, state…", id="instances-filter", classes="hidden")
@@ -179,11 +277,8 @@ class InstancesPane(Vertical):
         self._render_rows()
 
     def highlighted(self) -> dict[str, Any] | None:
-        t = self.table
-        if not self._shown or t.cursor_row < 0 or t.cursor_row >= len(self._shown):
-            return None
-        iid = self._shown[t.cursor_row]
-        return next((r for r in self.records if r["id"] == iid), None)
+        iid = self.table.highlighted_key()
+        return next((r for r in self.records if r["id"] == iid), None) if iid else None
 
     def _visible(self) -> list[dict[str, Any]]:
         needle = self.filter_text.lower()
@@ -193,26 +288,9 @@ class InstancesPane(Vertical):
         return sorted(rows, key=SORT_KEYS[self.sort_key])
 
     def _render_rows(self) -> None:
-        t = self.table
+        """Show `records` through the filter and sort."""
         rows = self._visible()
-        ids = [r["id"] for r in rows]
-        if ids == self._shown and not self._filling:
-            # Same rows in the same order: update what changed, in place (no flicker;
-            # cursor and scroll untouched). Unchanged records are skipped outright.
-            changed = [r for r in rows if self._drawn.get(r["id"]) != r]
-            self._start_fill(self._update_cells(changed))
-        else:
-            current = self._shown[t.cursor_row] if self._shown and 0 <= t.cursor_row < len(self._shown) else None
-            t.clear()
-            self._shown = []
-            self._drawn = {}
-            # The first screenful now, the rest in slices between event-loop turns:
-            # DataTable measures every new cell (~0.3 ms each), so 1,000 rows at once
-            # would freeze the app for a third of a second.
-            self._add_rows(rows[:FIRST_SLICE])
-            if current in ids[:FIRST_SLICE]:
-                t.move_cursor(row=ids.index(current), animate=False)
-            self._start_fill(self._add_rest(rows[FIRST_SLICE:], current, ids))
+        self.table.show_rows([(r["id"], r) for r in rows], instance_fields)
         empty = self.query_one("#instances-empty", Static)
         if not self.records:
             empty.update("No instances. Launch one with  :launch NAME  (add --type g5.xlarge for a GPU).")
@@ -227,39 +305,6 @@ class InstancesPane(Vertical):
         if self.sort_key != "name":
             title += f" ↓{self.sort_key}"
         self.border_title = title
-
-    def _add_rows(self, rows: list[dict[str, Any]]) -> None:
-        t = self.table
-        for rec in rows:
-            cells = instance_cells(rec)
-            t.add_row(*(cells[k] for k, _ in INSTANCE_COLUMNS), key=rec["id"])
-            self._shown.append(rec["id"])
-            self._drawn[rec["id"]] = rec
-
-    def _start_fill(self, job: Coroutine[Any, Any, None]) -> None:
-        self._filling = True
-        self.run_worker(job, group="instances-fill", exclusive=True, exit_on_error=False)
-
-    async def _add_rest(self, rows: list[dict[str, Any]], current: str | None, ids: list[str]) -> None:
-        for start in range(0, len(rows), SLICE):
-            await asyncio.sleep(SLICE_PAUSE_S)
-            self._add_rows(rows[start : start + SLICE])
-        if current in ids and self.table.cursor_row != ids.index(current):
-            self.table.move_cursor(row=ids.index(current), animate=False)
-        self._filling = False
-
-    async def _update_cells(self, rows: list[dict[str, Any]]) -> None:
-        t = self.table
-        for n, rec in enumerate(rows):
-            if n and n % SLICE == 0:
-                await asyncio.sleep(SLICE_PAUSE_S)
-            old = self._drawn.get(rec["id"])
-            old_cells = instance_cells(old) if old else {}
-            for key, value in instance_cells(rec).items():
-                if old_cells.get(key) != value:
-                    t.update_cell(rec["id"], key, value)
-            self._drawn[rec["id"]] = rec
-        self._filling = False
 
     def watch_sort_key(self) -> None:
         if self.is_mounted:
@@ -300,7 +345,9 @@ class InstancesPane(Vertical):
 # -- prices -------------------------------------------------------------------------
 
 
-class PricesTable(DataTable[Any]):
+class PricesTable(LineTable):
+    HEADER = ("Type", "vCPU", "Mem", "GPUs", "On-demand", "Spot", "Save")
+
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("j", "cursor_down", "Down", show=False),
         Binding("k", "cursor_up", "Up", show=False),
@@ -308,19 +355,22 @@ class PricesTable(DataTable[Any]):
         Binding("f", "family", "Family", id="family", tooltip="Show one family at a time"),
     ]
 
-    def on_mount(self) -> None:
-        self.cursor_type = "row"
-        self.zebra_stripes = True
-        for key, label in (("type", "Type"), ("vcpus", "vCPU"), ("mem", "Mem"), ("gpus", "GPUs"),
-                           ("od", "On-demand"), ("spot", "Spot"), ("save", "Save")):
-            self.add_column(label, key=key)
-
     def action_gpu_only(self) -> None:
         pane = self.query_ancestor(PricesPane)
         pane.gpu_only = not pane.gpu_only
 
     def action_family(self) -> None:
         self.query_ancestor(PricesPane).next_family()
+
+
+def price_fields(row: tuple[InstanceType, Price | None]) -> Fields:
+    it, p = row
+    saving = p.spot_saving if p else None
+    return (
+        (it.name, ""), (str(it.vcpus), ""), (f"{it.memory_gib:g}G", ""), (it.gpus or "-", ""),
+        (money(p.on_demand if p else None, ""), ""), (money(p.spot if p else None, ""), ""),
+        (f"{saving:.0%}", "green") if saving is not None else ("-", ""),
+    )
 
 
 @dataclass
@@ -337,7 +387,6 @@ class PricesPane(Vertical):
         self.rows: list[tuple[InstanceType, Price | None]] = []
         self.source = ""
         self.fetched_at: datetime | None = None
-        self._shown: list[str] = []
         self.clock: Callable[[], datetime] = lambda: datetime.now(UTC)
 
     def compose(self) -> ComposeResult:
@@ -365,10 +414,7 @@ class PricesPane(Vertical):
         spark.set_class(not series, "hidden")
 
     def highlighted(self) -> str | None:
-        t = self.query_one(PricesTable)
-        if not self._shown or not 0 <= t.cursor_row < len(self._shown):
-            return None
-        return self._shown[t.cursor_row]
+        return self.query_one(PricesTable).highlighted_key()
 
     def families(self) -> list[str]:
         return sorted({t.family for t, _ in self.rows if t.gpu_count or not self.gpu_only})
@@ -386,22 +432,8 @@ class PricesPane(Vertical):
             self._render_rows()
 
     def _render_rows(self) -> None:
-        t = self.query_one(PricesTable)
         rows = [(it, p) for it, p in self.rows if (it.gpu_count or not self.gpu_only) and (not self.family or it.family == self.family)]
-        current = self.highlighted()
-        t.clear()
-        self._shown = []
-        for it, p in rows:
-            saving = p.spot_saving if p else None
-            t.add_row(
-                it.name, str(it.vcpus), f"{it.memory_gib:g}G", it.gpus or "-",
-                money(p.on_demand if p else None, ""), money(p.spot if p else None, ""),
-                Text(f"{saving:.0%}", style="green") if saving is not None else "-",
-                key=it.name,
-            )
-            self._shown.append(it.name)
-        if current in self._shown:
-            t.move_cursor(row=self._shown.index(current), animate=False)
+        self.query_one(PricesTable).show_rows([(it.name, (it, p)) for it, p in rows], price_fields)
         title = "Prices" + (" · GPU" if self.gpu_only else "") + (f" · {self.family}" if self.family else "")
         self.border_title = title
         self._render_age()
@@ -427,86 +459,62 @@ class PricesPane(Vertical):
 # -- volumes, snapshots, images -------------------------------------------------------
 
 
-class StorageTable(DataTable[Any]):
+class StorageTable(LineTable):
+    HEADER = ("Kind", "Name", "Size", "State", "Attached/From", "$/month")
+
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("j", "cursor_down", "Down", show=False),
         Binding("k", "cursor_up", "Up", show=False),
         *STORAGE_BINDINGS,
     ]
 
-    def on_mount(self) -> None:
-        self.cursor_type = "row"
-        self.zebra_stripes = True
-        for key, label in (("kind", "Kind"), ("name", "Name"), ("size", "Size"), ("state", "State"),
-                           ("where", "Attached/From"), ("month", "$/month")):
-            self.add_column(label, key=key)
+
+def storage_fields(row: tuple[Volume | Snapshot | Image, str, float | None]) -> Fields:
+    """A volume's, snapshot's or image's row: with where it is attached (or comes
+    from) and what it costs a month, which the pane works out."""
+    item, where, month = row
+    kind = "volume" if isinstance(item, Volume) else "snapshot" if isinstance(item, Snapshot) else "image"
+    size = f"{item.size_gb} GB" if isinstance(item, Volume | Snapshot) else "-"
+    return ((kind, ""), (item.name or item.id, ""), (size, ""), (item.state, ""), (where, ""), (money(month, ""), ""))
 
 
 class VolumesPane(Vertical):
     def __init__(self, **kw: Any) -> None:
         super().__init__(**kw)
         self.items: dict[str, Volume | Snapshot | Image] = {}
+        self._kind: type | None = None
 
     def compose(self) -> ComposeResult:
         yield StorageTable(id="volumes-table")
 
     def highlighted(self) -> Volume | Snapshot | Image | None:
-        t = self.query_one(StorageTable)
-        if not t.row_count or not 0 <= t.cursor_row < t.row_count:
-            return None
-        key = t.coordinate_to_cell_key(Coordinate(t.cursor_row, 0)).row_key.value
-        return self.items.get(str(key))
+        key = self.query_one(StorageTable).highlighted_key()
+        return self.items.get(key) if key else None
 
     @on(DataTable.RowHighlighted, "#volumes-table")
     def _row_changed(self, event: DataTable.RowHighlighted) -> None:
         event.stop()
-        self.screen.refresh_bindings()  # the footer shows the keys of this kind of row
+        # The footer shows the keys of this kind of row. Redrawing it mounts a widget per
+        # key (~20 ms), so only when the kind changes, not on every row.
+        kind = type(self.highlighted())
+        if kind is not self._kind:
+            self._kind = kind
+            self.screen.refresh_bindings()
 
     def show(self, volumes: list[Volume], snapshots: list[Snapshot], images: list[Image],
              names: dict[str, str] | None = None) -> None:
         names = names or {}
-        t = self.query_one(StorageTable)
-        current = t.cursor_row
-        # The cursor stays on the same volume, snapshot or image when rows come and go.
-        was = self.highlighted()
         snaps = {s.id: s for s in snapshots}
         self.items = {**{v.id: v for v in volumes}, **snaps, **{i.id: i for i in images}}
-        rows: list[tuple[str, tuple[Text, ...]]] = []
-        total = 0.0
-        for v in volumes:
-            cost = volume_month(v)
-            total += cost
-            where = names.get(v.attached_to or "", v.attached_to or "-")
-            rows.append((v.id, (cell("volume"), cell(v.name or v.id), cell(f"{v.size_gb} GB"), cell(v.state),
-                                cell(where), cell(money(cost, "")))))
-        for s in snapshots:
-            cost = snapshot_month(s)
-            total += cost
-            rows.append((s.id, (cell("snapshot"), cell(s.name or s.id), cell(f"{s.size_gb} GB"), cell(s.state),
-                                cell(s.volume_id), cell(money(cost, "")))))
-        for img in images:
-            rows.append((img.id, (cell("image"), cell(img.name or img.id), cell("-"), cell(img.state),
-                                  cell(img.id), cell(money(image_month(img, snaps), "")))))
-        t.clear()
+        rows: list[tuple[str, tuple[Volume | Snapshot | Image, str, float | None]]] = [
+            *((v.id, (v, names.get(v.attached_to or "", v.attached_to or "-"), volume_month(v))) for v in volumes),
+            *((s.id, (s, s.volume_id, snapshot_month(s))) for s in snapshots),
+            *((i.id, (i, i.id, image_month(i, snaps))) for i in images),
+        ]
+        # An image's cost is its snapshots' (listed above it): counted once.
+        total = sum(volume_month(v) for v in volumes) + sum(snapshot_month(s) for s in snapshots)
         self.border_title = f"Volumes · {money(total, '/month')}"
-        # Like the instances table: a screenful now, the rest in slices.
-        for key, cells in rows[:FIRST_SLICE]:
-            t.add_row(*cells, key=key)
-        keys = [key for key, _ in rows]
-        target = keys.index(was.id) if was is not None and was.id in keys else min(current, len(rows) - 1)
-        if t.row_count:
-            t.move_cursor(row=min(target, t.row_count - 1), animate=False)
-        self.run_worker(self._add_rest(rows[FIRST_SLICE:], target), group="volumes-fill", exclusive=True,
-                        exit_on_error=False)
-
-    async def _add_rest(self, rows: list[tuple[str, tuple[Text, ...]]], target: int = -1) -> None:
-        t = self.query_one(StorageTable)
-        for start in range(0, len(rows), SLICE):
-            await asyncio.sleep(SLICE_PAUSE_S)
-            for key, cells in rows[start : start + SLICE]:
-                t.add_row(*cells, key=key)
-        if rows and FIRST_SLICE <= target < t.row_count:
-            t.move_cursor(row=target, animate=False)
+        self.query_one(StorageTable).show_rows(rows, storage_fields)
 
 
 # -- activity and command line ----------------------------------------------------------
