@@ -64,9 +64,18 @@ def test_app_paints_the_prefetched_listing_and_does_not_list_twice(box: str) -> 
     # The listing is on screen before the app's own connection is made; once connected,
     # the prices come next, not a second listing.
     assert got["order"][:3] == ["listing", "ready", "prices"], got["order"]
+    assert got["reaped"] and not got["child_running_at_ready"]
 
 
 def test_app_lists_itself_when_the_child_fails(box: str) -> None:
     got, _ = probe("app-fallback")
     assert got["ids"] == sorted(r["id"] for r in ls_json())
     assert got["order"][:3] == ["ready", "listing", "prices"], got["order"]
+
+
+def test_app_connects_itself_when_the_child_is_stuck(box: str) -> None:
+    got, _ = probe("app-slow")
+    assert got["child_running_at_ready"]  # connected without waiting for it
+    assert got["ids"] == sorted(r["id"] for r in ls_json())
+    assert got["order"][:3] == ["ready", "listing", "prices"], got["order"]
+    assert got["reaped"]  # the stuck child did not outlive the app

@@ -76,6 +76,8 @@ W = TypeVar("W", bound=Widget)
 
 #: Seconds between refreshes: fast while something changes state, backing off when idle.
 FAST_REFRESH_S = 2.0
+#: Seconds the app waits for the prefetched first listing before connecting itself.
+PREFETCH_WAIT_S = 5.0
 IDLE_REFRESH_S = (10.0, 20.0, 40.0, 60.0, 120.0)
 #: Seconds after a listing arrives before the app tidies up (`_settle`).
 SETTLE_S = 0.5
@@ -144,7 +146,8 @@ class CloudshApp(StorageActions, JobsActions, App[int]):
         self._names: dict[str, str] = {}
         self.stale = False
         self._first_listing = False
-        self._prefetched = False
+        self._prefetched = False  # a listing from the prefetch is on screen, none of our own yet
+        self._fresh_seen = False
         self._unsaved: tuple[str, list[dict[str, Any]]] | None = None
         self.init_jobs()
 
@@ -231,13 +234,27 @@ class CloudshApp(StorageActions, JobsActions, App[int]):
     @work(group="prefetch", exit_on_error=False)
     async def _take_prefetch(self, prefetch: Prefetch) -> None:
         # The first listing comes from a child forked before Textual was imported. The
-        # backend is built once it is in: both at once would only compete for the GIL.
-        records = await prefetch.records()
+        # backend is built once it is in (both at once would only compete for the GIL),
+        # or once the child has taken PREFETCH_WAIT_S: a slow cloud must not also hold
+        # up the app's own connection.
+        listing = asyncio.ensure_future(prefetch.records())
+        connecting = False
+        try:
+            done, _ = await asyncio.wait({listing}, timeout=PREFETCH_WAIT_S)
+            if not done:
+                connecting = True
+                self._connect()
+            records = await listing
+        except Exception:  # noqa: BLE001 - whatever went wrong, the app lists the normal way
+            records = None
+        finally:
+            listing.cancel()  # if the app is leaving: the child is killed
         self.prefetch = None
-        if records is not None:
-            self._prefetched = True
+        if records is not None and not self._fresh_seen:
+            self._prefetched = self.backend is None
             self.post_message(InstancesLoaded(records, stale=False, fetched_at=self.clock()))
-        self._connect()
+        if not connecting:
+            self._connect()
 
     @work(thread=True, exclusive=True, group="connect", exit_on_error=False)
     def _connect(self) -> None:
@@ -413,6 +430,7 @@ class CloudshApp(StorageActions, JobsActions, App[int]):
     def on_instances_loaded(self, message: InstancesLoaded) -> None:
         if not message.stale:
             self.stale = False
+            self._fresh_seen = True
         elif not self.stale:
             return  # a fresh listing already arrived
         self.records = message.records
