@@ -99,14 +99,10 @@ class SlicedEC2QueryParser(SlicedXMLParsing, botocore.parsers.EC2QueryParser):  
     pass
 
 
-class SlicedQueryParser(SlicedXMLParsing, botocore.parsers.QueryParser):  # type: ignore[misc]
-    pass
-
-
 class ParserFactory(botocore.parsers.ResponseParserFactory):  # type: ignore[misc]
-    """botocore's response parsers, with the XML ones parsing in slices."""
+    """botocore's response parsers, with EC2's (the big XML answers) parsing in slices."""
 
-    SLICED: dict[str, type] = {"ec2": SlicedEC2QueryParser, "query": SlicedQueryParser}
+    SLICED: dict[str, type] = {"ec2": SlicedEC2QueryParser}
 
     def create_parser(self, protocol_name: str) -> Any:
         sliced = self.SLICED.get(protocol_name)

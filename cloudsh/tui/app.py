@@ -249,7 +249,6 @@ class CloudshApp(StorageActions, JobsActions, App[int]):
             records = None
         finally:
             listing.cancel()  # if the app is leaving: the child is killed
-        self.prefetch = None
         if records is not None and not self._fresh_seen:
             self._prefetched = self.backend is None
             self.post_message(InstancesLoaded(records, stale=False, fetched_at=self.clock()))

@@ -512,7 +512,7 @@ class VolumesPane(Vertical):
             *((i.id, (i, i.id, image_month(i, snaps))) for i in images),
         ]
         # An image's cost is its snapshots' (listed above it): counted once.
-        total = sum(volume_month(v) for v in volumes) + sum(snapshot_month(s) for s in snapshots)
+        total = sum(month or 0.0 for _, (item, _, month) in rows if not isinstance(item, Image))
         self.border_title = f"Volumes · {money(total, '/month')}"
         self.query_one(StorageTable).show_rows(rows, storage_fields)
 
