@@ -528,7 +528,7 @@ class Instance:
         """Where to reach the box. A host checked in the last 30 s is reused without asking
         EC2 again (a DescribeInstances per `run` would triple its cost on a pooled
         connection); `_reachable` drops it as soon as a connection to it fails."""
-        from cloudsh.ops.instances import ssh_host
+        from cloudsh.ops.reach import ssh_host
 
         if self._host_seen is not None and time.monotonic() - self._host_seen[1] < _HOST_TTL_S:
             return self._host_seen[0]

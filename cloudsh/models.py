@@ -5,6 +5,7 @@ No boto3 dicts, SSH channels or widgets ever leave the service layer; only these
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -248,3 +249,70 @@ def to_jsonable(value: Any) -> Any:
     if hasattr(value, "__dataclass_fields__"):
         return {k: to_jsonable(getattr(value, k)) for k in value.__dataclass_fields__}
     return value
+
+
+# -- the job record in EC2 tags --------------------------------------------------------
+
+JOB_TAG_PREFIX = "cloudsh:job:"
+#: EC2 allows tag values of up to 256 characters.
+TAG_VALUE_MAX = 256
+
+
+@dataclass(frozen=True)
+class JobTag:
+    """What the tag `cloudsh:job:<id>` holds (short keys: a tag value has 256 characters)."""
+
+    script: str
+    state: str
+    started: float | None = None
+    ended: float | None = None
+    exit_status: int | None = None
+    remote_dir: str = ""
+    local_dir: str = ""
+    runs: int = 1
+    before_s: float = 0.0  # runtime of earlier runs (before a resume)
+
+    def encode(self) -> str:
+        doc: dict[str, Any] = {"f": self.script, "s": self.state, "n": self.runs}
+        for key, value in (("t", self.started), ("e", self.ended), ("b", self.before_s)):
+            if value:
+                doc[key] = round(value)
+        if self.exit_status is not None:
+            doc["x"] = self.exit_status
+        if self.remote_dir:
+            doc["r"] = self.remote_dir
+        if self.local_dir:
+            doc["l"] = self.local_dir
+        text = json.dumps(doc, separators=(",", ":"))
+        if len(text) > TAG_VALUE_MAX:  # the local dir is also remembered on this machine
+            doc.pop("l", None)
+            text = json.dumps(doc, separators=(",", ":"))
+        return text[:TAG_VALUE_MAX]
+
+    @classmethod
+    def decode(cls, text: str) -> JobTag | None:
+        try:
+            doc = json.loads(text)
+            return cls(
+                script=str(doc.get("f", "")),
+                state=str(doc.get("s", "lost")),
+                started=float(doc["t"]) if doc.get("t") else None,
+                ended=float(doc["e"]) if doc.get("e") else None,
+                exit_status=int(doc["x"]) if doc.get("x") is not None else None,
+                remote_dir=str(doc.get("r", "")),
+                local_dir=str(doc.get("l", "")),
+                runs=int(doc.get("n", 1)),
+                before_s=float(doc.get("b", 0.0)),
+            )
+        except (ValueError, TypeError, AttributeError):
+            return None
+
+
+def job_tags(inst: Instance) -> dict[str, JobTag]:
+    out = {}
+    for key, value in inst.tags.items():
+        if key.startswith(JOB_TAG_PREFIX):
+            tag = JobTag.decode(value)
+            if tag is not None:
+                out[key.removeprefix(JOB_TAG_PREFIX)] = tag
+    return out

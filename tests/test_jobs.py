@@ -253,7 +253,7 @@ def test_a_job_on_a_terminated_box_is_lost(sandbox: Sandbox, tmp_path: Path) -> 
 
 async def test_terminate_preview_lists_results_not_yet_home(box: str, tmp_path: Path) -> None:
     from cloudsh.config import Settings
-    from cloudsh.ops.instances import terminate_preview
+    from cloudsh.ops.preview import terminate_preview
     from cloudsh.services.backend import Backend
 
     script = _write(tmp_path / "two.sh", "#!/bin/sh\nmkdir -p two\necho a > two/a\necho b > two/b\n")

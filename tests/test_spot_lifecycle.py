@@ -8,7 +8,7 @@ import time
 import uuid
 
 from cloudsh.config import Settings
-from cloudsh.ops.instances import terminate_preview
+from cloudsh.ops.preview import terminate_preview
 from cloudsh.services.backend import Backend
 from tests.cli import by_name, cloudsh, ok
 from tests.sandbox_fixture import Sandbox

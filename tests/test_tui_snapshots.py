@@ -24,7 +24,7 @@ from cloudsh.models import (
     SpotPricePoint,
     Volume,
 )
-from cloudsh.ops.instances import Loss
+from cloudsh.ops.preview import Loss
 from cloudsh.tui.app import CloudshApp
 from cloudsh.tui.handoff import RecordingHandoff
 from cloudsh.tui.jobs import JobsScreen

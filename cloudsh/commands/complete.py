@@ -90,7 +90,7 @@ async def build_index(backend: Backend) -> CompletionIndex:
     job_ids: list[str] = []
 
     async def instances() -> tuple[str, ...]:
-        from cloudsh.ops.jobs import job_tags
+        from cloudsh.models import job_tags
 
         out: list[str] = []
         for i in await backend.ec2.list_instances():

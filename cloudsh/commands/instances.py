@@ -102,7 +102,8 @@ async def _start_or_stop(ctx: Context, a: argparse.Namespace, verb: str) -> int:
 
 async def _pull_results(ctx: Context, insts: Sequence[Instance]) -> None:
     """A box back from a stop (e.g. a spot interruption) sends home what its jobs wrote."""
-    from cloudsh.ops.jobs import job_tags, sync_all
+    from cloudsh.models import job_tags
+    from cloudsh.ops.jobs import sync_all
 
     if not any(t.remote_dir for i in insts for t in job_tags(i).values()):
         return
@@ -136,12 +137,13 @@ async def stop(ctx: Context, a: argparse.Namespace) -> int:
 )
 async def terminate(ctx: Context, a: argparse.Namespace) -> int:
     from cloudsh.ops import instances as ops
+    from cloudsh.ops.preview import terminate_preview
 
     insts = await find_all(ctx, a.names)
     gone = [i for i in insts if i.state == "terminated"]
     if gone:
         raise UsageError(f"{gone[0].label} is already terminated", "nothing to do")
-    losses = await ops.terminate_preview(ctx.backend, insts)
+    losses = await terminate_preview(ctx.backend, insts)
     question = "Terminate " + "\n".join(loss.describe() for loss in losses) + "\nThis cannot be undone. Terminate?"
     await ctx.confirmed(question, yes=a.yes, what="terminate " + ", ".join(i.label for i in insts))
     await ops.terminate(ctx.backend, insts, progress=ctx.out.info)

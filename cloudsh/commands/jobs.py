@@ -48,6 +48,7 @@ def _row(job: Job) -> dict[str, Any]:
 async def _box_for_script(ctx: Context, name: str) -> tuple[Instance, HostInfo]:
     """The box to run on; a stopped one is started if the user agrees."""
     from cloudsh.ops import instances as ops
+    from cloudsh.ops.reach import host_for
 
     [inst] = await find_all(ctx, [name])
     stopped = inst.state in ("stopped", "stopping")
@@ -59,7 +60,7 @@ async def _box_for_script(ctx: Context, name: str) -> tuple[Instance, HostInfo]:
             if inst.state in ("stopped", "stopping") else "check `cloudsh ls --all`"
         )
         raise InvalidState(f"{inst.label} is {inst.state}, not running", hint)
-    host = await ops.host_for(ctx.backend, inst)
+    host = await host_for(ctx.backend, inst)
     await ctx.backend.ssh.ensure_pinned(host)
     return inst, host
 

@@ -14,7 +14,7 @@ from cloudsh.models import HostInfo, Instance
 
 
 async def _running(ctx: Context, name: str) -> tuple[Instance, HostInfo]:
-    from cloudsh.ops.instances import ssh_host
+    from cloudsh.ops.reach import ssh_host
 
     [inst] = await find_all(ctx, [name])
     return inst, await ssh_host(ctx.backend, inst)

@@ -7,25 +7,19 @@ workflow leaves nothing half-done that it created itself.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 
 from cloudsh.errors import CapacityError, CloudshError, InvalidState, UsageError
-from cloudsh.models import HostInfo, Instance, InstanceType, Price
+from cloudsh.models import Instance, InstanceType, Price
+from cloudsh.ops.events import Progress, quiet
+from cloudsh.ops.reach import caller_cidr, wait_ssh
 from cloudsh.services.backend import Backend
 from cloudsh.services.ec2 import LaunchSpec
 from cloudsh.services.keys import ensure_key, key_pair_name
 
-Progress = Callable[[str], None]
-
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
-
-
-def _quiet(_: str) -> None:
-    pass
 
 
 def check_name(name: str) -> None:
@@ -34,83 +28,6 @@ def check_name(name: str) -> None:
             f"{name!r} is not a usable instance name",
             "use letters, digits, '.', '_' or '-' (not starting with 'i-'), up to 63 characters",
         )
-
-
-async def caller_cidr(backend: Backend) -> str:
-    """The address SSH is opened to: this machine's public address (loopback in the sandbox)."""
-    if backend.sandbox:
-        return "127.0.0.1/32"
-    import urllib.request
-
-    def fetch() -> str:
-        with urllib.request.urlopen("https://checkip.amazonaws.com", timeout=5) as r:
-            return str(r.read().decode().strip())
-
-    try:
-        ip = await asyncio.to_thread(fetch)
-    except OSError as exc:
-        raise CloudshError(
-            f"cannot find this machine's public address to open SSH to ({exc})",
-            "check your network connection",
-        ) from None
-    if not re.match(r"^\d{1,3}(\.\d{1,3}){3}$", ip):
-        raise CloudshError(f"unexpected public address {ip!r}", "try again")
-    return f"{ip}/32"
-
-
-async def host_for(backend: Backend, inst: Instance) -> HostInfo:
-    """How to reach a running instance over SSH, or a clear error saying why not."""
-    host = backend.hosts.resolve(inst)
-    if host is None:
-        raise InvalidState(
-            f"{inst.label} is running but does not answer SSH yet",
-            "it is probably still booting: wait a moment and try again",
-        )
-    return host
-
-
-async def ssh_host(
-    backend: Backend,
-    inst: Instance,
-    *,
-    stopped_hint: str | None = None,
-    other_hint: str = "check `cloudsh ls --all`",
-) -> HostInfo:
-    """How to reach a running box over SSH, its host key pinned; else why not, and the fix."""
-    if inst.state != "running":
-        stopped = inst.state in ("stopped", "stopping")
-        hint = (stopped_hint or f"start it with `cloudsh start {inst.label}`") if stopped else other_hint
-        raise InvalidState(f"{inst.label} is {inst.state}, not running", hint)
-    host = await host_for(backend, inst)
-    await backend.ssh.ensure_pinned(host)
-    return host
-
-
-async def wait_ssh(backend: Backend, inst: Instance, *, timeout: float | None = None) -> HostInfo:
-    """Wait until the instance's SSH server answers, then pin its host key."""
-
-    async def resolve() -> HostInfo | None:
-        current = inst
-        if backend.sandbox:
-            return backend.hosts.resolve(current)
-        if not (current.public_ip or current.private_ip):
-            found = await backend.ec2.list_instances(ids=[inst.id])
-            current = found[0] if found else inst
-        return backend.hosts.resolve(current)
-
-    host = await backend.ssh.wait_ready(resolve, timeout=timeout or backend.settings.wait_timeout_s)
-    learn = getattr(backend.hosts, "learn_console_output", None)
-    if learn is not None and not host.expected_host_keys and not backend.ssh.known_hosts.keys(host.host_key_alias):
-        # First contact on AWS: check the key against what cloud-init printed to the
-        # console, when it has printed it (else trust on first use, and pin).
-        try:
-            keys = learn(inst.id, await backend.ec2.console_output(inst.id))
-            if keys:
-                host = dataclasses.replace(host, expected_host_keys=tuple(keys))
-        except CloudshError:
-            pass  # no console access: fall back to trust on first use
-    await backend.ssh.ensure_pinned(host)
-    return host
 
 
 @dataclass(frozen=True)
@@ -170,7 +87,7 @@ async def launch(
     plan: LaunchPlan,
     *,
     wait: bool = True,
-    progress: Progress = _quiet,
+    progress: Progress = quiet,
 ) -> Instance:
     """Create the box; roll back the key pair and security group if this call made them."""
     ec2, settings = backend.ec2, backend.settings
@@ -230,7 +147,7 @@ async def _rollback(backend: Backend, key_name: str | None, group_id: str | None
         pass
 
 
-async def start(backend: Backend, insts: Sequence[Instance], *, wait: bool = True, progress: Progress = _quiet) -> list[Instance]:
+async def start(backend: Backend, insts: Sequence[Instance], *, wait: bool = True, progress: Progress = quiet) -> list[Instance]:
     for inst in insts:
         if inst.state in ("terminated", "shutting-down"):
             raise InvalidState(f"{inst.label} is {inst.state}", "launch a new one with `cloudsh launch`")
@@ -246,7 +163,7 @@ async def start(backend: Backend, insts: Sequence[Instance], *, wait: bool = Tru
     return done
 
 
-async def stop(backend: Backend, insts: Sequence[Instance], *, wait: bool = True, progress: Progress = _quiet) -> list[Instance]:
+async def stop(backend: Backend, insts: Sequence[Instance], *, wait: bool = True, progress: Progress = quiet) -> list[Instance]:
     for inst in insts:
         if inst.state in ("terminated", "shutting-down"):
             raise InvalidState(f"{inst.label} is {inst.state}", "nothing to stop")
@@ -259,84 +176,7 @@ async def stop(backend: Backend, insts: Sequence[Instance], *, wait: bool = True
     return await backend.ec2.wait_state([i.id for i in insts], {"stopped"}, timeout=backend.settings.wait_timeout_s)
 
 
-@dataclass(frozen=True)
-class Loss:
-    """What terminating a box destroys, for the confirmation question."""
-
-    instance: Instance
-    deleted_volumes: tuple[str, ...]
-    kept_volumes: tuple[str, ...]
-    #: "job (N files)" for each job whose results on the box are not all home yet.
-    results_not_home: tuple[str, ...] = ()
-    instance_store_gb: int = 0
-    #: When the newest image or snapshot of this box was made; None: never.
-    latest_backup: datetime | None = None
-
-    def describe(self) -> str:
-        """The box on one line, then one indented line per thing lost or kept."""
-        head = f"{self.instance.label} ({self.instance.id}, {self.instance.type}, {self.instance.state})"
-        parts: list[str] = []
-        if self.deleted_volumes:
-            them = "them" if len(self.deleted_volumes) > 1 else "it"
-            parts.append("deletes " + ", ".join(self.deleted_volumes) + f" and everything on {them}")
-        if self.kept_volumes:
-            parts.append("keeps " + ", ".join(self.kept_volumes))
-        if self.instance.spot_request_id:
-            parts.append(f"cancels spot request {self.instance.spot_request_id}")
-        if self.results_not_home:
-            parts.append("results not yet home: " + ", ".join(self.results_not_home))
-        if self.instance_store_gb:
-            parts.append(f"wipes {self.instance_store_gb} GB of instance-store (local NVMe) data")
-        parts.append(_backup_note(self.latest_backup))
-        return head + "".join(f"\n  - {p}" for p in parts)
-
-
-def _backup_note(when: datetime | None) -> str:
-    if when is None:
-        return "no image or snapshot of it exists"
-    secs = (datetime.now(UTC) - when).total_seconds()
-    ago = f"{secs / 86400:.0f} days" if secs >= 86400 else f"{secs / 3600:.1f} h" if secs >= 3600 else f"{secs / 60:.0f} min"
-    return f"latest image/snapshot of it: {ago} ago"
-
-
-async def terminate_preview(backend: Backend, insts: Sequence[Instance]) -> list[Loss]:
-    from cloudsh.ops.storage import latest_backups
-
-    vols = {v.id: v for v in await backend.ec2.volumes()}
-    types, backups = await asyncio.gather(
-        backend.ec2.instance_types({i.type for i in insts}), latest_backups(backend, insts)
-    )
-    out = []
-    for inst in insts:
-        mine = [v for v in vols.values() if v.attached_to == inst.id]
-        # DescribeInstances knows which disks die with the box (DescribeVolumes may not say).
-        dies = set(inst.deleted_on_termination) | {v.id for v in mine if v.delete_on_termination}
-        gone = tuple(f"{v.name or v.id} ({v.size_gb} GB)" for v in mine if v.id in dies)
-        kept = tuple(f"{v.name or v.id} ({v.size_gb} GB)" for v in mine if v.id not in dies)
-        out.append(
-            Loss(
-                inst, gone, kept, await _results_not_home(backend, inst),
-                instance_store_gb=types[inst.type].instance_storage_gb if inst.type in types else 0,
-                latest_backup=backups.get(inst.id),
-            )
-        )
-    return out
-
-
-async def _results_not_home(backend: Backend, inst: Instance) -> tuple[str, ...]:
-    """Jobs with results still only on this box (asks the box only if it has such jobs)."""
-    from cloudsh.ops.jobs import job_tags, results_not_home
-
-    if inst.state != "running" or not any(t.remote_dir for t in job_tags(inst).values()):
-        return ()
-    try:
-        pending = await results_not_home(backend, inst)
-    except CloudshError:
-        return ("unknown (the box does not answer)",)
-    return tuple(f"{job} ({n} file{'s' if n != 1 else ''})" for job, n in sorted(pending.items()) if n)
-
-
-async def terminate(backend: Backend, insts: Sequence[Instance], *, wait: bool = False, progress: Progress = _quiet) -> None:
+async def terminate(backend: Backend, insts: Sequence[Instance], *, wait: bool = False, progress: Progress = quiet) -> None:
     # Cancel spot requests first: a persistent request would otherwise launch a new box.
     requests = [i.spot_request_id for i in insts if i.spot_request_id]
     if requests:
@@ -425,7 +265,7 @@ async def check_resize_room(backend: Backend, inst: Instance, new: InstanceType)
     return f"{quota.name}: {need} of {quota.limit:g} vCPUs in use after"
 
 
-async def resize(backend: Backend, plan: ResizePlan, *, progress: Progress = _quiet) -> Instance:
+async def resize(backend: Backend, plan: ResizePlan, *, progress: Progress = quiet) -> Instance:
     inst, ec2 = plan.instance, backend.ec2
     was_running = inst.state == "running"
     if was_running:

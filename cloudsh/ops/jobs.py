@@ -36,89 +36,21 @@ from pathlib import Path
 from typing import Any
 
 from cloudsh.errors import CloudshError, InvalidState, NotFound, SSHError, UsageError
-from cloudsh.models import HostInfo, Instance, Job, hourly_cost
-from cloudsh.ops.instances import ssh_host
+from cloudsh.models import JOB_TAG_PREFIX as TAG_PREFIX
+from cloudsh.models import HostInfo, Instance, Job, JobTag, hourly_cost, job_tags
+from cloudsh.ops.events import Progress, quiet
+from cloudsh.ops.reach import ssh_host
 from cloudsh.services.backend import Backend
 
-Progress = Callable[[str], None]
 OutputCallback = Callable[[str], None]
 
-TAG_PREFIX = "cloudsh:job:"
 JOBS_DIR = ".cloudsh/jobs"  # relative to the login user's home, on the box
 PARTIAL_DIR = ".cloudsh-partial"
 #: rsync exit statuses worth another attempt: lost connection, protocol or I/O on the wire.
 RSYNC_RETRY = frozenset({10, 11, 12, 20, 30, 35, 255})
 RSYNC_OK = frozenset({0, 23, 24})  # 23/24: some file vanished or changed while listed
 SYNC_ATTEMPTS = 4
-_TAG_MAX = 256
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,60}$")
-
-
-def _quiet(_: str) -> None:
-    pass
-
-
-# -- the job record in EC2 tags --------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class JobTag:
-    """What the tag `cloudsh:job:<id>` holds (short keys: a tag value has 256 characters)."""
-
-    script: str
-    state: str
-    started: float | None = None
-    ended: float | None = None
-    exit_status: int | None = None
-    remote_dir: str = ""
-    local_dir: str = ""
-    runs: int = 1
-    before_s: float = 0.0  # runtime of earlier runs (before a resume)
-
-    def encode(self) -> str:
-        doc: dict[str, Any] = {"f": self.script, "s": self.state, "n": self.runs}
-        for key, value in (("t", self.started), ("e", self.ended), ("b", self.before_s)):
-            if value:
-                doc[key] = round(value)
-        if self.exit_status is not None:
-            doc["x"] = self.exit_status
-        if self.remote_dir:
-            doc["r"] = self.remote_dir
-        if self.local_dir:
-            doc["l"] = self.local_dir
-        text = json.dumps(doc, separators=(",", ":"))
-        if len(text) > _TAG_MAX:  # the local dir is also remembered on this machine
-            doc.pop("l", None)
-            text = json.dumps(doc, separators=(",", ":"))
-        return text[:_TAG_MAX]
-
-    @classmethod
-    def decode(cls, text: str) -> JobTag | None:
-        try:
-            doc = json.loads(text)
-            return cls(
-                script=str(doc.get("f", "")),
-                state=str(doc.get("s", "lost")),
-                started=float(doc["t"]) if doc.get("t") else None,
-                ended=float(doc["e"]) if doc.get("e") else None,
-                exit_status=int(doc["x"]) if doc.get("x") is not None else None,
-                remote_dir=str(doc.get("r", "")),
-                local_dir=str(doc.get("l", "")),
-                runs=int(doc.get("n", 1)),
-                before_s=float(doc.get("b", 0.0)),
-            )
-        except (ValueError, TypeError, AttributeError):
-            return None
-
-
-def job_tags(inst: Instance) -> dict[str, JobTag]:
-    out = {}
-    for key, value in inst.tags.items():
-        if key.startswith(TAG_PREFIX):
-            tag = JobTag.decode(value)
-            if tag is not None:
-                out[key.removeprefix(TAG_PREFIX)] = tag
-    return out
 
 
 def _when(epoch: float | None) -> datetime | None:
@@ -375,7 +307,7 @@ def new_job_id(script: Path) -> str:
 
 
 async def start_script(
-    backend: Backend, inst: Instance, host: HostInfo, plan: ScriptPlan, *, progress: Progress = _quiet
+    backend: Backend, inst: Instance, host: HostInfo, plan: ScriptPlan, *, progress: Progress = quiet
 ) -> Job:
     """Upload and start the script detached; on any failure nothing is left behind."""
     job_id = new_job_id(plan.script)
@@ -423,7 +355,7 @@ async def stop_job(backend: Backend, job_id: str, *, wait_s: float = 15.0) -> Jo
     return await get_job(backend, full)
 
 
-async def resume_job(backend: Backend, job_id: str, *, progress: Progress = _quiet) -> Job:
+async def resume_job(backend: Backend, job_id: str, *, progress: Progress = quiet) -> Job:
     """Pull what is not yet home, then run the script again with CLOUDSH_RESUME=1."""
     inst, tag = await find_job(backend, job_id)
     full = _full_id(inst, job_id)
@@ -549,7 +481,7 @@ async def _sftp(backend: Backend, host: HostInfo, remote: str, local: Path, file
 
 
 async def sync_job(
-    backend: Backend, job_id: str, *, progress: Progress = _quiet, use_rsync: bool | None = None,
+    backend: Backend, job_id: str, *, progress: Progress = quiet, use_rsync: bool | None = None,
     _located: tuple[Instance, JobTag, HostInfo] | None = None,
 ) -> SyncResult:
     """One pass: copy every changed, closed file under the job's sync dir home."""
@@ -582,7 +514,7 @@ async def sync_job(
 
 
 async def sync_all(
-    backend: Backend, *, progress: Progress = _quiet, only: Sequence[str] | None = None
+    backend: Backend, *, progress: Progress = quiet, only: Sequence[str] | None = None
 ) -> list[SyncResult]:
     """`sync` without a job: every job with a sync dir on a running box (or on the boxes
     whose ids are in `only`).
@@ -614,7 +546,7 @@ async def follow(
     job_id: str,
     *,
     on_output: OutputCallback,
-    progress: Progress = _quiet,
+    progress: Progress = quiet,
     interval: float = 1.0,
     on_sync: Callable[[SyncResult], None] | None = None,
 ) -> Job:

@@ -30,7 +30,8 @@ from cloudsh.models import (  # noqa: F401  (the storage prices are re-exported)
     snapshot_monthly,
     volume_monthly,
 )
-from cloudsh.ops.instances import Progress, _quiet, host_for
+from cloudsh.ops.events import Progress, quiet
+from cloudsh.ops.reach import host_for
 from cloudsh.services.backend import Backend
 from cloudsh.services.ec2 import TAG_MANAGED, closest
 
@@ -111,7 +112,7 @@ async def plan_freeze(backend: Backend, inst: Instance, image_name: str | None, 
     return FreezePlan(inst, name, no_reboot)
 
 
-async def freeze(backend: Backend, plan: FreezePlan, *, progress: Progress = _quiet) -> Image:
+async def freeze(backend: Backend, plan: FreezePlan, *, progress: Progress = quiet) -> Image:
     ec2, inst = backend.ec2, plan.instance
     progress(plan.describe())
     image_id = await ec2.create_image(
@@ -203,7 +204,7 @@ async def plan_image_delete(backend: Backend, name_or_id: str) -> ImageDeletion:
     return ImageDeletion(img, mine, users)
 
 
-async def delete_image(backend: Backend, plan: ImageDeletion, *, progress: Progress = _quiet) -> None:
+async def delete_image(backend: Backend, plan: ImageDeletion, *, progress: Progress = quiet) -> None:
     # EC2 refuses to delete a snapshot while a registered image uses it: image first.
     progress(f"deregistering {plan.image.id}")
     await backend.ec2.deregister_image(plan.image.id)
@@ -319,7 +320,7 @@ async def plan_volume_create(
     return VolumeCreatePlan(name, size_gb, az, volume_type, snap)
 
 
-async def create_volume(backend: Backend, plan: VolumeCreatePlan, *, progress: Progress = _quiet) -> Volume:
+async def create_volume(backend: Backend, plan: VolumeCreatePlan, *, progress: Progress = quiet) -> Volume:
     progress("creating " + plan.describe())
     vol = await backend.ec2.create_volume(
         az=plan.az,
@@ -423,7 +424,7 @@ async def attach(
     *,
     mount: str | None = None,
     fmt: bool = False,
-    progress: Progress = _quiet,
+    progress: Progress = quiet,
 ) -> Attached:
     """Attach; with `fmt`, make an ext4 filesystem on a blank volume (never on one that has
     one); with `mount` (or `fmt`), mount it by UUID and add a `nofail` line to fstab.
@@ -487,7 +488,7 @@ async def attach(
             raise CloudshError(f"cannot read the filesystem UUID of {path}: {err.strip()}", "")
     except CloudshError:
         await ec2.detach_volume(vol.id, inst.id)
-        await _wait(f"volume {vol.id}", state, {"available"}, timeout=300, progress=_quiet)
+        await _wait(f"volume {vol.id}", state, {"available"}, timeout=300, progress=quiet)
         raise
     progress(f"mounting UUID={uuid} on {mount}")
     q = shlex.quote(mount)
@@ -512,7 +513,7 @@ _BUSY = (
 )
 
 
-async def detach(backend: Backend, vol: Volume, *, progress: Progress = _quiet) -> Volume:
+async def detach(backend: Backend, vol: Volume, *, progress: Progress = quiet) -> Volume:
     """Unmount (refusing if busy, naming the processes), drop the fstab line, detach."""
     if not vol.attached_to:
         raise InvalidState(f"{_volume_label(vol)} is not attached", "nothing to detach")
@@ -550,7 +551,7 @@ async def detach(backend: Backend, vol: Volume, *, progress: Progress = _quiet) 
     return await ec2.get_volume(vol.id)
 
 
-async def delete_volume(backend: Backend, vol: Volume, *, progress: Progress = _quiet) -> None:
+async def delete_volume(backend: Backend, vol: Volume, *, progress: Progress = quiet) -> None:
     if vol.attached_to:
         raise InvalidState(
             f"{_volume_label(vol)} is attached to {vol.attached_to}",
@@ -599,7 +600,7 @@ async def snapshot_records(backend: Backend) -> list[dict[str, Any]]:
     return [snapshot_record(s, by_id) for s in snaps]
 
 
-async def snapshot(backend: Backend, vol: Volume, name: str | None = None, *, progress: Progress = _quiet) -> Snapshot:
+async def snapshot(backend: Backend, vol: Volume, name: str | None = None, *, progress: Progress = quiet) -> Snapshot:
     label = name or f"{_volume_label(vol)}-{datetime.now(UTC):%Y%m%d-%H%M%S}"
     _check_name("snapshot", label)
     if any(s.name == label for s in await backend.ec2.snapshots()):
@@ -629,7 +630,7 @@ async def plan_snapshot_delete(backend: Backend, name_or_id: str) -> Snapshot:
     return snap
 
 
-async def delete_snapshot(backend: Backend, snap: Snapshot, *, progress: Progress = _quiet) -> None:
+async def delete_snapshot(backend: Backend, snap: Snapshot, *, progress: Progress = quiet) -> None:
     progress(f"deleting snapshot {snap.name or snap.id} ({snap.id})")
     await backend.ec2.delete_snapshot(snap.id)
 
