@@ -33,6 +33,7 @@ test: $(STAMP) system-deps
 lint: $(STAMP)
 	$(BIN)/ruff check cloudsh tests bench
 	$(BIN)/mypy cloudsh
+	$(BIN)/lint-imports --no-cache
 
 bench: $(STAMP) system-deps bytecode
 	$(BIN)/python -m bench

@@ -43,21 +43,6 @@ def test_cli_help_and_ls_path_stay_light() -> None:
     assert not sorted(m for m in loaded if m.split(".")[0] in ("textual", "IPython", "paramiko", "asyncssh"))
 
 
-def test_only_services_import_cloud_libraries() -> None:
-    import pathlib
-    import re
-
-    root = pathlib.Path(__file__).parent.parent / "cloudsh"
-    pattern = re.compile(r"^\s*(import|from)\s+(boto3|botocore|asyncssh|paramiko)\b", re.M)
-    offenders = [
-        str(p.relative_to(root))
-        for p in root.rglob("*.py")
-        if pattern.search(p.read_text())
-        and not str(p.relative_to(root)).startswith(("services/", "sandbox/"))
-    ]
-    assert offenders == []
-
-
 def test_the_app_paints_before_importing_boto3() -> None:
     # The cached listing is painted while boto3 (~150 ms to import) is still loading.
     loaded = modules_after("import cloudsh.tui.app")
