@@ -119,7 +119,12 @@ def bench_prompt(runs: int = 5) -> None:
     print(f"  ratio: {statistics.median(ours) / statistics.median(bare):.2f}")
 
 
-if __name__ == "__main__":
+def main() -> None:
     os.chdir(ROOT)
+    print("== REPL")
     bench_completion()
     bench_prompt()
+
+
+if __name__ == "__main__":
+    main()
