@@ -23,9 +23,10 @@ from cloudsh.services.backend import Backend
 from cloudsh.tui.app import CloudshApp
 from cloudsh.tui.data import listing_cache_path
 from cloudsh.tui.handoff import RecordingHandoff
+from cloudsh.tui.instances import InstancesPane, InstancesTable
 from cloudsh.tui.messages import ActionFinished, BackendReady, InstancesLoaded
 from cloudsh.tui.screens import ConfirmScreen, ResizeScreen, TunnelsScreen
-from cloudsh.tui.widgets import ActivityLog, CommandLine, InstancesPane, InstancesTable
+from cloudsh.tui.widgets import ActivityLog, CommandLine
 from tests.sandbox_fixture import Sandbox  # the `sandbox` fixture comes from conftest.py
 
 pytestmark = pytest.mark.sandbox
@@ -72,15 +73,16 @@ def activity(app: CloudshApp) -> str:
 
 
 async def highlight(pilot: Any, app: CloudshApp, name: str) -> None:
-    await until(pilot, lambda: any(r["name"] == name for r in app.records))
+    await until(pilot, lambda: any(r.name == name for r in app.state.rows))
     pane = app.query_one(InstancesPane)
-    iid = next(r["id"] for r in app.records if r["name"] == name)
+    iid = next(r.id for r in app.state.rows if r.name == name)
     table = app.query_one(InstancesTable)
     await until(pilot, lambda: table.filled and iid in table.keys)
     table.focus()
     table.move_cursor(row=table.keys.index(iid))
     await pilot.pause()
-    assert (pane.highlighted() or {}).get("name") == name
+    row = pane.highlighted()
+    assert row is not None and row.name == name
 
 
 def finished(messages: list[Message], label_part: str) -> list[ActionFinished]:
@@ -108,7 +110,7 @@ async def test_launch_from_command_line_and_listing(sandbox: Sandbox) -> None:
         [done] = finished(messages, f"launch {name}")
         assert done.error is None, done.error
         # The listing refreshes after an action and shows the new box.
-        await until(pilot, lambda: any(r["name"] == name and r["state"] == "running" for r in app.records))
+        await until(pilot, lambda: any(r.name == name and r.state == "running" for r in app.state.rows))
         assert f"> launch {name} --type t3.micro" in activity(app)
         assert app.query_one(CommandLine).history[-1] == f"launch {name} --type t3.micro"
     assert describe(sandbox, name)["State"]["Name"] == "running"
@@ -119,7 +121,7 @@ async def test_resize_flow_changes_the_type_in_ec2(sandbox: Sandbox) -> None:
     messages: list[Message] = []
     app = CloudshApp(factory, handoff=RecordingHandoff())
     async with app.run_test(size=(120, 40), message_hook=messages.append) as pilot:
-        await until(pilot, lambda: bool(app.price_rows))
+        await until(pilot, lambda: bool(app.state.price_rows))
         await highlight(pilot, app, name)
         await pilot.press("r")
         await until(pilot, lambda: isinstance(app.screen, ResizeScreen))
@@ -229,7 +231,7 @@ async def test_errors_completion_history_and_filter(sandbox: Sandbox) -> None:
     messages: list[Message] = []
     app = CloudshApp(factory, handoff=RecordingHandoff())
     async with app.run_test(size=(120, 40), message_hook=messages.append) as pilot:
-        await until(pilot, lambda: any(r["name"] == name for r in app.records))
+        await until(pilot, lambda: any(r.name == name for r in app.state.rows))
         # Errors: one readable line in the activity pane and a notification; the app stays up.
         await type_command(pilot, "start no-such-box-here")
         await until(pilot, lambda: bool(finished(messages, "start no-such-box-here")))
@@ -256,17 +258,17 @@ async def test_errors_completion_history_and_filter(sandbox: Sandbox) -> None:
         await pilot.press("slash")
         pilot.app.query_one("#instances-filter", Input).value = name
         pane = app.query_one(InstancesPane)
-        only = [next(r["id"] for r in app.records if r["name"] == name)]
+        only = [next(r.id for r in app.state.rows if r.name == name)]
         await until(pilot, lambda: pane.table.filled and pane.table.keys == only)
         await pilot.press("escape")
-        await until(pilot, lambda: pane.table.filled and len(pane.table.keys) == len(app.records) > 1)
+        await until(pilot, lambda: pane.table.filled and len(pane.table.keys) == len(app.state.rows) > 1)
 
 
 async def test_cached_listing_paints_first_marked_stale(sandbox: Sandbox) -> None:
     name = await launch("--type", "t3.micro", "--no-wait")
     first = CloudshApp(factory, handoff=RecordingHandoff())
     async with first.run_test(size=(120, 40)) as pilot:
-        await until(pilot, lambda: any(r["name"] == name for r in first.records))
+        await until(pilot, lambda: any(r.name == name for r in first.state.rows))
         # The listing is written to the cache a moment after it is drawn.
         cached = listing_cache_path(first.settings.cache_dir)
         await until(pilot, lambda: cached.exists() and name in cached.read_text())
@@ -282,10 +284,10 @@ async def test_cached_listing_paints_first_marked_stale(sandbox: Sandbox) -> Non
     loop = asyncio.get_running_loop()
     second = CloudshApp(slow_factory, handoff=RecordingHandoff())
     async with second.run_test(size=(120, 40), message_hook=messages.append) as pilot:
-        await until(pilot, lambda: any(r["name"] == name for r in second.records), timeout=5)
-        assert second.stale
+        await until(pilot, lambda: any(r.name == name for r in second.state.rows), timeout=5)
+        assert second.state.stale
         assert "stale" in str(second.query_one("#status-fresh").render())
         gate.set()
         await until(pilot, lambda: any(isinstance(m, InstancesLoaded) and not m.stale for m in messages))
         await pilot.pause()
-        assert not second.stale
+        assert not second.state.stale
