@@ -69,9 +69,9 @@ async def test_attach_detach_delete_a_volume_from_the_volumes_pane(sandbox: Sand
         await until(pilot, lambda: any(isinstance(m, BackendReady) for m in messages))
         await _highlight_storage(pilot, app, vol)
         # Keys follow the row: a detached volume can be attached, not detached.
-        assert app.check_action("volume_attach", ()) is True
-        assert app.check_action("volume_detach", ()) is False
-        assert app.check_action("image_launch", ()) is False
+        assert app.query_one(VolumesPane).check_action("volume_attach", ()) is True
+        assert app.query_one(VolumesPane).check_action("volume_detach", ()) is False
+        assert app.query_one(VolumesPane).check_action("image_launch", ()) is False
 
         await pilot.press("a")
         await until(pilot, lambda: isinstance(app.screen, StorageForm))
@@ -93,7 +93,7 @@ async def test_attach_detach_delete_a_volume_from_the_volumes_pane(sandbox: Sand
         pane = app.query_one(VolumesPane)
         await until(pilot, lambda: any(isinstance(i, Volume) and i.name == vol and i.attached_to for i in pane.items.values()))
         await _highlight_storage(pilot, app, vol)
-        assert app.check_action("volume_detach", ()) is True
+        assert app.query_one(VolumesPane).check_action("volume_detach", ()) is True
         await pilot.press("d")
         await until(pilot, lambda: bool(finished(messages, f"detach {vol}")), timeout=30)
         [done] = finished(messages, f"detach {vol}")
@@ -185,7 +185,7 @@ async def test_snapshot_a_volume_then_restore_and_delete_the_snapshot(sandbox: S
         table.focus()
         table.move_cursor(row=table.keys.index(snap["SnapshotId"]))
         await pilot.pause()
-        assert app.check_action("snapshot_restore", ()) is True and app.check_action("volume_attach", ()) is False
+        assert app.query_one(VolumesPane).check_action("snapshot_restore", ()) is True and app.query_one(VolumesPane).check_action("volume_attach", ()) is False
         await pilot.press("v")
         await until(pilot, lambda: isinstance(app.screen, StorageForm))
         form = app.screen
