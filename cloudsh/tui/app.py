@@ -30,7 +30,7 @@ from textual.widgets import Footer, Static
 from textual.worker import Worker, WorkerState
 
 from cloudsh.commands.complete import REGIONS
-from cloudsh.commands.registry import REGISTRY, Context, Prepared
+from cloudsh.commands.registry import REGISTRY, Context
 from cloudsh.config import Settings
 from cloudsh.errors import CloudshError, UsageError
 from cloudsh.tui import data
@@ -52,6 +52,7 @@ from cloudsh.tui.messages import (
 )
 from cloudsh.tui.output import PaneOutput
 from cloudsh.tui.palette import ActionsProvider
+from cloudsh.tui.runner import CommandRunner
 from cloudsh.tui.screens import ConfirmScreen, HelpScreen, RegionScreen, TunnelsScreen
 from cloudsh.tui.state import AppState
 from cloudsh.tui.tunnels import TunnelManager
@@ -137,6 +138,7 @@ class CloudshApp(App[int]):
         self.history: list[str] = []
         self.tunnels = TunnelManager(self.run_worker, self.context, self.log_line)
         self.jobs_poller = JobsPoller(self)
+        self.runner = CommandRunner(self)
         self._spot_cache: dict[str, list[float]] = {}
 
     @property
@@ -501,57 +503,12 @@ class CloudshApp(App[int]):
         """A typed line, prepared by the registry exactly as the REPL and the CLI do."""
         if line.strip() in ("quit", "exit"):
             self.exit(0)
-            return
-        try:
-            prepared = REGISTRY.prepare_line(line)
-        except CloudshError as exc:
-            self._refused(line.strip(), exc)
-            return
-        if prepared is None:
-            return
-        words = prepared.words
-        if (prepared.command is not None and prepared.command.name == "tunnel" and prepared.namespace is not None
-                and not any(w.startswith("-") for w in words[1:])):
-            # The app keeps tunnels open in the background (see the tunnels view).
-            for spec in words[2:]:
-                self.tunnels.open_spec(words[1], spec)
-            return
-        self._run(prepared, " ".join(words))
+        else:
+            self.runner.line(line)
 
     def run_command(self, words: Sequence[str], label: str | None = None) -> None:
         """A command an action builds (the same registry, no typing)."""
-        label = label or " ".join(words)
-        try:
-            prepared = REGISTRY.prepare(words)
-        except CloudshError as exc:
-            self._refused(label, exc)
-            return
-        self._run(prepared, label)
-
-    def _refused(self, label: str, exc: CloudshError) -> None:
-        self.log_line(f"> {label}", "cmd")
-        self.post_message(ActionFinished(label, exc.exit_status, 0.0, str(exc)))
-
-    def _run(self, prepared: Prepared, label: str) -> None:
-        if prepared.help_text is not None:
-            self.log_line(prepared.help_text, "out")
-            return
-        self.run_worker(self._run_prepared(prepared, label), name=label, group="commands", exit_on_error=False)
-
-    async def _run_prepared(self, prepared: Prepared, label: str) -> None:
-        started = time.monotonic()
-        out = PaneOutput(self.log_line, started=started)
-        self.log_line(f"> {' '.join(prepared.words)}", "cmd")
-        self.state.schedule.busy += 1
-        try:
-            if prepared.needs_backend:
-                self.require_backend()
-            status = await prepared.run(self.context(out))
-        finally:
-            out.flush()
-            self.state.schedule.busy -= 1
-        error = f"exit status {status}" if status else None
-        self.post_message(ActionFinished(label, status, time.monotonic() - started, error))
+        self.runner.command(words, label)
 
     # -- app-wide actions ---------------------------------------------------------------------
 
