@@ -1,7 +1,8 @@
-"""Actions on the highlighted row of the Volumes pane: attach, detach, snapshot and delete a
-volume; make a volume from a snapshot; launch a box from an image; delete either.
+"""The Volumes pane (volumes, snapshots and images, with what each costs a month) and
+the keys acting on its highlighted row: attach, detach, snapshot and delete a volume;
+make a volume from a snapshot; launch a box from an image; delete either.
 
-Each one ends in a command of the registry (`run_command`), so the progress lines,
+The pane owns those keys; what they do is `StorageActions`. Each one ends in a command of the registry (`run_command`), so the progress lines,
 the confirmation questions (delete asks, showing the storage freed) and the refusals are
 the CLI's own. The dialogs only gather the arguments, from data the app already has.
 """
