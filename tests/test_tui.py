@@ -29,8 +29,15 @@ from cloudsh.tui.app import CloudshApp
 from cloudsh.tui.data import listing_cache_path
 from cloudsh.tui.handoff import RecordingHandoff
 from cloudsh.tui.instances import InstancesPane, InstancesTable
-from cloudsh.tui.messages import ActionFinished, ActivityLogged, BackendReady, InstancesLoaded
+from cloudsh.tui.messages import (
+    ActionFinished,
+    ActivityLogged,
+    BackendFailed,
+    BackendReady,
+    InstancesLoaded,
+)
 from cloudsh.tui.screens import ConfirmScreen, ResizeScreen, TunnelsScreen
+from cloudsh.tui.state import Phase
 from cloudsh.tui.widgets import ActivityLog, CommandLine
 from tests.sandbox_fixture import Sandbox  # the `sandbox` fixture comes from conftest.py
 
@@ -377,3 +384,23 @@ async def test_logs_completes_the_job_ids_the_listing_carries(sandbox: Sandbox) 
         line.cursor_position = len(line.value)
         await pilot.press("tab")
         assert line.value == f"logs {job_id}"
+
+
+async def test_every_failing_worker_takes_the_one_error_route() -> None:
+    def broken() -> Backend:
+        raise RuntimeError("boom")
+
+    messages: list[Message] = []
+    app = CloudshApp(broken, handoff=RecordingHandoff(), periodic_refresh=False)
+    async with app.run_test(size=(120, 40), message_hook=messages.append) as pilot:
+        await until(pilot, lambda: any(isinstance(m, BackendFailed) for m in messages))
+        error = next(m.error for m in messages if isinstance(m, BackendFailed))
+        # A bug: one line on screen, the traceback in the crash log.
+        assert error.startswith("unexpected error: RuntimeError: boom") and "crash.log" in error
+        assert "RuntimeError: boom" in (app.settings.state_dir / "crash.log").read_text()
+        assert app.state.connection.phase is Phase.FAILED
+        # A CloudshError: its own one line, under the command's label.
+        app.run_line("ls")
+        await until(pilot, lambda: bool(finished(messages, "ls")))
+        assert finished(messages, "ls")[0].error == "not connected to the cloud yet. wait a moment and try again"
+        assert "Traceback" not in activity(app) and app.is_running

@@ -49,6 +49,7 @@ from cloudsh.tui.messages import (
     RefreshFailed,
     SpotHistoryLoaded,
     StorageLoaded,
+    WorkerFailed,
 )
 from cloudsh.tui.output import PaneOutput
 from cloudsh.tui.palette import ActionsProvider
@@ -226,11 +227,17 @@ class CloudshApp(App[int]):
     # -- the one error route ---------------------------------------------------------------
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
-        """Every worker of the app that raises ends here: a CloudshError as its one line,
-        anything else as one line pointing at the crash log. Workers hold no try/except
-        of their own, only `finally` for what must happen either way."""
-        worker = event.worker
-        if event.state is not WorkerState.ERROR or worker.error is None:
+        if event.state is WorkerState.ERROR:
+            self._worker_failed(event.worker)
+
+    def on_worker_failed(self, message: WorkerFailed) -> None:
+        self._worker_failed(message.worker)  # a widget's own worker (a table filling its rows)
+
+    def _worker_failed(self, worker: Worker[Any]) -> None:
+        """The one error route: every worker that raises ends here, a CloudshError as its
+        one line, anything else as one line pointing at the crash log. Workers hold no
+        try/except of their own, only `finally` for what must happen either way."""
+        if worker.error is None:
             return
         exc = worker.error
         line = str(exc) if isinstance(exc, CloudshError) else self._crash(exc)

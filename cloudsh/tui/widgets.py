@@ -19,10 +19,12 @@ from textual.message import Message
 from textual.reactive import reactive
 from textual.suggester import Suggester
 from textual.widgets import DataTable, Input, RichLog, Sparkline, Static
+from textual.worker import Worker, WorkerState
 
 from cloudsh.commands.complete import Completion, CompletionIndex, command_help, complete
 from cloudsh.commands.views import money
 from cloudsh.models import InstanceType, Price
+from cloudsh.tui.messages import WorkerFailed
 
 #: Rows formatted, added or changed per event-loop turn in a LineTable.
 SLICE = 100
@@ -84,6 +86,10 @@ class LineTable(DataTable[Any]):
         self.clear(columns=True)
         self.add_column(table_line(tuple((label, "") for label in self.HEADER), widths), key=LINE)
         self.widths = widths
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        if event.state is WorkerState.ERROR:
+            self.post_message(WorkerFailed(event.worker))  # to the app's one error route
 
     def highlighted_key(self) -> str | None:
         return self.keys[self.cursor_row] if 0 <= self.cursor_row < len(self.keys) else None
