@@ -5,6 +5,10 @@ A command is data (name, help, arguments with completion hints) plus an async ha
 that talks to the world only through a `Context`: the cloud (`ctx.backend`), output
 (`ctx.out`), confirmation (`ctx.confirm`) and the terminal (`ctx.terminal`). Front
 ends differ only in the `Context` they build.
+
+Every front end runs a line the same way: `REGISTRY.prepare_line(line)` (or `prepare`
+for argv) settles quoting, `help X` / `X --help` and usage errors, and says whether the
+command needs the cloud (`Command.needs_backend`); `Prepared.run(ctx)` runs it.
 """
 
 from __future__ import annotations
@@ -280,10 +284,6 @@ class Registry:
         guess = difflib.get_close_matches(first, sorted(set(candidates)), n=1)
         hint = f"did you mean `{guess[0]}`?" if guess else "see `cloudsh --help` for the commands"
         raise UsageError(f"unknown command `{first}`", hint)
-
-    def parse(self, words: Sequence[str]) -> tuple[Command, argparse.Namespace]:
-        cmd, rest = self.lookup(words)
-        return cmd, cmd.parse(rest)
 
     def prepare(self, words: Sequence[str], *, overview: str = "{commands}") -> Prepared:
         """What a command line asks for, the same in every front end: a parsed command,
