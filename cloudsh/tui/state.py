@@ -8,7 +8,7 @@ and when jobs are polled. Widgets and workers live in the app; every decision ab
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import Enum, StrEnum
 from typing import TYPE_CHECKING, Any
@@ -275,12 +275,6 @@ class AppState:
     def names(self) -> dict[str, str]:
         """Instance id -> what to call it (for the Volumes pane's "attached to")."""
         return {r.id: r.label for r in self.rows}
-
-    def row(self, label: str) -> InstanceRow | None:
-        return next((r for r in self.rows if label in (r.name, r.id)), None)
-
-    def rows_where(self, states: Sequence[str]) -> list[InstanceRow]:
-        return [r for r in self.rows if r.state in states]
 
 
 __all__ = [

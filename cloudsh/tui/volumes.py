@@ -24,6 +24,7 @@ from textual.widgets.option_list import Option
 from cloudsh.commands.views import money
 from cloudsh.models import Image, Snapshot, Volume
 from cloudsh.tui.data import image_month, snapshot_month, volume_month
+from cloudsh.tui.state import BoxState
 from cloudsh.tui.widgets import Fields, LineTable
 
 if TYPE_CHECKING:
@@ -179,7 +180,7 @@ class StorageActions:
 
     def attach(self, vol: Volume) -> None:
         app = self.app
-        boxes = [r for r in app.state.rows if r.state == "running" and (not vol.az or r.az == vol.az)]
+        boxes = [r for r in app.state.rows if r.state is BoxState.RUNNING and (not vol.az or r.az == vol.az)]
         choices = [(r.label, f"{r.label}  {r.type}  {r.id}") for r in boxes]
 
         def chosen(answer: dict[str, Any] | None) -> None:
@@ -213,7 +214,7 @@ class StorageActions:
 
     def restore(self, snap: Snapshot) -> None:
         app = self.app
-        boxes = [r for r in app.state.rows if r.state not in ("terminated", "shutting-down")]
+        boxes = [r for r in app.state.rows if r.state not in (BoxState.TERMINATED, BoxState.SHUTTING_DOWN)]
         choices = [(f"box:{r.label}", f"for {r.label}  ({r.az})") for r in boxes]
         zones = sorted({r.az for r in boxes if r.az} | {"us-east-1a"})
         choices += [(f"az:{z}", f"in {z}, no box yet") for z in zones]
