@@ -70,15 +70,15 @@ async def shoot(name: str, size: tuple[int, int], then: Callable[[Any, Any], Awa
     from cloudsh.cli import GlobalOptions, backend_factory
     from cloudsh.tui.app import CloudshApp
     from cloudsh.tui.handoff import RecordingHandoff
-    from cloudsh.tui.widgets import InstancesTable
+    from cloudsh.tui.instances import InstancesTable
 
     app = CloudshApp(backend_factory(GlobalOptions(sandbox=True)), handoff=RecordingHandoff(), periodic_refresh=False)
     async with app.run_test(size=size) as pilot:
         deadline = time.monotonic() + 30
-        while not (app.records and app.price_rows and app._spot_cache) and time.monotonic() < deadline:
+        while not (app.state.rows and app.state.price_rows and app._spot_cache) and time.monotonic() < deadline:
             await pilot.pause(0.1)
         await pilot.pause(0.5)
-        train = next(r["id"] for r in app.records if r["name"] == "train")
+        train = next(r.id for r in app.state.rows if r.name == "train")
         table = app.main(InstancesTable)
         while not (table.filled and train in table.keys) and time.monotonic() < deadline:
             await pilot.pause(0.1)
@@ -113,7 +113,7 @@ async def _tunnels(app: Any, pilot: Any) -> None:
 async def _jobs(app: Any, pilot: Any) -> None:
     await pilot.press("J")
     deadline = time.monotonic() + 20
-    while time.monotonic() < deadline and not (app.jobs and app.job_results):
+    while time.monotonic() < deadline and not (app.state.jobs.jobs and app.state.jobs.results):
         await pilot.pause(0.2)
     await pilot.pause(1.0)  # the highlighted job's log
 

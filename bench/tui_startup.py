@@ -50,8 +50,8 @@ def child(want: int) -> None:
     opts = GlobalOptions(sandbox=True)
     prefetch = Prefetch.start(opts)
     from cloudsh.tui.app import CloudshApp
+    from cloudsh.tui.instances import InstancesTable
     from cloudsh.tui.messages import InstancesLoaded
-    from cloudsh.tui.widgets import InstancesTable
 
     seen: dict[str, float] = {}
 
@@ -104,7 +104,7 @@ async def _big(n: int) -> dict[str, float]:
 
     from cloudsh.cli import GlobalOptions, backend_factory
     from cloudsh.tui.app import SETTLE_S, CloudshApp, tune_gc
-    from cloudsh.tui.widgets import InstancesTable
+    from cloudsh.tui.instances import InstancesTable
 
     tune_gc()  # as run_tui does
     app = CloudshApp(backend_factory(GlobalOptions(sandbox=True)), periodic_refresh=False)
@@ -113,7 +113,7 @@ async def _big(n: int) -> dict[str, float]:
     async def quiet() -> None:
         # Until nothing loads or draws, and the app has settled (collected, saved).
         await pilot.pause(0.05)
-        while app._refreshing or any(w.is_running and w.group in BUSY for w in app.workers):
+        while app.state.schedule.running or any(w.is_running and w.group in BUSY for w in app.workers):
             await pilot.pause(0.02)
         await pilot.pause(SETTLE_S + 0.3)
 
@@ -127,7 +127,7 @@ async def _big(n: int) -> dict[str, float]:
         return max(gaps) - 0.005
 
     async with app.run_test(size=(120, 40)) as pilot:
-        while len(app.records) < n:
+        while len(app.state.rows) < n:
             await pilot.pause(0.1)
         await quiet()
         last = time.perf_counter()

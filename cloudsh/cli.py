@@ -156,8 +156,9 @@ def _crash_log(exc: BaseException) -> str:
 
 
 async def run_command(opts: GlobalOptions, words: Sequence[str]) -> int:
-    from cloudsh.commands import Context, dispatch
+    from cloudsh.commands import REGISTRY, Context
 
+    prepared = REGISTRY.prepare(words, overview=USAGE)  # usage errors before any connecting
     tty = sys.stdin.isatty() and sys.stderr.isatty()
     ctx = Context(
         out=StdOutput(),
@@ -166,7 +167,7 @@ async def run_command(opts: GlobalOptions, words: Sequence[str]) -> int:
         terminal=_terminal if sys.stdin.isatty() else None,
     )
     try:
-        return await dispatch(ctx, words)
+        return await prepared.run(ctx)
     finally:
         if ctx._backend is not None:
             await ctx._backend.close()
@@ -183,13 +184,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         if words[:1] in (["--version"], ["-V"]):
             print(f"cloudsh {__version__}")
             return 0
-        if words[:1] in (["--help"], ["-h"], ["help"]) and len(words) <= 1:
-            from cloudsh.commands import REGISTRY
-
-            print(USAGE.format(commands=REGISTRY.help_text()))
-            return 0
-        if words[:1] == ["help"]:
-            words = words[1:] + ["--help"]
         if not words:
             from cloudsh.tui.prefetch import Prefetch
 
@@ -215,11 +209,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
     except BaseException as exc:  # noqa: BLE001 - the one place every error is reported
-        from cloudsh.commands.registry import HelpRequested
-
-        if isinstance(exc, HelpRequested):
-            print(exc.text.rstrip())
-            return 0
         if isinstance(exc, SystemExit):
             raise
         return fail(exc)

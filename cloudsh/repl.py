@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import shlex
 import signal
 import sys
 from collections.abc import Callable, Iterator, Sequence
@@ -27,7 +26,7 @@ from prompt_toolkit.history import FileHistory, InMemoryHistory
 from prompt_toolkit.styles import Style
 
 from cloudsh.cli import StdOutput, fail
-from cloudsh.commands import REGISTRY, Context, HelpRequested, dispatch
+from cloudsh.commands import REGISTRY, Context, Prepared
 from cloudsh.commands.complete import (
     BUILTINS,
     CompletionIndex,
@@ -46,6 +45,8 @@ PROMPT = "cloudsh> "
 #: How often the completion index and burn rate are re-read while the shell is idle.
 REFRESH_S = 30.0
 EXTRA = {**BUILTINS, "exit": "leave the shell (or Ctrl-D)"}
+#: What a bare `help` shows.
+OVERVIEW = "Commands (Tab completes, `help COMMAND` for one):\n{commands}"
 STYLE = Style.from_dict({"bottom-toolbar": "noreverse bg:#262626 #d0d0d0", "mode": "bold #ffaf00"})
 
 
@@ -161,23 +162,14 @@ class Shell:
     async def execute(self, line: str) -> int:
         """Run one line; errors are printed as one line and never end the shell."""
         try:
-            words = shlex.split(line)
-        except ValueError as exc:
-            return fail(CloudshError(f"cannot parse the line: {exc}", "check the quotes"))
-        if not words:
-            return 0
-        if words[0] == "help":
-            if len(words) == 1:
-                sys.stdout.write("Commands (Tab completes, `help COMMAND` for one):\n" + REGISTRY.help_text() + "\n")
-                return 0
-            words = words[1:] + ["--help"]
-        try:
-            cmd, _ = REGISTRY.lookup(words)
+            prepared = REGISTRY.prepare_line(line, overview=OVERVIEW)
         except CloudshError as exc:
             return fail(exc)
-        task = asyncio.create_task(self._dispatch(words))
+        if prepared is None:
+            return 0
+        task = asyncio.create_task(self._run(prepared))
         # A terminal program (ssh) owns Ctrl-C while it runs; otherwise Ctrl-C cancels the command.
-        self.current = None if cmd.takes_terminal else task
+        self.current = None if prepared.takes_terminal else task
         try:
             status = await task
             if status:
@@ -189,9 +181,6 @@ class Shell:
             sys.stdout.flush()
             sys.stderr.write("\ncancelled\n")
             return 130
-        except HelpRequested as exc:
-            sys.stdout.write(exc.text.rstrip() + "\n")
-            return 0
         except Exception as exc:  # noqa: BLE001 - every error is one line, the shell goes on
             return fail(exc)
         finally:
@@ -203,12 +192,11 @@ class Shell:
         if self.current is not None:
             self.current.cancel()
 
-    async def _dispatch(self, words: Sequence[str]) -> int:
+    async def _run(self, prepared: Prepared) -> int:
         ctx = Context(out=StdOutput(), backend_factory=self._sync_backend, confirm=self.confirm, terminal=_terminal)
-        cmd, _ = REGISTRY.lookup(words)
-        if not cmd.name.startswith("sandbox "):
+        if prepared.needs_backend:
             ctx._backend = await self.backend()
-        return await dispatch(ctx, words)
+        return await prepared.run(ctx)
 
     def _sync_backend(self) -> Backend:
         if self._backend is None:

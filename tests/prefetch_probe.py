@@ -74,7 +74,7 @@ def app(opts: GlobalOptions, env: dict[str, str] | None = None) -> dict[str, Any
             deadline = time.monotonic() + 60
             while "prices" not in order and time.monotonic() < deadline:
                 await pilot.pause(0.05)
-            return sorted(r["id"] for r in a.records)
+            return sorted(r.id for r in a.state.rows)
 
     ids = asyncio.run(go())
     assert prefetch is not None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import time
@@ -216,3 +217,33 @@ def test_confirmation_and_interactive_connect(box: str) -> None:
     finally:
         child.close(force=True)
     assert "replbox" in ok("ls")
+
+
+async def test_sandbox_interrupt_waits_for_the_backend_it_needs(box: str, capsys: pytest.CaptureFixture[str]) -> None:
+    # A shell just started has no backend yet. `sandbox interrupt` acts on a box of the
+    # cloud, so the shell connects first; `sandbox status` and its kin need no backend.
+    from cloudsh.errors import CloudshError
+    from cloudsh.repl import Shell
+    from cloudsh.services.backend import Backend
+
+    def offline() -> Backend:
+        raise CloudshError("no cloud here", "managing the sandbox needs none")
+
+    for factory, line in ((lambda: Backend.create(Settings.load(), sandbox=True), f"sandbox interrupt {box}"),
+                          (offline, "sandbox status")):
+        shell = Shell(factory)
+        try:
+            status = await shell.execute(line)
+            captured = capsys.readouterr()
+            if line == "sandbox status":
+                assert status == 0 and "sandbox running" in captured.out
+            else:  # the backend answered: the box is on demand, which the sandbox does not interrupt
+                assert status == 2 and "only spot instances are interrupted" in captured.err
+                assert "not connected" not in captured.err
+        finally:
+            if shell._refresh_task is not None:
+                shell._refresh_task.cancel()
+                with contextlib.suppress(BaseException):
+                    await shell._refresh_task
+            if shell._backend is not None:
+                await shell._backend.close()

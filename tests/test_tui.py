@@ -8,6 +8,7 @@ afterwards and on the messages the app posted.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
 from collections.abc import Callable
@@ -17,15 +18,27 @@ import pytest
 from textual.message import Message
 from textual.widgets import Input
 
+from cloudsh.commands.complete import complete
 from cloudsh.commands.registry import Context, dispatch
 from cloudsh.config import Settings
+from cloudsh.errors import CloudshError
+from cloudsh.models import JOB_TAG_PREFIX, JobTag
+from cloudsh.repl import Shell
 from cloudsh.services.backend import Backend
 from cloudsh.tui.app import CloudshApp
 from cloudsh.tui.data import listing_cache_path
 from cloudsh.tui.handoff import RecordingHandoff
-from cloudsh.tui.messages import ActionFinished, BackendReady, InstancesLoaded
+from cloudsh.tui.instances import InstancesPane, InstancesTable
+from cloudsh.tui.messages import (
+    ActionFinished,
+    ActivityLogged,
+    BackendFailed,
+    BackendReady,
+    InstancesLoaded,
+)
 from cloudsh.tui.screens import ConfirmScreen, ResizeScreen, TunnelsScreen
-from cloudsh.tui.widgets import ActivityLog, CommandLine, InstancesPane, InstancesTable
+from cloudsh.tui.state import Phase
+from cloudsh.tui.widgets import ActivityLog, CommandLine
 from tests.sandbox_fixture import Sandbox  # the `sandbox` fixture comes from conftest.py
 
 pytestmark = pytest.mark.sandbox
@@ -72,15 +85,16 @@ def activity(app: CloudshApp) -> str:
 
 
 async def highlight(pilot: Any, app: CloudshApp, name: str) -> None:
-    await until(pilot, lambda: any(r["name"] == name for r in app.records))
+    await until(pilot, lambda: any(r.name == name for r in app.state.rows))
     pane = app.query_one(InstancesPane)
-    iid = next(r["id"] for r in app.records if r["name"] == name)
+    iid = next(r.id for r in app.state.rows if r.name == name)
     table = app.query_one(InstancesTable)
     await until(pilot, lambda: table.filled and iid in table.keys)
     table.focus()
     table.move_cursor(row=table.keys.index(iid))
     await pilot.pause()
-    assert (pane.highlighted() or {}).get("name") == name
+    row = pane.highlighted()
+    assert row is not None and row.name == name
 
 
 def finished(messages: list[Message], label_part: str) -> list[ActionFinished]:
@@ -108,7 +122,7 @@ async def test_launch_from_command_line_and_listing(sandbox: Sandbox) -> None:
         [done] = finished(messages, f"launch {name}")
         assert done.error is None, done.error
         # The listing refreshes after an action and shows the new box.
-        await until(pilot, lambda: any(r["name"] == name and r["state"] == "running" for r in app.records))
+        await until(pilot, lambda: any(r.name == name and r.state == "running" for r in app.state.rows))
         assert f"> launch {name} --type t3.micro" in activity(app)
         assert app.query_one(CommandLine).history[-1] == f"launch {name} --type t3.micro"
     assert describe(sandbox, name)["State"]["Name"] == "running"
@@ -119,7 +133,7 @@ async def test_resize_flow_changes_the_type_in_ec2(sandbox: Sandbox) -> None:
     messages: list[Message] = []
     app = CloudshApp(factory, handoff=RecordingHandoff())
     async with app.run_test(size=(120, 40), message_hook=messages.append) as pilot:
-        await until(pilot, lambda: bool(app.price_rows))
+        await until(pilot, lambda: bool(app.state.price_rows))
         await highlight(pilot, app, name)
         await pilot.press("r")
         await until(pilot, lambda: isinstance(app.screen, ResizeScreen))
@@ -229,7 +243,7 @@ async def test_errors_completion_history_and_filter(sandbox: Sandbox) -> None:
     messages: list[Message] = []
     app = CloudshApp(factory, handoff=RecordingHandoff())
     async with app.run_test(size=(120, 40), message_hook=messages.append) as pilot:
-        await until(pilot, lambda: any(r["name"] == name for r in app.records))
+        await until(pilot, lambda: any(r.name == name for r in app.state.rows))
         # Errors: one readable line in the activity pane and a notification; the app stays up.
         await type_command(pilot, "start no-such-box-here")
         await until(pilot, lambda: bool(finished(messages, "start no-such-box-here")))
@@ -256,17 +270,17 @@ async def test_errors_completion_history_and_filter(sandbox: Sandbox) -> None:
         await pilot.press("slash")
         pilot.app.query_one("#instances-filter", Input).value = name
         pane = app.query_one(InstancesPane)
-        only = [next(r["id"] for r in app.records if r["name"] == name)]
+        only = [next(r.id for r in app.state.rows if r.name == name)]
         await until(pilot, lambda: pane.table.filled and pane.table.keys == only)
         await pilot.press("escape")
-        await until(pilot, lambda: pane.table.filled and len(pane.table.keys) == len(app.records) > 1)
+        await until(pilot, lambda: pane.table.filled and len(pane.table.keys) == len(app.state.rows) > 1)
 
 
 async def test_cached_listing_paints_first_marked_stale(sandbox: Sandbox) -> None:
     name = await launch("--type", "t3.micro", "--no-wait")
     first = CloudshApp(factory, handoff=RecordingHandoff())
     async with first.run_test(size=(120, 40)) as pilot:
-        await until(pilot, lambda: any(r["name"] == name for r in first.records))
+        await until(pilot, lambda: any(r.name == name for r in first.state.rows))
         # The listing is written to the cache a moment after it is drawn.
         cached = listing_cache_path(first.settings.cache_dir)
         await until(pilot, lambda: cached.exists() and name in cached.read_text())
@@ -282,10 +296,111 @@ async def test_cached_listing_paints_first_marked_stale(sandbox: Sandbox) -> Non
     loop = asyncio.get_running_loop()
     second = CloudshApp(slow_factory, handoff=RecordingHandoff())
     async with second.run_test(size=(120, 40), message_hook=messages.append) as pilot:
-        await until(pilot, lambda: any(r["name"] == name for r in second.records), timeout=5)
-        assert second.stale
+        await until(pilot, lambda: any(r.name == name for r in second.state.rows), timeout=5)
+        assert second.state.stale
         assert "stale" in str(second.query_one("#status-fresh").render())
         gate.set()
         await until(pilot, lambda: any(isinstance(m, InstancesLoaded) and not m.stale for m in messages))
         await pilot.pause()
-        assert not second.stale
+        assert not second.state.stale
+
+
+# -- one way to run a line, and completion from the panes' own listing ------------------------
+
+SAME_LINES = ("lauch x", 'start "unclosed', "resize onlybox", "ls --bogus", "help resize", "resize --help")
+
+
+def offline() -> Backend:
+    raise CloudshError("no cloud here", "this test runs offline")
+
+
+async def test_a_line_gives_the_same_result_in_the_repl_and_the_app(capsys: pytest.CaptureFixture[str]) -> None:
+    shell = Shell(offline)
+    repl: dict[str, tuple[int, str, str]] = {}
+    for line in SAME_LINES:
+        status = await shell.execute(line)
+        captured = capsys.readouterr()
+        repl[line] = (status, captured.out, captured.err)
+    if shell._refresh_task is not None:
+        shell._refresh_task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await shell._refresh_task
+
+    messages: list[Message] = []
+    app = CloudshApp(offline, handoff=RecordingHandoff(), auto_connect=False, periodic_refresh=False)
+    async with app.run_test(size=(120, 40), message_hook=messages.append) as pilot:
+        for line in SAME_LINES:
+            messages.clear()
+            app.run_line(line)
+            status, out, err = repl[line]
+            if err:  # a usage error: the same line, the same exit status
+                await until(pilot, lambda: bool(finished(messages, line)))  # noqa: B023
+                done = finished(messages, line)[0]
+                assert err == f"cloudsh: {done.error}\n" and done.status == status == 2
+            else:  # help: the same text
+                await until(pilot, lambda: any(isinstance(m, ActivityLogged) for m in messages))  # noqa: B023
+                shown = [m.text for m in messages if isinstance(m, ActivityLogged)]
+                assert status == 0 and out.startswith("usage: cloudsh resize") and shown == [out.rstrip("\n")]
+
+
+async def test_sandbox_commands_run_with_or_without_the_backend_they_need(sandbox: Sandbox) -> None:
+    name = await launch("--type", "t3.micro", "--no-wait")  # on demand: the sandbox will not interrupt it
+    messages: list[Message] = []
+    # Not connected: managing the sandbox works, playing an interruption on a box cannot yet.
+    app = CloudshApp(factory, handoff=RecordingHandoff(), auto_connect=False, periodic_refresh=False)
+    async with app.run_test(size=(120, 40), message_hook=messages.append) as pilot:
+        app.run_line("sandbox status")
+        await until(pilot, lambda: bool(finished(messages, "sandbox status")))
+        assert finished(messages, "sandbox status")[0].error is None
+        assert "sandbox running" in activity(app)
+        app.run_line(f"sandbox interrupt {name}")
+        await until(pilot, lambda: bool(finished(messages, "sandbox interrupt")))
+        assert "not connected to the cloud yet" in (finished(messages, "sandbox interrupt")[0].error or "")
+    messages.clear()
+    app = CloudshApp(factory, handoff=RecordingHandoff(), periodic_refresh=False)
+    async with app.run_test(size=(120, 40), message_hook=messages.append) as pilot:
+        await until(pilot, lambda: app.backend is not None)
+        app.run_line(f"sandbox interrupt {name}")
+        await until(pilot, lambda: bool(finished(messages, "sandbox interrupt")))
+        # It reached the box through the backend, which refuses an on-demand box.
+        assert "only spot instances are interrupted" in (finished(messages, "sandbox interrupt")[0].error or "")
+
+
+async def test_logs_completes_the_job_ids_the_listing_carries(sandbox: Sandbox) -> None:
+    name = await launch("--type", "t3.micro", "--no-wait")
+    iid = describe(sandbox, name)["InstanceId"]
+    job_id = f"tuijob-{uuid.uuid4().hex[:8]}"
+    tag = JobTag("train.py", "running", started=time.time()).encode()
+    sandbox.ec2().create_tags(Resources=[iid], Tags=[{"Key": JOB_TAG_PREFIX + job_id, "Value": tag}])
+    app = CloudshApp(factory, handoff=RecordingHandoff(), periodic_refresh=False)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await until(pilot, lambda: any(job_id in r.jobs for r in app.state.rows))
+        # The index comes from the rows on screen: no listing per keystroke.
+        offered = {c.text: c.meta for c in complete("logs ", None, app.state.index)}
+        assert offered.get(job_id) == f"job on {name}"
+        await pilot.press("colon")
+        line = app.query_one(CommandLine)
+        line.value = f"logs {job_id[:10]}"
+        line.cursor_position = len(line.value)
+        await pilot.press("tab")
+        assert line.value == f"logs {job_id}"
+
+
+async def test_every_failing_worker_takes_the_one_error_route() -> None:
+    def broken() -> Backend:
+        raise RuntimeError("boom")
+
+    messages: list[Message] = []
+    app = CloudshApp(broken, handoff=RecordingHandoff(), periodic_refresh=False)
+    async with app.run_test(size=(120, 40), message_hook=messages.append) as pilot:
+        await until(pilot, lambda: any(isinstance(m, BackendFailed) for m in messages))
+        error = next(m.error for m in messages if isinstance(m, BackendFailed))
+        # A bug: one line on screen, the traceback in the crash log.
+        assert error.startswith("unexpected error: RuntimeError: boom") and "crash.log" in error
+        assert "RuntimeError: boom" in (app.settings.state_dir / "crash.log").read_text()
+        assert app.state.connection.phase is Phase.FAILED
+        # A CloudshError: its own one line, under the command's label.
+        app.run_line("ls")
+        await until(pilot, lambda: bool(finished(messages, "ls")))
+        assert finished(messages, "ls")[0].error == "not connected to the cloud yet. wait a moment and try again"
+        assert "Traceback" not in activity(app) and app.is_running

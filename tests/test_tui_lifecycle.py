@@ -21,8 +21,7 @@ from cloudsh.tui.handoff import RecordingHandoff
 from cloudsh.tui.jobs import JobsScreen
 from cloudsh.tui.messages import BackendReady
 from cloudsh.tui.screens import ConfirmScreen
-from cloudsh.tui.volumes import StorageForm
-from cloudsh.tui.widgets import StorageTable, VolumesPane
+from cloudsh.tui.volumes import StorageForm, StorageTable, VolumesPane
 from tests.cli import cloudsh, ok
 from tests.sandbox_fixture import Sandbox
 from tests.test_tui import factory, finished, type_command, until
@@ -70,9 +69,9 @@ async def test_attach_detach_delete_a_volume_from_the_volumes_pane(sandbox: Sand
         await until(pilot, lambda: any(isinstance(m, BackendReady) for m in messages))
         await _highlight_storage(pilot, app, vol)
         # Keys follow the row: a detached volume can be attached, not detached.
-        assert app.check_action("volume_attach", ()) is True
-        assert app.check_action("volume_detach", ()) is False
-        assert app.check_action("image_launch", ()) is False
+        assert app.query_one(VolumesPane).check_action("volume_attach", ()) is True
+        assert app.query_one(VolumesPane).check_action("volume_detach", ()) is False
+        assert app.query_one(VolumesPane).check_action("image_launch", ()) is False
 
         await pilot.press("a")
         await until(pilot, lambda: isinstance(app.screen, StorageForm))
@@ -94,7 +93,7 @@ async def test_attach_detach_delete_a_volume_from_the_volumes_pane(sandbox: Sand
         pane = app.query_one(VolumesPane)
         await until(pilot, lambda: any(isinstance(i, Volume) and i.name == vol and i.attached_to for i in pane.items.values()))
         await _highlight_storage(pilot, app, vol)
-        assert app.check_action("volume_detach", ()) is True
+        assert app.query_one(VolumesPane).check_action("volume_detach", ()) is True
         await pilot.press("d")
         await until(pilot, lambda: bool(finished(messages, f"detach {vol}")), timeout=30)
         [done] = finished(messages, f"detach {vol}")
@@ -131,7 +130,7 @@ async def test_jobs_view_shows_a_job_and_its_results_come_home(sandbox: Sandbox,
     app = CloudshApp(factory, handoff=RecordingHandoff())
     async with app.run_test(size=(120, 40), message_hook=messages.append) as pilot:
         await until(pilot, lambda: any(isinstance(m, BackendReady) for m in messages))
-        await until(pilot, lambda: bool(app.records))
+        await until(pilot, lambda: bool(app.state.rows))
         await type_command(pilot, f"script {box} {script} --sync out:{local}")
         await until(pilot, lambda: bool(finished(messages, f"script {box}")), timeout=30)
         [done] = finished(messages, f"script {box}")
@@ -170,7 +169,7 @@ async def test_snapshot_a_volume_then_restore_and_delete_the_snapshot(sandbox: S
     messages: list[Message] = []
     app = CloudshApp(factory, handoff=RecordingHandoff())
     async with app.run_test(size=(120, 40), message_hook=messages.append) as pilot:
-        await until(pilot, lambda: bool(app.records))
+        await until(pilot, lambda: bool(app.state.rows))
         await _highlight_storage(pilot, app, vol)
         await pilot.press("n")
         await until(pilot, lambda: bool(finished(messages, f"snapshot {vol}")), timeout=30)
@@ -186,7 +185,7 @@ async def test_snapshot_a_volume_then_restore_and_delete_the_snapshot(sandbox: S
         table.focus()
         table.move_cursor(row=table.keys.index(snap["SnapshotId"]))
         await pilot.pause()
-        assert app.check_action("snapshot_restore", ()) is True and app.check_action("volume_attach", ()) is False
+        assert app.query_one(VolumesPane).check_action("snapshot_restore", ()) is True and app.query_one(VolumesPane).check_action("volume_attach", ()) is False
         await pilot.press("v")
         await until(pilot, lambda: isinstance(app.screen, StorageForm))
         form = app.screen
@@ -224,7 +223,7 @@ async def test_launch_from_an_image_then_delete_it(sandbox: Sandbox, box: str) -
     app = CloudshApp(factory, handoff=RecordingHandoff())
     try:
         async with app.run_test(size=(120, 40), message_hook=messages.append) as pilot:
-            await until(pilot, lambda: bool(app.records))
+            await until(pilot, lambda: bool(app.state.rows))
             await _highlight_storage(pilot, app, image, Image)
             await pilot.press("l")
             await until(pilot, lambda: isinstance(app.screen, StorageForm))

@@ -27,6 +27,7 @@ from cloudsh.models import (
 from cloudsh.ops.preview import Loss
 from cloudsh.tui.app import CloudshApp
 from cloudsh.tui.handoff import RecordingHandoff
+from cloudsh.tui.instances import InstancesTable
 from cloudsh.tui.jobs import JobsScreen
 from cloudsh.tui.messages import (
     ActivityLogged,
@@ -37,8 +38,10 @@ from cloudsh.tui.messages import (
     StorageLoaded,
 )
 from cloudsh.tui.screens import ConfirmScreen, HelpScreen, RegionScreen, ResizeScreen, TunnelsScreen
+from cloudsh.tui.state import InstanceRow
 from cloudsh.tui.tunnels import OpenTunnel
-from cloudsh.tui.widgets import InstancesTable, PricesTable, StatusBar, StorageTable
+from cloudsh.tui.volumes import StorageTable
+from cloudsh.tui.widgets import PricesTable, StatusBar
 
 NOW = datetime(2026, 11, 22, 9, 30, tzinfo=UTC)
 
@@ -158,7 +161,7 @@ def test_confirm_terminate(snap_compare: Any) -> None:
 
 def test_resize_picker(snap_compare: Any) -> None:
     assert snap_compare(make_app(), terminal_size=(100, 30),
-                        run_before=_with(lambda app: ResizeScreen(RECORDS[0], PRICES)))
+                        run_before=_with(lambda app: ResizeScreen(InstanceRow.from_record(RECORDS[0]), PRICES)))
 
 
 def test_tunnels_view(snap_compare: Any) -> None:
@@ -202,8 +205,8 @@ JOBS = [
 
 def test_jobs_view(snap_compare: Any) -> None:
     def screen(app: CloudshApp) -> JobsScreen:
-        app.jobs = JOBS
-        app.job_results = {"train-3f2a": (14, 1, "09:29:55"), "sweep-77de": (31, 0, "09:12:03")}
+        app.state.jobs.jobs = JOBS
+        app.state.jobs.results = {"train-3f2a": (14, 1, "09:29:55"), "sweep-77de": (31, 0, "09:12:03")}
         return JobsScreen()
 
     assert snap_compare(make_app(), terminal_size=(120, 30), run_before=_with(screen))

@@ -7,6 +7,14 @@ from cloudsh.commands import (  # noqa: F401  (registration)
     remote,
     storage,  # noqa: F401  (registration)
 )
-from cloudsh.commands.registry import REGISTRY, Command, Context, HelpRequested, Output, dispatch
+from cloudsh.commands.registry import (
+    REGISTRY,
+    Command,
+    Context,
+    HelpRequested,
+    Output,
+    Prepared,
+    dispatch,
+)
 
-__all__ = ["REGISTRY", "Command", "Context", "HelpRequested", "Output", "dispatch"]
+__all__ = ["REGISTRY", "Command", "Context", "HelpRequested", "Output", "Prepared", "dispatch"]

@@ -95,7 +95,7 @@ def _settings(ctx: Context) -> Settings:
     return Settings.load()
 
 
-@command("sandbox up", "Start the local sandbox cloud in the background (idempotent).")
+@command("sandbox up", "Start the local sandbox cloud in the background (idempotent).", needs_backend=False)
 async def sandbox_up(ctx: Context, a: argparse.Namespace) -> int:
     import asyncio
 
@@ -109,7 +109,7 @@ async def sandbox_up(ctx: Context, a: argparse.Namespace) -> int:
     return 0
 
 
-@command("sandbox down", "Stop the local sandbox cloud and everything it started.")
+@command("sandbox down", "Stop the local sandbox cloud and everything it started.", needs_backend=False)
 async def sandbox_down(ctx: Context, a: argparse.Namespace) -> int:
     import asyncio
 
@@ -120,7 +120,7 @@ async def sandbox_down(ctx: Context, a: argparse.Namespace) -> int:
     return 0
 
 
-@command("sandbox status", "Say whether the local sandbox cloud runs, where, and its boxes.")
+@command("sandbox status", "Say whether the local sandbox cloud runs, where, and its boxes.", needs_backend=False)
 async def sandbox_status(ctx: Context, a: argparse.Namespace) -> int:
     from cloudsh.sandbox.control import sandbox_status as status
 
@@ -138,7 +138,7 @@ async def sandbox_status(ctx: Context, a: argparse.Namespace) -> int:
     return 0
 
 
-@command("sandbox env", "Print `export` lines so the AWS CLI and boto3 use the sandbox too.")
+@command("sandbox env", "Print `export` lines so the AWS CLI and boto3 use the sandbox too.", needs_backend=False)
 async def sandbox_env(ctx: Context, a: argparse.Namespace) -> int:
     import asyncio
 

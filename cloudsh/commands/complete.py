@@ -12,13 +12,14 @@ import asyncio
 import logging
 import os
 import shlex
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from cloudsh.commands.registry import REGISTRY, Arg, Command, Registry
 
 if TYPE_CHECKING:
+    from cloudsh.models import Image, Snapshot, Volume
     from cloudsh.services.backend import Backend
 
 log = logging.getLogger(__name__)
@@ -84,69 +85,84 @@ class Completion:
 # -- building the index ---------------------------------------------------------
 
 
-async def build_index(backend: Backend) -> CompletionIndex:
-    """List every kind once, concurrently; a kind whose listing fails stays empty."""
+class Box(Protocol):
+    """What the index needs of an instance (`models.Instance`, the TUI's rows)."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def state(self) -> str: ...
+    @property
+    def type(self) -> str: ...
+
+
+def index_from(
+    *,
+    instances: Iterable[Box] = (),
+    jobs: Mapping[str, str] | None = None,
+    types: Iterable[str] = (),
+    images: Iterable[Image] = (),
+    volumes: Iterable[Volume] = (),
+    snapshots: Iterable[Snapshot] = (),
+) -> CompletionIndex:
+    """The index of what a front end has listed; `jobs` maps a job id to its box's name.
+
+    The one builder: the REPL feeds it from `build_index`'s listings, the TUI from the
+    rows its panes already hold.
+    """
     details: dict[str, str] = {}
-    job_ids: list[str] = []
+    names: list[str] = []
+    for i in instances:
+        if i.name:
+            names.append(i.name)
+            details[i.name] = f"{i.id} {i.state} {i.type}"
+        names.append(i.id)
+        details[i.id] = f"{i.name or '-'} {i.state} {i.type}"
+    for job_id, box in (jobs or {}).items():
+        details[job_id] = f"job on {box}"
+    image_words: list[str] = []
+    for im in images:
+        image_words.extend(x for x in (im.name, im.id) if x)
+        details[im.id] = f"{im.name} {im.state}"
+    volume_words: list[str] = []
+    for v in volumes:
+        volume_words.extend(x for x in (v.name, v.id) if x)
+        details[v.id] = f"{v.name or '-'} {v.size_gb} GB {v.state}"
+    snapshot_words: list[str] = []
+    for sn in snapshots:
+        snapshot_words.extend(x for x in (sn.name, sn.id) if x)
+        details[sn.id] = f"{sn.name or '-'} {sn.size_gb} GB {sn.state}"
+    type_names = _unique(types)
+    return CompletionIndex(
+        instances=_unique(names), types=type_names, images=_unique(image_words), volumes=_unique(volume_words),
+        snapshots=_unique(snapshot_words), jobs=_unique(jobs or ()),
+        families=tuple(sorted(_unique(t.split(".", 1)[0] for t in type_names))), details=details,
+    )
 
-    async def instances() -> tuple[str, ...]:
-        from cloudsh.models import job_tags
 
-        out: list[str] = []
-        for i in await backend.ec2.list_instances():
-            # Jobs live in their box's tags: the same listing names them, no extra call.
-            for job_id in job_tags(i):
-                job_ids.append(job_id)
-                details[job_id] = f"job on {i.label}"
-            if i.name:
-                out.append(i.name)
-                details[i.name] = f"{i.id} {i.state} {i.type}"
-            out.append(i.id)
-            details[i.id] = f"{i.name or '-'} {i.state} {i.type}"
-        return tuple(out)
+async def build_index(backend: Backend) -> CompletionIndex:
+    """List every kind once, concurrently, and index it; a kind whose listing fails stays
+    empty (completion is a convenience: one unreachable listing must not empty the rest)."""
+    from cloudsh.models import job_tags
 
-    async def types() -> tuple[str, ...]:
-        return tuple(await backend.ec2.type_names())
-
-    async def images() -> tuple[str, ...]:
-        out: list[str] = []
-        for im in await backend.ec2.images():
-            out.extend(x for x in (im.name, im.id) if x)
-            details[im.id] = f"{im.name} {im.state}"
-        return tuple(out)
-
-    async def volumes() -> tuple[str, ...]:
-        out: list[str] = []
-        for v in await backend.ec2.volumes():
-            out.extend(x for x in (v.name, v.id) if x)
-            details[v.id] = f"{v.name or '-'} {v.size_gb} GB {v.state}"
-        return tuple(out)
-
-    async def snapshots() -> tuple[str, ...]:
-        out: list[str] = []
-        for s in await backend.ec2.snapshots():
-            out.extend(x for x in (s.name, s.id) if x)
-            details[s.id] = f"{s.name or '-'} {s.size_gb} GB {s.state}"
-        return tuple(out)
-
-    kinds: dict[str, Callable[[], Awaitable[tuple[str, ...]]]] = {
-        "instances": instances, "types": types, "images": images, "volumes": volumes,
-        "snapshots": snapshots,
-    }
-    results = await asyncio.gather(*(fn() for fn in kinds.values()), return_exceptions=True)
+    ec2 = backend.ec2
+    listings = {"instances": ec2.list_instances(), "types": ec2.type_names(), "images": ec2.images(),
+                "volumes": ec2.volumes(), "snapshots": ec2.snapshots()}
+    results = await asyncio.gather(*listings.values(), return_exceptions=True)
     found: dict[str, Any] = {}
-    for kind, result in zip(kinds, results, strict=True):
+    for kind, result in zip(listings, results, strict=True):
         if isinstance(result, BaseException):
             if isinstance(result, asyncio.CancelledError):
                 raise result
-            # Completion is a convenience: one unreachable listing must not empty the rest.
             log.debug("completion index: listing %s failed: %s", kind, result)
             found[kind] = ()
         else:
-            found[kind] = _unique(result)
-    found["jobs"] = _unique(job_ids)
-    families = _unique(t.split(".", 1)[0] for t in found["types"])
-    return CompletionIndex(**found, families=tuple(sorted(families)), details=details)
+            found[kind] = result
+    # Jobs live in their box's tags: the same listing names them, no extra call.
+    jobs = {job_id: i.label for i in found["instances"] for job_id in job_tags(i)}
+    return index_from(jobs=jobs, **found)
 
 
 _KINDS = ("instances", "types", "images", "volumes", "snapshots", "jobs", "regions", "families")

@@ -5,6 +5,10 @@ A command is data (name, help, arguments with completion hints) plus an async ha
 that talks to the world only through a `Context`: the cloud (`ctx.backend`), output
 (`ctx.out`), confirmation (`ctx.confirm`) and the terminal (`ctx.terminal`). Front
 ends differ only in the `Context` they build.
+
+Every front end runs a line the same way: `REGISTRY.prepare_line(line)` (or `prepare`
+for argv) settles quoting, `help X` / `X --help` and usage errors, and says whether the
+command needs the cloud (`Command.needs_backend`); `Prepared.run(ctx)` runs it.
 """
 
 from __future__ import annotations
@@ -130,6 +134,10 @@ class Command:
     aliases: tuple[str, ...] = ()
     #: Free text after the arguments (for `run NAME -- CMD…`).
     epilog: str = ""
+    #: Talks to the cloud through `ctx.backend`: front ends connect before running it
+    #: (and refuse it while they cannot). False for commands that manage the sandbox
+    #: itself, which must work while no cloud is reachable.
+    needs_backend: bool = True
 
     @property
     def summary(self) -> str:
@@ -184,6 +192,34 @@ class HelpRequested(Exception):
     def __init__(self, text: str) -> None:
         super().__init__(text)
         self.text = text
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A line made ready to run (`Registry.prepare`): either `command` with its parsed
+    `namespace`, or `help_text` to show (then `command` is the one asked about, if any)."""
+
+    words: tuple[str, ...]
+    command: Command | None = None
+    namespace: argparse.Namespace | None = None
+    help_text: str | None = None
+
+    @property
+    def needs_backend(self) -> bool:
+        """Running it needs the cloud (help never does)."""
+        return self.namespace is not None and self.command is not None and self.command.needs_backend
+
+    @property
+    def takes_terminal(self) -> bool:
+        return self.namespace is not None and self.command is not None and self.command.takes_terminal
+
+    async def run(self, ctx: Context) -> int:
+        """Run the command (or print the help) through `ctx`; its exit status."""
+        if self.command is None or self.namespace is None:
+            ctx.out.print(self.help_text or "")
+            return 0
+        status = await self.command.handler(ctx, self.namespace)
+        return int(status or 0)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -249,16 +285,31 @@ class Registry:
         hint = f"did you mean `{guess[0]}`?" if guess else "see `cloudsh --help` for the commands"
         raise UsageError(f"unknown command `{first}`", hint)
 
-    def parse(self, words: Sequence[str]) -> tuple[Command, argparse.Namespace]:
-        cmd, rest = self.lookup(words)
-        return cmd, cmd.parse(rest)
+    def prepare(self, words: Sequence[str], *, overview: str = "{commands}") -> Prepared:
+        """What a command line asks for, the same in every front end: a parsed command,
+        or help text (`help`, `help X`, `X --help`). Bad words raise `UsageError`.
 
-    def parse_line(self, line: str) -> tuple[Command, argparse.Namespace]:
+        `overview` frames the list of commands shown for a bare `help` (`{commands}` is
+        replaced by it), so each front end can say what else it understands.
+        """
+        words = list(words)
+        if words in (["help"], ["--help"], ["-h"]):
+            return Prepared(tuple(words), help_text=overview.format(commands=self.help_text()))
+        if words[:1] == ["help"]:
+            words = words[1:] + ["--help"]
+        cmd, rest = self.lookup(words)
+        try:
+            return Prepared(tuple(words), cmd, cmd.parse(rest))
+        except HelpRequested as h:
+            return Prepared(tuple(words), cmd, help_text=h.text.rstrip())
+
+    def prepare_line(self, line: str, *, overview: str = "{commands}") -> Prepared | None:
+        """`prepare` for a typed line (quotes as in a shell); None for a blank line."""
         try:
             words = shlex.split(line)
         except ValueError as exc:
             raise UsageError(f"cannot parse the line: {exc}", "check the quotes") from None
-        return self.parse(words)
+        return self.prepare(words, overview=overview) if words else None
 
     def help_text(self) -> str:
         width = max(len(n) for n in self.commands)
@@ -279,6 +330,7 @@ def command(
     takes_terminal: bool = False,
     aliases: tuple[str, ...] = (),
     epilog: str = "",
+    needs_backend: bool = True,
 ) -> Callable[[Handler], Handler]:
     """Declare a command: `@command("ls", "list instances", arg("--all", flag=True))`."""
 
@@ -294,6 +346,7 @@ def command(
                 takes_terminal=takes_terminal,
                 aliases=aliases,
                 epilog=epilog,
+                needs_backend=needs_backend,
             )
         )
         return fn
@@ -302,7 +355,6 @@ def command(
 
 
 async def dispatch(ctx: Context, words: Sequence[str]) -> int:
-    """Parse and run one command; returns its exit status. Errors propagate to the front end."""
-    cmd, ns = REGISTRY.parse(words)
-    status = await cmd.handler(ctx, ns)
-    return int(status or 0)
+    """Parse and run one command (help is printed to `ctx.out`); returns its exit status.
+    Errors propagate to the front end."""
+    return await REGISTRY.prepare(words).run(ctx)

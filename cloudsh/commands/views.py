@@ -10,7 +10,7 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from cloudsh.models import Instance, InstanceType, Price, hourly_cost
+from cloudsh.models import Instance, InstanceType, Price, hourly_cost, job_tags
 
 
 def money(value: float | None, unit: str = "/h") -> str:
@@ -56,6 +56,8 @@ def instance_record(
         "cost_so_far": round(per_hour * uptime / 3600, 4) if per_hour is not None and uptime is not None else None,
         "image_id": inst.image_id,
         "spot_request_id": inst.spot_request_id,
+        # Ids of the jobs its tags hold: completion offers them with no listing of its own.
+        "jobs": sorted(job_tags(inst)),
     }
 
 

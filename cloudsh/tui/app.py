@@ -1,8 +1,10 @@
 """The full-screen app: panes for instances, prices and volumes, a command line over
 the shared command registry, and single keys for what people do to a box.
 
-Every cloud call runs in a worker; workers report back with messages. The frame
-paints at once (from the cached last listing, marked stale) and fills as data arrives.
+Every cloud call runs in a worker; workers report back with messages, and a worker
+that fails ends in one place (`on_worker_state_changed`). What the app knows and when
+it acts on it lives in `tui/state.py`. The frame paints at once (from the cached last
+listing, marked stale) and fills as data arrives.
 """
 
 from __future__ import annotations
@@ -25,32 +27,37 @@ from textual.containers import Horizontal, Vertical
 from textual.css.query import NoMatches
 from textual.widget import Widget
 from textual.widgets import Footer, Static
+from textual.worker import Worker, WorkerState
 
-from cloudsh.commands.complete import REGIONS, CompletionIndex
-from cloudsh.commands.registry import REGISTRY, Context, HelpRequested, dispatch
-from cloudsh.commands.views import burn_rate
+from cloudsh.commands.complete import REGIONS
+from cloudsh.commands.registry import REGISTRY, Context
 from cloudsh.config import Settings
 from cloudsh.errors import CloudshError, UsageError
-from cloudsh.models import InstanceType, Price
 from cloudsh.tui import data
 from cloudsh.tui.handoff import Handoff, SuspendHandoff
-from cloudsh.tui.jobs import JobsActions
+from cloudsh.tui.instances import InstanceActions, InstancesPane, InstancesTable
+from cloudsh.tui.jobs import JobsPoller, JobsScreen
 from cloudsh.tui.messages import (
     ActionFinished,
     ActivityLogged,
     BackendFailed,
     BackendReady,
     InstancesLoaded,
+    JobsLoaded,
+    JobsSynced,
     PricesLoaded,
     RefreshFailed,
     SpotHistoryLoaded,
     StorageLoaded,
+    WorkerFailed,
 )
 from cloudsh.tui.output import PaneOutput
 from cloudsh.tui.palette import ActionsProvider
-from cloudsh.tui.screens import ConfirmScreen, HelpScreen, RegionScreen, ResizeScreen, TunnelsScreen
+from cloudsh.tui.runner import CommandRunner
+from cloudsh.tui.screens import ConfirmScreen, HelpScreen, RegionScreen, TunnelsScreen
+from cloudsh.tui.state import AppState
 from cloudsh.tui.tunnels import TunnelManager
-from cloudsh.tui.volumes import STORAGE_ACTIONS, StorageActions
+from cloudsh.tui.volumes import StorageActions, StorageTable, VolumesPane
 
 if TYPE_CHECKING:
     # boto3 costs ~130 ms to import: the frame paints before any of it loads.
@@ -58,29 +65,26 @@ if TYPE_CHECKING:
     from cloudsh.tui.prefetch import Prefetch
 
 from cloudsh.tui.widgets import (
-    TRANSITIONAL,
     ActivityLog,
     CommandLine,
     CommandSubmitted,
     HintChanged,
-    InstancesPane,
-    InstancesTable,
     PricesPane,
+    PricesTable,
     StatusBar,
     TypeHighlighted,
-    VolumesPane,
 )
 
 BackendFactory = Callable[[], "Backend"]
 W = TypeVar("W", bound=Widget)
 
-#: Seconds between refreshes: fast while something changes state, backing off when idle.
-FAST_REFRESH_S = 2.0
 #: Seconds the app waits for the prefetched first listing before connecting itself.
 PREFETCH_WAIT_S = 5.0
-IDLE_REFRESH_S = (10.0, 20.0, 40.0, 60.0, 120.0)
 #: Seconds after a listing arrives before the app tidies up (`_settle`).
 SETTLE_S = 0.5
+#: Worker group -> what a failure of it is reported as (`on_worker_state_changed`).
+REFRESHES = {"refresh-instances": "instances", "refresh-prices": "prices", "refresh-storage": "volumes",
+             "spot-history": "spot history"}
 
 
 def _while_up(handler: Callable[..., None]) -> Callable[..., None]:
@@ -97,7 +101,7 @@ def _while_up(handler: Callable[..., None]) -> Callable[..., None]:
     return wrapper
 
 
-class CloudshApp(StorageActions, JobsActions, App[int]):
+class CloudshApp(App[int]):
     CSS_PATH = Path(__file__).with_name("app.tcss")  # absolute, so subclasses elsewhere find it
     TITLE = "cloudsh"
     HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (110, "-wide")]
@@ -131,37 +135,28 @@ class CloudshApp(StorageActions, JobsActions, App[int]):
         self.auto_connect = auto_connect
         self.periodic_refresh = periodic_refresh
         self.prefetch = prefetch
-        self.backend: Backend | None = None
-        self.records: list[dict[str, Any]] = []
-        self.price_rows: list[tuple[InstanceType, Price | None]] = []
-        self.index = CompletionIndex()
+        self.state = AppState()
         self.history: list[str] = []
         self.tunnels = TunnelManager(self.run_worker, self.context, self.log_line)
-        self._busy = 0
-        self._idle_step = 0
-        self._refreshing = False
-        self._refresh_again = False
-        self._next_refresh_at: float | None = None
+        self.jobs_poller = JobsPoller(self)
+        self.runner = CommandRunner(self)
         self._spot_cache: dict[str, list[float]] = {}
-        self._names: dict[str, str] = {}
-        self.stale = False
-        self._first_listing = False
-        self._prefetched = False  # a listing from the prefetch is on screen, none of our own yet
-        self._fresh_seen = False
-        self._unsaved: tuple[str, list[dict[str, Any]]] | None = None
-        self.init_jobs()
+
+    @property
+    def backend(self) -> Backend | None:
+        return self.state.connection.backend
 
     # -- layout ------------------------------------------------------------------
 
     def compose(self) -> ComposeResult:
         yield StatusBar(id="status")
         with Vertical(id="panes"):
-            yield InstancesPane(id="instances")
+            yield InstancesPane(InstanceActions(self), id="instances")
             with Horizontal(id="lower"):
                 yield PricesPane(id="prices")
-                yield VolumesPane(id="volumes")
+                yield VolumesPane(StorageActions(self), id="volumes")
         yield ActivityLog(id="activity", max_lines=2000, wrap=True)
-        yield CommandLine(lambda: self.index, self.history, id="command-line")
+        yield CommandLine(lambda: self.state.index, self.history, id="command-line")
         yield Static("", id="hint")
         yield Footer()
 
@@ -174,7 +169,7 @@ class CloudshApp(StorageActions, JobsActions, App[int]):
         self.main(InstancesTable).focus()
         cached = data.load_listing(self.settings.cache_dir)
         if cached is not None and self.auto_connect:
-            self.stale = True
+            self.state.stale = True
             self.main(StatusBar).mode = cached.label
             self.post_message(InstancesLoaded(cached.records, stale=True, fetched_at=cached.saved_at))
         if self.auto_connect:
@@ -185,7 +180,7 @@ class CloudshApp(StorageActions, JobsActions, App[int]):
                 self._connect()
         if self.periodic_refresh:
             self.set_interval(0.5, self._tick)
-            self.set_interval(1.0, self.poll_jobs)  # lists jobs and pulls results when due
+            self.set_interval(1.0, self.jobs_poller.poll)  # lists jobs and pulls results when due
 
     # -- plumbing ------------------------------------------------------------------
 
@@ -201,13 +196,13 @@ class CloudshApp(StorageActions, JobsActions, App[int]):
     def context(self, out: Any) -> Context:
         return Context(
             out=out,
-            backend_factory=self._require_backend,
+            backend_factory=self.require_backend,
             confirm=self._confirm,
             terminal=self._terminal,
             _backend=self.backend,
         )
 
-    def _require_backend(self) -> Backend:
+    def require_backend(self) -> Backend:
         if self.backend is None:
             raise CloudshError("not connected to the cloud yet", "wait a moment and try again")
         return self.backend
@@ -229,6 +224,40 @@ class CloudshApp(StorageActions, JobsActions, App[int]):
             return f"unexpected error: {type(exc).__name__}: {exc} (this is a bug)"
         return f"unexpected error: {type(exc).__name__}: {exc} (this is a bug; details in {path})"
 
+    # -- the one error route ---------------------------------------------------------------
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        if event.state is WorkerState.ERROR:
+            self._worker_failed(event.worker)
+
+    def on_worker_failed(self, message: WorkerFailed) -> None:
+        self._worker_failed(message.worker)  # a widget's own worker (a table filling its rows)
+
+    def _worker_failed(self, worker: Worker[Any]) -> None:
+        """The one error route: every worker that raises ends here, a CloudshError as its
+        one line, anything else as one line pointing at the crash log. Workers hold no
+        try/except of their own, only `finally` for what must happen either way."""
+        if worker.error is None:
+            return
+        exc = worker.error
+        line = str(exc) if isinstance(exc, CloudshError) else self._crash(exc)
+        group = worker.group
+        if group in REFRESHES:
+            if group == "refresh-instances":
+                self.state.first_listing = False
+            self.post_message(RefreshFailed(REFRESHES[group], line))
+        elif group == "connect":
+            self.post_message(BackendFailed(line))
+        elif group == "commands":
+            status = exc.exit_status if isinstance(exc, CloudshError) else 1
+            self.post_message(ActionFinished(worker.name, status, 0.0, line))
+        elif group == "jobs-poll":
+            if not isinstance(exc, CloudshError) or self.state.jobs.failed(line):  # once, not every few seconds
+                self.log_line(f"jobs: {line}", "error")
+        else:  # IPython, the jobs view's log, a tunnel, saving the listing
+            self.log_line(f"{worker.name or group}: {line}", "error")
+            self.notify(line, title=worker.name or group, severity="error")
+
     # -- connecting and refreshing ------------------------------------------------------
 
     @work(group="prefetch", exit_on_error=False)
@@ -245,12 +274,12 @@ class CloudshApp(StorageActions, JobsActions, App[int]):
                 connecting = True
                 self._connect()
             records = await listing
-        except Exception:  # noqa: BLE001 - whatever went wrong, the app lists the normal way
+        except Exception:  # noqa: BLE001 - not an error: whatever went wrong, the app lists the normal way
             records = None
         finally:
             listing.cancel()  # if the app is leaving: the child is killed
-        if records is not None and not self._fresh_seen:
-            self._prefetched = self.backend is None
+        if records is not None and not self.state.fresh_seen:
+            self.state.prefetched = self.backend is None
             self.post_message(InstancesLoaded(records, stale=False, fetched_at=self.clock()))
         if not connecting:
             self._connect()
@@ -258,50 +287,44 @@ class CloudshApp(StorageActions, JobsActions, App[int]):
     @work(thread=True, exclusive=True, group="connect", exit_on_error=False)
     def _connect(self) -> None:
         # Backend.create may start the sandbox (a few seconds): never on the event loop.
-        try:
-            backend = self.backend_factory()
-        except CloudshError as exc:
-            self.post_message(BackendFailed(str(exc)))
-            return
-        except Exception as exc:  # noqa: BLE001 - reported as one line, logged in full
-            self.post_message(BackendFailed(self._crash(exc)))
-            return
-        self.backend = backend
+        backend = self.backend_factory()
+        self.state.connection.ready(backend)
         self.post_message(BackendReady(backend.label, backend.notice))
 
     @_while_up
     def on_backend_ready(self, message: BackendReady) -> None:
-        if self.stale and message.label != self.main(StatusBar).mode:
+        state = self.state
+        if state.stale and message.label != self.main(StatusBar).mode:
             # The cached listing was of another cloud (e.g. AWS, and now the sandbox).
-            self.stale = False
-            self.records = []
-            self.main(InstancesPane).show([])
+            state.forget_listing()
+            self.main(InstancesPane).show(())
         self.main(StatusBar).mode = message.label
         self._spot_cache.clear()  # prices differ per region
         if message.notice:
             self.log_line(message.notice, "info")
             self.notify(message.notice, title="sandbox", timeout=8)
         self.log_line(f"connected: {message.label}", "info")
-        if self._prefetched:  # the listing on screen is fresh: the other panes' turn
-            self._prefetched = False
-            self._unsaved = (message.label, self.records)
+        if state.prefetched:  # the listing on screen is fresh: the other panes' turn
+            state.prefetched = False
+            state.unsaved = (message.label, state.records)
             self.set_timer(SETTLE_S, self._settle)
             self.refresh_prices_and_storage()
             self._schedule_refresh()
             return
         # Instances first: the other panes wait for it so they do not compete with it for
         # the two or three seconds a cold start spends building boto3 clients.
-        self._first_listing = True
+        state.first_listing = True
         self.refresh_instances()
 
     @_while_up
     def on_backend_failed(self, message: BackendFailed) -> None:
+        self.state.connection.failed(message.error)
         self.main(StatusBar).freshness = "offline"
         self.log_line(message.error, "error")
         self.notify(message.error, title="cannot reach the cloud", severity="error", timeout=15)
 
     def action_refresh(self) -> None:
-        self._idle_step = 0
+        self.state.schedule.reset()
         self.refresh_all()
 
     def refresh_all(self) -> None:
@@ -315,12 +338,8 @@ class CloudshApp(StorageActions, JobsActions, App[int]):
     @_while_up
     def refresh_instances(self) -> None:
         """Coalescing: a refresh asked for while one runs becomes one more run after it."""
-        if self.backend is None:
+        if self.backend is None or not self.state.schedule.start():
             return
-        if self._refreshing:
-            self._refresh_again = True
-            return
-        self._refreshing = True
         self.main(StatusBar).freshness = "⟳ refreshing"
         # A refresh allocates ~100k objects (1,000 instances parsed and turned into rows);
         # the cyclic collector walking them mid-refresh stalled the loop for 80+ ms. So
@@ -333,21 +352,14 @@ class CloudshApp(StorageActions, JobsActions, App[int]):
             records = await data.fetch_instances(self.context(PaneOutput(self.log_line)))
             self.post_message(InstancesLoaded(records, stale=False, fetched_at=self.clock()))
             if self.backend is not None:
-                self._unsaved = (self.backend.label, records)
-        except CloudshError as exc:
-            self._first_listing = False
-            self.post_message(RefreshFailed("instances", str(exc)))
-        except Exception as exc:  # noqa: BLE001 - the app stays up; the details go to a log
-            self.post_message(RefreshFailed("instances", self._crash(exc)))
+                self.state.unsaved = (self.backend.label, records)
         finally:
-            self._refreshing = False
             # Timers belong to the app's own task, not to this worker's.
             self.call_next(self._after_refresh)
 
     def _after_refresh(self) -> None:
         self.set_timer(SETTLE_S, self._settle)
-        if self._refresh_again:
-            self._refresh_again = False
+        if self.state.schedule.finished():
             self.refresh_instances()
         else:
             self._schedule_refresh()
@@ -356,100 +368,68 @@ class CloudshApp(StorageActions, JobsActions, App[int]):
         """A moment after a listing is drawn: collect what the refresh left behind (~10 ms
         for 1,000 boxes, in a loop turn of its own rather than on top of drawing the
         rows), and save the listing for the next start."""
-        if self._refreshing:
+        if self.state.schedule.running:
             return  # the refresh running now settles when it is done
         gc.collect(0)
         gc.enable()
-        if self._unsaved is not None:
+        if self.state.unsaved is not None:
             self._save_listing()
 
     @work(thread=True, group="save-listing", exit_on_error=False)
     def _save_listing(self) -> None:
         # In a thread, after the rows are drawn: JSON-encoding 1,000 records holds the
         # GIL for ~5 ms, which would only slow the repaint down.
-        unsaved, self._unsaved = self._unsaved, None
+        unsaved, self.state.unsaved = self.state.unsaved, None
         if unsaved is not None:
             data.save_listing(self.settings.cache_dir, *unsaved)
 
     def _schedule_refresh(self) -> None:
-        if not self.periodic_refresh:
-            return
-        changing = self._busy or any(r["state"] in TRANSITIONAL for r in self.records)
-        if changing:
-            self._idle_step = 0
-            delay = FAST_REFRESH_S
-        else:
-            delay = IDLE_REFRESH_S[min(self._idle_step, len(IDLE_REFRESH_S) - 1)]
-            self._idle_step += 1
-        self._next_refresh_at = time.monotonic() + delay
+        if self.periodic_refresh:
+            self.state.schedule.plan(time.monotonic(), self.state.changing())
 
     def _tick(self) -> None:
         # One steady 0.5 s tick decides when to refresh, so the schedule can change
         # (an action starts, a box settles) without juggling timers.
-        due = self._next_refresh_at
-        if due is not None and time.monotonic() >= due and not self._refreshing:
-            self._next_refresh_at = None
+        if self.state.schedule.tick(time.monotonic()):
             self.refresh_instances()
-        elif self._busy and due is not None and due - time.monotonic() > FAST_REFRESH_S:
-            self._next_refresh_at = time.monotonic() + FAST_REFRESH_S
 
     @work(exclusive=True, group="refresh-prices", exit_on_error=False)
     async def _load_prices(self) -> None:
-        try:
-            rows, source, fetched_at = await data.fetch_prices(self.context(PaneOutput(self.log_line)))
-            self.post_message(PricesLoaded(rows, source, fetched_at))
-        except CloudshError as exc:
-            self.post_message(RefreshFailed("prices", str(exc)))
-        except Exception as exc:  # noqa: BLE001
-            self.post_message(RefreshFailed("prices", self._crash(exc)))
+        rows, source, fetched_at = await data.fetch_prices(self.context(PaneOutput(self.log_line)))
+        self.post_message(PricesLoaded(rows, source, fetched_at))
 
     @work(exclusive=True, group="refresh-storage", exit_on_error=False)
     async def _load_storage(self) -> None:
-        try:
-            vols, snaps, images = await data.fetch_storage(self.context(PaneOutput(self.log_line)))
-            self.post_message(StorageLoaded(vols, snaps, images))
-        except CloudshError as exc:
-            self.post_message(RefreshFailed("volumes", str(exc)))
-        except Exception as exc:  # noqa: BLE001
-            self.post_message(RefreshFailed("volumes", self._crash(exc)))
+        vols, snaps, images = await data.fetch_storage(self.context(PaneOutput(self.log_line)))
+        self.post_message(StorageLoaded(vols, snaps, images))
 
     @work(exclusive=True, group="spot-history", exit_on_error=False)
     async def _load_spot_history(self, instance_type: str) -> None:
         await asyncio.sleep(0.15)  # debounce: scrolling through the list fetches only where it stops
-        try:
-            points = await data.fetch_spot_history(self.context(PaneOutput(self.log_line)), instance_type)
-        except CloudshError as exc:
-            self.post_message(RefreshFailed("spot history", str(exc)))
-            return
+        points = await data.fetch_spot_history(self.context(PaneOutput(self.log_line)), instance_type)
         self.post_message(SpotHistoryLoaded(instance_type, points))
 
     # -- routing data to panes -------------------------------------------------------------
 
     @_while_up
     def on_instances_loaded(self, message: InstancesLoaded) -> None:
-        if not message.stale:
-            self.stale = False
-            self._fresh_seen = True
-        elif not self.stale:
+        state = self.state
+        if not state.take_listing(message.records, stale=message.stale):
             return  # a fresh listing already arrived
-        self.records = message.records
-        self._names = {r["id"]: r["name"] or r["id"] for r in self.records}
-        self.main(InstancesPane).show(self.records)
+        self.main(InstancesPane).show(state.rows)
         status = self.main(StatusBar)
-        status.burn = burn_rate(self.records)
+        status.burn = state.burn
         when = message.fetched_at.astimezone().strftime("%H:%M:%S") if message.fetched_at else "?"
         status.freshness = f"stale: cached {when}" if message.stale else f"updated {when}"
-        self._rebuild_index()
-        if self._first_listing and not message.stale:
-            self._first_listing = False
+        if state.first_listing and not message.stale:
+            state.first_listing = False
             self.refresh_prices_and_storage()
 
     @_while_up
     def on_prices_loaded(self, message: PricesLoaded) -> None:
-        self.price_rows = message.rows
+        self.state.take_prices(message.rows)
         pane = self.main(PricesPane)
         pane.show(message.rows, message.source, message.fetched_at)
-        self._rebuild_index()
         current = pane.highlighted()
         if current:
             self.on_type_highlighted(TypeHighlighted(current))
@@ -470,13 +450,8 @@ class CloudshApp(StorageActions, JobsActions, App[int]):
 
     @_while_up
     def on_storage_loaded(self, message: StorageLoaded) -> None:
-        self.main(VolumesPane).show(message.volumes, message.snapshots, message.images, self._names)
-        self.index = CompletionIndex(
-            **{**self._index_fields(),
-               "volumes": tuple(v.id for v in message.volumes) + tuple(v.name for v in message.volumes if v.name),
-               "snapshots": tuple(s.id for s in message.snapshots),
-               "images": tuple(i.name or i.id for i in message.images)}
-        )
+        self.state.take_storage(message.volumes, message.snapshots, message.images)
+        self.main(VolumesPane).show(message.volumes, message.snapshots, message.images, self.state.names())
 
     @_while_up
     def on_refresh_failed(self, message: RefreshFailed) -> None:
@@ -484,20 +459,6 @@ class CloudshApp(StorageActions, JobsActions, App[int]):
             self.main(StatusBar).freshness = "refresh failed"
         self.log_line(f"cannot refresh {message.what}: {message.error}", "error")
         self.notify(message.error, title=f"cannot refresh {message.what}", severity="error")
-
-    def _index_fields(self) -> dict[str, Any]:
-        return {
-            "instances": tuple(r["name"] for r in self.records if r["name"]) + tuple(r["id"] for r in self.records),
-            "types": tuple(t.name for t, _ in self.price_rows),
-            "families": tuple(sorted({t.family for t, _ in self.price_rows})),
-            "volumes": self.index.volumes,
-            "snapshots": self.index.snapshots,
-            "images": self.index.images,
-            "regions": REGIONS,
-        }
-
-    def _rebuild_index(self) -> None:
-        self.index = CompletionIndex(**self._index_fields())
 
     # -- activity ------------------------------------------------------------------------
 
@@ -515,15 +476,29 @@ class CloudshApp(StorageActions, JobsActions, App[int]):
             self.log_line(f"✓ {message.label} done{took}", "done")
             if message.elapsed_s > 1.0:
                 self.notify(f"{message.label} done{took}", title="done")
-        self._idle_step = 0
+        self.state.schedule.reset()
         self.refresh_instances()
         self._load_storage()
         if self.periodic_refresh:
-            self.poll_jobs(now=True)  # a job started, stopped or resumed shows at once
+            self.jobs_poller.poll(now=True)  # a job started, stopped or resumed shows at once
 
     @_while_up
     def on_hint_changed(self, message: HintChanged) -> None:
         self.screen_stack[0].query_one("#hint", Static).update(message.text)
+
+    # -- jobs ------------------------------------------------------------------------------
+
+    def action_jobs(self) -> None:
+        if isinstance(self.screen, JobsScreen):
+            self.screen.dismiss(None)
+        else:
+            self.push_screen(JobsScreen())
+
+    def on_jobs_loaded(self, message: JobsLoaded) -> None:
+        self.jobs_poller.loaded(message.jobs)
+
+    def on_jobs_synced(self, message: JobsSynced) -> None:
+        self.jobs_poller.synced(message.results)
 
     # -- commands ----------------------------------------------------------------------------
 
@@ -532,161 +507,21 @@ class CloudshApp(StorageActions, JobsActions, App[int]):
         self.run_line(message.line)
 
     def run_line(self, line: str) -> None:
-        import shlex
-
-        try:
-            words = shlex.split(line)
-        except ValueError as exc:
-            self.log_line(f"cannot parse the line: {exc}. check the quotes", "error")
-            return
-        if not words:
-            return
-        if words[0] in ("quit", "exit"):
+        """A typed line, prepared by the registry exactly as the REPL and the CLI do."""
+        if line.strip() in ("quit", "exit"):
             self.exit(0)
-            return
-        if words[0] == "help" and len(words) == 1:
-            self.log_line(REGISTRY.help_text(), "out")
-            return
-        if words[0] == "help":
-            words = words[1:] + ["--help"]
-        if words[0] == "tunnel" and len(words) >= 3 and not any(w.startswith("-") for w in words[1:]):
-            # The app keeps tunnels open in the background (see the tunnels view).
-            for spec in words[2:]:
-                self.tunnels.open_spec(words[1], spec)
-            return
-        self.run_command(words)
+        else:
+            self.runner.line(line)
 
     def run_command(self, words: Sequence[str], label: str | None = None) -> None:
-        self.run_worker(self._run_command(list(words), label or " ".join(words)), group="commands", exit_on_error=False)
-
-    async def _run_command(self, words: list[str], label: str) -> None:
-        started = time.monotonic()
-        out = PaneOutput(self.log_line, started=started)
-        self.log_line(f"> {' '.join(words)}", "cmd")
-        self._busy += 1
-        status, error = 0, None
-        try:
-            if self.backend is None and words[:1] != ["sandbox"]:
-                raise CloudshError("not connected to the cloud yet", "wait a moment and try again")
-            status = await dispatch(self.context(out), words)
-        except HelpRequested as h:
-            out.print(h.text.rstrip())
-        except CloudshError as exc:
-            status, error = exc.exit_status, str(exc)
-        except Exception as exc:  # noqa: BLE001 - the app stays up
-            status, error = 1, self._crash(exc)
-        finally:
-            out.flush()
-            self._busy -= 1
-        if status and error is None:
-            error = f"exit status {status}"
-        self.post_message(ActionFinished(label, status, time.monotonic() - started, error))
-
-    # -- actions on the highlighted instance ------------------------------------------------
-
-    def highlighted(self) -> dict[str, Any] | None:
-        return self.main(InstancesPane).highlighted()
-
-    def _box(self) -> str | None:
-        rec = self.highlighted()
-        if rec is None:
-            self.notify("no instance highlighted; launch one with  :launch NAME", severity="warning")
-            return None
-        return str(rec["name"] or rec["id"])
-
-    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        if action == "freeze":
-            return "freeze" in REGISTRY.commands
-        if action in STORAGE_ACTIONS:
-            return self.storage_action_applies(action)
-        return True
-
-    def action_connect(self) -> None:
-        box = self._box()
-        if box:
-            self.run_command(["connect", box], f"connect {box}")
-
-    def action_tunnel(self, port: int = 8888) -> None:
-        box = self._box()
-        if box:
-            tun = self.tunnels.open(box, port, port)
-            self.notify(f"{tun.url} -> {box}:{port}  (T lists tunnels)", title="tunnel")
-
-    def action_tunnels(self) -> None:
-        rec = self.highlighted()
-        self.push_screen(TunnelsScreen(self.tunnels, (rec["name"] or rec["id"]) if rec else None))
-
-    def action_resize(self) -> None:
-        rec = self.highlighted()
-        if rec is None:
-            self._box()
-            return
-        if not self.price_rows:
-            self.notify("prices are still loading; try again in a moment", severity="warning")
-            return
-        box = str(rec["name"] or rec["id"])
-
-        def chosen(new_type: str | None) -> None:
-            if new_type:
-                self.run_command(["resize", box, new_type, "--yes"], f"resize {box} to {new_type}")
-
-        self.push_screen(ResizeScreen(rec, self.price_rows), chosen)
-
-    def action_freeze(self) -> None:
-        box = self._box()
-        if box and "freeze" in REGISTRY.commands:
-            self.run_command(["freeze", box], f"freeze {box}")
-
-    def action_start_stop(self) -> None:
-        rec = self.highlighted()
-        if rec is None:
-            self._box()
-            return
-        box = str(rec["name"] or rec["id"])
-        if rec["state"] in ("running", "pending"):
-            self.run_command(["stop", box], f"stop {box}")
-        elif rec["state"] == "stopped":
-            self.run_command(["start", box], f"start {box}")
-        else:
-            self.notify(f"{box} is {rec['state']}; wait until it settles", severity="warning")
-
-    def action_terminate(self) -> None:
-        box = self._box()
-        if box:
-            # The command itself asks, through `_confirm`, listing what will be lost.
-            self.run_command(["terminate", box], f"terminate {box}")
-
-    def action_ipython(self) -> None:
-        rec = self.highlighted()
-        self._ipython(str(rec["name"] or rec["id"]) if rec else None)
-
-    @work(group="ipython", exclusive=True, exit_on_error=False)
-    async def _ipython(self, box: str | None) -> None:
-        try:
-            namespace = await asyncio.to_thread(self._ipython_namespace, box)
-            await self.handoff.ipython(namespace)
-        except CloudshError as exc:
-            self.log_line(f"IPython: {exc}", "error")
-            self.notify(str(exc), title="IPython", severity="error")
-        except Exception as exc:  # noqa: BLE001
-            self.log_line(self._crash(exc), "error")
-        self.refresh_instances()
-
-    def _ipython_namespace(self, box: str | None) -> dict[str, Any]:
-        # A Backend of its own: the API runs its own event loop, and SSH connections
-        # belong to the loop that opened them.
-        from cloudsh.api import Cloud
-        from cloudsh.ipython import build_namespace
-
-        cloud = Cloud(backend=self.backend_factory())
-        namespace = build_namespace(cloud)
-        if box:
-            # If the box went away meanwhile, `cloud` is still there.
-            with contextlib.suppress(CloudshError):
-                namespace["box"] = cloud.instance(box)
-        return namespace
+        """A command an action builds (the same registry, no typing)."""
+        self.runner.command(words, label)
 
     # -- app-wide actions ---------------------------------------------------------------------
+
+    def action_tunnels(self) -> None:
+        row = self.main(InstancesPane).highlighted()
+        self.push_screen(TunnelsScreen(self.tunnels, row.label if row else None))
 
     def action_command_line(self) -> None:
         self.main(CommandLine).focus()
@@ -696,10 +531,8 @@ class CloudshApp(StorageActions, JobsActions, App[int]):
         self.push_screen(HelpScreen(keys, REGISTRY.help_text()))
 
     def _all_bindings(self) -> list[Binding]:
-        from cloudsh.tui.widgets import PricesTable, StorageTable
-
         out: list[Binding] = []
-        for cls in (CloudshApp, InstancesTable, PricesTable, StorageTable, CommandLine):
+        for cls in (CloudshApp, InstancesTable, InstancesPane, PricesTable, StorageTable, VolumesPane, CommandLine):
             for b in Binding.make_bindings(cls.BINDINGS):
                 if b.id != "freeze" or "freeze" in REGISTRY.commands:
                     out.append(b)
@@ -727,12 +560,8 @@ class CloudshApp(StorageActions, JobsActions, App[int]):
             return
         from cloudsh.services.backend import Backend
 
-        try:
-            backend = Backend.create(old.settings, sandbox=False, profile=old.target.profile, region=region)
-        except CloudshError as exc:
-            self.post_message(BackendFailed(str(exc)))
-            return
-        self.backend = backend
+        backend = Backend.create(old.settings, sandbox=False, profile=old.target.profile, region=region)
+        self.state.connection.ready(backend)
         self.post_message(BackendReady(backend.label))
 
     async def action_quit(self) -> None:

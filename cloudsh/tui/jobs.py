@@ -9,7 +9,7 @@ results arrive as they are written, without `cloudsh sync`.
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, ClassVar, cast
+from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 from rich.text import Text
 from textual import on
@@ -23,15 +23,13 @@ from cloudsh.commands.views import duration, money
 from cloudsh.errors import CloudshError
 from cloudsh.models import Job
 from cloudsh.tui.messages import JobLogLoaded, JobsLoaded, JobsSynced
+from cloudsh.tui.state import JOB_ACTIVE
 
 if TYPE_CHECKING:
     from cloudsh.tui.app import CloudshApp
 
-#: Seconds between job listings (and result pulls) while a job runs, and otherwise.
-JOBS_ACTIVE_S = 4.0
-JOBS_IDLE_S = 30.0
 LOG_LINES = 200
-ACTIVE = frozenset({"running", "starting"})
+ACTIVE = JOB_ACTIVE
 JOB_STATE_STYLES = {"running": "bold green", "starting": "bold yellow", "finished": "", "interrupted": "bold magenta",
                     "stopped": "dim", "lost": "bold red"}
 JOB_COLUMNS = (("id", "Job"), ("box", "Box"), ("script", "Script"), ("state", "State"), ("runtime", "Runtime"),
@@ -96,15 +94,15 @@ class JobsScreen(Screen[None]):
         t = self.query_one(DataTable)
         for key, label in JOB_COLUMNS:
             t.add_column(label, key=key)
-        self.show(self.cloud_app.jobs)
+        self.show(self.cloud_app.state.jobs.jobs)
         t.focus()
-        self.cloud_app.poll_jobs(now=True)
+        self.cloud_app.jobs_poller.poll(now=True)
 
     def show(self, jobs: list[Job]) -> None:
         self.jobs = jobs
         t = self.query_one(DataTable)
         current = self.highlighted()
-        synced = self.cloud_app.job_results
+        synced = self.cloud_app.state.jobs.results
         t.clear()
         self._shown = []
         for job in jobs:
@@ -142,15 +140,17 @@ class JobsScreen(Screen[None]):
         for line in job.last_lines:
             log.write(Text(line))
         if self.cloud_app.backend is not None:
-            self.run_worker(self._fetch_log(job.id), group="job-log", exclusive=True, exit_on_error=False)
+            # On the app, so an unexpected failure takes the app's one error route.
+            self.app.run_worker(self._fetch_log(job.id), name="job log", group="job-log", exclusive=True,
+                                exit_on_error=False)
 
     async def _fetch_log(self, job_id: str) -> None:
         from cloudsh.ops import jobs as ops
 
         chunks: list[str] = []
         try:
-            await ops.logs(self.cloud_app._require_backend(), job_id, follow=False, on_output=chunks.append)
-        except CloudshError as exc:
+            await ops.logs(self.cloud_app.require_backend(), job_id, follow=False, on_output=chunks.append)
+        except CloudshError as exc:  # what the log pane shows instead: not an error of the app
             self.post_message(JobLogLoaded(job_id, [f"(log not available: {exc})"]))
             return
         lines = "".join(chunks).splitlines()[-LOG_LINES:]
@@ -221,92 +221,59 @@ class JobsScreen(Screen[None]):
             self._show_tail(job)
 
     def action_refresh(self) -> None:
-        self.cloud_app.poll_jobs(now=True)
+        self.cloud_app.jobs_poller.poll(now=True)
 
 
-class JobsActions:
-    """Listing jobs and pulling their results, mixed into the app (`self` is the CloudshApp)."""
+class JobsPoller:
+    """Lists jobs and pulls the results of running ones home, on the app's timer; when
+    is decided by `state.JobsPoll`. Failures take the app's error route ("jobs-poll")."""
 
-    jobs: list[Job]
-    job_results: dict[str, tuple[int, int, str]]  # job id -> (files home, pending, when)
-    _jobs_due: float
-    _jobs_polling: bool
-    _jobs_error: str
+    def __init__(self, app: CloudshApp) -> None:
+        self.app = app
+        self.state = app.state.jobs
 
-    def init_jobs(self) -> None:
-        self.jobs = []
-        self.job_results = {}
-        self._jobs_due = 0.0
-        self._jobs_polling = False
-        self._jobs_error = ""
-
-    def action_jobs(self) -> None:
-        app = cast("CloudshApp", self)
-        if isinstance(app.screen, JobsScreen):
-            app.screen.dismiss(None)
-        else:
-            app.push_screen(JobsScreen())
-
-    def poll_jobs(self, *, now: bool = False) -> None:
+    def poll(self, *, now: bool = False) -> None:
         """Called by the app's timer (and `now=True` after an action): lists jobs when due."""
-        app = cast("CloudshApp", self)
-        if app.backend is None or self._jobs_polling or app._first_listing:
-            if now:
-                self._jobs_due = 0.0
-            return
-        if not now and time.monotonic() < self._jobs_due:
-            return
-        self._jobs_polling = True
-        app.run_worker(self._poll_jobs(), group="jobs-poll", exit_on_error=False)
+        app = self.app
+        ready = app.backend is not None and not app.state.first_listing
+        if self.state.start(time.monotonic(), ready=ready, force=now):
+            app.run_worker(self._poll(), group="jobs-poll", exit_on_error=False)
 
-    async def _poll_jobs(self) -> None:
+    async def _poll(self) -> None:
         from cloudsh.ops import jobs as ops
 
-        app = cast("CloudshApp", self)
+        app = self.app
         active = False
         try:
-            backend = app._require_backend()
+            backend = app.require_backend()
             jobs = await ops.list_jobs(backend)
             app.post_message(JobsLoaded(jobs))
-            before = {j.id for j in self.jobs if j.state in ACTIVE}
+            before = self.state.active_ids()
             # Running jobs, and one last pass for those that just ended.
             active = any(j.state in ACTIVE for j in jobs)
             if any(j.remote_dir and (j.state in ACTIVE or j.id in before) for j in jobs):
-                results = await ops.sync_all(backend, progress=app.log_line)
-                app.post_message(JobsSynced(results))
-            self._jobs_error = ""
-        except CloudshError as exc:
-            if str(exc) != self._jobs_error:  # once, not every few seconds
-                self._jobs_error = str(exc)
-                app.log_line(f"jobs: {exc}", "error")
-        except Exception as exc:  # noqa: BLE001 - the app stays up
-            app.log_line(app._crash(exc), "error")
+                app.post_message(JobsSynced(await ops.sync_all(backend, progress=app.log_line)))
+            self.state.succeeded()
         finally:
-            watching = isinstance(app.screen, JobsScreen)
-            self._jobs_due = time.monotonic() + (JOBS_ACTIVE_S if active or watching else JOBS_IDLE_S)
-            self._jobs_polling = False
+            self.state.done(time.monotonic(), active=active, watching=isinstance(app.screen, JobsScreen))
 
-    def on_jobs_loaded(self, message: JobsLoaded) -> None:
-        self.jobs = list(message.jobs)
-        self._jobs_to_screen()
+    def loaded(self, jobs: list[Job]) -> None:
+        self.state.jobs = list(jobs)
+        self._to_screen()
 
-    def on_jobs_synced(self, message: JobsSynced) -> None:
-        app = cast("CloudshApp", self)
-        when = app.clock().astimezone().strftime("%H:%M:%S")
-        for r in message.results:
-            home, _, _ = self.job_results.get(r.job_id, (0, 0, ""))
-            self.job_results[r.job_id] = (home + len(r.copied), r.pending, when)
-        self._jobs_to_screen()
+    def synced(self, results: list[Any]) -> None:
+        when = self.app.clock().astimezone().strftime("%H:%M:%S")
+        self.state.synced(((r.job_id, len(r.copied), r.pending) for r in results), when)
+        self._to_screen()
 
-    def _jobs_to_screen(self) -> None:
-        app = cast("CloudshApp", self)
-        for screen in app.screen_stack:
+    def _to_screen(self) -> None:
+        for screen in self.app.screen_stack:
             if isinstance(screen, JobsScreen) and screen.is_mounted:
-                screen.show(self.jobs)
+                screen.show(self.state.jobs)
 
 
 def jobs_palette_entries() -> tuple[tuple[str, str, str], ...]:
     return (("jobs", "Jobs: scripts, their logs and results", "sync now, stop, resume"),)
 
 
-__all__ = ["JobsActions", "JobsScreen", "jobs_palette_entries"]
+__all__ = ["JobsPoller", "JobsScreen", "jobs_palette_entries"]

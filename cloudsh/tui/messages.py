@@ -11,6 +11,7 @@ from datetime import datetime
 from typing import Any
 
 from textual.message import Message
+from textual.worker import Worker
 
 from cloudsh.models import Image, InstanceType, Price, Snapshot, SpotPricePoint, Volume
 
@@ -114,3 +115,10 @@ class JobsSynced(Message):
 class JobLogLoaded(Message):
     job_id: str
     lines: list[str]
+
+
+@dataclass
+class WorkerFailed(Message):
+    """A widget's own worker raised: bubbles up to the app's one error route."""
+
+    worker: Worker[Any]

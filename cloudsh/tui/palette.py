@@ -7,10 +7,13 @@ from functools import partial
 from typing import TYPE_CHECKING, cast
 
 from textual.command import DiscoveryHit, Hit, Hits, Provider
+from textual.dom import DOMNode
 
 from cloudsh.commands.registry import REGISTRY
+from cloudsh.tui.instances import InstancesPane
 from cloudsh.tui.jobs import jobs_palette_entries
 from cloudsh.tui.volumes import PALETTE_ACTIONS as STORAGE_PALETTE
+from cloudsh.tui.volumes import VolumesPane
 
 if TYPE_CHECKING:
     from cloudsh.tui.app import CloudshApp
@@ -36,13 +39,14 @@ ACTIONS = (
 class ActionsProvider(Provider):
     def _entries(self) -> list[tuple[str, str, object]]:
         app = cast("CloudshApp", self.app)
+        # Each action belongs to the pane whose keys run it, or to the app.
+        owners: tuple[DOMNode, ...] = (app.main(InstancesPane), app.main(VolumesPane), app)
         out: list[tuple[str, str, object]] = []
         for action, title, help_text in (*ACTIONS, *jobs_palette_entries(), *STORAGE_PALETTE):
-            if action == "freeze" and "freeze" not in REGISTRY.commands:
+            owner = next((n for n in owners if hasattr(n, f"action_{action}")), app)
+            if owner.check_action(action, ()) is False:  # e.g. "attach" on a snapshot row, no `freeze`
                 continue
-            if app.check_action(action, ()) is False:  # e.g. "attach" on a snapshot row
-                continue
-            out.append((title, help_text, partial(app.run_action, action)))
+            out.append((title, help_text, partial(app.run_action, action, owner)))
         for name, cmd in sorted(REGISTRY.commands.items()):
             out.append((f":{name}", cmd.summary, partial(self._type_command, name)))
         return out

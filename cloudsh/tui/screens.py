@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from rich.text import Text
 from textual import on
@@ -16,6 +16,7 @@ from textual.widgets.option_list import Option
 
 from cloudsh.commands.views import money
 from cloudsh.models import InstanceType, Price, hourly_cost
+from cloudsh.tui.state import BoxState, InstanceRow
 
 if TYPE_CHECKING:
     from cloudsh.tui.tunnels import TunnelManager
@@ -63,26 +64,26 @@ class ResizeScreen(ModalScreen[str | None]):
         Binding("k", "cursor_up", "Up", show=False),
     ]
 
-    def __init__(self, record: dict[str, Any], rows: Sequence[tuple[InstanceType, Price | None]]) -> None:
+    def __init__(self, row: InstanceRow, rows: Sequence[tuple[InstanceType, Price | None]]) -> None:
         super().__init__()
-        self.record = record
+        self.row = row
         self.rows = list(rows)
         self.gpu_only = True
         self._shown: list[str] = []
 
     def compose(self) -> ComposeResult:
-        r = self.record
-        now = r.get("price_per_hour")
+        r = self.row
+        now = r.price_per_hour
         with Vertical(id="dialog", classes="resize"):
             yield Static(
                 Text.assemble(
-                    ("Resize ", "bold"), (r["name"] or r["id"], "bold"),
-                    f"  {r['type']} {r['gpus'] or 'no GPU'}, {r['market']}, {money(now)} now",
+                    ("Resize ", "bold"), (r.label, "bold"),
+                    f"  {r.type} {r.gpus or 'no GPU'}, {r.market}, {money(now)} now",
                 ),
                 id="resize-title",
             )
             yield DataTable(id="resize-table", cursor_type="row", zebra_stripes=True)
-            note = "It will be stopped, changed and started again." if r["state"] == "running" else "It is not running: only its type changes."
+            note = "It will be stopped, changed and started again." if r.state is BoxState.RUNNING else "It is not running: only its type changes."
             yield Static(f"enter: resize · g: GPU/all types · esc: cancel.  {note}", id="resize-help")
 
     def on_mount(self) -> None:
@@ -97,11 +98,11 @@ class ResizeScreen(ModalScreen[str | None]):
         t = self.query_one(DataTable)
         t.clear()
         self._shown = []
-        now = self.record.get("price_per_hour")
+        now = self.row.price_per_hour
         for it, price in self.rows:
-            if it.name == self.record["type"] or (self.gpu_only and not it.gpu_count):
+            if it.name == self.row.type or (self.gpu_only and not it.gpu_count):
                 continue
-            after = hourly_cost(price, self.record["market"])
+            after = hourly_cost(price, self.row.market)
             if after is not None and now is not None:
                 delta = after - now
                 change = Text(("+" if delta >= 0 else "-") + money(abs(delta)), style="red" if delta > 0 else "green")

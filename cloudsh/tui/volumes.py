@@ -1,7 +1,8 @@
-"""Actions on the highlighted row of the Volumes pane: attach, detach, snapshot and delete a
-volume; make a volume from a snapshot; launch a box from an image; delete either.
+"""The Volumes pane (volumes, snapshots and images, with what each costs a month) and
+the keys acting on its highlighted row: attach, detach, snapshot and delete a volume;
+make a volume from a snapshot; launch a box from an image; delete either.
 
-Each one ends in a command of the registry (`run_command`), so the progress lines,
+The pane owns those keys; what they do is `StorageActions`. Each one ends in a command of the registry (`run_command`), so the progress lines,
 the confirmation questions (delete asks, showing the storage freed) and the refusals are
 the CLI's own. The dialogs only gather the arguments, from data the app already has.
 """
@@ -10,23 +11,27 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar, cast
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
-from textual.css.query import NoMatches
 from textual.screen import ModalScreen
-from textual.widgets import Button, Checkbox, Input, OptionList, Static
+from textual.widgets import Button, Checkbox, DataTable, Input, OptionList, Static
 from textual.widgets.option_list import Option
 
+from cloudsh.commands.views import money
 from cloudsh.models import Image, Snapshot, Volume
+from cloudsh.tui.data import image_month, snapshot_month, volume_month
+from cloudsh.tui.state import BoxState
+from cloudsh.tui.widgets import Fields, LineTable
 
 if TYPE_CHECKING:
     from cloudsh.tui.app import CloudshApp
 
 StorageItem = Volume | Snapshot | Image
+T = TypeVar("T", Volume, Snapshot, Image)
 
 #: action -> the kinds of row it applies to (the footer shows it only on those rows).
 STORAGE_ACTIONS: dict[str, tuple[type, ...]] = {
@@ -38,14 +43,14 @@ STORAGE_ACTIONS: dict[str, tuple[type, ...]] = {
     "storage_delete": (Volume, Snapshot, Image),
 }
 
-#: Keys of the Volumes pane (added to its table's bindings).
+#: Keys of the Volumes pane.
 STORAGE_BINDINGS: list[BindingType] = [
-    Binding("a", "app.volume_attach", "Attach", id="volume_attach", tooltip="Attach the volume to a running box"),
-    Binding("d", "app.volume_detach", "Detach", id="volume_detach", tooltip="Unmount and detach the volume"),
-    Binding("n", "app.volume_snapshot", "Snapshot", id="volume_snapshot", tooltip="Snapshot the volume"),
-    Binding("v", "app.snapshot_restore", "New volume", id="snapshot_restore", tooltip="Make a volume from the snapshot"),
-    Binding("l", "app.image_launch", "Launch", id="image_launch", tooltip="Launch a box from the image"),
-    Binding("x,delete", "app.storage_delete", "Delete", id="storage_delete", tooltip="Delete it (asks first)"),
+    Binding("a", "volume_attach", "Attach", id="volume_attach", tooltip="Attach the volume to a running box"),
+    Binding("d", "volume_detach", "Detach", id="volume_detach", tooltip="Unmount and detach the volume"),
+    Binding("n", "volume_snapshot", "Snapshot", id="volume_snapshot", tooltip="Snapshot the volume"),
+    Binding("v", "snapshot_restore", "New volume", id="snapshot_restore", tooltip="Make a volume from the snapshot"),
+    Binding("l", "image_launch", "Launch", id="image_launch", tooltip="Launch a box from the image"),
+    Binding("x,delete", "storage_delete", "Delete", id="storage_delete", tooltip="Delete it (asks first)"),
 ]
 
 #: (action, title, help) for the command palette.
@@ -168,46 +173,15 @@ class StorageForm(ModalScreen[dict[str, Any] | None]):
 
 
 class StorageActions:
-    """The Volumes pane's actions, mixed into the app (`self` is the CloudshApp)."""
+    """What the Volumes pane's keys do, through the app's commands and dialogs."""
 
-    def highlighted_storage(self) -> StorageItem | None:
-        from cloudsh.tui.widgets import VolumesPane
+    def __init__(self, app: CloudshApp) -> None:
+        self.app = app
 
-        app = cast("CloudshApp", self)
-        try:
-            return app.main(VolumesPane).highlighted()
-        except NoMatches:  # not composed yet, or shutting down
-            return None
-
-    def storage_action_applies(self, action: str) -> bool | None:
-        """For `check_action`: hidden on rows it does not apply to."""
-        kinds = STORAGE_ACTIONS.get(action)
-        if kinds is None:
-            return True
-        item = self.highlighted_storage()
-        if not isinstance(item, kinds):
-            return False
-        if isinstance(item, Volume) and action == "volume_attach":
-            return item.attached_to is None
-        if isinstance(item, Volume) and action == "volume_detach":
-            return item.attached_to is not None
-        return True
-
-    def _storage(self, kind: type) -> Any:
-        app = cast("CloudshApp", self)
-        item = self.highlighted_storage()
-        if not isinstance(item, kind):
-            app.notify(f"highlight a {kind.__name__.lower()} in the Volumes pane first", severity="warning")
-            return None
-        return item
-
-    def action_volume_attach(self) -> None:
-        app = cast("CloudshApp", self)
-        vol = self._storage(Volume)
-        if vol is None:
-            return
-        boxes = [r for r in app.records if r["state"] == "running" and (not vol.az or r["az"] == vol.az)]
-        choices = [(str(r["name"] or r["id"]), f"{r['name'] or r['id']}  {r['type']}  {r['id']}") for r in boxes]
+    def attach(self, vol: Volume) -> None:
+        app = self.app
+        boxes = [r for r in app.state.rows if r.state is BoxState.RUNNING and (not vol.az or r.az == vol.az)]
+        choices = [(r.label, f"{r.label}  {r.type}  {r.id}") for r in boxes]
 
         def chosen(answer: dict[str, Any] | None) -> None:
             if not answer:
@@ -232,26 +206,17 @@ class StorageActions:
             chosen,
         )
 
-    def action_volume_detach(self) -> None:
-        app = cast("CloudshApp", self)
-        vol = self._storage(Volume)
-        if vol is not None:
-            app.run_command(["volume", "detach", vol.id], f"detach {_label(vol)}")
+    def detach(self, vol: Volume) -> None:
+        self.app.run_command(["volume", "detach", vol.id], f"detach {_label(vol)}")
 
-    def action_volume_snapshot(self) -> None:
-        app = cast("CloudshApp", self)
-        vol = self._storage(Volume)
-        if vol is not None:
-            app.run_command(["snapshot", vol.id], f"snapshot {_label(vol)}")
+    def snapshot(self, vol: Volume) -> None:
+        self.app.run_command(["snapshot", vol.id], f"snapshot {_label(vol)}")
 
-    def action_snapshot_restore(self) -> None:
-        app = cast("CloudshApp", self)
-        snap = self._storage(Snapshot)
-        if snap is None:
-            return
-        boxes = [r for r in app.records if r["state"] not in ("terminated", "shutting-down")]
-        choices = [(f"box:{r['name'] or r['id']}", f"for {r['name'] or r['id']}  ({r['az']})") for r in boxes]
-        zones = sorted({str(r["az"]) for r in boxes if r["az"]} | {"us-east-1a"})
+    def restore(self, snap: Snapshot) -> None:
+        app = self.app
+        boxes = [r for r in app.state.rows if r.state not in (BoxState.TERMINATED, BoxState.SHUTTING_DOWN)]
+        choices = [(f"box:{r.label}", f"for {r.label}  ({r.az})") for r in boxes]
+        zones = sorted({r.az for r in boxes if r.az} | {"us-east-1a"})
         choices += [(f"az:{z}", f"in {z}, no box yet") for z in zones]
 
         def chosen(answer: dict[str, Any] | None) -> None:
@@ -274,11 +239,8 @@ class StorageActions:
             chosen,
         )
 
-    def action_image_launch(self) -> None:
-        app = cast("CloudshApp", self)
-        img = self._storage(Image)
-        if img is None:
-            return
+    def launch(self, img: Image) -> None:
+        app = self.app
 
         def chosen(answer: dict[str, Any] | None) -> None:
             if not answer or not answer["name"]:
@@ -298,15 +260,130 @@ class StorageActions:
             chosen,
         )
 
-    def action_storage_delete(self) -> None:
-        app = cast("CloudshApp", self)
-        item = self.highlighted_storage()
-        if item is None:
-            app.notify("highlight a volume, snapshot or image in the Volumes pane first", severity="warning")
-            return
+    def delete(self, item: StorageItem) -> None:
         # The commands ask (through the app's confirmation dialog) and say what is freed.
         kind = "volume" if isinstance(item, Volume) else "snapshot" if isinstance(item, Snapshot) else "image"
-        app.run_command([kind, "delete", item.id], f"delete {kind} {_label(item)}")
+        self.app.run_command([kind, "delete", item.id], f"delete {kind} {_label(item)}")
 
 
-__all__ = ["PALETTE_ACTIONS", "STORAGE_ACTIONS", "STORAGE_BINDINGS", "Field", "StorageActions", "StorageForm"]
+def applies(action: str, item: StorageItem | None) -> bool:
+    """Whether the Volumes pane's `action` applies to this row (the footer hides it if not)."""
+    kinds = STORAGE_ACTIONS.get(action)
+    if kinds is None:
+        return True
+    if not isinstance(item, kinds):
+        return False
+    if isinstance(item, Volume) and action == "volume_attach":
+        return item.attached_to is None
+    if isinstance(item, Volume) and action == "volume_detach":
+        return item.attached_to is not None
+    return True
+
+
+# -- the pane -----------------------------------------------------------------------
+
+
+class StorageTable(LineTable):
+    HEADER = ("Kind", "Name", "Size", "State", "Attached/From", "$/month")
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("j", "cursor_down", "Down", show=False),
+        Binding("k", "cursor_up", "Up", show=False),
+    ]
+
+
+def storage_fields(row: tuple[Volume | Snapshot | Image, str, float | None]) -> Fields:
+    """A volume's, snapshot's or image's row: with where it is attached (or comes
+    from) and what it costs a month, which the pane works out."""
+    item, where, month = row
+    kind = "volume" if isinstance(item, Volume) else "snapshot" if isinstance(item, Snapshot) else "image"
+    size = f"{item.size_gb} GB" if isinstance(item, Volume | Snapshot) else "-"
+    return ((kind, ""), (item.name or item.id, ""), (size, ""), (item.state, ""), (where, ""), (money(month, ""), ""))
+
+
+class VolumesPane(Vertical):
+    """Volumes, snapshots and images with what each costs a month; the keys acting on
+    the highlighted row are the pane's, shown only on rows they apply to."""
+
+    BINDINGS: ClassVar[list[BindingType]] = STORAGE_BINDINGS
+
+    def __init__(self, actions: StorageActions, **kw: Any) -> None:
+        super().__init__(**kw)
+        self.actions = actions
+        self.items: dict[str, StorageItem] = {}
+        self._kind: type | None = None
+
+    def compose(self) -> ComposeResult:
+        yield StorageTable(id="volumes-table")
+
+    def highlighted(self) -> StorageItem | None:
+        key = self.query_one(StorageTable).highlighted_key()
+        return self.items.get(key) if key else None
+
+    @on(DataTable.RowHighlighted, "#volumes-table")
+    def _row_changed(self, event: DataTable.RowHighlighted) -> None:
+        event.stop()
+        # The footer shows the keys of this kind of row. Redrawing it mounts a widget per
+        # key (~20 ms), so only when the kind changes, not on every row.
+        kind = type(self.highlighted())
+        if kind is not self._kind:
+            self._kind = kind
+            self.screen.refresh_bindings()
+
+    def show(self, volumes: list[Volume], snapshots: list[Snapshot], images: list[Image],
+             names: dict[str, str] | None = None) -> None:
+        names = names or {}
+        snaps = {s.id: s for s in snapshots}
+        self.items = {**{v.id: v for v in volumes}, **snaps, **{i.id: i for i in images}}
+        rows: list[tuple[str, tuple[StorageItem, str, float | None]]] = [
+            *((v.id, (v, names.get(v.attached_to or "", v.attached_to or "-"), volume_month(v))) for v in volumes),
+            *((s.id, (s, s.volume_id, snapshot_month(s))) for s in snapshots),
+            *((i.id, (i, i.id, image_month(i, snaps))) for i in images),
+        ]
+        # An image's cost is its snapshots' (listed above it): counted once.
+        total = sum(month or 0.0 for _, (item, _, month) in rows if not isinstance(item, Image))
+        self.border_title = f"Volumes · {money(total, '/month')}"
+        self.query_one(StorageTable).show_rows(rows, storage_fields)
+
+    # -- keys ---------------------------------------------------------------------
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        return applies(action, self.highlighted() if self.is_mounted else None)
+
+    def _item(self, kind: type[T]) -> T | None:
+        item = self.highlighted()
+        if not isinstance(item, kind):
+            self.notify(f"highlight a {kind.__name__.lower()} in the Volumes pane first", severity="warning")
+            return None
+        return item
+
+    def action_volume_attach(self) -> None:
+        if vol := self._item(Volume):
+            self.actions.attach(vol)
+
+    def action_volume_detach(self) -> None:
+        if vol := self._item(Volume):
+            self.actions.detach(vol)
+
+    def action_volume_snapshot(self) -> None:
+        if vol := self._item(Volume):
+            self.actions.snapshot(vol)
+
+    def action_snapshot_restore(self) -> None:
+        if snap := self._item(Snapshot):
+            self.actions.restore(snap)
+
+    def action_image_launch(self) -> None:
+        if img := self._item(Image):
+            self.actions.launch(img)
+
+    def action_storage_delete(self) -> None:
+        item = self.highlighted()
+        if item is None:
+            self.notify("highlight a volume, snapshot or image in the Volumes pane first", severity="warning")
+            return
+        self.actions.delete(item)
+
+
+__all__ = ["PALETTE_ACTIONS", "STORAGE_ACTIONS", "STORAGE_BINDINGS", "Field", "StorageActions", "StorageForm",
+           "StorageTable", "VolumesPane", "applies"]

@@ -19,22 +19,13 @@ from textual.message import Message
 from textual.reactive import reactive
 from textual.suggester import Suggester
 from textual.widgets import DataTable, Input, RichLog, Sparkline, Static
+from textual.worker import Worker, WorkerState
 
 from cloudsh.commands.complete import Completion, CompletionIndex, command_help, complete
-from cloudsh.commands.views import duration, money
-from cloudsh.models import Image, InstanceType, Price, Snapshot, Volume
-from cloudsh.tui.data import image_month, snapshot_month, volume_month
-from cloudsh.tui.volumes import STORAGE_BINDINGS
+from cloudsh.commands.views import money
+from cloudsh.models import InstanceType, Price
+from cloudsh.tui.messages import WorkerFailed
 
-STATE_STYLES = {
-    "running": "bold green",
-    "pending": "bold yellow",
-    "stopping": "bold yellow",
-    "shutting-down": "bold red",
-    "stopped": "dim",
-    "terminated": "dim strike",
-}
-TRANSITIONAL = frozenset({"pending", "stopping", "shutting-down"})
 #: Rows formatted, added or changed per event-loop turn in a LineTable.
 SLICE = 100
 SLICE_PAUSE_S = 0.01
@@ -95,6 +86,10 @@ class LineTable(DataTable[Any]):
         self.clear(columns=True)
         self.add_column(table_line(tuple((label, "") for label in self.HEADER), widths), key=LINE)
         self.widths = widths
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        if event.state is WorkerState.ERROR:
+            self.post_message(WorkerFailed(event.worker))  # to the app's one error route
 
     def highlighted_key(self) -> str | None:
         return self.keys[self.cursor_row] if 0 <= self.cursor_row < len(self.keys) else None
@@ -178,168 +173,6 @@ class StatusBar(Horizontal):
 
     def watch_freshness(self, freshness: str) -> None:
         self.query_one("#status-fresh", Static).update(freshness)
-
-
-# -- instances --------------------------------------------------------------------
-
-INSTANCE_COLUMNS: tuple[tuple[str, str], ...] = (
-    ("name", "Name"),
-    ("type", "Type"),
-    ("gpus", "GPUs"),
-    ("state", "State"),
-    ("market", "Market"),
-    ("price", "$/h"),
-    ("uptime", "Uptime"),
-    ("cost", "Cost"),
-    ("public_ip", "Public IP"),
-    ("id", "ID"),
-)
-SORT_KEYS: dict[str, Callable[[dict[str, Any]], Any]] = {
-    "name": lambda r: (r["name"] or "~", r["id"]),
-    "state": lambda r: (r["state"], r["name"] or "~"),
-    "type": lambda r: (r["type"], r["name"] or "~"),
-    "$/h": lambda r: (-(r["price_per_hour"] or 0.0), r["name"] or "~"),
-    "uptime": lambda r: (-(r["uptime_s"] or 0), r["name"] or "~"),
-}
-
-
-def instance_fields(rec: dict[str, Any]) -> Fields:
-    """An instance's row, in INSTANCE_COLUMNS order."""
-    state = rec["state"]
-    return (
-        (rec["name"] or "-", ""),
-        (rec["type"], ""),
-        (rec["gpus"] or "-", ""),
-        (f"{state}…" if state in TRANSITIONAL else state, STATE_STYLES.get(state, "")),
-        (rec["market"], "magenta" if rec["market"] == "spot" else ""),
-        (money(rec["price_per_hour"], ""), ""),
-        (duration(rec["uptime_s"]), ""),
-        (money(rec.get("cost_so_far"), ""), ""),
-        (rec["public_ip"] or "-", ""),
-        (rec["id"], ""),
-    )
-
-
-
-class InstancesTable(LineTable):
-    """One row per instance, keyed by id so the cursor and rows survive refreshes."""
-
-    HEADER = tuple(label for _, label in INSTANCE_COLUMNS)
-
-    BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("j", "cursor_down", "Down", show=False),
-        Binding("k", "cursor_up", "Up", show=False),
-        Binding("c", "app.connect", "Connect", id="connect", tooltip="SSH into the highlighted box"),
-        Binding("t", "app.tunnel", "Tunnel:8888", id="tunnel", tooltip="Forward localhost:8888 to the box (Jupyter)"),
-        Binding("r", "app.resize", "Resize/GPU", id="resize", tooltip="Change the box's type, e.g. add a GPU"),
-        Binding("f", "app.freeze", "Freeze", id="freeze", tooltip="Save the box as an image (AMI)"),
-        Binding("s", "app.start_stop", "Start/Stop", id="start_stop", tooltip="Start a stopped box or stop a running one"),
-        Binding("x", "app.terminate", "Terminate", id="terminate", tooltip="Terminate the box (asks first)"),
-        Binding("i", "app.ipython", "IPython", id="ipython", tooltip="IPython with `cloud` and `box` ready"),
-        Binding("slash", "filter", "Filter", id="filter", tooltip="Filter instances by name, type or state"),
-        Binding("o", "sort", "Sort", id="sort", show=False, tooltip="Sort by the next column"),
-    ]
-
-    # The pane owns the filter and sort state; the table only has the focus.
-    def action_filter(self) -> None:
-        self.query_ancestor(InstancesPane).action_filter()
-
-    def action_sort(self) -> None:
-        self.query_ancestor(InstancesPane).action_sort()
-
-
-@dataclass
-class FilterChanged(Message):
-    text: str
-
-
-class InstancesPane(Vertical):
-    """The Instances pane: table, `/` filter, sorting. Keeps every record, shows a subset."""
-
-    sort_key: reactive[str] = reactive("name")
-
-    def __init__(self, **kw: Any) -> None:
-        super().__init__(**kw)
-        self.records: list[dict[str, Any]] = []
-        self.filter_text = ""
-
-    def compose(self) -> ComposeResult:
-        yield Input(placeholder="filter: name, type, state…", id="instances-filter", classes="hidden")
-        yield InstancesTable(id="instances-table")
-        yield Static("", id="instances-empty")
-
-    @property
-    def table(self) -> InstancesTable:
-        return self.query_one(InstancesTable)
-
-    def show(self, records: list[dict[str, Any]]) -> None:
-        self.records = records
-        self._render_rows()
-
-    def highlighted(self) -> dict[str, Any] | None:
-        iid = self.table.highlighted_key()
-        return next((r for r in self.records if r["id"] == iid), None) if iid else None
-
-    def _visible(self) -> list[dict[str, Any]]:
-        needle = self.filter_text.lower()
-        rows = self.records
-        if needle:
-            rows = [r for r in rows if needle in f"{r['name']} {r['id']} {r['type']} {r['state']} {r['market']} {r['gpus']}".lower()]
-        return sorted(rows, key=SORT_KEYS[self.sort_key])
-
-    def _render_rows(self) -> None:
-        """Show `records` through the filter and sort."""
-        rows = self._visible()
-        self.table.show_rows([(r["id"], r) for r in rows], instance_fields)
-        empty = self.query_one("#instances-empty", Static)
-        if not self.records:
-            empty.update("No instances. Launch one with  :launch NAME  (add --type g5.xlarge for a GPU).")
-        elif not rows:
-            empty.update(f"No instance matches {self.filter_text!r}.")
-        else:
-            empty.update("")
-        empty.display = not rows
-        title = "Instances"
-        if self.filter_text:
-            title += f" /{self.filter_text} ({len(rows)} of {len(self.records)})"
-        if self.sort_key != "name":
-            title += f" ↓{self.sort_key}"
-        self.border_title = title
-
-    def watch_sort_key(self) -> None:
-        if self.is_mounted:
-            self._render_rows()
-
-    def action_filter(self) -> None:
-        box = self.query_one("#instances-filter", Input)
-        box.remove_class("hidden")
-        box.focus()
-
-    def action_sort(self) -> None:
-        keys = list(SORT_KEYS)
-        self.sort_key = keys[(keys.index(self.sort_key) + 1) % len(keys)]
-
-    @on(Input.Changed, "#instances-filter")
-    def _filter_changed(self, event: Input.Changed) -> None:
-        event.stop()
-        self.filter_text = event.value.strip()
-        self._render_rows()
-
-    @on(Input.Submitted, "#instances-filter")
-    def _filter_done(self, event: Input.Submitted) -> None:
-        event.stop()
-        if not event.value:
-            event.input.add_class("hidden")
-        self.table.focus()
-
-    def key_escape(self) -> None:
-        box = self.query_one("#instances-filter", Input)
-        if box.has_focus:
-            box.value = ""
-            box.add_class("hidden")
-            self.table.focus()
-
-
 
 
 # -- prices -------------------------------------------------------------------------
@@ -456,67 +289,6 @@ class PricesPane(Vertical):
             self.post_message(TypeHighlighted(str(event.row_key.value)))
 
 
-# -- volumes, snapshots, images -------------------------------------------------------
-
-
-class StorageTable(LineTable):
-    HEADER = ("Kind", "Name", "Size", "State", "Attached/From", "$/month")
-
-    BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("j", "cursor_down", "Down", show=False),
-        Binding("k", "cursor_up", "Up", show=False),
-        *STORAGE_BINDINGS,
-    ]
-
-
-def storage_fields(row: tuple[Volume | Snapshot | Image, str, float | None]) -> Fields:
-    """A volume's, snapshot's or image's row: with where it is attached (or comes
-    from) and what it costs a month, which the pane works out."""
-    item, where, month = row
-    kind = "volume" if isinstance(item, Volume) else "snapshot" if isinstance(item, Snapshot) else "image"
-    size = f"{item.size_gb} GB" if isinstance(item, Volume | Snapshot) else "-"
-    return ((kind, ""), (item.name or item.id, ""), (size, ""), (item.state, ""), (where, ""), (money(month, ""), ""))
-
-
-class VolumesPane(Vertical):
-    def __init__(self, **kw: Any) -> None:
-        super().__init__(**kw)
-        self.items: dict[str, Volume | Snapshot | Image] = {}
-        self._kind: type | None = None
-
-    def compose(self) -> ComposeResult:
-        yield StorageTable(id="volumes-table")
-
-    def highlighted(self) -> Volume | Snapshot | Image | None:
-        key = self.query_one(StorageTable).highlighted_key()
-        return self.items.get(key) if key else None
-
-    @on(DataTable.RowHighlighted, "#volumes-table")
-    def _row_changed(self, event: DataTable.RowHighlighted) -> None:
-        event.stop()
-        # The footer shows the keys of this kind of row. Redrawing it mounts a widget per
-        # key (~20 ms), so only when the kind changes, not on every row.
-        kind = type(self.highlighted())
-        if kind is not self._kind:
-            self._kind = kind
-            self.screen.refresh_bindings()
-
-    def show(self, volumes: list[Volume], snapshots: list[Snapshot], images: list[Image],
-             names: dict[str, str] | None = None) -> None:
-        names = names or {}
-        snaps = {s.id: s for s in snapshots}
-        self.items = {**{v.id: v for v in volumes}, **snaps, **{i.id: i for i in images}}
-        rows: list[tuple[str, tuple[Volume | Snapshot | Image, str, float | None]]] = [
-            *((v.id, (v, names.get(v.attached_to or "", v.attached_to or "-"), volume_month(v))) for v in volumes),
-            *((s.id, (s, s.volume_id, snapshot_month(s))) for s in snapshots),
-            *((i.id, (i, i.id, image_month(i, snaps))) for i in images),
-        ]
-        # An image's cost is its snapshots' (listed above it): counted once.
-        total = sum(month or 0.0 for _, (item, _, month) in rows if not isinstance(item, Image))
-        self.border_title = f"Volumes · {money(total, '/month')}"
-        self.query_one(StorageTable).show_rows(rows, storage_fields)
-
-
 # -- activity and command line ----------------------------------------------------------
 
 
@@ -605,7 +377,7 @@ class CommandLine(Input):
 
     def action_leave(self) -> None:
         self.value = ""
-        self.screen.set_focus(self.screen.query_one(InstancesTable))
+        self.screen.set_focus(self.screen.query_one("#instances-table"))
 
     @on(Input.Changed)
     def _changed(self, event: Input.Changed) -> None:
@@ -623,7 +395,7 @@ class CommandLine(Input):
         self._pos = len(self.history)
         self.post_message(CommandSubmitted(line))
         # Like vi's `:`: one command, then back to the panes.
-        self.screen.set_focus(self.screen.query_one(InstancesTable))
+        self.screen.set_focus(self.screen.query_one("#instances-table"))
 
 
 @dataclass
