@@ -556,10 +556,10 @@ class Instance:
         """Change the instance type ("add a GPU"); a running box is stopped and restarted."""
         return self._run(self.aresize(type))
 
-    # -- images and volumes (ops/storage.py) ------------------------------------------
+    # -- images and volumes (ops/images.py, ops/volumes.py) ---------------------------
 
     async def afreeze(self, image_name: str | None = None, *, no_reboot: bool = False) -> models.Image:
-        from cloudsh.ops import storage as ops
+        from cloudsh.ops import images as ops
 
         plan = await ops.plan_freeze(self._b, self.record, image_name, no_reboot=no_reboot)
         return await ops.freeze(self._b, plan)
@@ -570,7 +570,7 @@ class Instance:
         return self._run(self.afreeze(image_name, no_reboot=no_reboot))
 
     async def aattach(self, volume: str, *, mount: str | None = None, format: bool = False) -> str:
-        from cloudsh.ops import storage as ops
+        from cloudsh.ops import volumes as ops
 
         vol = await ops.find_volume(self._b, volume)
         done = await ops.attach(self._b, vol, self.record, mount=mount, fmt=format)
