@@ -153,9 +153,18 @@ class Cloud:
     def close(self) -> None:
         """Close pooled SSH connections and the API's background loop."""
         if self._loop is not None:
-            self._run(self._backend.close())
+            self._run(self._aclose())
             self._loop.stop()
             self._loop = None
+
+    async def _aclose(self) -> None:
+        # Kept tunnels are tasks on this loop: end them before the connections they use.
+        me = asyncio.current_task()
+        rest = [t for t in asyncio.all_tasks() if t is not me]
+        for t in rest:
+            t.cancel()
+        await asyncio.gather(*rest, return_exceptions=True)
+        await self._backend.close()
 
     def __enter__(self) -> Cloud:
         return self
@@ -259,12 +268,13 @@ class Cloud:
         """Terminate a box for good. No confirmation: this is the API."""
         self._run(self.aterminate(name))
 
-    async def aresize(self, name: str, type: str) -> Instance:
-        return await (await self.ainstance(name)).aresize(type)
+    async def aresize(self, name: str, type: str, *, go_back: bool = False) -> Instance:
+        return await (await self.ainstance(name)).aresize(type, go_back=go_back)
 
-    def resize(self, name: str, type: str) -> Instance:
-        """Change a box's type ("add a GPU"): stop if running, change, start again."""
-        return self._run(self.aresize(name, type))
+    def resize(self, name: str, type: str, *, go_back: bool = False) -> Instance:
+        """Change a box's type ("add a GPU"): stop if running, change, start again; see
+        `Instance.resize` for `go_back`."""
+        return self._run(self.aresize(name, type, go_back=go_back))
 
     async def arun(self, name: str, command: str, *, timeout: float | None = None) -> CommandResult:
         return await (await self.ainstance(name)).arun(command, timeout=timeout)
@@ -544,17 +554,24 @@ class Instance:
         """Terminate the box for good. No confirmation: this is the API."""
         self._run(self.aterminate())
 
-    async def aresize(self, type: str) -> Instance:
+    async def aresize(self, type: str, *, go_back: bool = False) -> Instance:
         from cloudsh.ops import instances as ops
+
+        async def back(_: CloudshError) -> bool:
+            return go_back
 
         await self.arefresh()
         plan = await ops.plan_resize(self._b, self.record, type)
-        self.record = await ops.resize(self._b, plan)
+        self.record = await ops.resize(self._b, plan, go_back=back)
         return self
 
-    def resize(self, type: str) -> Instance:
-        """Change the instance type ("add a GPU"); a running box is stopped and restarted."""
-        return self._run(self.aresize(type))
+    def resize(self, type: str, *, go_back: bool = False) -> Instance:
+        """Change the instance type ("add a GPU"); a running box is stopped and restarted.
+
+        If AWS has no capacity for the new type when the box starts again, a
+        `CapacityError` leaves it stopped as the new type; with `go_back=True` it is
+        changed back to its old type and started instead (check `.type`)."""
+        return self._run(self.aresize(type, go_back=go_back))
 
     # -- images and volumes (ops/images.py, ops/volumes.py) ---------------------------
 

@@ -207,6 +207,18 @@ def test_tunnel_reconnects_after_its_box_stops_and_starts(cloud: Cloud) -> None:
         b.terminate()
 
 
+def test_a_tunnel_to_a_terminated_box_ends_saying_why(cloud: Cloud) -> None:
+    b = cloud.launch("apitunnel-gone", "t3.micro")
+    t = b.tunnel(0, 9)
+    port = t.local_port
+    b.terminate()
+    _until(lambda: t.state == "closed", 30, "the tunnel to give up")
+    last = t.events[-1]
+    assert isinstance(last, TunnelClosed) and ("terminated" in last.reason or "shutting-down" in last.reason)
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", port), timeout=2).close()
+
+
 def _job_state(job_id: str) -> str:
     jobs = json.loads(ok("jobs", "--json"))
     return next((str(j["state"]) for j in jobs if j["id"] == job_id), "")

@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from cloudsh.errors import InvalidState, SSHError
+from cloudsh.errors import CloudshError, InvalidState, SSHError
 from cloudsh.models import HostInfo, Instance
 from cloudsh.ops.reach import ssh_host
 from cloudsh.services.backend import Backend
@@ -134,7 +134,8 @@ class TunnelKeeper:
 
     async def keep(self) -> None:
         """Watch the forwards and reopen them when they drop, until `close()` or
-        cancellation; raises `InvalidState` if the box is terminated meanwhile."""
+        cancellation. Raises why it cannot go on (e.g. `InvalidState`: the box was
+        terminated), after a `TunnelClosed` saying so."""
         reason = ""
         try:
             while not self.closed:
@@ -153,10 +154,12 @@ class TunnelKeeper:
                     await self._open_all(again=True)
                 except (SSHError, InvalidState) as exc:
                     if self.instance is not None and self.instance.state in ("terminated", "shutting-down"):
-                        reason = f"{self.label} is {self.instance.state}"
-                        raise
+                        raise  # it will not come back
                     self.on_event(TunnelReconnecting(self.label, str(exc), self.retry_s))
                     await asyncio.sleep(self.retry_s)
+        except CloudshError as exc:
+            reason = str(exc)
+            raise
         finally:
             self._close_forwards()
             self.closed = True
