@@ -10,12 +10,16 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cloudsh.errors import CloudshError
 from cloudsh.models import InstanceType
 from cloudsh.ops.records import instance_record
-from cloudsh.services.backend import Backend
+
+if TYPE_CHECKING:
+    # boto3 underneath: for types only, so the app paints before it loads
+    from cloudsh.services.backend import Backend
+
 
 #: Families shown by `prices` without a family filter: the usual CPU and GPU workhorses.
 COMMON_FAMILIES = ("t3", "m5", "m6i", "c5", "g4dn", "g5", "g6", "p3", "p4d", "p5")

@@ -18,9 +18,10 @@ from typing import TYPE_CHECKING
 from cloudsh.errors import CloudshError, InvalidState, SSHError
 from cloudsh.models import HostInfo, Instance
 from cloudsh.ops.reach import ssh_host
-from cloudsh.services.backend import Backend
 
 if TYPE_CHECKING:
+    # boto3 underneath: for types only, so the app paints before it loads
+    from cloudsh.services.backend import Backend
     from cloudsh.services.ssh import Forward  # asyncssh costs ~100 ms to import: only for types
 
 #: Seconds between attempts to reach a box that went away.
