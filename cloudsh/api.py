@@ -27,7 +27,10 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import Any, TypeVar
 
+__all__ = ["Cloud", "Instance", "InstanceList", "Table", "TunnelHandle"]
+
 from cloudsh import models
+from cloudsh.api_results import InstanceList, Table, TunnelHandle
 from cloudsh.config import Settings
 from cloudsh.errors import (
     AWSError,
@@ -37,6 +40,7 @@ from cloudsh.errors import (
     UsageError,
 )
 from cloudsh.models import CommandResult, HostInfo, InstanceType, Price
+from cloudsh.ops.tunnels import OnTunnelEvent
 from cloudsh.services.backend import Backend
 
 T = TypeVar("T")
@@ -90,47 +94,6 @@ class _Loop:
     def stop(self) -> None:
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(timeout=5)
-
-
-class Table(list[dict[str, Any]]):
-    """Records (plain dicts) that print as an aligned table."""
-
-    columns: tuple[tuple[str, str], ...] = ()
-
-    def __init__(self, rows: Sequence[dict[str, Any]], columns: Sequence[tuple[str, str]] = ()) -> None:
-        super().__init__(rows)
-        self.columns = tuple(columns) or tuple((k, k.upper()) for k in (rows[0] if rows else {}))
-
-    def __repr__(self) -> str:
-        from cloudsh.commands.views import table
-
-        if not self:
-            return "(none)"
-        show = [{k: "-" if v is None or v == "" else v for k, v in r.items()} for r in self]
-        return table(show, self.columns)
-
-    def _repr_pretty_(self, p: Any, cycle: bool) -> None:
-        p.text(repr(self))
-
-
-class _Capture:
-    """An `Output` that keeps what a command printed, for the API."""
-
-    def __init__(self) -> None:
-        self.lines: list[str] = []
-        self.data: Any = None
-
-    def print(self, text: str = "") -> None:
-        self.lines.append(text)
-
-    def json(self, data: Any) -> None:
-        self.data = data
-
-    def info(self, text: str) -> None:
-        """Progress notes are for a person watching a terminal, not for a script."""
-
-    def write(self, chunk: str, *, err: bool = False) -> None:
-        self.lines.append(chunk)
 
 
 class Cloud:
@@ -190,26 +153,24 @@ class Cloud:
     def close(self) -> None:
         """Close pooled SSH connections and the API's background loop."""
         if self._loop is not None:
-            self._run(self._backend.close())
+            self._run(self._aclose())
             self._loop.stop()
             self._loop = None
+
+    async def _aclose(self) -> None:
+        # Kept tunnels are tasks on this loop: end them before the connections they use.
+        me = asyncio.current_task()
+        rest = [t for t in asyncio.all_tasks() if t is not me]
+        for t in rest:
+            t.cancel()
+        await asyncio.gather(*rest, return_exceptions=True)
+        await self._backend.close()
 
     def __enter__(self) -> Cloud:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-    async def _command(self, *words: str) -> _Capture:
-        """Run a registry command and keep what it printed (one implementation of each verb)."""
-        from cloudsh.commands import Context, dispatch
-
-        out = _Capture()
-        ctx = Context(out=out, backend_factory=lambda: self._backend, _backend=self._backend)
-        status = await dispatch(ctx, list(words))
-        if status:
-            raise CloudshError(f"`{' '.join(words)}` failed with status {status}", "")
-        return out
 
     def _remember(self, insts: Sequence[models.Instance]) -> None:
         self._names = tuple(dict.fromkeys([i.name for i in insts if i.name] + [i.id for i in insts]))
@@ -307,12 +268,13 @@ class Cloud:
         """Terminate a box for good. No confirmation: this is the API."""
         self._run(self.aterminate(name))
 
-    async def aresize(self, name: str, type: str) -> Instance:
-        return await (await self.ainstance(name)).aresize(type)
+    async def aresize(self, name: str, type: str, *, go_back: bool = False) -> Instance:
+        return await (await self.ainstance(name)).aresize(type, go_back=go_back)
 
-    def resize(self, name: str, type: str) -> Instance:
-        """Change a box's type ("add a GPU"): stop if running, change, start again."""
-        return self._run(self.aresize(name, type))
+    def resize(self, name: str, type: str, *, go_back: bool = False) -> Instance:
+        """Change a box's type ("add a GPU"): stop if running, change, start again; see
+        `Instance.resize` for `go_back`."""
+        return self._run(self.aresize(name, type, go_back=go_back))
 
     async def arun(self, name: str, command: str, *, timeout: float | None = None) -> CommandResult:
         return await (await self.ainstance(name)).arun(command, timeout=timeout)
@@ -335,23 +297,27 @@ class Cloud:
         """Copy a file or directory from a box."""
         self._run(self.aget(name, remote, local))
 
-    async def atunnel(self, name: str, port: int, remote_port: int | None = None) -> TunnelHandle:
-        return await (await self.ainstance(name)).atunnel(port, remote_port)
+    async def atunnel(
+        self, name: str, port: int, remote_port: int | None = None, *, on_event: OnTunnelEvent | None = None
+    ) -> TunnelHandle:
+        return await (await self.ainstance(name)).atunnel(port, remote_port, on_event=on_event)
 
-    def tunnel(self, name: str, port: int, remote_port: int | None = None) -> TunnelHandle:
+    def tunnel(
+        self, name: str, port: int, remote_port: int | None = None, *, on_event: OnTunnelEvent | None = None
+    ) -> TunnelHandle:
         """Forward localhost:`port` to `remote_port` (default: the same) on a box; see `Instance.tunnel`."""
-        return self._run(self.atunnel(name, port, remote_port))
+        return self._run(self.atunnel(name, port, remote_port, on_event=on_event))
 
     # -- the cloud --------------------------------------------------------------
 
     async def aprices(self, *, gpu: bool = False, family: str | Sequence[str] | None = None) -> Table:
-        words = ["prices", "--json"] + (["--gpu"] if gpu else [])
-        for f in [family] if isinstance(family, str) else family or ():
-            words += ["--family", f]
-        out = await self._command(*words)
+        from cloudsh.ops import queries
+
+        families = [family] if isinstance(family, str) else list(family or ())
+        found = await queries.prices(self._backend, families, gpu_only=gpu)
         cols = (("type", "TYPE"), ("vcpus", "VCPUS"), ("memory_gib", "MEM GIB"), ("gpus", "GPUS"),
                 ("on_demand", "ON-DEMAND $/H"), ("spot", "SPOT $/H"), ("spot_saving", "SAVING"))
-        return Table(out.data or [], cols)
+        return Table(found.rows, cols)
 
     def prices(self, *, gpu: bool = False, family: str | Sequence[str] | None = None) -> Table:
         """Instance types with vCPUs, memory, GPUs, on-demand and current spot $/h.
@@ -411,73 +377,13 @@ class Cloud:
         return self._run(self.aimages())
 
     async def assh_config(self) -> str:
-        return "\n".join((await self._command("ssh-config")).lines) + "\n"
+        from cloudsh.ops import queries
+
+        return (await queries.ssh_config(self._backend)).text
 
     def ssh_config(self) -> str:
         """An OpenSSH config with one `Host NAME` block per running box (for `ssh -F FILE NAME`)."""
         return self._run(self.assh_config())
-
-
-class InstanceList(list["Instance"]):
-    """A list of instances that prints as a table."""
-
-    def __repr__(self) -> str:
-        from cloudsh.commands.views import table
-
-        if not self:
-            return "(no instances)"
-        rows = [
-            {"name": i.name or "-", "id": i.id, "type": i.type, "state": i.state, "market": i.market,
-             "ip": i.public_ip or "-"}
-            for i in self
-        ]
-        cols = [("name", "NAME"), ("id", "ID"), ("type", "TYPE"), ("state", "STATE"), ("market", "MARKET"),
-                ("ip", "PUBLIC IP")]
-        return table(rows, cols)
-
-    def _repr_pretty_(self, p: Any, cycle: bool) -> None:
-        p.text(repr(self))
-
-    def names(self) -> list[str]:
-        """Each box's name (or id when it has none)."""
-        return [i.label for i in self]
-
-
-class TunnelHandle:
-    """An open port forward: `.url`, `.close()`; also a context manager."""
-
-    def __init__(self, instance: Instance, forward: Any) -> None:
-        self._instance = instance
-        self._forward = forward
-        self.local_port: int = forward.local_port
-        self.remote_port: int = forward.remote_port
-        self.closed = False
-
-    @property
-    def url(self) -> str:
-        """`http://localhost:PORT/`"""
-        return f"http://localhost:{self.local_port}/"
-
-    def close(self) -> None:
-        """Stop forwarding."""
-        if self.closed:
-            return
-        self.closed = True
-        loop = self._instance._cloud._loop
-        if loop is not None and threading.current_thread() is not loop.thread:
-            loop.call_soon(self._forward.close)
-        else:
-            self._forward.close()
-
-    def __enter__(self) -> TunnelHandle:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def __repr__(self) -> str:
-        state = "closed" if self.closed else "open"
-        return f"<Tunnel {self.url} -> {self._instance.label}:{self.remote_port} {state}>"
 
 
 class Instance:
@@ -586,14 +492,24 @@ class Instance:
         key cloudsh pinned; you close it): `c = box.ssh(); c.exec_command("ls")`."""
         return self._run(self.assh())
 
-    async def atunnel(self, port: int, remote_port: int | None = None) -> TunnelHandle:
-        fwd = await self._b.ssh.forward(await self._host(), port, remote_port or port)
-        return TunnelHandle(self, fwd)
+    async def atunnel(
+        self, port: int, remote_port: int | None = None, *, on_event: OnTunnelEvent | None = None
+    ) -> TunnelHandle:
+        from cloudsh.ops.tunnels import TunnelKeeper
 
-    def tunnel(self, port: int, remote_port: int | None = None) -> TunnelHandle:
+        keeper = TunnelKeeper(self._b, self.record.id, [(port, remote_port or port)])
+        return await TunnelHandle(keeper, on_event)._start()
+
+    def tunnel(
+        self, port: int, remote_port: int | None = None, *, on_event: OnTunnelEvent | None = None
+    ) -> TunnelHandle:
         """Forward localhost:`port` to `remote_port` (default: the same) on the box until
-        `.close()` (port 0 picks a free local port). `with box.tunnel(8888) as t: t.url`."""
-        return self._run(self.atunnel(port, remote_port))
+        `.close()` (port 0 picks a free local port). `with box.tunnel(8888) as t: t.url`.
+
+        The forward is kept: if the box stops and starts again, it reconnects on the same
+        local port. `on_event` is called (on the API's loop thread) with each
+        `cloudsh.ops.tunnels` event: opened, lost, reconnecting, closed."""
+        return self._run(self.atunnel(port, remote_port, on_event=on_event))
 
     def connect(self) -> int:
         """An interactive SSH session in this terminal (OpenSSH `ssh`); returns its exit status."""
@@ -638,22 +554,29 @@ class Instance:
         """Terminate the box for good. No confirmation: this is the API."""
         self._run(self.aterminate())
 
-    async def aresize(self, type: str) -> Instance:
+    async def aresize(self, type: str, *, go_back: bool = False) -> Instance:
         from cloudsh.ops import instances as ops
+
+        async def back(_: CloudshError) -> bool:
+            return go_back
 
         await self.arefresh()
         plan = await ops.plan_resize(self._b, self.record, type)
-        self.record = await ops.resize(self._b, plan)
+        self.record = await ops.resize(self._b, plan, go_back=back)
         return self
 
-    def resize(self, type: str) -> Instance:
-        """Change the instance type ("add a GPU"); a running box is stopped and restarted."""
-        return self._run(self.aresize(type))
+    def resize(self, type: str, *, go_back: bool = False) -> Instance:
+        """Change the instance type ("add a GPU"); a running box is stopped and restarted.
 
-    # -- images and volumes (ops/storage.py) ------------------------------------------
+        If AWS has no capacity for the new type when the box starts again, a
+        `CapacityError` leaves it stopped as the new type; with `go_back=True` it is
+        changed back to its old type and started instead (check `.type`)."""
+        return self._run(self.aresize(type, go_back=go_back))
+
+    # -- images and volumes (ops/images.py, ops/volumes.py) ---------------------------
 
     async def afreeze(self, image_name: str | None = None, *, no_reboot: bool = False) -> models.Image:
-        from cloudsh.ops import storage as ops
+        from cloudsh.ops import images as ops
 
         plan = await ops.plan_freeze(self._b, self.record, image_name, no_reboot=no_reboot)
         return await ops.freeze(self._b, plan)
@@ -664,7 +587,7 @@ class Instance:
         return self._run(self.afreeze(image_name, no_reboot=no_reboot))
 
     async def aattach(self, volume: str, *, mount: str | None = None, format: bool = False) -> str:
-        from cloudsh.ops import storage as ops
+        from cloudsh.ops import volumes as ops
 
         vol = await ops.find_volume(self._b, volume)
         done = await ops.attach(self._b, vol, self.record, mount=mount, fmt=format)

@@ -4,15 +4,20 @@ async twins, and CloudshErrors (never raw boto3/asyncssh ones)."""
 from __future__ import annotations
 
 import http.server
+import json
+import socket
 import threading
+import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from cloudsh.api import Cloud, Instance, InstanceList, Table, TunnelHandle
 from cloudsh.errors import CloudshError, InvalidState, NotFound, UsageError
+from cloudsh.ops.tunnels import TunnelClosed, TunnelEvent, TunnelLost, TunnelOpened
+from tests.cli import ok
 
 pytestmark = pytest.mark.sandbox
 
@@ -154,3 +159,75 @@ def test_listings_of_volumes_snapshots_and_images(cloud: Cloud, box: Instance) -
     assert isinstance(vols, Table)
     assert repr(vols) == "(none)" or repr(vols).startswith("NAME")
     assert isinstance(cloud.snapshots(), Table) and isinstance(cloud.images(), Table)
+
+
+def test_start_brings_results_home_as_the_command_does(cloud: Cloud, tmp_path: Path) -> None:
+    b = cloud.launch("apijobs", "t3.micro")
+    try:
+        script = tmp_path / "write.sh"
+        script.write_text("#!/bin/bash\nmkdir -p out\nfor i in 1 2 3; do echo $i > out/f$i.txt; done\n")
+        script.chmod(0o755)
+        local = tmp_path / "home"
+        job_id = ok("script", "apijobs", str(script), "--sync", f"out:{local}").strip()
+        _until(lambda: _job_state(job_id) == "finished", 20, "the job to finish")
+        assert not list(local.glob("f*.txt"))  # nothing followed or synced it yet
+        assert b.stop().state == "stopped"
+        assert b.start().state == "running"
+        assert sorted(p.name for p in local.glob("f*.txt")) == ["f1.txt", "f2.txt", "f3.txt"]
+        assert (local / "f2.txt").read_text() == "2\n"
+    finally:
+        b.terminate()
+
+
+def test_tunnel_reconnects_after_its_box_stops_and_starts(cloud: Cloud) -> None:
+    # The sandbox box's localhost is this machine's loopback: a server here is "on the box".
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Hello)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    b = cloud.launch("apitunnel", "t3.micro")
+    seen: list[TunnelEvent] = []
+    try:
+        with b.tunnel(0, server.server_port, on_event=seen.append) as t:
+            port = t.local_port
+            assert urllib.request.urlopen(t.url, timeout=10).read() == b"hello through the tunnel"
+            b.stop()
+            _until(lambda: t.state == "reconnecting", 20, "the tunnel to notice its box stopped")
+            b.start()
+            _until(lambda: t.state == "open", 30, "the tunnel to reopen")
+            assert t.local_port == port and t.url == f"http://localhost:{port}/"
+            assert urllib.request.urlopen(t.url, timeout=10).read() == b"hello through the tunnel"
+        kinds = [type(e) for e in seen]
+        assert kinds[0] is TunnelOpened and TunnelLost in kinds
+        assert any(isinstance(e, TunnelOpened) and e.again and e.local == port for e in seen)
+        _until(lambda: t.state == "closed", 10, "the tunnel to close")
+        assert isinstance(seen[-1], TunnelClosed)
+        with pytest.raises(OSError):
+            socket.create_connection(("127.0.0.1", port), timeout=2).close()
+    finally:
+        server.shutdown()
+        b.terminate()
+
+
+def test_a_tunnel_to_a_terminated_box_ends_saying_why(cloud: Cloud) -> None:
+    b = cloud.launch("apitunnel-gone", "t3.micro")
+    t = b.tunnel(0, 9)
+    port = t.local_port
+    b.terminate()
+    _until(lambda: t.state == "closed", 30, "the tunnel to give up")
+    last = t.events[-1]
+    assert isinstance(last, TunnelClosed) and ("terminated" in last.reason or "shutting-down" in last.reason)
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", port), timeout=2).close()
+
+
+def _job_state(job_id: str) -> str:
+    jobs = json.loads(ok("jobs", "--json"))
+    return next((str(j["state"]) for j in jobs if j["id"] == job_id), "")
+
+
+def _until(check: Callable[[], object], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")

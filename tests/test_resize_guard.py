@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import pytest
 
 from tests.cli import by_name, cloudsh, ok, one_line_error
 from tests.sandbox_fixture import Sandbox
+
+if TYPE_CHECKING:
+    from cloudsh.services.backend import Backend
 
 
 @pytest.fixture(scope="module")
@@ -87,8 +91,6 @@ class _Out:
 async def test_no_capacity_on_start_offers_the_previous_type_back(sandbox: Sandbox) -> None:
     """StartInstances fails for capacity once (a botocore hook at the edge): the user is
     asked, and the box goes back to its old type and runs again."""
-    from botocore.awsrequest import AWSResponse
-
     from cloudsh.commands import Context, dispatch
     from cloudsh.config import Settings
     from cloudsh.services.backend import Backend
@@ -96,16 +98,7 @@ async def test_no_capacity_on_start_offers_the_previous_type_back(sandbox: Sandb
     name = f"rzc-{uuid.uuid4().hex[:6]}"
     ok("launch", name, "--type", "t3.micro")
     backend = Backend.create(Settings.load(), sandbox=True)
-    failures = [1]
-
-    def no_capacity(**_: object) -> object:
-        if not failures:
-            return None
-        failures.pop()
-        error = {"Code": "InsufficientInstanceCapacity", "Message": "We currently do not have sufficient t3.small capacity"}
-        return AWSResponse("http://sandbox", 500, {}, None), {"Error": error, "ResponseMetadata": {"HTTPStatusCode": 500}}
-
-    backend.clients.register("before-call.ec2.StartInstances", no_capacity)
+    _no_capacity_once(backend)
     questions: list[str] = []
 
     async def confirm(question: str) -> bool:
@@ -122,3 +115,44 @@ async def test_no_capacity_on_start_offers_the_previous_type_back(sandbox: Sandb
     finally:
         await backend.close()
         cloudsh("terminate", name, "--yes")
+
+
+async def test_the_api_goes_back_to_the_previous_type_when_told_to(sandbox: Sandbox) -> None:
+    """The same capacity fallback through the Python API: `go_back=True` answers the question."""
+    from cloudsh.api import Cloud
+    from cloudsh.config import Settings
+    from cloudsh.errors import CapacityError
+    from cloudsh.services.backend import Backend
+
+    name = f"rza-{uuid.uuid4().hex[:6]}"
+    ok("launch", name, "--type", "t3.micro")
+    backend = Backend.create(Settings.load(), sandbox=True)
+    try:
+        box = await Cloud(backend=backend).ainstance(name)
+        _no_capacity_once(backend)
+        await box.aresize("t3.small", go_back=True)
+        assert (box.state, box.type) == ("running", "t3.micro")
+        _no_capacity_once(backend)
+        with pytest.raises(CapacityError, match="no t3.small capacity"):
+            await box.aresize("t3.small")  # unasked, it stays stopped as the new type
+        await box.arefresh()
+        assert (box.state, box.type) == ("stopped", "t3.small")
+    finally:
+        await backend.close()
+        cloudsh("terminate", name, "--yes")
+
+
+def _no_capacity_once(backend: Backend) -> None:
+    """The next StartInstances fails for want of t3.small capacity (a botocore hook at the edge)."""
+    from botocore.awsrequest import AWSResponse
+
+    failures = [1]
+
+    def no_capacity(**_: object) -> object:
+        if not failures:
+            return None
+        failures.pop()
+        error = {"Code": "InsufficientInstanceCapacity", "Message": "We currently do not have sufficient t3.small capacity"}
+        return AWSResponse("http://sandbox", 500, {}, None), {"Error": error, "ResponseMetadata": {"HTTPStatusCode": 500}}
+
+    backend.clients.register("before-call.ec2.StartInstances", no_capacity)

@@ -202,7 +202,7 @@ async def test_connect_and_ipython_hand_the_terminal_over(sandbox: Sandbox) -> N
     assert out.decode().strip() == "ubuntu", err.decode()
 
 
-async def test_tunnel_forwards_and_closes(sandbox: Sandbox) -> None:
+async def test_tunnel_forwards_reconnects_and_closes(sandbox: Sandbox) -> None:
     name = await launch("--type", "t3.micro")
 
     async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -227,6 +227,18 @@ async def test_tunnel_forwards_and_closes(sandbox: Sandbox) -> None:
             writer.write(b"hello\n")
             assert await asyncio.wait_for(reader.readline(), 10) == b"hello\n"
             writer.close()
+            # The box stops and starts again: the tunnel says so and reopens on its own.
+            [tun] = app.tunnels.tunnels.values()
+            await type_command(pilot, f"stop {name}")
+            await until(pilot, lambda: tun.status == "reconnecting", 30)
+            await until(pilot, lambda: describe(sandbox, name)["State"]["Name"] == "stopped", 30)
+            await type_command(pilot, f"start {name}")
+            await until(pilot, lambda: tun.status == "open", 40)
+            reader, writer = await asyncio.open_connection("127.0.0.1", local)
+            writer.write(b"again\n")
+            assert await asyncio.wait_for(reader.readline(), 10) == b"again\n"
+            writer.close()
+            assert "connection lost" in activity(app) and "reopened" in activity(app)
             await pilot.press("T")
             await until(pilot, lambda: isinstance(app.screen, TunnelsScreen))
             await pilot.press("d")

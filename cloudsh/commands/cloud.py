@@ -4,28 +4,10 @@ from __future__ import annotations
 
 import argparse
 import shlex
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
 
 from cloudsh.commands.registry import Context, arg, command
 from cloudsh.commands.views import money, table
 from cloudsh.config import Settings
-from cloudsh.models import InstanceType
-
-if TYPE_CHECKING:
-    from cloudsh.services.backend import Backend
-
-#: Families shown by `prices` without --family: the usual CPU and GPU workhorses.
-COMMON_FAMILIES = ("t3", "m5", "m6i", "c5", "g4dn", "g5", "g6", "p3", "p4d", "p5")
-
-
-async def family_types(
-    backend: Backend, families: Sequence[str] = COMMON_FAMILIES, *, gpu_only: bool = False
-) -> dict[str, InstanceType]:
-    """The types of these families offered in the region (what `prices` and the app list)."""
-    offered = await backend.ec2.type_names()
-    types = await backend.ec2.instance_types(n for n in offered if n.split(".", 1)[0] in families)
-    return {k: v for k, v in types.items() if v.gpu_count or not gpu_only}
 
 
 @command(
@@ -36,37 +18,16 @@ async def family_types(
     arg("--json", flag=True, help="print one JSON document"),
 )
 async def prices(ctx: Context, a: argparse.Namespace) -> int:
-    b = ctx.backend
-    families = tuple(a.family or COMMON_FAMILIES)
-    types = await family_types(b, families, gpu_only=a.gpu)
-    if not types:
+    from cloudsh.ops import queries
+
+    found = await queries.prices(ctx.backend, a.family or (), gpu_only=a.gpu)
+    records = found.rows
+    if not records and not found.source:
         what = "GPU types" if a.gpu else "types"
-        ctx.out.info(f"no {what} in families {', '.join(families)} in {b.target.region}")
+        ctx.out.info(f"no {what} in families {', '.join(found.families)} in {ctx.backend.target.region}")
         if a.json:
             ctx.out.json([])
         return 0
-    price = await b.pricing.prices(sorted(types), strict=False)
-    ordered = sorted(types.values(), key=lambda t: (t.family, t.vcpus, t.memory_gib))
-    if not a.family:
-        # Without a family filter, only types with a known price are worth a line.
-        ordered = [t for t in ordered if t.name in price and price[t.name].on_demand is not None]
-    records: list[dict[str, Any]] = []
-    for t in ordered:
-        p = price.get(t.name)
-        records.append(
-            {
-                "type": t.name,
-                "vcpus": t.vcpus,
-                "memory_gib": t.memory_gib,
-                "gpus": t.gpus,
-                "gpu_memory_gib": t.gpu_memory_gib,
-                "architectures": list(t.architectures),
-                "on_demand": p.on_demand if p else None,
-                "spot": p.spot if p else None,
-                "spot_az": p.spot_az if p else None,
-                "spot_saving": round(p.spot_saving, 3) if p and p.spot_saving is not None else None,
-            }
-        )
     if a.json:
         ctx.out.json(records)
         return 0
@@ -85,9 +46,8 @@ async def prices(ctx: Context, a: argparse.Namespace) -> int:
     cols = (("type", "TYPE"), ("vcpus", "VCPUS"), ("mem", "MEMORY"), ("gpus", "GPUS"),
             ("od", "ON-DEMAND $/H"), ("spot", "SPOT $/H"), ("save", "SAVING"))
     ctx.out.print(table(rows, cols))
-    sample = next(iter(price.values()), None)
-    if sample is not None:
-        ctx.out.info(f"prices: {sample.source}")
+    if found.source:
+        ctx.out.info(f"prices: {found.source}")
     return 0
 
 

@@ -3,34 +3,20 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 from collections.abc import Sequence
 from typing import Any
 
 from cloudsh.commands.registry import Context, arg, command, gigabytes
-from cloudsh.commands.views import (
-    INSTANCE_COLUMNS,
-    burn_rate,
-    instance_record,
-    instance_row,
-    money,
-    table,
-)
-from cloudsh.errors import CapacityError, CloudshError, UsageError
+from cloudsh.commands.views import INSTANCE_COLUMNS, burn_rate, instance_row, money, table
+from cloudsh.errors import CapacityError, UsageError
 from cloudsh.models import Instance
 
 
 async def listing(ctx: Context, *, include_terminated: bool = False) -> list[dict[str, Any]]:
-    """`ls` records: instances joined with type facts and prices (3 API calls, none per box)."""
-    b = ctx.backend
-    insts = await b.ec2.list_instances(include_terminated=include_terminated)
-    names = sorted({i.type for i in insts})
-    spot = sorted({i.type for i in insts if i.market == "spot"})
-    types, prices = await asyncio.gather(
-        b.ec2.instance_types(names), b.pricing.prices(names, strict=False, spot_for=spot)
-    )
-    # Off the event loop: ~10 ms for 1,000 boxes, in the app's refresh.
-    return await asyncio.to_thread(lambda: [instance_record(i, types, prices) for i in insts])
+    """`ls` records (see `cloudsh.ops.queries.listing`)."""
+    from cloudsh.ops.queries import listing as records
+
+    return await records(ctx.backend, include_terminated=include_terminated)
 
 
 async def find_all(ctx: Context, names: Sequence[str]) -> list[Instance]:
@@ -95,24 +81,7 @@ async def _start_or_stop(ctx: Context, a: argparse.Namespace, verb: str) -> int:
     done = await workflow(ctx.backend, insts, wait=not a.no_wait, progress=ctx.out.info)
     for inst in done:
         ctx.out.print(f"{inst.label} {inst.state}")
-    if verb == "start" and not a.no_wait:
-        await _pull_results(ctx, done)
     return 0
-
-
-async def _pull_results(ctx: Context, insts: Sequence[Instance]) -> None:
-    """A box back from a stop (e.g. a spot interruption) sends home what its jobs wrote."""
-    from cloudsh.models import job_tags
-    from cloudsh.ops.jobs import sync_all
-
-    if not any(t.remote_dir for i in insts for t in job_tags(i).values()):
-        return
-    try:
-        for r in await sync_all(ctx.backend, progress=ctx.out.info, only=[i.id for i in insts]):
-            if r.copied:
-                ctx.out.info(f"job {r.job_id}: {len(r.copied)} result file(s) brought home to {r.local_dir}")
-    except CloudshError as exc:
-        ctx.out.info(f"results not pulled yet: {exc} (run `cloudsh sync` later)")
 
 
 @command("start", "Start stopped instances and wait until SSH answers.",
@@ -175,15 +144,12 @@ async def resize(ctx: Context, a: argparse.Namespace) -> int:
         )
     else:
         ctx.out.info(plan.describe())
-    try:
-        inst = await ops.resize(ctx.backend, plan, progress=ctx.out.info)
-    except CapacityError as exc:
+    confirm = ctx.confirm
+
+    async def go_back(exc: CapacityError) -> bool:
         # Offer the previous type back, so the box is not left stopped.
-        if ctx.confirm is None or not await ctx.confirm(f"{exc.message}.\nGo back to {plan.old.name} and start it?"):
-            raise
-        stopped = await ctx.backend.ec2.get_instance(inst.id)
-        back = await ops.plan_resize(ctx.backend, stopped, plan.old.name)
-        await ops.resize(ctx.backend, back, progress=ctx.out.info)
-        [inst] = await ops.start(ctx.backend, [stopped], progress=ctx.out.info)
+        return confirm is not None and await confirm(f"{exc.message}.\nGo back to {plan.old.name} and start it?")
+
+    inst = await ops.resize(ctx.backend, plan, go_back=go_back, progress=ctx.out.info)
     ctx.out.print(f"{inst.label} {inst.type} {inst.state}")
     return 0

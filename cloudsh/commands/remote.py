@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import shutil
 from pathlib import Path
 
 from cloudsh.commands.instances import find_all
 from cloudsh.commands.registry import Context, arg, command
-from cloudsh.errors import CloudshError, InvalidState, SSHError, UsageError
+from cloudsh.errors import UsageError
 from cloudsh.models import HostInfo, Instance
 
 
@@ -117,38 +116,26 @@ async def connect(ctx: Context, a: argparse.Namespace) -> int:
     arg("ports", nargs="+", kind="port", metavar="PORT[:REMOTE_PORT]"),
 )
 async def tunnel(ctx: Context, a: argparse.Namespace) -> int:
-    forwards = [parse_forward(p) for p in a.ports]
-    inst, host = await _running(ctx, a.name)
-    ssh = ctx.backend.ssh
-    opened = []
+    from cloudsh.ops import tunnels as ops
+
+    def show(event: ops.TunnelEvent) -> None:
+        if isinstance(event, ops.TunnelOpened) and not event.again:
+            ctx.out.print(f"{event.url} -> {event.box}:{event.remote}")
+        elif isinstance(event, ops.TunnelOpened):
+            ctx.out.info(f"reopened {event.url} -> {event.box}:{event.remote}")
+        elif isinstance(event, ops.TunnelLost):
+            ctx.out.info(f"connection lost ({event.reason}); reconnecting")
+        elif isinstance(event, ops.TunnelReconnecting):
+            ctx.out.info(f"still cannot reach {event.box}: {event.reason}; retrying in {event.retry_s:g} s")
+
+    keeper = ops.TunnelKeeper(ctx.backend, a.name, [parse_forward(p) for p in a.ports], on_event=show)
     try:
-        for local, remote in forwards:
-            fwd = await ssh.forward(host, local, remote)
-            opened.append(fwd)
-            ctx.out.print(f"http://localhost:{fwd.local_port}/ -> {inst.label}:{remote}")
+        await keeper.open()
         ctx.out.info("tunnels open; press Ctrl-C to close them")
-        while True:
-            await asyncio.gather(*(f.wait_closed() for f in opened))
-            # The SSH connection dropped: reopen every forward on a fresh connection.
-            ctx.out.info("connection lost; reconnecting")
-            for f in opened:
-                f.close()
-            opened = []
-            while not opened:
-                try:
-                    _, host = await _running(ctx, a.name)
-                    for local, remote in forwards:
-                        opened.append(await ssh.forward(host, local, remote))
-                except (SSHError, InvalidState) as exc:
-                    for f in opened:
-                        f.close()
-                    opened = []
-                    ctx.out.info(f"still cannot reach {inst.label}: {exc}; retrying in 2 s")
-                    await asyncio.sleep(2)
-            ctx.out.info("tunnels reopened")
+        await keeper.keep()
     finally:
-        for f in opened:
-            f.close()
+        keeper.close()
+    return 0
 
 
 @command(
@@ -158,31 +145,18 @@ async def tunnel(ctx: Context, a: argparse.Namespace) -> int:
     epilog="use it with: ssh -F FILE NAME, scp -F FILE, rsync -e 'ssh -F FILE', VS Code Remote-SSH",
 )
 async def ssh_config(ctx: Context, a: argparse.Namespace) -> int:
-    from cloudsh.services.ssh import ssh_config_block
+    from cloudsh.ops import queries
 
-    b = ctx.backend
-    insts = [i for i in await b.ec2.list_instances() if i.state == "running"]
-    blocks = [f"# cloudsh ssh-config for {b.label}; regenerate after launching or starting boxes"]
-    skipped = []
-    for inst in insts:
-        host = b.hosts.resolve(inst)
-        if host is None:
-            skipped.append(inst.label)
-            continue
-        try:
-            await b.ssh.ensure_pinned(host)
-        except CloudshError as exc:
-            ctx.out.info(f"skipping {inst.label}: {exc}")
-            continue
-        blocks.append(ssh_config_block(inst.name or inst.id, host, b.settings))
-    text = "\n\n".join(blocks) + "\n"
-    if skipped:
-        ctx.out.info("still booting, left out: " + ", ".join(skipped))
+    found = await queries.ssh_config(ctx.backend)
+    for label, why in found.skipped:
+        ctx.out.info(f"skipping {label}: {why}")
+    if found.booting:
+        ctx.out.info("still booting, left out: " + ", ".join(found.booting))
     if a.output:
-        Path(a.output).expanduser().write_text(text)
+        Path(a.output).expanduser().write_text(found.text)
         ctx.out.info(f"wrote {a.output}")
     else:
-        ctx.out.print(text.rstrip("\n"))
+        ctx.out.print(found.text.rstrip("\n"))
     return 0
 
 

@@ -32,7 +32,7 @@ def _monthly(value: float) -> str:
 )
 async def freeze(ctx: Context, a: argparse.Namespace) -> int:
     from cloudsh.commands.instances import find_all
-    from cloudsh.ops import storage as ops
+    from cloudsh.ops import images as ops
 
     [inst] = await find_all(ctx, [a.name])
     plan = await ops.plan_freeze(ctx.backend, inst, a.image_name, no_reboot=a.no_reboot)
@@ -48,7 +48,7 @@ async def freeze(ctx: Context, a: argparse.Namespace) -> int:
     arg("--json", flag=True, help="print one JSON document"),
 )
 async def images(ctx: Context, a: argparse.Namespace) -> int:
-    from cloudsh.ops import storage as ops
+    from cloudsh.ops import images as ops
 
     records = await ops.image_records(ctx.backend)
     if a.json:
@@ -75,7 +75,7 @@ async def images(ctx: Context, a: argparse.Namespace) -> int:
     destructive=True,
 )
 async def image_delete(ctx: Context, a: argparse.Namespace) -> int:
-    from cloudsh.ops import storage as ops
+    from cloudsh.ops import images as ops
 
     plan = await ops.plan_image_delete(ctx.backend, a.image)
     freed = _monthly(plan.freed_monthly)
@@ -118,7 +118,7 @@ def volume_row(r: dict[str, Any]) -> dict[str, str]:
 @command("volumes", "List EBS volumes: size, state, which box they are attached to, cost.",
          arg("--json", flag=True, help="print one JSON document"))
 async def volumes(ctx: Context, a: argparse.Namespace) -> int:
-    from cloudsh.ops import storage as ops
+    from cloudsh.ops import volumes as ops
 
     records = await ops.volume_records(ctx.backend)
     if a.json:
@@ -142,7 +142,7 @@ async def volumes(ctx: Context, a: argparse.Namespace) -> int:
     arg("--type", default="gp3", metavar="TYPE", help="volume type (default gp3)"),
 )
 async def volume_create(ctx: Context, a: argparse.Namespace) -> int:
-    from cloudsh.ops import storage as ops
+    from cloudsh.ops import volumes as ops
 
     plan = await ops.plan_volume_create(
         ctx.backend, a.name, a.size, for_box=getattr(a, "for"), az=a.az, snapshot=a.snapshot, volume_type=a.type
@@ -163,7 +163,7 @@ async def volume_create(ctx: Context, a: argparse.Namespace) -> int:
 )
 async def volume_attach(ctx: Context, a: argparse.Namespace) -> int:
     from cloudsh.commands.instances import find_all
-    from cloudsh.ops import storage as ops
+    from cloudsh.ops import volumes as ops
 
     vol = await ops.find_volume(ctx.backend, a.volume)
     [inst] = await find_all(ctx, [a.name])
@@ -179,7 +179,7 @@ async def volume_attach(ctx: Context, a: argparse.Namespace) -> int:
     arg("volume", kind="volume", metavar="VOL"),
 )
 async def volume_detach(ctx: Context, a: argparse.Namespace) -> int:
-    from cloudsh.ops import storage as ops
+    from cloudsh.ops import volumes as ops
 
     vol = await ops.find_volume(ctx.backend, a.volume)
     vol = await ops.detach(ctx.backend, vol, progress=ctx.out.info)
@@ -194,7 +194,7 @@ async def volume_detach(ctx: Context, a: argparse.Namespace) -> int:
     destructive=True,
 )
 async def volume_delete(ctx: Context, a: argparse.Namespace) -> int:
-    from cloudsh.ops import storage as ops
+    from cloudsh.ops import volumes as ops
 
     vol = await ops.find_volume(ctx.backend, a.volume)
     if vol.attached_to:
@@ -219,7 +219,7 @@ async def volume_delete(ctx: Context, a: argparse.Namespace) -> int:
     arg("snap_name", nargs="?", metavar="SNAP_NAME", help="name of the snapshot (default: VOL-date-time)"),
 )
 async def snapshot(ctx: Context, a: argparse.Namespace) -> int:
-    from cloudsh.ops import storage as ops
+    from cloudsh.ops import volumes as ops
 
     vol = await ops.find_volume(ctx.backend, a.volume)
     snap = await ops.snapshot(ctx.backend, vol, a.snap_name, progress=ctx.out.info)
@@ -230,7 +230,7 @@ async def snapshot(ctx: Context, a: argparse.Namespace) -> int:
 @command("snapshots", "List EBS snapshots with their monthly storage cost.",
          arg("--json", flag=True, help="print one JSON document"))
 async def snapshots(ctx: Context, a: argparse.Namespace) -> int:
-    from cloudsh.ops import storage as ops
+    from cloudsh.ops import volumes as ops
 
     records = await ops.snapshot_records(ctx.backend)
     if a.json:
@@ -257,7 +257,7 @@ async def snapshots(ctx: Context, a: argparse.Namespace) -> int:
     destructive=True,
 )
 async def snapshot_delete(ctx: Context, a: argparse.Namespace) -> int:
-    from cloudsh.ops import storage as ops
+    from cloudsh.ops import volumes as ops
 
     snap = await ops.plan_snapshot_delete(ctx.backend, a.snapshot)
     await ctx.confirmed(

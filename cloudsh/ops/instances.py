@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from cloudsh.errors import CapacityError, CloudshError, InvalidState, UsageError
-from cloudsh.models import Instance, InstanceType, Price
+from cloudsh.models import Instance, InstanceType, Price, job_tags
 from cloudsh.ops.events import Progress, quiet
 from cloudsh.ops.reach import caller_cidr, wait_ssh
 from cloudsh.services.backend import Backend
@@ -147,7 +147,16 @@ async def _rollback(backend: Backend, key_name: str | None, group_id: str | None
         pass
 
 
-async def start(backend: Backend, insts: Sequence[Instance], *, wait: bool = True, progress: Progress = quiet) -> list[Instance]:
+async def start(
+    backend: Backend,
+    insts: Sequence[Instance],
+    *,
+    wait: bool = True,
+    pull_results: bool = True,
+    progress: Progress = quiet,
+) -> list[Instance]:
+    """Start the boxes and (with `wait`) wait until SSH answers; then, unless told not to,
+    bring home what their jobs wrote while nobody was syncing (`pull_results_home`)."""
     for inst in insts:
         if inst.state in ("terminated", "shutting-down"):
             raise InvalidState(f"{inst.label} is {inst.state}", "launch a new one with `cloudsh launch`")
@@ -160,7 +169,26 @@ async def start(backend: Backend, insts: Sequence[Instance], *, wait: bool = Tru
     done = await backend.ec2.wait_state([i.id for i in insts], {"running"}, timeout=backend.settings.wait_timeout_s)
     await asyncio.gather(*(wait_ssh(backend, i) for i in done))
     progress("ready: " + ", ".join(i.label for i in done))
+    if pull_results:
+        await pull_results_home(backend, done, progress=progress)
     return done
+
+
+async def pull_results_home(backend: Backend, insts: Sequence[Instance], *, progress: Progress = quiet) -> None:
+    """A box back from a stop (e.g. a spot interruption) sends home what its jobs wrote.
+
+    The box is up either way: a failed pull is said through `progress`, never raised.
+    """
+    from cloudsh.ops.jobs import sync_all  # only boxes with jobs need it (keeps `start` light)
+
+    if not any(t.remote_dir for i in insts for t in job_tags(i).values()):
+        return
+    try:
+        for r in await sync_all(backend, progress=progress, only=[i.id for i in insts]):
+            if r.copied:
+                progress(f"job {r.job_id}: {len(r.copied)} result file(s) brought home to {r.local_dir}")
+    except CloudshError as exc:
+        progress(f"results not pulled yet: {exc} (run `cloudsh sync` later)")
 
 
 async def stop(backend: Backend, insts: Sequence[Instance], *, wait: bool = True, progress: Progress = quiet) -> list[Instance]:
@@ -265,7 +293,31 @@ async def check_resize_room(backend: Backend, inst: Instance, new: InstanceType)
     return f"{quota.name}: {need} of {quota.limit:g} vCPUs in use after"
 
 
-async def resize(backend: Backend, plan: ResizePlan, *, progress: Progress = quiet) -> Instance:
+#: Asked when a resized box cannot start for want of capacity of its new type: answer
+#: True to change it back to its old type and start it, so it is not left stopped.
+GoBack = Callable[[CapacityError], Awaitable[bool]]
+
+
+async def resize(
+    backend: Backend, plan: ResizePlan, *, go_back: GoBack | None = None, progress: Progress = quiet
+) -> Instance:
+    """Stop (if running), change the type, start again. When AWS has no capacity for the
+    new type, `go_back` (if given) decides whether to return to the old type; without it,
+    or when it says no, the `CapacityError` is raised and the box stays stopped."""
+    try:
+        return await _change_type(backend, plan, progress)
+    except CapacityError as exc:
+        if go_back is None or not await go_back(exc):
+            raise
+    stopped = await backend.ec2.get_instance(plan.instance.id)
+    back = await plan_resize(backend, stopped, plan.old.name)
+    await _change_type(backend, back, progress)
+    # It ran a moment ago, so its jobs have nothing new to bring home.
+    [inst] = await start(backend, [stopped], pull_results=False, progress=progress)
+    return inst
+
+
+async def _change_type(backend: Backend, plan: ResizePlan, progress: Progress) -> Instance:
     inst, ec2 = plan.instance, backend.ec2
     was_running = inst.state == "running"
     if was_running:
@@ -287,7 +339,7 @@ async def resize(backend: Backend, plan: ResizePlan, *, progress: Progress = qui
         except CloudshError as exc:
             hint = f"try `cloudsh start {inst.label}` later, or go back with `cloudsh resize {inst.label} {plan.old.name}`"
             if isinstance(exc, CapacityError):
-                # Front ends catch this to offer the previous type back.
+                # `resize` offers the previous type back (through `go_back`).
                 raise CapacityError(
                     f"{inst.label} is now a {plan.new.name} but did not start: AWS has no {plan.new.name} "
                     f"capacity in {inst.az} right now", hint, exc.code,

@@ -11,8 +11,8 @@ from datetime import UTC, datetime
 
 from cloudsh.errors import CloudshError
 from cloudsh.models import Instance, job_tags
+from cloudsh.ops.images import latest_backups
 from cloudsh.ops.jobs import results_not_home
-from cloudsh.ops.storage import latest_backups
 from cloudsh.services.backend import Backend
 
 

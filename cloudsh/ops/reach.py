@@ -8,10 +8,14 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import re
+from typing import TYPE_CHECKING
 
 from cloudsh.errors import CloudshError, InvalidState
 from cloudsh.models import HostInfo, Instance
-from cloudsh.services.backend import Backend
+
+if TYPE_CHECKING:
+    # boto3 underneath: for types only, so the app paints before it loads
+    from cloudsh.services.backend import Backend
 
 
 async def caller_cidr(backend: Backend) -> str:

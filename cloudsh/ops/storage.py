@@ -1,652 +1,76 @@
-"""Images (freeze/thaw), EBS volumes and snapshots: the workflows behind the commands.
-
-Every `plan_*` does all the checks that can fail before anything changes; the matching
-action then changes the cloud, reporting progress through a callback. Volumes are found
-on the box by volume id (the NVMe serial on Nitro types), formatted only when blank, and
-mounted by filesystem UUID with `nofail`, so a missing volume never blocks a boot.
-"""
+"""The storage workflows by their former names: images live in `cloudsh.ops.images`,
+volumes and snapshots in `cloudsh.ops.volumes`. Import from those; this module only
+keeps old imports working."""
 
 from __future__ import annotations
 
-import asyncio
-import json
-import re
-import shlex
-import time
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
-from datetime import UTC, datetime
-from typing import Any
-
-from cloudsh.errors import CloudshError, InvalidState, NotFound, UsageError
-from cloudsh.models import (  # noqa: F401  (the storage prices are re-exported)
-    SNAPSHOT_GB_MONTH,
-    VOLUME_GB_MONTH,
-    HostInfo,
-    Image,
-    Instance,
-    Snapshot,
-    Volume,
-    snapshot_monthly,
-    volume_monthly,
+from cloudsh.models import SNAPSHOT_GB_MONTH, VOLUME_GB_MONTH, snapshot_monthly, volume_monthly
+from cloudsh.ops.images import (
+    TAG_IMAGE,
+    TAG_SOURCE,
+    TAG_SOURCE_NAME,
+    FreezePlan,
+    ImageDeletion,
+    delete_image,
+    find_image,
+    freeze,
+    image_records,
+    latest_backups,
+    plan_freeze,
+    plan_image_delete,
 )
-from cloudsh.ops.events import Progress, quiet
-from cloudsh.ops.reach import host_for
-from cloudsh.services.backend import Backend
-from cloudsh.services.ec2 import TAG_MANAGED, closest
-
-VOLUME_TYPES = tuple(VOLUME_GB_MONTH)
-
-TAG_SOURCE = "cloudsh:source-instance"
-TAG_SOURCE_NAME = "cloudsh:source-name"
-TAG_IMAGE = "cloudsh:image"
-
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
-_IMAGE_NAME = re.compile(r"^[A-Za-z0-9()\[\]./'@_-]{3,128}$")
-
-
-def _check_name(kind: str, name: str) -> None:
-    if not _NAME.match(name) or name.startswith(("vol-", "snap-", "ami-", "i-")):
-        raise UsageError(
-            f"{name!r} is not a usable {kind} name",
-            "use letters, digits, '.', '_' or '-', up to 63 characters (not an AWS id)",
-        )
-
-
-async def _wait(
-    what: str,
-    probe: Callable[[], Awaitable[str]],
-    done: set[str],
-    *,
-    failed: frozenset[str] = frozenset({"failed", "error", "invalid"}),
-    timeout: float,
-    progress: Progress,
-) -> str:
-    """Poll until `probe()` returns a state in `done`; say each new state once."""
-    deadline = time.monotonic() + timeout
-    last, interval = "", 0.2
-    while True:
-        state = await probe()
-        if state != last:
-            progress(f"{what}: {state}")
-            last = state
-        if state in done:
-            return state
-        if state in failed:
-            raise CloudshError(f"{what} ended {state}", "see the AWS console for the reason")
-        if time.monotonic() > deadline:
-            raise CloudshError(f"{what} is still {state} after {timeout:.0f} s", "check again later; it may still finish")
-        await asyncio.sleep(interval)
-        interval = min(interval * 1.5, 15.0)
-
-
-# -- images ---------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class FreezePlan:
-    instance: Instance
-    image_name: str
-    no_reboot: bool
-
-    def describe(self) -> str:
-        how = (
-            "without a reboot: files being written right now may be saved half-written"
-            if self.no_reboot
-            else "rebooting it first for a consistent disk (running programs stop)"
-        )
-        return f"freeze {self.instance.label} as image {self.image_name!r}, {how}"
-
-
-async def plan_freeze(backend: Backend, inst: Instance, image_name: str | None, *, no_reboot: bool) -> FreezePlan:
-    if inst.state not in ("running", "stopped", "stopping"):
-        raise InvalidState(
-            f"cannot freeze {inst.label}: it is {inst.state}",
-            "freeze a box that is running or stopped" if inst.state != "terminated" else "its disk is gone; launch a new box",
-        )
-    name = image_name or f"{inst.label}-{datetime.now(UTC):%Y%m%d-%H%M%S}"
-    if not _IMAGE_NAME.match(name):
-        raise UsageError(f"{name!r} is not a usable image name", "use 3-128 letters, digits and ()[]./'@_-")
-    if any(i.name == name for i in await backend.ec2.images()):
-        raise UsageError(f"you already have an image named {name!r}", "pick another name, or `cloudsh image delete` it first")
-    return FreezePlan(inst, name, no_reboot)
-
-
-async def freeze(backend: Backend, plan: FreezePlan, *, progress: Progress = quiet) -> Image:
-    ec2, inst = backend.ec2, plan.instance
-    progress(plan.describe())
-    image_id = await ec2.create_image(
-        inst.id,
-        plan.image_name,
-        no_reboot=plan.no_reboot,
-        tags={"Name": plan.image_name, TAG_SOURCE: inst.id, TAG_SOURCE_NAME: inst.label, TAG_MANAGED: "1"},
-    )
-
-    async def state() -> str:
-        img = await ec2.get_image(image_id)
-        return img.state if img else "pending"
-
-    await _wait(f"image {image_id}", state, {"available"}, timeout=3600, progress=progress)
-    img = await ec2.get_image(image_id)
-    if img is None:
-        raise NotFound(f"image {image_id} disappeared", "list images with `cloudsh images`")
-    if img.snapshot_ids:
-        await ec2.set_tags(img.snapshot_ids, {"Name": plan.image_name, TAG_IMAGE: image_id, TAG_SOURCE: inst.id})
-    return img
-
-
-async def find_image(backend: Backend, name_or_id: str) -> Image:
-    """One of this account's images, by id or name."""
-    mine = await backend.ec2.images()
-    for img in mine:
-        if name_or_id in (img.id, img.name):
-            return img
-    guess = closest(name_or_id, [i.name for i in mine])
-    raise NotFound(
-        f"you have no image {name_or_id!r}",
-        f"did you mean {guess}?" if guess else "list yours with `cloudsh images`",
-    )
-
-
-def _image_size(img: Image, snaps: dict[str, Snapshot]) -> int:
-    return sum(snaps[s].size_gb for s in img.snapshot_ids if s in snaps)
-
-
-async def image_records(backend: Backend) -> list[dict[str, Any]]:
-    """`images --json`: name, id, state, then architecture, size and monthly storage cost."""
-    images, snaps = await asyncio.gather(backend.ec2.images(), backend.ec2.snapshots())
-    by_id = {s.id: s for s in snaps}
-    out = []
-    for img in images:
-        size = _image_size(img, by_id)
-        out.append(
-            {
-                "name": img.name,
-                "id": img.id,
-                "state": img.state,
-                "architecture": img.architecture,
-                "created": img.created.isoformat() if img.created else None,
-                "size_gb": size,
-                "monthly_cost": round(snapshot_monthly(size), 2),
-                "snapshots": list(img.snapshot_ids),
-                "source": img.tags.get(TAG_SOURCE_NAME) or img.tags.get(TAG_SOURCE, ""),
-            }
-        )
-    return out
-
-
-@dataclass(frozen=True)
-class ImageDeletion:
-    image: Image
-    snapshots: tuple[Snapshot, ...]
-    users: tuple[Instance, ...]  # live boxes launched from it
-
-    @property
-    def freed_monthly(self) -> float:
-        return snapshot_monthly(sum(s.size_gb for s in self.snapshots))
-
-    def describe(self) -> str:
-        snaps = ", ".join(s.id for s in self.snapshots) or "no snapshots"
-        text = f"image {self.image.name or self.image.id} ({self.image.id}) and its snapshots ({snaps})"
-        if self.users:
-            names = ", ".join(i.label for i in self.users)
-            one = len(self.users) == 1
-            text += f"; {names} {'was' if one else 'were'} launched from it and {'keeps its own disk' if one else 'keep their own disks'}"
-        return text
-
-
-async def plan_image_delete(backend: Backend, name_or_id: str) -> ImageDeletion:
-    img = await find_image(backend, name_or_id)
-    snaps, insts = await asyncio.gather(backend.ec2.snapshots(), backend.ec2.list_instances())
-    by_id = {s.id: s for s in snaps}
-    mine = tuple(by_id[s] for s in img.snapshot_ids if s in by_id)
-    users = tuple(i for i in insts if i.image_id == img.id and i.is_live)
-    return ImageDeletion(img, mine, users)
-
-
-async def delete_image(backend: Backend, plan: ImageDeletion, *, progress: Progress = quiet) -> None:
-    # EC2 refuses to delete a snapshot while a registered image uses it: image first.
-    progress(f"deregistering {plan.image.id}")
-    await backend.ec2.deregister_image(plan.image.id)
-    for snap in plan.snapshots:
-        progress(f"deleting snapshot {snap.id}")
-        await backend.ec2.delete_snapshot(snap.id)
-
-
-# -- volumes --------------------------------------------------------------------------------
-
-
-def _volume_label(v: Volume) -> str:
-    return v.name or v.id
-
-
-async def find_volume(backend: Backend, name_or_id: str) -> Volume:
-    vols = await backend.ec2.volumes()
-    by_id = [v for v in vols if v.id == name_or_id]
-    if by_id:
-        return by_id[0]
-    named = [v for v in vols if v.name == name_or_id]
-    if len(named) == 1:
-        return named[0]
-    if named:
-        raise UsageError(
-            f"{len(named)} volumes are named {name_or_id!r}: {', '.join(v.id for v in named)}", "use the volume id"
-        )
-    guess = closest(name_or_id, [v.name for v in vols if v.name])
-    raise NotFound(f"no volume {name_or_id!r}", f"did you mean {guess}?" if guess else "list them with `cloudsh volumes`")
-
-
-def volume_record(v: Volume, insts: dict[str, Instance]) -> dict[str, Any]:
-    """`volumes --json`: name, id, size_gb, state, attached_to (the box's name), and more."""
-    box = insts.get(v.attached_to or "")
-    return {
-        "name": v.name,
-        "id": v.id,
-        "size_gb": v.size_gb,
-        "state": v.state,
-        "attached_to": (box.label if box else v.attached_to) or None,
-        "attached_to_id": v.attached_to,
-        "device": v.device,
-        "az": v.az,
-        "type": v.volume_type,
-        "delete_on_termination": v.delete_on_termination,
-        "snapshot_id": v.snapshot_id,
-        "monthly_cost": round(volume_monthly(v), 2),
-    }
-
-
-async def volume_records(backend: Backend) -> list[dict[str, Any]]:
-    vols, insts = await asyncio.gather(backend.ec2.volumes(), backend.ec2.list_instances(include_terminated=True))
-    by_id = {i.id: i for i in insts}
-    return [volume_record(v, by_id) for v in vols]
-
-
-@dataclass(frozen=True)
-class VolumeCreatePlan:
-    name: str
-    size_gb: int
-    az: str
-    volume_type: str
-    snapshot: Snapshot | None
-
-    def describe(self) -> str:
-        src = f" from snapshot {self.snapshot.name or self.snapshot.id}" if self.snapshot else ""
-        cost = self.size_gb * VOLUME_GB_MONTH[self.volume_type]
-        return f"volume {self.name}: {self.size_gb} GB {self.volume_type} in {self.az}{src} (${cost:,.2f}/month)"
-
-
-async def plan_volume_create(
-    backend: Backend,
-    name: str,
-    size_gb: int,
-    *,
-    for_box: str | None = None,
-    az: str | None = None,
-    snapshot: str | None = None,
-    volume_type: str = "gp3",
-) -> VolumeCreatePlan:
-    _check_name("volume", name)
-    if volume_type not in VOLUME_GB_MONTH:
-        raise UsageError(f"unknown volume type {volume_type!r}", f"one of: {', '.join(VOLUME_TYPES)}")
-    if not 1 <= size_gb <= 16384:
-        raise UsageError(f"{size_gb} GB is out of range", "use 1 to 16384 GB")
-    if for_box and az:
-        raise UsageError("give --for BOX or --az AZ, not both", "--for puts the volume in that box's AZ")
-    ec2 = backend.ec2
-    vols, zones, insts = await asyncio.gather(ec2.volumes(), ec2.availability_zones(), ec2.list_instances())
-    clash = [v for v in vols if v.name == name]
-    if clash:
-        raise UsageError(f"a volume named {name!r} already exists ({clash[0].id})", "pick another name")
-    if for_box:
-        from cloudsh.services.ec2 import resolve_name
-
-        az = resolve_name(for_box, insts).az
-    elif az is None:
-        live = [i for i in insts if i.is_live]
-        if len(live) != 1:
-            raise UsageError(
-                "which availability zone?", "add --for BOX (the box it is meant for) or --az AZ; a volume attaches only in its own AZ"
-            )
-        az = live[0].az
-    if az not in zones:
-        raise UsageError(f"no availability zone {az!r} in {ec2.region}", f"one of: {', '.join(zones)}")
-    snap = None
-    if snapshot:
-        snap = await find_snapshot(backend, snapshot)
-        if snap.state != "completed":
-            raise InvalidState(f"snapshot {snap.id} is {snap.state}", "wait until it is completed")
-        if size_gb < snap.size_gb:
-            raise UsageError(f"snapshot {snap.id} holds {snap.size_gb} GB", f"make the volume at least {snap.size_gb} GB")
-    return VolumeCreatePlan(name, size_gb, az, volume_type, snap)
-
-
-async def create_volume(backend: Backend, plan: VolumeCreatePlan, *, progress: Progress = quiet) -> Volume:
-    progress("creating " + plan.describe())
-    vol = await backend.ec2.create_volume(
-        az=plan.az,
-        size_gb=plan.size_gb,
-        volume_type=plan.volume_type,
-        snapshot_id=plan.snapshot.id if plan.snapshot else None,
-        tags={"Name": plan.name, TAG_MANAGED: "1"},
-    )
-
-    async def state() -> str:
-        return (await backend.ec2.get_volume(vol.id)).state
-
-    await _wait(f"volume {vol.id}", state, {"available"}, timeout=600, progress=progress)
-    return await backend.ec2.get_volume(vol.id)
-
-
-def _device_name(taken: Sequence[str]) -> str:
-    for letter in "fghijklmnop":
-        if f"/dev/sd{letter}" not in taken and f"/dev/xvd{letter}" not in taken:
-            return f"/dev/sd{letter}"
-    raise UsageError("this box has no free device name left (sdf-sdp)", "detach a volume first")
-
-
-async def _check_attach(backend: Backend, vol: Volume, inst: Instance) -> None:
-    if vol.attached_to:
-        where = "it" if vol.attached_to == inst.id else vol.attached_to
-        raise InvalidState(f"{_volume_label(vol)} is already attached to {where}", f"detach it first: `cloudsh volume detach {_volume_label(vol)}`")
-    if vol.state != "available":
-        raise InvalidState(f"{_volume_label(vol)} is {vol.state}", "wait until it is available")
-    if inst.state in ("terminated", "shutting-down"):
-        raise InvalidState(f"{inst.label} is {inst.state}", "attach the volume to a live box")
-    if inst.state != "running":
-        raise InvalidState(
-            f"{inst.label} is {inst.state}; cloudsh attaches volumes to running boxes, to find and mount them",
-            f"start it first: `cloudsh start {inst.label}`",
-        )
-    if vol.az != inst.az:
-        raise UsageError(
-            f"{_volume_label(vol)} is in {vol.az} but {inst.label} is in {inst.az}; EBS volumes attach only within their AZ",
-            f"copy it over: `cloudsh snapshot {_volume_label(vol)}` then "
-            f"`cloudsh volume create NEW_NAME {vol.size_gb} --for {inst.label} --snapshot SNAPSHOT`",
-        )
-
-
-@dataclass(frozen=True)
-class Attached:
-    volume: Volume
-    device: str  # on the box, e.g. /dev/nvme1n1
-    mount: str | None
-    formatted: bool
-    uuid: str | None
-
-
-async def _sh(backend: Backend, host: HostInfo, command: str) -> tuple[int, str, str]:
-    result = await backend.ssh.run(host, command, timeout=120)
-    return result.exit_status, result.stdout, result.stderr
-
-
-async def _find_device(backend: Backend, host: HostInfo, vol: Volume, *, timeout: float = 60) -> dict[str, Any]:
-    """The block device of `vol` on the box: NVMe serial = volume id without '-' on Nitro
-    types; on Xen types the name follows the attach device (/dev/sdf -> xvdf). Its
-    "others" entry lists the box's other devices."""
-    serial = vol.id.replace("-", "")
-    xen = "xvd" + (vol.device or "")[-1:] if vol.device else ""
-    deadline = time.monotonic() + timeout
-    while True:
-        status, out, err = await _sh(backend, host, "lsblk -J -d -o NAME,SERIAL,FSTYPE,UUID,MOUNTPOINT")
-        if status != 0:
-            raise CloudshError(f"cannot list block devices on the box: {err.strip() or out.strip()}", "check that `lsblk` works there")
-        try:
-            devices = json.loads(out).get("blockdevices", [])
-        except ValueError:
-            devices = []
-        for dev in devices:
-            if (dev.get("serial") or "").replace("-", "") == serial or (xen and dev.get("name") == xen):
-                return {**dev, "others": [d for d in devices if d is not dev]}
-        if time.monotonic() > deadline:
-            raise CloudshError(f"{vol.id} is attached but no device with its id shows up on the box", "try `lsblk` on the box")
-        await asyncio.sleep(1.0)
-
-
-def _fstab_add(uuid: str, mount: str) -> str:
-    line = f"UUID={uuid} {mount} ext4 defaults,nofail 0 2"
-    return (
-        f"sudo cat /etc/fstab | grep -q {shlex.quote('UUID=' + uuid)} || "
-        f"echo {shlex.quote(line)} | sudo tee -a /etc/fstab >/dev/null"
-    )
-
-
-def _fstab_remove(uuid: str) -> str:
-    return (
-        f"t=$(mktemp) && sudo cat /etc/fstab | grep -v {shlex.quote('UUID=' + uuid)} > \"$t\"; "
-        "sudo tee /etc/fstab < \"$t\" >/dev/null; rm -f \"$t\""
-    )
-
-
-async def attach(
-    backend: Backend,
-    vol: Volume,
-    inst: Instance,
-    *,
-    mount: str | None = None,
-    fmt: bool = False,
-    progress: Progress = quiet,
-) -> Attached:
-    """Attach; with `fmt`, make an ext4 filesystem on a blank volume (never on one that has
-    one); with `mount` (or `fmt`), mount it by UUID and add a `nofail` line to fstab.
-    A refusal after the attach detaches again, so nothing is left changed."""
-    await _check_attach(backend, vol, inst)
-    if mount is not None and not mount.startswith("/"):
-        raise UsageError(f"--mount {mount}: give an absolute path", "for example --mount /mnt/data")
-    if fmt and mount is None:
-        mount = f"/mnt/{vol.name or vol.id}"
-    host = await host_for(backend, inst) if mount else None
-    ec2 = backend.ec2
-    taken = [v.device for v in await ec2.volumes() if v.attached_to == inst.id and v.device]
-    device = _device_name(taken)
-    # Until the device checks pass, progress is held back: a refusal undoes the attach
-    # and then only the refusal is worth reading.
-    held: list[str] = []
-    say: Progress = held.append if mount else progress
-    say(f"attaching {_volume_label(vol)} to {inst.label} as {device}")
-    await ec2.attach_volume(vol.id, inst.id, device)
-
-    async def state() -> str:
-        return (await ec2.get_volume(vol.id)).state
-
-    await _wait(f"volume {vol.id}", state, {"in-use"}, timeout=300, progress=say)
-    vol = await ec2.get_volume(vol.id)
-    if host is None or mount is None:
-        return Attached(vol, "", None, False, None)
-    try:
-        dev = await _find_device(backend, host, vol)
-        path = "/dev/" + str(dev["name"])
-        if fmt and dev.get("fstype"):
-            raise UsageError(
-                f"{_volume_label(vol)} already holds a filesystem ({dev['fstype']}); refusing to format it",
-                "nothing was changed; attach it without --format to mount what is on it",
-            )
-        if not fmt and not dev.get("fstype"):
-            raise UsageError(f"{_volume_label(vol)} is blank (no filesystem)", "add --format to make one")
-        if dev.get("mountpoint"):
-            raise InvalidState(f"{path} is already mounted on {dev['mountpoint']}", "")
-        twin = next((d for d in dev["others"] if dev.get("uuid") and d.get("uuid") == dev.get("uuid")), None)
-        if twin is not None:
-            # A volume restored from a snapshot of one already on this box: same UUID,
-            # so mounting by UUID (and fstab at boot) could pick either.
-            raise UsageError(
-                f"{_volume_label(vol)} has the same filesystem UUID as /dev/{twin['name']} on {inst.label} (a copy of it)",
-                "nothing was changed; attach it to another box, or detach the other volume first",
-            )
-        for line in held:
-            progress(line)
-        if fmt:
-            progress(f"formatting {path} (ext4)")
-            label = re.sub(r"[^A-Za-z0-9_-]", "", vol.name or "")[:16]
-            status, _, err = await _sh(
-                backend, host, f"sudo mkfs.ext4 -q {'-L ' + shlex.quote(label) + ' ' if label else ''}{shlex.quote(path)}"
-            )
-            if status != 0:
-                raise CloudshError(f"mkfs.ext4 {path} failed: {err.strip()}", "")
-        status, out, err = await _sh(backend, host, f"sudo blkid -o value -s UUID {shlex.quote(path)}")
-        uuid = out.strip().splitlines()[0] if status == 0 and out.strip() else ""
-        if not uuid:
-            raise CloudshError(f"cannot read the filesystem UUID of {path}: {err.strip()}", "")
-    except CloudshError:
-        await ec2.detach_volume(vol.id, inst.id)
-        await _wait(f"volume {vol.id}", state, {"available"}, timeout=300, progress=quiet)
-        raise
-    progress(f"mounting UUID={uuid} on {mount}")
-    q = shlex.quote(mount)
-    status, _, err = await _sh(
-        backend,
-        host,
-        f"sudo mkdir -p {q} && sudo mount -o defaults,nofail UUID={uuid} {q} && "
-        f"sudo chown \"$(id -u):$(id -g)\" {q} && {_fstab_add(uuid, mount)}",
-    )
-    if status != 0:
-        raise CloudshError(
-            f"{_volume_label(vol)} is attached as {path} but mounting it on {mount} failed: {err.strip()}",
-            f"fix it on the box, or `cloudsh volume detach {_volume_label(vol)}`",
-        )
-    return Attached(vol, path, mount, fmt, uuid)
-
-
-_BUSY = (
-    'd={d}; r=$(readlink -f "$d"); for p in /proc/[0-9]*; do for l in "$p"/cwd "$p"/fd/*; do '
-    't=$(readlink "$l" 2>/dev/null) || continue; case "$t" in "$d"|"$d"/*|"$r"|"$r"/*) '
-    'echo "${{p#/proc/}} $(cat "$p"/comm 2>/dev/null)"; break;; esac; done; done | sort -un'
+from cloudsh.ops.volumes import (
+    VOLUME_TYPES,
+    Attached,
+    VolumeCreatePlan,
+    attach,
+    create_volume,
+    delete_snapshot,
+    delete_volume,
+    detach,
+    find_snapshot,
+    find_volume,
+    plan_snapshot_delete,
+    plan_volume_create,
+    snapshot,
+    snapshot_record,
+    snapshot_records,
+    volume_record,
+    volume_records,
 )
 
-
-async def detach(backend: Backend, vol: Volume, *, progress: Progress = quiet) -> Volume:
-    """Unmount (refusing if busy, naming the processes), drop the fstab line, detach."""
-    if not vol.attached_to:
-        raise InvalidState(f"{_volume_label(vol)} is not attached", "nothing to detach")
-    ec2 = backend.ec2
-    inst = await ec2.get_instance(vol.attached_to)
-    if inst.state == "running":
-        host = await host_for(backend, inst)
-        dev = await _find_device(backend, host, vol, timeout=5)
-        mp = dev.get("mountpoint")
-        if mp:
-            q = shlex.quote(str(mp))
-            progress(f"unmounting {mp} on {inst.label}")
-            status, out, err = await _sh(backend, host, f"sudo umount {q}")
-            if status != 0:
-                _, procs, _ = await _sh(backend, host, f"sudo sh -c {shlex.quote(_BUSY.format(d=q))}")
-                users = ", ".join(
-                    f"{line.split(' ', 1)[1] if ' ' in line else '?'} (pid {line.split(' ', 1)[0]})"
-                    for line in procs.strip().splitlines()
-                )
-                if "busy" in err or users:
-                    raise InvalidState(
-                        f"{mp} on {inst.label} is busy" + (f": used by {users}" if users else ""),
-                        "stop those programs (or leave that directory) and try again",
-                    )
-                raise CloudshError(f"umount {mp} failed: {err.strip()}", "")
-            if dev.get("uuid"):
-                await _sh(backend, host, _fstab_remove(str(dev["uuid"])))
-    progress(f"detaching {_volume_label(vol)} from {inst.label}")
-    await ec2.detach_volume(vol.id, inst.id)
-
-    async def state() -> str:
-        return (await ec2.get_volume(vol.id)).state
-
-    await _wait(f"volume {vol.id}", state, {"available"}, timeout=300, progress=progress)
-    return await ec2.get_volume(vol.id)
-
-
-async def delete_volume(backend: Backend, vol: Volume, *, progress: Progress = quiet) -> None:
-    if vol.attached_to:
-        raise InvalidState(
-            f"{_volume_label(vol)} is attached to {vol.attached_to}",
-            f"detach it first: `cloudsh volume detach {_volume_label(vol)}`",
-        )
-    progress(f"deleting {_volume_label(vol)} ({vol.id})")
-    await backend.ec2.delete_volume(vol.id)
-
-
-# -- snapshots ------------------------------------------------------------------------------
-
-
-async def find_snapshot(backend: Backend, name_or_id: str) -> Snapshot:
-    snaps = await backend.ec2.snapshots()
-    for s in snaps:
-        if s.id == name_or_id:
-            return s
-    named = [s for s in snaps if s.name == name_or_id]
-    if len(named) == 1:
-        return named[0]
-    if named:
-        newest = max(named, key=lambda s: s.started or datetime.min.replace(tzinfo=UTC))
-        return newest
-    guess = closest(name_or_id, [s.name for s in snaps if s.name])
-    raise NotFound(f"no snapshot {name_or_id!r}", f"did you mean {guess}?" if guess else "list them with `cloudsh snapshots`")
-
-
-def snapshot_record(s: Snapshot, vols: dict[str, Volume]) -> dict[str, Any]:
-    v = vols.get(s.volume_id)
-    return {
-        "name": s.name,
-        "id": s.id,
-        "volume_id": s.volume_id,
-        "volume": (v.name or v.id) if v else s.volume_id,
-        "size_gb": s.size_gb,
-        "state": s.state,
-        "started": s.started.isoformat() if s.started else None,
-        "image": s.tags.get(TAG_IMAGE),
-        "monthly_cost": round(snapshot_monthly(s.size_gb), 2),
-    }
-
-
-async def snapshot_records(backend: Backend) -> list[dict[str, Any]]:
-    snaps, vols = await asyncio.gather(backend.ec2.snapshots(), backend.ec2.volumes())
-    by_id = {v.id: v for v in vols}
-    return [snapshot_record(s, by_id) for s in snaps]
-
-
-async def snapshot(backend: Backend, vol: Volume, name: str | None = None, *, progress: Progress = quiet) -> Snapshot:
-    label = name or f"{_volume_label(vol)}-{datetime.now(UTC):%Y%m%d-%H%M%S}"
-    _check_name("snapshot", label)
-    if any(s.name == label for s in await backend.ec2.snapshots()):
-        raise UsageError(f"a snapshot named {label!r} already exists", "pick another name")
-    progress(f"snapshotting {_volume_label(vol)} as {label}")
-    tags = {"Name": label, TAG_MANAGED: "1"}
-    if vol.attached_to:
-        tags[TAG_SOURCE] = vol.attached_to
-    snap = await backend.ec2.create_snapshot(vol.id, f"cloudsh snapshot of {_volume_label(vol)}", tags)
-
-    async def state() -> str:
-        return (await backend.ec2.get_snapshot(snap.id)).state
-
-    await _wait(f"snapshot {snap.id}", state, {"completed"}, timeout=6 * 3600, progress=progress)
-    return await backend.ec2.get_snapshot(snap.id)
-
-
-async def plan_snapshot_delete(backend: Backend, name_or_id: str) -> Snapshot:
-    snap = await find_snapshot(backend, name_or_id)
-    users = [i for i in await backend.ec2.images() if snap.id in i.snapshot_ids]
-    if users:
-        img = users[0]
-        raise InvalidState(
-            f"snapshot {snap.id} belongs to image {img.name or img.id}",
-            f"delete the image (and its snapshots) with `cloudsh image delete {img.name or img.id}`",
-        )
-    return snap
-
-
-async def delete_snapshot(backend: Backend, snap: Snapshot, *, progress: Progress = quiet) -> None:
-    progress(f"deleting snapshot {snap.name or snap.id} ({snap.id})")
-    await backend.ec2.delete_snapshot(snap.id)
-
-
-# -- what a box has been backed up as (for the terminate preview) -----------------------------
-
-
-async def latest_backups(backend: Backend, insts: Sequence[Instance]) -> dict[str, datetime | None]:
-    """instance id -> when its newest image or snapshot of one of its volumes was made."""
-    images, snaps = await asyncio.gather(backend.ec2.images(), backend.ec2.snapshots())
-    out: dict[str, datetime | None] = {}
-    for inst in insts:
-        times = [i.created for i in images if i.tags.get(TAG_SOURCE) == inst.id and i.created]
-        times += [
-            s.started for s in snaps
-            if s.started and (s.volume_id in inst.volume_ids or s.tags.get(TAG_SOURCE) == inst.id)
-        ]
-        out[inst.id] = max(times) if times else None
-    return out
+__all__ = [
+    "Attached",
+    "FreezePlan",
+    "ImageDeletion",
+    "SNAPSHOT_GB_MONTH",
+    "TAG_IMAGE",
+    "TAG_SOURCE",
+    "TAG_SOURCE_NAME",
+    "VOLUME_GB_MONTH",
+    "VOLUME_TYPES",
+    "VolumeCreatePlan",
+    "attach",
+    "create_volume",
+    "delete_image",
+    "delete_snapshot",
+    "delete_volume",
+    "detach",
+    "find_image",
+    "find_snapshot",
+    "find_volume",
+    "freeze",
+    "image_records",
+    "latest_backups",
+    "plan_freeze",
+    "plan_image_delete",
+    "plan_snapshot_delete",
+    "plan_volume_create",
+    "snapshot",
+    "snapshot_monthly",
+    "snapshot_record",
+    "snapshot_records",
+    "volume_monthly",
+    "volume_record",
+    "volume_records",
+]

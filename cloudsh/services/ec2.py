@@ -580,7 +580,7 @@ class EC2Service:
         raw = await self.paginate("describe_snapshots", "Snapshots", OwnerIds=["self"])
         return sorted((_snapshot(s) for s in raw), key=lambda s: (s.name or "~", s.id))
 
-    # -- images, volumes and snapshots: changes (the workflows are ops/storage.py) ---
+    # -- images, volumes and snapshots: changes (the workflows are ops/images.py, ops/volumes.py)
 
     async def create_image(
         self, instance_id: str, name: str, *, no_reboot: bool, tags: dict[str, str]

@@ -11,8 +11,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from cloudsh.commands.cloud import family_types
-from cloudsh.commands.instances import listing
 from cloudsh.commands.registry import Context
 from cloudsh.models import (
     Image,
@@ -24,11 +22,12 @@ from cloudsh.models import (
     snapshot_monthly,
     volume_monthly,
 )
+from cloudsh.ops.queries import family_types, listing
 
 
 async def fetch_instances(ctx: Context) -> list[dict[str, Any]]:
     """`ls --json` records (one DescribeInstances, types and prices from caches)."""
-    return await listing(ctx)
+    return await listing(ctx.backend)
 
 
 async def fetch_prices(ctx: Context) -> tuple[list[tuple[InstanceType, Price | None]], str, datetime | None]:

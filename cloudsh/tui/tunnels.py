@@ -1,5 +1,6 @@
-"""Port forwards the app keeps open, each the registry's `tunnel` command running in a
-worker (so it reconnects the same way as `cloudsh tunnel`); cancelling closes it."""
+"""Port forwards the app keeps open, each a `TunnelKeeper` (the one behind `cloudsh
+tunnel`) running in a worker, so it reconnects the same way; its events set the status
+the tunnels view shows. Cancelling the worker closes the tunnel."""
 
 from __future__ import annotations
 
@@ -10,9 +11,17 @@ from typing import Any
 
 from textual.worker import Worker
 
-from cloudsh.commands.registry import Context, dispatch
+from cloudsh.commands.registry import Context
 from cloudsh.commands.remote import parse_forward
 from cloudsh.errors import CloudshError
+from cloudsh.ops.tunnels import (
+    TunnelClosed,
+    TunnelEvent,
+    TunnelKeeper,
+    TunnelLost,
+    TunnelOpened,
+    TunnelReconnecting,
+)
 
 
 @dataclass
@@ -26,32 +35,6 @@ class OpenTunnel:
     @property
     def url(self) -> str:
         return f"http://localhost:{self.local_port}/"
-
-
-class _TunnelOutput:
-    """Turns the `tunnel` command's output into a status word for the tunnels view."""
-
-    def __init__(self, tun: OpenTunnel, log: Callable[[str, str], None]) -> None:
-        self.tun = tun
-        self.log = log
-
-    def print(self, text: str = "") -> None:
-        self.tun.status = "open"
-        self.log(f"tunnel {text}", "done")
-
-    def json(self, data: Any) -> None:
-        pass
-
-    def info(self, text: str) -> None:
-        if text.startswith("connection lost") or text.startswith("still cannot reach"):
-            self.tun.status = "reconnecting"
-        elif text.startswith("tunnels reopened"):
-            self.tun.status = "open"
-        if not text.startswith("tunnels open"):  # "press Ctrl-C" means nothing in the app
-            self.log(f"tunnel {self.tun.instance}:{self.tun.remote_port}: {text}", "info")
-
-    def write(self, chunk: str, *, err: bool = False) -> None:
-        pass
 
 
 class TunnelManager:
@@ -84,10 +67,28 @@ class TunnelManager:
         tun.worker = self._run_worker(self._keep(tun), group="tunnels", exit_on_error=False)
         return tun
 
+    def _on_event(self, tun: OpenTunnel, event: TunnelEvent) -> None:
+        where = f"{tun.instance}:{tun.remote_port}"
+        if isinstance(event, TunnelOpened):
+            tun.status = "open"
+            self._log(f"tunnel {event.url} -> {event.box}:{event.remote}" + (" reopened" if event.again else ""),
+                      "done")
+        elif isinstance(event, TunnelLost):
+            tun.status = "reconnecting"
+            self._log(f"tunnel {where}: connection lost ({event.reason}); reconnecting", "info")
+        elif isinstance(event, TunnelReconnecting):
+            tun.status = "reconnecting"
+            self._log(f"tunnel {where}: still cannot reach {event.box}: {event.reason}", "info")
+        elif isinstance(event, TunnelClosed):
+            tun.status = "closed"
+
     async def _keep(self, tun: OpenTunnel) -> None:
-        ctx = self._context(_TunnelOutput(tun, self._log))
         try:
-            await dispatch(ctx, ["tunnel", tun.instance, f"{tun.local_port}:{tun.remote_port}"])
+            backend = self._context(None).backend
+            keeper = TunnelKeeper(
+                backend, tun.instance, [(tun.local_port, tun.remote_port)], on_event=lambda e: self._on_event(tun, e)
+            )
+            await keeper.run()
         except CloudshError as exc:
             tun.status = "failed"
             self._log(f"tunnel to {tun.instance}:{tun.remote_port} failed: {exc}", "error")

@@ -1,0 +1,50 @@
+"""Records every front end shows, and the plain text table they print as.
+
+Pure functions over `models` objects: the command language prints them, the Python API
+returns them, the app fills its panes from them, so a field means the same everywhere.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from cloudsh.models import Instance, InstanceType, Price, hourly_cost, job_tags
+
+
+def instance_record(
+    inst: Instance, types: Mapping[str, InstanceType], prices: Mapping[str, Price], now: datetime | None = None
+) -> dict[str, Any]:
+    """The JSON object of `ls --json` (CONTRACT.md fields first)."""
+    t = types.get(inst.type)
+    # What the box costs per hour while running (a stopped box pays only for storage;
+    # `burn_rate` counts running boxes only).
+    per_hour = hourly_cost(prices.get(inst.type), inst.market)
+    uptime = inst.uptime_s(now)
+    return {
+        "name": inst.name,
+        "id": inst.id,
+        "type": inst.type,
+        "state": inst.state,
+        "market": inst.market,
+        "public_ip": inst.public_ip,
+        "gpus": t.gpus if t else "",
+        "price_per_hour": round(per_hour, 6) if per_hour is not None else None,
+        "az": inst.az,
+        "launch_time": inst.launch_time.isoformat() if inst.launch_time else None,
+        "uptime_s": round(uptime) if uptime is not None else None,
+        "cost_so_far": round(per_hour * uptime / 3600, 4) if per_hour is not None and uptime is not None else None,
+        "image_id": inst.image_id,
+        "spot_request_id": inst.spot_request_id,
+        # Ids of the jobs its tags hold: completion offers them with no listing of its own.
+        "jobs": sorted(job_tags(inst)),
+    }
+
+
+def table(rows: Sequence[Mapping[str, Any]], columns: Sequence[tuple[str, str]]) -> str:
+    """A plain aligned text table."""
+    cells = [[h for _, h in columns]] + [[str(r.get(k, "")) for k, _ in columns] for r in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(columns))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells]
+    return "\n".join(lines)

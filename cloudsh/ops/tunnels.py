@@ -1,0 +1,182 @@
+"""Port forwards kept open: the one tunnel keeper behind `cloudsh tunnel`, the app's
+tunnels and `box.tunnel(...)` in the Python API.
+
+A `TunnelKeeper` opens local forwards to a box over SSH and keeps them: when the SSH
+connection drops (the box stopped, the network broke) it looks the box up again (a
+restarted box may have a new address), waits for it to answer and reopens every forward
+on the same local port. It reports what happens as typed events through a callback, so
+a front end shows them as it likes and none parses sentences.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from cloudsh.errors import CloudshError, InvalidState, SSHError
+from cloudsh.models import HostInfo, Instance
+from cloudsh.ops.reach import ssh_host
+
+if TYPE_CHECKING:
+    # boto3 underneath: for types only, so the app paints before it loads
+    from cloudsh.services.backend import Backend
+    from cloudsh.services.ssh import Forward  # asyncssh costs ~100 ms to import: only for types
+
+#: Seconds between attempts to reach a box that went away.
+RETRY_S = 2.0
+
+
+@dataclass(frozen=True)
+class TunnelOpened:
+    """localhost:`local` forwards to `box`:`remote`; `again` after a reconnect."""
+
+    box: str
+    local: int
+    remote: int
+    again: bool = False
+
+    @property
+    def url(self) -> str:
+        return f"http://localhost:{self.local}/"
+
+
+@dataclass(frozen=True)
+class TunnelLost:
+    """The forwards to `box` stopped working; the keeper will reconnect."""
+
+    box: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class TunnelReconnecting:
+    """`box` cannot be reached yet (`reason`); the next attempt is in `retry_s` seconds."""
+
+    box: str
+    reason: str
+    retry_s: float
+
+
+@dataclass(frozen=True)
+class TunnelClosed:
+    """The keeper stopped: closed on request, or `reason` (e.g. the box was terminated)."""
+
+    box: str
+    reason: str = ""
+
+
+TunnelEvent = TunnelOpened | TunnelLost | TunnelReconnecting | TunnelClosed
+OnTunnelEvent = Callable[[TunnelEvent], None]
+
+
+def _ignore(_: TunnelEvent) -> None:
+    """An `OnTunnelEvent` that shows nothing."""
+
+
+class TunnelKeeper:
+    """Forwards localhost ports to ports of one box, reopened whenever they drop.
+
+    `await keeper.open()` opens them (its errors are the user's: unknown box, stopped
+    box, port in use); then `await keeper.keep()` watches and reconnects until `close()`
+    or cancellation. Create, open, keep and close on one event loop.
+    """
+
+    def __init__(
+        self,
+        backend: Backend,
+        box: str,
+        ports: Sequence[tuple[int, int]],
+        *,
+        on_event: OnTunnelEvent = _ignore,
+        retry_s: float = RETRY_S,
+    ) -> None:
+        self.backend = backend
+        self.box = box
+        #: (local, remote) pairs; a local 0 becomes the port first picked, so a
+        #: reconnect keeps the same URL.
+        self.ports = list(ports)
+        self.on_event = on_event
+        self.retry_s = retry_s
+        self.instance: Instance | None = None
+        self.closed = False
+        self._open: list[Forward] = []
+
+    @property
+    def label(self) -> str:
+        return self.instance.label if self.instance is not None else self.box
+
+    async def _resolve(self) -> HostInfo:
+        """Where the box answers now (looked up afresh: a restarted box may have moved)."""
+        ec2 = self.backend.ec2
+        self.instance = await (ec2.find(self.box) if self.instance is None else ec2.get_instance(self.instance.id))
+        return await ssh_host(self.backend, self.instance)
+
+    async def _open_all(self, again: bool) -> None:
+        host = await self._resolve()
+        opened: list[Forward] = []
+        try:
+            for local, remote in self.ports:
+                opened.append(await self.backend.ssh.forward(host, local, remote))
+        except BaseException:
+            for f in opened:
+                f.close()
+            raise
+        self.ports = [(f.local_port, remote) for f, (_, remote) in zip(opened, self.ports, strict=True)]
+        self._open = opened
+        for f in opened:
+            self.on_event(TunnelOpened(self.label, f.local_port, f.remote_port, again))
+
+    async def open(self) -> list[TunnelOpened]:
+        """Open every forward, or raise why not (nothing stays open then)."""
+        await self._open_all(again=False)
+        return [TunnelOpened(self.label, f.local_port, f.remote_port) for f in self._open]
+
+    async def keep(self) -> None:
+        """Watch the forwards and reopen them when they drop, until `close()` or
+        cancellation. Raises why it cannot go on (e.g. `InvalidState`: the box was
+        terminated), after a `TunnelClosed` saying so."""
+        reason = ""
+        try:
+            while not self.closed:
+                if self._open:
+                    waits = [asyncio.ensure_future(f.wait_closed()) for f in self._open]
+                    try:
+                        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+                    finally:
+                        for w in waits:
+                            w.cancel()
+                    if self.closed:
+                        break
+                    self._close_forwards()
+                    self.on_event(TunnelLost(self.label, "the SSH connection dropped"))
+                try:
+                    await self._open_all(again=True)
+                except (SSHError, InvalidState) as exc:
+                    if self.instance is not None and self.instance.state in ("terminated", "shutting-down"):
+                        raise  # it will not come back
+                    self.on_event(TunnelReconnecting(self.label, str(exc), self.retry_s))
+                    await asyncio.sleep(self.retry_s)
+        except CloudshError as exc:
+            reason = str(exc)
+            raise
+        finally:
+            self._close_forwards()
+            self.closed = True
+            self.on_event(TunnelClosed(self.label, reason))
+
+    async def run(self) -> None:
+        """`open` then `keep`."""
+        await self.open()
+        await self.keep()
+
+    def close(self) -> None:
+        """Stop forwarding; a running `keep()` returns."""
+        self.closed = True
+        self._close_forwards()
+
+    def _close_forwards(self) -> None:
+        for f in self._open:
+            f.close()
+        self._open = []
