@@ -1,0 +1,24 @@
+"""Programs that run on a box, not on this machine.
+
+Each module here is a complete stdlib-only program (it imports nothing from cloudsh and
+runs on the box's own `python3`, which may be older than this one) with a `main(argv)`.
+cloudsh ships a program by copying its source file to the box: `source(name)` reads it
+without importing the module on this machine.
+
+    jobs    the job supervisor, `~/.cloudsh/jobs/agent.py` on the box (`ops.jobs`)
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+from pathlib import Path
+
+
+@functools.cache
+def source(name: str) -> str:
+    """The text of the program `cloudsh.agents.<name>`, as shipped to a box."""
+    spec = importlib.util.find_spec(f"{__name__}.{name}")
+    if spec is None or spec.origin is None:
+        raise LookupError(f"no program {name!r} in {__name__}")
+    return Path(spec.origin).read_text()
