@@ -171,3 +171,13 @@ def pick_job(jobs: Sequence[Job], full: str, asked: str) -> Job:
         if job.id == full:
             return job
     raise NotFound(f"no job {asked!r}", "list jobs with `cloudsh jobs`")
+
+
+async def record_before_shutdown(backend: Backend, insts: Sequence[Instance]) -> None:
+    """Boxes about to stop or be terminated: record their jobs' states while they still
+    answer (a job that finished must not read "interrupted" or "lost" afterwards).
+    Boxes without jobs cost nothing; one that does not answer keeps its tags."""
+    ids = [i.id for i in insts if i.state == "running" and job_tags(i)]
+    if ids:
+        with contextlib.suppress(CloudshError):
+            await record_states(backend, only=ids)
