@@ -296,6 +296,7 @@ def test_results_left_on_a_stopped_box_come_home_when_it_starts(sandbox: Sandbox
         _wait_for(lambda: _jobs()[job_id]["state"] == "finished", 20, "the job to finish")
         assert not list(local.glob("f*.txt"))  # nothing followed or synced it yet
         ok("stop", name)
+        assert _jobs()[job_id]["state"] == "finished"  # recorded before the box stopped
         started = cloudsh("start", name)
         assert started.returncode == 0, started.stderr
         assert sorted(p.name for p in local.glob("f*.txt")) == ["f1.txt", "f2.txt", "f3.txt"]
