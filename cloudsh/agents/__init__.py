@@ -6,6 +6,8 @@ cloudsh ships a program by copying its source file to the box: `source(name)` re
 without importing the module on this machine.
 
     jobs    the job supervisor, `~/.cloudsh/jobs/agent.py` on the box (`ops.jobs`)
+
+The sandbox's tool stand-ins (`cloudsh.sandbox.tools`) are shipped the same way.
 """
 
 from __future__ import annotations
@@ -16,9 +18,14 @@ from pathlib import Path
 
 
 @functools.cache
+def program_source(module: str) -> str:
+    """The text of the program `module` (a dotted name), read from its file, not imported."""
+    spec = importlib.util.find_spec(module)
+    if spec is None or spec.origin is None:
+        raise LookupError(f"no program {module}")
+    return Path(spec.origin).read_text()
+
+
 def source(name: str) -> str:
     """The text of the program `cloudsh.agents.<name>`, as shipped to a box."""
-    spec = importlib.util.find_spec(f"{__name__}.{name}")
-    if spec is None or spec.origin is None:
-        raise LookupError(f"no program {name!r} in {__name__}")
-    return Path(spec.origin).read_text()
+    return program_source(f"{__name__}.{name}")

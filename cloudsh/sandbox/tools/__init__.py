@@ -5,23 +5,21 @@ the box's `python3`) with a `main(argv)`. `install` copies one into a box's tool
 first on the box's PATH, from its source file, with the settings it reads beside it.
 
     blockdev     lsblk, blkid, mkfs.ext4, mount, umount, sudo over volume trees (`devices.py`)
-    nvidia_smi   nvidia-smi on GPU instance types (`sshd.py`)
+    nvidia_smi   nvidia-smi on GPU instance types (`gpu.py`)
 """
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 from typing import Any
 
+from cloudsh.agents import program_source
+
 
 def source(name: str) -> str:
     """The text of the program `cloudsh.sandbox.tools.<name>` (read, not imported)."""
-    spec = importlib.util.find_spec(f"{__name__}.{name}")
-    if spec is None or spec.origin is None:
-        raise LookupError(f"no tool {name!r} in {__name__}")
-    return Path(spec.origin).read_text()
+    return program_source(f"{__name__}.{name}")
 
 
 def install(name: str, target: Path, settings: dict[str, Any] | None = None, *, config: str = "") -> None:
