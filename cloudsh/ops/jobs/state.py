@@ -167,6 +167,7 @@ async def record_states(backend: Backend, only: Sequence[str] | None = None) -> 
 
 
 def pick_job(jobs: Sequence[Job], full: str, asked: str) -> Job:
+    """The job whose whole id is `full` (`asked` is what the user typed, for the error)."""
     for job in jobs:
         if job.id == full:
             return job
