@@ -296,9 +296,50 @@ def test_results_left_on_a_stopped_box_come_home_when_it_starts(sandbox: Sandbox
         _wait_for(lambda: _jobs()[job_id]["state"] == "finished", 20, "the job to finish")
         assert not list(local.glob("f*.txt"))  # nothing followed or synced it yet
         ok("stop", name)
+        assert _jobs()[job_id]["state"] == "finished"  # recorded before the box stopped
         started = cloudsh("start", name)
         assert started.returncode == 0, started.stderr
         assert sorted(p.name for p in local.glob("f*.txt")) == ["f1.txt", "f2.txt", "f3.txt"]
         assert "brought home" in started.stderr
     finally:
         cloudsh("terminate", name, "--yes")
+
+
+def _tag_state(instance_id: str, job_id: str) -> str:
+    described = _ec2(Path()).describe_instances(InstanceIds=[instance_id])["Reservations"]
+    tags = {t["Key"]: t["Value"] for r in described for i in r["Instances"] for t in i.get("Tags", [])}
+    return str(json.loads(tags[f"cloudsh:job:{job_id}"])["s"])
+
+
+async def test_listing_jobs_writes_no_tags_and_record_states_does(box: str, tmp_path: Path) -> None:
+    from cloudsh.config import Settings
+    from cloudsh.ops import jobs as ops
+    from cloudsh.services.backend import Backend
+
+    script = _write(tmp_path / "quick.sh", "#!/bin/sh\necho done\n")
+    job_id = ok("script", box, str(script)).strip()
+    backend = Backend.create(Settings.load(), sandbox=True)
+    writes: list[str] = []
+    for op in ("CreateTags", "DeleteTags"):
+        backend.clients.register(f"before-call.ec2.{op}", lambda op=op, **_: writes.append(op))
+    try:
+        [inst] = [i for i in await backend.ec2.list_instances() if i.name == box]
+
+        async def finished() -> bool:
+            return {j.id: j.state for j in await ops.list_jobs(backend)}[job_id] == "finished"
+
+        deadline = time.monotonic() + 20
+        while not await finished():
+            assert time.monotonic() < deadline, "the job did not finish"
+        assert (await ops.get_job(backend, job_id)).state == "finished"
+        assert _jobs()[job_id]["state"] == "finished"  # `jobs` shows the box's state...
+        assert writes == []  # ...and neither listing wrote a tag,
+        assert _tag_state(inst.id, job_id) == "running"  # so the tag still says what it said at the start
+        recorded = {j.id: j for j in await ops.record_states(backend, only=[inst.id])}
+        assert recorded[job_id].state == "finished" and recorded[job_id].exit_status == 0
+        assert writes == ["CreateTags"]
+        assert _tag_state(inst.id, job_id) == "finished"
+        await ops.record_states(backend, only=[inst.id])
+        assert writes == ["CreateTags"]  # nothing changed: nothing written
+    finally:
+        await backend.close()

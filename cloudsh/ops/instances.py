@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from cloudsh.errors import CapacityError, CloudshError, InvalidState, UsageError
 from cloudsh.models import Instance, InstanceType, Price, job_tags
 from cloudsh.ops.events import Progress, quiet
+from cloudsh.ops.jobs.state import record_before_shutdown
 from cloudsh.ops.reach import caller_cidr, wait_ssh
 from cloudsh.services.backend import Backend
 from cloudsh.services.ec2 import LaunchSpec
@@ -197,6 +198,7 @@ async def stop(backend: Backend, insts: Sequence[Instance], *, wait: bool = True
             raise InvalidState(f"{inst.label} is {inst.state}", "nothing to stop")
     todo = [i for i in insts if i.state not in ("stopped", "stopping")]
     if todo:
+        await record_before_shutdown(backend, todo)
         progress("stopping " + ", ".join(i.label for i in todo))
         await backend.ec2.stop([i.id for i in todo])
     if not wait:
@@ -210,6 +212,7 @@ async def terminate(backend: Backend, insts: Sequence[Instance], *, wait: bool =
     if requests:
         progress("cancelling spot requests " + ", ".join(requests))
         await backend.ec2.cancel_spot_requests(requests)
+    await record_before_shutdown(backend, insts)
     progress("terminating " + ", ".join(i.label for i in insts))
     await backend.ec2.terminate([i.id for i in insts])
     if wait:

@@ -249,7 +249,8 @@ class Daemon:
     async def _boot(self, iid: str, inst: Any) -> None:
         from moto.ec2.models.instance_types import INSTANCE_TYPES
 
-        from cloudsh.sandbox.sshd import Box, gpu_of
+        from cloudsh.sandbox.gpu import gpu_of
+        from cloudsh.sandbox.sshd import Box
 
         try:
             await asyncio.sleep(self.boot_s)
@@ -268,7 +269,7 @@ class Daemon:
                 public_key=public_key,
                 gpu=lambda: gpu_of(INSTANCE_TYPES.get(str(inst.instance_type))),
             )
-            from cloudsh.sandbox.storage import write_devices
+            from cloudsh.sandbox.devices import write_devices
 
             await asyncio.to_thread(write_devices, self.dir, inst)
             port = await box.start(self.ports.get(iid, 0))

@@ -31,12 +31,13 @@ import struct
 import subprocess
 import termios
 import threading
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import asyncssh
+
+from cloudsh.sandbox.gpu import Gpu, install_nvidia_smi
 
 log = logging.getLogger("cloudsh.sandbox.sshd")
 
@@ -96,13 +97,6 @@ def enter_argv(child_pid: int) -> list[str]:
         "nsenter", "-t", str(child_pid), "-U", "-m", "-p", "-u",
         "-S", "1000", "-G", "1000", "--preserve-credentials", "-w", "-r", "--",
     ]
-
-
-@dataclass(frozen=True)
-class Gpu:
-    model: str
-    count: int
-    memory_mib: int
 
 
 def bubblewrap_works() -> bool:
@@ -217,14 +211,11 @@ class Box:
         shutil.rmtree(self.tools, ignore_errors=True)
         self.has_gpu = gpu is not None
         if gpu is not None:
-            self.tools.mkdir(parents=True)
-            script = self.tools / "nvidia-smi"
-            script.write_text(_nvidia_smi_script(gpu, self.instance_id))
-            script.chmod(0o755)
-        # Block-device stand-ins, so volumes attach, format and mount (sandbox/storage.py).
-        from cloudsh.sandbox import storage
+            install_nvidia_smi(self.tools, gpu, self.instance_id)
+        # Block-device stand-ins, so volumes attach, format and mount (sandbox/devices.py).
+        from cloudsh.sandbox import devices
 
-        storage.install_tools(
+        devices.install_tools(
             self.tools, self.sandbox_dir, self.instance_id, isolated=self.isolation == "bubblewrap"
         )
         self._write_identity()
@@ -324,7 +315,7 @@ class Box:
             wrap += ["--tmpfs", str(real_home)]
         if not self.sandbox_dir.is_relative_to(real_home):
             wrap += ["--tmpfs", str(self.sandbox_dir)]
-        from cloudsh.sandbox.storage import bwrap_binds
+        from cloudsh.sandbox.devices import bwrap_binds
 
         wrap += bwrap_binds(self.sandbox_dir, self.instance_id)  # volumes, after the tmpfs
         for sub in ("home", "tmp", "mnt"):
@@ -590,75 +581,3 @@ class _BoxSFTPServer(asyncssh.SFTPServer):
         # without one; asyncssh would just close the channel.
         with contextlib.suppress(OSError, asyncssh.Error):
             self.channel.exit(0)
-
-
-def gpu_of(type_info: Mapping[str, Any] | None) -> Gpu | None:
-    """The GPU of an instance type from moto's type data (`GpuInfo`), or None."""
-    gpus = (type_info or {}).get("GpuInfo", {}).get("Gpus") or []
-    if not gpus:
-        return None
-    g = gpus[0]
-    return Gpu(
-        model=f"{g.get('Manufacturer', 'NVIDIA')} {g.get('Name', 'GPU')}".strip(),
-        count=int(g.get("Count", 1)),
-        memory_mib=int(g.get("MemoryInfo", {}).get("SizeInMiB", 0)),
-    )
-
-
-def _nvidia_smi_script(gpu: Gpu, instance_id: str) -> str:
-    """A stand-in `nvidia-smi`: table, `-L` and `--query-gpu=... --format=csv[,noheader][,nounits]`."""
-    return f'''#!/usr/bin/env python3
-# cloudsh sandbox stand-in for nvidia-smi ({gpu.count}x {gpu.model}); no real GPU here.
-import sys, hashlib
-MODEL, COUNT, MEM = {gpu.model!r}, {gpu.count}, {gpu.memory_mib}
-DRIVER, CUDA = "550.127.05", "12.4"
-def uuid(i):
-    h = hashlib.sha1(f"{instance_id}-{{i}}".encode()).hexdigest()
-    return f"GPU-{{h[:8]}}-{{h[8:12]}}-{{h[12:16]}}-{{h[16:20]}}-{{h[20:32]}}"
-args = sys.argv[1:]
-if "-L" in args or "--list-gpus" in args:
-    for i in range(COUNT):
-        print(f"GPU {{i}}: {{MODEL}} (UUID: {{uuid(i)}})")
-    sys.exit(0)
-query = next((a.split("=", 1)[1] for a in args if a.startswith("--query-gpu=")), None)
-if query is not None:
-    fmt = next((a.split("=", 1)[1] for a in args if a.startswith("--format=")), "csv")
-    units = "nounits" not in fmt
-    values = {{
-        "name": lambda i: MODEL, "index": lambda i: str(i), "uuid": uuid,
-        "memory.total": lambda i: f"{{MEM}} MiB" if units else str(MEM),
-        "memory.used": lambda i: "0 MiB" if units else "0",
-        "memory.free": lambda i: f"{{MEM}} MiB" if units else str(MEM),
-        "utilization.gpu": lambda i: "0 %" if units else "0",
-        "temperature.gpu": lambda i: "31", "driver_version": lambda i: DRIVER,
-        "count": lambda i: str(COUNT),
-    }}
-    fields = [f.strip() for f in query.split(",") if f.strip()]
-    for f in fields:
-        if f not in values:
-            print(f'Field "{{f}}" is not a valid field to query.', file=sys.stderr)
-            sys.exit(2)
-    if "noheader" not in fmt:
-        print(", ".join(f + (" [MiB]" if f.startswith("memory") and units else "") for f in fields))
-    for i in range(COUNT):
-        print(", ".join(values[f](i) for f in fields))
-    sys.exit(0)
-line = "+-----------------------------------------------------------------------------------------+"
-print(line)
-print(f"| NVIDIA-SMI {{DRIVER}}             Driver Version: {{DRIVER}}     CUDA Version: {{CUDA}}     |")
-print("|-----------------------------------------+------------------------+----------------------+")
-print("| GPU  Name                 Persistence-M | Bus-Id          Disp.A | Volatile Uncorr. ECC |")
-print("| Fan  Temp   Perf          Pwr:Usage/Cap |           Memory-Usage | GPU-Util  Compute M. |")
-print("|=========================================+========================+======================|")
-for i in range(COUNT):
-    print(f"|   {{i}}  {{MODEL[:24]:<24}}       On  |   00000000:00:{{0x1e - i:02X}}.0 Off |                    0 |")
-    print(f"|  0%   31C    P8             16W /  300W |       0MiB / {{MEM:>6}}MiB |      0%      Default |")
-    print("+-----------------------------------------+------------------------+----------------------+")
-print()
-print(line)
-print("| Processes:                                                                              |")
-print("|  GPU   GI   CI              PID   Type   Process name                        GPU Memory |")
-print("|=========================================================================================|")
-print("|  No running processes found                                                             |")
-print(line)
-'''

@@ -1,0 +1,111 @@
+"""The job agent on a box, finding a job's box, and where this machine keeps its results.
+
+The agent is `cloudsh.agents.jobs`, copied to `~/.cloudsh/jobs/agent.py` before each use
+(it is small, and a box launched from an old image may hold an older copy).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from cloudsh import agents
+from cloudsh.errors import CloudshError, NotFound, UsageError
+from cloudsh.models import HostInfo, Instance, JobTag, job_tags
+from cloudsh.services.backend import Backend
+
+JOBS_DIR = ".cloudsh/jobs"  # relative to the login user's home, on the box
+AGENT_PATH = f"{JOBS_DIR}/agent.py"
+
+
+async def call_agent(backend: Backend, host: HostInfo, args: str, *, timeout: float = 30.0) -> Any:
+    """Run the box's agent (installed with `install_agent`) and parse its JSON answer."""
+    result = await backend.ssh.run(host, f"python3 {AGENT_PATH} {args}", timeout=timeout)
+    if result.exit_status == 127 and "agent.py" not in result.stderr:
+        raise CloudshError(f"{host.name} has no python3", "install python3 on the box (Ubuntu has it)")
+    try:
+        return json.loads(result.stdout)
+    except ValueError:
+        why = (result.stderr.strip().splitlines() or ["no answer"])[-1]
+        raise CloudshError(f"the job agent on {host.name} failed: {why}", "") from None
+
+
+async def install_agent(backend: Backend, host: HostInfo, job_id: str = "") -> None:
+    """Write the agent (through a temporary name) and, with `job_id`, the job's directory."""
+    target = f"{JOBS_DIR}/{job_id}" if job_id else JOBS_DIR
+    cmd = f"mkdir -p {target} && cat > {JOBS_DIR}/.agent.py.tmp && mv {JOBS_DIR}/.agent.py.tmp {AGENT_PATH}"
+    result = await backend.ssh.run(host, cmd, stdin=agents.source("jobs"))
+    if not result.ok:
+        raise CloudshError(
+            f"cannot write to ~/{JOBS_DIR} on {host.name}: {result.stderr.strip()}", "check the box's disk"
+        )
+
+
+async def box_status(backend: Backend, host: HostInfo) -> dict[str, dict[str, Any]]:
+    """Every job's state as the box sees it (one SSH command for all of them)."""
+    await install_agent(backend, host)
+    data = await call_agent(backend, host, "status")
+    return {str(k): v for k, v in dict(data).items()}
+
+
+# -- finding a job ------------------------------------------------------------------------
+
+
+async def find_job(backend: Backend, job_id: str) -> tuple[Instance, JobTag]:
+    """The box running `job_id` (or a unique prefix of it) and its tag."""
+    insts = await backend.ec2.list_instances(include_terminated=True)
+    found = [(i, jid, t) for i in insts for jid, t in job_tags(i).items()]
+    exact = [f for f in found if f[1] == job_id]
+    matches = exact or [f for f in found if f[1].startswith(job_id)]
+    if not matches:
+        raise NotFound(f"no job {job_id!r}", "list jobs with `cloudsh jobs`")
+    if len(matches) > 1:
+        raise UsageError(
+            f"job {job_id!r} is ambiguous: {', '.join(sorted(m[1] for m in matches))}",
+            "give more of the id",
+        )
+    inst, _, tag = matches[0]
+    return inst, tag
+
+
+def full_id(inst: Instance, job_id: str) -> str:
+    """The whole id of the job on `inst` that `job_id` names (as `find_job` matched it)."""
+    ids = [j for j in job_tags(inst) if j == job_id] or [j for j in job_tags(inst) if j.startswith(job_id)]
+    return ids[0]
+
+
+# -- where results live on this machine ------------------------------------------------------
+
+
+def _local_index(backend: Backend) -> Path:
+    return backend.settings.state_dir / "jobs.json"
+
+
+def remember_local(backend: Backend, job_id: str, local: Path) -> None:
+    path = _local_index(backend)
+    try:
+        index = json.loads(path.read_text()) if path.exists() else {}
+    except (OSError, ValueError):
+        index = {}
+    index[job_id] = str(local)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(index, indent=1))
+    os.replace(tmp, path)
+
+
+def local_dir_of(backend: Backend, job_id: str, tag: JobTag) -> Path | None:
+    """Where this machine keeps the job's results: as started here, else as the tag says,
+    else `./<remote dir name>`."""
+    if not tag.remote_dir:
+        return None
+    with contextlib.suppress(OSError, ValueError):
+        index = json.loads(_local_index(backend).read_text())
+        if job_id in index:
+            return Path(index[job_id])
+    if tag.local_dir:
+        return Path(tag.local_dir)
+    return Path.cwd() / Path(tag.remote_dir).name
