@@ -178,13 +178,13 @@ class Cloud:
 
     # -- instances --------------------------------------------------------------
 
-    async def ainstances(self, *, all: bool = False) -> InstanceList:
+    async def ainstances(self, *, all: bool = False) -> InstanceList[Instance]:
         found = await self._backend.ec2.list_instances(include_terminated=all)
         if not all:
             self._remember(found)
         return InstanceList(Instance(self, i) for i in found)
 
-    def instances(self, *, all: bool = False) -> InstanceList:
+    def instances(self, *, all: bool = False) -> InstanceList[Instance]:
         """Live instances as a list that prints as a table (`all=True` adds terminated ones)."""
         return self._run(self.ainstances(all=all))
 

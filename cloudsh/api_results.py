@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol, TypeVar
 
 from cloudsh.ops.records import table
 from cloudsh.ops.tunnels import (
@@ -18,8 +18,19 @@ from cloudsh.ops.tunnels import (
     TunnelReconnecting,
 )
 
-if TYPE_CHECKING:
-    from cloudsh.api import Instance
+
+class Listed(Protocol):
+    """What a listing shows of a box (`cloudsh.api.Instance` has it)."""
+
+    name: str
+    id: str
+    type: str
+    state: str
+    market: str
+    public_ip: str | None
+
+    @property
+    def label(self) -> str: ...
 
 
 class Table(list[dict[str, Any]]):
@@ -41,7 +52,10 @@ class Table(list[dict[str, Any]]):
         p.text(repr(self))
 
 
-class InstanceList(list["Instance"]):
+L = TypeVar("L", bound=Listed)
+
+
+class InstanceList(list[L]):
     """A list of instances that prints as a table."""
 
     def __repr__(self) -> str:
