@@ -113,8 +113,8 @@ class Shell:
 
     async def _refresh(self) -> None:
         from cloudsh.commands.complete import build_index
-        from cloudsh.commands.instances import listing
         from cloudsh.commands.views import burn_rate
+        from cloudsh.ops.queries import listing
 
         try:
             backend = await self.backend()
@@ -122,8 +122,7 @@ class Shell:
             self.label = f"offline: {exc.message}"
             self._invalidate()
             return
-        ctx = Context(out=StdOutput(), backend_factory=lambda: backend, _backend=backend)
-        index, records = await asyncio.gather(build_index(backend), listing(ctx), return_exceptions=True)
+        index, records = await asyncio.gather(build_index(backend), listing(backend), return_exceptions=True)
         if isinstance(index, CompletionIndex):
             self.index = index
             self._cached_label = backend.label

@@ -4,19 +4,11 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Sequence
-from typing import Any
 
 from cloudsh.commands.registry import Context, arg, command, gigabytes
 from cloudsh.commands.views import INSTANCE_COLUMNS, burn_rate, instance_row, money, table
 from cloudsh.errors import CapacityError, UsageError
 from cloudsh.models import Instance
-
-
-async def listing(ctx: Context, *, include_terminated: bool = False) -> list[dict[str, Any]]:
-    """`ls` records (see `cloudsh.ops.queries.listing`)."""
-    from cloudsh.ops.queries import listing as records
-
-    return await records(ctx.backend, include_terminated=include_terminated)
 
 
 async def find_all(ctx: Context, names: Sequence[str]) -> list[Instance]:
@@ -40,7 +32,9 @@ async def find_all(ctx: Context, names: Sequence[str]) -> list[Instance]:
     aliases=("list", "instances"),
 )
 async def ls(ctx: Context, a: argparse.Namespace) -> int:
-    records = await listing(ctx, include_terminated=a.all)
+    from cloudsh.ops.queries import listing
+
+    records = await listing(ctx.backend, include_terminated=a.all)
     if a.json:
         ctx.out.json(records)
         return 0
