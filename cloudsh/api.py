@@ -37,6 +37,7 @@ from cloudsh.errors import (
     UsageError,
 )
 from cloudsh.models import CommandResult, HostInfo, InstanceType, Price
+from cloudsh.root import connect
 from cloudsh.services.backend import Backend
 
 T = TypeVar("T")
@@ -147,7 +148,7 @@ class Cloud:
         backend: Backend | None = None,
     ) -> None:
         try:
-            self._backend = backend or Backend.create(
+            self._backend = backend or connect(
                 settings or Settings.load(), sandbox=sandbox, profile=profile, region=region
             )
         except Exception as exc:

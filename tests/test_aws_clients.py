@@ -8,8 +8,8 @@ import botocore.parsers
 import pytest
 
 from cloudsh.config import Settings
+from cloudsh.root import sandbox_target
 from cloudsh.services.aws import ClientFactory, ParserFactory, SlicedXMLParsing
-from cloudsh.services.backend import sandbox_target
 from tests.sandbox_fixture import Sandbox
 
 pytestmark = pytest.mark.sandbox

@@ -13,6 +13,7 @@ import pytest
 from cloudsh.config import Settings
 from cloudsh.errors import CapacityError, CredentialsError
 from cloudsh.ops import instances as ops
+from cloudsh.root import build_backend
 from cloudsh.sandbox import state as sbx
 from cloudsh.sandbox.control import sandbox_up
 from cloudsh.services.aws import AwsTarget, ClientFactory
@@ -34,8 +35,7 @@ def backend_via(url: str, settings: Settings) -> Backend:
         region=sbx.REGION, endpoint_url=url, access_key_id=sbx.ACCESS_KEY_ID,
         secret_access_key=sbx.SECRET_ACCESS_KEY, sandbox=True,
     )
-    clients = ClientFactory(target)
-    return Backend(settings=settings, target=target, clients=clients, ec2=EC2Service(clients))
+    return build_backend(settings, target)
 
 
 @pytest.fixture

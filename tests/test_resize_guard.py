@@ -91,11 +91,11 @@ async def test_no_capacity_on_start_offers_the_previous_type_back(sandbox: Sandb
 
     from cloudsh.commands import Context, dispatch
     from cloudsh.config import Settings
-    from cloudsh.services.backend import Backend
+    from cloudsh.root import connect
 
     name = f"rzc-{uuid.uuid4().hex[:6]}"
     ok("launch", name, "--type", "t3.micro")
-    backend = Backend.create(Settings.load(), sandbox=True)
+    backend = connect(Settings.load(), sandbox=True)
     failures = [1]
 
     def no_capacity(**_: object) -> object:

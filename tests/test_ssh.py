@@ -20,8 +20,9 @@ import pytest
 from cloudsh.config import Settings
 from cloudsh.errors import CloudshError, HostKeyChanged, InvalidState, SandboxError, SSHError
 from cloudsh.models import HostInfo, Instance
+from cloudsh.sandbox.hosts import SandboxHostResolver
 from cloudsh.sandbox.state import SandboxInstance, SandboxState, write_state
-from cloudsh.services.hosts import AwsHostResolver, SandboxHostResolver, parse_console_host_keys
+from cloudsh.services.hosts import AwsHostResolver, parse_console_host_keys
 from cloudsh.services.known_hosts import KnownHosts, fingerprint
 from cloudsh.services.paramiko_client import paramiko_client
 from cloudsh.services.ssh import SSHService, openssh_args, ssh_config_block

@@ -19,6 +19,7 @@ from textual.widgets import Input
 
 from cloudsh.commands.registry import Context, dispatch
 from cloudsh.config import Settings
+from cloudsh.root import connect
 from cloudsh.services.backend import Backend
 from cloudsh.tui.app import CloudshApp
 from cloudsh.tui.data import listing_cache_path
@@ -32,7 +33,7 @@ pytestmark = pytest.mark.sandbox
 
 
 def factory() -> Backend:
-    return Backend.create(Settings.load(), sandbox=True)
+    return connect(Settings.load(), sandbox=True)
 
 
 class _Out:

@@ -26,6 +26,8 @@ import botocore.loaders
 import botocore.parsers
 import botocore.session
 
+from cloudsh.errors import CredentialsError
+
 #: botocore's "standard" retry mode retries throttling and 5xx with backoff.
 _RETRIES: dict[str, Any] = {"mode": "standard", "max_attempts": 5}
 
@@ -175,6 +177,27 @@ class ClientFactory:
                     client.meta.events.register(event, handler)
                 self._clients[key] = client
         return client
+
+
+def profile_region(profile: str | None) -> str | None:
+    """The profile's configured region; a profile that does not exist is an error here,
+    before any client is made (botocore would only raise it from deep inside a call).
+
+    Raises:
+        CredentialsError: there is no profile named `profile`.
+    """
+    session = botocore.session.Session()
+    if profile is not None:
+        if profile not in session.available_profiles:
+            raise CredentialsError(
+                f"no AWS profile named {profile!r}",
+                "list yours with `aws configure list-profiles`",
+            )
+        session.set_config_variable("profile", profile)
+    try:
+        return session.get_config_variable("region")  # type: ignore[no-any-return]
+    except Exception:  # noqa: BLE001 - a broken config file: the default region, and boto3 says the rest
+        return None
 
 
 ClientError = botocore.exceptions.ClientError

@@ -54,8 +54,8 @@ from cloudsh.tui.volumes import STORAGE_ACTIONS, StorageActions
 
 if TYPE_CHECKING:
     # boto3 costs ~130 ms to import: the frame paints before any of it loads.
+    from cloudsh.prefetch import Prefetch
     from cloudsh.services.backend import Backend
-    from cloudsh.tui.prefetch import Prefetch
 
 from cloudsh.tui.widgets import (
     TRANSITIONAL,
@@ -725,10 +725,10 @@ class CloudshApp(StorageActions, JobsActions, App[int]):
         old = self.backend
         if old is None:
             return
-        from cloudsh.services.backend import Backend
+        from cloudsh.root import connect
 
         try:
-            backend = Backend.create(old.settings, sandbox=False, profile=old.target.profile, region=region)
+            backend = connect(old.settings, sandbox=False, profile=old.target.profile, region=region)
         except CloudshError as exc:
             self.post_message(BackendFailed(str(exc)))
             return

@@ -25,7 +25,7 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from cloudsh.cli import GlobalOptions
+    from cloudsh.frontend import GlobalOptions
 
 
 class Prefetch:
@@ -51,7 +51,7 @@ class Prefetch:
                 os.dup2(null, 0)
                 os.dup2(write_end, 1)
                 os.dup2(null, 2)
-                from cloudsh.cli import run_command
+                from cloudsh.frontend import run_command
 
                 status = asyncio.run(run_command(opts, ["ls", "--json"]))
                 sys.stdout.flush()
