@@ -601,7 +601,7 @@ class Instance:
         import shutil
         import subprocess
 
-        from cloudsh.services.ssh import openssh_args
+        from cloudsh.services.openssh import openssh_args
 
         host = self._run(self._host())
         if not shutil.which("ssh"):

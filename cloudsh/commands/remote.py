@@ -102,12 +102,14 @@ async def connect(ctx: Context, a: argparse.Namespace) -> int:
     _, host = await _running(ctx, a.name)
     b = ctx.backend
     if shutil.which("ssh") and ctx.terminal is not None:
-        from cloudsh.services.ssh import openssh_args
+        from cloudsh.services.openssh import openssh_args
 
         return await ctx.terminal(openssh_args(host, b.settings, forwards=forwards, tty=True))
     if ctx.terminal is None:
         raise UsageError("connect needs a terminal", f"use `cloudsh run {a.name} -- CMD` from scripts")
-    return await b.ssh.interactive(host, forwards)
+    from cloudsh.services.ssh_terminal import interactive
+
+    return await interactive(b.ssh, host, forwards)
 
 
 @command(
@@ -158,7 +160,7 @@ async def tunnel(ctx: Context, a: argparse.Namespace) -> int:
     epilog="use it with: ssh -F FILE NAME, scp -F FILE, rsync -e 'ssh -F FILE', VS Code Remote-SSH",
 )
 async def ssh_config(ctx: Context, a: argparse.Namespace) -> int:
-    from cloudsh.services.ssh import ssh_config_block
+    from cloudsh.services.openssh import ssh_config_block
 
     b = ctx.backend
     insts = [i for i in await b.ec2.list_instances() if i.state == "running"]

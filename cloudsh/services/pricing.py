@@ -28,7 +28,7 @@ from cloudsh.models import (
     hourly_cost,  # noqa: F401  (re-exported)
 )
 from cloudsh.services.aws import BotoCoreError, ClientError, ClientFactory
-from cloudsh.services.ec2 import translate, translate_botocore
+from cloudsh.services.ec2_calls import translate, translate_botocore
 
 ON_DEMAND_TTL = timedelta(days=7)
 SPOT_TTL = timedelta(minutes=10)
