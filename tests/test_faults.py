@@ -132,7 +132,9 @@ async def test_a_type_the_region_does_not_offer(endpoint: str) -> None:
 def test_service_models_are_cached_between_processes(tmp_path: Path) -> None:
     from cloudsh.services.aws import CachingLoader
 
-    cold = CachingLoader(tmp_path).load_service_model("ec2", "service-2")
+    first = CachingLoader(tmp_path)
+    cold = first.load_service_model("ec2", "service-2")
+    first.flush()  # written in the background; flushed before a process exits
     cached = list((tmp_path / "botocore-models").glob("*-ec2-latest.pickle"))
     assert len(cached) == 1
     warm = CachingLoader(tmp_path).load_service_model("ec2", "service-2")  # a new process, in effect

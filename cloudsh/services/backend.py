@@ -72,3 +72,4 @@ class Backend:
     async def close(self) -> None:
         if self._ssh is not None:
             await self._ssh.close()
+        self.clients.close()
