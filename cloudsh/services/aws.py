@@ -89,8 +89,9 @@ class CachingLoader(botocore.loaders.Loader):  # type: ignore[misc]
             pass  # not cached yet (or unreadable): parse the JSON and cache it
         model = super().load_service_model(service_name, type_name, api_version)
         # Written by a thread: on a first start the pickling (~25 ms) then overlaps the
-        # first request's wait for the network instead of delaying the request.
-        writer = threading.Thread(target=self._save, args=(path, model), name="model-cache", daemon=True)
+        # first request's wait for the network instead of delaying the request. Not a
+        # daemon: a script that never closes its backend still exits with the cache written.
+        writer = threading.Thread(target=self._save, args=(path, model), name="model-cache")
         self._writers.append(writer)
         writer.start()
         return model
