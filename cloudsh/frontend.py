@@ -3,7 +3,7 @@ crash log, the backend factory and running one command.
 
 The CLI, the REPL, IPython and the app import these from here (never from `cli.py`,
 which only parses argv and picks a front end). Kept light: `cloudsh --help` imports
-this module, so boto3 and the command registry load only when they are used.
+this module, so botocore and the command registry load only when they are used.
 """
 
 from __future__ import annotations

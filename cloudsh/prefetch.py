@@ -1,7 +1,7 @@
 """The app's first listing, fetched by a forked child while the app itself starts.
 
 A cold start spends ~350 ms importing Textual and building the screen, and ~450 ms
-importing boto3, building a client and listing instances. In one process those add
+importing botocore, building a client and listing instances. In one process those add
 up; forked before Textual is imported, a child lists on the second core while the app
 paints the frame. Forking (not spawning) spares the child an interpreter start and
 the imports the parent already did: the listing lands ~120 ms sooner.
@@ -11,7 +11,8 @@ The child runs `cloudsh ls --json` (the same command code) with stdin and stderr
 forked while the process has one thread. Whatever goes wrong in it, the app lists the
 normal way.
 
-Imports nothing heavy: it runs before the app imports Textual or boto3.
+Imports nothing heavy: it runs before the app imports Textual or botocore. It lives
+beside the CLI, not in `tui/`: nothing in it is Textual.
 """
 
 from __future__ import annotations

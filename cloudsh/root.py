@@ -4,7 +4,7 @@ The one module that knows both `services/` (the AWS implementations) and `sandbo
 (the local cloud's implementations of the same interfaces). Everything above it asks
 for a `Backend` through `connect`; nothing below it knows which cloud it serves.
 
-Kept light to import: boto3 (~150 ms) and the sandbox load only when a backend is built.
+Kept light to import: botocore (~150 ms) and the sandbox load only when a backend is built.
 """
 
 from __future__ import annotations
