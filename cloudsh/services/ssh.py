@@ -7,7 +7,8 @@ out of band (sandbox state, EC2 console output) if there are any, else it is tru
 first use. A changed key is never accepted silently.
 
 OpenSSH (`connect`, `ssh-config`, rsync/scp) is pointed at the same file with
-`HostKeyAlias`, so both clients agree on what a box's key is.
+`HostKeyAlias` (`openssh.py`), so both clients agree on what a box's key is. The
+asyncssh terminal session for `connect` without OpenSSH is `ssh_terminal.py`.
 """
 
 from __future__ import annotations
@@ -98,6 +99,7 @@ class _HostKeyPolicy(asyncssh.SSHClient):
 
 
 def exit_status(proc: asyncssh.SSHClientProcess[Any]) -> int | None:
+    """The remote command's exit status (128+N when signal N ended it); None if unknown."""
     code = proc.returncode
     if code is None:
         return None
