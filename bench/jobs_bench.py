@@ -45,7 +45,7 @@ def cloudsh(env: dict[str, str], *args: str) -> str:
 def results_latency(env: dict[str, str], box: str, work: Path) -> list[float]:
     from cloudsh.config import Settings
     from cloudsh.ops import jobs as ops
-    from cloudsh.services.backend import Backend
+    from cloudsh.root import connect
 
     script = work / "writer.sh"
     script.write_text(WRITER)
@@ -60,7 +60,7 @@ def results_latency(env: dict[str, str], box: str, work: Path) -> list[float]:
             arrived.setdefault(name, now)
 
     async def follow() -> None:
-        backend = Backend.create(Settings.load(), sandbox=True)
+        backend = connect(Settings.load(), sandbox=True)
         try:
             await ops.follow(backend, job_id, on_output=lambda _: None, on_sync=on_sync)
         finally:

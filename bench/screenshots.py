@@ -31,8 +31,8 @@ SEED = (
 async def seed(env: dict[str, str]) -> None:
     import boto3
 
-    from cloudsh.cli import GlobalOptions, backend_factory
     from cloudsh.commands.registry import Context, dispatch
+    from cloudsh.frontend import GlobalOptions, backend_factory
     from cloudsh.tui.demo import _Quiet
 
     backend = backend_factory(GlobalOptions(sandbox=True))()
@@ -67,7 +67,7 @@ def _train_script() -> Path:
 
 
 async def shoot(name: str, size: tuple[int, int], then: Callable[[Any, Any], Awaitable[None]] | None = None) -> Path:
-    from cloudsh.cli import GlobalOptions, backend_factory
+    from cloudsh.frontend import GlobalOptions, backend_factory
     from cloudsh.tui.app import CloudshApp
     from cloudsh.tui.handoff import RecordingHandoff
     from cloudsh.tui.instances import InstancesTable

@@ -79,11 +79,11 @@ async def launch_gap(name: str) -> float:
     """Launch a box; return (cloudsh says ready) - (its SSH server first answered)."""
     from cloudsh.config import Settings
     from cloudsh.ops import instances as ops
+    from cloudsh.root import connect
     from cloudsh.sandbox.state import read_state
-    from cloudsh.services.backend import Backend
 
     settings = Settings.load()
-    backend = Backend.create(settings, sandbox=True)
+    backend = connect(settings, sandbox=True)
     first_answer: dict[str, float] = {}
     stop = asyncio.Event()
 

@@ -31,7 +31,8 @@ def importtime(code: str) -> tuple[float, set[str]]:
 def main() -> None:
     help_t, help_mods = importtime("import cloudsh.cli, cloudsh.commands")
     ls_t, ls_mods = importtime(
-        "import cloudsh.cli, cloudsh.commands, cloudsh.services.backend, cloudsh.services.pricing, cloudsh.sandbox.control"
+        "import cloudsh.cli, cloudsh.commands, cloudsh.root, cloudsh.services.backend, cloudsh.services.pricing, "
+        "cloudsh.sandbox.control, cloudsh.sandbox.hosts, cloudsh.sandbox.pricing"
     )
     wall = best_of(5, lambda: subprocess.run([str(BIN / "cloudsh"), "--help"], capture_output=True, check=True))
     py = best_of(5, lambda: subprocess.run([sys.executable, "-c", "pass"], capture_output=True, check=True))

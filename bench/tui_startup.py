@@ -44,8 +44,8 @@ def _launch(env: dict[str, str], n: int, prefix: str) -> None:
 def child(want: int) -> None:
     """Run the real app headless, started as `cloudsh` starts it (the first listing forked
     off before Textual loads); print when the pane shows `want` rows (stale and fresh)."""
-    from cloudsh.cli import GlobalOptions, backend_factory
-    from cloudsh.tui.prefetch import Prefetch
+    from cloudsh.frontend import GlobalOptions, backend_factory
+    from cloudsh.prefetch import Prefetch
 
     opts = GlobalOptions(sandbox=True)
     prefetch = Prefetch.start(opts)
@@ -102,7 +102,7 @@ BUSY = frozenset({"refresh-instances", "refresh-prices", "refresh-storage", "spo
 async def _big(n: int) -> dict[str, float]:
     from textual.widgets import Input
 
-    from cloudsh.cli import GlobalOptions, backend_factory
+    from cloudsh.frontend import GlobalOptions, backend_factory
     from cloudsh.tui.app import SETTLE_S, CloudshApp, tune_gc
     from cloudsh.tui.instances import InstancesTable
 

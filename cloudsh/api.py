@@ -41,6 +41,7 @@ from cloudsh.errors import (
 )
 from cloudsh.models import CommandResult, HostInfo, InstanceType, Price
 from cloudsh.ops.tunnels import OnTunnelEvent
+from cloudsh.root import connect
 from cloudsh.services.backend import Backend
 
 T = TypeVar("T")
@@ -110,7 +111,7 @@ class Cloud:
         backend: Backend | None = None,
     ) -> None:
         try:
-            self._backend = backend or Backend.create(
+            self._backend = backend or connect(
                 settings or Settings.load(), sandbox=sandbox, profile=profile, region=region
             )
         except Exception as exc:
@@ -516,7 +517,7 @@ class Instance:
         import shutil
         import subprocess
 
-        from cloudsh.services.ssh import openssh_args
+        from cloudsh.services.openssh import openssh_args
 
         host = self._run(self._host())
         if not shutil.which("ssh"):

@@ -68,7 +68,7 @@ def _config(ns_banner: str) -> Any:
 
 def run_ipython(backend_factory: Callable[[], Backend]) -> int:
     """`cloudsh ipython`: IPython (the user's profile and config) with `cloud` preloaded."""
-    from cloudsh.cli import fail
+    from cloudsh.frontend import fail
 
     try:
         cloud = Cloud(backend=backend_factory())

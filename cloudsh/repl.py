@@ -25,7 +25,6 @@ from prompt_toolkit.formatted_text import HTML
 from prompt_toolkit.history import FileHistory, InMemoryHistory
 from prompt_toolkit.styles import Style
 
-from cloudsh.cli import StdOutput, fail
 from cloudsh.commands import REGISTRY, Context, Prepared
 from cloudsh.commands.complete import (
     BUILTINS,
@@ -37,6 +36,7 @@ from cloudsh.commands.complete import (
 )
 from cloudsh.commands.views import money
 from cloudsh.errors import CloudshError
+from cloudsh.frontend import StdOutput, fail
 
 if TYPE_CHECKING:
     from cloudsh.services.backend import Backend

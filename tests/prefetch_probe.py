@@ -18,8 +18,8 @@ import sys
 import time
 from typing import Any
 
-from cloudsh.cli import GlobalOptions, backend_factory
-from cloudsh.tui.prefetch import Prefetch
+from cloudsh.frontend import GlobalOptions, backend_factory
+from cloudsh.prefetch import Prefetch
 
 SANDBOX = GlobalOptions(sandbox=True)
 BROKEN = GlobalOptions(sandbox=False, profile="nosuchprofile")  # fails before any network call

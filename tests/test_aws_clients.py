@@ -1,15 +1,24 @@
-"""cloudsh's boto3 clients: XML responses parsed in slices give what botocore gives."""
+"""cloudsh's boto3 clients: XML responses parsed in slices give what botocore gives; service
+models load as plain dicts and are cached before a client is closed."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
+import botocore.loaders
 import botocore.parsers
 import pytest
 
 from cloudsh.config import Settings
-from cloudsh.services.aws import ClientFactory, ParserFactory, SlicedXMLParsing
-from cloudsh.services.backend import sandbox_target
+from cloudsh.root import sandbox_target
+from cloudsh.services.aws import (
+    AwsTarget,
+    CachingLoader,
+    ClientFactory,
+    ParserFactory,
+    SlicedXMLParsing,
+)
 from tests.sandbox_fixture import Sandbox
 
 pytestmark = pytest.mark.sandbox
@@ -36,3 +45,24 @@ def test_broken_xml_is_botocores_parse_error() -> None:
     assert len(body) > SlicedXMLParsing.SLICE
     with pytest.raises(botocore.parsers.ResponseParserError):
         parser._parse_xml_string_to_dom(body)
+
+
+def test_models_load_as_plain_dicts_equal_to_botocores(tmp_path: Path) -> None:
+    stock = botocore.loaders.Loader()
+    ours = CachingLoader(tmp_path)
+    for service, kind in (("ec2", "service-2"), ("ec2", "paginators-1"), ("pricing", "service-2")):
+        got, want = ours.load_service_model(service, kind), stock.load_service_model(service, kind)
+        assert got == want
+        assert type(got) is dict and all(type(v) is dict for v in got.values() if isinstance(v, dict))
+    ours.flush()
+
+
+def test_a_client_closes_only_once_its_models_are_cached(tmp_path: Path) -> None:
+    target = AwsTarget(region="us-east-1", endpoint_url="http://127.0.0.1:9", access_key_id="x", secret_access_key="y")
+    clients = ClientFactory(target, cache_dir=tmp_path)
+    clients.client("ec2")
+    clients.close()
+    cached = list((tmp_path / "botocore-models").glob("*-ec2-latest.pickle"))
+    assert len(cached) == 1 and not list((tmp_path / "botocore-models").glob("*.tmp"))
+    again = ClientFactory(target, cache_dir=tmp_path).client("ec2")  # the next process, in effect
+    assert again.meta.service_model.operation_model("DescribeInstances").name == "DescribeInstances"

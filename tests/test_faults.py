@@ -13,6 +13,7 @@ import pytest
 from cloudsh.config import Settings
 from cloudsh.errors import CapacityError, CredentialsError
 from cloudsh.ops import instances as ops
+from cloudsh.root import build_backend
 from cloudsh.sandbox import state as sbx
 from cloudsh.sandbox.control import sandbox_up
 from cloudsh.services.aws import AwsTarget, ClientFactory
@@ -34,8 +35,7 @@ def backend_via(url: str, settings: Settings) -> Backend:
         region=sbx.REGION, endpoint_url=url, access_key_id=sbx.ACCESS_KEY_ID,
         secret_access_key=sbx.SECRET_ACCESS_KEY, sandbox=True,
     )
-    clients = ClientFactory(target)
-    return Backend(settings=settings, target=target, clients=clients, ec2=EC2Service(clients))
+    return build_backend(settings, target)
 
 
 @pytest.fixture
@@ -132,7 +132,9 @@ async def test_a_type_the_region_does_not_offer(endpoint: str) -> None:
 def test_service_models_are_cached_between_processes(tmp_path: Path) -> None:
     from cloudsh.services.aws import CachingLoader
 
-    cold = CachingLoader(tmp_path).load_service_model("ec2", "service-2")
+    first = CachingLoader(tmp_path)
+    cold = first.load_service_model("ec2", "service-2")
+    first.flush()  # written in the background; flushed before a process exits
     cached = list((tmp_path / "botocore-models").glob("*-ec2-latest.pickle"))
     assert len(cached) == 1
     warm = CachingLoader(tmp_path).load_service_model("ec2", "service-2")  # a new process, in effect

@@ -25,6 +25,7 @@ def modules_after(code: str) -> set[str]:
         "cloudsh.models", "cloudsh.errors", "cloudsh.config",
         "cloudsh.services.ec2", "cloudsh.services.backend", "cloudsh.services.ssh",
         "cloudsh.services.pricing", "cloudsh.services.hosts", "cloudsh.ops.instances",
+        "cloudsh.root", "cloudsh.frontend", "cloudsh.prefetch", "cloudsh.sandbox.hosts", "cloudsh.sandbox.pricing",
         "cloudsh.commands", "cloudsh.api", "cloudsh.sandbox.control",
     ],
 )
@@ -39,7 +40,10 @@ def test_cli_help_and_ls_path_stay_light() -> None:
     loaded = modules_after("import cloudsh.cli, cloudsh.commands")
     heavy = ("textual", "IPython", "paramiko", "asyncssh", "prompt_toolkit", "boto3", "botocore")
     assert not sorted(m for m in loaded if m.split(".")[0] in heavy)
-    loaded = modules_after("import cloudsh.services.backend, cloudsh.services.ec2, cloudsh.services.pricing, cloudsh.commands.instances")
+    loaded = modules_after(
+        "import cloudsh.root, cloudsh.services.backend, cloudsh.services.ec2, cloudsh.services.pricing, "
+        "cloudsh.sandbox.hosts, cloudsh.sandbox.pricing, cloudsh.commands.instances"
+    )
     assert not sorted(m for m in loaded if m.split(".")[0] in ("textual", "IPython", "paramiko", "asyncssh"))
 
 

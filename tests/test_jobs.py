@@ -254,13 +254,13 @@ def test_a_job_on_a_terminated_box_is_lost(sandbox: Sandbox, tmp_path: Path) -> 
 async def test_terminate_preview_lists_results_not_yet_home(box: str, tmp_path: Path) -> None:
     from cloudsh.config import Settings
     from cloudsh.ops.preview import terminate_preview
-    from cloudsh.services.backend import Backend
+    from cloudsh.root import connect
 
     script = _write(tmp_path / "two.sh", "#!/bin/sh\nmkdir -p two\necho a > two/a\necho b > two/b\n")
     local = tmp_path / "two"
     job_id = ok("script", box, str(script), "--sync", f"two:{local}").strip()
     _wait_for(lambda: _jobs()[job_id]["state"] == "finished", 20, "the job to finish")
-    backend = Backend.create(Settings.load(), sandbox=True)
+    backend = connect(Settings.load(), sandbox=True)
     try:
         [inst] = [i for i in await backend.ec2.list_instances() if i.name == box]
         [loss] = await terminate_preview(backend, [inst])
@@ -314,11 +314,11 @@ def _tag_state(instance_id: str, job_id: str) -> str:
 async def test_listing_jobs_writes_no_tags_and_record_states_does(box: str, tmp_path: Path) -> None:
     from cloudsh.config import Settings
     from cloudsh.ops import jobs as ops
-    from cloudsh.services.backend import Backend
+    from cloudsh.root import connect
 
     script = _write(tmp_path / "quick.sh", "#!/bin/sh\necho done\n")
     job_id = ok("script", box, str(script)).strip()
-    backend = Backend.create(Settings.load(), sandbox=True)
+    backend = connect(Settings.load(), sandbox=True)
     writes: list[str] = []
     for op in ("CreateTags", "DeleteTags"):
         backend.clients.register(f"before-call.ec2.{op}", lambda op=op, **_: writes.append(op))

@@ -34,7 +34,7 @@ OVER_SIZE: dict[str, str] = {}
 
 @pytest.fixture(scope="module")
 def graph() -> grimp.ImportGraph:
-    return grimp.build_graph("cloudsh", include_external_packages=True)
+    return grimp.build_graph("cloudsh", include_external_packages=True, cache_dir=None)
 
 
 def test_import_contracts_hold() -> None:

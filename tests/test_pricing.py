@@ -22,11 +22,11 @@ from botocore.stub import Stubber
 from cloudsh.errors import CloudshError, CredentialsError
 from cloudsh.models import Price
 from cloudsh.sandbox import prices as sandbox_prices
+from cloudsh.sandbox.pricing import SandboxOnDemandSource, SandboxSpotSource
 from cloudsh.services.aws import AwsTarget, ClientFactory
 from cloudsh.services.pricing import (
     AwsOnDemandSource,
     PricingService,
-    SandboxOnDemandSource,
     hourly_cost,
 )
 
@@ -620,7 +620,10 @@ async def test_sandbox_prices_through_the_service(tmp_path: Path) -> None:
         for at, usd in sandbox_prices.spot_price_history("g5.xlarge", az, NOW, NOW)
     ]
     add_spot(clients.stub("ec2"), ["g5.xlarge"], [rows])
-    service = PricingService(clients, "us-east-1", SandboxOnDemandSource(), tmp_path, clock=clock)
+    service = PricingService(
+        clients, "us-east-1", SandboxOnDemandSource(), tmp_path,
+        spot=SandboxSpotSource(clients, "us-east-1"), clock=clock,
+    )
     price = (await service.prices(["g5.xlarge"]))["g5.xlarge"]
     assert price.on_demand == 1.006
     assert price.spot == min(float(r["SpotPrice"]) for r in rows)
@@ -638,8 +641,10 @@ async def test_the_sandbox_cloud_serves_its_spot_market(sandbox: Any, tmp_path: 
         secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
         sandbox=True,
     )
+    clients = ClientFactory(target)
     service = PricingService(
-        ClientFactory(target), target.region, SandboxOnDemandSource(), tmp_path
+        clients, target.region, SandboxOnDemandSource(), tmp_path,
+        spot=SandboxSpotSource(clients, target.region),
     )
     azs = [z["ZoneName"] for z in sandbox.ec2().describe_availability_zones()["AvailabilityZones"]]
     before = datetime.now(UTC)

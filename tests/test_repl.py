@@ -224,12 +224,13 @@ async def test_sandbox_interrupt_waits_for_the_backend_it_needs(box: str, capsys
     # cloud, so the shell connects first; `sandbox status` and its kin need no backend.
     from cloudsh.errors import CloudshError
     from cloudsh.repl import Shell
+    from cloudsh.root import connect
     from cloudsh.services.backend import Backend
 
     def offline() -> Backend:
         raise CloudshError("no cloud here", "managing the sandbox needs none")
 
-    for factory, line in ((lambda: Backend.create(Settings.load(), sandbox=True), f"sandbox interrupt {box}"),
+    for factory, line in ((lambda: connect(Settings.load(), sandbox=True), f"sandbox interrupt {box}"),
                           (offline, "sandbox status")):
         shell = Shell(factory)
         try:

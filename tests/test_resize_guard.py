@@ -93,11 +93,11 @@ async def test_no_capacity_on_start_offers_the_previous_type_back(sandbox: Sandb
     asked, and the box goes back to its old type and runs again."""
     from cloudsh.commands import Context, dispatch
     from cloudsh.config import Settings
-    from cloudsh.services.backend import Backend
+    from cloudsh.root import connect
 
     name = f"rzc-{uuid.uuid4().hex[:6]}"
     ok("launch", name, "--type", "t3.micro")
-    backend = Backend.create(Settings.load(), sandbox=True)
+    backend = connect(Settings.load(), sandbox=True)
     _no_capacity_once(backend)
     questions: list[str] = []
 
@@ -122,11 +122,11 @@ async def test_the_api_goes_back_to_the_previous_type_when_told_to(sandbox: Sand
     from cloudsh.api import Cloud
     from cloudsh.config import Settings
     from cloudsh.errors import CapacityError
-    from cloudsh.services.backend import Backend
+    from cloudsh.root import connect
 
     name = f"rza-{uuid.uuid4().hex[:6]}"
     ok("launch", name, "--type", "t3.micro")
-    backend = Backend.create(Settings.load(), sandbox=True)
+    backend = connect(Settings.load(), sandbox=True)
     try:
         box = await Cloud(backend=backend).ainstance(name)
         _no_capacity_once(backend)

@@ -9,7 +9,7 @@ import uuid
 
 from cloudsh.config import Settings
 from cloudsh.ops.preview import terminate_preview
-from cloudsh.services.backend import Backend
+from cloudsh.root import connect
 from tests.cli import by_name, cloudsh, ok
 from tests.sandbox_fixture import Sandbox
 
@@ -46,7 +46,7 @@ async def test_spot_box_survives_interruption_and_terminate_cancels_its_request(
     # request is cancelled, and how old the latest backup is.
     ok("volume", "create", data, "1", "--for", name)
     ok("volume", "attach", data, name)
-    backend = Backend.create(Settings.load(), sandbox=True)
+    backend = connect(Settings.load(), sandbox=True)
     try:
         inst = await backend.ec2.find(name)
         [loss] = await terminate_preview(backend, [inst])

@@ -20,11 +20,13 @@ import pytest
 from cloudsh.config import Settings
 from cloudsh.errors import CloudshError, HostKeyChanged, InvalidState, SandboxError, SSHError
 from cloudsh.models import HostInfo, Instance
+from cloudsh.sandbox.hosts import SandboxHostResolver
 from cloudsh.sandbox.state import SandboxInstance, SandboxState, write_state
-from cloudsh.services.hosts import AwsHostResolver, SandboxHostResolver, parse_console_host_keys
+from cloudsh.services.hosts import AwsHostResolver, parse_console_host_keys
 from cloudsh.services.known_hosts import KnownHosts, fingerprint
+from cloudsh.services.openssh import openssh_args, ssh_config_block
 from cloudsh.services.paramiko_client import paramiko_client
-from cloudsh.services.ssh import SSHService, openssh_args, ssh_config_block
+from cloudsh.services.ssh import SSHService
 from tests.sandbox_fixture import Sandbox, sandbox  # noqa: F401
 from tests.ssh_server import SSHEnv, public_line, ssh_env, write_client_key  # noqa: F401
 
@@ -413,13 +415,14 @@ from pathlib import Path
 from cloudsh.config import Settings
 from cloudsh.models import HostInfo
 from cloudsh.services.ssh import SSHService
+from cloudsh.services.ssh_terminal import interactive
 
 async def main():
     state, port = Path(sys.argv[1]), int(sys.argv[2])
     svc = SSHService(Settings(state_dir=state))
     host = HostInfo("i-0test", "box", "127.0.0.1", port, "ubuntu", str(state / "id_ed25519"), "i-0test")
     try:
-        return await svc.interactive(host)
+        return await interactive(svc, host)
     finally:
         await svc.close()
 

@@ -24,6 +24,7 @@ from cloudsh.config import Settings
 from cloudsh.errors import CloudshError
 from cloudsh.models import JOB_TAG_PREFIX, JobTag
 from cloudsh.repl import Shell
+from cloudsh.root import connect
 from cloudsh.services.backend import Backend
 from cloudsh.tui.app import CloudshApp
 from cloudsh.tui.data import listing_cache_path
@@ -45,7 +46,7 @@ pytestmark = pytest.mark.sandbox
 
 
 def factory() -> Backend:
-    return Backend.create(Settings.load(), sandbox=True)
+    return connect(Settings.load(), sandbox=True)
 
 
 class _Out:

@@ -101,12 +101,14 @@ async def connect(ctx: Context, a: argparse.Namespace) -> int:
     _, host = await _running(ctx, a.name)
     b = ctx.backend
     if shutil.which("ssh") and ctx.terminal is not None:
-        from cloudsh.services.ssh import openssh_args
+        from cloudsh.services.openssh import openssh_args
 
         return await ctx.terminal(openssh_args(host, b.settings, forwards=forwards, tty=True))
     if ctx.terminal is None:
         raise UsageError("connect needs a terminal", f"use `cloudsh run {a.name} -- CMD` from scripts")
-    return await b.ssh.interactive(host, forwards)
+    from cloudsh.services.ssh_terminal import interactive
+
+    return await interactive(b.ssh, host, forwards)
 
 
 @command(

@@ -102,7 +102,7 @@ class SSHConfig:
 
 async def ssh_config(backend: Backend) -> SSHConfig:
     """The `ssh-config` text, built from the running boxes' records and pinned host keys."""
-    from cloudsh.services.ssh import ssh_config_block
+    from cloudsh.services.openssh import ssh_config_block
 
     insts = [i for i in await backend.ec2.list_instances() if i.state == "running"]
     blocks = [f"# cloudsh ssh-config for {backend.label}; regenerate after launching or starting boxes"]

@@ -1,8 +1,10 @@
-"""The async EC2 service: every EC2 API call cloudsh makes goes through here.
+"""The async EC2 service: every EC2 API call cloudsh makes goes through `EC2Service`.
 
-boto3 blocks, so each call runs in a worker thread (`asyncio.to_thread`) with that
-thread's own client (see `aws.ClientFactory`). Only `models` records leave this module;
-botocore errors become `CloudshError`s that say what to do.
+Instances, instance types, key pairs and security groups are here; images, volumes
+and snapshots in `ec2_storage.py`; how a call is made and its errors translated in
+`ec2_calls.py`. boto3 blocks, so each call runs in a worker thread
+(`asyncio.to_thread`) on the shared client (see `aws.ClientFactory`). Only `models`
+records leave these modules; botocore errors become `CloudshError`s that say what to do.
 """
 
 from __future__ import annotations
@@ -16,29 +18,21 @@ import time
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from cloudsh.errors import (
     Ambiguous,
     AWSError,
-    CapacityError,
     CloudshError,
-    CredentialsError,
     InvalidState,
     NotFound,
     UsageError,
 )
-from cloudsh.models import LIVE_STATES, Image, Instance, InstanceType, Snapshot, Volume
-from cloudsh.services.aws import BotoCoreError, ClientError, ClientFactory
-
-#: Canonical's AWS account, owner of the official Ubuntu images.
-CANONICAL = "099720109477"
-#: SSM public parameters naming the current Ubuntu LTS image per architecture.
-UBUNTU_SSM = "/aws/service/canonical/ubuntu/server/24.04/stable/current/{arch}/hvm/ebs-gp3/ami-id"
-UBUNTU_NAME = "ubuntu/images/hvm-ssd-gp3/ubuntu-noble-24.04-{arch}-server-*"
-_SSM_ARCH = {"x86_64": "amd64", "arm64": "arm64"}
+from cloudsh.models import LIVE_STATES, Instance, InstanceType
+from cloudsh.services.aws import ClientFactory
+from cloudsh.services.ec2_calls import tags_of
+from cloudsh.services.ec2_storage import EC2Storage
 
 #: Tag keys cloudsh writes; the cloud is the source of truth, so what cloudsh must
 #: remember about a box lives here.
@@ -61,12 +55,8 @@ class LaunchSpec:
     client_token: str = field(default_factory=lambda: uuid.uuid4().hex)
 
 
-def _tags(raw: Iterable[dict[str, str]] | None) -> dict[str, str]:
-    return {t["Key"]: t["Value"] for t in raw or ()}
-
-
 def _instance(raw: dict[str, Any]) -> Instance:
-    tags = _tags(raw.get("Tags"))
+    tags = tags_of(raw.get("Tags"))
     return Instance(
         id=raw["InstanceId"],
         name=tags.get("Name", ""),
@@ -109,69 +99,17 @@ def _instance_type(raw: dict[str, Any]) -> InstanceType:
     )
 
 
-def _image(raw: dict[str, Any]) -> Image:
-    tags = _tags(raw.get("Tags"))
-    created = raw.get("CreationDate")
-    return Image(
-        id=raw["ImageId"],
-        name=raw.get("Name") or tags.get("Name", ""),
-        state=raw.get("State", ""),
-        architecture=raw.get("Architecture", "x86_64"),
-        created=datetime.fromisoformat(created.replace("Z", "+00:00")) if created else None,
-        owner_id=raw.get("OwnerId", ""),
-        description=raw.get("Description", "") or "",
-        snapshot_ids=tuple(
-            m["Ebs"]["SnapshotId"]
-            for m in raw.get("BlockDeviceMappings", ())
-            if m.get("Ebs", {}).get("SnapshotId")
-        ),
-        tags=tags,
-    )
-
-
-def _volume(raw: dict[str, Any]) -> Volume:
-    tags = _tags(raw.get("Tags"))
-    att = (raw.get("Attachments") or [{}])[0]
-    return Volume(
-        id=raw["VolumeId"],
-        name=tags.get("Name", ""),
-        size_gb=int(raw.get("Size", 0)),
-        state=raw.get("State", ""),
-        az=raw.get("AvailabilityZone", ""),
-        volume_type=raw.get("VolumeType", ""),
-        attached_to=att.get("InstanceId"),
-        device=att.get("Device"),
-        delete_on_termination=bool(att.get("DeleteOnTermination", False)),
-        snapshot_id=raw.get("SnapshotId") or None,
-        created=raw.get("CreateTime"),
-        tags=tags,
-    )
-
-
-def _snapshot(raw: dict[str, Any]) -> Snapshot:
-    tags = _tags(raw.get("Tags"))
-    return Snapshot(
-        id=raw["SnapshotId"],
-        name=tags.get("Name", ""),
-        volume_id=raw.get("VolumeId", ""),
-        size_gb=int(raw.get("VolumeSize", 0)),
-        state=raw.get("State", ""),
-        started=raw.get("StartTime"),
-        tags=tags,
-    )
-
-
 def closest(word: str, candidates: Iterable[str]) -> str | None:
     found = difflib.get_close_matches(word, list(candidates), n=1, cutoff=0.6)
     return found[0] if found else None
 
 
-class EC2Service:
-    """Async EC2 operations for one account and region."""
+class EC2Service(EC2Storage):
+    """Async EC2 operations for one account and region: instances, instance types, key
+    pairs and security groups here, storage in `EC2Storage`, the plumbing in `EC2Calls`."""
 
     def __init__(self, clients: ClientFactory, *, cache_dir: Path | None = None) -> None:
-        self.clients = clients
-        self.region = clients.target.region
+        super().__init__(clients)
         self._types: dict[str, InstanceType] = {}
         self._type_names: tuple[str, ...] | None = None
         self._cache_file = (
@@ -217,34 +155,6 @@ class EC2Service:
             tmp.replace(self._cache_file)
         except OSError:
             pass  # caching is an optimisation; never fail a command over it
-
-    def _call_sync(self, op: str, **kwargs: Any) -> Any:
-        client = self.clients.client("ec2")
-        try:
-            return getattr(client, op)(**kwargs)
-        except ClientError as exc:
-            raise translate(exc, self.clients.target.profile) from None
-        except BotoCoreError as exc:
-            raise translate_botocore(exc, self.clients.target) from None
-
-    async def call(self, op: str, **kwargs: Any) -> Any:
-        """One EC2 API call, off the event loop."""
-        return await asyncio.to_thread(self._call_sync, op, **kwargs)
-
-    def _paginate_sync(self, op: str, key: str, **kwargs: Any) -> list[Any]:
-        client = self.clients.client("ec2")
-        out: list[Any] = []
-        try:
-            for page in client.get_paginator(op).paginate(**kwargs):
-                out.extend(page.get(key, ()))
-        except ClientError as exc:
-            raise translate(exc, self.clients.target.profile) from None
-        except BotoCoreError as exc:
-            raise translate_botocore(exc, self.clients.target) from None
-        return out
-
-    async def paginate(self, op: str, key: str, **kwargs: Any) -> list[Any]:
-        return await asyncio.to_thread(self._paginate_sync, op, key, **kwargs)
 
     # -- instances --------------------------------------------------------------
 
@@ -466,60 +376,6 @@ class EC2Service:
         )
         return bool(raw)
 
-    # -- images -----------------------------------------------------------------
-
-    async def images(self, *, owners: Sequence[str] = ("self",), **kwargs: Any) -> list[Image]:
-        raw = await self.call("describe_images", Owners=list(owners), **kwargs)
-        return sorted((_image(i) for i in raw.get("Images", ())), key=lambda i: i.name)
-
-    async def find_image(self, id_or_name: str) -> Image:
-        """An AMI by id, or by name among this account's images then Canonical's."""
-        if id_or_name.startswith("ami-"):
-            try:
-                raw = await self.call("describe_images", ImageIds=[id_or_name])
-            except AWSError as exc:
-                raise NotFound(f"no image {id_or_name}", "list yours with `cloudsh images`") from exc
-            if raw.get("Images"):
-                return _image(raw["Images"][0])
-            raise NotFound(f"no image {id_or_name}", "list yours with `cloudsh images`")
-        for owners in (["self"], [CANONICAL]):
-            found = await self.images(
-                owners=owners, Filters=[{"Name": "name", "Values": [id_or_name]}]
-            )
-            if found:
-                return max(found, key=lambda i: i.created or datetime.min.replace(tzinfo=UTC))
-        raise NotFound(f"no image named {id_or_name!r}", "list yours with `cloudsh images`")
-
-    async def default_image(self, architecture: str = "x86_64") -> Image:
-        """The current Ubuntu LTS: the SSM public parameter, else the newest Canonical image."""
-        arch = _SSM_ARCH.get(architecture, architecture)
-        image_id: str | None = None
-        try:
-            ssm = await asyncio.to_thread(self.clients.client, "ssm")
-            raw = await asyncio.to_thread(ssm.get_parameter, Name=UBUNTU_SSM.format(arch=arch))
-            image_id = raw["Parameter"]["Value"]
-        except (ClientError, BotoCoreError, KeyError):
-            image_id = None  # not published here (or no SSM access): fall back
-        if image_id:
-            try:
-                return await self.find_image(image_id)
-            except NotFound:
-                pass
-        found = await self.images(
-            owners=[CANONICAL],
-            Filters=[
-                {"Name": "name", "Values": [UBUNTU_NAME.format(arch=arch)]},
-                {"Name": "architecture", "Values": [architecture]},
-                {"Name": "state", "Values": ["available"]},
-            ],
-        )
-        if not found:
-            raise NotFound(
-                f"no Ubuntu 24.04 image for {architecture} in {self.region}",
-                "pass one with --image AMI_ID",
-            )
-        return max(found, key=lambda i: i.created or datetime.min.replace(tzinfo=UTC))
-
     # -- key pairs and security groups -----------------------------------------
 
     async def key_pair_exists(self, name: str) -> bool:
@@ -570,100 +426,6 @@ class EC2Service:
     async def delete_security_group(self, group_id: str) -> None:
         await self.call("delete_security_group", GroupId=group_id)
 
-    # -- volumes and snapshots (listing; workflows live in ops/) ---------------
-
-    async def volumes(self) -> list[Volume]:
-        raw = await self.paginate("describe_volumes", "Volumes")
-        return sorted((_volume(v) for v in raw), key=lambda v: (v.name or "~", v.id))
-
-    async def snapshots(self) -> list[Snapshot]:
-        raw = await self.paginate("describe_snapshots", "Snapshots", OwnerIds=["self"])
-        return sorted((_snapshot(s) for s in raw), key=lambda s: (s.name or "~", s.id))
-
-    # -- images, volumes and snapshots: changes (the workflows are ops/images.py, ops/volumes.py)
-
-    async def create_image(
-        self, instance_id: str, name: str, *, no_reboot: bool, tags: dict[str, str]
-    ) -> str:
-        raw = await self.call(
-            "create_image",
-            InstanceId=instance_id,
-            Name=name,
-            Description=f"cloudsh freeze of {instance_id}",
-            NoReboot=no_reboot,
-            TagSpecifications=[
-                {"ResourceType": "image", "Tags": [{"Key": k, "Value": v} for k, v in tags.items()]}
-            ],
-        )
-        return str(raw["ImageId"])
-
-    async def get_image(self, image_id: str) -> Image | None:
-        try:
-            raw = await self.call("describe_images", ImageIds=[image_id])
-        except NotFound:
-            return None
-        except AWSError as exc:
-            if exc.code.startswith("InvalidAMIID"):
-                return None
-            raise
-        found = raw.get("Images") or []
-        return _image(found[0]) if found else None
-
-    async def deregister_image(self, image_id: str) -> None:
-        await self.call("deregister_image", ImageId=image_id)
-
-    async def availability_zones(self) -> list[str]:
-        raw = await self.call("describe_availability_zones")
-        return sorted(z["ZoneName"] for z in raw.get("AvailabilityZones", ()))
-
-    async def create_volume(
-        self, *, az: str, size_gb: int, volume_type: str, snapshot_id: str | None, tags: dict[str, str]
-    ) -> Volume:
-        kwargs: dict[str, Any] = dict(
-            AvailabilityZone=az,
-            Size=size_gb,
-            VolumeType=volume_type,
-            Encrypted=True,
-            TagSpecifications=[
-                {"ResourceType": "volume", "Tags": [{"Key": k, "Value": v} for k, v in tags.items()]}
-            ],
-        )
-        if snapshot_id:
-            kwargs["SnapshotId"] = snapshot_id
-        return _volume(await self.call("create_volume", **kwargs))
-
-    async def get_volume(self, volume_id: str) -> Volume:
-        raw = await self.call("describe_volumes", VolumeIds=[volume_id])
-        return _volume(raw["Volumes"][0])
-
-    async def attach_volume(self, volume_id: str, instance_id: str, device: str) -> None:
-        await self.call("attach_volume", VolumeId=volume_id, InstanceId=instance_id, Device=device)
-
-    async def detach_volume(self, volume_id: str, instance_id: str) -> None:
-        await self.call("detach_volume", VolumeId=volume_id, InstanceId=instance_id)
-
-    async def delete_volume(self, volume_id: str) -> None:
-        await self.call("delete_volume", VolumeId=volume_id)
-
-    async def create_snapshot(self, volume_id: str, description: str, tags: dict[str, str]) -> Snapshot:
-        raw = await self.call(
-            "create_snapshot",
-            VolumeId=volume_id,
-            Description=description,
-            TagSpecifications=[
-                {"ResourceType": "snapshot", "Tags": [{"Key": k, "Value": v} for k, v in tags.items()]}
-            ],
-        )
-        return _snapshot(raw)
-
-    async def get_snapshot(self, snapshot_id: str) -> Snapshot:
-        raw = await self.call("describe_snapshots", SnapshotIds=[snapshot_id])
-        return _snapshot(raw["Snapshots"][0])
-
-    async def delete_snapshot(self, snapshot_id: str) -> None:
-        await self.call("delete_snapshot", SnapshotId=snapshot_id)
-
-
 def resolve_name(name: str, instances: Sequence[Instance]) -> Instance:
     """Pick the live instance called `name` (Name tag) or with that id."""
     by_id = [i for i in instances if i.id == name]
@@ -684,71 +446,3 @@ def resolve_name(name: str, instances: Sequence[Instance]) -> Instance:
     )
 
 
-_CREDENTIAL_CODES = {
-    "AuthFailure",
-    "UnrecognizedClientException",
-    "InvalidClientTokenId",
-    "ExpiredToken",
-    "ExpiredTokenException",
-    "RequestExpired",
-    "SignatureDoesNotMatch",
-}
-
-
-def credentials_hint(profile: str | None) -> str:
-    who = f" --profile {profile}" if profile else ""
-    return (
-        f"refresh them with `aws sso login{who}` or `aws configure{who}` "
-        "(or run on the local sandbox with `cloudsh --sandbox`)"
-    )
-
-
-def translate(exc: ClientError, profile: str | None = None) -> CloudshError:
-    """A botocore ClientError -> the CloudshError a user should see."""
-    err = exc.response.get("Error", {})
-    code = str(err.get("Code", ""))
-    message = str(err.get("Message", "")).rstrip(".") or code
-    op = exc.operation_name
-    if code in _CREDENTIAL_CODES:
-        which = f"profile {profile!r}" if profile else "the default AWS credentials"
-        return CredentialsError(
-            f"AWS rejected {which} ({code}: {message})", credentials_hint(profile)
-        )
-    if code in ("UnauthorizedOperation", "AccessDenied", "AccessDeniedException"):
-        return AWSError(f"not allowed to call {op}: {message}", "ask for that IAM permission", code)
-    if code.startswith("InvalidInstanceID"):
-        return NotFound(message, "list instances with `cloudsh ls --all`")
-    if code == "IncorrectInstanceState":
-        return InvalidState(message, "check its state with `cloudsh ls`")
-    if code in ("InsufficientInstanceCapacity", "InsufficientCapacity", "SpotMaxPriceTooLow"):
-        return CapacityError(
-            f"AWS has no capacity for this right now ({message})",
-            "try another type or availability zone, or on-demand instead of spot",
-            code,
-        )
-    if code in ("VcpuLimitExceeded", "MaxSpotInstanceCountExceeded", "InstanceLimitExceeded"):
-        return AWSError(
-            f"over your account's quota: {message}",
-            "request a higher vCPU quota in the Service Quotas console",
-            code,
-        )
-    if code in ("Unsupported", "InvalidParameterValue", "InvalidParameterCombination"):
-        return AWSError(f"{op} refused: {message}", "", code)
-    return AWSError(f"{op} failed: {code}: {message}", "", code)
-
-
-def translate_botocore(exc: BotoCoreError, target: Any) -> CloudshError:
-    name = type(exc).__name__
-    if name in ("NoCredentialsError", "PartialCredentialsError", "ProfileNotFound"):
-        which = f"profile {target.profile!r}" if target.profile else "any AWS credentials"
-        return CredentialsError(f"could not find {which}: {exc}", credentials_hint(target.profile))
-    if name in ("SSOTokenLoadError", "UnauthorizedSSOTokenError", "TokenRetrievalError"):
-        return CredentialsError(f"the SSO session has expired ({exc})", credentials_hint(target.profile))
-    if name in ("EndpointConnectionError", "ConnectTimeoutError", "ReadTimeoutError", "ConnectionClosedError"):
-        if target.sandbox:
-            return CloudshError(
-                f"cannot reach the sandbox cloud at {target.endpoint_url}",
-                "start it with `cloudsh sandbox up`",
-            )
-        return CloudshError(f"cannot reach AWS: {exc}", "check your network connection")
-    return CloudshError(f"AWS request failed: {exc}", "")

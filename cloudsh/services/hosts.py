@@ -1,9 +1,9 @@
 """Instance -> where and how to reach it over SSH (`HostInfo`).
 
-Real AWS and the sandbox differ only here: AWS boxes are reached at their public (else
-private) address on port 22; sandbox boxes at 127.0.0.1 on the port the sandbox daemon
-publishes in its state file, with the host key it publishes. No asyncssh import here:
-`cloudsh ls` loads this module.
+A `HostResolver` says where a box answers SSH. AWS boxes are reached at their public
+(else private) address on port 22 (`AwsHostResolver`); the sandbox supplies its own
+resolver (`cloudsh.sandbox.hosts`). No asyncssh import here: `cloudsh ls` loads this
+module.
 """
 
 from __future__ import annotations
@@ -14,9 +14,8 @@ from collections.abc import Iterable
 from typing import Protocol
 
 from cloudsh.config import Settings
-from cloudsh.errors import InvalidState, SandboxError
+from cloudsh.errors import InvalidState
 from cloudsh.models import HostInfo, Instance
-from cloudsh.sandbox.state import pid_alive, read_state
 
 _KEYS_BLOCK = re.compile(
     r"-----BEGIN SSH HOST KEY KEYS-----(.*?)-----END SSH HOST KEY KEYS-----", re.S
@@ -42,7 +41,7 @@ def parse_console_host_keys(text: str) -> tuple[str, ...]:
     return tuple(keys)
 
 
-def _check_running(inst: Instance) -> bool:
+def check_running(inst: Instance) -> bool:
     """True if running; False if about to be (pending); raises if it will not be."""
     if inst.state == "running":
         return True
@@ -92,7 +91,7 @@ class AwsHostResolver:
             self._console_keys[instance_id] = tuple(keys)
 
     def resolve(self, inst: Instance) -> HostInfo | None:
-        if not _check_running(inst):
+        if not check_running(inst):
             return None
         address = inst.public_ip or inst.private_ip
         if not address:
@@ -108,33 +107,4 @@ class AwsHostResolver:
             key_path=str(self.settings.key_path),
             host_key_alias=inst.id,
             expected_host_keys=expected,
-        )
-
-
-class SandboxHostResolver:
-    """The local cloud: 127.0.0.1 and the port/host key the sandbox daemon publishes."""
-
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-
-    def resolve(self, inst: Instance) -> HostInfo | None:
-        if not _check_running(inst):
-            return None
-        state = read_state(self.settings.sandbox_path)
-        if state is None or not pid_alive(state.pid):
-            raise SandboxError(
-                "the sandbox cloud is not running", "start it with `cloudsh sandbox up`"
-            )
-        box = state.instances.get(inst.id)
-        if box is None or not box.ready or not box.ssh_port:
-            return None
-        return HostInfo(
-            instance_id=inst.id,
-            name=inst.label,
-            host="127.0.0.1",
-            port=int(box.ssh_port),
-            user=self.settings.ssh_user,
-            key_path=str(self.settings.key_path),
-            host_key_alias=inst.id,
-            expected_host_keys=(box.host_key,) if box.host_key else (),
         )

@@ -1,9 +1,10 @@
-"""Prices: on-demand from a list-price source, spot from EC2's spot price history.
+"""Prices: on-demand from a list-price source, spot from a spot price history.
 
 The one place prices are computed. On-demand prices come from an `OnDemandSource`
 (the AWS Pricing API, or the sandbox's published list) and are cached on disk for a
 week, because list prices change a few times a year and the Pricing API takes about a
-second per type. Spot prices move hourly, so they are cached in memory for 10 minutes.
+second per type. Spot prices come from a `SpotSource` (EC2's DescribeSpotPriceHistory)
+and move hourly, so they are cached in memory for 10 minutes.
 Everything blocking runs in worker threads; only `models` records leave this module.
 """
 
@@ -13,7 +14,7 @@ import asyncio
 import hashlib
 import json
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -27,7 +28,7 @@ from cloudsh.models import (
     hourly_cost,  # noqa: F401  (re-exported)
 )
 from cloudsh.services.aws import BotoCoreError, ClientError, ClientFactory
-from cloudsh.services.ec2 import translate, translate_botocore
+from cloudsh.services.ec2_calls import translate, translate_botocore
 
 ON_DEMAND_TTL = timedelta(days=7)
 SPOT_TTL = timedelta(minutes=10)
@@ -139,18 +140,65 @@ def on_demand_usd(item: str | dict[str, Any], instance_type: str) -> float | Non
     return None
 
 
-class SandboxOnDemandSource:
-    """The sandbox's published list prices (see `cloudsh.sandbox.prices`)."""
+class SpotSource(Protocol):
+    """Where spot prices come from. `history` blocks.
 
-    def __init__(self) -> None:
-        from cloudsh.sandbox.prices import PRICES_SOURCE
+    `history(types, start)` is the price in force at `start` per type and AZ; with `end`,
+    every change between the two as well. Types it has no price for are absent.
 
-        self.label = PRICES_SOURCE
+    Raises:
+        CloudshError: the source could not be asked at all (credentials, network, IAM).
+    """
 
-    def fetch(self, types: Sequence[str]) -> dict[str, float]:
-        from cloudsh.sandbox.prices import LIST_PRICES
+    label: str
 
-        return {t: LIST_PRICES[t] for t in types if t in LIST_PRICES}
+    def history(
+        self, types: Sequence[str], start: datetime, end: datetime | None = None
+    ) -> list[SpotPricePoint]: ...
+
+
+class Ec2SpotSource:
+    """EC2's DescribeSpotPriceHistory (Linux/UNIX), `SPOT_BATCH` types a request."""
+
+    def __init__(self, clients: ClientFactory, region: str, *, label: str | None = None) -> None:
+        self._clients = clients
+        self.region = region
+        self.label = label or f"spot: EC2 spot price history, {region}"
+
+    def history(
+        self, types: Sequence[str], start: datetime, end: datetime | None = None
+    ) -> list[SpotPricePoint]:
+        window: dict[str, Any] = {"StartTime": start}
+        if end is not None:
+            window["EndTime"] = end
+        client = self._clients.client("ec2", self.region)
+        points: list[SpotPricePoint] = []
+        try:
+            for i in range(0, len(types), SPOT_BATCH):
+                pages = client.get_paginator("describe_spot_price_history").paginate(
+                    InstanceTypes=list(types[i : i + SPOT_BATCH]),
+                    ProductDescriptions=["Linux/UNIX"],
+                    **window,
+                )
+                for page in pages:
+                    points.extend(_points(page.get("SpotPriceHistory", ())))
+        except (ClientError, BotoCoreError) as exc:
+            raise price_error(exc, self._clients) from None
+        return points
+
+
+def _points(rows: Iterable[dict[str, Any]]) -> Iterator[SpotPricePoint]:
+    """History rows as records; a row missing a field is skipped, not fatal."""
+    for r in rows:
+        try:
+            yield SpotPricePoint(
+                str(r["InstanceType"]),
+                str(r["AvailabilityZone"]),
+                float(r["SpotPrice"]),
+                _utc(r["Timestamp"]),
+            )
+        except (KeyError, TypeError, ValueError, AttributeError):
+            continue
 
 
 @dataclass(frozen=True)
@@ -176,11 +224,13 @@ class PricingService:
         on_demand: OnDemandSource,
         cache_dir: Path,
         *,
+        spot: SpotSource | None = None,
         clock: Callable[[], datetime] = _now,
     ) -> None:
         self.clients = clients
         self.region = region
         self.on_demand = on_demand
+        self.spot = spot or Ec2SpotSource(clients, region)
         self._clock = clock
         digest = hashlib.sha1(on_demand.label.encode()).hexdigest()[:8]
         self.cache_file = cache_dir / f"on-demand-{region}-{digest}.json"
@@ -190,11 +240,6 @@ class PricingService:
         self._spot_lock = threading.Lock()
         self.last_error: CloudshError | None = None
         """The error behind the last incomplete `prices(strict=False)` answer, if any."""
-        self.spot_label = f"spot: EC2 spot price history, {region}"
-        if clients.target.sandbox:
-            from cloudsh.sandbox.prices import SPOT_SOURCE
-
-            self.spot_label = SPOT_SOURCE
 
     async def prices(
         self, types: Sequence[str], *, strict: bool = True, spot_for: Sequence[str] | None = None
@@ -216,7 +261,7 @@ class PricingService:
                 self._spot_sync, names if spot_for is None else list(dict.fromkeys(spot_for)), strict
             ),
         )
-        source = f"{self.on_demand.label}; {self.spot_label}"
+        source = f"{self.on_demand.label}; {self.spot.label}"
         out: dict[str, Price] = {}
         for name in names:
             o, s = od.get(name), spot.get(name)
@@ -236,20 +281,11 @@ class PricingService:
     async def spot_history(self, instance_type: str, days: float = 7) -> list[SpotPricePoint]:
         """Linux spot price changes over the last `days`, every AZ, oldest first."""
         end = self._clock()
-        rows = await asyncio.to_thread(
-            self._spot_rows, [instance_type], StartTime=end - timedelta(days=days), EndTime=end
+        points = await asyncio.to_thread(
+            self.spot.history, [instance_type], end - timedelta(days=days), end
         )
-        points = [
-            SpotPricePoint(
-                r["InstanceType"],
-                r["AvailabilityZone"],
-                float(r["SpotPrice"]),
-                _utc(r["Timestamp"]),
-            )
-            for r in rows
-            if r.get("InstanceType") == instance_type
-        ]
-        return sorted(points, key=lambda p: (p.at, p.az))
+        mine = [p for p in points if p.instance_type == instance_type]
+        return sorted(mine, key=lambda p: (p.at, p.az))
 
     def cache_age(self) -> float | None:
         """Seconds since the oldest cached on-demand price was fetched; None if none is."""
@@ -324,45 +360,25 @@ class PricingService:
             ]
             if missing:
                 try:
-                    rows = self._spot_rows(missing, StartTime=now)
+                    points = self.spot.history(missing, now)
                 except CloudshError as exc:
                     if strict:
                         raise
                     self.last_error = exc
                 else:
-                    self._spot.update(_lowest(rows, missing, now))
+                    self._spot.update(_lowest(points, missing, now))
             return {n: self._spot[n] for n in names if n in self._spot}
-
-    def _spot_rows(self, names: Sequence[str], **kwargs: Any) -> list[dict[str, Any]]:
-        client = self.clients.client("ec2", self.region)
-        rows: list[dict[str, Any]] = []
-        try:
-            for i in range(0, len(names), SPOT_BATCH):
-                pages = client.get_paginator("describe_spot_price_history").paginate(
-                    InstanceTypes=list(names[i : i + SPOT_BATCH]),
-                    ProductDescriptions=["Linux/UNIX"],
-                    **kwargs,
-                )
-                for page in pages:
-                    rows.extend(page.get("SpotPriceHistory", ()))
-        except (ClientError, BotoCoreError) as exc:
-            raise price_error(exc, self.clients) from None
-        return rows
 
 
 def _lowest(
-    rows: Iterable[dict[str, Any]], names: Sequence[str], now: datetime
+    points: Iterable[SpotPricePoint], names: Sequence[str], now: datetime
 ) -> dict[str, _Spot]:
-    """The cheapest AZ's current price per type, from history rows (latest row per AZ wins)."""
+    """The cheapest AZ's current price per type (the latest point per AZ wins)."""
     latest: dict[tuple[str, str], tuple[datetime, float]] = {}
-    for r in rows:
-        try:
-            key = (str(r["InstanceType"]), str(r["AvailabilityZone"]))
-            at, usd = _utc(r["Timestamp"]), float(r["SpotPrice"])
-        except (KeyError, TypeError, ValueError):
-            continue
-        if key not in latest or at > latest[key][0]:
-            latest[key] = (at, usd)
+    for p in points:
+        key = (p.instance_type, p.az)
+        if key not in latest or p.at > latest[key][0]:
+            latest[key] = (p.at, p.price)
     out = {n: _Spot(None, None, now) for n in names}
     for (name, az), (_, usd) in sorted(latest.items()):
         best = out.get(name)

@@ -7,7 +7,8 @@ out of band (sandbox state, EC2 console output) if there are any, else it is tru
 first use. A changed key is never accepted silently.
 
 OpenSSH (`connect`, `ssh-config`, rsync/scp) is pointed at the same file with
-`HostKeyAlias`, so both clients agree on what a box's key is.
+`HostKeyAlias` (`openssh.py`), so both clients agree on what a box's key is. The
+asyncssh terminal session for `connect` without OpenSSH is `ssh_terminal.py`.
 """
 
 from __future__ import annotations
@@ -18,8 +19,6 @@ import contextlib
 import errno
 import os
 import shutil
-import signal
-import sys
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path, PurePosixPath
@@ -32,11 +31,7 @@ from cloudsh.config import Settings
 from cloudsh.errors import CloudshError, HostKeyChanged, SSHError
 from cloudsh.models import CommandResult, HostInfo, Tunnel
 from cloudsh.services.known_hosts import KnownHosts, fingerprint, normalize_key
-
-#: Seconds between keepalives; 3 unanswered ones drop the connection (like OpenSSH's
-#: ServerAliveInterval/CountMax), so a dead pooled connection is noticed and replaced.
-KEEPALIVE_S = 15.0
-KEEPALIVE_COUNT = 3
+from cloudsh.services.openssh import KEEPALIVE_COUNT, KEEPALIVE_S
 
 #: AES-GCM first: AES-NI makes it the fastest cipher on x86 and Graviton alike;
 #: chacha20 wins only on CPUs without AES instructions.
@@ -48,8 +43,8 @@ CIPHERS = (
     "aes256-ctr",
 )
 
-_CHUNK = 65536
-_BOOT_HINT = "it may still be booting: wait, or check `cloudsh ls`"
+CHUNK = 65536
+BOOT_HINT = "it may still be booting: wait, or check `cloudsh ls`"
 
 PoolKey = tuple[str, int, str, str]
 T = TypeVar("T")
@@ -103,14 +98,15 @@ class _HostKeyPolicy(asyncssh.SSHClient):
         return self.accept_unknown
 
 
-def _exit_status(proc: asyncssh.SSHClientProcess[Any]) -> int | None:
+def exit_status(proc: asyncssh.SSHClientProcess[Any]) -> int | None:
+    """The remote command's exit status (128+N when signal N ended it); None if unknown."""
     code = proc.returncode
     if code is None:
         return None
     return 128 - code if code < 0 else code
 
 
-def _stop(proc: asyncssh.SSHClientProcess[Any]) -> None:
+def stop_process(proc: asyncssh.SSHClientProcess[Any]) -> None:
     """Stop a remote command we no longer wait for: TERM it, then close the channel."""
     if proc.returncode is None:
         with contextlib.suppress(OSError, asyncssh.Error):
@@ -139,7 +135,7 @@ def reach_error(host: HostInfo, exc: BaseException, timeout: float | None = None
         why = exc.strerror or str(exc) or type(exc).__name__
     else:
         why = str(exc) or type(exc).__name__
-    return SSHError(f"cannot reach box {_where(host)}: {why.rstrip('.').lower()}", _BOOT_HINT)
+    return SSHError(f"cannot reach box {_where(host)}: {why.rstrip('.').lower()}", BOOT_HINT)
 
 
 def _host_key_error(host: HostInfo, pinned: Sequence[str], presented: str) -> HostKeyChanged:
@@ -259,7 +255,7 @@ class SSHService:
                 conn = self._pool[key] = await self._open(host)
             return conn
 
-    async def _channel(
+    async def channel(
         self, host: HostInfo, open_: Callable[[asyncssh.SSHClientConnection], Awaitable[T]]
     ) -> T:
         """Open a channel on the pooled connection, reconnecting once if it turned out dead."""
@@ -312,7 +308,7 @@ class SSHService:
             )
 
         try:
-            proc = await self._channel(host, open_)
+            proc = await self.channel(host, open_)
         except (OSError, asyncssh.Error) as exc:
             raise reach_error(host, exc) from None
         out: list[str] = []
@@ -332,7 +328,7 @@ class SSHService:
         ) -> None:
             decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
             sink = callback or buf.append
-            while chunk := await stream.read(_CHUNK):
+            while chunk := await stream.read(CHUNK):
                 if text := decoder.decode(chunk):
                     sink(text)
             if text := decoder.decode(b"", final=True):
@@ -352,11 +348,11 @@ class SSHService:
         except (OSError, asyncssh.Error) as exc:
             raise SSHError(
                 f"lost the connection to {host.name} while running `{command}`: {exc}",
-                _BOOT_HINT,
+                BOOT_HINT,
             ) from None
         finally:
-            _stop(proc)
-        status = _exit_status(proc)
+            stop_process(proc)
+        status = exit_status(proc)
         if status is None:
             raise SSHError(
                 f"lost the connection to {host.name} while running `{command}`",
@@ -371,7 +367,7 @@ class SSHService:
             return await conn.start_sftp_client()
 
         try:
-            return await self._channel(host, open_)
+            return await self.channel(host, open_)
         except (OSError, asyncssh.Error) as exc:
             raise reach_error(host, exc) from None
 
@@ -391,7 +387,7 @@ class SSHService:
             raise _sftp_error(host, remote, exc) from None
         except (OSError, asyncssh.Error) as exc:
             raise SSHError(
-                f"copying {local} to {host.name}:{remote} failed: {exc}", _BOOT_HINT
+                f"copying {local} to {host.name}:{remote} failed: {exc}", BOOT_HINT
             ) from None
         finally:
             sftp.exit()
@@ -432,7 +428,7 @@ class SSHService:
             raise _sftp_error(host, remote, exc) from None
         except (OSError, asyncssh.Error) as exc:
             raise SSHError(
-                f"copying {host.name}:{remote} to {local} failed: {exc}", _BOOT_HINT
+                f"copying {host.name}:{remote} to {local} failed: {exc}", BOOT_HINT
             ) from None
         finally:
             sftp.exit()
@@ -453,7 +449,7 @@ class SSHService:
             return await conn.forward_local_port("127.0.0.1", local_port, remote_host, remote_port)
 
         try:
-            listener = await self._channel(host, open_)
+            listener = await self.channel(host, open_)
         except OSError as exc:
             if exc.errno == errno.EADDRINUSE:
                 raise CloudshError(
@@ -488,82 +484,9 @@ class SSHService:
                 last = f"{_where(host)}: {seen}"
             if loop.time() + interval > deadline:
                 raise SSHError(
-                    f"box did not answer SSH within {timeout:g} s (last: {last})", _BOOT_HINT
+                    f"box did not answer SSH within {timeout:g} s (last: {last})", BOOT_HINT
                 )
             await asyncio.sleep(interval)
-
-    # -- interactive fallback ----------------------------------------------------
-
-    async def interactive(self, host: HostInfo, forwards: Sequence[tuple[int, int]] = ()) -> int:
-        """A shell on the box wired to this terminal (when OpenSSH is not installed)."""
-        import termios
-        import tty
-
-        fd_in, fd_out = sys.stdin.fileno(), sys.stdout.fileno()
-        if not os.isatty(fd_in):
-            raise SSHError(
-                "an interactive session needs a terminal",
-                "use `cloudsh run NAME -- CMD` in scripts",
-            )
-        loop = asyncio.get_running_loop()
-        saved = termios.tcgetattr(fd_in)
-        proc: asyncssh.SSHClientProcess[bytes] | None = None
-        opened: list[Forward] = []
-        winch = False
-        try:
-            for local_port, remote_port in forwards:
-                opened.append(await self.forward(host, local_port, remote_port))
-            cols, rows = os.get_terminal_size(fd_in)
-
-            async def open_(conn: asyncssh.SSHClientConnection) -> asyncssh.SSHClientProcess[bytes]:
-                return await conn.create_process(
-                    encoding=None,
-                    request_pty="force",
-                    term_type=os.environ.get("TERM", "xterm-256color"),
-                    term_size=(cols, rows),
-                )
-
-            try:
-                proc = await self._channel(host, open_)
-            except (OSError, asyncssh.Error) as exc:
-                raise reach_error(host, exc) from None
-            running = proc
-
-            def on_input() -> None:
-                data = os.read(fd_in, _CHUNK)
-                if data:
-                    running.stdin.write(data)
-                else:
-                    loop.remove_reader(fd_in)
-                    running.stdin.write_eof()
-
-            def on_resize() -> None:
-                c, r = os.get_terminal_size(fd_in)
-                running.change_terminal_size(c, r)
-
-            tty.setraw(fd_in)
-            loop.add_reader(fd_in, on_input)
-            with contextlib.suppress(ValueError, RuntimeError):  # not the main thread
-                loop.add_signal_handler(signal.SIGWINCH, on_resize)
-                winch = True
-            try:
-                while chunk := await running.stdout.read(_CHUNK):
-                    os.write(fd_out, chunk)
-                await running.wait_closed()
-            except (OSError, asyncssh.Error) as exc:
-                raise SSHError(f"lost the connection to {host.name}: {exc}", _BOOT_HINT) from None
-        finally:
-            loop.remove_reader(fd_in)
-            if winch:
-                loop.remove_signal_handler(signal.SIGWINCH)
-            termios.tcsetattr(fd_in, termios.TCSADRAIN, saved)
-            if proc is not None:
-                _stop(proc)
-            for fwd in opened:
-                fwd.close()
-        status = _exit_status(proc)
-        return 255 if status is None else status
-
 
 def _sftp_error(host: HostInfo, path: str, exc: asyncssh.SFTPError) -> CloudshError:
     if isinstance(exc, asyncssh.SFTPNoSuchFile | asyncssh.SFTPNoSuchPath):
@@ -614,65 +537,3 @@ async def _probe(host: HostInfo, timeout: float) -> str | None:
                 await writer.wait_closed()
 
 
-# -- OpenSSH -----------------------------------------------------------------------
-
-
-def _openssh_options(host: HostInfo, settings: Settings) -> list[tuple[str, str]]:
-    return [
-        ("IdentityFile", host.key_path),
-        ("IdentitiesOnly", "yes"),
-        ("HostKeyAlias", host.host_key_alias),
-        ("UserKnownHostsFile", str(settings.known_hosts_path)),
-        ("GlobalKnownHostsFile", "/dev/null"),
-        ("StrictHostKeyChecking", "yes"),
-        # Keep OpenSSH from rewriting cloudsh's pins behind its back.
-        ("UpdateHostKeys", "no"),
-        ("CheckHostIP", "no"),
-        ("ServerAliveInterval", f"{KEEPALIVE_S:g}"),
-        ("ServerAliveCountMax", str(KEEPALIVE_COUNT)),
-        ("ConnectTimeout", f"{max(1, round(settings.ssh_connect_timeout_s))}"),
-    ]
-
-
-def openssh_args(
-    host: HostInfo,
-    settings: Settings,
-    *,
-    forwards: Sequence[tuple[int, int]] = (),
-    command: Sequence[str] | None = None,
-    tty: bool = False,
-) -> list[str]:
-    """argv for OpenSSH `ssh` to the box, checking its key against cloudsh's pins.
-
-    Call `SSHService.ensure_pinned` first: with nothing pinned OpenSSH refuses.
-    """
-    args = ["ssh", "-p", str(host.port), "-l", host.user, "-i", host.key_path]
-    for name, value in _openssh_options(host, settings):
-        args += ["-o", f"{name}={value}"]
-    if forwards:
-        args += ["-o", "ExitOnForwardFailure=yes"]
-    for local_port, remote_port in forwards:
-        args += ["-L", f"127.0.0.1:{local_port}:localhost:{remote_port}"]
-    if tty:
-        args.append("-t")
-    args.append(host.host)
-    if command:
-        args.extend(command)
-    return args
-
-
-def _config_value(value: str) -> str:
-    return f'"{value}"' if any(c.isspace() for c in value) else value
-
-
-def ssh_config_block(name: str, host: HostInfo, settings: Settings) -> str:
-    """One `Host NAME` block for `ssh -F FILE NAME`, scp, rsync and VS Code Remote-SSH."""
-    alias = "-".join(name.split()) or host.host_key_alias
-    lines = [
-        f"Host {alias}",
-        f"    HostName {host.host}",
-        f"    Port {host.port}",
-        f"    User {_config_value(host.user)}",
-    ]
-    lines += [f"    {k} {_config_value(v)}" for k, v in _openssh_options(host, settings)]
-    return "\n".join(lines) + "\n"

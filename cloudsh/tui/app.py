@@ -35,6 +35,7 @@ from cloudsh.config import Settings
 from cloudsh.errors import CloudshError, UsageError
 from cloudsh.tui import data
 from cloudsh.tui.handoff import Handoff, SuspendHandoff
+from cloudsh.tui.host import AppHost
 from cloudsh.tui.instances import InstanceActions, InstancesPane, InstancesTable
 from cloudsh.tui.jobs import JobsPoller, JobsScreen
 from cloudsh.tui.messages import (
@@ -61,8 +62,8 @@ from cloudsh.tui.volumes import StorageActions, StorageTable, VolumesPane
 
 if TYPE_CHECKING:
     # boto3 costs ~130 ms to import: the frame paints before any of it loads.
+    from cloudsh.prefetch import Prefetch
     from cloudsh.services.backend import Backend
-    from cloudsh.tui.prefetch import Prefetch
 
 from cloudsh.tui.widgets import (
     ActivityLog,
@@ -101,7 +102,7 @@ def _while_up(handler: Callable[..., None]) -> Callable[..., None]:
     return wrapper
 
 
-class CloudshApp(App[int]):
+class CloudshApp(AppHost):
     CSS_PATH = Path(__file__).with_name("app.tcss")  # absolute, so subclasses elsewhere find it
     TITLE = "cloudsh"
     HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (110, "-wide")]
@@ -138,13 +139,9 @@ class CloudshApp(App[int]):
         self.state = AppState()
         self.history: list[str] = []
         self.tunnels = TunnelManager(self.run_worker, self.context, self.log_line)
-        self.jobs_poller = JobsPoller(self)
+        self.jobs_poller: JobsPoller = JobsPoller(self)
         self.runner = CommandRunner(self)
         self._spot_cache: dict[str, list[float]] = {}
-
-    @property
-    def backend(self) -> Backend | None:
-        return self.state.connection.backend
 
     # -- layout ------------------------------------------------------------------
 
@@ -184,15 +181,6 @@ class CloudshApp(App[int]):
 
     # -- plumbing ------------------------------------------------------------------
 
-    def main(self, selector: type[W]) -> W:
-        """A widget of the main screen, whichever screen (dialog) is on top."""
-        if not self.screen_stack:  # shutting down: the screens are gone
-            raise NoMatches(f"no main screen for {selector.__name__}")
-        return self.screen_stack[0].query_one(selector)
-
-    def log_line(self, text: str, kind: str = "out") -> None:
-        self.post_message(ActivityLogged(text, kind))
-
     def context(self, out: Any) -> Context:
         return Context(
             out=out,
@@ -201,11 +189,6 @@ class CloudshApp(App[int]):
             terminal=self._terminal,
             _backend=self.backend,
         )
-
-    def require_backend(self) -> Backend:
-        if self.backend is None:
-            raise CloudshError("not connected to the cloud yet", "wait a moment and try again")
-        return self.backend
 
     async def _confirm(self, question: str) -> bool:
         answer: bool = await self.push_screen_wait(ConfirmScreen(question))
@@ -286,7 +269,7 @@ class CloudshApp(App[int]):
 
     @work(thread=True, exclusive=True, group="connect", exit_on_error=False)
     def _connect(self) -> None:
-        # Backend.create may start the sandbox (a few seconds): never on the event loop.
+        # connecting may start the sandbox (a few seconds): never on the event loop.
         backend = self.backend_factory()
         self.state.connection.ready(backend)
         self.post_message(BackendReady(backend.label, backend.notice))
@@ -558,9 +541,13 @@ class CloudshApp(App[int]):
         old = self.backend
         if old is None:
             return
-        from cloudsh.services.backend import Backend
+        from cloudsh.root import connect
 
-        backend = Backend.create(old.settings, sandbox=False, profile=old.target.profile, region=region)
+        try:
+            backend = connect(old.settings, sandbox=False, profile=old.target.profile, region=region)
+        except CloudshError as exc:
+            self.post_message(BackendFailed(str(exc)))
+            return
         self.state.connection.ready(backend)
         self.post_message(BackendReady(backend.label))
 

@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from cloudsh.commands.registry import Context, dispatch
 from cloudsh.config import Settings
 from cloudsh.errors import CloudshError
+from cloudsh.root import connect
 from cloudsh.services.backend import Backend
 
 #: What an empty sandbox gets: a CPU box and a GPU spot box (the names say what they are).
@@ -48,7 +49,7 @@ async def seed(backend: Backend, commands: Sequence[Sequence[str]] = SEED) -> in
 
 def sandbox_factory(settings: Settings | None = None) -> Callable[[], Backend]:
     def make() -> Backend:
-        return Backend.create(settings or Settings.load(), sandbox=True)
+        return connect(settings or Settings.load(), sandbox=True)
 
     return make
 

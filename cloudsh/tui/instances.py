@@ -29,7 +29,7 @@ from cloudsh.tui.state import BoxState, InstanceRow
 from cloudsh.tui.widgets import Fields, LineTable
 
 if TYPE_CHECKING:
-    from cloudsh.tui.app import CloudshApp
+    from cloudsh.tui.host import AppHost
 
 STATE_STYLES = {
     BoxState.RUNNING: "bold green",
@@ -80,7 +80,7 @@ def instance_fields(row: InstanceRow) -> Fields:
 class InstanceActions:
     """What the Instances pane's keys do to a box, through the app's commands and dialogs."""
 
-    def __init__(self, app: CloudshApp) -> None:
+    def __init__(self, app: AppHost) -> None:
         self.app = app
 
     def connect(self, row: InstanceRow) -> None:

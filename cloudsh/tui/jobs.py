@@ -26,7 +26,7 @@ from cloudsh.tui.messages import JobLogLoaded, JobsLoaded, JobsSynced
 from cloudsh.tui.state import JOB_ACTIVE
 
 if TYPE_CHECKING:
-    from cloudsh.tui.app import CloudshApp
+    from cloudsh.tui.host import AppHost
 
 LOG_LINES = 200
 ACTIVE = JOB_ACTIVE
@@ -78,8 +78,8 @@ class JobsScreen(Screen[None]):
         self._log_for: str | None = None
 
     @property
-    def cloud_app(self) -> CloudshApp:
-        return cast("CloudshApp", self.app)
+    def cloud_app(self) -> AppHost:
+        return cast("AppHost", self.app)
 
     def compose(self) -> ComposeResult:
         with Vertical(id="jobs-pane"):
@@ -228,7 +228,7 @@ class JobsPoller:
     """Lists jobs and pulls the results of running ones home, on the app's timer; when
     is decided by `state.JobsPoll`. Failures take the app's error route ("jobs-poll")."""
 
-    def __init__(self, app: CloudshApp) -> None:
+    def __init__(self, app: AppHost) -> None:
         self.app = app
         self.state = app.state.jobs
 

@@ -16,7 +16,7 @@ from cloudsh.tui.volumes import PALETTE_ACTIONS as STORAGE_PALETTE
 from cloudsh.tui.volumes import VolumesPane
 
 if TYPE_CHECKING:
-    from cloudsh.tui.app import CloudshApp
+    from cloudsh.tui.host import AppHost
 
 #: (action, title, help) — the same actions as the keys in the footer.
 ACTIONS = (
@@ -38,7 +38,7 @@ ACTIONS = (
 
 class ActionsProvider(Provider):
     def _entries(self) -> list[tuple[str, str, object]]:
-        app = cast("CloudshApp", self.app)
+        app = cast("AppHost", self.app)
         # Each action belongs to the pane whose keys run it, or to the app.
         owners: tuple[DOMNode, ...] = (app.main(InstancesPane), app.main(VolumesPane), app)
         out: list[tuple[str, str, object]] = []

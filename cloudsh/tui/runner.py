@@ -17,11 +17,11 @@ from cloudsh.tui.messages import ActionFinished
 from cloudsh.tui.output import PaneOutput
 
 if TYPE_CHECKING:
-    from cloudsh.tui.app import CloudshApp
+    from cloudsh.tui.host import AppHost
 
 
 class CommandRunner:
-    def __init__(self, app: CloudshApp) -> None:
+    def __init__(self, app: AppHost) -> None:
         self.app = app
 
     def line(self, line: str) -> None:

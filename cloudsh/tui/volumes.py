@@ -28,7 +28,7 @@ from cloudsh.tui.state import BoxState
 from cloudsh.tui.widgets import Fields, LineTable
 
 if TYPE_CHECKING:
-    from cloudsh.tui.app import CloudshApp
+    from cloudsh.tui.host import AppHost
 
 StorageItem = Volume | Snapshot | Image
 T = TypeVar("T", Volume, Snapshot, Image)
@@ -175,7 +175,7 @@ class StorageForm(ModalScreen[dict[str, Any] | None]):
 class StorageActions:
     """What the Volumes pane's keys do, through the app's commands and dialogs."""
 
-    def __init__(self, app: CloudshApp) -> None:
+    def __init__(self, app: AppHost) -> None:
         self.app = app
 
     def attach(self, vol: Volume) -> None:

@@ -59,7 +59,7 @@ def _needs(local: Path, rel: str, size: int, mtime: float) -> bool:
 
 
 def _ssh_config(backend: Backend, host: HostInfo) -> Path:
-    from cloudsh.services.ssh import ssh_config_block
+    from cloudsh.services.openssh import ssh_config_block
 
     directory = backend.settings.state_dir / "ssh"
     directory.mkdir(parents=True, exist_ok=True)

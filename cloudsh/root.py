@@ -1,0 +1,157 @@
+"""The composition root: picks real AWS or the local sandbox and builds the `Backend`.
+
+The one module that knows both `services/` (the AWS implementations) and `sandbox/`
+(the local cloud's implementations of the same interfaces). Everything above it asks
+for a `Backend` through `connect`; nothing below it knows which cloud it serves.
+
+Kept light to import: botocore (~150 ms) and the sandbox load only when a backend is built.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from cloudsh.config import Settings
+
+if TYPE_CHECKING:
+    from cloudsh.services.aws import AwsTarget
+    from cloudsh.services.backend import Backend
+
+DEFAULT_REGION = "us-east-1"
+
+#: Said once when the sandbox is chosen because AWS is not set up.
+NO_CREDENTIALS_NOTICE = (
+    "no AWS credentials found: using the local sandbox cloud "
+    "(run `aws configure` to manage real EC2)"
+)
+
+
+def connect(
+    settings: Settings,
+    *,
+    sandbox: bool | None = None,
+    profile: str | None = None,
+    region: str | None = None,
+    env: Mapping[str, str] | None = None,
+) -> Backend:
+    """The backend for the cloud the user chose: the sandbox if asked for (flag or
+    `CLOUDSH_SANDBOX`) or if no AWS credentials are set up, else real AWS.
+
+    Raises:
+        CredentialsError: the AWS profile asked for does not exist.
+        SandboxError: the sandbox was chosen and would not start.
+    """
+    env = dict(os.environ if env is None else env)
+    profile = profile or env.get("AWS_PROFILE") or None
+    choice = sandbox_requested(sandbox, env)
+    notice = ""
+    if choice is None:
+        choice = not aws_credentials_configured(profile, env)
+        notice = NO_CREDENTIALS_NOTICE if choice else ""
+    if choice:
+        return build_backend(settings, sandbox_target(settings), notice=notice)
+    return build_backend(settings, aws_target(profile, region, env))
+
+
+def build_backend(settings: Settings, target: AwsTarget, *, notice: str = "") -> Backend:
+    """A backend on `target`, with the sandbox's parts when `target.sandbox`."""
+    from cloudsh.services.aws import ClientFactory
+    from cloudsh.services.backend import Backend
+    from cloudsh.services.ec2 import EC2Service
+    from cloudsh.services.hosts import AwsHostResolver, HostResolver
+    from cloudsh.services.pricing import (
+        AwsOnDemandSource,
+        Ec2SpotSource,
+        OnDemandSource,
+        SpotSource,
+    )
+
+    clients = ClientFactory(target, cache_dir=settings.cache_dir)
+    hosts: HostResolver
+    on_demand: OnDemandSource
+    spot: SpotSource
+    if target.sandbox:
+        from cloudsh.sandbox.hosts import SandboxHostResolver
+        from cloudsh.sandbox.pricing import SandboxOnDemandSource, SandboxSpotSource
+
+        hosts = SandboxHostResolver(settings)
+        on_demand = SandboxOnDemandSource()
+        spot = SandboxSpotSource(clients, target.region)
+    else:
+        hosts = AwsHostResolver(settings)
+        on_demand = AwsOnDemandSource(clients, target.region)
+        spot = Ec2SpotSource(clients, target.region)
+    return Backend(
+        settings=settings,
+        target=target,
+        clients=clients,
+        ec2=EC2Service(clients, cache_dir=settings.cache_dir),
+        hosts=hosts,
+        on_demand=on_demand,
+        spot=spot,
+        notice=notice,
+    )
+
+
+def sandbox_requested(flag: bool | None, env: Mapping[str, str] | None = None) -> bool | None:
+    """True/False when the user chose (flag or CLOUDSH_SANDBOX), None to auto-detect."""
+    if flag is not None:
+        return flag
+    env = os.environ if env is None else env
+    value = env.get("CLOUDSH_SANDBOX", "").strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    return None
+
+
+def aws_credentials_configured(profile: str | None, env: Mapping[str, str] | None = None) -> bool:
+    """Whether the user has set up AWS credentials at all, without calling out anywhere.
+
+    botocore's full credential chain ends with the EC2 instance metadata service,
+    which costs a 1 s timeout off EC2 and sends traffic off this machine, so
+    auto-detection only looks at the environment and the AWS config files.
+    """
+    env = os.environ if env is None else env
+    if profile or env.get("AWS_PROFILE"):
+        return True
+    if env.get("AWS_ACCESS_KEY_ID") or env.get("AWS_WEB_IDENTITY_TOKEN_FILE"):
+        return True
+    if env.get("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI") or env.get("AWS_CONTAINER_CREDENTIALS_FULL_URI"):
+        return True
+    home = Path(env.get("HOME") or Path.home())
+    files = [
+        Path(env.get("AWS_SHARED_CREDENTIALS_FILE") or home / ".aws" / "credentials"),
+        Path(env.get("AWS_CONFIG_FILE") or home / ".aws" / "config"),
+    ]
+    return any(f.is_file() for f in files)
+
+
+def aws_target(profile: str | None, region: str | None, env: Mapping[str, str]) -> AwsTarget:
+    """Real AWS (or whatever `AWS_ENDPOINT_URL` points at) for `profile`, in the region
+    asked for, else the environment's, else the profile's, else us-east-1."""
+    from cloudsh.services.aws import AwsTarget, profile_region
+
+    configured = profile_region(profile)
+    region = region or env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or configured or DEFAULT_REGION
+    return AwsTarget(region=region, profile=profile, endpoint_url=env.get("AWS_ENDPOINT_URL") or None)
+
+
+def sandbox_target(settings: Settings) -> AwsTarget:
+    """The running sandbox's endpoint, starting the sandbox first if none runs."""
+    from cloudsh.sandbox import state as sbx
+    from cloudsh.sandbox.control import sandbox_up
+    from cloudsh.services.aws import AwsTarget
+
+    st = sandbox_up(settings)
+    return AwsTarget(
+        region=st.region,
+        endpoint_url=st.endpoint,
+        access_key_id=sbx.ACCESS_KEY_ID,
+        secret_access_key=sbx.SECRET_ACCESS_KEY,
+        sandbox=True,
+    )

@@ -1,0 +1,39 @@
+"""The sandbox's `HostResolver`: boxes answer on 127.0.0.1, at the port and with the
+host key the sandbox daemon publishes in its state file."""
+
+from __future__ import annotations
+
+from cloudsh.config import Settings
+from cloudsh.errors import SandboxError
+from cloudsh.models import HostInfo, Instance
+from cloudsh.sandbox.state import pid_alive, read_state
+from cloudsh.services.hosts import check_running
+
+
+class SandboxHostResolver:
+    """The local cloud: 127.0.0.1 and the port/host key the sandbox daemon publishes."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    def resolve(self, inst: Instance) -> HostInfo | None:
+        if not check_running(inst):
+            return None
+        state = read_state(self.settings.sandbox_path)
+        if state is None or not pid_alive(state.pid):
+            raise SandboxError(
+                "the sandbox cloud is not running", "start it with `cloudsh sandbox up`"
+            )
+        box = state.instances.get(inst.id)
+        if box is None or not box.ready or not box.ssh_port:
+            return None
+        return HostInfo(
+            instance_id=inst.id,
+            name=inst.label,
+            host="127.0.0.1",
+            port=int(box.ssh_port),
+            user=self.settings.ssh_user,
+            key_path=str(self.settings.key_path),
+            host_key_alias=inst.id,
+            expected_host_keys=(box.host_key,) if box.host_key else (),
+        )

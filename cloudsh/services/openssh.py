@@ -1,0 +1,80 @@
+"""OpenSSH, pointed at cloudsh's pins: `ssh` argv for `connect`, and `Host` blocks for
+`ssh-config`, scp, rsync and editors.
+
+Both check a box's key against cloudsh's own known_hosts file with `HostKeyAlias`
+(the instance id), so OpenSSH and cloudsh's asyncssh engine agree on what a box's
+key is. No asyncssh import: these only build text.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from cloudsh.config import Settings
+from cloudsh.models import HostInfo
+
+#: Seconds between keepalives; 3 unanswered ones drop the connection (like OpenSSH's
+#: ServerAliveInterval/CountMax), so a dead pooled connection is noticed and replaced.
+KEEPALIVE_S = 15.0
+KEEPALIVE_COUNT = 3
+
+
+def _openssh_options(host: HostInfo, settings: Settings) -> list[tuple[str, str]]:
+    return [
+        ("IdentityFile", host.key_path),
+        ("IdentitiesOnly", "yes"),
+        ("HostKeyAlias", host.host_key_alias),
+        ("UserKnownHostsFile", str(settings.known_hosts_path)),
+        ("GlobalKnownHostsFile", "/dev/null"),
+        ("StrictHostKeyChecking", "yes"),
+        # Keep OpenSSH from rewriting cloudsh's pins behind its back.
+        ("UpdateHostKeys", "no"),
+        ("CheckHostIP", "no"),
+        ("ServerAliveInterval", f"{KEEPALIVE_S:g}"),
+        ("ServerAliveCountMax", str(KEEPALIVE_COUNT)),
+        ("ConnectTimeout", f"{max(1, round(settings.ssh_connect_timeout_s))}"),
+    ]
+
+
+def openssh_args(
+    host: HostInfo,
+    settings: Settings,
+    *,
+    forwards: Sequence[tuple[int, int]] = (),
+    command: Sequence[str] | None = None,
+    tty: bool = False,
+) -> list[str]:
+    """argv for OpenSSH `ssh` to the box, checking its key against cloudsh's pins.
+
+    Call `SSHService.ensure_pinned` first: with nothing pinned OpenSSH refuses.
+    """
+    args = ["ssh", "-p", str(host.port), "-l", host.user, "-i", host.key_path]
+    for name, value in _openssh_options(host, settings):
+        args += ["-o", f"{name}={value}"]
+    if forwards:
+        args += ["-o", "ExitOnForwardFailure=yes"]
+    for local_port, remote_port in forwards:
+        args += ["-L", f"127.0.0.1:{local_port}:localhost:{remote_port}"]
+    if tty:
+        args.append("-t")
+    args.append(host.host)
+    if command:
+        args.extend(command)
+    return args
+
+
+def _config_value(value: str) -> str:
+    return f'"{value}"' if any(c.isspace() for c in value) else value
+
+
+def ssh_config_block(name: str, host: HostInfo, settings: Settings) -> str:
+    """One `Host NAME` block for `ssh -F FILE NAME`, scp, rsync and VS Code Remote-SSH."""
+    alias = "-".join(name.split()) or host.host_key_alias
+    lines = [
+        f"Host {alias}",
+        f"    HostName {host.host}",
+        f"    Port {host.port}",
+        f"    User {_config_value(host.user)}",
+    ]
+    lines += [f"    {k} {_config_value(v)}" for k, v in _openssh_options(host, settings)]
+    return "\n".join(lines) + "\n"

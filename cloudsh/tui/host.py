@@ -1,0 +1,80 @@
+"""What panes, screens and their helpers may use of the app.
+
+They are typed against `AppHost`, an `App` with these parts, never against
+`CloudshApp`: the app imports them, and none of them imports the app.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+
+from textual.app import App
+from textual.css.query import NoMatches
+from textual.widget import Widget
+
+from cloudsh.errors import CloudshError
+from cloudsh.tui.messages import ActivityLogged
+from cloudsh.tui.state import AppState
+from cloudsh.tui.tunnels import TunnelManager
+
+if TYPE_CHECKING:
+    from cloudsh.commands.registry import Context
+    from cloudsh.services.backend import Backend
+    from cloudsh.tui.handoff import Handoff
+
+W = TypeVar("W", bound=Widget)
+
+
+class JobsPolling(Protocol):
+    def poll(self, *, now: bool = False) -> None:
+        """List jobs when due (`now=True`: right away)."""
+
+
+class AppHost(App[int]):
+    """The app as its parts see it; `CloudshApp` implements the rest."""
+
+    state: AppState
+    tunnels: TunnelManager
+    handoff: Handoff
+    jobs_poller: JobsPolling
+    backend_factory: Callable[[], Backend]
+    clock: Callable[[], datetime]
+
+    @property
+    def backend(self) -> Backend | None:
+        """The connected cloud, None until connected."""
+        return self.state.connection.backend
+
+    def main(self, selector: type[W]) -> W:
+        """A widget of the main screen, whichever screen (dialog) is on top."""
+        if not self.screen_stack:  # shutting down: the screens are gone
+            raise NoMatches(f"no main screen for {selector.__name__}")
+        return self.screen_stack[0].query_one(selector)
+
+    def log_line(self, text: str, kind: str = "out") -> None:
+        """One line in the activity log."""
+        self.post_message(ActivityLogged(text, kind))
+
+    def context(self, out: Any) -> Context:
+        """A command `Context` whose output goes to `out`."""
+        raise NotImplementedError
+
+    def require_backend(self) -> Backend:
+        """The connected cloud, or a CloudshError saying it is not connected yet."""
+        if self.backend is None:
+            raise CloudshError("not connected to the cloud yet", "wait a moment and try again")
+        return self.backend
+
+    def refresh_instances(self) -> None:
+        """List the instances again, in a worker."""
+        raise NotImplementedError
+
+    def run_line(self, line: str) -> None:
+        """Run a command line as typed on the command line."""
+        raise NotImplementedError
+
+    def run_command(self, words: Sequence[str], label: str | None = None) -> None:
+        """Run a command (already split into words) in a worker."""
+        raise NotImplementedError
