@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -354,6 +355,29 @@ async def test_a_line_gives_the_same_result_in_the_repl_and_the_app(capsys: pyte
                 await until(pilot, lambda: any(isinstance(m, ActivityLogged) for m in messages))  # noqa: B023
                 shown = [m.text for m in messages if isinstance(m, ActivityLogged)]
                 assert status == 0 and out.startswith("usage: cloudsh resize") and shown == [out.rstrip("\n")]
+
+
+async def test_a_command_typed_while_connecting_waits_for_the_cloud(sandbox: Sandbox) -> None:
+    # Someone types as soon as the frame paints: the command runs once the cloud answers.
+    gate = threading.Event()
+
+    def slow() -> Backend:
+        gate.wait(30)
+        return factory()
+
+    messages: list[Message] = []
+    app = CloudshApp(slow, handoff=RecordingHandoff(), periodic_refresh=False)
+    try:
+        async with app.run_test(size=(120, 40), message_hook=messages.append) as pilot:
+            app.run_line("ls --all")
+            await until(pilot, lambda: "waiting for the cloud to answer" in activity(app))
+            await pilot.pause(0.3)
+            assert not finished(messages, "ls --all") and app.backend is None
+            gate.set()
+            await until(pilot, lambda: bool(finished(messages, "ls --all")))
+            assert finished(messages, "ls --all")[0].error is None
+    finally:
+        gate.set()
 
 
 async def test_sandbox_commands_run_with_or_without_the_backend_they_need(sandbox: Sandbox) -> None:

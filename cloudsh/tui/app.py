@@ -170,6 +170,7 @@ class CloudshApp(AppHost):
             self.main(StatusBar).mode = cached.label
             self.post_message(InstancesLoaded(cached.records, stale=True, fetched_at=cached.saved_at))
         if self.auto_connect:
+            self.state.connection.underway = True
             self.log_line("connecting to the cloud…", "info")
             if self.prefetch is not None:
                 self._take_prefetch(self.prefetch)

@@ -6,6 +6,8 @@ They are typed against `AppHost`, an `App` with these parts, never against
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
@@ -25,6 +27,9 @@ if TYPE_CHECKING:
     from cloudsh.tui.handoff import Handoff
 
 W = TypeVar("W", bound=Widget)
+#: Seconds a command typed while the app connects waits for the connection (starting
+#: the sandbox takes a few seconds; a silent cloud is reported by the connection itself).
+CONNECT_WAIT_S = 60.0
 
 
 class JobsPolling(Protocol):
@@ -60,6 +65,14 @@ class AppHost(App[int]):
     def context(self, out: Any) -> Context:
         """A command `Context` whose output goes to `out`."""
         raise NotImplementedError
+
+    async def connected(self, timeout: float = CONNECT_WAIT_S) -> Backend:
+        """The backend, waiting while the app is still connecting (a command typed right
+        after start-up runs once the cloud answers); else as `require_backend`."""
+        deadline = time.monotonic() + timeout
+        while self.state.connection.awaited and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        return self.require_backend()
 
     def require_backend(self) -> Backend:
         """The connected cloud, or a CloudshError saying it is not connected yet."""

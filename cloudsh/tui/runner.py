@@ -57,7 +57,9 @@ class CommandRunner:
         app.state.schedule.busy += 1
         try:
             if prepared.needs_backend:
-                app.require_backend()  # not connected yet: says so, runs nothing
+                if app.state.connection.awaited:
+                    app.log_line("waiting for the cloud to answer…", "info")
+                await app.connected()  # not connected (and not connecting): says so, runs nothing
             status = await prepared.run(app.context(out))
         finally:
             out.flush()

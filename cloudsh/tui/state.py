@@ -96,13 +96,22 @@ class Connection:
     backend: Backend | None = None
     label: str = ""
     error: str = ""
+    #: An attempt to connect is running: a command typed meanwhile waits for it.
+    underway: bool = False
+
+    @property
+    def awaited(self) -> bool:
+        """Whether a command that needs the cloud should wait rather than fail now."""
+        return self.underway and self.phase is Phase.CONNECTING
 
     def ready(self, backend: Backend) -> None:
         self.phase, self.backend, self.label, self.error = Phase.READY, backend, backend.label, ""
+        self.underway = False
 
     def failed(self, error: str) -> None:
         # A failed region switch keeps the backend it had: the app still works with it.
         self.phase, self.error = (Phase.READY if self.backend is not None else Phase.FAILED), error
+        self.underway = False
 
 
 @dataclass
