@@ -59,6 +59,12 @@ class Prefetch:
 
                 status = asyncio.run(run_command(opts, ["ls", "--json"]))
                 sys.stdout.flush()
+                if status == 0:
+                    # The listing is all there: end the app's read now rather than at
+                    # exit, after the kernel has freed this process (~20 ms on a first
+                    # start, which parsed the big botocore models).
+                    os.close(1)
+                    os.close(write_end)
             finally:
                 os._exit(status)  # no interpreter teardown, no atexit of the parent's
         os.close(write_end)
@@ -82,20 +88,22 @@ class Prefetch:
             elif not done.done():
                 done.set_result(None)
 
-        status = 1
         loop.add_reader(self.fd, readable)
         try:
             await done
         except asyncio.CancelledError:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(self.pid, signal.SIGKILL)
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(self.pid, 0)  # killed: gone at once
             raise
         finally:
             loop.remove_reader(self.fd)
             os.close(self.fd)
-            # The pipe closes when the child exits (or is killed): reaping is immediate.
-            with contextlib.suppress(ChildProcessError):
-                status = os.waitpid(self.pid, 0)[1]
+        try:
+            status = self._reap(loop)
+        except ChildProcessError:
+            return None
         if status != 0:
             return None
         try:
@@ -103,3 +111,24 @@ class Prefetch:
         except ValueError:
             return None
         return records if isinstance(records, list) else None
+
+    def _reap(self, loop: asyncio.AbstractEventLoop) -> int:
+        """The child's wait status once the pipe has closed. A child still there closed
+        the pipe itself, which it does only after listing successfully, and is exiting:
+        it is reaped once it is gone, without holding up the event loop."""
+        pid, status = os.waitpid(self.pid, os.WNOHANG)
+        if pid:
+            return status
+        try:
+            exited = os.pidfd_open(self.pid)
+        except (AttributeError, OSError):  # no pidfd here (not Linux): wait, as briefly
+            return os.waitpid(self.pid, 0)[1]
+
+        def reap() -> None:
+            loop.remove_reader(exited)
+            os.close(exited)
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(self.pid, 0)
+
+        loop.add_reader(exited, reap)
+        return 0

@@ -20,7 +20,8 @@ from cloudsh.services.hosts import AwsHostResolver
 from cloudsh.services.pricing import AwsOnDemandSource, Ec2SpotSource
 from tests.sandbox_fixture import Sandbox
 
-SERVICES = pathlib.Path(__file__).parent.parent / "cloudsh" / "services"
+CLOUDSH = pathlib.Path(__file__).parent.parent / "cloudsh"
+SERVICES = CLOUDSH / "services"
 
 
 def no_aws(home: Path, **more: str) -> dict[str, str]:
@@ -110,7 +111,7 @@ def test_the_flag_wins_over_cloudsh_sandbox(flag: bool | None, value: str, want:
 def imported_modules(path: pathlib.Path) -> set[str]:
     """Every module `path` imports, anywhere in it (top level, functions, TYPE_CHECKING
     blocks), relative imports resolved, plus `importlib.import_module("...")` by name."""
-    package = "cloudsh.services"
+    package = ".".join(path.relative_to(CLOUDSH.parent).with_suffix("").parts[:-1])
     found: set[str] = set()
     for node in ast.walk(ast.parse(path.read_text(), str(path))):
         if isinstance(node, ast.Import):
@@ -143,3 +144,13 @@ def test_services_never_import_the_sandbox() -> None:
     assert {name: mods for name, mods in offenders.items() if mods} == {}
     # The check sees function-local imports (the kind that used to pick sandbox code).
     assert "cloudsh.services.ssh" in imported_modules(SERVICES / "backend.py")
+
+
+def test_only_the_entry_point_knows_the_cli() -> None:
+    # Front ends share `cloudsh.frontend`; `cli.py` imports them, never the other way.
+    users = sorted(
+        str(p.relative_to(CLOUDSH))
+        for p in CLOUDSH.rglob("*.py")
+        if "cloudsh.cli" in imported_modules(p)
+    )
+    assert users == ["__main__.py"]
