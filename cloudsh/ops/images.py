@@ -15,11 +15,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 from cloudsh.errors import InvalidState, NotFound, UsageError
-from cloudsh.models import Image, Instance, Snapshot, snapshot_monthly
+from cloudsh.models import TAG_MANAGED, Image, Instance, Snapshot, snapshot_monthly
 from cloudsh.ops.events import Progress, quiet
 from cloudsh.ops.poll import wait_for_state
 from cloudsh.services.backend import Backend
-from cloudsh.services.ec2 import TAG_MANAGED, closest
+from cloudsh.services.ec2 import closest
 
 TAG_SOURCE = "cloudsh:source-instance"
 TAG_SOURCE_NAME = "cloudsh:source-name"
