@@ -579,7 +579,7 @@ class Instance:
     async def afreeze(self, image_name: str | None = None, *, no_reboot: bool = False) -> models.Image:
         from cloudsh.ops import images as ops
 
-        plan = await ops.plan_freeze(self._b, self.record, image_name, no_reboot=no_reboot)
+        plan = await ops.plan_freeze(self._b, self.record, image_name, no_reboot=no_reboot, by_id=self._by_id)
         return await ops.freeze(self._b, plan)
 
     def freeze(self, image_name: str | None = None, *, no_reboot: bool = False) -> models.Image:

@@ -73,7 +73,7 @@ def test_commands_naming_several_boxes_never_touch_it(sandbox: Sandbox, boxes: d
 
 def test_a_destructive_command_on_it_asks_for_its_id(sandbox: Sandbox, boxes: dict[str, Any]) -> None:
     for argv in (("terminate", boxes["theirs"], "--yes"), ("stop", boxes["theirs"]),
-                 ("resize", boxes["theirs"], "t3.small", "--yes")):
+                 ("resize", boxes["theirs"], "t3.small", "--yes"), ("freeze", boxes["theirs"])):
         r = cloudsh(*argv)
         assert r.returncode == 2, r
         line = one_line_error(r)

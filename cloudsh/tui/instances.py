@@ -123,7 +123,7 @@ class InstanceActions:
         self.app.push_screen(ResizeScreen(row, price_rows), chosen)
 
     def freeze(self, row: InstanceRow) -> None:
-        if "freeze" in REGISTRY.commands:
+        if "freeze" in REGISTRY.commands and not self.refused(row, "freeze"):
             self.app.run_command(["freeze", row.handle], f"freeze {row.label}")
 
     def start_stop(self, row: InstanceRow) -> None:
