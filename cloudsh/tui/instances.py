@@ -228,7 +228,8 @@ class InstancesPane(Vertical):
         needle = self.filter_text.lower()
         rows = list(self.rows)
         if needle:
-            rows = [r for r in rows if needle in f"{r.name} {r.id} {r.type} {r.state} {r.market} {r.gpus}".lower()]
+            rows = [r for r in rows
+                    if needle in f"{r.name} {r.id} {r.type} {r.state} {r.market} {r.gpus} {r.owner or ''}".lower()]
         return sorted(rows, key=SORT_KEYS[self.sort_key])
 
     def _render_rows(self) -> None:
