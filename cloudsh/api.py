@@ -32,13 +32,7 @@ __all__ = ["Cloud", "Instance", "InstanceList", "Table", "TunnelHandle"]
 from cloudsh import models
 from cloudsh.api_results import InstanceList, Table, TunnelHandle
 from cloudsh.config import Settings
-from cloudsh.errors import (
-    AWSError,
-    CloudshError,
-    HostKeyChanged,
-    SSHError,
-    UsageError,
-)
+from cloudsh.errors import AWSError, CloudshError, HostKeyChanged, SSHError, UsageError
 from cloudsh.models import CommandResult, HostInfo, InstanceType, Price
 from cloudsh.ops.tunnels import OnTunnelEvent
 from cloudsh.root import connect
@@ -190,10 +184,12 @@ class Cloud:
         return self._run(self.ainstances(all=all))
 
     async def ainstance(self, name: str) -> Instance:
-        return Instance(self, await self._backend.ec2.find(name))
+        found = await self._backend.ec2.find(name)
+        return Instance(self, found, by_id=found.id == name)
 
     def instance(self, name: str) -> Instance:
-        """One instance by Name tag or id; `NotFound`/`Ambiguous` (CloudshErrors) otherwise."""
+        """One instance by Name tag or id; `NotFound`/`Ambiguous` (CloudshErrors) otherwise.
+        A box cloudsh did not launch stops, resizes or terminates only if looked up by its id."""
         return self._run(self.ainstance(name))
 
     def __getitem__(self, name: str) -> Instance:
@@ -391,9 +387,11 @@ class Instance:
     """One EC2 instance. Attributes (`name`, `id`, `type`, `state`, `public_ip`, …) are a
     snapshot; `refresh()` re-reads them."""
 
-    def __init__(self, cloud: Cloud, record: models.Instance) -> None:
+    def __init__(self, cloud: Cloud, record: models.Instance, *, by_id: bool = False) -> None:
         self._cloud = cloud
         self.record = record
+        # Looked up by its id: what `ops.owners` asks before acting on a box cloudsh did not launch.
+        self._by_id: tuple[str, ...] = (record.id,) if by_id else ()
         self._host_seen: tuple[HostInfo, float] | None = None
 
     def __getattr__(self, name: str) -> Any:
@@ -402,12 +400,14 @@ class Instance:
         return getattr(self.record, name)
 
     def __dir__(self) -> list[str]:
-        return sorted(set(super().__dir__()) | set(models.Instance.__dataclass_fields__) | {"label"})
+        props = {"label", "managed", "owner"}
+        return sorted(set(super().__dir__()) | set(models.Instance.__dataclass_fields__) | props)
 
     def __repr__(self) -> str:
         r = self.record
         ip = f" {r.public_ip}" if r.public_ip else ""
-        return f"<Instance {r.label} {r.id} {r.type} {r.market} {r.state}{ip}>"
+        whose = "" if r.managed else f" (not cloudsh's: {r.owner or 'owner unknown'})"
+        return f"<Instance {r.label} {r.id} {r.type} {r.market} {r.state}{ip}{whose}>"
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Instance) and other.record.id == self.record.id
@@ -537,7 +537,7 @@ class Instance:
     async def astop(self, *, wait: bool = True) -> Instance:
         from cloudsh.ops import instances as ops
 
-        await ops.stop(self._b, [self.record], wait=wait)
+        await ops.stop(self._b, [self.record], wait=wait, by_id=self._by_id)
         return await self.arefresh()
 
     def stop(self, *, wait: bool = True) -> Instance:
@@ -547,7 +547,7 @@ class Instance:
     async def aterminate(self) -> None:
         from cloudsh.ops import instances as ops
 
-        await ops.terminate(self._b, [self.record])
+        await ops.terminate(self._b, [self.record], by_id=self._by_id)
         await self.arefresh()
         self._cloud._names_at = 0.0
 
@@ -562,7 +562,7 @@ class Instance:
             return go_back
 
         await self.arefresh()
-        plan = await ops.plan_resize(self._b, self.record, type)
+        plan = await ops.plan_resize(self._b, self.record, type, by_id=self._by_id)
         self.record = await ops.resize(self._b, plan, go_back=back)
         return self
 
@@ -579,7 +579,7 @@ class Instance:
     async def afreeze(self, image_name: str | None = None, *, no_reboot: bool = False) -> models.Image:
         from cloudsh.ops import images as ops
 
-        plan = await ops.plan_freeze(self._b, self.record, image_name, no_reboot=no_reboot)
+        plan = await ops.plan_freeze(self._b, self.record, image_name, no_reboot=no_reboot, by_id=self._by_id)
         return await ops.freeze(self._b, plan)
 
     def freeze(self, image_name: str | None = None, *, no_reboot: bool = False) -> models.Image:

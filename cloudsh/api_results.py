@@ -28,6 +28,8 @@ class Listed(Protocol):
     state: str
     market: str
     public_ip: str | None
+    #: False for a box cloudsh did not launch (marked `*` in the listing).
+    managed: bool
 
     @property
     def label(self) -> str: ...
@@ -62,8 +64,8 @@ class InstanceList(list[L]):
         if not self:
             return "(no instances)"
         rows = [
-            {"name": i.name or "-", "id": i.id, "type": i.type, "state": i.state, "market": i.market,
-             "ip": i.public_ip or "-"}
+            {"name": (i.name or "-") + ("" if i.managed else "*"), "id": i.id, "type": i.type,
+             "state": i.state, "market": i.market, "ip": i.public_ip or "-"}
             for i in self
         ]
         cols = [("name", "NAME"), ("id", "ID"), ("type", "TYPE"), ("state", "STATE"), ("market", "MARKET"),

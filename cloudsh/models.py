@@ -14,6 +14,13 @@ from typing import Any
 #: States in which an instance still "exists" for name resolution.
 LIVE_STATES = frozenset({"pending", "running", "stopping", "stopped", "shutting-down"})
 
+#: The tag cloudsh puts on everything it creates. A box without it was launched some other
+#: way (a colleague on a shared account, the console, a script), and cloudsh treats it as
+#: someone else's.
+TAG_MANAGED = "cloudsh:managed"
+#: Tags people put on a box to say whose it is, most telling first.
+OWNER_TAGS = ("Owner", "owner", "CreatedBy")
+
 
 def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value else None
@@ -74,6 +81,25 @@ class Instance:
     @property
     def is_live(self) -> bool:
         return self.state in LIVE_STATES
+
+    @property
+    def managed(self) -> bool:
+        """Whether cloudsh launched this box (it has cloudsh's tag)."""
+        return TAG_MANAGED in self.tags
+
+    @property
+    def owner(self) -> str | None:
+        """Whose the box looks like: an owner tag, else its key pair's name, else the IAM
+        principal in a `createdBy`-style tag (e.g. `aws:createdBy` = `IAMUser:AIDA…:alice`)."""
+        for key in OWNER_TAGS:
+            if self.tags.get(key):
+                return self.tags[key]
+        if self.key_name:
+            return self.key_name
+        for key, value in self.tags.items():
+            if key.lower().rsplit(":", 1)[-1] == "createdby" and value:
+                return value.rsplit(":", 1)[-1].rsplit("/", 1)[-1]
+        return None
 
     def uptime_s(self, now: datetime | None = None) -> float | None:
         if self.state != "running" or self.launch_time is None:

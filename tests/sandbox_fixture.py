@@ -93,16 +93,22 @@ class Sandbox:
         )["Images"]
         return str(max(images, key=lambda i: i["CreationDate"])["ImageId"])
 
-    def launch(self, instance_type: str = "t3.micro", *, wait: bool = True) -> LaunchedBox:
+    def launch(
+        self, instance_type: str = "t3.micro", *, wait: bool = True, tags: dict[str, str] | None = None
+    ) -> LaunchedBox:
+        """A box launched as a plain script would (not by cloudsh: no `cloudsh:managed` tag),
+        like a colleague's box on a shared account."""
         ec2 = self.ec2()
         info = ec2.describe_instance_types(InstanceTypes=[instance_type])["InstanceTypes"][0]
         arch = info["ProcessorInfo"]["SupportedArchitectures"][0]
+        tagging = [{"ResourceType": "instance", "Tags": [{"Key": k, "Value": v} for k, v in (tags or {}).items()]}]
         res = ec2.run_instances(
             ImageId=self.ubuntu_image(arch),
             InstanceType=instance_type,
             KeyName=self.key_name,
             MinCount=1,
             MaxCount=1,
+            **({"TagSpecifications": tagging} if tags else {}),
         )
         iid = res["Instances"][0]["InstanceId"]
         if not wait:

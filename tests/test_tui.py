@@ -30,7 +30,7 @@ from cloudsh.services.backend import Backend
 from cloudsh.tui.app import CloudshApp
 from cloudsh.tui.data import listing_cache_path
 from cloudsh.tui.handoff import RecordingHandoff
-from cloudsh.tui.instances import InstancesPane, InstancesTable
+from cloudsh.tui.instances import FOREIGN_STYLE, InstancesPane, InstancesTable
 from cloudsh.tui.messages import (
     ActionFinished,
     ActivityLogged,
@@ -177,6 +177,30 @@ async def test_terminate_asks_listing_losses_then_terminates(sandbox: Sandbox) -
         await until(pilot, lambda: len(finished(messages, f"terminate {name}")) == 2)
         assert finished(messages, f"terminate {name}")[1].error is None
     assert describe(sandbox, name)["State"]["Name"] in ("shutting-down", "terminated")
+
+
+async def test_a_box_cloudsh_did_not_launch_is_marked_and_its_keys_ask_for_its_id(sandbox: Sandbox) -> None:
+    name = f"tui-theirs-{uuid.uuid4().hex[:6]}"
+    # Launched by a plain boto3 call, as a colleague's box on a shared account would be.
+    iid = sandbox.launch("t3.micro", wait=False, tags={"Name": name, "Owner": "alice"}).id
+    app = CloudshApp(factory, handoff=RecordingHandoff())
+    try:
+        async with app.run_test(size=(140, 40)) as pilot:
+            await highlight(pilot, app, name)
+            row = next(r for r in app.state.rows if r.id == iid)
+            assert not row.managed and row.owner == "alice"
+            drawn = app.query_one(InstancesTable)._drawn[iid]
+            assert drawn[0] == (f"{name}* (alice's)", FOREIGN_STYLE)
+            for n, (key, verb) in enumerate((("x", "terminate"), ("s", "stop")), 1):
+                await pilot.press(key)
+                await pilot.pause()
+                assert not isinstance(app.screen, ConfirmScreen)
+                said = " ".join(activity(app).split())  # the log wraps long lines
+                assert said.count(f"name it by its id, {iid}, to confirm") == n
+                assert f"✗ {verb} {name}: {name} ({iid}) was not launched by cloudsh; it looks like alice's" in said
+        assert describe(sandbox, name)["State"]["Name"] in ("pending", "running")
+    finally:
+        sandbox.ec2().terminate_instances(InstanceIds=[iid])
 
 
 async def test_connect_and_ipython_hand_the_terminal_over(sandbox: Sandbox) -> None:

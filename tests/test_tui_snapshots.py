@@ -15,6 +15,7 @@ import pytest
 from textual.pilot import Pilot
 
 from cloudsh.models import (
+    TAG_MANAGED,
     Image,
     Instance,
     InstanceType,
@@ -153,7 +154,8 @@ def _with(screen_factory: Any) -> Any:
 
 
 def test_confirm_terminate(snap_compare: Any) -> None:
-    train = Instance("i-0a1b2c3d4e5f60002", "train", "g5.xlarge", "running", "spot", spot_request_id="sir-1")
+    train = Instance("i-0a1b2c3d4e5f60002", "train", "g5.xlarge", "running", "spot", spot_request_id="sir-1",
+                     tags={TAG_MANAGED: "1"})  # a box cloudsh launched
     loss = Loss(train, ("train (200 GB)",), (), results_not_home=("train-ae81 (6 files)",), instance_store_gb=250)
     question = "Terminate " + loss.describe() + "\nThis cannot be undone. Terminate?"
     assert snap_compare(make_app(), terminal_size=(100, 30), run_before=_with(lambda app: ConfirmScreen(question)))

@@ -6,13 +6,27 @@ import argparse
 from collections.abc import Sequence
 
 from cloudsh.commands.registry import Context, arg, command, gigabytes
-from cloudsh.commands.views import INSTANCE_COLUMNS, burn_rate, instance_row, money, table
+from cloudsh.commands.views import (
+    FOREIGN_NOTE,
+    INSTANCE_COLUMNS,
+    OWNER_COLUMN,
+    burn_rate,
+    foreign,
+    instance_row,
+    money,
+    table,
+)
 from cloudsh.errors import CapacityError, UsageError
 from cloudsh.models import Instance
 
 
-async def find_all(ctx: Context, names: Sequence[str]) -> list[Instance]:
-    """Resolve every NAME before acting on any, so a typo changes nothing."""
+async def find_all(
+    ctx: Context, names: Sequence[str], verb: str = "", *, destructive: bool = False
+) -> list[Instance]:
+    """Resolve every NAME before acting on any, so a typo changes nothing. With a `verb`,
+    refuse before anything is asked or done what `ops.owners` forbids on boxes cloudsh did
+    not launch (the workflows check it again)."""
+    from cloudsh.ops.owners import check_acts_on, whose
     from cloudsh.services.ec2 import resolve_name
 
     everything = await ctx.backend.ec2.list_instances(include_terminated=True)
@@ -21,6 +35,11 @@ async def find_all(ctx: Context, names: Sequence[str]) -> list[Instance]:
         inst = resolve_name(name, everything)
         if inst not in found:
             found.append(inst)
+    if verb:
+        check_acts_on(found, verb, by_id=names, destructive=destructive)
+        for inst in found:
+            if not inst.managed:  # allowed alone: say whose it looks like all the same
+                ctx.out.info(whose(inst))
     return found
 
 
@@ -41,9 +60,13 @@ async def ls(ctx: Context, a: argparse.Namespace) -> int:
     if not records:
         ctx.out.info("no instances; start one with `cloudsh launch NAME`")
         return 0
-    ctx.out.print(table([instance_row(r) for r in records], INSTANCE_COLUMNS))
+    strangers = any(foreign(r) for r in records)
+    columns = INSTANCE_COLUMNS + (OWNER_COLUMN,) if strangers else INSTANCE_COLUMNS
+    ctx.out.print(table([instance_row(r) for r in records], columns))
     running = [r for r in records if r["state"] == "running"]
     ctx.out.info(f"{len(running)} running, burning {money(burn_rate(records))}")
+    if strangers:
+        ctx.out.info(FOREIGN_NOTE)
     return 0
 
 
@@ -70,9 +93,11 @@ async def launch(ctx: Context, a: argparse.Namespace) -> int:
 async def _start_or_stop(ctx: Context, a: argparse.Namespace, verb: str) -> int:
     from cloudsh.ops import instances as ops
 
-    insts = await find_all(ctx, a.names)
-    workflow = ops.start if verb == "start" else ops.stop
-    done = await workflow(ctx.backend, insts, wait=not a.no_wait, progress=ctx.out.info)
+    insts = await find_all(ctx, a.names, verb, destructive=verb == "stop")
+    if verb == "start":
+        done = await ops.start(ctx.backend, insts, wait=not a.no_wait, progress=ctx.out.info)
+    else:
+        done = await ops.stop(ctx.backend, insts, wait=not a.no_wait, by_id=a.names, progress=ctx.out.info)
     for inst in done:
         ctx.out.print(f"{inst.label} {inst.state}")
     return 0
@@ -102,14 +127,14 @@ async def terminate(ctx: Context, a: argparse.Namespace) -> int:
     from cloudsh.ops import instances as ops
     from cloudsh.ops.preview import terminate_preview
 
-    insts = await find_all(ctx, a.names)
+    insts = await find_all(ctx, a.names, "terminate", destructive=True)
     gone = [i for i in insts if i.state == "terminated"]
     if gone:
         raise UsageError(f"{gone[0].label} is already terminated", "nothing to do")
     losses = await terminate_preview(ctx.backend, insts)
     question = "Terminate " + "\n".join(loss.describe() for loss in losses) + "\nThis cannot be undone. Terminate?"
     await ctx.confirmed(question, yes=a.yes, what="terminate " + ", ".join(i.label for i in insts))
-    await ops.terminate(ctx.backend, insts, progress=ctx.out.info)
+    await ops.terminate(ctx.backend, insts, by_id=a.names, progress=ctx.out.info)
     for inst in insts:
         ctx.out.print(f"{inst.label} terminated")
     return 0
@@ -126,8 +151,8 @@ async def terminate(ctx: Context, a: argparse.Namespace) -> int:
 async def resize(ctx: Context, a: argparse.Namespace) -> int:
     from cloudsh.ops import instances as ops
 
-    [inst] = await find_all(ctx, [a.name])
-    plan = await ops.plan_resize(ctx.backend, inst, a.type)
+    [inst] = await find_all(ctx, [a.name], "resize", destructive=True)
+    plan = await ops.plan_resize(ctx.backend, inst, a.type, by_id=[a.name])
     if inst.state == "running" and a.yes:
         ctx.out.info(plan.describe())  # the $/h before and after, even unasked
     if inst.state == "running":

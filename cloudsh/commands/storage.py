@@ -34,8 +34,8 @@ async def freeze(ctx: Context, a: argparse.Namespace) -> int:
     from cloudsh.commands.instances import find_all
     from cloudsh.ops import images as ops
 
-    [inst] = await find_all(ctx, [a.name])
-    plan = await ops.plan_freeze(ctx.backend, inst, a.image_name, no_reboot=a.no_reboot)
+    [inst] = await find_all(ctx, [a.name], "freeze", destructive=not a.no_reboot)
+    plan = await ops.plan_freeze(ctx.backend, inst, a.image_name, no_reboot=a.no_reboot, by_id=[a.name])
     img = await ops.freeze(ctx.backend, plan, progress=ctx.out.info)
     ctx.out.print(f"{img.name} {img.id} {img.state}")
     ctx.out.info(f"launch a copy with `cloudsh launch NEW_NAME --image {img.name}`")

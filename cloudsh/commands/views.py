@@ -52,9 +52,25 @@ INSTANCE_COLUMNS = (
 )
 
 
+#: The column `ls` adds when some box was not launched by cloudsh.
+OWNER_COLUMN = ("owner", "OWNER")
+#: Marks the name of a box cloudsh did not launch, in every listing.
+FOREIGN_MARK = "*"
+FOREIGN_NOTE = (
+    f"{FOREIGN_MARK} not launched by cloudsh (OWNER: whose it looks like): commands naming several "
+    "boxes leave it alone; stop, resize or terminate it by its id"
+)
+
+
+def foreign(rec: Mapping[str, Any]) -> bool:
+    return rec.get("managed") is False
+
+
 def instance_row(rec: Mapping[str, Any]) -> dict[str, str]:
+    mark = FOREIGN_MARK if foreign(rec) else ""
     return {
-        "name": rec["name"] or "-",
+        "name": (rec["name"] or "-") + mark,
+        "owner": (rec.get("owner") or "?") if mark else "-",
         "id": rec["id"],
         "type": rec["type"],
         "gpus": rec["gpus"] or "-",

@@ -9,17 +9,18 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from cloudsh.errors import InvalidState, NotFound, UsageError
-from cloudsh.models import Image, Instance, Snapshot, snapshot_monthly
+from cloudsh.models import TAG_MANAGED, Image, Instance, Snapshot, snapshot_monthly
 from cloudsh.ops.events import Progress, quiet
+from cloudsh.ops.owners import check_acts_on
 from cloudsh.ops.poll import wait_for_state
 from cloudsh.services.backend import Backend
-from cloudsh.services.ec2 import TAG_MANAGED, closest
+from cloudsh.services.ec2 import closest
 
 TAG_SOURCE = "cloudsh:source-instance"
 TAG_SOURCE_NAME = "cloudsh:source-name"
@@ -46,7 +47,12 @@ class FreezePlan:
         return f"freeze {self.instance.label} as image {self.image_name!r}, {how}"
 
 
-async def plan_freeze(backend: Backend, inst: Instance, image_name: str | None, *, no_reboot: bool) -> FreezePlan:
+async def plan_freeze(
+    backend: Backend, inst: Instance, image_name: str | None, *, no_reboot: bool, by_id: Collection[str] = ()
+) -> FreezePlan:
+    """Every check before anything is made. Freezing reboots the box, so one cloudsh did not
+    launch is frozen that way only when named by its id (`ops.owners`)."""
+    check_acts_on([inst], "freeze", by_id=by_id, destructive=not no_reboot)
     if inst.state not in ("running", "stopped", "stopping"):
         raise InvalidState(
             f"cannot freeze {inst.label}: it is {inst.state}",

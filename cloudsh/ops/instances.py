@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass
 
 from cloudsh.errors import CapacityError, CloudshError, InvalidState, UsageError
 from cloudsh.models import Instance, InstanceType, Price, job_tags
 from cloudsh.ops.events import Progress, quiet
 from cloudsh.ops.jobs.state import record_before_shutdown
+from cloudsh.ops.owners import check_acts_on
 from cloudsh.ops.reach import caller_cidr, wait_ssh
 from cloudsh.services.backend import Backend
 from cloudsh.services.ec2 import LaunchSpec
@@ -59,7 +60,8 @@ async def plan_launch(
     existing, itype = await asyncio.gather(
         ec2.list_instances(), ec2.instance_type(instance_type or backend.settings.default_type)
     )
-    clash = [i for i in existing if i.name == name and i.is_live]
+    # A colleague's box of that name does not clash: names mean cloudsh's own boxes first.
+    clash = [i for i in existing if i.name == name and i.is_live and i.managed]
     if clash:
         raise UsageError(
             f"an instance named {name!r} already exists ({clash[0].id}, {clash[0].state})",
@@ -157,7 +159,9 @@ async def start(
     progress: Progress = quiet,
 ) -> list[Instance]:
     """Start the boxes and (with `wait`) wait until SSH answers; then, unless told not to,
-    bring home what their jobs wrote while nobody was syncing (`pull_results_home`)."""
+    bring home what their jobs wrote while nobody was syncing (`pull_results_home`).
+    A box cloudsh did not launch is started only alone (`owners.check_acts_on`)."""
+    check_acts_on(insts, "start", destructive=False)
     for inst in insts:
         if inst.state in ("terminated", "shutting-down"):
             raise InvalidState(f"{inst.label} is {inst.state}", "launch a new one with `cloudsh launch`")
@@ -192,7 +196,16 @@ async def pull_results_home(backend: Backend, insts: Sequence[Instance], *, prog
         progress(f"results not pulled yet: {exc} (run `cloudsh sync` later)")
 
 
-async def stop(backend: Backend, insts: Sequence[Instance], *, wait: bool = True, progress: Progress = quiet) -> list[Instance]:
+async def stop(
+    backend: Backend,
+    insts: Sequence[Instance],
+    *,
+    wait: bool = True,
+    by_id: Collection[str] = (),
+    progress: Progress = quiet,
+) -> list[Instance]:
+    """Stop the boxes; one cloudsh did not launch only alone and named by its id (`by_id`)."""
+    check_acts_on(insts, "stop", by_id=by_id)
     for inst in insts:
         if inst.state in ("terminated", "shutting-down"):
             raise InvalidState(f"{inst.label} is {inst.state}", "nothing to stop")
@@ -206,7 +219,16 @@ async def stop(backend: Backend, insts: Sequence[Instance], *, wait: bool = True
     return await backend.ec2.wait_state([i.id for i in insts], {"stopped"}, timeout=backend.settings.wait_timeout_s)
 
 
-async def terminate(backend: Backend, insts: Sequence[Instance], *, wait: bool = False, progress: Progress = quiet) -> None:
+async def terminate(
+    backend: Backend,
+    insts: Sequence[Instance],
+    *,
+    wait: bool = False,
+    by_id: Collection[str] = (),
+    progress: Progress = quiet,
+) -> None:
+    """Terminate the boxes; one cloudsh did not launch only alone and named by its id (`by_id`)."""
+    check_acts_on(insts, "terminate", by_id=by_id)
     # Cancel spot requests first: a persistent request would otherwise launch a new box.
     requests = [i.spot_request_id for i in insts if i.spot_request_id]
     if requests:
@@ -240,7 +262,9 @@ class ResizePlan:
         return f"{self.instance.label}: {fmt(self.old, self.price_before)} -> {fmt(self.new, self.price_after)}; will {verb}{note}"
 
 
-async def plan_resize(backend: Backend, inst: Instance, new_type: str) -> ResizePlan:
+async def plan_resize(backend: Backend, inst: Instance, new_type: str, *, by_id: Collection[str] = ()) -> ResizePlan:
+    """Every check before anything stops; a box cloudsh did not launch must be named by its id."""
+    check_acts_on([inst], "resize", by_id=by_id)
     if inst.state not in ("running", "stopped"):
         raise InvalidState(
             f"{inst.label} is {inst.state}",
@@ -313,7 +337,8 @@ async def resize(
         if go_back is None or not await go_back(exc):
             raise
     stopped = await backend.ec2.get_instance(plan.instance.id)
-    back = await plan_resize(backend, stopped, plan.old.name)
+    # The plan being undone passed the ownership check; going back is part of it.
+    back = await plan_resize(backend, stopped, plan.old.name, by_id=[stopped.id])
     await _change_type(backend, back, progress)
     # It ran a moment ago, so its jobs have nothing new to bring home.
     [inst] = await start(backend, [stopped], pull_results=False, progress=progress)

@@ -13,6 +13,7 @@ from cloudsh.errors import CloudshError
 from cloudsh.models import Instance, job_tags
 from cloudsh.ops.images import latest_backups
 from cloudsh.ops.jobs import results_not_home
+from cloudsh.ops.owners import looks_like
 from cloudsh.services.backend import Backend
 
 
@@ -32,7 +33,7 @@ class Loss:
     def describe(self) -> str:
         """The box on one line, then one indented line per thing lost or kept."""
         head = f"{self.instance.label} ({self.instance.id}, {self.instance.type}, {self.instance.state})"
-        parts: list[str] = []
+        parts: list[str] = [looks_like(self.instance)] if not self.instance.managed else []
         if self.deleted_volumes:
             them = "them" if len(self.deleted_volumes) > 1 else "it"
             parts.append("deletes " + ", ".join(self.deleted_volumes) + f" and everything on {them}")

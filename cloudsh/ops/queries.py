@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from cloudsh.errors import CloudshError
 from cloudsh.models import InstanceType
+from cloudsh.ops.owners import own
 from cloudsh.ops.records import instance_record
 
 if TYPE_CHECKING:
@@ -101,10 +102,11 @@ class SSHConfig:
 
 
 async def ssh_config(backend: Backend) -> SSHConfig:
-    """The `ssh-config` text, built from the running boxes' records and pinned host keys."""
+    """The `ssh-config` text, built from the running boxes' records and pinned host keys.
+    Boxes cloudsh did not launch are left out (`ops.owners`): their keys are not ours."""
     from cloudsh.services.openssh import ssh_config_block
 
-    insts = [i for i in await backend.ec2.list_instances() if i.state == "running"]
+    insts = [i for i in own(await backend.ec2.list_instances()) if i.state == "running"]
     blocks = [f"# cloudsh ssh-config for {backend.label}; regenerate after launching or starting boxes"]
     booting: list[str] = []
     skipped: list[tuple[str, str]] = []

@@ -39,6 +39,9 @@ def instance_record(
         "spot_request_id": inst.spot_request_id,
         # Ids of the jobs its tags hold: completion offers them with no listing of its own.
         "jobs": sorted(job_tags(inst)),
+        # False for a box cloudsh did not launch (a colleague's, on a shared account).
+        "managed": inst.managed,
+        "owner": inst.owner,
     }
 
 

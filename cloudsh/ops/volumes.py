@@ -20,6 +20,7 @@ from typing import Any
 
 from cloudsh.errors import CloudshError, InvalidState, NotFound, UsageError
 from cloudsh.models import (
+    TAG_MANAGED,
     VOLUME_GB_MONTH,
     HostInfo,
     Instance,
@@ -33,7 +34,7 @@ from cloudsh.ops.images import TAG_IMAGE, TAG_SOURCE
 from cloudsh.ops.poll import wait_for_state
 from cloudsh.ops.reach import host_for
 from cloudsh.services.backend import Backend
-from cloudsh.services.ec2 import TAG_MANAGED, closest
+from cloudsh.services.ec2 import closest
 
 VOLUME_TYPES = tuple(VOLUME_GB_MONTH)
 

@@ -29,14 +29,10 @@ from cloudsh.errors import (
     NotFound,
     UsageError,
 )
-from cloudsh.models import LIVE_STATES, Instance, InstanceType
+from cloudsh.models import LIVE_STATES, TAG_MANAGED, Instance, InstanceType
 from cloudsh.services.aws import ClientFactory
 from cloudsh.services.ec2_calls import tags_of
 from cloudsh.services.ec2_storage import EC2Storage
-
-#: Tag keys cloudsh writes; the cloud is the source of truth, so what cloudsh must
-#: remember about a box lives here.
-TAG_MANAGED = "cloudsh:managed"
 
 
 @dataclass(frozen=True)
@@ -427,11 +423,15 @@ class EC2Service(EC2Storage):
         await self.call("delete_security_group", GroupId=group_id)
 
 def resolve_name(name: str, instances: Sequence[Instance]) -> Instance:
-    """Pick the live instance called `name` (Name tag) or with that id."""
+    """Pick the live instance called `name` (Name tag) or with that id. When a box cloudsh
+    did not launch (a colleague's, on a shared account) has the same Name as one of
+    cloudsh's, the name means cloudsh's own."""
     by_id = [i for i in instances if i.id == name]
     if by_id:
         return by_id[0]
     live = [i for i in instances if i.is_live and i.name == name]
+    if len(live) > 1 and any(i.managed for i in live):
+        live = [i for i in live if i.managed]
     if len(live) == 1:
         return live[0]
     if len(live) > 1:

@@ -24,6 +24,7 @@ from textual.widgets import Input, Static
 from cloudsh.commands.registry import REGISTRY
 from cloudsh.commands.views import duration, money
 from cloudsh.errors import CloudshError
+from cloudsh.ops.owners import check_acts_on
 from cloudsh.tui.screens import ResizeScreen
 from cloudsh.tui.state import BoxState, InstanceRow
 from cloudsh.tui.widgets import Fields, LineTable
@@ -60,11 +61,16 @@ SORT_KEYS: dict[str, Callable[[InstanceRow], Any]] = {
 }
 
 
+#: How the pane marks a box cloudsh did not launch (as `ls` does, with whose it looks like).
+FOREIGN_STYLE = "italic yellow"
+
+
 def instance_fields(row: InstanceRow) -> Fields:
     """An instance's row, in INSTANCE_COLUMNS order."""
     state = row.state
+    name = row.name or "-"
     return (
-        (row.name or "-", ""),
+        (name, "") if row.managed else (f"{name}* ({row.owner or 'not cloudsh'}'s)", FOREIGN_STYLE),
         (row.type, ""),
         (row.gpus or "-", ""),
         (f"{state}…" if state.transitional else str(state), STATE_STYLES.get(state, "")),
@@ -83,11 +89,22 @@ class InstanceActions:
     def __init__(self, app: AppHost) -> None:
         self.app = app
 
+    def refused(self, row: InstanceRow, verb: str) -> bool:
+        """Whether `ops.owners` refuses `verb` by this key: a destructive key never acts on
+        a box cloudsh did not launch (the user names it by its id on the command line)."""
+        try:
+            check_acts_on([row], verb)
+        except CloudshError as exc:
+            self.app.log_line(f"✗ {verb} {row.label}: {exc}", "error")
+            self.app.notify(str(exc), title=f"{verb} {row.label} refused", severity="error", timeout=10)
+            return True
+        return False
+
     def connect(self, row: InstanceRow) -> None:
-        self.app.run_command(["connect", row.label], f"connect {row.label}")
+        self.app.run_command(["connect", row.handle], f"connect {row.label}")
 
     def tunnel(self, row: InstanceRow, port: int) -> None:
-        tun = self.app.tunnels.open(row.label, port, port)
+        tun = self.app.tunnels.open(row.handle, port, port)
         self.app.notify(f"{tun.url} -> {row.label}:{port}  (T lists tunnels)", title="tunnel")
 
     def resize(self, row: InstanceRow) -> None:
@@ -95,7 +112,9 @@ class InstanceActions:
         if not price_rows:
             self.app.notify("prices are still loading; try again in a moment", severity="warning")
             return
-        box = row.label
+        if self.refused(row, "resize"):
+            return
+        box = row.handle
 
         def chosen(new_type: str | None) -> None:
             if new_type:
@@ -104,35 +123,37 @@ class InstanceActions:
         self.app.push_screen(ResizeScreen(row, price_rows), chosen)
 
     def freeze(self, row: InstanceRow) -> None:
-        if "freeze" in REGISTRY.commands:
-            self.app.run_command(["freeze", row.label], f"freeze {row.label}")
+        if "freeze" in REGISTRY.commands and not self.refused(row, "freeze"):
+            self.app.run_command(["freeze", row.handle], f"freeze {row.label}")
 
     def start_stop(self, row: InstanceRow) -> None:
         box = row.label
         if row.state in (BoxState.RUNNING, BoxState.PENDING):
-            self.app.run_command(["stop", box], f"stop {box}")
+            if not self.refused(row, "stop"):
+                self.app.run_command(["stop", row.handle], f"stop {box}")
         elif row.state is BoxState.STOPPED:
-            self.app.run_command(["start", box], f"start {box}")
+            self.app.run_command(["start", row.handle], f"start {box}")
         else:
             self.app.notify(f"{box} is {row.state}; wait until it settles", severity="warning")
 
     def terminate(self, row: InstanceRow) -> None:
         # The command itself asks, through the app's confirmation dialog, listing what will be lost.
-        self.app.run_command(["terminate", row.label], f"terminate {row.label}")
+        if not self.refused(row, "terminate"):
+            self.app.run_command(["terminate", row.handle], f"terminate {row.label}")
 
     def ipython(self, row: InstanceRow | None) -> None:
         # On the app, so its failure takes the app's one error route.
-        self.app.run_worker(self._ipython(row.label if row else None), name="IPython", group="ipython",
+        self.app.run_worker(self._ipython(row.id if row else None), name="IPython", group="ipython",
                             exclusive=True, exit_on_error=False)
 
-    async def _ipython(self, box: str | None) -> None:
+    async def _ipython(self, box_id: str | None) -> None:
         try:
-            namespace = await asyncio.to_thread(self._ipython_namespace, box)
+            namespace = await asyncio.to_thread(self._ipython_namespace, box_id)
             await self.app.handoff.ipython(namespace)
         finally:
             self.app.refresh_instances()
 
-    def _ipython_namespace(self, box: str | None) -> dict[str, Any]:
+    def _ipython_namespace(self, box_id: str | None) -> dict[str, Any]:
         # A Backend of its own: the API runs its own event loop, and SSH connections
         # belong to the loop that opened them.
         from cloudsh.api import Cloud
@@ -140,10 +161,14 @@ class InstanceActions:
 
         cloud = Cloud(backend=self.app.backend_factory())
         namespace = build_namespace(cloud)
-        if box:
-            # If the box went away meanwhile, `cloud` is still there.
+        if box_id:
+            # Picked from the listing, not looked up by id: highlighting a box cloudsh did
+            # not launch is no naming of it by its id (`ops.owners`). If the box went away
+            # meanwhile, `cloud` is still there.
             with contextlib.suppress(CloudshError):
-                namespace["box"] = cloud.instance(box)
+                found = [i for i in cloud.instances() if i.id == box_id]
+                if found:
+                    namespace["box"] = found[0]
         return namespace
 
 
@@ -203,7 +228,8 @@ class InstancesPane(Vertical):
         needle = self.filter_text.lower()
         rows = list(self.rows)
         if needle:
-            rows = [r for r in rows if needle in f"{r.name} {r.id} {r.type} {r.state} {r.market} {r.gpus}".lower()]
+            rows = [r for r in rows
+                    if needle in f"{r.name} {r.id} {r.type} {r.state} {r.market} {r.gpus} {r.owner or ''}".lower()]
         return sorted(rows, key=SORT_KEYS[self.sort_key])
 
     def _render_rows(self) -> None:

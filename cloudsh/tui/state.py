@@ -64,6 +64,9 @@ class InstanceRow:
     cost_so_far: float | None
     #: Ids of the jobs its tags hold (for completion).
     jobs: tuple[str, ...] = ()
+    #: False for a box cloudsh did not launch (a colleague's); `owner`: whose it looks like.
+    managed: bool = True
+    owner: str | None = None
 
     @classmethod
     def from_record(cls, r: Mapping[str, Any]) -> InstanceRow:
@@ -71,13 +74,20 @@ class InstanceRow:
             id=r["id"], name=r["name"] or "", type=r["type"], state=BoxState(r["state"]), market=r["market"],
             public_ip=r["public_ip"], gpus=r["gpus"] or "", price_per_hour=r["price_per_hour"],
             az=r.get("az") or "", uptime_s=r.get("uptime_s"), cost_so_far=r.get("cost_so_far"),
-            jobs=tuple(r.get("jobs") or ()),
+            jobs=tuple(r.get("jobs") or ()), managed=r.get("managed", True), owner=r.get("owner"),
         )
 
     @property
     def label(self) -> str:
-        """How to name the box to a person (and to a command): its Name, else its id."""
+        """How to name the box to a person: its Name, else its id."""
         return self.name or self.id
+
+    @property
+    def handle(self) -> str:
+        """How the app's keys name the box to a command: its Name, or its id for a box
+        cloudsh did not launch (a colleague's may share a Name with one of cloudsh's,
+        which the Name would mean). Destructive keys still need the id typed (`ops.owners`)."""
+        return self.label if self.managed else self.id
 
 
 class Phase(Enum):

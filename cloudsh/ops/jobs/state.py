@@ -22,6 +22,7 @@ from typing import Any
 from cloudsh.errors import CloudshError, NotFound
 from cloudsh.models import JOB_TAG_PREFIX, Instance, Job, JobTag, hourly_cost, job_tags
 from cloudsh.ops.jobs.box import box_status, find_job, full_id, local_dir_of
+from cloudsh.ops.owners import own
 from cloudsh.services.backend import Backend
 
 #: What a box answered for one job (`agents.jobs.status`); None when it was not asked.
@@ -153,8 +154,8 @@ async def record_states(backend: Backend, only: Sequence[str] | None = None) -> 
     A box whose tags cannot be written keeps its old tags: the next record tries again.
     """
     insts = await backend.ec2.list_instances(include_terminated=True)
-    if only is not None:
-        insts = [i for i in insts if i.id in only]
+    # A sweep writes tags on cloudsh's own boxes only (`ops.owners`).
+    insts = own(insts) if only is None else [i for i in insts if i.id in only]
     seen = await _survey(backend, insts)
     changed: dict[str, dict[str, str]] = {}
     for s in seen:

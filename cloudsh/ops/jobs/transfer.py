@@ -29,6 +29,7 @@ from cloudsh.ops.jobs.box import (
     local_dir_of,
 )
 from cloudsh.ops.jobs.state import pick_job, record_states
+from cloudsh.ops.owners import own
 from cloudsh.ops.reach import ssh_host
 from cloudsh.services.backend import Backend
 
@@ -168,11 +169,13 @@ async def sync_all(
 
     One box that does not answer must not keep the others' results from coming home:
     its jobs are skipped (said through `progress`), and its error is raised only when
-    nothing at all could be pulled.
+    nothing at all could be pulled. Without `only`, boxes cloudsh did not launch are left
+    alone (`ops.owners`).
     """
     results = []
     failed: CloudshError | None = None
-    for inst in await backend.ec2.list_instances():
+    insts = await backend.ec2.list_instances()
+    for inst in own(insts) if only is None else insts:
         tags = {j: t for j, t in job_tags(inst).items() if t.remote_dir}
         if not tags or inst.state != "running" or (only is not None and inst.id not in only):
             continue
