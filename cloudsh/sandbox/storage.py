@@ -17,7 +17,9 @@ Attached volumes appear inside a box as block devices through the stand-ins of
 The layer also fills gaps in moto's EC2: AttachVolume across AZs (`InvalidVolume.ZoneMismatch`),
 to a terminated box or of an attached volume (`VolumeInUse`), DeleteVolume of an attached
 volume, DescribeSnapshots with `OwnerIds=self`, a persistent spot request linked to each
-spot instance (moto makes none), and Service Quotas from `quotas.py`.
+spot instance (moto makes none), and Service Quotas from `quotas.py`. Images carry the root
+device and snapshot size EC2 gives them, and launches get the root mapping EC2 derives
+from the image (`images.py`).
 """
 
 from __future__ import annotations

@@ -25,7 +25,7 @@ def _image(raw: dict[str, Any]) -> Image:
     tags = tags_of(raw.get("Tags"))
     created = raw.get("CreationDate")
     root_device = raw.get("RootDeviceName") or ""
-    root = next(
+    root: dict[str, Any] = next(
         (m.get("Ebs", {}) for m in raw.get("BlockDeviceMappings", ()) if m.get("DeviceName") == root_device),
         {},
     )
