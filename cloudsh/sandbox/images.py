@@ -95,9 +95,11 @@ def run_instances_params(backend: Any, params: dict[str, str]) -> dict[str, str]
         mappings[max(mappings, default=0) + 1] = root
     asked = root.get("Ebs.VolumeSize")
     if asked is not None and int(asked) < size:
+        # EC2's wording, double space included, as RunInstances errors quote it (e.g.
+        # github.com/scylladb/scylladb/issues/6999, openshift/origin-ci-tool/issues/153).
         raise Ec2Error(
             "InvalidBlockDeviceMapping",
-            f"Volume of size {int(asked)}GB is smaller than snapshot '{snapshot.id}', expect size >= {size}GB",
+            f"Volume of size {int(asked)}GB is smaller than  snapshot '{snapshot.id}', expect size >= {size}GB",
         )
     root.setdefault("Ebs.VolumeSize", str(size))
     root.setdefault("Ebs.SnapshotId", snapshot.id)
