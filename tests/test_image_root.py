@@ -109,3 +109,16 @@ def test_sandbox_refuses_a_root_smaller_than_the_snapshot(sandbox: Sandbox, big_
         assert sizes[devices["/dev/sdf"]] == (10, "")
     finally:
         ec2.terminate_instances(InstanceIds=[iid])
+
+
+def test_python_api_refuses_a_root_below_the_image(big_image: dict[str, Any]) -> None:
+    from cloudsh.api import Cloud
+    from cloudsh.errors import UsageError
+
+    cloud = Cloud(sandbox=True)
+    try:
+        with pytest.raises(UsageError) as caught:
+            cloud.launch(_name("api50"), "t3.micro", disk=50, image=big_image["id"])
+        assert "at least 100 GB" in str(caught.value) and "--disk 100" in caught.value.hint
+    finally:
+        cloud.close()
