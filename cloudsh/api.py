@@ -236,9 +236,9 @@ class Cloud:
     ) -> Instance:
         """Launch a box called `name` and (unless `wait=False`) wait until SSH answers.
 
-        `type` defaults to your configured type (t3.medium), `disk` is the root volume in
-        GB (default 60), `image` an AMI id or name (default: current Ubuntu LTS); `spot=True`
-        makes a persistent spot request that stops, not terminates, on interruption.
+        `type` defaults to your configured type (t3.medium), `disk` the root volume in GB
+        (default 60 or the image's size, never below it), `image` an AMI id or name (default:
+        current Ubuntu LTS); `spot=True`: a persistent spot request, stopped on interruption.
         """
         return self._run(self.alaunch(name, type, spot=spot, disk=disk, image=image, wait=wait))
 

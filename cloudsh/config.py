@@ -31,7 +31,7 @@ class Settings:
     default_type: str = "t3.medium"
     """Instance type for `launch` without `--type`."""
     default_disk_gb: int = 60
-    """Root volume size for `launch` without `--disk`."""
+    """Root volume size for `launch` without `--disk` (the image's own size if larger)."""
     ssh_user: str = "ubuntu"
     """Login user on cloudsh's default (Ubuntu) image."""
     key_name: str = "cloudsh"

@@ -186,6 +186,11 @@ class Snapshot:
 
 @dataclass(frozen=True, slots=True)
 class Image:
+    """An AMI as registered. `root_device` is the device name its root volume is mapped
+    on (a launch mapping on any other name adds a volume rather than sizing the root);
+    `root_size_gb` is its root snapshot's size, the smallest root a box of it can have
+    (0 when the image does not say)."""
+
     id: str
     name: str
     state: str
@@ -195,6 +200,8 @@ class Image:
     description: str = ""
     snapshot_ids: tuple[str, ...] = ()
     tags: Mapping[str, str] = field(default_factory=dict)
+    root_device: str = ""
+    root_size_gb: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -76,7 +76,7 @@ async def ls(ctx: Context, a: argparse.Namespace) -> int:
     arg("name", help="Name tag for the new box (unique among live instances)"),
     arg("--type", "-t", kind="type", help="instance type (default: t3.medium or your config)"),
     arg("--spot", flag=True, help="spot instance (persistent request that stops, not terminates, on interruption)"),
-    arg("--disk", kind="", type=gigabytes, metavar="GB", help="root volume size in GB (default 60)"),
+    arg("--disk", kind="", type=gigabytes, metavar="GB", help="root volume size in GB (default 60, or the image's own size if larger)"),
     arg("--image", kind="image", metavar="AMI_OR_NAME", help="AMI id or name (default: current Ubuntu LTS)"),
     arg("--no-wait", flag=True, help="return once EC2 accepted the launch"),
 )

@@ -121,6 +121,8 @@ async def image_records(backend: Backend) -> list[dict[str, Any]]:
                 "architecture": img.architecture,
                 "created": img.created.isoformat() if img.created else None,
                 "size_gb": size,
+                "root_device": img.root_device,
+                "root_size_gb": img.root_size_gb,
                 "monthly_cost": round(snapshot_monthly(size), 2),
                 "snapshots": list(img.snapshot_ids),
                 "source": img.tags.get(TAG_SOURCE_NAME) or img.tags.get(TAG_SOURCE, ""),

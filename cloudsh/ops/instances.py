@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass
 
 from cloudsh.errors import CapacityError, CloudshError, InvalidState, UsageError
-from cloudsh.models import Instance, InstanceType, Price, job_tags
+from cloudsh.models import Image, Instance, InstanceType, Price, job_tags
 from cloudsh.ops.events import Progress, quiet
 from cloudsh.ops.jobs.state import record_before_shutdown
 from cloudsh.ops.owners import check_acts_on
@@ -40,6 +40,7 @@ class LaunchPlan:
     image_name: str
     spot: bool
     disk_gb: int
+    root_device: str
 
 
 async def plan_launch(
@@ -54,9 +55,8 @@ async def plan_launch(
     """Every check that can fail before anything is created."""
     check_name(name)
     ec2 = backend.ec2
-    disk = disk_gb or backend.settings.default_disk_gb
-    if not 8 <= disk <= 16384:
-        raise UsageError(f"--disk {disk} is out of range", "use 8 to 16384 GB")
+    if disk_gb is not None and not 8 <= disk_gb <= 16384:
+        raise UsageError(f"--disk {disk_gb} is out of range", "use 8 to 16384 GB")
     existing, itype = await asyncio.gather(
         ec2.list_instances(), ec2.instance_type(instance_type or backend.settings.default_type)
     )
@@ -82,7 +82,31 @@ async def plan_launch(
         )
     if img.state and img.state != "available":
         raise UsageError(f"image {img.name or img.id} is {img.state}", "wait until it is available")
-    return LaunchPlan(name, itype, img.id, img.name, spot, disk)
+    disk = _root_size(img, disk_gb, backend.settings.default_disk_gb)
+    return LaunchPlan(name, itype, img.id, img.name, spot, disk, _root_device(img))
+
+
+def _root_size(img: Image, disk_gb: int | None, default_gb: int) -> int:
+    """The root volume's size: the image's root snapshot is the floor, since EC2 refuses
+    a smaller volume (InvalidBlockDeviceMapping) only after the key and group exist."""
+    if disk_gb is None:
+        return max(default_gb, img.root_size_gb)
+    if disk_gb < img.root_size_gb:
+        raise UsageError(
+            f"image {img.name or img.id} needs a root disk of at least {img.root_size_gb} GB",
+            f"use --disk {img.root_size_gb} or more",
+        )
+    return disk_gb
+
+
+def _root_device(img: Image) -> str:
+    """The image's root device name: only a mapping on it sizes the root volume."""
+    if not img.root_device:
+        raise UsageError(
+            f"image {img.name or img.id} names no root device, so its root disk cannot be sized",
+            "pick an EBS-backed image (`cloudsh images`, or the default Ubuntu)",
+        )
+    return img.root_device
 
 
 async def launch(
@@ -123,6 +147,7 @@ async def launch(
                 key_name=key_name,
                 security_group_id=group_id,
                 disk_gb=plan.disk_gb,
+                root_device=plan.root_device,
                 spot=plan.spot,
             )
         )

@@ -121,8 +121,7 @@ class Daemon:
         )
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
         self._thread.start()
-        self.ec2_backend()  # build the backend (and load the AMIs) before the first request
-        self._publish_ssm_parameters()
+        self._publish_images()
 
     def _lifecycle(self, action: str, instance_ids: list[str]) -> None:
         if action in ("StopInstances", "RebootInstances", "TerminateInstances"):
@@ -155,6 +154,16 @@ class Daemon:
                 await box.stop()
                 self.host_keys.pop(iid, None)
         self._publish()
+
+    def _publish_images(self) -> None:
+        """Build the backend (and load the AMIs) before the first request; give the
+        published images their real root snapshot and name them where EC2 does (SSM)."""
+        from moto.core.models import DEFAULT_ACCOUNT_ID
+
+        from cloudsh.sandbox.images import publish_sizes
+
+        publish_sizes(self.ec2_backend(), DEFAULT_ACCOUNT_ID)
+        self._publish_ssm_parameters()
 
     def _publish_ssm_parameters(self) -> None:
         from moto.core.models import DEFAULT_ACCOUNT_ID

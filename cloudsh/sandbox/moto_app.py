@@ -28,7 +28,7 @@ from xml.etree import ElementTree
 from xml.sax.saxutils import escape
 
 from cloudsh.sandbox import wsgi
-from cloudsh.sandbox.wsgi import StartResponse, WsgiApp
+from cloudsh.sandbox.wsgi import Ec2Error, StartResponse, WsgiApp
 
 EC2_NS = "http://ec2.amazonaws.com/doc/2016-11-15/"
 LIFECYCLE_ACTIONS = frozenset({"StopInstances", "StartInstances", "RebootInstances", "TerminateInstances"})
@@ -57,13 +57,6 @@ def type_architectures(instance_type: str) -> list[str] | None:
     if info is None:
         return None
     return list(info.get("ProcessorInfo", {}).get("SupportedArchitectures", []))
-
-
-class Ec2Error(Exception):
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
 
 
 class SandboxEc2App:

@@ -17,7 +17,9 @@ Attached volumes appear inside a box as block devices through the stand-ins of
 The layer also fills gaps in moto's EC2: AttachVolume across AZs (`InvalidVolume.ZoneMismatch`),
 to a terminated box or of an attached volume (`VolumeInUse`), DeleteVolume of an attached
 volume, DescribeSnapshots with `OwnerIds=self`, a persistent spot request linked to each
-spot instance (moto makes none), and Service Quotas from `quotas.py`.
+spot instance (moto makes none), and Service Quotas from `quotas.py`. Images carry the root
+device and snapshot size EC2 gives them, and launches get the root mapping EC2 derives
+from the image (`images.py`).
 """
 
 from __future__ import annotations
@@ -33,9 +35,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
-from cloudsh.sandbox import quotas, wsgi
+from cloudsh.sandbox import images, quotas, wsgi
 from cloudsh.sandbox.devices import write_devices
-from cloudsh.sandbox.wsgi import StartResponse, WsgiApp
+from cloudsh.sandbox.wsgi import Ec2Error, StartResponse, WsgiApp
 
 log = logging.getLogger("cloudsh.sandbox.storage")
 
@@ -94,11 +96,19 @@ class StorageLayer:
         action = params.get("Action", "")
         try:
             self._check(action, params)
-        except _Ec2Error as err:
+            if action == "RunInstances":
+                merged = images.run_instances_params(self.ec2_backend(), params)
+                if merged is not None:
+                    wsgi.set_body(environ, urlencode(merged).encode())
+        except Ec2Error as err:
             return wsgi.respond(start_response, "400 Bad Request", wsgi.error_xml(err.code, err.message))
         if action == "DescribeSnapshots" and "self" in wsgi.numbered(params, "Owner"):
             wsgi.set_body(environ, _only_own_snapshots(params))
-            return self._own_snapshots(environ, start_response)
+            return self._rewritten(environ, start_response, self._drop_foreign_snapshots)
+        if action == "DescribeImages":
+            return self._rewritten(
+                environ, start_response, lambda body: images.describe_images_body(self.ec2_backend(), body)
+            )
         if action not in _AFTER:
             return self.app(environ, start_response)
         status, headers, body = wsgi.call(self.app, environ)
@@ -111,15 +121,21 @@ class StorageLayer:
         start_response(status, headers)
         return [body]
 
-    def _own_snapshots(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+    def _drop_foreign_snapshots(self, body: bytes) -> bytes:
         """moto files the snapshots behind public images under this account: drop them."""
+        foreign = {
+            ami.ebs_snapshot.id for ami in list(self.ec2_backend().amis.values())
+            if ami.owner_id != ACCOUNT and getattr(ami, "ebs_snapshot", None) is not None
+        }
+        return _drop_items(body, "snapshotSet", "snapshotId", foreign)
+
+    def _rewritten(
+        self, environ: dict[str, Any], start_response: StartResponse, rewrite: Callable[[bytes], bytes]
+    ) -> Iterable[bytes]:
+        """moto's answer, its body rewritten when it succeeded."""
         status, headers, body = wsgi.call(self.app, environ)
         if status.startswith("200"):
-            foreign = {
-                ami.ebs_snapshot.id for ami in list(self.ec2_backend().amis.values())
-                if ami.owner_id != ACCOUNT and getattr(ami, "ebs_snapshot", None) is not None
-            }
-            body = _drop_items(body, "snapshotSet", "snapshotId", foreign)
+            body = rewrite(body)
             headers = [(k, v) for k, v in headers if k.lower() != "content-length"]
             headers.append(("Content-Length", str(len(body))))
         start_response(status, headers)
@@ -135,27 +151,28 @@ class StorageLayer:
             if vol is None or inst is None:
                 return
             if vol.attachment is not None:
-                raise _Ec2Error("VolumeInUse", f"{vol.id} is already attached to an instance")
+                raise Ec2Error("VolumeInUse", f"{vol.id} is already attached to an instance")
             if str(inst.state) in ("terminated", "shutting-down"):
-                raise _Ec2Error("IncorrectState", f"Instance '{inst.id}' is not 'running' or 'stopped'.")
+                raise Ec2Error("IncorrectState", f"Instance '{inst.id}' is not 'running' or 'stopped'.")
             if vol.zone is not None and vol.zone.name != inst.placement.zone:
-                raise _Ec2Error(
+                raise Ec2Error(
                     "InvalidVolume.ZoneMismatch",
                     f"The volume '{vol.id}' is not in the same availability zone as instance '{inst.id}'",
                 )
         elif action == "DeleteVolume":
             vol = backend.volumes.get(params.get("VolumeId", ""))
             if vol is not None and vol.attachment is not None:
-                raise _Ec2Error("VolumeInUse", f"Volume {vol.id} is currently attached to {vol.attachment.instance.id}")
+                raise Ec2Error("VolumeInUse", f"Volume {vol.id} is currently attached to {vol.attachment.instance.id}")
         elif action == "CreateImage":
             inst = _instance(backend, params.get("InstanceId", ""))
             if inst is not None and str(inst.state) in ("terminated", "shutting-down", "pending"):
-                raise _Ec2Error("IncorrectInstanceState", f"The instance '{inst.id}' is not in a valid state for this operation.")
+                raise Ec2Error("IncorrectInstanceState", f"The instance '{inst.id}' is not in a valid state for this operation.")
 
     # -- after a successful call ------------------------------------------------------------
 
     def _after_create_image(self, params: dict[str, str], body: str) -> None:
         ami, iid = _tag(body, "imageId"), params.get("InstanceId", "")
+        images.after_create_image(self.ec2_backend(), ami, iid)
         src = self.dir / "instances" / iid / "root"
         if ami and src.is_dir():
             copy_tree(src, self.dir / "images" / ami / "root")
@@ -250,13 +267,6 @@ def link_spot_request(backend: Any, inst: Any, kind: str, behaviour: str) -> str
     backend.spot_instance_requests[request_id] = request
     inst.spot_instance_request_id = request_id
     return request_id
-
-
-class _Ec2Error(Exception):
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
 
 
 def _instance(backend: Any, instance_id: str) -> Any | None:

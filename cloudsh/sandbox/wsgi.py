@@ -53,6 +53,15 @@ def numbered(params: dict[str, str], prefix: str) -> list[str]:
     return [v for _, v in sorted(found)]
 
 
+class Ec2Error(Exception):
+    """A refusal a layer answers itself, as EC2 would (`error_xml`, status 400)."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
 def error_xml(code: str, message: str) -> str:
     """An EC2 error response body, as AWS words it."""
     return (

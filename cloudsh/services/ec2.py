@@ -37,7 +37,13 @@ from cloudsh.services.ec2_storage import EC2Storage
 
 @dataclass(frozen=True)
 class LaunchSpec:
-    """Everything RunInstances needs for one cloudsh box."""
+    """Everything RunInstances needs for one cloudsh box.
+
+    `root_device` must be the image's own root device name: EC2 sizes the root volume
+    only through a mapping on that name, and a mapping on any other name adds an empty
+    volume beside the root instead ("Block device mappings for volumes on Amazon EC2
+    instances", https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/block-device-mapping-concepts.html).
+    """
 
     name: str
     instance_type: str
@@ -45,8 +51,8 @@ class LaunchSpec:
     key_name: str
     security_group_id: str
     disk_gb: int
+    root_device: str
     spot: bool = False
-    root_device: str = "/dev/sda1"
     tags: dict[str, str] = field(default_factory=dict)
     client_token: str = field(default_factory=lambda: uuid.uuid4().hex)
 

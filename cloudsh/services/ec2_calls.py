@@ -110,6 +110,8 @@ def translate(exc: ClientError, profile: str | None = None) -> CloudshError:
             "request a higher vCPU quota in the Service Quotas console",
             code,
         )
+    if code == "InvalidBlockDeviceMapping":  # e.g. a root below the image's snapshot
+        return AWSError(f"{op} refused: {message}", "give the root disk at least the image's size (--disk)", code)
     if code in ("Unsupported", "InvalidParameterValue", "InvalidParameterCombination"):
         return AWSError(f"{op} refused: {message}", "", code)
     return AWSError(f"{op} failed: {code}: {message}", "", code)

@@ -24,6 +24,11 @@ _SSM_ARCH = {"x86_64": "amd64", "arm64": "arm64"}
 def _image(raw: dict[str, Any]) -> Image:
     tags = tags_of(raw.get("Tags"))
     created = raw.get("CreationDate")
+    root_device = raw.get("RootDeviceName") or ""
+    root: dict[str, Any] = next(
+        (m.get("Ebs", {}) for m in raw.get("BlockDeviceMappings", ()) if m.get("DeviceName") == root_device),
+        {},
+    )
     return Image(
         id=raw["ImageId"],
         name=raw.get("Name") or tags.get("Name", ""),
@@ -38,6 +43,8 @@ def _image(raw: dict[str, Any]) -> Image:
             if m.get("Ebs", {}).get("SnapshotId")
         ),
         tags=tags,
+        root_device=root_device,
+        root_size_gb=int(root.get("VolumeSize") or 0),
     )
 
 
