@@ -318,13 +318,15 @@ class Cloud:
         found = await queries.prices(self._backend, families, gpu_only=gpu)
         cols = (("type", "TYPE"), ("vcpus", "VCPUS"), ("memory_gib", "MEM GIB"), ("gpus", "GPUS"),
                 ("on_demand", "ON-DEMAND $/H"), ("spot", "SPOT $/H"), ("spot_saving", "SAVING"))
-        return Table(found.rows, cols)
+        return Table(found.rows, cols, note=found.note)
 
     def prices(self, *, gpu: bool = False, family: str | Sequence[str] | None = None) -> Table:
         """Instance types with vCPUs, memory, GPUs, on-demand and current spot $/h.
 
         `gpu=True` keeps GPU types only; `family="g5"` (or a list) picks families.
-        Rows are dicts (`type`, `vcpus`, `memory_gib`, `gpus`, `on_demand`, `spot`, …).
+        Rows are dicts (`type`, `vcpus`, `memory_gib`, `gpus`, `on_demand`, `spot`, …,
+        and `note`: why that row's on_demand or spot is None); the table's `note` says in
+        one line why prices are missing (access denied, throttled, unreachable, not sold).
         """
         return self._run(self.aprices(gpu=gpu, family=family))
 
@@ -332,7 +334,11 @@ class Cloud:
         found = await self._backend.pricing.prices([type], strict=False)
         if type not in found:
             await self._backend.ec2.instance_type(type)  # an unknown type says so, with a guess
-            raise CloudshError(f"no price known for {type}", "see `cloud.prices()` for the types on offer")
+            why = found.why(type)
+            raise CloudshError(
+                f"no price known for {type}" + (f": {why}" if why else ""),
+                "see `cloud.prices()` for the types on offer",
+            )
         return found[type]
 
     def price(self, type: str) -> Price:

@@ -115,7 +115,7 @@ async def image_records(backend: Backend) -> list[dict[str, Any]]:
                 "architecture": img.architecture,
                 "created": img.created.isoformat() if img.created else None,
                 "size_gb": size,
-                "monthly_cost": round(snapshot_monthly(size), 2),
+                "monthly_cost": round(snapshot_monthly(size, backend.target.region), 2),
                 "snapshots": list(img.snapshot_ids),
                 "source": img.tags.get(TAG_SOURCE_NAME) or img.tags.get(TAG_SOURCE, ""),
             }
@@ -128,10 +128,11 @@ class ImageDeletion:
     image: Image
     snapshots: tuple[Snapshot, ...]
     users: tuple[Instance, ...]  # live boxes launched from it
+    region: str
 
     @property
     def freed_monthly(self) -> float:
-        return snapshot_monthly(sum(s.size_gb for s in self.snapshots))
+        return snapshot_monthly(sum(s.size_gb for s in self.snapshots), self.region)
 
     def describe(self) -> str:
         snaps = ", ".join(s.id for s in self.snapshots) or "no snapshots"
@@ -149,7 +150,7 @@ async def plan_image_delete(backend: Backend, name_or_id: str) -> ImageDeletion:
     by_id = {s.id: s for s in snaps}
     mine = tuple(by_id[s] for s in img.snapshot_ids if s in by_id)
     users = tuple(i for i in insts if i.image_id == img.id and i.is_live)
-    return ImageDeletion(img, mine, users)
+    return ImageDeletion(img, mine, users, backend.target.region)
 
 
 async def delete_image(backend: Backend, plan: ImageDeletion, *, progress: Progress = quiet) -> None:
