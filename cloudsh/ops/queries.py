@@ -57,8 +57,8 @@ class PricedTypes:
 
 
 def missing_note(prices: Prices, names: Sequence[str]) -> str:
-    """One line on why prices of `names` are missing: a source's failure, else each reason
-    with the types it holds for ("spot not offered in us-east-1: p5.48xlarge")."""
+    """One line on why prices of `names` are missing: a source's failure, else the types
+    with each reason ("p5.48xlarge: spot not offered in us-east-1")."""
     if prices.note:
         return prices.note
     by_reason: dict[str, list[str]] = {}
@@ -66,7 +66,7 @@ def missing_note(prices: Prices, names: Sequence[str]) -> str:
         why = prices.why(name)
         if why:
             by_reason.setdefault(why, []).append(name)
-    return "; ".join(f"{why}: {', '.join(types)}" for why, types in by_reason.items())
+    return " · ".join(f"{', '.join(types)}: {why}" for why, types in by_reason.items())
 
 
 async def priced_types(

@@ -88,7 +88,7 @@ def price_error(exc: ClientError | BotoCoreError, clients: ClientFactory, action
 def price_reason(what: str, err: CloudshError) -> str:
     """One line saying why `what` ("on-demand prices") are missing, from a price error."""
     why = err.message.removeprefix("cannot fetch prices: ")
-    return f"{what} unavailable: {why}" + (f" ({err.hint})" if err.hint else "")
+    return f"{what} unavailable: {why}" + (f"; {err.hint}" if err.hint else "")
 
 
 class OnDemandSource(Protocol):
