@@ -206,6 +206,8 @@ class EbsPrices:
     snapshot: float
     #: Where the numbers come from, e.g. a fallback to another region's list.
     source: str = ""
+    #: False when the region has no list of its own here and us-east-1's stands in.
+    listed: bool = True
 
     def volume_gb_month(self, volume_type: str) -> float:
         return self.volume.get(volume_type, self.volume["gp3"])
@@ -215,10 +217,11 @@ def ebs_prices(region: str) -> EbsPrices:
     """The EBS list prices of `region` (us-east-1's, labelled so, for a region not listed)."""
     row = _EBS_ROWS.get(region)
     source = f"Amazon EBS pricing, {region}, as published {EBS_PRICES_DATE}"
+    listed = row is not None
     if row is None:
         row = _EBS_ROWS["us-east-1"]
         source = f"no EBS list price of {region} known; us-east-1's ({EBS_PRICES_DATE}) shown"
-    return EbsPrices(region, dict(zip(_EBS_COLUMNS[:-1], row[:-1], strict=True)), row[-1], source)
+    return EbsPrices(region, dict(zip(_EBS_COLUMNS[:-1], row[:-1], strict=True)), row[-1], source, listed)
 
 
 #: The volume types EBS offers (the columns of the list above).

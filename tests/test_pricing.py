@@ -819,3 +819,17 @@ def test_ebs_prices_follow_the_region() -> None:
     assert unlisted.volume == here.volume
     assert "il-central-1" in unlisted.source and "us-east-1's" in unlisted.source
     assert ipv4_hourly("eu-central-1") == ipv4_hourly("us-east-1") == 0.005
+
+
+def test_storage_records_cost_at_their_regions_list_prices() -> None:
+    from cloudsh.models import Snapshot
+    from cloudsh.ops.volumes import snapshot_record, volume_record
+
+    vol = Volume("vol-1", "data", 100, "available", az="eu-central-1a", volume_type="gp2")
+    snap = Snapshot("snap-1", "s", "vol-1", 100, "completed")
+    # `volumes` and `snapshots` print these records: gp2 $0.119 and snapshots $0.054 per
+    # GB-month in Frankfurt, against $0.10 and $0.05 in N. Virginia.
+    assert volume_record(vol, {}, "eu-central-1")["monthly_cost"] == 11.9
+    assert volume_record(vol, {}, "us-east-1")["monthly_cost"] == 10.0
+    assert snapshot_record(snap, {}, "eu-central-1")["monthly_cost"] == 5.4
+    assert snapshot_record(snap, {}, "us-east-1")["monthly_cost"] == 5.0
