@@ -324,22 +324,14 @@ class Cloud:
         """Instance types with vCPUs, memory, GPUs, on-demand and current spot $/h.
 
         `gpu=True` keeps GPU types only; `family="g5"` (or a list) picks families.
-        Rows are dicts (`type`, `vcpus`, `memory_gib`, `gpus`, `on_demand`, `spot`, …,
-        and `note`: why that row's on_demand or spot is None); the table's `note` says in
-        one line why prices are missing (access denied, throttled, unreachable, not sold).
+        Rows are dicts (`type`, `gpus`, `on_demand`, `spot`, …, `note`: why a price is None).
         """
         return self._run(self.aprices(gpu=gpu, family=family))
 
     async def aprice(self, type: str) -> Price:
-        found = await self._backend.pricing.prices([type], strict=False)
-        if type not in found:
-            await self._backend.ec2.instance_type(type)  # an unknown type says so, with a guess
-            why = found.why(type)
-            raise CloudshError(
-                f"no price known for {type}" + (f": {why}" if why else ""),
-                "see `cloud.prices()` for the types on offer",
-            )
-        return found[type]
+        from cloudsh.ops import queries
+
+        return await queries.price(self._backend, type)
 
     def price(self, type: str) -> Price:
         """On-demand and current spot $/h of one instance type."""

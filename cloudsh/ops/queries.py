@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from cloudsh.errors import CloudshError
-from cloudsh.models import InstanceType, Prices
+from cloudsh.models import InstanceType, Price, Prices
 from cloudsh.ops.records import instance_record
 
 if TYPE_CHECKING:
@@ -127,6 +127,19 @@ async def prices(backend: Backend, families: Sequence[str] = (), *, gpu_only: bo
         )
     sample = next(iter(price.values()), None)
     return PriceList(picked, rows, sample.source if sample is not None else "", found.note)
+
+
+async def price(backend: Backend, instance_type: str) -> Price:
+    """One type's prices; an unknown type, or one with no price at all, is an error saying why."""
+    found = await backend.pricing.prices([instance_type], strict=False)
+    if instance_type not in found:
+        await backend.ec2.instance_type(instance_type)  # an unknown type says so, with a guess
+        why = found.why(instance_type)
+        raise CloudshError(
+            f"no price known for {instance_type}" + (f": {why}" if why else ""),
+            "see the types on offer with `cloudsh prices` (`cloud.prices()` in Python)",
+        )
+    return found[instance_type]
 
 
 @dataclass(frozen=True)
