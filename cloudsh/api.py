@@ -314,22 +314,20 @@ class Cloud:
         found = await queries.prices(self._backend, families, gpu_only=gpu)
         cols = (("type", "TYPE"), ("vcpus", "VCPUS"), ("memory_gib", "MEM GIB"), ("gpus", "GPUS"),
                 ("on_demand", "ON-DEMAND $/H"), ("spot", "SPOT $/H"), ("spot_saving", "SAVING"))
-        return Table(found.rows, cols)
+        return Table(found.rows, cols, note=found.note)
 
     def prices(self, *, gpu: bool = False, family: str | Sequence[str] | None = None) -> Table:
         """Instance types with vCPUs, memory, GPUs, on-demand and current spot $/h.
 
         `gpu=True` keeps GPU types only; `family="g5"` (or a list) picks families.
-        Rows are dicts (`type`, `vcpus`, `memory_gib`, `gpus`, `on_demand`, `spot`, …).
+        Rows are dicts (`type`, `gpus`, `on_demand`, `spot`, …, `note`: why a price is None).
         """
         return self._run(self.aprices(gpu=gpu, family=family))
 
     async def aprice(self, type: str) -> Price:
-        found = await self._backend.pricing.prices([type], strict=False)
-        if type not in found:
-            await self._backend.ec2.instance_type(type)  # an unknown type says so, with a guess
-            raise CloudshError(f"no price known for {type}", "see `cloud.prices()` for the types on offer")
-        return found[type]
+        from cloudsh.ops import queries
+
+        return await queries.price(self._backend, type)
 
     def price(self, type: str) -> Price:
         """On-demand and current spot $/h of one instance type."""

@@ -39,16 +39,22 @@ class Table(list[dict[str, Any]]):
     """Records (plain dicts) that print as an aligned table."""
 
     columns: tuple[tuple[str, str], ...] = ()
+    #: One line about the rows as a whole (e.g. why prices are missing); "" when none.
+    note: str = ""
 
-    def __init__(self, rows: Sequence[dict[str, Any]], columns: Sequence[tuple[str, str]] = ()) -> None:
+    def __init__(
+        self, rows: Sequence[dict[str, Any]], columns: Sequence[tuple[str, str]] = (), *, note: str = ""
+    ) -> None:
         super().__init__(rows)
         self.columns = tuple(columns) or tuple((k, k.upper()) for k in (rows[0] if rows else {}))
+        self.note = note
 
     def __repr__(self) -> str:
+        tail = f"\n{self.note}" if self.note else ""
         if not self:
-            return "(none)"
+            return "(none)" + tail
         show = [{k: "-" if v is None or v == "" else v for k, v in r.items()} for r in self]
-        return table(show, self.columns)
+        return table(show, self.columns) + tail
 
     def _repr_pretty_(self, p: Any, cycle: bool) -> None:
         p.text(repr(self))

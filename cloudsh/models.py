@@ -6,7 +6,7 @@ No boto3 dicts, SSH channels or widgets ever leave the service layer; only these
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -113,10 +113,15 @@ class Price:
 
     instance_type: str
     on_demand: float | None
+    #: The region's lowest current spot price (that of `spot_az`).
     spot: float | None = None
     spot_az: str | None = None
     fetched_at: datetime | None = None
     source: str = ""
+    #: The current spot price of every AZ that offers one: a spot box pays its own AZ's.
+    spot_by_az: Mapping[str, float] = field(default_factory=dict)
+    #: Why the on-demand or the spot price is missing ("" when both are known).
+    note: str = ""
 
     @property
     def spot_saving(self) -> float | None:
@@ -126,27 +131,146 @@ class Price:
         return 1.0 - self.spot / self.on_demand
 
 
-def hourly_cost(price: Price | None, market: str) -> float | None:
-    """What a box of this market pays per hour: the spot price for spot boxes when known."""
+class Prices(Mapping[str, Price]):
+    """Prices per instance type, and why the missing ones are missing.
+
+    A type with neither price is absent and `missing` says why; `note` says why a whole
+    source could not be asked (denied, throttled, unreachable), for every type it lacks.
+    """
+
+    def __init__(
+        self,
+        prices: Mapping[str, Price] | None = None,
+        missing: Mapping[str, str] | None = None,
+        note: str = "",
+        unsold: frozenset[str] = frozenset(),
+    ) -> None:
+        self._prices = dict(prices or {})
+        self.missing: Mapping[str, str] = dict(missing or {})
+        self.note = note
+        #: Types the on-demand source answered for with no price: not sold in the region.
+        self.unsold = unsold
+
+    def __getitem__(self, key: str) -> Price:
+        return self._prices[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._prices)
+
+    def __len__(self) -> int:
+        return len(self._prices)
+
+    def __repr__(self) -> str:
+        return f"Prices({self._prices!r}, missing={dict(self.missing)!r}, note={self.note!r})"
+
+    def why(self, instance_type: str) -> str:
+        """Why a price of this type is missing; "" when both are known."""
+        price = self._prices.get(instance_type)
+        return price.note if price is not None else self.missing.get(instance_type, self.note)
+
+
+def box_hourly(price: Price | None, market: str, az: str = "") -> tuple[float | None, str]:
+    """What a box of this market in this AZ pays per hour, and a note when that is a stand-in.
+
+    EC2 prices spot per AZ, so a spot box pays its own AZ's price; when that is unknown,
+    the region's lowest stands in and the note says so.
+    """
     if price is None:
-        return None
-    if market == "spot" and price.spot is not None:
-        return price.spot
-    return price.on_demand
+        return None, ""
+    if market != "spot":
+        return price.on_demand, ""
+    if az in price.spot_by_az:
+        return price.spot_by_az[az], ""
+    if price.spot is not None:
+        where = f"of {az} " if az else ""
+        return price.spot, f"spot price {where}unknown; the region's lowest ({price.spot_az}) shown"
+    if price.on_demand is not None:
+        return price.on_demand, "no spot price known; the on-demand price shown"
+    return None, ""
 
 
-#: us-east-1 EBS list prices, $ per GB-month (aws.amazon.com/ebs/pricing, 2026-11).
-VOLUME_GB_MONTH = {"gp3": 0.08, "gp2": 0.10, "io1": 0.125, "io2": 0.125, "st1": 0.045, "sc1": 0.015, "standard": 0.05}
-SNAPSHOT_GB_MONTH = 0.05
+def hourly_cost(price: Price | None, market: str, az: str = "") -> float | None:
+    """What a box of this market pays per hour: its AZ's spot price for a spot box when known."""
+    return box_hourly(price, market, az)[0]
 
 
-def volume_monthly(v: Volume) -> float:
-    return v.size_gb * VOLUME_GB_MONTH.get(v.volume_type, VOLUME_GB_MONTH["gp3"])
+# -- storage and address prices per region ------------------------------------------------
+
+#: Published list prices, as on AWS's "Amazon EBS pricing" page
+#: (https://aws.amazon.com/ebs/pricing/), read 2025-05-01: $ per GB-month of provisioned
+#: volume storage per type, and of standard-tier snapshot storage. Regions not listed
+#: fall back to us-east-1's prices, and `ebs_prices` says so.
+EBS_PRICES_DATE = "2025-05-01"
+_EBS_COLUMNS = ("gp3", "gp2", "io1", "io2", "st1", "sc1", "standard", "snapshot")
+_EBS_ROWS = {
+    #                gp3     gp2    io1     io2     st1     sc1     standard snapshot
+    "us-east-1":      (0.08,   0.10,  0.125,  0.125,  0.045,  0.015,  0.05,  0.05),
+    "us-east-2":      (0.08,   0.10,  0.125,  0.125,  0.045,  0.015,  0.05,  0.05),
+    "us-west-1":      (0.096,  0.12,  0.138,  0.138,  0.054,  0.018,  0.08,  0.055),
+    "us-west-2":      (0.08,   0.10,  0.125,  0.125,  0.045,  0.015,  0.05,  0.05),
+    "ca-central-1":   (0.088,  0.11,  0.138,  0.138,  0.05,   0.0168, 0.055, 0.055),
+    "sa-east-1":      (0.152,  0.19,  0.238,  0.238,  0.086,  0.028,  0.12,  0.068),
+    "eu-west-1":      (0.088,  0.11,  0.138,  0.138,  0.05,   0.0168, 0.055, 0.05),
+    "eu-west-2":      (0.0928, 0.116, 0.145,  0.145,  0.053,  0.0174, 0.058, 0.053),
+    "eu-west-3":      (0.0928, 0.116, 0.145,  0.145,  0.053,  0.0174, 0.058, 0.053),
+    "eu-central-1":   (0.0952, 0.119, 0.149,  0.149,  0.054,  0.018,  0.059, 0.054),
+    "eu-north-1":     (0.0836, 0.1045, 0.1311, 0.1311, 0.0473, 0.0158, 0.0525, 0.0525),
+    "ap-northeast-1": (0.096,  0.12,  0.142,  0.142,  0.054,  0.018,  0.08,  0.05),
+    "ap-northeast-2": (0.0912, 0.114, 0.1278, 0.1278, 0.051,  0.0174, 0.08,  0.05),
+    "ap-southeast-1": (0.096,  0.12,  0.138,  0.138,  0.054,  0.018,  0.08,  0.05),
+    "ap-southeast-2": (0.096,  0.12,  0.138,  0.138,  0.054,  0.018,  0.08,  0.055),
+    "ap-south-1":     (0.0912, 0.114, 0.131,  0.131,  0.051,  0.0174, 0.08,  0.05),
+}  # fmt: skip
 
 
-def snapshot_monthly(size_gb: int) -> float:
+@dataclass(frozen=True, slots=True)
+class EbsPrices:
+    """One region's EBS list prices, $ per GB-month."""
+
+    region: str
+    volume: Mapping[str, float]
+    snapshot: float
+    #: Where the numbers come from, e.g. a fallback to another region's list.
+    source: str = ""
+    #: False when the region has no list of its own here and us-east-1's stands in.
+    listed: bool = True
+
+    def volume_gb_month(self, volume_type: str) -> float:
+        return self.volume.get(volume_type, self.volume["gp3"])
+
+
+def ebs_prices(region: str) -> EbsPrices:
+    """The EBS list prices of `region` (us-east-1's, labelled so, for a region not listed)."""
+    row = _EBS_ROWS.get(region)
+    source = f"Amazon EBS pricing, {region}, as published {EBS_PRICES_DATE}"
+    listed = row is not None
+    if row is None:
+        row = _EBS_ROWS["us-east-1"]
+        source = f"no EBS list price of {region} known; us-east-1's ({EBS_PRICES_DATE}) shown"
+    return EbsPrices(region, dict(zip(_EBS_COLUMNS[:-1], row[:-1], strict=True)), row[-1], source, listed)
+
+
+#: The volume types EBS offers (the columns of the list above).
+VOLUME_TYPES = _EBS_COLUMNS[:-1]
+
+#: Public IPv4 addresses bill $0.005 per hour each, in use or idle, in every commercial
+#: region since 2024-02-01 (AWS "Amazon VPC pricing", https://aws.amazon.com/vpc/pricing/,
+#: "Public IPv4 Address" tab).
+IPV4_HOUR = 0.005
+
+
+def ipv4_hourly(region: str) -> float:
+    """$ per hour of one public IPv4 address in `region` (the same in every region today)."""
+    return IPV4_HOUR
+
+
+def volume_monthly(v: Volume, region: str) -> float:
+    return v.size_gb * ebs_prices(region).volume_gb_month(v.volume_type)
+
+
+def snapshot_monthly(size_gb: int, region: str) -> float:
     """An upper bound: EBS bills a snapshot for the blocks it holds, at most its volume's size."""
-    return size_gb * SNAPSHOT_GB_MONTH
+    return size_gb * ebs_prices(region).snapshot
 
 
 @dataclass(frozen=True, slots=True)

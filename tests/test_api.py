@@ -125,6 +125,46 @@ def test_prices_table(cloud: Cloud) -> None:
     assert "Host apibox" in cloud.ssh_config()
 
 
+def test_prices_say_why_they_are_missing() -> None:
+    from cloudsh.config import Settings
+    from cloudsh.root import build_backend
+    from cloudsh.sandbox import state as sbx
+    from cloudsh.sandbox.control import sandbox_up
+    from cloudsh.services.aws import AwsTarget
+    from tests.faults import DroppingProxy, ec2_error
+
+    # An identity without ec2:DescribeSpotPriceHistory, played at the edge by a proxy that
+    # answers that call as EC2 does for a denied one.
+    def deny_spot(request: bytes) -> bytes | None:
+        if b"Action=DescribeSpotPriceHistory" in request:
+            return ec2_error("UnauthorizedOperation", "You are not authorized to perform this operation.", 403)
+        return None
+
+    settings = Settings.load()
+    proxy = DroppingProxy(sandbox_up(settings).endpoint, fail=deny_spot)
+    target = AwsTarget(
+        region=sbx.REGION, endpoint_url=proxy.url, access_key_id=sbx.ACCESS_KEY_ID,
+        secret_access_key=sbx.SECRET_ACCESS_KEY, sandbox=True,
+    )
+    cloud = Cloud(backend=build_backend(settings, target))
+    try:
+        rows = cloud.prices(family="g5")
+        assert rows and all(r["spot"] is None for r in rows)
+        assert next(r for r in rows if r["type"] == "g5.xlarge")["on_demand"] == 1.006
+        assert rows.note.startswith("spot prices unavailable: not allowed to call DescribeSpotPriceHistory")
+        assert "ec2:DescribeSpotPriceHistory" in rows.note
+        assert all(rows.note in r["note"] for r in rows)
+        assert repr(rows).splitlines()[-1] == rows.note
+        assert cloud.price("g5.xlarge").note == rows.note
+        # A type with no price at all says why, not just that it has none.
+        with pytest.raises(CloudshError, match="no price known for t3.nano: not in the sandbox's list") as info:
+            cloud.price("t3.nano")
+        assert "ec2:DescribeSpotPriceHistory" in str(info.value)
+    finally:
+        cloud.close()
+        proxy.close()
+
+
 def test_lifecycle_stop_resize_start_terminate(cloud: Cloud) -> None:
     b = cloud.launch("apicycle", "t3.micro", wait=False)
     try:

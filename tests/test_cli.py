@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.server
 import json
+import shlex
 import shutil
 import socket
 import subprocess
@@ -11,7 +12,9 @@ import threading
 import time
 import urllib.request
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -228,6 +231,69 @@ def test_spot_launch() -> None:
     ok("terminate", "spotbox", "--yes")
 
 
+def _sandbox_ec2() -> Any:
+    """A boto3 EC2 client on the sandbox, set up the way a user would: `cloudsh sandbox env`."""
+    import boto3
+
+    env = dict(
+        line.removeprefix("export ").split("=", 1) for line in ok("sandbox", "env").splitlines() if "=" in line
+    )
+    env = {k: shlex.split(v)[0] if v else v for k, v in env.items()}
+    return boto3.client(
+        "ec2",
+        endpoint_url=env["AWS_ENDPOINT_URL"],
+        region_name=env["AWS_DEFAULT_REGION"],
+        aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
+    )
+
+
+def _current_spot(ec2: Any, instance_type: str) -> dict[str, float]:
+    """The spot price in force now, per AZ, as DescribeSpotPriceHistory gives it."""
+    rows = ec2.describe_spot_price_history(
+        InstanceTypes=[instance_type], ProductDescriptions=["Linux/UNIX"], StartTime=datetime.now(UTC)
+    )["SpotPriceHistory"]
+    latest: dict[str, tuple[datetime, float]] = {}
+    for r in rows:
+        if r["AvailabilityZone"] not in latest or r["Timestamp"] > latest[r["AvailabilityZone"]][0]:
+            latest[r["AvailabilityZone"]] = (r["Timestamp"], float(r["SpotPrice"]))
+    return {az: usd for az, (_, usd) in latest.items()}
+
+
+def test_a_spot_box_is_costed_at_its_own_azs_spot_price() -> None:
+    from tests.sandbox_fixture import UBUNTU_OWNER
+
+    ec2 = _sandbox_ec2()
+    before = _current_spot(ec2, "g5.xlarge")
+    # EC2 prices spot per AZ, and so does the sandbox: the AZs do not all agree.
+    assert len(before) >= 2 and len(set(before.values())) >= 2, before
+    # Its dearest AZ, so the region's lowest price would be the wrong answer.
+    az = max(before, key=lambda z: before[z])
+    image = max(
+        ec2.describe_images(
+            Owners=[UBUNTU_OWNER],
+            Filters=[{"Name": "name", "Values": ["ubuntu/images/*ubuntu-noble-24.04-amd64-server-*"]}],
+        )["Images"],
+        key=lambda i: i["CreationDate"],
+    )["ImageId"]
+    iid = ec2.run_instances(
+        ImageId=image, InstanceType="g5.xlarge", MinCount=1, MaxCount=1,
+        Placement={"AvailabilityZone": az},
+        InstanceMarketOptions={"MarketType": "spot", "SpotOptions": {"SpotInstanceType": "one-time"}},
+        TagSpecifications=[{"ResourceType": "instance", "Tags": [{"Key": "Name", "Value": "azspot"}]}],
+    )["Instances"][0]["InstanceId"]
+    try:
+        rec = by_name("azspot")
+        after = _current_spot(ec2, "g5.xlarge")
+        assert rec is not None and (rec["market"], rec["az"]) == ("spot", az)
+        # The market moves on the hour; the listing matches the price in force when it ran.
+        assert rec["price_per_hour"] in (before[az], after[az]), (rec, before, after)
+        assert rec["price_per_hour"] > min(before.values())
+        assert rec["price_note"] == ""
+    finally:
+        ec2.terminate_instances(InstanceIds=[iid])
+
+
 def test_prices() -> None:
     data = json.loads(ok("prices", "--gpu", "--json"))
     by_type = {r["type"]: r for r in data}
@@ -237,6 +303,14 @@ def test_prices() -> None:
     assert all(r["gpus"] for r in data)
     text = ok("prices", "--family", "t3")
     assert "t3.medium" in text and "g5" not in text
+    # A type with no price is listed with why: one line under the table, a note per JSON row.
+    r = cloudsh("prices", "--family", "t3")
+    missing = [line for line in r.stderr.splitlines() if line.startswith("missing prices:")]
+    assert r.returncode == 0 and len(missing) == 1, r.stderr
+    assert "t3.nano: not in the sandbox's list of published prices" in missing[0]
+    rows = {x["type"]: x for x in json.loads(ok("prices", "--family", "t3", "--json"))}
+    assert rows["t3.micro"]["note"] == "" and rows["t3.nano"]["on_demand"] is None
+    assert "not in the sandbox's list" in rows["t3.nano"]["note"]
 
 
 def test_credentials_problems_are_one_line() -> None:

@@ -19,8 +19,18 @@ import pytest
 from botocore.exceptions import EndpointConnectionError
 from botocore.stub import Stubber
 
+from cloudsh.commands.complete import REGIONS
 from cloudsh.errors import CloudshError, CredentialsError
-from cloudsh.models import Price
+from cloudsh.models import (
+    EBS_PRICES_DATE,
+    Price,
+    Volume,
+    box_hourly,
+    ebs_prices,
+    ipv4_hourly,
+    snapshot_monthly,
+    volume_monthly,
+)
 from cloudsh.sandbox import prices as sandbox_prices
 from cloudsh.sandbox.pricing import SandboxOnDemandSource, SandboxSpotSource
 from cloudsh.services.aws import AwsTarget, ClientFactory
@@ -666,3 +676,160 @@ async def test_the_sandbox_cloud_serves_its_spot_market(sandbox: Any, tmp_path: 
     one_az = [p for p in history if p.az == azs[0]]
     assert 24 <= len(one_az) <= 26
     assert all(b.at - a.at == timedelta(hours=1) for a, b in pairwise(one_az))
+
+
+# -- why a price is missing --------------------------------------------------------------
+
+
+async def test_a_denied_pricing_api_says_which_permission_and_keeps_spot(tmp_path: Path) -> None:
+    clients = StubbedClients()
+    clients.stub("pricing").add_client_error(
+        "get_products",
+        "AccessDeniedException",
+        "User: arn:aws:iam::123456789012:user/ml is not authorized to perform: pricing:GetProducts",
+        http_status_code=400,
+    )
+    add_spot(
+        clients.stub("ec2"), ["g5.xlarge"], [[spot_row("g5.xlarge", "us-east-1a", "0.35", NOW)]]
+    )
+    got = await make_service(clients, tmp_path, Clock()).prices(["g5.xlarge"], strict=False)
+    g5 = got["g5.xlarge"]
+    assert (g5.on_demand, g5.spot) == (None, 0.35)
+    assert got.note.startswith("on-demand prices unavailable: not allowed to call GetProducts")
+    assert "pricing:GetProducts" in got.note and "\n" not in got.note
+    assert g5.note == got.note == got.why("g5.xlarge")
+    assert got.unsold == frozenset()  # a refusal says nothing about what is sold
+
+
+async def test_a_throttled_pricing_api_says_so(tmp_path: Path) -> None:
+    clients = StubbedClients()
+    clients.stub("pricing").add_client_error(
+        "get_products", "ThrottlingException", "Rate exceeded", http_status_code=400
+    )
+    add_spot(clients.stub("ec2"), ["p5.48xlarge"], [[]])
+    got = await make_service(clients, tmp_path, Clock()).prices(["p5.48xlarge"], strict=False)
+    assert "p5.48xlarge" not in got
+    assert "the Pricing API is throttling GetProducts requests (ThrottlingException)" in got.note
+    assert "try again" in got.note
+    assert got.why("p5.48xlarge").startswith("on-demand prices unavailable: ")
+    assert got.missing["p5.48xlarge"].endswith("spot not offered in us-east-1")
+    # Asked strictly (as `spot_history` and callers that must have a price are), it raises.
+    clients.stub("pricing").add_client_error(
+        "get_products", "ThrottlingException", "Rate exceeded", http_status_code=400
+    )
+    add_spot(clients.stub("ec2"), ["p5.48xlarge"], [[]])
+    with pytest.raises(CloudshError, match="throttling") as info:
+        await make_service(clients, tmp_path / "strict", Clock()).prices(["p5.48xlarge"])
+    assert "try again" in info.value.hint
+
+
+async def test_an_unreachable_pricing_endpoint_is_named(tmp_path: Path) -> None:
+    clients = StubbedClients(unstubbed=("pricing",))
+
+    def unreachable(**_: Any) -> None:
+        raise EndpointConnectionError(endpoint_url="https://api.pricing.us-east-1.amazonaws.com/")
+
+    clients.register("before-call.pricing.GetProducts", unreachable)
+    add_spot(clients.stub("ec2"), ["g5.xlarge"], [[spot_row("g5.xlarge", "us-east-1a", "0.35", NOW)]])
+    got = await make_service(clients, tmp_path, Clock()).prices(["g5.xlarge"], strict=False)
+    assert got["g5.xlarge"].on_demand is None
+    assert "cannot reach AWS" in got.note and "api.pricing.us-east-1.amazonaws.com" in got.note
+
+
+async def test_an_empty_answer_means_not_sold_and_no_spot_means_not_offered(tmp_path: Path) -> None:
+    clients = StubbedClients()
+    pricing = clients.stub("pricing")
+    add_products(pricing, "g6.xlarge", [product("g6.xlarge", "0.8048000000")])
+    add_products(pricing, "p4d.24xlarge", [])  # the Pricing API knows no price here
+    # Spot history answers for g6 only: p4d has no spot market here.
+    add_spot(
+        clients.stub("ec2"),
+        ["g6.xlarge", "p4d.24xlarge"],
+        [[spot_row("g6.xlarge", "us-east-1b", "0.29", NOW)]],
+    )
+    got = await make_service(clients, tmp_path, Clock()).prices(["g6.xlarge", "p4d.24xlarge"], strict=False)
+    assert got.note == ""  # every source answered
+    assert list(got) == ["g6.xlarge"] and got["g6.xlarge"].note == ""
+    assert got.unsold == frozenset({"p4d.24xlarge"})
+    why = got.why("p4d.24xlarge")
+    assert why.startswith("not sold in us-east-1") and why.endswith("spot not offered in us-east-1")
+
+    # On-demand known, spot not offered: the price says why its spot is missing.
+    clients2 = StubbedClients()
+    add_products(clients2.stub("pricing"), "p3.2xlarge", [product("p3.2xlarge", "3.06")])
+    add_spot(clients2.stub("ec2"), ["p3.2xlarge"], [[]])
+    p3 = (await make_service(clients2, tmp_path / "p3", Clock()).prices(["p3.2xlarge"]))["p3.2xlarge"]
+    assert (p3.on_demand, p3.spot, p3.note) == (3.06, None, "spot not offered in us-east-1")
+
+
+async def test_a_denied_spot_history_names_its_permission(tmp_path: Path) -> None:
+    clients = StubbedClients()
+    add_products(clients.stub("pricing"), "g5.xlarge", [product("g5.xlarge", "1.006")])
+    clients.stub("ec2").add_client_error(
+        "describe_spot_price_history", "UnauthorizedOperation", "no", http_status_code=403
+    )
+    got = await make_service(clients, tmp_path, Clock()).prices(["g5.xlarge"], strict=False)
+    assert got["g5.xlarge"].on_demand == 1.006
+    assert got.note.startswith("spot prices unavailable: not allowed to call DescribeSpotPriceHistory")
+    assert "ec2:DescribeSpotPriceHistory" in got.note
+
+
+async def test_every_az_keeps_its_own_spot_price(tmp_path: Path) -> None:
+    clients = StubbedClients()
+    add_products(clients.stub("pricing"), "g5.xlarge", [product("g5.xlarge", "1.006")])
+    h = timedelta(hours=1)
+    add_spot(
+        clients.stub("ec2"),
+        ["g5.xlarge"],
+        [
+            [
+                spot_row("g5.xlarge", "us-east-1a", "0.4100", NOW - h),
+                spot_row("g5.xlarge", "us-east-1a", "0.3000", NOW - 3 * h),  # older: history
+                spot_row("g5.xlarge", "us-east-1c", "0.3387", NOW - 2 * h),
+            ]
+        ],
+    )
+    g5 = (await make_service(clients, tmp_path, Clock()).prices(["g5.xlarge"]))["g5.xlarge"]
+    assert dict(g5.spot_by_az) == {"us-east-1a": 0.41, "us-east-1c": 0.3387}
+    assert (g5.spot, g5.spot_az) == (0.3387, "us-east-1c")
+    # A spot box pays its own AZ's price; an AZ without one falls back, and says so.
+    assert box_hourly(g5, "spot", "us-east-1a") == (0.41, "")
+    assert box_hourly(g5, "spot", "us-east-1c") == (0.3387, "")
+    usd, note = box_hourly(g5, "spot", "us-east-1f")
+    assert usd == 0.3387 and "us-east-1f" in note and "us-east-1c" in note
+    assert box_hourly(g5, "on-demand", "us-east-1a") == (1.006, "")
+    assert hourly_cost(g5, "spot", "us-east-1a") == 0.41
+
+
+def test_ebs_prices_follow_the_region() -> None:
+    vol = Volume("vol-1", "data", 100, "available", az="eu-central-1a", volume_type="gp3")
+    here, frankfurt = ebs_prices("us-east-1"), ebs_prices("eu-central-1")
+    # Published list prices: gp3 $0.08 in N. Virginia, $0.0952 in Frankfurt per GB-month.
+    assert here.volume_gb_month("gp3") == 0.08 and frankfurt.volume_gb_month("gp3") == 0.0952
+    assert volume_monthly(vol, "eu-central-1") == pytest.approx(9.52)
+    assert volume_monthly(vol, "us-east-1") == pytest.approx(8.0)
+    assert snapshot_monthly(100, "sa-east-1") > snapshot_monthly(100, "us-east-1")
+    # Where the published list is the same, so is the price.
+    assert ebs_prices("us-west-2").volume == here.volume
+    assert EBS_PRICES_DATE in frankfurt.source and "eu-central-1" in frankfurt.source
+    # Every region cloudsh offers has a price; one without its own list says whose it shows.
+    for region in REGIONS:
+        assert ebs_prices(region).volume_gb_month("gp2") > 0
+    unlisted = ebs_prices("il-central-1")
+    assert unlisted.volume == here.volume
+    assert "il-central-1" in unlisted.source and "us-east-1's" in unlisted.source
+    assert ipv4_hourly("eu-central-1") == ipv4_hourly("us-east-1") == 0.005
+
+
+def test_storage_records_cost_at_their_regions_list_prices() -> None:
+    from cloudsh.models import Snapshot
+    from cloudsh.ops.volumes import snapshot_record, volume_record
+
+    vol = Volume("vol-1", "data", 100, "available", az="eu-central-1a", volume_type="gp2")
+    snap = Snapshot("snap-1", "s", "vol-1", 100, "completed")
+    # `volumes` and `snapshots` print these records: gp2 $0.119 and snapshots $0.054 per
+    # GB-month in Frankfurt, against $0.10 and $0.05 in N. Virginia.
+    assert volume_record(vol, {}, "eu-central-1")["monthly_cost"] == 11.9
+    assert volume_record(vol, {}, "us-east-1")["monthly_cost"] == 10.0
+    assert snapshot_record(snap, {}, "eu-central-1")["monthly_cost"] == 5.4
+    assert snapshot_record(snap, {}, "us-east-1")["monthly_cost"] == 5.0

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 from textual.message import Message
-from textual.widgets import Input
+from textual.widgets import Input, Static
 
 from cloudsh.commands.complete import complete
 from cloudsh.commands.registry import Context, dispatch
@@ -37,6 +37,7 @@ from cloudsh.tui.messages import (
     BackendFailed,
     BackendReady,
     InstancesLoaded,
+    PricesLoaded,
 )
 from cloudsh.tui.screens import ConfirmScreen, ResizeScreen, TunnelsScreen
 from cloudsh.tui.state import Phase
@@ -465,3 +466,41 @@ async def test_every_failing_worker_takes_the_one_error_route() -> None:
         await until(pilot, lambda: bool(finished(messages, "ls")))
         assert finished(messages, "ls")[0].error == "not connected to the cloud yet. wait a moment and try again"
         assert "Traceback" not in activity(app) and app.is_running
+
+
+async def test_the_prices_pane_says_why_prices_are_missing(sandbox: Sandbox) -> None:
+    from cloudsh.root import build_backend
+    from cloudsh.sandbox import state as sbx
+    from cloudsh.services.aws import AwsTarget
+    from cloudsh.tui.widgets import PricesPane
+    from tests.faults import DroppingProxy, ec2_error
+
+    # An identity without ec2:DescribeSpotPriceHistory, played by a proxy in front of EC2.
+    def deny_spot(request: bytes) -> bytes | None:
+        if b"Action=DescribeSpotPriceHistory" in request:
+            return ec2_error("UnauthorizedOperation", "You are not authorized to perform this operation.", 403)
+        return None
+
+    proxy = DroppingProxy(sandbox.env["AWS_ENDPOINT_URL"], fail=deny_spot)
+
+    def denied() -> Backend:
+        target = AwsTarget(
+            region=sbx.REGION, endpoint_url=proxy.url, access_key_id=sbx.ACCESS_KEY_ID,
+            secret_access_key=sbx.SECRET_ACCESS_KEY, sandbox=True,
+        )
+        return build_backend(Settings.load(), target)
+
+    messages: list[Message] = []
+    app = CloudshApp(denied, handoff=RecordingHandoff(), periodic_refresh=False)
+    try:
+        async with app.run_test(size=(160, 50), message_hook=messages.append) as pilot:
+            await until(pilot, lambda: any(isinstance(m, PricesLoaded) for m in messages), timeout=30)
+            await pilot.pause()
+            loaded = next(m for m in messages if isinstance(m, PricesLoaded))
+            assert loaded.rows and all(p is None or p.spot is None for _, p in loaded.rows)
+            footer = str(app.query_one("#prices-age", Static).render())
+            assert "missing: spot prices unavailable: not allowed to call DescribeSpotPriceHistory" in footer
+            assert "ec2:DescribeSpotPriceHistory" in footer
+            assert app.query_one(PricesPane).note == loaded.note
+    finally:
+        proxy.close()

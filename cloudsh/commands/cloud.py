@@ -22,32 +22,35 @@ async def prices(ctx: Context, a: argparse.Namespace) -> int:
 
     found = await queries.prices(ctx.backend, a.family or (), gpu_only=a.gpu)
     records = found.rows
-    if not records and not found.source:
+    if not records and not found.source and not found.note:
         what = "GPU types" if a.gpu else "types"
         ctx.out.info(f"no {what} in families {', '.join(found.families)} in {ctx.backend.target.region}")
         if a.json:
             ctx.out.json([])
         return 0
     if a.json:
+        # Each row's `note` says why its on_demand or spot is null; the line on stderr sums up.
         ctx.out.json(records)
-        return 0
-    rows = [
-        {
-            "type": r["type"],
-            "vcpus": r["vcpus"],
-            "mem": f"{r['memory_gib']:g} GiB",
-            "gpus": r["gpus"] or "-",
-            "od": money(r["on_demand"], ""),
-            "spot": money(r["spot"], ""),
-            "save": f"{r['spot_saving']:.0%}" if r["spot_saving"] is not None else "-",
-        }
-        for r in records
-    ]
-    cols = (("type", "TYPE"), ("vcpus", "VCPUS"), ("mem", "MEMORY"), ("gpus", "GPUS"),
-            ("od", "ON-DEMAND $/H"), ("spot", "SPOT $/H"), ("save", "SAVING"))
-    ctx.out.print(table(rows, cols))
-    if found.source:
-        ctx.out.info(f"prices: {found.source}")
+    else:
+        rows = [
+            {
+                "type": r["type"],
+                "vcpus": r["vcpus"],
+                "mem": f"{r['memory_gib']:g} GiB",
+                "gpus": r["gpus"] or "-",
+                "od": money(r["on_demand"], ""),
+                "spot": money(r["spot"], ""),
+                "save": f"{r['spot_saving']:.0%}" if r["spot_saving"] is not None else "-",
+            }
+            for r in records
+        ]
+        cols = (("type", "TYPE"), ("vcpus", "VCPUS"), ("mem", "MEMORY"), ("gpus", "GPUS"),
+                ("od", "ON-DEMAND $/H"), ("spot", "SPOT $/H"), ("save", "SAVING"))
+        ctx.out.print(table(rows, cols))
+        if found.source:
+            ctx.out.info(f"prices: {found.source}")
+    if found.note:
+        ctx.out.info(f"missing prices: {found.note}")
     return 0
 
 

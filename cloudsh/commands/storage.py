@@ -7,12 +7,20 @@ from typing import Any
 
 from cloudsh.commands.registry import Context, arg, command, gigabytes
 from cloudsh.commands.views import age, money, table
+from cloudsh.models import ebs_prices
 
 
 def _when(iso: str | None) -> str:
     from datetime import datetime
 
     return age(datetime.fromisoformat(iso)) if iso else "-"
+
+
+def _unlisted_prices(ctx: Context) -> None:
+    """Say so when the region's storage is costed at another region's list prices."""
+    prices = ebs_prices(ctx.backend.target.region)
+    if not prices.listed:
+        ctx.out.info(prices.source)
 
 
 def _monthly(value: float) -> str:
@@ -65,6 +73,7 @@ async def images(ctx: Context, a: argparse.Namespace) -> int:
             ("cost", "STORAGE"), ("age", "CREATED"), ("source", "FROM"))
     ctx.out.print(table(rows, cols))
     ctx.out.info(f"{len(records)} images, {_monthly(sum(r['monthly_cost'] for r in records))} of snapshot storage")
+    _unlisted_prices(ctx)
     return 0
 
 
@@ -128,6 +137,7 @@ async def volumes(ctx: Context, a: argparse.Namespace) -> int:
         ctx.out.info("no volumes; make one with `cloudsh volume create NAME GB --for BOX`")
         return 0
     ctx.out.print(table([volume_row(r) for r in records], VOLUME_COLUMNS))
+    _unlisted_prices(ctx)
     return 0
 
 
@@ -247,6 +257,7 @@ async def snapshots(ctx: Context, a: argparse.Namespace) -> int:
     cols = (("name", "NAME"), ("id", "ID"), ("volume", "VOLUME"), ("size", "SIZE"), ("state", "STATE"),
             ("age", "CREATED"), ("image", "IMAGE"), ("cost", "$/MONTH"))
     ctx.out.print(table(rows, cols))
+    _unlisted_prices(ctx)
     return 0
 
 

@@ -123,7 +123,7 @@ async def image_records(backend: Backend) -> list[dict[str, Any]]:
                 "size_gb": size,
                 "root_device": img.root_device,
                 "root_size_gb": img.root_size_gb,
-                "monthly_cost": round(snapshot_monthly(size), 2),
+                "monthly_cost": round(snapshot_monthly(size, backend.target.region), 2),
                 "snapshots": list(img.snapshot_ids),
                 "source": img.tags.get(TAG_SOURCE_NAME) or img.tags.get(TAG_SOURCE, ""),
             }
@@ -136,10 +136,11 @@ class ImageDeletion:
     image: Image
     snapshots: tuple[Snapshot, ...]
     users: tuple[Instance, ...]  # live boxes launched from it
+    region: str
 
     @property
     def freed_monthly(self) -> float:
-        return snapshot_monthly(sum(s.size_gb for s in self.snapshots))
+        return snapshot_monthly(sum(s.size_gb for s in self.snapshots), self.region)
 
     def describe(self) -> str:
         snaps = ", ".join(s.id for s in self.snapshots) or "no snapshots"
@@ -157,7 +158,7 @@ async def plan_image_delete(backend: Backend, name_or_id: str) -> ImageDeletion:
     by_id = {s.id: s for s in snaps}
     mine = tuple(by_id[s] for s in img.snapshot_ids if s in by_id)
     users = tuple(i for i in insts if i.image_id == img.id and i.is_live)
-    return ImageDeletion(img, mine, users)
+    return ImageDeletion(img, mine, users, backend.target.region)
 
 
 async def delete_image(backend: Backend, plan: ImageDeletion, *, progress: Progress = quiet) -> None:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from cloudsh.errors import CloudshError
-from cloudsh.models import InstanceType
+from cloudsh.models import InstanceType, Price, Prices
 from cloudsh.ops.owners import own
 from cloudsh.ops.records import instance_record
 
@@ -48,29 +48,67 @@ async def family_types(
 
 
 @dataclass(frozen=True)
+class PricedTypes:
+    """The types of some families with their prices, and why prices are missing."""
+
+    types: list[InstanceType]
+    prices: Prices
+    #: One line saying why prices are missing ("" when every type listed has both).
+    note: str = ""
+
+
+def missing_note(prices: Prices, names: Sequence[str]) -> str:
+    """One line on why prices of `names` are missing: a source's failure, else the types
+    with each reason ("p5.48xlarge: spot not offered in us-east-1")."""
+    if prices.note:
+        return prices.note
+    by_reason: dict[str, list[str]] = {}
+    for name in names:
+        why = prices.why(name)
+        if why:
+            by_reason.setdefault(why, []).append(name)
+    return " · ".join(f"{', '.join(types)}: {why}" for why, types in by_reason.items())
+
+
+async def priced_types(
+    backend: Backend, families: Sequence[str] = (), *, gpu_only: bool = False
+) -> PricedTypes:
+    """Types of `families` (default: the common ones, then only those sold in the region)
+    with their prices, ordered by family and size."""
+    types = await family_types(backend, tuple(families or COMMON_FAMILIES), gpu_only=gpu_only)
+    if not types:
+        return PricedTypes([], Prices())
+    price = await backend.pricing.prices(sorted(types), strict=False)
+    ordered = sorted(types.values(), key=lambda t: (t.family, t.vcpus, t.memory_gib))
+    if not families:
+        # Without a family filter, types not sold here are not worth a line; types whose
+        # price could not be fetched are, with the reason under the table.
+        ordered = [t for t in ordered if t.name not in price.unsold]
+    return PricedTypes(ordered, price, missing_note(price, [t.name for t in ordered]))
+
+
+@dataclass(frozen=True)
 class PriceList:
-    """The rows of `prices` (the `--json` records) and where the prices came from."""
+    """The rows of `prices` (the `--json` records), where the prices came from, and why
+    some are missing."""
 
     families: tuple[str, ...]
     rows: list[dict[str, Any]]
     #: e.g. "AWS Pricing API, fetched 2 h ago"; empty when no price is known.
     source: str = ""
+    #: One line saying why prices are missing (access denied, throttled, unreachable, not
+    #: sold, spot not offered); empty when none is.
+    note: str = ""
 
 
 async def prices(backend: Backend, families: Sequence[str] = (), *, gpu_only: bool = False) -> PriceList:
     """Instance types of `families` (default: the common ones) with vCPUs, memory, GPUs,
     on-demand and current spot $/h, ordered by family and size."""
     picked = tuple(families or COMMON_FAMILIES)
-    types = await family_types(backend, picked, gpu_only=gpu_only)
-    if not types:
-        return PriceList(picked, [])
-    price = await backend.pricing.prices(sorted(types), strict=False)
-    ordered = sorted(types.values(), key=lambda t: (t.family, t.vcpus, t.memory_gib))
-    if not families:
-        # Without a family filter, only types with a known price are worth a line.
-        ordered = [t for t in ordered if t.name in price and price[t.name].on_demand is not None]
+    found = await priced_types(backend, families, gpu_only=gpu_only)
+    price = found.prices
     rows: list[dict[str, Any]] = []
-    for t in ordered:
+    for t in found.types:
         p = price.get(t.name)
         rows.append(
             {
@@ -84,10 +122,25 @@ async def prices(backend: Backend, families: Sequence[str] = (), *, gpu_only: bo
                 "spot": p.spot if p else None,
                 "spot_az": p.spot_az if p else None,
                 "spot_saving": round(p.spot_saving, 3) if p and p.spot_saving is not None else None,
+                # Why on_demand or spot is null; "" when both are known.
+                "note": price.why(t.name),
             }
         )
     sample = next(iter(price.values()), None)
-    return PriceList(picked, rows, sample.source if sample is not None else "")
+    return PriceList(picked, rows, sample.source if sample is not None else "", found.note)
+
+
+async def price(backend: Backend, instance_type: str) -> Price:
+    """One type's prices; an unknown type, or one with no price at all, is an error saying why."""
+    found = await backend.pricing.prices([instance_type], strict=False)
+    if instance_type not in found:
+        await backend.ec2.instance_type(instance_type)  # an unknown type says so, with a guess
+        why = found.why(instance_type)
+        raise CloudshError(
+            f"no price known for {instance_type}" + (f": {why}" if why else ""),
+            "see the types on offer with `cloudsh prices` (`cloud.prices()` in Python)",
+        )
+    return found[instance_type]
 
 
 @dataclass(frozen=True)

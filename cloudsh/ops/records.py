@@ -10,7 +10,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from cloudsh.models import Instance, InstanceType, Price, hourly_cost, job_tags
+from cloudsh.models import Instance, InstanceType, Price, Prices, box_hourly, job_tags
 
 
 def instance_record(
@@ -19,8 +19,8 @@ def instance_record(
     """The JSON object of `ls --json` (CONTRACT.md fields first)."""
     t = types.get(inst.type)
     # What the box costs per hour while running (a stopped box pays only for storage;
-    # `burn_rate` counts running boxes only).
-    per_hour = hourly_cost(prices.get(inst.type), inst.market)
+    # `burn_rate` counts running boxes only): a spot box pays its own AZ's spot price.
+    per_hour, price_note = box_hourly(prices.get(inst.type), inst.market, inst.az)
     uptime = inst.uptime_s(now)
     return {
         "name": inst.name,
@@ -31,6 +31,8 @@ def instance_record(
         "public_ip": inst.public_ip,
         "gpus": t.gpus if t else "",
         "price_per_hour": round(per_hour, 6) if per_hour is not None else None,
+        # Why price_per_hour is a stand-in (another AZ's spot price) or missing; "" if neither.
+        "price_note": price_note or _why_missing(prices, inst.type, per_hour),
         "az": inst.az,
         "launch_time": inst.launch_time.isoformat() if inst.launch_time else None,
         "uptime_s": round(uptime) if uptime is not None else None,
@@ -43,6 +45,11 @@ def instance_record(
         "managed": inst.managed,
         "owner": inst.owner,
     }
+
+
+def _why_missing(prices: Mapping[str, Price], instance_type: str, per_hour: float | None) -> str:
+    # A `Prices` answer knows why; a plain mapping (tests, old callers) does not.
+    return prices.why(instance_type) if per_hour is None and isinstance(prices, Prices) else ""
 
 
 def table(rows: Sequence[Mapping[str, Any]], columns: Sequence[tuple[str, str]]) -> str:

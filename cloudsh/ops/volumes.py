@@ -21,11 +21,12 @@ from typing import Any
 from cloudsh.errors import CloudshError, InvalidState, NotFound, UsageError
 from cloudsh.models import (
     TAG_MANAGED,
-    VOLUME_GB_MONTH,
+    VOLUME_TYPES,
     HostInfo,
     Instance,
     Snapshot,
     Volume,
+    ebs_prices,
     snapshot_monthly,
     volume_monthly,
 )
@@ -35,8 +36,6 @@ from cloudsh.ops.poll import wait_for_state
 from cloudsh.ops.reach import host_for
 from cloudsh.services.backend import Backend
 from cloudsh.services.ec2 import closest
-
-VOLUME_TYPES = tuple(VOLUME_GB_MONTH)
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 
@@ -72,8 +71,9 @@ async def find_volume(backend: Backend, name_or_id: str) -> Volume:
     raise NotFound(f"no volume {name_or_id!r}", f"did you mean {guess}?" if guess else "list them with `cloudsh volumes`")
 
 
-def volume_record(v: Volume, insts: dict[str, Instance]) -> dict[str, Any]:
-    """`volumes --json`: name, id, size_gb, state, attached_to (the box's name), and more."""
+def volume_record(v: Volume, insts: dict[str, Instance], region: str) -> dict[str, Any]:
+    """`volumes --json`: name, id, size_gb, state, attached_to (the box's name), and more;
+    `monthly_cost` at the list price of `region`, where the volume is."""
     box = insts.get(v.attached_to or "")
     return {
         "name": v.name,
@@ -87,14 +87,14 @@ def volume_record(v: Volume, insts: dict[str, Instance]) -> dict[str, Any]:
         "type": v.volume_type,
         "delete_on_termination": v.delete_on_termination,
         "snapshot_id": v.snapshot_id,
-        "monthly_cost": round(volume_monthly(v), 2),
+        "monthly_cost": round(volume_monthly(v, region), 2),
     }
 
 
 async def volume_records(backend: Backend) -> list[dict[str, Any]]:
     vols, insts = await asyncio.gather(backend.ec2.volumes(), backend.ec2.list_instances(include_terminated=True))
     by_id = {i.id: i for i in insts}
-    return [volume_record(v, by_id) for v in vols]
+    return [volume_record(v, by_id, backend.target.region) for v in vols]
 
 
 @dataclass(frozen=True)
@@ -104,10 +104,11 @@ class VolumeCreatePlan:
     az: str
     volume_type: str
     snapshot: Snapshot | None
+    region: str
 
     def describe(self) -> str:
         src = f" from snapshot {self.snapshot.name or self.snapshot.id}" if self.snapshot else ""
-        cost = self.size_gb * VOLUME_GB_MONTH[self.volume_type]
+        cost = self.size_gb * ebs_prices(self.region).volume_gb_month(self.volume_type)
         return f"volume {self.name}: {self.size_gb} GB {self.volume_type} in {self.az}{src} (${cost:,.2f}/month)"
 
 
@@ -122,7 +123,7 @@ async def plan_volume_create(
     volume_type: str = "gp3",
 ) -> VolumeCreatePlan:
     _check_name("volume", name)
-    if volume_type not in VOLUME_GB_MONTH:
+    if volume_type not in VOLUME_TYPES:
         raise UsageError(f"unknown volume type {volume_type!r}", f"one of: {', '.join(VOLUME_TYPES)}")
     if not 1 <= size_gb <= 16384:
         raise UsageError(f"{size_gb} GB is out of range", "use 1 to 16384 GB")
@@ -153,7 +154,7 @@ async def plan_volume_create(
             raise InvalidState(f"snapshot {snap.id} is {snap.state}", "wait until it is completed")
         if size_gb < snap.size_gb:
             raise UsageError(f"snapshot {snap.id} holds {snap.size_gb} GB", f"make the volume at least {snap.size_gb} GB")
-    return VolumeCreatePlan(name, size_gb, az, volume_type, snap)
+    return VolumeCreatePlan(name, size_gb, az, volume_type, snap, backend.target.region)
 
 
 async def create_volume(backend: Backend, plan: VolumeCreatePlan, *, progress: Progress = quiet) -> Volume:
@@ -415,7 +416,7 @@ async def find_snapshot(backend: Backend, name_or_id: str) -> Snapshot:
     raise NotFound(f"no snapshot {name_or_id!r}", f"did you mean {guess}?" if guess else "list them with `cloudsh snapshots`")
 
 
-def snapshot_record(s: Snapshot, vols: dict[str, Volume]) -> dict[str, Any]:
+def snapshot_record(s: Snapshot, vols: dict[str, Volume], region: str) -> dict[str, Any]:
     v = vols.get(s.volume_id)
     return {
         "name": s.name,
@@ -426,14 +427,14 @@ def snapshot_record(s: Snapshot, vols: dict[str, Volume]) -> dict[str, Any]:
         "state": s.state,
         "started": s.started.isoformat() if s.started else None,
         "image": s.tags.get(TAG_IMAGE),
-        "monthly_cost": round(snapshot_monthly(s.size_gb), 2),
+        "monthly_cost": round(snapshot_monthly(s.size_gb, region), 2),
     }
 
 
 async def snapshot_records(backend: Backend) -> list[dict[str, Any]]:
     snaps, vols = await asyncio.gather(backend.ec2.snapshots(), backend.ec2.volumes())
     by_id = {v.id: v for v in vols}
-    return [snapshot_record(s, by_id) for s in snaps]
+    return [snapshot_record(s, by_id, backend.target.region) for s in snaps]
 
 
 async def snapshot(backend: Backend, vol: Volume, name: str | None = None, *, progress: Progress = quiet) -> Snapshot:

@@ -19,6 +19,7 @@ class SandboxOnDemandSource:
     """The sandbox's published list prices (see `cloudsh.sandbox.prices`)."""
 
     label = PRICES_SOURCE
+    unpriced = "not in the sandbox's list of published prices"
 
     def fetch(self, types: Sequence[str]) -> dict[str, float]:
         return {t: LIST_PRICES[t] for t in types if t in LIST_PRICES}

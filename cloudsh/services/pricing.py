@@ -24,6 +24,7 @@ from typing import Any, Protocol
 from cloudsh.errors import AWSError, CloudshError
 from cloudsh.models import (
     Price,
+    Prices,
     SpotPricePoint,
     hourly_cost,  # noqa: F401  (re-exported)
 )
@@ -49,16 +50,31 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def price_error(exc: ClientError | BotoCoreError, clients: ClientFactory) -> CloudshError:
-    """A botocore error from a price request -> "cannot fetch prices: …" with a hint."""
+#: Error codes of a refused call (IAM) and of a throttled one, across EC2 and the Pricing API.
+_DENIED = ("AccessDenied", "AccessDeniedException", "UnauthorizedOperation")
+_THROTTLED = ("Throttling", "ThrottlingException", "RequestLimitExceeded", "TooManyRequestsException")
+
+
+def price_error(exc: ClientError | BotoCoreError, clients: ClientFactory, action: str) -> CloudshError:
+    """A botocore error from a price request -> "cannot fetch prices: …" with a hint.
+
+    `action` is the IAM action of the request (`pricing:GetProducts`), named when it is
+    denied so the user can ask for exactly that permission.
+    """
+    api = "the Pricing API" if action.startswith("pricing:") else "EC2"
     if isinstance(exc, ClientError):
         err = translate(exc, clients.target.profile)
         code = str(exc.response.get("Error", {}).get("Code", ""))
-        if code in ("AccessDenied", "AccessDeniedException", "UnauthorizedOperation"):
+        if code in _DENIED:
             return AWSError(
-                f"cannot fetch prices: not allowed to call {exc.operation_name}",
-                "allow pricing:GetProducts and ec2:DescribeSpotPriceHistory for your IAM "
-                "identity; everything else works without prices",
+                f"cannot fetch prices: not allowed to call {exc.operation_name} (IAM action {action})",
+                f"allow {action} for your IAM identity; everything else works without prices",
+                code,
+            )
+        if code in _THROTTLED:
+            return AWSError(
+                f"cannot fetch prices: {api} is throttling {exc.operation_name} requests ({code})",
+                "try again in a minute; prices fetched before are still shown",
                 code,
             )
     else:
@@ -69,6 +85,12 @@ def price_error(exc: ClientError | BotoCoreError, clients: ClientFactory) -> Clo
     return type(err)(message, err.hint)
 
 
+def price_reason(what: str, err: CloudshError) -> str:
+    """One line saying why `what` ("on-demand prices") are missing, from a price error."""
+    why = err.message.removeprefix("cannot fetch prices: ")
+    return f"{what} unavailable: {why}" + (f"; {err.hint}" if err.hint else "")
+
+
 class OnDemandSource(Protocol):
     """Where on-demand $/h come from. `fetch` blocks; types it cannot price are absent.
 
@@ -77,6 +99,8 @@ class OnDemandSource(Protocol):
     """
 
     label: str
+    #: Why a type it answered for has no price, e.g. "not sold in eu-west-3".
+    unpriced: str
 
     def fetch(self, types: Sequence[str]) -> dict[str, float]: ...
 
@@ -89,6 +113,7 @@ class AwsOnDemandSource:
         self.region = region
         self.workers = workers
         self.label = f"AWS Pricing API, {region} Linux on-demand"
+        self.unpriced = f"not sold in {region} (the Pricing API lists no Linux on-demand price)"
 
     def fetch(self, types: Sequence[str]) -> dict[str, float]:
         if not types:
@@ -105,7 +130,7 @@ class AwsOnDemandSource:
                     if usd is not None:
                         out[name] = usd
         except (ClientError, BotoCoreError) as exc:
-            raise price_error(exc, self._clients) from None
+            raise price_error(exc, self._clients, "pricing:GetProducts") from None
         return out
 
     def _one(self, client: Any, instance_type: str) -> float | None:
@@ -183,7 +208,7 @@ class Ec2SpotSource:
                 for page in pages:
                     points.extend(_points(page.get("SpotPriceHistory", ())))
         except (ClientError, BotoCoreError) as exc:
-            raise price_error(exc, self._clients) from None
+            raise price_error(exc, self._clients, "ec2:DescribeSpotPriceHistory") from None
         return points
 
 
@@ -209,9 +234,10 @@ class _OnDemand:
 
 @dataclass(frozen=True)
 class _Spot:
-    usd: float | None
+    usd: float | None  # the lowest AZ's
     az: str | None
     at: datetime
+    by_az: dict[str, float]
 
 
 class PricingService:
@@ -239,33 +265,45 @@ class PricingService:
         self._od_lock = threading.Lock()
         self._spot_lock = threading.Lock()
         self.last_error: CloudshError | None = None
-        """The error behind the last incomplete `prices(strict=False)` answer, if any."""
+        """The error behind the last incomplete `prices(strict=False)` answer, if any (the
+        answer itself says why, in `Prices.note`; this is the error, for a caller to raise)."""
 
     async def prices(
         self, types: Sequence[str], *, strict: bool = True, spot_for: Sequence[str] | None = None
-    ) -> dict[str, Price]:
+    ) -> Prices:
         """Prices for `types`; types with neither an on-demand nor a spot price are absent.
 
         `spot_for` limits the spot lookup to those types (e.g. only the types of spot
-        boxes when listing instances); by default every type gets its spot price.
+        boxes when listing instances); by default every type gets its spot price. Why a
+        price is missing travels with the answer: `Price.note`, `Prices.missing` per type,
+        `Prices.note` when a source could not be asked.
 
         Raises:
             CloudshError: a price request failed (only when `strict`; otherwise the answer
-                holds what is cached or known, and `last_error` says what went wrong).
+                holds what is cached or known, and says why the rest is missing).
         """
         names = list(dict.fromkeys(types))
-        self.last_error = None
-        od, spot = await asyncio.gather(
+        spot_names = names if spot_for is None else list(dict.fromkeys(spot_for))
+        (od, od_error), (spot, spot_error) = await asyncio.gather(
             asyncio.to_thread(self._on_demand_sync, names, strict),
-            asyncio.to_thread(
-                self._spot_sync, names if spot_for is None else list(dict.fromkeys(spot_for)), strict
-            ),
+            asyncio.to_thread(self._spot_sync, spot_names, strict),
         )
+        self.last_error = od_error or spot_error
+        od_reason = price_reason("on-demand prices", od_error) if od_error else ""
+        spot_reason = price_reason("spot prices", spot_error) if spot_error else ""
         source = f"{self.on_demand.label}; {self.spot.label}"
         out: dict[str, Price] = {}
+        missing: dict[str, str] = {}
         for name in names:
             o, s = od.get(name), spot.get(name)
+            why = []
+            if o is None or o.usd is None:
+                why.append(self.on_demand.unpriced if o is not None else od_reason)
+            if name in spot_names and (s is None or s.usd is None):
+                why.append(f"spot not offered in {self.region}" if s is not None else spot_reason)
+            note = "; ".join(w for w in why if w)
             if (o is None or o.usd is None) and (s is None or s.usd is None):
+                missing[name] = note
                 continue
             times = [x.at for x in (o, s) if x is not None]
             out[name] = Price(
@@ -275,8 +313,11 @@ class PricingService:
                 spot_az=s.az if s else None,
                 fetched_at=min(times),
                 source=source,
+                spot_by_az=dict(s.by_az) if s else {},
+                note=note,
             )
-        return out
+        unsold = frozenset(n for n in names if (o := od.get(n)) is not None and o.usd is None)
+        return Prices(out, missing, "; ".join(r for r in (od_reason, spot_reason) if r), unsold)
 
     async def spot_history(self, instance_type: str, days: float = 7) -> list[SpotPricePoint]:
         """Linux spot price changes over the last `days`, every AZ, oldest first."""
@@ -298,7 +339,11 @@ class PricingService:
 
     # -- on-demand ---------------------------------------------------------------
 
-    def _on_demand_sync(self, names: list[str], strict: bool) -> dict[str, _OnDemand]:
+    def _on_demand_sync(
+        self, names: list[str], strict: bool
+    ) -> tuple[dict[str, _OnDemand], CloudshError | None]:
+        """Cached or fetched on-demand prices, and the error that kept some from being fetched."""
+        error = None
         with self._od_lock:
             cache = self._load()
             now = self._clock()
@@ -309,12 +354,12 @@ class PricingService:
                 except CloudshError as exc:
                     if strict:
                         raise
-                    self.last_error = exc
+                    error = exc
                 else:
                     # Unpriceable types are remembered too, so they are not asked again.
                     cache.update({n: _OnDemand(fetched.get(n), now) for n in missing})
                     self._save(cache)
-            return {n: cache[n] for n in names if n in cache}
+            return {n: cache[n] for n in names if n in cache}, error
 
     def _load(self) -> dict[str, _OnDemand]:
         if self._od is None:
@@ -352,7 +397,9 @@ class PricingService:
 
     # -- spot ----------------------------------------------------------------------
 
-    def _spot_sync(self, names: list[str], strict: bool) -> dict[str, _Spot]:
+    def _spot_sync(self, names: list[str], strict: bool) -> tuple[dict[str, _Spot], CloudshError | None]:
+        """Cached or fetched current spot prices, and the error that kept some from being fetched."""
+        error = None
         with self._spot_lock:
             now = self._clock()
             missing = [
@@ -364,26 +411,33 @@ class PricingService:
                 except CloudshError as exc:
                     if strict:
                         raise
-                    self.last_error = exc
+                    error = exc
                 else:
-                    self._spot.update(_lowest(points, missing, now))
-            return {n: self._spot[n] for n in names if n in self._spot}
+                    self._spot.update(_current(points, missing, now))
+            return {n: self._spot[n] for n in names if n in self._spot}, error
 
 
-def _lowest(
+def _current(
     points: Iterable[SpotPricePoint], names: Sequence[str], now: datetime
 ) -> dict[str, _Spot]:
-    """The cheapest AZ's current price per type (the latest point per AZ wins)."""
+    """Each AZ's current price per type (its latest point), and the cheapest AZ's."""
     latest: dict[tuple[str, str], tuple[datetime, float]] = {}
     for p in points:
         key = (p.instance_type, p.az)
         if key not in latest or p.at > latest[key][0]:
             latest[key] = (p.at, p.price)
-    out = {n: _Spot(None, None, now) for n in names}
+    by_az: dict[str, dict[str, float]] = {n: {} for n in names}
     for (name, az), (_, usd) in sorted(latest.items()):
-        best = out.get(name)
-        if best is not None and (best.usd is None or usd < best.usd):
-            out[name] = _Spot(usd, az, now)
+        if name in by_az:
+            by_az[name][az] = usd
+    out = {}
+    for name, azs in by_az.items():
+        # Ties go to the first AZ by name, so the answer does not depend on row order.
+        if not azs:
+            out[name] = _Spot(None, None, now, azs)
+            continue
+        az = min(azs, key=lambda z: (azs[z], z))
+        out[name] = _Spot(azs[az], az, now, azs)
     return out
 
 

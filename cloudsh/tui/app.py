@@ -379,13 +379,13 @@ class CloudshApp(AppHost):
 
     @work(exclusive=True, group="refresh-prices", exit_on_error=False)
     async def _load_prices(self) -> None:
-        rows, source, fetched_at = await data.fetch_prices(self.context(PaneOutput(self.log_line)))
-        self.post_message(PricesLoaded(rows, source, fetched_at))
+        rows, source, fetched_at, note = await data.fetch_prices(self.context(PaneOutput(self.log_line)))
+        self.post_message(PricesLoaded(rows, source, fetched_at, note))
 
     @work(exclusive=True, group="refresh-storage", exit_on_error=False)
     async def _load_storage(self) -> None:
-        vols, snaps, images = await data.fetch_storage(self.context(PaneOutput(self.log_line)))
-        self.post_message(StorageLoaded(vols, snaps, images))
+        vols, snaps, images, region = await data.fetch_storage(self.context(PaneOutput(self.log_line)))
+        self.post_message(StorageLoaded(vols, snaps, images, region))
 
     @work(exclusive=True, group="spot-history", exit_on_error=False)
     async def _load_spot_history(self, instance_type: str) -> None:
@@ -413,7 +413,7 @@ class CloudshApp(AppHost):
     def on_prices_loaded(self, message: PricesLoaded) -> None:
         self.state.take_prices(message.rows)
         pane = self.main(PricesPane)
-        pane.show(message.rows, message.source, message.fetched_at)
+        pane.show(message.rows, message.source, message.fetched_at, message.note)
         current = pane.highlighted()
         if current:
             self.on_type_highlighted(TypeHighlighted(current))
@@ -435,7 +435,9 @@ class CloudshApp(AppHost):
     @_while_up
     def on_storage_loaded(self, message: StorageLoaded) -> None:
         self.state.take_storage(message.volumes, message.snapshots, message.images)
-        self.main(VolumesPane).show(message.volumes, message.snapshots, message.images, self.state.names())
+        self.main(VolumesPane).show(
+            message.volumes, message.snapshots, message.images, self.state.names(), region=message.region
+        )
 
     @_while_up
     def on_refresh_failed(self, message: RefreshFailed) -> None:

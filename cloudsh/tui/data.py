@@ -22,7 +22,7 @@ from cloudsh.models import (
     snapshot_monthly,
     volume_monthly,
 )
-from cloudsh.ops.queries import family_types, listing
+from cloudsh.ops.queries import listing, priced_types
 
 
 async def fetch_instances(ctx: Context) -> list[dict[str, Any]]:
@@ -30,37 +30,40 @@ async def fetch_instances(ctx: Context) -> list[dict[str, Any]]:
     return await listing(ctx.backend)
 
 
-async def fetch_prices(ctx: Context) -> tuple[list[tuple[InstanceType, Price | None]], str, datetime | None]:
-    """Types of the common families with their prices, as `cloudsh prices` lists them."""
-    types = await family_types(ctx.backend)
-    prices = await ctx.backend.pricing.prices(sorted(types), strict=False)
-    ordered = sorted(types.values(), key=lambda t: (t.gpu_count == 0, t.family, t.vcpus, t.memory_gib))
-    rows = [(t, prices.get(t.name)) for t in ordered if t.name in prices and prices[t.name].on_demand is not None]
-    sample = next(iter(prices.values()), None)
-    return rows, sample.source if sample else "", sample.fetched_at if sample else None
+async def fetch_prices(
+    ctx: Context,
+) -> tuple[list[tuple[InstanceType, Price | None]], str, datetime | None, str]:
+    """Types of the common families with their prices, as `cloudsh prices` lists them, the
+    source, when they were fetched, and why prices are missing ("" when none is)."""
+    found = await priced_types(ctx.backend)
+    ordered = sorted(found.types, key=lambda t: (t.gpu_count == 0, t.family, t.vcpus, t.memory_gib))
+    rows = [(t, found.prices.get(t.name)) for t in ordered]
+    sample = next(iter(found.prices.values()), None)
+    return rows, sample.source if sample else "", sample.fetched_at if sample else None, found.note
 
 
 async def fetch_spot_history(ctx: Context, instance_type: str, days: float = 2) -> list[SpotPricePoint]:
     return list(await ctx.backend.pricing.spot_history(instance_type, days=days))
 
 
-async def fetch_storage(ctx: Context) -> tuple[list[Volume], list[Snapshot], list[Image]]:
+async def fetch_storage(ctx: Context) -> tuple[list[Volume], list[Snapshot], list[Image], str]:
+    """Volumes, snapshots and images, and the region whose list prices cost them."""
     ec2 = ctx.backend.ec2
     vols, snaps, images = await asyncio.gather(ec2.volumes(), ec2.snapshots(), ec2.images())
-    return vols, snaps, images
+    return vols, snaps, images, ctx.backend.target.region
 
 
-def volume_month(v: Volume) -> float:
-    return volume_monthly(v)
+def volume_month(v: Volume, region: str) -> float:
+    return volume_monthly(v, region)
 
 
-def snapshot_month(s: Snapshot) -> float:
-    return snapshot_monthly(s.size_gb)
+def snapshot_month(s: Snapshot, region: str) -> float:
+    return snapshot_monthly(s.size_gb, region)
 
 
-def image_month(img: Image, snaps: dict[str, Snapshot]) -> float | None:
+def image_month(img: Image, snaps: dict[str, Snapshot], region: str) -> float | None:
     sizes = [snaps[s].size_gb for s in img.snapshot_ids if s in snaps]
-    return snapshot_monthly(sum(sizes)) if sizes else None
+    return snapshot_monthly(sum(sizes), region) if sizes else None
 
 
 def hourly(points: list[SpotPricePoint], hours: int = 48) -> list[float]:

@@ -46,6 +46,8 @@ class PricesLoaded(Message):
     rows: list[tuple[InstanceType, Price | None]]
     source: str = ""
     fetched_at: datetime | None = None
+    #: Why prices are missing (denied, throttled, unreachable, not sold); "" when none is.
+    note: str = ""
 
     def can_replace(self, message: Message) -> bool:
         return isinstance(message, PricesLoaded)
@@ -62,6 +64,8 @@ class StorageLoaded(Message):
     volumes: list[Volume]
     snapshots: list[Snapshot]
     images: list[Image]
+    #: The region they are in: storage is costed at its list prices.
+    region: str = "us-east-1"
 
 
 @dataclass

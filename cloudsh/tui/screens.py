@@ -102,7 +102,7 @@ class ResizeScreen(ModalScreen[str | None]):
         for it, price in self.rows:
             if it.name == self.row.type or (self.gpu_only and not it.gpu_count):
                 continue
-            after = hourly_cost(price, self.row.market)
+            after = hourly_cost(price, self.row.market, self.row.az)
             if after is not None and now is not None:
                 delta = after - now
                 change = Text(("+" if delta >= 0 else "-") + money(abs(delta)), style="red" if delta > 0 else "green")

@@ -331,14 +331,14 @@ class VolumesPane(Vertical):
             self.screen.refresh_bindings()
 
     def show(self, volumes: list[Volume], snapshots: list[Snapshot], images: list[Image],
-             names: dict[str, str] | None = None) -> None:
+             names: dict[str, str] | None = None, *, region: str = "us-east-1") -> None:
         names = names or {}
         snaps = {s.id: s for s in snapshots}
         self.items = {**{v.id: v for v in volumes}, **snaps, **{i.id: i for i in images}}
         rows: list[tuple[str, tuple[StorageItem, str, float | None]]] = [
-            *((v.id, (v, names.get(v.attached_to or "", v.attached_to or "-"), volume_month(v))) for v in volumes),
-            *((s.id, (s, s.volume_id, snapshot_month(s))) for s in snapshots),
-            *((i.id, (i, i.id, image_month(i, snaps))) for i in images),
+            *((v.id, (v, names.get(v.attached_to or "", v.attached_to or "-"), volume_month(v, region))) for v in volumes),
+            *((s.id, (s, s.volume_id, snapshot_month(s, region))) for s in snapshots),
+            *((i.id, (i, i.id, image_month(i, snaps, region))) for i in images),
         ]
         # An image's cost is its snapshots' (listed above it): counted once.
         total = sum(month or 0.0 for _, (item, _, month) in rows if not isinstance(item, Image))

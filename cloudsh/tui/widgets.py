@@ -220,6 +220,8 @@ class PricesPane(Vertical):
         self.rows: list[tuple[InstanceType, Price | None]] = []
         self.source = ""
         self.fetched_at: datetime | None = None
+        self.note = ""  # why prices are missing
+        self.loaded = False
         self.clock: Callable[[], datetime] = lambda: datetime.now(UTC)
 
     def compose(self) -> ComposeResult:
@@ -229,8 +231,11 @@ class PricesPane(Vertical):
             yield Sparkline([], id="spot-sparkline", classes="hidden")
         yield Static("", id="prices-age")
 
-    def show(self, rows: list[tuple[InstanceType, Price | None]], source: str, fetched_at: datetime | None) -> None:
-        self.rows, self.source, self.fetched_at = rows, source, fetched_at
+    def show(
+        self, rows: list[tuple[InstanceType, Price | None]], source: str, fetched_at: datetime | None, note: str = ""
+    ) -> None:
+        self.rows, self.source, self.fetched_at, self.note = rows, source, fetched_at, note
+        self.loaded = True
         self._render_rows()
 
     def show_history(self, instance_type: str, series: Sequence[float]) -> None:
@@ -274,12 +279,16 @@ class PricesPane(Vertical):
     def _render_age(self) -> None:
         from cloudsh.commands.views import age
 
-        if not self.rows:
-            text = "loading prices…"
+        if not self.loaded:
+            text = Text("loading prices…")
+        elif self.fetched_at is None:
+            text = Text("no prices")
         else:
-            text = f"prices {age(self.fetched_at, self.clock())}"
+            text = Text(f"prices {age(self.fetched_at, self.clock())}")
             if self.source:
-                text += f" · {self.source}"
+                text.append(f" · {self.source}")
+        if self.note:
+            text.append(f" · missing: {self.note}", style="yellow")
         self.query_one("#prices-age", Static).update(text)
 
     @on(DataTable.RowHighlighted, "#prices-table")

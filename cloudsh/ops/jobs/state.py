@@ -127,7 +127,7 @@ async def _survey(backend: Backend, insts: Sequence[Instance]) -> list[_Seen]:
     )
     seen: list[_Seen] = []
     for (inst, tags), answer in zip(with_jobs, answers, strict=True):
-        price = hourly_cost(prices.get(inst.type), inst.market)
+        price = hourly_cost(prices.get(inst.type), inst.market, inst.az)
         for jid, tag in sorted(tags.items(), key=lambda kv: kv[1].started or 0):
             box = answer.get(jid, {"state": "missing"}) if answer is not None else None
             new = merge(tag, derive_state(tag, inst, box), box)
