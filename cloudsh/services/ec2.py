@@ -172,6 +172,8 @@ class EC2Service(EC2Storage):
             kwargs["PaginationConfig"] = {"PageSize": 1000}
         reservations = self._paginate_sync("describe_instances", "Reservations", **kwargs)
         found = [_instance(i) for r in reservations for i in r.get("Instances", ())]
+        for inst in found:
+            self.seen(inst.id, inst.launch_time)
         return sorted(found, key=lambda i: (i.name or "~", i.id))
 
     async def list_instances(
@@ -296,7 +298,7 @@ class EC2Service(EC2Storage):
             }
         raw = await self.call("run_instances", **kwargs)
         inst = _instance(raw["Instances"][0])
-        self.created(inst.id)
+        self.created(inst.id, *filter(None, [inst.spot_request_id]))
         return inst
 
     async def console_output(self, instance_id: str) -> str:

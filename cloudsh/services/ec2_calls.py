@@ -11,6 +11,7 @@ import asyncio
 import threading
 import time
 from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from cloudsh.errors import (
@@ -45,10 +46,12 @@ MAX_RETRY_S = 5.0
 class EC2Calls:
     """EC2 API calls for one account and region, each in a worker thread (boto3 blocks).
 
-    Resources this service creates are noted (`created`); for `settle_s` seconds after
-    that, a call naming one of them that EC2 answers with its NotFound error is retried
-    with backoff, since EC2 may not know a new resource yet. A NotFound for any other
-    name, or after `settle_s`, is final.
+    Resources this service creates are noted (`created`), and so are those a listing
+    shows were made moments ago (`seen`: another process, e.g. a `launch --no-wait`
+    just before, made them). For `settle_s` seconds after a resource was made, a call
+    naming it that EC2 answers with its NotFound error is retried with backoff, since
+    EC2 may not know it everywhere yet. A NotFound for any other name, or after
+    `settle_s`, is final.
     """
 
     def __init__(self, clients: ClientFactory, *, settle_s: float = 60.0) -> None:
@@ -63,6 +66,15 @@ class EC2Calls:
         now = time.monotonic()
         with self._born_lock:
             self._born.update(dict.fromkeys(names, now))
+
+    def seen(self, name: str, made: datetime | None) -> None:
+        """Note a listed resource made at `made`, if that was less than `settle_s` ago."""
+        if made is None:
+            return
+        age = max(0.0, (datetime.now(UTC) - made).total_seconds())
+        if age < self.settle_s:
+            with self._born_lock:
+                self._born.setdefault(name, time.monotonic() - age)
 
     def _settle_deadline(self, kwargs: dict[str, Any]) -> float | None:
         """Until when a NotFound for this call may still mean "not yet", or None."""
@@ -82,9 +94,10 @@ class EC2Calls:
                 if exc.response.get("Error", {}).get("Code") not in NOT_YET_CODES:
                     raise
                 deadline = self._settle_deadline(kwargs)
-                if deadline is None or time.monotonic() + delay > deadline:
+                left = deadline - time.monotonic() if deadline is not None else 0.0
+                if left <= 0:
                     raise
-            time.sleep(delay)  # a worker thread's sleep: the event loop runs on
+            time.sleep(min(delay, left))  # a worker thread's sleep: the event loop runs on
             delay = min(delay * 2, MAX_RETRY_S)
 
     def _translated(self, attempt: Callable[[], T], kwargs: dict[str, Any]) -> T:
