@@ -44,6 +44,11 @@ class Settings:
     """How long `launch`/`start` wait for a box to answer SSH."""
     sandbox_boot_s: float = 2.0
     """Sandbox: delay between `running` and the SSH server answering (env `CLOUDSH_SANDBOX_BOOT_S`)."""
+    sandbox_consistency_s: float = 0.5
+    """Sandbox: how long a new resource stays unknown to calls that name it, as EC2's eventual
+    consistency plays it (env `CLOUDSH_SANDBOX_CONSISTENCY_S`; read by the daemon at start)."""
+    consistency_wait_s: float = 60.0
+    """How long cloudsh retries a call naming a resource it just created that EC2 does not know yet."""
     sandbox_notice_s: float = 10.0
     """Sandbox: spot interruption notice period (env `CLOUDSH_SANDBOX_NOTICE_S`)."""
 

@@ -88,7 +88,7 @@ def build_backend(settings: Settings, target: AwsTarget, *, notice: str = "") ->
         settings=settings,
         target=target,
         clients=clients,
-        ec2=EC2Service(clients, cache_dir=settings.cache_dir),
+        ec2=EC2Service(clients, cache_dir=settings.cache_dir, settle_s=settings.consistency_wait_s),
         hosts=hosts,
         on_demand=on_demand,
         spot=spot,

@@ -21,7 +21,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +55,13 @@ class Sandbox:
     dir: Path
     key_path: Path  # ed25519 private key whose public half is imported as key pair `key_name`
     key_name: str
+    #: When `launch` made each box (time.monotonic()), for `past_window`.
+    made: dict[str, float] = field(default_factory=dict)
+
+    def past_window(self, since: float) -> None:
+        """Wait until EC2 (the sandbox) knows everywhere what was created at `since`: for
+        `CLOUDSH_SANDBOX_CONSISTENCY_S` a new resource is NotFound to calls naming it."""
+        time.sleep(max(0.0, since + self.settings.sandbox_consistency_s - time.monotonic()))
 
     def ec2(self) -> Any:
         return boto3.client(
@@ -111,12 +118,14 @@ class Sandbox:
             **({"TagSpecifications": tagging} if tags else {}),
         )
         iid = res["Instances"][0]["InstanceId"]
+        self.made[iid] = time.monotonic()
         if not wait:
             return LaunchedBox(iid, 0, "", Path())
         return self.box(iid)
 
     def box(self, instance_id: str) -> LaunchedBox:
         inst = self.wait(instance_id)
+        self.past_window(self.made.get(instance_id, 0.0))
         assert inst.ssh_port is not None
         known = self.dir.parent / f"known_hosts-{instance_id}"
         known.write_text(f"[127.0.0.1]:{inst.ssh_port} {inst.host_key}\n")
@@ -159,6 +168,7 @@ def start_sandbox(root: Path, mp: pytest.MonkeyPatch, sandbox_dir: Path | None =
     sb.ec2().import_key_pair(
         KeyName=sb.key_name, PublicKeyMaterial=key.export_public_key("openssh")
     )
+    sb.past_window(time.monotonic())  # the first RunInstances names this key pair
     return sb
 
 

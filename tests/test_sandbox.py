@@ -346,6 +346,7 @@ def test_run_instances_client_token_is_idempotent(sandbox: Sandbox) -> None:
         TagSpecifications=[{"ResourceType": "instance", "Tags": [{"Key": "Name", "Value": "once"}]}],
     )
     first = ec2.run_instances(**args)
+    made = time.monotonic()
     again = ec2.run_instances(**args)
     iid = first["Instances"][0]["InstanceId"]
     assert [i["InstanceId"] for i in again["Instances"]] == [iid]
@@ -353,6 +354,7 @@ def test_run_instances_client_token_is_idempotent(sandbox: Sandbox) -> None:
     assert again["Instances"][0]["InstanceType"] == "t3.micro"
     found = ec2.describe_instances(Filters=[{"Name": "tag:Name", "Values": ["once"]}])
     assert [i["InstanceId"] for r in found["Reservations"] for i in r["Instances"]] == [iid]
+    sandbox.past_window(made)
     ec2.terminate_instances(InstanceIds=[iid])
 
 

@@ -116,8 +116,14 @@ async def launch(
     wait: bool = True,
     progress: Progress = quiet,
 ) -> Instance:
-    """Create the box; roll back the key pair and security group if this call made them."""
+    """Create the box; roll back the key pair and security group if this call made them.
+
+    The box's id (and $/h where known) goes to `progress` as soon as EC2 returns it; an
+    error after that names the box and says that it bills, so none is left unreported.
+    """
     ec2, settings = backend.ec2, backend.settings
+    # Asked now, so the price is known by the time the box exists (and never delays it).
+    price = asyncio.ensure_future(backend.pricing.prices([plan.itype.name], strict=False))
     public_key = ensure_key(settings.key_path)
     key_name = key_pair_name(settings.key_name, public_key)
     created_key = created_group = False
@@ -152,16 +158,35 @@ async def launch(
             )
         )
     except BaseException:
+        price.cancel()
         await _rollback(backend, key_name if created_key else None, group_id if created_group else None)
         raise
+    progress(f"launched {inst.id} ({plan.name}, {await _hourly(price, plan.spot)}); it bills from now")
     if not wait:
         return inst
-    progress(f"{inst.id} is {inst.state}; waiting for it to run")
-    [inst] = await ec2.wait_state([inst.id], {"running"}, timeout=settings.wait_timeout_s)
-    progress(f"{inst.label} is running; waiting for SSH")
-    await wait_ssh(backend, inst)
+    try:
+        progress(f"{inst.id} is {inst.state}; waiting for it to run")
+        [inst] = await ec2.wait_state([inst.id], {"running"}, timeout=settings.wait_timeout_s)
+        progress(f"{inst.label} is running; waiting for SSH")
+        await wait_ssh(backend, inst)
+    except CloudshError as exc:
+        raise CloudshError(
+            f"{inst.id} ({plan.name}) was launched and is billing, but {exc.message}",
+            f"see it with `cloudsh ls`; `cloudsh terminate {inst.id}` ends it",
+        ) from None
     progress(f"{inst.label} is ready")
     return inst
+
+
+async def _hourly(price: asyncio.Future[dict[str, Price]], spot: bool) -> str:
+    """The box's $/h if its price came in within a moment, else "price unknown"."""
+    done, _ = await asyncio.wait({price}, timeout=1.0)
+    if not done or price.exception() is not None:
+        price.cancel()
+        return "price unknown"
+    p = next(iter(price.result().values()), None)
+    usd = (p.spot if spot else p.on_demand) if p else None
+    return f"${usd:.4g}/h" if usd is not None else "price unknown"
 
 
 async def _rollback(backend: Backend, key_name: str | None, group_id: str | None) -> None:

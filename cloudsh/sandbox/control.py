@@ -106,6 +106,7 @@ def _start(settings: Settings, directory: Path) -> SandboxState:
         sys.executable, "-m", "cloudsh.sandbox.daemon",
         "--dir", str(directory), "--port", str(port),
         "--boot-s", str(settings.sandbox_boot_s),
+        "--consistency-s", str(settings.sandbox_consistency_s),
     ]
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(

@@ -1,6 +1,6 @@
 """The sandbox daemon: moto's EC2 server plus one SSH server per running instance.
 
-Run as `python -m cloudsh.sandbox.daemon --dir DIR --port PORT [--boot-s S]`, normally by
+Run as `python -m cloudsh.sandbox.daemon --dir DIR --port PORT [--boot-s S] [--consistency-s S]`, normally by
 `cloudsh.sandbox.control.sandbox_up`. It serves moto in-process (so it can watch moto's
 EC2 backend directly), follows each instance's state, and publishes what clients need in
 `DIR/state.json`. SIGTERM/SIGINT, or deleting DIR, stop it and everything it started.
@@ -50,10 +50,11 @@ def _configure_moto_env() -> None:
 
 
 class Daemon:
-    def __init__(self, sandbox_dir: Path, port: int, boot_s: float) -> None:
+    def __init__(self, sandbox_dir: Path, port: int, boot_s: float, consistency_s: float = 0.0) -> None:
         self.dir = sandbox_dir
         self.port = port
         self.boot_s = boot_s
+        self.consistency_s = consistency_s
         self.isolation = "none"
         self.started_at = datetime.now(UTC).isoformat(timespec="seconds")
         self.boxes: dict[str, Any] = {}  # instance id -> sshd.Box
@@ -92,6 +93,7 @@ class Daemon:
         )
         from werkzeug.serving import make_server
 
+        from cloudsh.sandbox.consistency import ConsistencyLayer
         from cloudsh.sandbox.moto_app import SandboxEc2App
         from cloudsh.sandbox.storage import StorageLayer
 
@@ -116,7 +118,8 @@ class Daemon:
         self._socket = sock
         self.port = sock.getsockname()[1]
         self._server = make_server(
-            "127.0.0.1", self.port, app, threaded=True, request_handler=MotoRequestHandler,
+            "127.0.0.1", self.port, ConsistencyLayer(app, self.consistency_s), threaded=True,
+            request_handler=MotoRequestHandler,
             fd=sock.fileno(),
         )
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
@@ -404,21 +407,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dir", required=True, type=Path)
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--boot-s", type=float, default=None)
+    parser.add_argument("--consistency-s", type=float, default=None)
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
     logging.getLogger("asyncssh").setLevel(logging.WARNING)
-    boot_s = args.boot_s
-    if boot_s is None:
+    boot_s, consistency_s = args.boot_s, args.consistency_s
+    if boot_s is None or consistency_s is None:
         from cloudsh.config import Settings
 
-        boot_s = Settings.load().sandbox_boot_s
+        settings = Settings.load()
+        boot_s = settings.sandbox_boot_s if boot_s is None else boot_s
+        consistency_s = settings.sandbox_consistency_s if consistency_s is None else consistency_s
     _configure_moto_env()
     sandbox_dir = args.dir.resolve()
     sandbox_dir.mkdir(parents=True, exist_ok=True)
-    daemon = Daemon(sandbox_dir, args.port, boot_s)
+    daemon = Daemon(sandbox_dir, args.port, boot_s, consistency_s)
     try:
         asyncio.run(daemon.run())
     except OSError as exc:

@@ -110,8 +110,10 @@ class EC2Service(EC2Storage):
     """Async EC2 operations for one account and region: instances, instance types, key
     pairs and security groups here, storage in `EC2Storage`, the plumbing in `EC2Calls`."""
 
-    def __init__(self, clients: ClientFactory, *, cache_dir: Path | None = None) -> None:
-        super().__init__(clients)
+    def __init__(
+        self, clients: ClientFactory, *, cache_dir: Path | None = None, settle_s: float = 60.0
+    ) -> None:
+        super().__init__(clients, settle_s=settle_s)
         self._types: dict[str, InstanceType] = {}
         self._type_names: tuple[str, ...] | None = None
         self._cache_file = (
@@ -172,6 +174,8 @@ class EC2Service(EC2Storage):
             kwargs["PaginationConfig"] = {"PageSize": 1000}
         reservations = self._paginate_sync("describe_instances", "Reservations", **kwargs)
         found = [_instance(i) for r in reservations for i in r.get("Instances", ())]
+        for inst in found:
+            self.seen(inst.id, inst.launch_time)
         return sorted(found, key=lambda i: (i.name or "~", i.id))
 
     async def list_instances(
@@ -295,7 +299,9 @@ class EC2Service(EC2Storage):
                 },
             }
         raw = await self.call("run_instances", **kwargs)
-        return _instance(raw["Instances"][0])
+        inst = _instance(raw["Instances"][0])
+        self.created(inst.id, *filter(None, [inst.spot_request_id]))
+        return inst
 
     async def console_output(self, instance_id: str) -> str:
         """The instance's console output as text (EC2 sends it base64-encoded)."""
@@ -386,6 +392,7 @@ class EC2Service(EC2Storage):
 
     async def import_key_pair(self, name: str, public_key: str) -> None:
         await self.call("import_key_pair", KeyName=name, PublicKeyMaterial=public_key.encode())
+        self.created(name)
 
     async def delete_key_pair(self, name: str) -> None:
         await self.call("delete_key_pair", KeyName=name)
@@ -405,6 +412,7 @@ class EC2Service(EC2Storage):
 
     async def create_security_group(self, name: str, description: str) -> str:
         raw = await self.call("create_security_group", GroupName=name, Description=description)
+        self.created(raw["GroupId"])
         return str(raw["GroupId"])
 
     async def allow_ssh(self, group_id: str, cidr: str) -> None:

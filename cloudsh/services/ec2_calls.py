@@ -8,8 +8,11 @@ botocore's errors translated into `CloudshError`s that say what to do.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
-from typing import Any
+import threading
+import time
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
+from typing import Any, TypeVar
 
 from cloudsh.errors import (
     AWSError,
@@ -21,22 +24,93 @@ from cloudsh.errors import (
 )
 from cloudsh.services.aws import AwsTarget, BotoCoreError, ClientError, ClientFactory
 
+T = TypeVar("T")
+
+#: What EC2 answers for a resource it does not know, which right after a create means
+#: "not yet": "Eventual consistency in the Amazon EC2 API"
+#: (https://docs.aws.amazon.com/ec2/latest/devguide/eventual-consistency.html).
+NOT_YET_CODES = frozenset({
+    "InvalidInstanceID.NotFound",
+    "InvalidGroup.NotFound",
+    "InvalidKeyPair.NotFound",
+    "InvalidVolume.NotFound",
+    "InvalidSnapshot.NotFound",
+    "InvalidAMIID.NotFound",
+    "InvalidSpotInstanceRequestID.NotFound",
+})
+#: Retries after such an answer start here and double (the docs ask for exponential backoff).
+FIRST_RETRY_S = 0.1
+MAX_RETRY_S = 5.0
+
 
 class EC2Calls:
-    """EC2 API calls for one account and region, each in a worker thread (boto3 blocks)."""
+    """EC2 API calls for one account and region, each in a worker thread (boto3 blocks).
 
-    def __init__(self, clients: ClientFactory) -> None:
+    Resources this service creates are noted (`created`), and so are those a listing
+    shows were made moments ago (`seen`: another process, e.g. a `launch --no-wait`
+    just before, made them). For `settle_s` seconds after a resource was made, a call
+    naming it that EC2 answers with its NotFound error is retried with backoff, since
+    EC2 may not know it everywhere yet. A NotFound for any other name, or after
+    `settle_s`, is final.
+    """
+
+    def __init__(self, clients: ClientFactory, *, settle_s: float = 60.0) -> None:
         self.clients = clients
         self.region = clients.target.region
+        self.settle_s = settle_s
+        self._born: dict[str, float] = {}  # id (or key-pair name) -> when it was created
+        self._born_lock = threading.Lock()  # calls run in several worker threads
 
-    def _call_sync(self, op: str, **kwargs: Any) -> Any:
-        client = self.clients.client("ec2")
+    def created(self, *names: str) -> None:
+        """Note resources just created here, so calls naming them ride out EC2's delay."""
+        now = time.monotonic()
+        with self._born_lock:
+            self._born.update(dict.fromkeys(names, now))
+
+    def seen(self, name: str, made: datetime | None) -> None:
+        """Note a listed resource made at `made`, if that was less than `settle_s` ago."""
+        if made is None:
+            return
+        age = max(0.0, (datetime.now(UTC) - made).total_seconds())
+        if age < self.settle_s:
+            with self._born_lock:
+                self._born.setdefault(name, time.monotonic() - age)
+
+    def _settle_deadline(self, kwargs: dict[str, Any]) -> float | None:
+        """Until when a NotFound for this call may still mean "not yet", or None."""
+        now = time.monotonic()
+        with self._born_lock:
+            self._born = {n: at for n, at in self._born.items() if now - at < self.settle_s}
+            born = [self._born[n] for n in _strings(kwargs) if n in self._born]
+        return min(born) + self.settle_s if born else None
+
+    def _settled(self, attempt: Callable[[], T], kwargs: dict[str, Any]) -> T:
+        """`attempt()`, retried while EC2 does not yet know a resource it names."""
+        delay = FIRST_RETRY_S
+        while True:
+            try:
+                return attempt()
+            except ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") not in NOT_YET_CODES:
+                    raise
+                deadline = self._settle_deadline(kwargs)
+                left = deadline - time.monotonic() if deadline is not None else 0.0
+                if left <= 0:
+                    raise
+            time.sleep(min(delay, left))  # a worker thread's sleep: the event loop runs on
+            delay = min(delay * 2, MAX_RETRY_S)
+
+    def _translated(self, attempt: Callable[[], T], kwargs: dict[str, Any]) -> T:
         try:
-            return getattr(client, op)(**kwargs)
+            return self._settled(attempt, kwargs)
         except ClientError as exc:
             raise translate(exc, self.clients.target.profile) from None
         except BotoCoreError as exc:
             raise translate_botocore(exc, self.clients.target) from None
+
+    def _call_sync(self, op: str, **kwargs: Any) -> Any:
+        client = self.clients.client("ec2")
+        return self._translated(lambda: getattr(client, op)(**kwargs), kwargs)
 
     async def call(self, op: str, **kwargs: Any) -> Any:
         """One EC2 API call, off the event loop."""
@@ -44,18 +118,29 @@ class EC2Calls:
 
     def _paginate_sync(self, op: str, key: str, **kwargs: Any) -> list[Any]:
         client = self.clients.client("ec2")
-        out: list[Any] = []
-        try:
+
+        def pages() -> list[Any]:
+            out: list[Any] = []
             for page in client.get_paginator(op).paginate(**kwargs):
                 out.extend(page.get(key, ()))
-        except ClientError as exc:
-            raise translate(exc, self.clients.target.profile) from None
-        except BotoCoreError as exc:
-            raise translate_botocore(exc, self.clients.target) from None
-        return out
+            return out
+
+        return self._translated(pages, kwargs)
 
     async def paginate(self, op: str, key: str, **kwargs: Any) -> list[Any]:
         return await asyncio.to_thread(self._paginate_sync, op, key, **kwargs)
+
+
+def _strings(value: Any) -> Iterable[str]:
+    """Every string in a call's arguments (ids sit in lists and nested dicts)."""
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from _strings(item)
+    elif isinstance(value, list | tuple):
+        for item in value:
+            yield from _strings(item)
 
 
 def tags_of(raw: Iterable[dict[str, str]] | None) -> dict[str, str]:

@@ -162,6 +162,7 @@ class EC2Storage(EC2Calls):
                 {"ResourceType": "image", "Tags": [{"Key": k, "Value": v} for k, v in tags.items()]}
             ],
         )
+        self.created(raw["ImageId"])
         return str(raw["ImageId"])
 
     async def get_image(self, image_id: str) -> Image | None:
@@ -197,7 +198,9 @@ class EC2Storage(EC2Calls):
         )
         if snapshot_id:
             kwargs["SnapshotId"] = snapshot_id
-        return _volume(await self.call("create_volume", **kwargs))
+        vol = _volume(await self.call("create_volume", **kwargs))
+        self.created(vol.id)
+        return vol
 
     async def get_volume(self, volume_id: str) -> Volume:
         raw = await self.call("describe_volumes", VolumeIds=[volume_id])
@@ -221,6 +224,7 @@ class EC2Storage(EC2Calls):
                 {"ResourceType": "snapshot", "Tags": [{"Key": k, "Value": v} for k, v in tags.items()]}
             ],
         )
+        self.created(raw["SnapshotId"])
         return _snapshot(raw)
 
     async def get_snapshot(self, snapshot_id: str) -> Snapshot:
