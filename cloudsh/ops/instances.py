@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass
 
 from cloudsh.errors import CapacityError, CloudshError, InvalidState, UsageError
-from cloudsh.models import Image, Instance, InstanceType, Price, job_tags
+from cloudsh.models import Image, Instance, InstanceType, Price, Prices, job_tags
 from cloudsh.ops.events import Progress, quiet
 from cloudsh.ops.jobs.state import record_before_shutdown
 from cloudsh.ops.owners import check_acts_on
@@ -178,7 +178,7 @@ async def launch(
     return inst
 
 
-async def _hourly(price: asyncio.Future[dict[str, Price]], spot: bool) -> str:
+async def _hourly(price: asyncio.Future[Prices], spot: bool) -> str:
     """The box's $/h if its price came in within a moment, else "price unknown"."""
     done, _ = await asyncio.wait({price}, timeout=1.0)
     if not done or price.exception() is not None:
