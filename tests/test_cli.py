@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from tests.cli import by_name, cloudsh, ls_json, ok, one_line_error
+from tests.sandbox_fixture import Sandbox
 
 pytestmark = pytest.mark.sandbox
 
@@ -260,7 +261,7 @@ def _current_spot(ec2: Any, instance_type: str) -> dict[str, float]:
     return {az: usd for az, (_, usd) in latest.items()}
 
 
-def test_a_spot_box_is_costed_at_its_own_azs_spot_price() -> None:
+def test_a_spot_box_is_costed_at_its_own_azs_spot_price(sandbox: Sandbox) -> None:
     from tests.sandbox_fixture import UBUNTU_OWNER
 
     ec2 = _sandbox_ec2()
@@ -282,6 +283,7 @@ def test_a_spot_box_is_costed_at_its_own_azs_spot_price() -> None:
         InstanceMarketOptions={"MarketType": "spot", "SpotOptions": {"SpotInstanceType": "one-time"}},
         TagSpecifications=[{"ResourceType": "instance", "Tags": [{"Key": "Name", "Value": "azspot"}]}],
     )["Instances"][0]["InstanceId"]
+    launched = time.monotonic()
     try:
         rec = by_name("azspot")
         after = _current_spot(ec2, "g5.xlarge")
@@ -291,6 +293,7 @@ def test_a_spot_box_is_costed_at_its_own_azs_spot_price() -> None:
         assert rec["price_per_hour"] > min(before.values())
         assert rec["price_note"] == ""
     finally:
+        sandbox.past_window(launched)  # EC2 names a new box everywhere only after a moment
         ec2.terminate_instances(InstanceIds=[iid])
 
 

@@ -27,7 +27,9 @@ def state(sb: Sandbox, iid: str) -> str:
 
 
 def colleagues_box(sb: Sandbox, name: str, **tags: str) -> str:
-    return sb.launch("t3.micro", wait=False, tags={"Name": name, **tags}).id
+    iid = sb.launch("t3.micro", wait=False, tags={"Name": name, **tags}).id
+    sb.past_window(sb.made[iid])  # a colleague's box that exists already, not one launching now
+    return iid
 
 
 @pytest.fixture(scope="module")
@@ -121,6 +123,7 @@ def test_terminate_by_id_says_whose_and_works(sandbox: Sandbox) -> None:
 
 def test_owner_falls_back_to_the_key_pair(sandbox: Sandbox) -> None:
     iid = sandbox.launch("t3.micro", wait=False).id  # no tags at all
+    sandbox.past_window(sandbox.made[iid])
     try:
         rec = next(r for r in ls_json() if r["id"] == iid)
         assert rec["managed"] is False and rec["owner"] == sandbox.key_name

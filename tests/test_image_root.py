@@ -5,6 +5,7 @@ sandbox refuses a smaller root the way EC2 does."""
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -97,6 +98,7 @@ def test_sandbox_refuses_a_root_smaller_than_the_snapshot(sandbox: Sandbox, big_
     iid = ec2.run_instances(
         **base, BlockDeviceMappings=[{"DeviceName": "/dev/sdf", "Ebs": {"VolumeSize": 10, "DeleteOnTermination": True}}]
     )["Instances"][0]["InstanceId"]
+    sandbox.past_window(time.monotonic())  # EC2 names a new box everywhere only after a moment
     try:
         inst = ec2.describe_instances(InstanceIds=[iid])["Reservations"][0]["Instances"][0]
         assert inst["RootDeviceName"] == "/dev/sda1"

@@ -184,6 +184,7 @@ async def test_a_box_cloudsh_did_not_launch_is_marked_and_its_keys_ask_for_its_i
     name = f"tui-theirs-{uuid.uuid4().hex[:6]}"
     # Launched by a plain boto3 call, as a colleague's box on a shared account would be.
     iid = sandbox.launch("t3.micro", wait=False, tags={"Name": name, "Owner": "alice"}).id
+    sandbox.past_window(sandbox.made[iid])
     app = CloudshApp(factory, handoff=RecordingHandoff())
     try:
         async with app.run_test(size=(140, 40)) as pilot:
