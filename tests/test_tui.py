@@ -432,6 +432,7 @@ async def test_sandbox_commands_run_with_or_without_the_backend_they_need(sandbo
 async def test_logs_completes_the_job_ids_the_listing_carries(sandbox: Sandbox) -> None:
     name = await launch("--type", "t3.micro", "--no-wait")
     iid = describe(sandbox, name)["InstanceId"]
+    sandbox.past_window(time.monotonic())  # EC2 names a new box everywhere only after a moment
     job_id = f"tuijob-{uuid.uuid4().hex[:8]}"
     tag = JobTag("train.py", "running", started=time.time()).encode()
     sandbox.ec2().create_tags(Resources=[iid], Tags=[{"Key": JOB_TAG_PREFIX + job_id, "Value": tag}])
