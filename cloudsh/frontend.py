@@ -15,6 +15,7 @@ import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cloudsh import __version__
@@ -124,12 +125,13 @@ def fail(exc: BaseException) -> int:
     return 1
 
 
-def crash_log(exc: BaseException) -> str:
-    """Append `exc`'s traceback to the crash log; the log's path (for the user to send)."""
+def crash_log(exc: BaseException, state_dir: Path | None = None) -> str:
+    """Append `exc`'s traceback to the crash log (in `state_dir`, else the settings'
+    state directory); the log's path, for the user to send."""
     from cloudsh.config import Settings
 
     try:
-        path = Settings.load().state_dir / "crash.log"
+        path = (state_dir or Settings.load().state_dir) / "crash.log"
         path.parent.mkdir(parents=True, exist_ok=True)
         with path.open("a") as f:
             f.write(f"--- {datetime.now(UTC).isoformat()} cloudsh {__version__} argv={sys.argv!r}\n")
