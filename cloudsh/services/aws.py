@@ -247,5 +247,17 @@ def profile_region(profile: str | None) -> str | None:
         return None
 
 
+def known_regions() -> frozenset[str]:
+    """Every region name in botocore's partition data (all partitions: aws, aws-cn,
+    aws-us-gov, ...), read from botocore's own files: no network."""
+    session = botocore.session.Session()
+    names = {r for p in session.get_available_partitions() for r in session.get_available_regions("ec2", p)}
+    # A region newer than the EC2 endpoint list is still named in the partitions file.
+    with contextlib.suppress(Exception):  # an older botocore has no partitions file
+        partitions = session.get_component("data_loader").load_data("partitions")
+        names.update(r for p in partitions["partitions"] for r in p.get("regions", {}))
+    return frozenset(names)
+
+
 ClientError = botocore.exceptions.ClientError
 BotoCoreError = botocore.exceptions.BotoCoreError
