@@ -213,3 +213,11 @@ def endpoint_notice(settings: Settings, target: AwsTarget, env: Mapping[str, str
         if state is not None and state.endpoint.rstrip("/") == url.rstrip("/"):
             return ""
     return f"AWS_ENDPOINT_URL is set: --aws talks to {url}; unset it to reach AWS"
+
+
+def unlock_mfa_profile(profile: str) -> None:
+    """Ask for `profile`'s MFA code now if it assumes a role with one (see `services.aws.unlock`)."""
+    from cloudsh.services.aws import needs_mfa, unlock
+
+    if needs_mfa(profile):
+        unlock(profile)

@@ -75,3 +75,44 @@ def test_a_failing_credential_process(tmp_path: Path, script: str, said: str) ->
     assert lines[0].startswith("AWS_ENDPOINT_URL is set") and len(lines) == 2, r.stderr
     assert "the credential_process of profile 'broker' failed: " in lines[1] and said in lines[1], lines[1]
     assert "unexpected error" not in r.stderr
+
+
+def _mfa_config(tmp_path: Path) -> dict[str, str]:
+    config = tmp_path / "config"
+    config.write_text(
+        "[profile base]\nregion = us-east-1\n\n"
+        "[profile mfa]\nregion = us-east-1\nsource_profile = base\n"
+        "role_arn = arn:aws:iam::123456789012:role/admin\nmfa_serial = arn:aws:iam::123456789012:mfa/me\n"
+    )
+    creds = tmp_path / "credentials"
+    creds.write_text("[base]\naws_access_key_id = AKIAEXAMPLE\naws_secret_access_key = x\n")
+    return {"CLOUDSH_SANDBOX": "0", "AWS_CONFIG_FILE": str(config), "AWS_SHARED_CREDENTIALS_FILE": str(creds),
+            "AWS_ENDPOINT_URL": NOWHERE, "AWS_MAX_ATTEMPTS": "1"}
+
+
+def test_an_mfa_profile_with_no_terminal_says_what_to_do(tmp_path: Path) -> None:
+    env = _mfa_config(tmp_path)
+    # The one-shot CLI asks when the first call needs the code; the REPL before it starts.
+    for args in (("--aws", "--profile", "mfa", "ls"), ("--aws", "--profile", "mfa", "repl")):
+        r = cloudsh(*args, env=env)
+        lines = [line for line in r.stderr.splitlines() if line.strip() and "AWS_ENDPOINT_URL" not in line]
+        assert "Traceback" not in r.stderr and r.returncode == 1 and len(lines) == 1, r.stderr
+        assert "profile 'mfa' needs an MFA code" in lines[0], lines[0]
+        assert "aws sts get-caller-identity --profile mfa" in lines[0]
+
+
+def test_the_repl_asks_for_the_mfa_code_before_it_starts(tmp_path: Path) -> None:
+    import os
+    import sys
+
+    pexpect = pytest.importorskip("pexpect")
+    env = {**os.environ, **_mfa_config(tmp_path), "TERM": "xterm", "PROMPT_TOOLKIT_NO_CPR": "1"}
+    child = pexpect.spawn(sys.executable, ["-m", "cloudsh", "--aws", "--profile", "mfa", "repl"], env=env,
+                          encoding="utf-8", dimensions=(30, 160), timeout=30)
+    child.expect_exact("Enter MFA code for arn:aws:iam::123456789012:mfa/me")
+    child.sendline("123456")
+    # The role is assumed with that code before the prompt starts; here nothing answers.
+    child.expect_exact("could not assume the role of profile 'mfa'")
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 1
