@@ -112,6 +112,20 @@ def backend_factory(opts: GlobalOptions) -> Callable[[], Backend]:
     return make
 
 
+def unlock_profile(opts: GlobalOptions) -> None:
+    """Before a full-screen or prompt front end takes the terminal: ask for the MFA code
+    of an assume-role profile here, once, rather than under the app from a worker thread.
+    Light when there is nothing to ask: botocore loads only for a profile on real AWS."""
+    import os
+
+    profile = opts.profile or os.environ.get("AWS_PROFILE")
+    if opts.sandbox or not profile:
+        return
+    from cloudsh.root import unlock_mfa_profile
+
+    unlock_mfa_profile(profile)
+
+
 def fail(exc: BaseException) -> int:
     """Report an error as one line; unexpected ones go to a log file, not the screen."""
     if isinstance(exc, CloudshError):
