@@ -274,15 +274,6 @@ def share_role_cache(session: botocore.session.Session, profile: str) -> None:
     provider._prompter = ask  # botocore's own hook for the MFA prompt (getpass by default)
 
 
-def needs_mfa(profile: str | None) -> bool:
-    """Whether `profile` assumes a role with an MFA code (`mfa_serial` in its config)."""
-    if profile is None:
-        return False
-    with contextlib.suppress(Exception):  # no such profile, a broken file: the call says so later
-        return bool(botocore.session.Session(profile=profile).get_scoped_config().get("mfa_serial"))
-    return False
-
-
 def unlock(profile: str) -> None:
     """Resolve `profile`'s credentials now, asking for its MFA code on this terminal, so
     that a full-screen front end never has a prompt land under it (the code is cached).
