@@ -28,7 +28,7 @@ demo: $(STAMP) system-deps bytecode
 	CLOUDSH_SANDBOX=1 $(BIN)/python -m cloudsh.tui.demo
 
 test: $(STAMP) system-deps
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n 3
 
 lint: $(STAMP)
 	$(BIN)/ruff check cloudsh tests bench
