@@ -34,6 +34,7 @@ from cloudsh.config import Settings
 from cloudsh.errors import CloudshError, UsageError
 from cloudsh.tui import data
 from cloudsh.tui.handoff import Handoff, SuspendHandoff
+from cloudsh.tui.hangup import TERMINAL_GONE, terminal_gone
 from cloudsh.tui.host import AppHost
 from cloudsh.tui.instances import InstanceActions, InstancesPane, InstancesTable
 from cloudsh.tui.jobs import JobsPoller, JobsScreen
@@ -175,6 +176,8 @@ class CloudshApp(AppHost):
                 self._take_prefetch(self.prefetch)
             else:
                 self._connect()
+        if not self.is_headless:
+            self.set_interval(1.0, self._leave_if_terminal_gone)
         if self.periodic_refresh:
             self.set_interval(0.5, self._tick)
             self.set_interval(1.0, self.jobs_poller.poll)  # lists jobs and pulls results when due
@@ -365,6 +368,10 @@ class CloudshApp(AppHost):
     def _schedule_refresh(self) -> None:
         if self.periodic_refresh:
             self.state.schedule.plan(time.monotonic(), self.state.changing())
+
+    def _leave_if_terminal_gone(self) -> None:
+        if terminal_gone():
+            self.exit(return_code=TERMINAL_GONE)
 
     def _tick(self) -> None:
         # One steady 0.5 s tick decides when to refresh, so the schedule can change
@@ -580,7 +587,8 @@ def run_tui(backend_factory: BackendFactory, prefetch: Prefetch | None = None) -
 
         sys.stderr.write(f"cloudsh: {exc}\n")
         return exc.exit_status
-    return app.run() or 0
+    app.run()
+    return app.return_code or 0
 
 
 __all__ = ["CloudshApp", "run_tui", "tune_gc"]
