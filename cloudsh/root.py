@@ -52,13 +52,27 @@ def connect(
     notice = ""
     if choice is None:
         choice = not aws_credentials_configured(profile, env)
-        notice = NO_CREDENTIALS_NOTICE if choice else ""
+        notice = NO_CREDENTIALS_NOTICE if choice and first_time(settings, "no-credentials") else ""
     if choice:
         if region is not None:
             sandbox_region(region)
         return build_backend(settings, sandbox_target(settings), notice=notice)
     target = aws_target(profile, region, env)
     return build_backend(settings, target, notice=endpoint_notice(settings, target, env))
+
+
+def first_time(settings: Settings, what: str) -> bool:
+    """True the first time `what` is asked about on this machine (a marker in the state
+    dir), so a notice is said once rather than before every command."""
+    marker = settings.state_dir / f"said-{what}"
+    try:
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        with open(marker, "x"):
+            return True
+    except FileExistsError:
+        return False
+    except OSError:
+        return True  # an unwritable state dir: better said again than never
 
 
 def build_backend(settings: Settings, target: AwsTarget, *, notice: str = "") -> Backend:

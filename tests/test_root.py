@@ -7,6 +7,7 @@ test reads this machine's AWS set-up.
 from __future__ import annotations
 
 import ast
+import dataclasses
 import pathlib
 from pathlib import Path
 
@@ -31,11 +32,16 @@ def no_aws(home: Path, **more: str) -> dict[str, str]:
 
 @pytest.mark.sandbox
 async def test_no_credentials_means_the_sandbox_with_a_notice(sandbox: Sandbox, tmp_path: Path) -> None:
-    backend = root.connect(sandbox.settings, env=no_aws(tmp_path))
+    settings = dataclasses.replace(sandbox.settings, state_dir=tmp_path / "state")
+    backend = root.connect(settings, env=no_aws(tmp_path))
     try:
         assert backend.sandbox and backend.label == "SANDBOX"
         assert backend.notice == root.NO_CREDENTIALS_NOTICE
         assert "no AWS credentials found" in backend.notice and "aws configure" in backend.notice
+        # Said once on a machine, not before every command.
+        again = root.connect(settings, env=no_aws(tmp_path))
+        assert again.sandbox and again.notice == ""
+        await again.close()
         assert backend.target.endpoint_url == sandbox.state.endpoint
         assert isinstance(backend.hosts, SandboxHostResolver)
         assert isinstance(backend.on_demand, SandboxOnDemandSource)
