@@ -89,6 +89,8 @@ def test_bad_names_and_types(box: str) -> None:
     assert r.returncode == 2 and "already exists" in one_line_error(r)
     r = cloudsh("launch", "other", "--type", "t3.mediun")
     assert r.returncode == 2 and "did you mean t3.medium" in one_line_error(r)
+    r = cloudsh("launch", "other", "--type", "")  # not the default type in disguise
+    assert r.returncode == 2 and "--type is empty" in one_line_error(r)
     r = cloudsh("launch", "armbox", "--type", "t4g.small", "--image", "ubuntu/images/hvm-ssd-gp3/ubuntu-noble-24.04-amd64-server-*")
     line = one_line_error(r)
     assert r.returncode == 2 and "arm64" in line and "x86_64" in line

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import Awaitable, Callable, Collection, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from cloudsh.errors import CapacityError, CloudshError, InvalidState, UsageError
 from cloudsh.models import Image, Instance, InstanceType, Price, Prices, job_tags
@@ -57,6 +57,8 @@ async def plan_launch(
     ec2 = backend.ec2
     if disk_gb is not None and not 8 <= disk_gb <= 16384:
         raise UsageError(f"--disk {disk_gb} is out of range", "use 8 to 16384 GB")
+    if instance_type is not None and not instance_type.strip():
+        raise UsageError("--type is empty", "name an instance type, e.g. t3.medium (see `cloudsh prices`)")
     existing, itype = await asyncio.gather(
         ec2.list_instances(), ec2.instance_type(instance_type or backend.settings.default_type)
     )
@@ -216,11 +218,12 @@ async def start(
         if inst.state in ("terminated", "shutting-down"):
             raise InvalidState(f"{inst.label} is {inst.state}", "launch a new one with `cloudsh launch`")
     todo = [i for i in insts if i.state != "running"]
+    states: dict[str, str] = {}
     if todo:
         progress("starting " + ", ".join(i.label for i in todo))
-        await backend.ec2.start([i.id for i in todo])
+        states = await backend.ec2.start([i.id for i in todo])
     if not wait:
-        return list(insts)
+        return [replace(i, state=states.get(i.id, i.state)) for i in insts]
     done = await backend.ec2.wait_state([i.id for i in insts], {"running"}, timeout=backend.settings.wait_timeout_s)
     await asyncio.gather(*(wait_ssh(backend, i) for i in done))
     progress("ready: " + ", ".join(i.label for i in done))
@@ -260,12 +263,13 @@ async def stop(
         if inst.state in ("terminated", "shutting-down"):
             raise InvalidState(f"{inst.label} is {inst.state}", "nothing to stop")
     todo = [i for i in insts if i.state not in ("stopped", "stopping")]
+    states: dict[str, str] = {}
     if todo:
         await record_before_shutdown(backend, todo)
         progress("stopping " + ", ".join(i.label for i in todo))
-        await backend.ec2.stop([i.id for i in todo])
+        states = await backend.ec2.stop([i.id for i in todo])
     if not wait:
-        return list(insts)
+        return [replace(i, state=states.get(i.id, i.state)) for i in insts]
     return await backend.ec2.wait_state([i.id for i in insts], {"stopped"}, timeout=backend.settings.wait_timeout_s)
 
 

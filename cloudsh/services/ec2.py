@@ -202,11 +202,15 @@ class EC2Service(EC2Storage):
             raise NotFound(f"no instance {name}", "list them with `cloudsh ls --all`")
         return resolve_name(name, await self.list_instances())
 
-    async def start(self, ids: Sequence[str]) -> None:
-        await self.call("start_instances", InstanceIds=list(ids))
+    async def start(self, ids: Sequence[str]) -> dict[str, str]:
+        """Start the instances; their states as EC2 answered (e.g. `pending`), by id."""
+        answer = await self.call("start_instances", InstanceIds=list(ids))
+        return _current_states(answer.get("StartingInstances", []))
 
-    async def stop(self, ids: Sequence[str]) -> None:
-        await self.call("stop_instances", InstanceIds=list(ids))
+    async def stop(self, ids: Sequence[str]) -> dict[str, str]:
+        """Stop the instances; their states as EC2 answered (e.g. `stopping`), by id."""
+        answer = await self.call("stop_instances", InstanceIds=list(ids))
+        return _current_states(answer.get("StoppingInstances", []))
 
     async def terminate(self, ids: Sequence[str]) -> None:
         await self.call("terminate_instances", InstanceIds=list(ids))
@@ -460,3 +464,5 @@ def resolve_name(name: str, instances: Sequence[Instance]) -> Instance:
     )
 
 
+def _current_states(changes: list[dict[str, Any]]) -> dict[str, str]:
+    return {c["InstanceId"]: c["CurrentState"]["Name"] for c in changes}
