@@ -139,6 +139,9 @@ def test_bad_input_is_one_clear_line_and_starts_nothing(box: str, tmp_path: Path
     plain.write_text("echo hi\n")
     r = cloudsh("script", box, str(plain))
     assert r.returncode == 2 and "not executable" in one_line_error(r) and "chmod +x" in r.stderr
+    plain.chmod(0o755)  # executable, but exec() on the box would fail with 126
+    r = cloudsh("script", box, str(plain))
+    assert r.returncode == 2 and "has no #! line" in one_line_error(r) and "#!/usr/bin/env bash" in r.stderr
     script = _write(tmp_path / "ok.sh", "#!/bin/sh\necho hi\n")
     r = cloudsh("script", box, str(script), "--sync", "/etc/cloudsh-results")
     assert r.returncode == 1 and "sync dir /etc/cloudsh-results" in r.stderr and "Traceback" not in r.stderr

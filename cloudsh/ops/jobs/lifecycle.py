@@ -59,6 +59,14 @@ def plan_script(
         raise UsageError(
             f"{script} is not executable", f"make it so with `chmod +x {script}` (and give it a #! line)"
         )
+    with path.open("rb") as head:
+        magic = head.read(4)
+    # The box runs it with exec(): without `#!` (or a program's ELF header) that fails with 126.
+    if not magic.startswith((b"#!", b"\x7fELF")):
+        raise UsageError(
+            f"{script} has no #! line, so the box cannot run it",
+            "make its first line name its interpreter, e.g. #!/usr/bin/env bash or #!/usr/bin/env python3",
+        )
     remote, local = "", None
     if sync:
         remote, sep, local_text = sync.partition(":")
