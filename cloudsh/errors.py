@@ -33,6 +33,10 @@ class ConfirmationRefused(CloudshError):
     exit_status = 2
 
 
+class Declined(ConfirmationRefused):
+    """The user answered no: not a failure, nothing was changed."""
+
+
 class NotFound(CloudshError):
     pass
 

@@ -170,7 +170,10 @@ async def test_terminate_asks_listing_losses_then_terminates(sandbox: Sandbox) -
         assert name in question and "60 GB" in question and "cannot be undone" in question
         await pilot.press("n")
         await until(pilot, lambda: bool(finished(messages, f"terminate {name}")))
-        assert "did not terminate" in (finished(messages, f"terminate {name}")[0].error or "")
+        [declined] = finished(messages, f"terminate {name}")
+        assert declined.declined and "did not terminate" in (declined.error or "")
+        # Saying no is no failure: one quiet line, no red ✗.
+        assert "nothing was changed" in activity(app) and f"✗ terminate {name}" not in activity(app)
         assert describe(sandbox, name)["State"]["Name"] != "terminated"
         await pilot.press("x")
         await until(pilot, lambda: isinstance(app.screen, ConfirmScreen))

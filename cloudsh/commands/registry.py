@@ -20,7 +20,7 @@ from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
-from cloudsh.errors import ConfirmationRefused, UsageError
+from cloudsh.errors import ConfirmationRefused, Declined, UsageError
 
 if TYPE_CHECKING:
     from cloudsh.services.backend import Backend
@@ -75,7 +75,7 @@ class Context:
                 "pass --yes to confirm",
             )
         if not await self.confirm(question):
-            raise ConfirmationRefused(f"did not {what}", "nothing was changed")
+            raise Declined(f"did not {what}", "nothing was changed")
 
 
 Handler = Callable[[Context, argparse.Namespace], Awaitable[int | None]]

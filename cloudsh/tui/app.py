@@ -31,7 +31,7 @@ from textual.worker import Worker, WorkerState
 from cloudsh.commands.complete import REGIONS
 from cloudsh.commands.registry import REGISTRY, Context
 from cloudsh.config import Settings
-from cloudsh.errors import CloudshError, UsageError
+from cloudsh.errors import CloudshError, Declined, UsageError
 from cloudsh.tui import data
 from cloudsh.tui.handoff import Handoff, SuspendHandoff
 from cloudsh.tui.hangup import TERMINAL_GONE, terminal_gone
@@ -232,7 +232,7 @@ class CloudshApp(AppHost):
             self.post_message(BackendFailed(line))
         elif group == "commands":
             status = exc.exit_status if isinstance(exc, CloudshError) else 1
-            self.post_message(ActionFinished(worker.name, status, 0.0, line))
+            self.post_message(ActionFinished(worker.name, status, 0.0, line, declined=isinstance(exc, Declined)))
         elif group == "jobs-poll":
             if not isinstance(exc, CloudshError) or self.state.jobs.failed(line):  # once, not every few seconds
                 self.log_line(f"jobs: {line}", "error")
@@ -456,7 +456,9 @@ class CloudshApp(AppHost):
 
     @_while_up
     def on_action_finished(self, message: ActionFinished) -> None:
-        if message.error:
+        if message.declined:
+            self.log_line(f"– {message.label}: not done, nothing was changed", "info")
+        elif message.error:
             self.log_line(f"✗ {message.label}: {message.error}", "error")
             self.notify(message.error, title=f"{message.label} failed", severity="error", timeout=10)
         else:

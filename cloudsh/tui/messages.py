@@ -90,6 +90,8 @@ class ActionFinished(Message):
     status: int
     elapsed_s: float
     error: str | None = None
+    #: The user said no to its question: nothing was done, and that is no failure.
+    declined: bool = False
 
 
 @dataclass
