@@ -283,15 +283,23 @@ async def test_tunnel_forwards_reconnects_and_closes(sandbox: Sandbox) -> None:
 
 async def test_errors_completion_history_and_filter(sandbox: Sandbox) -> None:
     name = await launch("--type", "t3.micro", "--no-wait")
+    other = await launch("--type", "t3.micro", "--no-wait")  # so the filter has a row to hide
     messages: list[Message] = []
     app = CloudshApp(factory, handoff=RecordingHandoff())
     async with app.run_test(size=(120, 40), message_hook=messages.append) as pilot:
-        await until(pilot, lambda: any(r.name == name for r in app.state.rows))
+        await until(pilot, lambda: {name, other} <= {r.name for r in app.state.rows})
         # Errors: one readable line in the activity pane and a notification; the app stays up.
         await type_command(pilot, "start no-such-box-here")
         await until(pilot, lambda: bool(finished(messages, "start no-such-box-here")))
         error = finished(messages, "start no-such-box-here")[0].error or ""
         assert "no-such-box-here" in error and "\n" not in error
+        # A 500-character name is kept whole in the log, clipped in the toast over the panes.
+        long_name = "n" * 500
+        await type_command(pilot, f"start {long_name}")
+        await until(pilot, lambda: bool(finished(messages, long_name)))
+        assert long_name in activity(app).replace("\n", "")
+        toasts = list(app._notifications)
+        assert toasts and all(len(t.message) <= 160 and len(t.title) <= 48 for t in toasts)
         await type_command(pilot, "lauch x")
         await until(pilot, lambda: bool(finished(messages, "lauch x")))
         assert "did you mean `launch`" in (finished(messages, "lauch x")[0].error or "")

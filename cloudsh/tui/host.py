@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from textual.app import App
 from textual.css.query import NoMatches
+from textual.notifications import SeverityLevel
 from textual.widget import Widget
 
 from cloudsh.errors import CloudshError
@@ -27,6 +28,9 @@ if TYPE_CHECKING:
     from cloudsh.tui.handoff import Handoff
 
 W = TypeVar("W", bound=Widget)
+#: A toast shows at most this much; the full text is in the activity log.
+TOAST_CHARS = 160
+TOAST_TITLE_CHARS = 48
 #: Seconds a command typed while the app connects waits for the connection (starting
 #: the sandbox takes a few seconds; a silent cloud is reported by the connection itself).
 CONNECT_WAIT_S = 60.0
@@ -57,6 +61,21 @@ class AppHost(App[int]):
         if not self.screen_stack:  # shutting down: the screens are gone
             raise NoMatches(f"no main screen for {selector.__name__}")
         return self.screen_stack[0].query_one(selector)
+
+    def notify(
+        self,
+        message: str,
+        *,
+        title: str = "",
+        severity: SeverityLevel = "information",
+        timeout: float | None = None,
+        markup: bool = True,
+    ) -> None:
+        """A toast, clipped so a long line (a 500-character name) cannot cover the panes;
+        the activity log keeps every line whole."""
+        short, short_title = clip(message, TOAST_CHARS), clip(title, TOAST_TITLE_CHARS)
+        clipped = (short, short_title) != (message, title)  # markup may be cut mid-tag: show it plain
+        super().notify(short, title=short_title, severity=severity, timeout=timeout, markup=markup and not clipped)
 
     def log_line(self, text: str, kind: str = "out") -> None:
         """One line in the activity log."""
@@ -91,3 +110,7 @@ class AppHost(App[int]):
     def run_command(self, words: Sequence[str], label: str | None = None) -> None:
         """Run a command (already split into words) in a worker."""
         raise NotImplementedError
+
+
+def clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
