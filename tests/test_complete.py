@@ -45,23 +45,23 @@ def test_commands_and_two_word_commands() -> None:
 
 def test_instance_names_with_their_details() -> None:
     got = complete("run b", None, INDEX)
-    assert [c.text for c in got] == ["box", "bob"]
+    assert [c.text for c in got] == ["box ", "bob "]  # a whole value: the next word follows
     assert got[0].start == 4 and got[0].meta == "i-0abc123 running t3.medium"
     # Several names for the commands that take several.
-    assert texts("stop box t") == ["trainer"]
+    assert texts("stop box t") == ["trainer "]
     # A substring matches when nothing starts with it.
-    assert texts("run rain") == ["trainer"]
-    assert texts("resize ") == list(INDEX.instances)
+    assert texts("run rain") == ["trainer "]
+    assert texts("resize ") == [f"{name} " for name in INDEX.instances]
 
 
 def test_types_options_and_values() -> None:
     assert texts("launch x --t") == ["--type"]
-    assert texts("launch x --type g5") == ["g5.xlarge", "g5.2xlarge"]
+    assert texts("launch x --type g5") == ["g5.xlarge ", "g5.2xlarge "]
     got = complete("launch x --type=g5.2", None, INDEX)
-    assert [(c.text, c.start) for c in got] == [("g5.2xlarge", len("launch x --type="))]
-    assert texts("resize box p4") == ["p4d.24xlarge"]
-    assert texts("launch x --image my") == ["my-image"]
-    assert texts("prices -f ") == ["g5", "p4d", "t3"]
+    assert [(c.text, c.start) for c in got] == [("g5.2xlarge ", len("launch x --type="))]
+    assert texts("resize box p4") == ["p4d.24xlarge "]
+    assert texts("launch x --image my") == ["my-image "]
+    assert texts("prices -f ") == ["g5 ", "p4d ", "t3 "]
     # Used options are not offered again; repeatable ones are.
     assert "--spot" not in texts("launch x --spot --")
     assert "--family" in texts("prices --family g5 --")
@@ -75,9 +75,9 @@ def test_run_wants_a_double_dash_then_free_text() -> None:
 
 
 def test_ports_and_local_paths(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    assert "8888" in texts("tunnel box ")
-    assert texts("tunnel box 60") == ["6006"]
-    assert texts("connect box -L 88") == ["8888"]
+    assert "8888 " in texts("tunnel box ")
+    assert texts("tunnel box 60") == ["6006 "]
+    assert texts("connect box -L 88") == ["8888 "]
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "train.py").write_text("")
     (tmp_path / "my file.txt").write_text("")
@@ -91,8 +91,8 @@ def test_ports_and_local_paths(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
 def test_cursor_in_the_middle_and_quotes() -> None:
     line = "run b -- ls"
     got = complete(line, 5, INDEX)
-    assert [(c.text, c.start) for c in got] == [("box", 4), ("bob", 4)]
-    assert [(c.text, c.start) for c in complete("run 'tr", None, INDEX)] == [("trainer", 4)]
+    assert [(c.text, c.start) for c in got] == [("box", 4), ("bob", 4)]  # a space follows already
+    assert [(c.text, c.start) for c in complete("run 'tr", None, INDEX)] == [("trainer ", 4)]
     assert texts("help la") == ["launch "]
 
 

@@ -451,14 +451,14 @@ async def test_logs_completes_the_job_ids_the_listing_carries(sandbox: Sandbox) 
     async with app.run_test(size=(120, 40)) as pilot:
         await until(pilot, lambda: any(job_id in r.jobs for r in app.state.rows))
         # The index comes from the rows on screen: no listing per keystroke.
-        offered = {c.text: c.meta for c in complete("logs ", None, app.state.index)}
+        offered = {c.display: c.meta for c in complete("logs ", None, app.state.index)}
         assert offered.get(job_id) == f"job on {name}"
         await pilot.press("colon")
         line = app.query_one(CommandLine)
         line.value = f"logs {job_id[:10]}"
         line.cursor_position = len(line.value)
         await pilot.press("tab")
-        assert line.value == f"logs {job_id}"
+        assert line.value == f"logs {job_id} "  # whole: the next word can follow
 
 
 async def test_every_failing_worker_takes_the_one_error_route() -> None:

@@ -13,7 +13,7 @@ import logging
 import os
 import shlex
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Protocol
 
 from cloudsh.commands.registry import REGISTRY, Arg, Command, Registry
@@ -329,13 +329,15 @@ def _resolve(words: Sequence[str], registry: Registry) -> tuple[Command | None, 
 
 
 def _values(a: Arg, prefix: str, start: int, index: CompletionIndex) -> list[Completion]:
+    # A whole value is followed by a space, so the next word can be typed at once; a path
+    # is not (a directory may go on).
     if a.choices:
-        return _match(prefix, a.choices, start)
+        return _match(prefix, a.choices, start, suffix=" ")
     if a.kind == "path":
         return _paths(prefix, start)
     if a.kind == "port":
-        return _match(prefix, PORTS, start, PORTS)
-    return _match(prefix, index.values(a.kind), start, index.details)
+        return _match(prefix, PORTS, start, PORTS, suffix=" ")
+    return _match(prefix, index.values(a.kind), start, index.details, suffix=" ")
 
 
 def _paths(prefix: str, start: int) -> list[Completion]:
@@ -366,6 +368,15 @@ def complete(
     builtins: Mapping[str, str] = BUILTINS,
 ) -> list[Completion]:
     """Completions for the word under the cursor (`cursor=None` means the end of the line)."""
+    found = _complete(line, cursor, index, registry, builtins)
+    if cursor is not None and line[cursor:cursor + 1].isspace():  # a space follows already
+        return [replace(c, text=c.text.rstrip(" ")) if c.text.endswith(" ") else c for c in found]
+    return found
+
+
+def _complete(
+    line: str, cursor: int | None, index: CompletionIndex, registry: Registry, builtins: Mapping[str, str]
+) -> list[Completion]:
     text = line if cursor is None else line[:cursor]
     done, cur = _split(text)
     words = [w.text for w in done]
