@@ -11,9 +11,11 @@ STAMP  := $(VENV)/.stamp-install
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "cloudsh needs Python 3.11 or newer (set PYTHON=python3.11)")'
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[dev]'
+	@echo "cloudsh: first run: creating $(VENV) and installing cloudsh and its dependencies (a minute or so)..."
+	@$(PYTHON) -m venv $(VENV)
+	@$(BIN)/pip install -q --upgrade pip
+	@$(BIN)/pip install -q -e '.[dev]'
+	@echo "cloudsh: installed into $(VENV)"
 	@touch $(STAMP)
 
 system-deps:
