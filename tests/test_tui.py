@@ -261,8 +261,11 @@ async def test_tunnel_forwards_reconnects_and_closes(sandbox: Sandbox) -> None:
             # The box stops and starts again: the tunnel says so and reopens on its own.
             [tun] = app.tunnels.tunnels.values()
             await type_command(pilot, f"stop {name}")
-            await until(pilot, lambda: tun.status == "reconnecting", 30)
+            await until(pilot, lambda: tun.status in ("reconnecting", "box stopped"), 30)
             await until(pilot, lambda: describe(sandbox, name)["State"]["Name"] == "stopped", 30)
+            # A stopped box is waited for (less and less often), not retried every 2 s.
+            await until(pilot, lambda: tun.status == "box stopped", 30)
+            assert activity(app).count("waiting for the box: it is stopped") == 1
             await type_command(pilot, f"start {name}")
             await until(pilot, lambda: tun.status == "open", 40)
             reader, writer = await asyncio.open_connection("127.0.0.1", local)

@@ -128,7 +128,7 @@ async def tunnel(ctx: Context, a: argparse.Namespace) -> int:
         elif isinstance(event, ops.TunnelLost):
             ctx.out.info(f"connection lost ({event.reason}); reconnecting")
         elif isinstance(event, ops.TunnelReconnecting):
-            ctx.out.info(f"still cannot reach {event.box}: {event.reason}; retrying in {event.retry_s:g} s")
+            ctx.out.info(f"{event.box}: {event.reason}; trying again in {event.retry_s:g} s")
 
     keeper = ops.TunnelKeeper(ctx.backend, a.name, [parse_forward(p) for p in a.ports], on_event=show)
     try:

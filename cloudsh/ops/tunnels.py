@@ -24,8 +24,12 @@ if TYPE_CHECKING:
     from cloudsh.services.backend import Backend
     from cloudsh.services.ssh import Forward  # asyncssh costs ~100 ms to import: only for types
 
-#: Seconds between attempts to reach a box that went away.
+#: Seconds between attempts to reach a box that went away. A stopped box (nobody is
+#: starting it) is looked at less and less often, up to `MAX_RETRY_S`.
 RETRY_S = 2.0
+MAX_RETRY_S = 30.0
+#: States in which a box will not answer until someone starts it.
+ASLEEP = ("stopped", "stopping")
 
 
 @dataclass(frozen=True)
@@ -52,11 +56,18 @@ class TunnelLost:
 
 @dataclass(frozen=True)
 class TunnelReconnecting:
-    """`box` cannot be reached yet (`reason`); the next attempt is in `retry_s` seconds."""
+    """`box` cannot be reached yet (`reason`); the next attempt is in `retry_s` seconds.
+    Sent when the reason changes, not at every attempt. `box_state` is the box's state
+    (`stopped`: the keeper waits for someone to start it)."""
 
     box: str
     reason: str
     retry_s: float
+    box_state: str = ""
+
+    @property
+    def asleep(self) -> bool:
+        return self.box_state in ASLEEP
 
 
 @dataclass(frozen=True)
@@ -138,6 +149,7 @@ class TunnelKeeper:
         cancellation. Raises why it cannot go on (e.g. `InvalidState`: the box was
         terminated), after a `TunnelClosed` saying so."""
         reason = ""
+        said, asleep_tries = "", 0
         try:
             while not self.closed:
                 if self._open:
@@ -153,11 +165,21 @@ class TunnelKeeper:
                     self.on_event(TunnelLost(self.label, "the SSH connection dropped"))
                 try:
                     await self._open_all(again=True)
+                    said, asleep_tries = "", 0
                 except (SSHError, InvalidState) as exc:
-                    if self.instance is not None and self.instance.state in ("terminated", "shutting-down"):
+                    state = self.instance.state if self.instance is not None else ""
+                    if state in ("terminated", "shutting-down"):
                         raise  # it will not come back
-                    self.on_event(TunnelReconnecting(self.label, str(exc), self.retry_s))
-                    await asyncio.sleep(self.retry_s)
+                    if state in ASLEEP:
+                        why = f"waiting for the box: it is {state}"
+                        delay = min(self.retry_s * 2**asleep_tries, MAX_RETRY_S)
+                        asleep_tries += 1
+                    else:
+                        why, delay, asleep_tries = f"cannot reach it yet: {exc}", self.retry_s, 0
+                    if why != said:
+                        self.on_event(TunnelReconnecting(self.label, why, delay, state))
+                        said = why
+                    await asyncio.sleep(delay)
         except CloudshError as exc:
             reason = str(exc)
             raise

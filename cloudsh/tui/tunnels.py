@@ -77,8 +77,8 @@ class TunnelManager:
             tun.status = "reconnecting"
             self._log(f"tunnel {where}: connection lost ({event.reason}); reconnecting", "info")
         elif isinstance(event, TunnelReconnecting):
-            tun.status = "reconnecting"
-            self._log(f"tunnel {where}: still cannot reach {event.box}: {event.reason}", "info")
+            tun.status = "box stopped" if event.asleep else "reconnecting"
+            self._log(f"tunnel {where}: {event.reason}", "info")
         elif isinstance(event, TunnelClosed):
             tun.status = "closed"
 
