@@ -18,7 +18,15 @@ class CloudshError(Exception):
         self.hint = hint
 
     def __str__(self) -> str:
-        return f"{self.message}. {self.hint}" if self.hint else self.message
+        return one_line(f"{self.message}. {self.hint}" if self.hint else self.message)
+
+
+def one_line(text: str) -> str:
+    """`text` as one line of plain characters: line breaks, terminal control codes and
+    invisible format characters (a name may hold any of them) are shown as escapes."""
+    if text.isprintable():
+        return text
+    return "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode() for ch in text)
 
 
 class UsageError(CloudshError):
