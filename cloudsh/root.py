@@ -63,6 +63,8 @@ def connect(
 
 def build_backend(settings: Settings, target: AwsTarget, *, notice: str = "") -> Backend:
     """A backend on `target`, with the sandbox's parts when `target.sandbox`."""
+    from cloudsh.ops.reach import recheck_after_timeout
+    from cloudsh.services.address import AddressSource, CheckIpAddress
     from cloudsh.services.aws import ClientFactory
     from cloudsh.services.backend import Backend
     from cloudsh.services.ec2 import EC2Service
@@ -78,18 +80,22 @@ def build_backend(settings: Settings, target: AwsTarget, *, notice: str = "") ->
     hosts: HostResolver
     on_demand: OnDemandSource
     spot: SpotSource
+    address: AddressSource
     if target.sandbox:
+        from cloudsh.sandbox.firewall import SandboxAddress
         from cloudsh.sandbox.hosts import SandboxHostResolver
         from cloudsh.sandbox.pricing import SandboxOnDemandSource, SandboxSpotSource
 
         hosts = SandboxHostResolver(settings)
         on_demand = SandboxOnDemandSource()
         spot = SandboxSpotSource(clients, target.region)
+        address = SandboxAddress(settings)
     else:
         hosts = AwsHostResolver(settings)
         on_demand = AwsOnDemandSource(clients, target.region)
         spot = Ec2SpotSource(clients, target.region)
-    return Backend(
+        address = CheckIpAddress(settings.cache_dir)
+    backend = Backend(
         settings=settings,
         target=target,
         clients=clients,
@@ -97,8 +103,12 @@ def build_backend(settings: Settings, target: AwsTarget, *, notice: str = "") ->
         hosts=hosts,
         on_demand=on_demand,
         spot=spot,
+        address=address,
         notice=notice,
     )
+    # SSH follows the laptop: a connection that times out first checks the firewall.
+    backend.on_ssh_timeout = lambda host: recheck_after_timeout(backend, host)
+    return backend
 
 
 def sandbox_requested(flag: bool | None, env: Mapping[str, str] | None = None) -> bool | None:
