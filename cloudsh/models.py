@@ -351,7 +351,9 @@ class HostInfo:
 
 
 SSH_PORT = 22
-#: Marks the inbound rules cloudsh adds (and may revoke); rules without it are the user's.
+#: Starts the description of the inbound rules cloudsh adds: "cloudsh: this machine
+#: (<key pair>)", naming the machine's key so two machines on one account never revoke
+#: each other's rules. Exactly this text marks the rules older versions added.
 SSH_RULE_DESCRIPTION = "cloudsh: this machine"
 
 

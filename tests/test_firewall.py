@@ -26,6 +26,8 @@ pytestmark = pytest.mark.sandbox
 GROUP = "cloudsh-firewall-test"
 ENV = {"CLOUDSH_SECURITY_GROUP": GROUP}
 USER_RULE = {"CidrIp": "198.51.100.0/24", "Description": "office"}
+#: What cloudsh on another machine (another key) added: not this machine's to revoke.
+OTHER_MACHINE = {"CidrIp": "203.0.113.7/32", "Description": "cloudsh: this machine (cloudsh-0therkey)"}
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +61,7 @@ def _ssh_ranges(sandbox: Sandbox, group: str) -> list[dict[str, str]]:
 def test_ssh_follows_the_address_through_a_real_firewall(sandbox: Sandbox, box: str) -> None:
     group = _group(sandbox)
     sandbox.ec2().authorize_security_group_ingress(
-        GroupId=group, IpPermissions=[{"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22, "IpRanges": [USER_RULE]}]
+        GroupId=group, IpPermissions=[{"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22, "IpRanges": [USER_RULE, OTHER_MACHINE]}]
     )
     assert ok("sandbox", "address", "127.0.0.9").strip() == "127.0.0.9"
     assert ok("sandbox", "address").strip() == "127.0.0.9"
@@ -69,10 +71,9 @@ def test_ssh_follows_the_address_through_a_real_firewall(sandbox: Sandbox, box: 
     said = [line for line in r.stderr.splitlines() if "SSH now allowed" in line]
     assert said == [f"SSH now allowed from 127.0.0.9 ({group}); removed cloudsh's old rule for 127.0.0.1"]
     ranges = _ssh_ranges(sandbox, group)
-    assert [r for r in ranges if r.get("Description", "").startswith("cloudsh")] == [
-        {"CidrIp": "127.0.0.9/32", "Description": "cloudsh: this machine"}
-    ]
-    assert USER_RULE in ranges
+    ours = [r for r in ranges if r.get("Description", "").startswith("cloudsh: this machine (cloudsh-")]
+    assert [r["CidrIp"] for r in ours if r != OTHER_MACHINE] == ["127.0.0.9/32"]
+    assert USER_RULE in ranges and OTHER_MACHINE in ranges
 
     again = cloudsh("run", box, "--", "true")
     assert again.returncode == 0 and "SSH now allowed" not in again.stderr, again.stderr

@@ -16,7 +16,7 @@ from cloudsh.models import Image, Instance, InstanceType, Price, Prices, job_tag
 from cloudsh.ops.events import Progress, quiet
 from cloudsh.ops.jobs.state import record_before_shutdown
 from cloudsh.ops.owners import check_acts_on
-from cloudsh.ops.reach import covers, mark_allowed, open_ssh, wait_ssh
+from cloudsh.ops.reach import covers, mark_allowed, open_ssh, rule_description, wait_ssh
 from cloudsh.services.backend import Backend
 from cloudsh.services.ec2 import LaunchSpec
 from cloudsh.services.keys import ensure_key, key_pair_name
@@ -141,7 +141,7 @@ async def launch(
                 settings.security_group, "cloudsh: SSH from the machines that launched boxes"
             )
             created_group = True
-            await ec2.allow_ssh(group_id, f"{address}/32")
+            await ec2.allow_ssh(group_id, f"{address}/32", rule_description(backend))
         elif not covers(rules := await ec2.ssh_rules([group_id]), address):
             progress(await open_ssh(backend, group_id, address, rules))
         kind = "spot" if plan.spot else "on-demand"

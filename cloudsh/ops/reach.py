@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from cloudsh.errors import AWSError, CloudshError, InvalidState
 from cloudsh.models import SSH_RULE_DESCRIPTION, HostInfo, Instance, SshRule
+from cloudsh.services.keys import ensure_key, key_pair_name
 
 if TYPE_CHECKING:
     # boto3 underneath: for types only, so the app paints before it loads
@@ -31,7 +32,7 @@ async def allow_this_machine(backend: Backend, inst: Instance, *, fresh: bool = 
     """Let this machine's current public address reach the box's SSH, as the laptop moves.
 
     If no inbound rule of the box's groups covers the address, add its /32 (marked as
-    cloudsh's) and revoke the /32s cloudsh added before, never the user's own rules, and
+    this machine's) and revoke the /32s it added before, never the user's own rules, and
     say so in one line. A check that found all well is trusted for `CHECK_TTL_S` (no
     DescribeSecurityGroups); `fresh` (after a connection timed out) asks again. Returns
     True if a rule was added.
@@ -45,7 +46,7 @@ async def allow_this_machine(backend: Backend, inst: Instance, *, fresh: bool = 
         return False
     rules = await backend.ec2.ssh_rules(groups)
     if not covers(rules, address):
-        ours = [r.group_id for r in rules if r.description == SSH_RULE_DESCRIPTION]
+        ours = [r.group_id for r in rules if r.description.startswith(SSH_RULE_DESCRIPTION)]
         group = next((g for g in groups if g in ours), groups[0])
         backend.tell(await open_ssh(backend, group, address, [r for r in rules if r.group_id == group]))
         checks.ok(inst.id, address)
@@ -58,14 +59,15 @@ async def open_ssh(backend: Backend, group_id: str, address: str, rules: Sequenc
     """Allow `address`/32 on TCP 22 in the group, first revoking the /32s cloudsh added
     there before (so they never pile up towards EC2's 60 rules); one line saying so."""
     cidr = f"{address}/32"
+    mine = rule_description(backend)
     old = [
         r.cidr for r in rules
-        if r.exact and r.description == SSH_RULE_DESCRIPTION and r.cidr.endswith("/32") and r.cidr != cidr
+        if r.exact and r.description in (mine, SSH_RULE_DESCRIPTION) and r.cidr.endswith("/32") and r.cidr != cidr
     ]
     if old:
         await backend.ec2.revoke_ssh(group_id, old)
     try:
-        await backend.ec2.allow_ssh(group_id, cidr)
+        await backend.ec2.allow_ssh(group_id, cidr, mine)
     except AWSError as exc:
         if exc.code != "RulesPerSecurityGroupLimitExceeded":
             raise
@@ -78,6 +80,12 @@ async def open_ssh(backend: Backend, group_id: str, address: str, rules: Sequenc
         gone = ", ".join(c.removesuffix("/32") for c in old)
         line += f"; removed cloudsh's old rule{'s' if len(old) > 1 else ''} for {gone}"
     return line
+
+
+def rule_description(backend: Backend) -> str:
+    """How this machine's rules are marked: by its key pair (see `SSH_RULE_DESCRIPTION`)."""
+    settings = backend.settings
+    return f"{SSH_RULE_DESCRIPTION} ({key_pair_name(settings.key_name, ensure_key(settings.key_path))})"
 
 
 def mark_allowed(backend: Backend, instance_id: str, address: str) -> None:

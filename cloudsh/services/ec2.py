@@ -32,7 +32,6 @@ from cloudsh.errors import (
 from cloudsh.models import (
     LIVE_STATES,
     SSH_PORT,
-    SSH_RULE_DESCRIPTION,
     TAG_MANAGED,
     Instance,
     InstanceType,
@@ -434,7 +433,7 @@ class EC2Service(EC2Storage):
         self.created(raw["GroupId"])
         return str(raw["GroupId"])
 
-    async def allow_ssh(self, group_id: str, cidr: str) -> None:
+    async def allow_ssh(self, group_id: str, cidr: str, description: str) -> None:
         try:
             await self.call(
                 "authorize_security_group_ingress",
@@ -444,7 +443,7 @@ class EC2Service(EC2Storage):
                         "IpProtocol": "tcp",
                         "FromPort": 22,
                         "ToPort": 22,
-                        "IpRanges": [{"CidrIp": cidr, "Description": SSH_RULE_DESCRIPTION}],
+                        "IpRanges": [{"CidrIp": cidr, "Description": description}],
                     }
                 ],
             )
