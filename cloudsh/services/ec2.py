@@ -441,8 +441,8 @@ class EC2Service(EC2Storage):
                 IpPermissions=[
                     {
                         "IpProtocol": "tcp",
-                        "FromPort": 22,
-                        "ToPort": 22,
+                        "FromPort": SSH_PORT,
+                        "ToPort": SSH_PORT,
                         "IpRanges": [{"CidrIp": cidr, "Description": description}],
                     }
                 ],
