@@ -16,6 +16,7 @@ from collections.abc import Iterator
 import botocore.exceptions
 import pytest
 
+from cloudsh.api import Cloud
 from cloudsh.sandbox.control import control_request
 from cloudsh.sandbox.firewall import CONTROL_PATH
 from tests.cli import cloudsh, ok, one_line_error
@@ -123,3 +124,13 @@ def test_a_group_refuses_its_61st_inbound_rule(sandbox: Sandbox) -> None:
         allow("10.0.1.0/32")
     assert refused.value.response["Error"]["Code"] == "RulesPerSecurityGroupLimitExceeded"
     assert refused.value.response["Error"]["Message"] == "The maximum number of rules per security group has been reached."
+
+
+def test_the_python_api_follows_the_address_too(sandbox: Sandbox, box: str, capsys: pytest.CaptureFixture[str]) -> None:
+    control_request(sandbox.read(), CONTROL_PATH, {"address": "127.0.0.10"}, what="the address")
+    cloud = Cloud(sandbox=True)
+    try:
+        assert cloud.instance(box).run("echo api").stdout == "api\n"
+    finally:
+        cloud.close()
+    assert f"SSH now allowed from 127.0.0.10 ({_group(sandbox)})" in capsys.readouterr().err
