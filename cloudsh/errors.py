@@ -77,6 +77,10 @@ class SSHError(CloudshError):
     pass
 
 
+class SSHTimeout(SSHError):
+    """No answer before the connect timeout: a firewall dropping packets, or a box still booting."""
+
+
 class HostKeyChanged(SSHError):
     """The server's host key differs from the pinned one: refuse, never re-pin silently."""
 

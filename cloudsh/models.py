@@ -72,6 +72,8 @@ class Instance:
     #: The attached volumes that EC2 deletes when the instance terminates (its root disk).
     deleted_on_termination: tuple[str, ...] = ()
     tags: Mapping[str, str] = field(default_factory=dict)
+    #: Its security groups' ids (their inbound rules decide who reaches it).
+    security_groups: tuple[str, ...] = ()
 
     @property
     def label(self) -> str:
@@ -346,6 +348,24 @@ class HostInfo:
     key_path: str
     host_key_alias: str
     expected_host_keys: tuple[str, ...] = ()
+
+
+SSH_PORT = 22
+#: Starts the description of the inbound rules cloudsh adds: "cloudsh: this machine
+#: (<key pair>)", naming the machine's key so two machines on one account never revoke
+#: each other's rules. Exactly this text marks the rules older versions added.
+SSH_RULE_DESCRIPTION = "cloudsh: this machine"
+
+
+@dataclass(frozen=True, slots=True)
+class SshRule:
+    """One address range an inbound rule lets reach TCP port 22."""
+
+    group_id: str
+    cidr: str
+    description: str
+    #: A rule for exactly TCP 22 (as cloudsh adds them), not a wider one that covers it.
+    exact: bool
 
 
 @dataclass(frozen=True, slots=True)

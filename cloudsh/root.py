@@ -77,6 +77,8 @@ def first_time(settings: Settings, what: str) -> bool:
 
 def build_backend(settings: Settings, target: AwsTarget, *, notice: str = "") -> Backend:
     """A backend on `target`, with the sandbox's parts when `target.sandbox`."""
+    from cloudsh.ops.reach import recheck_after_timeout
+    from cloudsh.services.address import AddressSource, CheckIpAddress
     from cloudsh.services.aws import ClientFactory
     from cloudsh.services.backend import Backend
     from cloudsh.services.ec2 import EC2Service
@@ -92,18 +94,22 @@ def build_backend(settings: Settings, target: AwsTarget, *, notice: str = "") ->
     hosts: HostResolver
     on_demand: OnDemandSource
     spot: SpotSource
+    address: AddressSource
     if target.sandbox:
+        from cloudsh.sandbox.firewall import SandboxAddress
         from cloudsh.sandbox.hosts import SandboxHostResolver
         from cloudsh.sandbox.pricing import SandboxOnDemandSource, SandboxSpotSource
 
         hosts = SandboxHostResolver(settings)
         on_demand = SandboxOnDemandSource()
         spot = SandboxSpotSource(clients, target.region)
+        address = SandboxAddress(settings)
     else:
         hosts = AwsHostResolver(settings)
         on_demand = AwsOnDemandSource(clients, target.region)
         spot = Ec2SpotSource(clients, target.region)
-    return Backend(
+        address = CheckIpAddress(settings.cache_dir)
+    backend = Backend(
         settings=settings,
         target=target,
         clients=clients,
@@ -111,8 +117,12 @@ def build_backend(settings: Settings, target: AwsTarget, *, notice: str = "") ->
         hosts=hosts,
         on_demand=on_demand,
         spot=spot,
+        address=address,
         notice=notice,
     )
+    # SSH follows the laptop: a connection that times out first checks the firewall.
+    backend.on_ssh_timeout = lambda host: recheck_after_timeout(backend, host)
+    return backend
 
 
 def sandbox_requested(flag: bool | None, env: Mapping[str, str] | None = None) -> bool | None:

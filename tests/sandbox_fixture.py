@@ -55,6 +55,9 @@ class Sandbox:
     dir: Path
     key_path: Path  # ed25519 private key whose public half is imported as key pair `key_name`
     key_name: str
+    #: A security group open to SSH from anywhere (as many hand-made ones are): boxes that
+    #: `launch` makes are in it, since the sandbox's firewall drops SSH that no rule allows.
+    ssh_group: str = ""
     #: When `launch` made each box (time.monotonic()), for `past_window`.
     made: dict[str, float] = field(default_factory=dict)
 
@@ -115,6 +118,7 @@ class Sandbox:
             KeyName=self.key_name,
             MinCount=1,
             MaxCount=1,
+            SecurityGroupIds=[self.ssh_group],
             **({"TagSpecifications": tagging} if tags else {}),
         )
         iid = res["Instances"][0]["InstanceId"]
@@ -165,10 +169,15 @@ def start_sandbox(root: Path, mp: pytest.MonkeyPatch, sandbox_dir: Path | None =
     key.write_private_key(key_path)
     key_path.chmod(0o600)
     sb = Sandbox(state, sandbox_env(state), settings, sandbox_dir, key_path, f"test-{uuid.uuid4().hex[:8]}")
-    sb.ec2().import_key_pair(
-        KeyName=sb.key_name, PublicKeyMaterial=key.export_public_key("openssh")
+    ec2 = sb.ec2()
+    ec2.import_key_pair(KeyName=sb.key_name, PublicKeyMaterial=key.export_public_key("openssh"))
+    sb.ssh_group = ec2.create_security_group(GroupName=f"{sb.key_name}-ssh", Description="SSH from anywhere")["GroupId"]
+    sb.past_window(time.monotonic())  # the group is new: EC2 may not know it yet
+    ec2.authorize_security_group_ingress(
+        GroupId=sb.ssh_group,
+        IpPermissions=[{"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22, "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}],
     )
-    sb.past_window(time.monotonic())  # the first RunInstances names this key pair
+    sb.past_window(time.monotonic())  # the first RunInstances names this key pair and group
     return sb
 
 

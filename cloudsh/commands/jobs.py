@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
-import urllib.error
-import urllib.request
 from typing import Any
 
 from cloudsh.commands.instances import find_all
@@ -204,7 +201,7 @@ async def job_resume(ctx: Context, a: argparse.Namespace) -> int:
     arg("name", kind="instance"),
 )
 async def sandbox_interrupt(ctx: Context, a: argparse.Namespace) -> int:
-    from cloudsh.sandbox.control import sandbox_status
+    from cloudsh.sandbox.control import control_request, sandbox_status
 
     b = ctx.backend
     if not b.sandbox:
@@ -221,26 +218,16 @@ async def sandbox_interrupt(ctx: Context, a: argparse.Namespace) -> int:
     if inst.state != "running":
         raise InvalidState(f"{inst.label} is {inst.state}; only running instances are interrupted", "")
     state = sandbox_status(b.settings)
-    if state is None or not state.imds_endpoint:
-        raise SandboxError("the sandbox's metadata service is not running", "restart it: `cloudsh sandbox down; cloudsh sandbox up`")
+    if state is None:
+        raise SandboxError("the sandbox is not running", "start it with `cloudsh sandbox up`")
     notice_s = b.settings.sandbox_notice_s
-    body = json.dumps({"instance_id": inst.id, "notice_s": notice_s}).encode()
-    answer = await asyncio.to_thread(_post, f"{state.imds_endpoint}/_sandbox/interrupt", body)
+    answer = await asyncio.to_thread(
+        control_request, state, "/_sandbox/interrupt", {"instance_id": inst.id, "notice_s": notice_s},
+        what="the interruption",
+    )
     ctx.out.print(
         f"{inst.label}: spot interruption notice ({answer.get('action', 'stop')} at {answer.get('time', '?')}); "
         f"{answer.get('action', 'stop')} in {notice_s:g} s"
     )
     return 0
 
-
-def _post(url: str, body: bytes) -> dict[str, Any]:
-    req = urllib.request.Request(url, data=body, method="POST", headers={"Content-Type": "application/json"})
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    try:
-        with opener.open(req, timeout=10) as r:
-            return dict(json.loads(r.read()))
-    except urllib.error.HTTPError as exc:
-        why = exc.read().decode(errors="replace").strip() or exc.reason
-        raise SandboxError(f"the sandbox refused the interruption: {why}", "") from None
-    except (OSError, ValueError) as exc:
-        raise SandboxError(f"cannot reach the sandbox's metadata service: {exc}", "check `cloudsh sandbox status`") from None

@@ -61,6 +61,7 @@ class Context:
     def backend(self) -> Backend:
         if self._backend is None:
             self._backend = self.backend_factory()
+            self._backend.tell = self.out.info
             if self._backend.notice:
                 self.out.info(self._backend.notice)
         return self._backend

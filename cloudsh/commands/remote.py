@@ -101,9 +101,16 @@ async def connect(ctx: Context, a: argparse.Namespace) -> int:
     _, host = await _running(ctx, a.name)
     b = ctx.backend
     if shutil.which("ssh") and ctx.terminal is not None:
+        from cloudsh.ops.reach import recheck_after_timeout
         from cloudsh.services.openssh import openssh_args
 
-        return await ctx.terminal(openssh_args(host, b.settings, forwards=forwards, tty=True))
+        argv = openssh_args(host, b.settings, forwards=forwards, tty=True)
+        status = await ctx.terminal(argv)
+        # 255 is OpenSSH's own failure; if the firewall explains it (the laptop moved since
+        # the last check), no session ever started: connect again now that it is allowed.
+        if status == 255 and await recheck_after_timeout(b, host):
+            status = await ctx.terminal(argv)
+        return status
     if ctx.terminal is None:
         raise UsageError("connect needs a terminal", f"use `cloudsh run {a.name} -- CMD` from scripts")
     from cloudsh.services.ssh_terminal import interactive

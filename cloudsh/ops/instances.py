@@ -16,7 +16,7 @@ from cloudsh.models import Image, Instance, InstanceType, Price, Prices, job_tag
 from cloudsh.ops.events import Progress, quiet
 from cloudsh.ops.jobs.state import record_before_shutdown
 from cloudsh.ops.owners import check_acts_on
-from cloudsh.ops.reach import caller_cidr, wait_ssh
+from cloudsh.ops.reach import covers, mark_allowed, open_ssh, rule_description, wait_ssh
 from cloudsh.services.backend import Backend
 from cloudsh.services.ec2 import LaunchSpec
 from cloudsh.services.keys import ensure_key, key_pair_name
@@ -135,16 +135,17 @@ async def launch(
             progress(f"importing key pair {key_name}")
             await ec2.import_key_pair(key_name, public_key)
             created_key = True
-        cidr = await caller_cidr(backend)
+        address = await backend.address.current()
         group_id = await ec2.find_security_group(settings.security_group)
         if group_id is None:
-            progress(f"creating security group {settings.security_group} (SSH from {cidr} only)")
+            progress(f"creating security group {settings.security_group} (SSH from {address} only)")
             group_id = await ec2.create_security_group(
                 settings.security_group, "cloudsh: SSH from the machines that launched boxes"
             )
             created_group = True
-        if cidr not in await ec2.security_group_cidrs(group_id):
-            await ec2.allow_ssh(group_id, cidr)
+            await ec2.allow_ssh(group_id, f"{address}/32", rule_description(backend))
+        elif not covers(rules := await ec2.ssh_rules([group_id]), address):
+            progress(await open_ssh(backend, group_id, address, rules))
         kind = "spot" if plan.spot else "on-demand"
         progress(f"launching {plan.name}: {plan.itype.name} {kind}, {plan.disk_gb} GB, {plan.image_name or plan.image_id}")
         inst = await ec2.run_instance(
@@ -163,6 +164,7 @@ async def launch(
         price.cancel()
         await _rollback(backend, key_name if created_key else None, group_id if created_group else None)
         raise
+    mark_allowed(backend, inst.id, address)
     progress(f"launched {inst.id} ({plan.name}, {await _hourly(price, plan.spot)}); it bills from now")
     if not wait:
         return inst

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from cloudsh.errors import CloudshError
 from cloudsh.models import Instance, InstanceType, Price, Prices
 from cloudsh.ops.owners import own
+from cloudsh.ops.reach import allow_this_machine
 from cloudsh.ops.records import instance_record
 
 if TYPE_CHECKING:
@@ -169,6 +170,11 @@ async def ssh_config(backend: Backend) -> SSHConfig:
     booting: list[str] = []
     skipped: list[tuple[str, str]] = []
     for inst in insts:
+        try:
+            await allow_this_machine(backend, inst)  # the config is for SSH from here
+        except CloudshError as exc:
+            skipped.append((inst.label, str(exc)))
+            continue
         host = backend.hosts.resolve(inst)
         if host is None:
             booting.append(inst.label)

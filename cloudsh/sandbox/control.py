@@ -10,14 +10,18 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import http.client
+import json
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from cloudsh.config import Settings
 from cloudsh.errors import SandboxError
@@ -61,6 +65,31 @@ def sandbox_status(settings: Settings) -> SandboxState | None:
         _remove(directory / STATE_FILE)
         return None
     return state
+
+
+def control_request(state: SandboxState, path: str, payload: dict[str, Any] | None, *, what: str) -> dict[str, Any]:
+    """Ask the running daemon's control endpoint (`/_sandbox/...` on its metadata server):
+    GET without `payload`, else POST it as JSON. Returns the JSON answer.
+
+    Raises:
+        SandboxError: the daemon refused (its reason, naming `what`) or did not answer.
+    """
+    if not state.imds_endpoint:
+        raise SandboxError("the sandbox's control endpoint is not running", "restart it: `cloudsh sandbox down; cloudsh sandbox up`")
+    body = None if payload is None else json.dumps(payload).encode()
+    req = urllib.request.Request(
+        state.imds_endpoint + path, data=body, method="GET" if body is None else "POST",
+        headers={"Content-Type": "application/json"},
+    )
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(req, timeout=10) as r:
+            return dict(json.loads(r.read()))
+    except urllib.error.HTTPError as exc:
+        why = exc.read().decode(errors="replace").strip() or exc.reason
+        raise SandboxError(f"the sandbox refused {what}: {why}", "") from None
+    except (OSError, ValueError) as exc:
+        raise SandboxError(f"cannot reach the sandbox's control endpoint: {exc}", "check `cloudsh sandbox status`") from None
 
 
 def sandbox_up(settings: Settings) -> SandboxState:

@@ -76,6 +76,7 @@ class Daemon:
         self._thread: threading.Thread | None = None
         self.app: Any = None  # the SandboxEc2App, for what moto drops (spot behaviour)
         self.imds: Any = None  # imds.Imds: instance metadata and spot interruptions
+        self.firewall: Any = None  # firewall.Firewall: who may reach the boxes' SSH servers
 
     # -- moto -----------------------------------------------------------------------------
 
@@ -300,9 +301,13 @@ class Daemon:
     # -- spot interruptions (imds.py) ------------------------------------------------------
 
     async def _start_imds(self) -> None:
+        from cloudsh.sandbox import firewall
         from cloudsh.sandbox.imds import Imds
 
         self.imds = Imds(self._spot_behaviour, self._interrupt)
+        self.firewall = firewall.Firewall(self.ec2_backend, self._publish)
+        firewall.install(self.firewall)
+        self.imds.controls[firewall.CONTROL_PATH] = self.firewall.control
         await self.imds.start()
 
     def _spot_behaviour(self, iid: str) -> tuple[str | None, str]:
@@ -352,6 +357,7 @@ class Daemon:
             isolation=self.isolation,
             degraded=() if self.isolation == "bubblewrap" else (NO_ISOLATION,),
             imds_endpoint=self.imds.endpoint if self.imds is not None else None,
+            public_address=self.firewall.address if self.firewall is not None else "127.0.0.1",
             instances=instances,
         )
         doc = state.to_json()

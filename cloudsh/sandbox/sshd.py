@@ -37,6 +37,7 @@ from typing import Any
 
 import asyncssh
 
+from cloudsh.sandbox.firewall import Gate
 from cloudsh.sandbox.gpu import Gpu, install_nvidia_smi
 
 log = logging.getLogger("cloudsh.sandbox.sshd")
@@ -258,6 +259,7 @@ class Box:
             agent_forwarding=False,
             x11_forwarding=False,
             keepalive_interval=30,
+            tunnel=Gate(self.instance_id),  # its security groups decide who connects
         )
         try:
             server = await asyncssh.create_server(

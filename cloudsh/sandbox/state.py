@@ -12,6 +12,7 @@ something a client needs changes. Clients (the sandbox host resolver, `sandbox s
       "isolation": "bubblewrap" | "none",
       "degraded": ["one line per thing that works less well than on AWS"],
       "imds_endpoint": "http://127.0.0.1:PORT2" | null,
+      "public_address": "127.0.0.1",     # this machine's simulated public address (firewall.py)
       "instances": {
         "i-0123": {"state": "running", "ssh_port": 40001 | null,
                    "host_key": "ssh-ed25519 AAAA...", "ready": true}
@@ -55,6 +56,7 @@ class SandboxState:
     isolation: str = "none"
     degraded: tuple[str, ...] = ()
     imds_endpoint: str | None = None
+    public_address: str = "127.0.0.1"
     instances: dict[str, SandboxInstance] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
@@ -66,6 +68,7 @@ class SandboxState:
             "isolation": self.isolation,
             "degraded": list(self.degraded),
             "imds_endpoint": self.imds_endpoint,
+            "public_address": self.public_address,
             "instances": {k: vars(v) for k, v in self.instances.items()},
         }
 
@@ -94,6 +97,7 @@ def read_state(sandbox_dir: Path) -> SandboxState | None:
             isolation=str(raw.get("isolation", "none")),
             degraded=tuple(raw.get("degraded", ())),
             imds_endpoint=raw.get("imds_endpoint"),
+            public_address=str(raw.get("public_address") or "127.0.0.1"),
             instances=instances,
         )
     except (KeyError, TypeError, ValueError):

@@ -8,6 +8,8 @@ everything here and above runs the same code on both.
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -16,6 +18,8 @@ from cloudsh.services.aws import AwsTarget, ClientFactory
 from cloudsh.services.ec2 import EC2Service
 
 if TYPE_CHECKING:
+    from cloudsh.models import HostInfo
+    from cloudsh.services.address import AddressSource
     from cloudsh.services.hosts import HostResolver
     from cloudsh.services.pricing import OnDemandSource, PricingService, SpotSource
     from cloudsh.services.ssh import SSHService
@@ -30,8 +34,15 @@ class Backend:
     hosts: HostResolver
     on_demand: OnDemandSource
     spot: SpotSource
+    #: This machine's public address (checkip on AWS, the simulated one in the sandbox).
+    address: AddressSource
     #: Why the sandbox was chosen, when it was not asked for (shown to the user once).
     notice: str = ""
+    #: Where one-line notes from deep inside a workflow go (a front end points it at its
+    #: own output); by default stderr.
+    tell: Callable[[str], None] = field(default=lambda line: print(line, file=sys.stderr))
+    #: Called when an SSH connection times out; True if it fixed why (then it is retried).
+    on_ssh_timeout: Callable[[HostInfo], Awaitable[bool]] | None = None
     _ssh: SSHService | None = field(default=None, repr=False)
     _pricing: PricingService | None = field(default=None, repr=False)
 
@@ -52,7 +63,7 @@ class Backend:
         if self._ssh is None:
             from cloudsh.services.ssh import SSHService
 
-            self._ssh = SSHService(self.settings)
+            self._ssh = SSHService(self.settings, on_timeout=self.on_ssh_timeout)
         return self._ssh
 
     @property

@@ -29,7 +29,14 @@ from cloudsh.errors import (
     NotFound,
     UsageError,
 )
-from cloudsh.models import LIVE_STATES, TAG_MANAGED, Instance, InstanceType
+from cloudsh.models import (
+    LIVE_STATES,
+    SSH_PORT,
+    TAG_MANAGED,
+    Instance,
+    InstanceType,
+    SshRule,
+)
 from cloudsh.services.aws import ClientFactory
 from cloudsh.services.ec2_calls import tags_of
 from cloudsh.services.ec2_storage import EC2Storage
@@ -73,6 +80,7 @@ def _instance(raw: dict[str, Any]) -> Instance:
         key_name=raw.get("KeyName"),
         architecture=raw.get("Architecture", "x86_64"),
         spot_request_id=raw.get("SpotInstanceRequestId"),
+        security_groups=tuple(g["GroupId"] for g in raw.get("SecurityGroups", ()) if g.get("GroupId")),
         volume_ids=tuple(
             m["Ebs"]["VolumeId"] for m in raw.get("BlockDeviceMappings", ()) if "Ebs" in m
         ),
@@ -406,20 +414,30 @@ class EC2Service(EC2Storage):
         groups = raw.get("SecurityGroups", ())
         return str(groups[0]["GroupId"]) if groups else None
 
-    async def security_group_cidrs(self, group_id: str) -> set[str]:
-        raw = await self.call("describe_security_groups", GroupIds=[group_id])
-        cidrs: set[str] = set()
-        for perm in raw["SecurityGroups"][0].get("IpPermissions", ()):
-            if perm.get("FromPort") == 22:
-                cidrs.update(r["CidrIp"] for r in perm.get("IpRanges", ()))
-        return cidrs
+    async def ssh_rules(self, group_ids: Sequence[str]) -> list[SshRule]:
+        """The groups' inbound IPv4 rules that let TCP port 22 in (one per address range)."""
+        raw = await self.call("describe_security_groups", GroupIds=list(group_ids))
+        rules: list[SshRule] = []
+        for group in raw.get("SecurityGroups", ()):
+            for perm in group.get("IpPermissions", ()):
+                proto = str(perm.get("IpProtocol", ""))
+                if proto != "-1" and not (
+                    proto in ("tcp", "6") and perm.get("FromPort", 0) <= SSH_PORT <= perm.get("ToPort", -1)
+                ):
+                    continue
+                exact = proto in ("tcp", "6") and perm.get("FromPort") == perm.get("ToPort") == SSH_PORT
+                rules.extend(
+                    SshRule(group["GroupId"], r["CidrIp"], r.get("Description", "") or "", exact)
+                    for r in perm.get("IpRanges", ())
+                )
+        return rules
 
     async def create_security_group(self, name: str, description: str) -> str:
         raw = await self.call("create_security_group", GroupName=name, Description=description)
         self.created(raw["GroupId"])
         return str(raw["GroupId"])
 
-    async def allow_ssh(self, group_id: str, cidr: str) -> None:
+    async def allow_ssh(self, group_id: str, cidr: str, description: str) -> None:
         try:
             await self.call(
                 "authorize_security_group_ingress",
@@ -427,14 +445,29 @@ class EC2Service(EC2Storage):
                 IpPermissions=[
                     {
                         "IpProtocol": "tcp",
-                        "FromPort": 22,
-                        "ToPort": 22,
-                        "IpRanges": [{"CidrIp": cidr, "Description": "cloudsh: this machine"}],
+                        "FromPort": SSH_PORT,
+                        "ToPort": SSH_PORT,
+                        "IpRanges": [{"CidrIp": cidr, "Description": description}],
                     }
                 ],
             )
         except AWSError as exc:
             if exc.code != "InvalidPermission.Duplicate":
+                raise
+
+    async def revoke_ssh(self, group_id: str, cidrs: Sequence[str]) -> None:
+        """Remove the TCP 22 rules for these ranges (one already gone is no error)."""
+        try:
+            await self.call(
+                "revoke_security_group_ingress",
+                GroupId=group_id,
+                IpPermissions=[
+                    {"IpProtocol": "tcp", "FromPort": SSH_PORT, "ToPort": SSH_PORT,
+                     "IpRanges": [{"CidrIp": c} for c in cidrs]}
+                ],
+            )
+        except AWSError as exc:
+            if exc.code != "InvalidPermission.NotFound":
                 raise
 
     async def delete_security_group(self, group_id: str) -> None:

@@ -28,7 +28,7 @@ import asyncssh
 from asyncssh.public_key import get_default_public_key_algs
 
 from cloudsh.config import Settings
-from cloudsh.errors import CloudshError, HostKeyChanged, SSHError
+from cloudsh.errors import CloudshError, HostKeyChanged, SSHError, SSHTimeout
 from cloudsh.models import CommandResult, HostInfo, Tunnel
 from cloudsh.services.known_hosts import KnownHosts, fingerprint, normalize_key
 from cloudsh.services.openssh import KEEPALIVE_COUNT, KEEPALIVE_S
@@ -135,7 +135,8 @@ def reach_error(host: HostInfo, exc: BaseException, timeout: float | None = None
         why = exc.strerror or str(exc) or type(exc).__name__
     else:
         why = str(exc) or type(exc).__name__
-    return SSHError(f"cannot reach box {_where(host)}: {why.rstrip('.').lower()}", BOOT_HINT)
+    kind = SSHTimeout if isinstance(exc, TimeoutError) else SSHError
+    return kind(f"cannot reach box {_where(host)}: {why.rstrip('.').lower()}", BOOT_HINT)
 
 
 def _host_key_error(host: HostInfo, pinned: Sequence[str], presented: str) -> HostKeyChanged:
@@ -180,8 +181,13 @@ class Forward:
 class SSHService:
     """asyncio-native SSH to instances, one pooled connection per (host, port, user, alias)."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(
+        self, settings: Settings, *, on_timeout: Callable[[HostInfo], Awaitable[bool]] | None = None
+    ) -> None:
         self.settings = settings
+        #: Asked after a connection timed out; True means it fixed why (a security group
+        #: rule), and the connection is tried once more.
+        self.on_timeout = on_timeout
         self.known_hosts = KnownHosts(settings.known_hosts_path)
         self._pool: dict[PoolKey, asyncssh.SSHClientConnection] = {}
         self._locks: dict[PoolKey, asyncio.Lock] = {}
@@ -192,6 +198,14 @@ class SSHService:
     # -- connections -------------------------------------------------------------
 
     async def _open(self, host: HostInfo) -> asyncssh.SSHClientConnection:
+        try:
+            return await self._open_once(host)
+        except SSHTimeout:
+            if self.on_timeout is None or not await self.on_timeout(host):
+                raise
+        return await self._open_once(host)
+
+    async def _open_once(self, host: HostInfo) -> asyncssh.SSHClientConnection:
         if not Path(host.key_path).is_file():
             raise SSHError(
                 f"no SSH key at {host.key_path}",

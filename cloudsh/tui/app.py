@@ -270,6 +270,7 @@ class CloudshApp(AppHost):
     def _connect(self) -> None:
         # connecting may start the sandbox (a few seconds): never on the event loop.
         backend = self.backend_factory()
+        backend.tell = lambda line: self.log_line(line, "info")  # never stderr under the app
         self.state.connection.ready(backend)
         self.post_message(BackendReady(backend.label, backend.notice))
 

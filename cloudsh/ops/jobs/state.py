@@ -23,6 +23,7 @@ from cloudsh.errors import CloudshError, NotFound
 from cloudsh.models import JOB_TAG_PREFIX, Instance, Job, JobTag, hourly_cost, job_tags
 from cloudsh.ops.jobs.box import box_status, find_job, full_id, local_dir_of
 from cloudsh.ops.owners import own
+from cloudsh.ops.reach import allow_this_machine
 from cloudsh.services.backend import Backend
 
 #: What a box answered for one job (`agents.jobs.status`); None when it was not asked.
@@ -111,6 +112,7 @@ async def _survey(backend: Backend, insts: Sequence[Instance]) -> list[_Seen]:
         if inst.state != "running":
             return None
         try:
+            await allow_this_machine(backend, inst)
             host = backend.hosts.resolve(inst)
             if host is None:
                 return None
