@@ -74,6 +74,8 @@ class Instance:
     tags: Mapping[str, str] = field(default_factory=dict)
     #: Its security groups' ids (their inbound rules decide who reaches it).
     security_groups: tuple[str, ...] = ()
+    #: The volume mapped at its root device: the disk it boots from.
+    root_volume: str | None = None
 
     @property
     def label(self) -> str:

@@ -125,6 +125,17 @@ def test_bad_input_is_one_line_and_changes_nothing(sandbox: Sandbox, boxes: dict
     assert r.returncode == 2 and "us-east-1b" in one_line_error(r) and "--snapshot" in r.stderr
     assert _volumes()[far]["state"] == "available"
 
+    # A box's root disk is no data volume: not detached (`umount /`), not deleted.
+    inst = next(i for r in sandbox.ec2().describe_instances(Filters=[{"Name": "tag:Name", "Values": [a]}])["Reservations"]
+                for i in r["Instances"] if i["State"]["Name"] == "running")
+    root = next(m["Ebs"]["VolumeId"] for m in inst["BlockDeviceMappings"] if m["DeviceName"] == inst["RootDeviceName"])
+    for verb in (("detach",), ("delete", "--yes")):
+        r = cloudsh("volume", verb[0], root, *verb[1:])
+        line = one_line_error(r)
+        assert r.returncode == 1 and f"root disk of {a}" in line and "cloudsh freeze" in line, line
+    [still] = sandbox.ec2().describe_volumes(VolumeIds=[root])["Volumes"]
+    assert [x["InstanceId"] for x in still["Attachments"]] == [inst["InstanceId"]]
+
     # Names that collide.
     r = cloudsh("volume", "create", vol, "2", "--for", a)
     assert r.returncode == 2 and "already exists" in one_line_error(r)

@@ -354,6 +354,7 @@ async def detach(backend: Backend, vol: Volume, *, progress: Progress = quiet) -
     """Unmount (refusing if busy, naming the processes), drop the fstab line, detach."""
     if not vol.attached_to:
         raise InvalidState(f"{_volume_label(vol)} is not attached", "nothing to detach")
+    await _refuse_root_disk(backend, vol, "be detached")
     ec2 = backend.ec2
     inst = await ec2.get_instance(vol.attached_to)
     if inst.state == "running":
@@ -388,7 +389,21 @@ async def detach(backend: Backend, vol: Volume, *, progress: Progress = quiet) -
     return await ec2.get_volume(vol.id)
 
 
+async def _refuse_root_disk(backend: Backend, vol: Volume, verb: str) -> None:
+    """A box's root disk is not a data volume: detaching it (which would mean `umount /`)
+    or deleting it is refused, with what to do instead."""
+    if not vol.attached_to:
+        return
+    inst = await backend.ec2.get_instance(vol.attached_to)
+    if inst.root_volume == vol.id:
+        raise InvalidState(
+            f"{_volume_label(vol)} is the root disk of {inst.label}: it cannot {verb} while the box has it",
+            f"keep its files with `cloudsh freeze {inst.label}` (an image); it goes with the box on `cloudsh terminate`",
+        )
+
+
 async def delete_volume(backend: Backend, vol: Volume, *, progress: Progress = quiet) -> None:
+    await _refuse_root_disk(backend, vol, "be deleted")
     if vol.attached_to:
         raise InvalidState(
             f"{_volume_label(vol)} is attached to {vol.attached_to}",

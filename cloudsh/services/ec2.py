@@ -89,6 +89,11 @@ def _instance(raw: dict[str, Any]) -> Instance:
             for m in raw.get("BlockDeviceMappings", ())
             if m.get("Ebs", {}).get("DeleteOnTermination")
         ),
+        root_volume=next(
+            (m["Ebs"]["VolumeId"] for m in raw.get("BlockDeviceMappings", ())
+             if "Ebs" in m and m.get("DeviceName") == raw.get("RootDeviceName")),
+            None,
+        ),
         tags=tags,
     )
 
