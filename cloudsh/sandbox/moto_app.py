@@ -11,8 +11,9 @@ goes to moto untouched. What it changes:
   constant 0.00001).
 - `RunInstances` with a `ClientToken` already used returns the instances that token made
   (EC2's idempotency, which botocore's retries rely on); moto makes a second box.
-- `GetConsoleOutput` prints the cloud-init host-key block once the box's SSH server is up,
-  as Ubuntu on EC2 does, so a first host key can be checked the same way everywhere.
+- `GetConsoleOutput` has no output until cloud-init has printed the host-key block
+  (`CLOUDSH_SANDBOX_CONSOLE_S` after the box's SSH server is up), then that block, as
+  Ubuntu on EC2 does, so a first host key is checked the same way everywhere.
 """
 
 from __future__ import annotations
@@ -63,7 +64,7 @@ class SandboxEc2App:
     """The WSGI app the daemon serves: EC2 fixes first, then moto.
 
     `ec2_backend` returns moto's EC2 backend for the sandbox's account and region;
-    `host_key_of(instance_id)` returns the booted box's public host key, or None;
+    `host_key_of(instance_id)` returns the box's public host key once its console shows it, or None;
     `on_lifecycle(action, instance_ids)` hears of every successful Stop/Start/Reboot/
     TerminateInstances, since a fast stop-then-start can fall between two looks at moto.
     """
@@ -218,13 +219,15 @@ class SandboxEc2App:
                 "-----END SSH HOST KEY KEYS-----\r\n"
                 "Cloud-init v. 24.4-0ubuntu1~24.04.2 finished.\r\n"
             )
-        output = base64.b64encode(text.encode()).decode() if text else ""
+        # Nothing printed yet: EC2 leaves `output` out of the response (GetConsoleOutput,
+        # EC2 API reference: "If no console output is available, the output is empty").
+        output = f"<output>{base64.b64encode(text.encode()).decode()}</output>" if text else ""
         return (
             f'<GetConsoleOutputResponse xmlns="{EC2_NS}">'
             f"<requestId>{uuid.uuid4()}</requestId>"
             f"<instanceId>{escape(instance_id)}</instanceId>"
             f"<timestamp>{_iso(_now())}</timestamp>"
-            f"<output>{output}</output>"
+            f"{output}"
             "</GetConsoleOutputResponse>"
         )
 
