@@ -12,6 +12,10 @@ from typing import TYPE_CHECKING
 
 from cloudsh.errors import CloudshError, InvalidState
 from cloudsh.models import HostInfo, Instance
+from cloudsh.ops.events import Progress, quiet
+
+#: How often a first connection looks at the console for the host keys.
+CONSOLE_POLL_S = 1.0
 
 if TYPE_CHECKING:
     # boto3 underneath: for types only, so the app paints before it loads
@@ -57,18 +61,21 @@ async def ssh_host(
     *,
     stopped_hint: str | None = None,
     other_hint: str = "check `cloudsh ls --all`",
+    progress: Progress = quiet,
 ) -> HostInfo:
     """How to reach a running box over SSH, its host key pinned; else why not, and the fix."""
     if inst.state != "running":
         stopped = inst.state in ("stopped", "stopping")
         hint = (stopped_hint or f"start it with `cloudsh start {inst.label}`") if stopped else other_hint
         raise InvalidState(f"{inst.label} is {inst.state}, not running", hint)
-    host = await host_for(backend, inst)
+    host = await check_against_console(backend, inst, await host_for(backend, inst), progress)
     await backend.ssh.ensure_pinned(host)
     return host
 
 
-async def wait_ssh(backend: Backend, inst: Instance, *, timeout: float | None = None) -> HostInfo:
+async def wait_ssh(
+    backend: Backend, inst: Instance, *, timeout: float | None = None, progress: Progress = quiet
+) -> HostInfo:
     """Wait until the instance's SSH server answers, then pin its host key."""
 
     async def resolve() -> HostInfo | None:
@@ -81,15 +88,30 @@ async def wait_ssh(backend: Backend, inst: Instance, *, timeout: float | None = 
         return backend.hosts.resolve(current)
 
     host = await backend.ssh.wait_ready(resolve, timeout=timeout or backend.settings.wait_timeout_s)
-    learn = getattr(backend.hosts, "learn_console_output", None)
-    if learn is not None and not host.expected_host_keys and not backend.ssh.known_hosts.keys(host.host_key_alias):
-        # First contact on AWS: check the key against what cloud-init printed to the
-        # console, when it has printed it (else trust on first use, and pin).
-        try:
-            keys = learn(inst.id, await backend.ec2.console_output(inst.id))
-            if keys:
-                host = dataclasses.replace(host, expected_host_keys=tuple(keys))
-        except CloudshError:
-            pass  # no console access: fall back to trust on first use
+    host = await check_against_console(backend, inst, host, progress)
     await backend.ssh.ensure_pinned(host)
     return host
+
+
+async def check_against_console(backend: Backend, inst: Instance, host: HostInfo, progress: Progress) -> HostInfo:
+    """On first contact (no key pinned for the box), the host keys cloud-init prints to the
+    console become the keys the connection is checked against. The console can lag the box
+    by minutes ("Instance console output", EC2 user guide), so it is polled until
+    `console_wait_s`; past that, the first key shown is trusted and pinned, and we say so."""
+    if host.expected_host_keys or backend.ssh.known_hosts.keys(host.host_key_alias):
+        return host
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + backend.settings.console_wait_s
+    while True:
+        try:
+            keys = backend.hosts.learn_console_output(inst.id, await backend.ec2.console_output(inst.id))
+        except CloudshError as exc:
+            # No console access (say, a policy without ec2:GetConsoleOutput): waiting won't help.
+            progress(f"{inst.label}: cannot read its console ({exc.message}): trusting the first key and pinning it")
+            return host
+        if keys:
+            return dataclasses.replace(host, expected_host_keys=keys)
+        if loop.time() + CONSOLE_POLL_S > deadline:
+            progress(f"{inst.label}: no host key in the console yet: trusting the first key and pinning it")
+            return host
+        await asyncio.sleep(CONSOLE_POLL_S)
