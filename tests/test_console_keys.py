@@ -45,9 +45,9 @@ def late(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
         mp.undo()
 
 
-def _settings(sb: Sandbox, **changes: float) -> Settings:
+def _settings(sb: Sandbox, console_wait_s: float = 30.0) -> Settings:
     """This sandbox's settings, logging in with the key its boxes accept."""
-    return dataclasses.replace(Settings.load(), state_dir=sb.key_path.parent, **changes)
+    return dataclasses.replace(Settings.load(), state_dir=sb.key_path.parent, console_wait_s=console_wait_s)
 
 
 def _console(sb: Sandbox, iid: str) -> str:
