@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 
 from cloudsh import __version__
-from cloudsh.frontend import backend_factory, fail, run_command, split_globals
+from cloudsh.frontend import backend_factory, fail, run_command, split_globals, unlock_profile
 
 USAGE = """\
 usage: cloudsh [--sandbox | --aws] [--profile P] [--region R] [COMMAND ...]
@@ -52,6 +52,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if words[:1] in (["--version"], ["-V"]):
             print(f"cloudsh {__version__}")
             return 0
+        if not words or words[0] in ("repl", "ipython"):
+            unlock_profile(opts)  # an MFA prompt before the app takes the terminal
         if not words:
             from cloudsh.prefetch import Prefetch
 

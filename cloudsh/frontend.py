@@ -15,6 +15,7 @@ import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cloudsh import __version__
@@ -111,6 +112,20 @@ def backend_factory(opts: GlobalOptions) -> Callable[[], Backend]:
     return make
 
 
+def unlock_profile(opts: GlobalOptions) -> None:
+    """Before a full-screen or prompt front end takes the terminal: ask for the MFA code
+    of an assume-role profile here, once, rather than under the app from a worker thread.
+    Light when there is nothing to ask: botocore loads only for a profile on real AWS."""
+    import os
+
+    profile = opts.profile or os.environ.get("AWS_PROFILE")
+    if opts.sandbox or not profile:
+        return
+    from cloudsh.root import unlock_mfa_profile
+
+    unlock_mfa_profile(profile)
+
+
 def fail(exc: BaseException) -> int:
     """Report an error as one line; unexpected ones go to a log file, not the screen."""
     if isinstance(exc, CloudshError):
@@ -124,12 +139,13 @@ def fail(exc: BaseException) -> int:
     return 1
 
 
-def crash_log(exc: BaseException) -> str:
-    """Append `exc`'s traceback to the crash log; the log's path (for the user to send)."""
+def crash_log(exc: BaseException, state_dir: Path | None = None) -> str:
+    """Append `exc`'s traceback to the crash log (in `state_dir`, else the settings'
+    state directory); the log's path, for the user to send."""
     from cloudsh.config import Settings
 
     try:
-        path = Settings.load().state_dir / "crash.log"
+        path = (state_dir or Settings.load().state_dir) / "crash.log"
         path.parent.mkdir(parents=True, exist_ok=True)
         with path.open("a") as f:
             f.write(f"--- {datetime.now(UTC).isoformat()} cloudsh {__version__} argv={sys.argv!r}\n")

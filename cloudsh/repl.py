@@ -122,7 +122,16 @@ class Shell:
             self.label = f"offline: {exc.message}"
             self._invalidate()
             return
-        index, records = await asyncio.gather(build_index(backend), listing(backend), return_exceptions=True)
+        # One DescribeInstances feeds both the completion index and the burn rate.
+        try:
+            insts = await backend.ec2.list_instances()
+        except CloudshError:
+            insts = None  # the index still lists the other kinds; no burn rate this time
+        index, records = await asyncio.gather(
+            build_index(backend, insts),
+            listing(backend, instances=insts) if insts is not None else asyncio.sleep(0),  # None
+            return_exceptions=True,
+        )
         if isinstance(index, CompletionIndex):
             self.index = index
             self._cached_label = backend.label

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from cloudsh.config import Settings
+from cloudsh.errors import UsageError
 
 if TYPE_CHECKING:
     from cloudsh.services.aws import AwsTarget
@@ -42,6 +43,7 @@ def connect(
 
     Raises:
         CredentialsError: the AWS profile asked for does not exist.
+        UsageError: the region is unknown, or one the sandbox does not serve.
         SandboxError: the sandbox was chosen and would not start.
     """
     env = dict(os.environ if env is None else env)
@@ -52,8 +54,11 @@ def connect(
         choice = not aws_credentials_configured(profile, env)
         notice = NO_CREDENTIALS_NOTICE if choice else ""
     if choice:
+        if region is not None:
+            sandbox_region(region)
         return build_backend(settings, sandbox_target(settings), notice=notice)
-    return build_backend(settings, aws_target(profile, region, env))
+    target = aws_target(profile, region, env)
+    return build_backend(settings, target, notice=endpoint_notice(settings, target, env))
 
 
 def build_backend(settings: Settings, target: AwsTarget, *, notice: str = "") -> Backend:
@@ -138,6 +143,7 @@ def aws_target(profile: str | None, region: str | None, env: Mapping[str, str]) 
 
     configured = profile_region(profile)
     region = region or env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or configured or DEFAULT_REGION
+    check_region(region)
     return AwsTarget(region=region, profile=profile, endpoint_url=env.get("AWS_ENDPOINT_URL") or None)
 
 
@@ -155,3 +161,91 @@ def sandbox_target(settings: Settings) -> AwsTarget:
         secret_access_key=sbx.SECRET_ACCESS_KEY,
         sandbox=True,
     )
+
+
+#: What an unknown region's error suggests instead.
+REGION_HINT = "e.g. us-east-1, eu-west-1 (see `aws ec2 describe-regions`)"
+
+
+def check_region(region: str) -> None:
+    """Refuse a region name botocore's partition data does not know (read locally, no
+    network): EC2 would not answer there, and botocore only fails at the first call,
+    with an endpoint error that does not name the region.
+
+    Raises:
+        UsageError: no partition has a region by that name.
+    """
+    from cloudsh.services.aws import known_regions
+
+    if region not in known_regions():
+        raise UsageError(f"unknown region {region!r}", REGION_HINT)
+
+
+def sandbox_region(region: str) -> None:
+    """Refuse a `--region` the sandbox does not serve, before it is started: it plays
+    one region, and answering for another would show that region's boxes as none.
+
+    Raises:
+        UsageError: the region is unknown, or not the sandbox's.
+    """
+    from cloudsh.sandbox.state import REGION
+
+    check_region(region)
+    if region != REGION:
+        raise UsageError(
+            f"the sandbox serves only {REGION}, not {region}",
+            f"drop --region, or use --region {REGION} (or --aws for real EC2 in {region})",
+        )
+
+
+def endpoint_notice(settings: Settings, target: AwsTarget, env: Mapping[str, str]) -> str:
+    """What to say when `AWS_ENDPOINT_URL` sends AWS requests elsewhere: a leftover one
+    makes real AWS look empty. Nothing when it is the sandbox's own endpoint together with
+    `CLOUDSH_SANDBOX` (as `cloudsh sandbox env` sets them): the AWS path on the sandbox,
+    chosen deliberately."""
+    url = target.endpoint_url
+    if not url:
+        return ""
+    if sandbox_requested(None, env):
+        from cloudsh.sandbox.state import read_state
+
+        state = read_state(settings.sandbox_path)
+        if state is not None and state.endpoint.rstrip("/") == url.rstrip("/"):
+            return ""
+    return f"AWS_ENDPOINT_URL is set: --aws talks to {url}; unset it to reach AWS"
+
+
+def unlock_mfa_profile(profile: str, env: Mapping[str, str] | None = None) -> None:
+    """Ask for `profile`'s MFA code now if it assumes a role with one (see `services.aws.unlock`)."""
+    if needs_mfa(profile, env):
+        from cloudsh.services.aws import unlock
+
+        unlock(profile)
+
+
+def needs_mfa(profile: str, env: Mapping[str, str] | None = None) -> bool:
+    """Whether `profile` assumes a role with an MFA code (`mfa_serial` in its section).
+
+    Read with the standard library, as botocore lays the files out (`[default]` or
+    `[profile P]` in the config file, `[P]` in the credentials file): this runs before
+    the app starts, and importing botocore here would put ~150 ms in front of every
+    start with a profile.
+    """
+    import configparser
+
+    env = os.environ if env is None else env
+    home = Path(env.get("HOME") or Path.home())
+    places = (
+        (Path(env.get("AWS_CONFIG_FILE") or home / ".aws" / "config"),
+         ("default", "profile default") if profile == "default" else (f"profile {profile}",)),
+        (Path(env.get("AWS_SHARED_CREDENTIALS_FILE") or home / ".aws" / "credentials"), (profile,)),
+    )
+    for path, sections in places:
+        parser = configparser.RawConfigParser()
+        try:
+            parser.read(path)
+        except configparser.Error:
+            continue  # a broken file: the first call says so
+        if any(parser.has_option(s, "mfa_serial") for s in sections):
+            return True
+    return False

@@ -112,8 +112,11 @@ def test_unreachable_endpoint_is_one_line(tmp_path: Path) -> None:
     env.update(AWS_ACCESS_KEY_ID="AKIAEXAMPLE", AWS_SECRET_ACCESS_KEY="x", AWS_ENDPOINT_URL="http://127.0.0.1:9", AWS_DEFAULT_REGION="us-east-1", AWS_MAX_ATTEMPTS="1")
     r = subprocess.run([sys.executable, "-m", "cloudsh", "--aws", "ls"], capture_output=True, text=True, env=env, timeout=60, stdin=subprocess.DEVNULL)
     assert r.returncode == 1
-    assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
-    assert "cannot reach AWS" in r.stderr
+    # One line for the error, after the one saying where --aws goes instead of AWS.
+    lines = r.stderr.strip().splitlines()
+    assert "Traceback" not in r.stderr and len(lines) == 2, r.stderr
+    assert lines[0] == "AWS_ENDPOINT_URL is set: --aws talks to http://127.0.0.1:9; unset it to reach AWS"
+    assert "cannot reach AWS" in lines[1]
 
 
 async def test_a_type_the_region_does_not_offer(endpoint: str) -> None:

@@ -154,3 +154,30 @@ def test_only_the_entry_point_knows_the_cli() -> None:
         if "cloudsh.cli" in imported_modules(p)
     )
     assert users == ["__main__.py"]
+
+
+def test_which_profiles_ask_for_an_mfa_code(tmp_path: Path) -> None:
+    # Read from the files as botocore lays them out (`[profile P]`, `[P]` in credentials).
+    (tmp_path / "config").write_text(
+        "[default]\nregion = us-east-1\n"
+        "[profile admin]\nrole_arn = arn:aws:iam::123456789012:role/admin\nsource_profile = default\n"
+        "mfa_serial = arn:aws:iam::123456789012:mfa/me\n"
+        "[profile plain]\nregion = eu-west-1\n"
+        "[admin2]\nmfa_serial = ignored: not a profile section of the config file\n"
+    )
+    (tmp_path / "credentials").write_text("[keyed]\naws_access_key_id = x\nmfa_serial = arn:aws:iam::1:mfa/k\n")
+    env = {"HOME": str(tmp_path), "AWS_CONFIG_FILE": str(tmp_path / "config"),
+           "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "credentials")}
+    asks = {p: root.needs_mfa(p, env) for p in ("admin", "plain", "default", "admin2", "keyed", "nosuch")}
+    assert asks == {"admin": True, "plain": False, "default": False, "admin2": False, "keyed": True, "nosuch": False}
+
+
+def test_the_mfa_check_loads_no_botocore() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys; from cloudsh import root; root.needs_mfa('x'); "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('botocore', 'boto3')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         stdin=subprocess.DEVNULL)
+    assert out.stdout.strip() == "[]"

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from cloudsh.commands.registry import REGISTRY, Arg, Command, Registry
 
 if TYPE_CHECKING:
-    from cloudsh.models import Image, Snapshot, Volume
+    from cloudsh.models import Image, Instance, Snapshot, Volume
     from cloudsh.services.backend import Backend
 
 log = logging.getLogger(__name__)
@@ -142,16 +142,19 @@ def index_from(
     )
 
 
-async def build_index(backend: Backend) -> CompletionIndex:
-    """List every kind once, concurrently, and index it; a kind whose listing fails stays
-    empty (completion is a convenience: one unreachable listing must not empty the rest)."""
+async def build_index(backend: Backend, instances: Sequence[Instance] | None = None) -> CompletionIndex:
+    """List every kind once (the instances unless given), concurrently, and index it; a
+    kind whose listing fails stays empty (completion is a convenience: one unreachable
+    listing must not empty the rest)."""
     from cloudsh.models import job_tags
 
     ec2 = backend.ec2
-    listings = {"instances": ec2.list_instances(), "types": ec2.type_names(), "images": ec2.images(),
-                "volumes": ec2.volumes(), "snapshots": ec2.snapshots()}
+    listings = {"types": ec2.type_names(), "images": ec2.images(), "volumes": ec2.volumes(),
+                "snapshots": ec2.snapshots()}
+    if instances is None:
+        listings["instances"] = ec2.list_instances()
     results = await asyncio.gather(*listings.values(), return_exceptions=True)
-    found: dict[str, Any] = {}
+    found: dict[str, Any] = {} if instances is None else {"instances": instances}
     for kind, result in zip(listings, results, strict=True):
         if isinstance(result, BaseException):
             if isinstance(result, asyncio.CancelledError):

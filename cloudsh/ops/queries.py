@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from cloudsh.errors import CloudshError
-from cloudsh.models import InstanceType, Price, Prices
+from cloudsh.models import Instance, InstanceType, Price, Prices
 from cloudsh.ops.owners import own
 from cloudsh.ops.records import instance_record
 
@@ -26,9 +26,14 @@ if TYPE_CHECKING:
 COMMON_FAMILIES = ("t3", "m5", "m6i", "c5", "g4dn", "g5", "g6", "p3", "p4d", "p5")
 
 
-async def listing(backend: Backend, *, include_terminated: bool = False) -> list[dict[str, Any]]:
-    """`ls` records: instances joined with type facts and prices (3 API calls, none per box)."""
-    insts = await backend.ec2.list_instances(include_terminated=include_terminated)
+async def listing(
+    backend: Backend, *, include_terminated: bool = False, instances: Sequence[Instance] | None = None
+) -> list[dict[str, Any]]:
+    """`ls` records: instances (listed here unless given) joined with type facts and
+    prices (3 API calls, none per box)."""
+    insts = instances if instances is not None else await backend.ec2.list_instances(
+        include_terminated=include_terminated
+    )
     names = sorted({i.type for i in insts})
     spot = sorted({i.type for i in insts if i.market == "spot"})
     types, prices = await asyncio.gather(

@@ -12,9 +12,11 @@ The sandbox and real AWS differ here only by `endpoint_url` and credentials.
 from __future__ import annotations
 
 import contextlib
+import getpass
 import json
 import os
 import pickle
+import sys
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +29,7 @@ import botocore.exceptions
 import botocore.loaders
 import botocore.parsers
 import botocore.session
+import botocore.utils
 
 from cloudsh.errors import CredentialsError
 
@@ -203,6 +206,7 @@ class ClientFactory:
                 session.register_component("data_loader", self._loader)
             if t.profile is not None:
                 session.set_config_variable("profile", t.profile)
+                share_role_cache(session, t.profile)
             if t.access_key_id or t.secret_access_key:
                 session.set_credentials(t.access_key_id, t.secret_access_key)
             session.set_config_variable("region", t.region)
@@ -245,6 +249,61 @@ def profile_region(profile: str | None) -> str | None:
         return session.get_config_variable("region")  # type: ignore[no-any-return]
     except Exception:  # noqa: BLE001 - a broken config file: the default region, and boto3 says the rest
         return None
+
+
+#: Where the AWS CLI keeps assumed-role credentials: sharing it, an MFA code typed for
+#: `aws ... --profile P` (or once by cloudsh) serves every cloudsh process until it expires.
+CLI_CACHE = Path("~/.aws/cli/cache")
+
+
+def share_role_cache(session: botocore.session.Session, profile: str) -> None:
+    """Assume-role credentials for `session` cached where the AWS CLI caches them, and an
+    MFA code asked for on the terminal only: with no terminal to ask on, botocore's
+    getpass would read stdin (or die on EOF) instead of saying what to do."""
+
+    def ask(prompt: str) -> str:
+        if not (sys.stdin.isatty() and sys.stderr.isatty()):
+            raise CredentialsError(
+                f"profile {profile!r} needs an MFA code and there is no terminal to ask for it",
+                f"run `aws sts get-caller-identity --profile {profile}` first, then cloudsh again",
+            )
+        return getpass.getpass(prompt)
+
+    provider = session.get_component("credential_provider").get_provider("assume-role")
+    provider.cache = botocore.utils.JSONFileCache(str(CLI_CACHE.expanduser()))
+    provider._prompter = ask  # botocore's own hook for the MFA prompt (getpass by default)
+
+
+def unlock(profile: str) -> None:
+    """Resolve `profile`'s credentials now, asking for its MFA code on this terminal, so
+    that a full-screen front end never has a prompt land under it (the code is cached).
+
+    Raises:
+        CredentialsError: no terminal to ask on, or the role could not be assumed.
+    """
+    session = botocore.session.Session(profile=profile)
+    share_role_cache(session, profile)
+    try:
+        credentials = session.get_credentials()
+        if credentials is not None:
+            credentials.get_frozen_credentials()
+    except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
+        raise CredentialsError(
+            f"could not assume the role of profile {profile!r}: {exc}",
+            f"check it with `aws sts get-caller-identity --profile {profile}`",
+        ) from None
+
+
+def known_regions() -> frozenset[str]:
+    """Every region name in botocore's partition data (all partitions: aws, aws-cn,
+    aws-us-gov, ...), read from botocore's own files: no network."""
+    session = botocore.session.Session()
+    names = {r for p in session.get_available_partitions() for r in session.get_available_regions("ec2", p)}
+    # A region newer than the EC2 endpoint list is still named in the partitions file.
+    with contextlib.suppress(Exception):  # an older botocore has no partitions file
+        partitions = session.get_component("data_loader").load_data("partitions")
+        names.update(r for p in partitions["partitions"] for r in p.get("regions", {}))
+    return frozenset(names)
 
 
 ClientError = botocore.exceptions.ClientError

@@ -109,19 +109,18 @@ class EC2Calls:
             raise translate_botocore(exc, self.clients.target) from None
 
     def _call_sync(self, op: str, **kwargs: Any) -> Any:
-        client = self.clients.client("ec2")
-        return self._translated(lambda: getattr(client, op)(**kwargs), kwargs)
+        # The client is made inside the translated call: making the first one resolves
+        # the credentials (a credential_process runs then), which can fail too.
+        return self._translated(lambda: getattr(self.clients.client("ec2"), op)(**kwargs), kwargs)
 
     async def call(self, op: str, **kwargs: Any) -> Any:
         """One EC2 API call, off the event loop."""
         return await asyncio.to_thread(self._call_sync, op, **kwargs)
 
     def _paginate_sync(self, op: str, key: str, **kwargs: Any) -> list[Any]:
-        client = self.clients.client("ec2")
-
         def pages() -> list[Any]:
             out: list[Any] = []
-            for page in client.get_paginator(op).paginate(**kwargs):
+            for page in self.clients.client("ec2").get_paginator(op).paginate(**kwargs):
                 out.extend(page.get(key, ()))
             return out
 
@@ -207,6 +206,13 @@ def translate_botocore(exc: BotoCoreError, target: AwsTarget) -> CloudshError:
     if name in ("NoCredentialsError", "PartialCredentialsError", "ProfileNotFound"):
         which = f"profile {target.profile!r}" if target.profile else "any AWS credentials"
         return CredentialsError(f"could not find {which}: {exc}", credentials_hint(target.profile))
+    if name == "CredentialRetrievalError" and getattr(exc, "kwargs", {}).get("provider") == "custom-process":
+        # botocore's ProcessProvider passes on the process's stderr (empty for e.g. `false`).
+        said = str(exc.kwargs.get("error_msg") or "").strip().replace("\n", " ") or "it exited with an error"
+        return CredentialsError(
+            f"the credential_process of profile {target.profile or 'default'!r} failed: {said}",
+            f"run it by hand to see why (it is in your AWS config file), or {credentials_hint(target.profile)}",
+        )
     if name in ("SSOTokenLoadError", "UnauthorizedSSOTokenError", "TokenRetrievalError"):
         return CredentialsError(f"the SSO session has expired ({exc})", credentials_hint(target.profile))
     if name in ("EndpointConnectionError", "ConnectTimeoutError", "ReadTimeoutError", "ConnectionClosedError"):

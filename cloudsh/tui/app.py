@@ -14,7 +14,6 @@ import contextlib
 import functools
 import gc
 import time
-import traceback
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -199,14 +198,10 @@ class CloudshApp(AppHost):
         return await self.handoff.run(argv)
 
     def _crash(self, exc: BaseException) -> str:
-        path = self.settings.state_dir / "crash.log"
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with path.open("a") as f:
-                f.write(f"--- {datetime.now(UTC).isoformat()} cloudsh TUI\n{''.join(traceback.format_exception(exc))}")
-        except OSError:
-            return f"unexpected error: {type(exc).__name__}: {exc} (this is a bug)"
-        return f"unexpected error: {type(exc).__name__}: {exc} (this is a bug; details in {path})"
+        from cloudsh.frontend import crash_log
+
+        log = crash_log(exc, self.settings.state_dir)
+        return f"unexpected error: {type(exc).__name__}: {exc} (this is a bug; details in {log})"
 
     # -- the one error route ---------------------------------------------------------------
 
