@@ -1,130 +1,167 @@
-"""A first connection checks the box's host key against the keys cloud-init prints to the
-console, polling for them since the console lags the box; without them, trust on first
-use, said in one line. On a sandbox of its own whose console stays empty for `CONSOLE_S`
-after each box's SSH server comes up (`CLOUDSH_SANDBOX_CONSOLE_S`)."""
+"""A box's host key is checked against the keys cloud-init prints to its console, without
+waiting for it: a key the console has not shown yet is pinned unconfirmed (said once) and
+checked at the next connection; a console that never shows one ends in trust on first use,
+said once; a console key other than the pinned one is refused. The console is played by
+the session's sandbox, or blanked or forged by the fault proxy in front of it."""
 
 from __future__ import annotations
 
 import base64
 import dataclasses
-import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import asyncssh
 import pytest
 
 from cloudsh.config import Settings
 from cloudsh.errors import HostKeyChanged
-from cloudsh.ops.reach import wait_ssh
-from cloudsh.sandbox.control import sandbox_down
+from cloudsh.ops.reach import ssh_host, wait_ssh
 from cloudsh.services.backend import Backend
-from tests.cli import cloudsh, ok
-from tests.faults import DroppingProxy
-from tests.sandbox_fixture import Sandbox, start_sandbox
+from cloudsh.services.known_hosts import TOFU, UNCONFIRMED
+from tests.cli import by_name, cloudsh, ok
+from tests.faults import DroppingProxy, ec2_error
+from tests.sandbox_fixture import LaunchedBox, Sandbox
 from tests.test_faults import backend_via
 
 pytestmark = pytest.mark.sandbox
 
-#: The console of this module's sandbox shows the host keys this long after SSH is up.
-CONSOLE_S = 3.0
-TOFU_LINE = "no host key in the console yet: trusting the first key and pinning it"
+UNCONFIRMED_LINE = "its console shows no host key yet: host key SHA256:"
+TOFU_LINE = "on first use"
+
+
+def _console_reply(iid: str, text: str) -> bytes:
+    """GetConsoleOutput as EC2 answers it; no `output` element while nothing is printed."""
+    output = f"<output>{base64.b64encode(text.encode()).decode()}</output>" if text else ""
+    body = (
+        '<GetConsoleOutputResponse xmlns="http://ec2.amazonaws.com/doc/2016-11-15/">'
+        f"<requestId>{uuid.uuid4()}</requestId><instanceId>{iid}</instanceId>{output}"
+        "</GetConsoleOutputResponse>"
+    ).encode()
+    return b"HTTP/1.1 200 OK\r\nContent-Type: text/xml\r\nContent-Length: %d\r\n\r\n" % len(body) + body
+
+
+def _console(reply: Callable[[], bytes]) -> Callable[[bytes], bytes | None]:
+    return lambda request: reply() if b"Action=GetConsoleOutput" in request else None
+
+
+class Steps:
+    """Backends on the session's sandbox, each through a proxy that plays the console."""
+
+    def __init__(self, sb: Sandbox) -> None:
+        self.sb = sb
+        # A known_hosts of its own, and the key the sandbox's boxes accept.
+        self.settings = dataclasses.replace(Settings.load(), state_dir=sb.key_path.parent / f"hk-{uuid.uuid4().hex[:6]}")
+        self.settings.state_dir.mkdir()
+        self.settings.key_path.symlink_to(sb.key_path)
+        self.proxies: list[DroppingProxy] = []
+
+    def backend(self, console: Callable[[], bytes] | None = None, **settings: float) -> Backend:
+        url = self.sb.env["AWS_ENDPOINT_URL"]
+        if console is not None:
+            proxy = DroppingProxy(url, fail=_console(console))
+            self.proxies.append(proxy)
+            url = proxy.url
+        return backend_via(url, dataclasses.replace(self.settings, **settings))
+
+    async def connect(self, b: Backend, iid: str, *, first: bool = False) -> list[str]:
+        """What connecting said: a first connection as `launch` makes it, else as `run` does."""
+        [inst] = await b.ec2.list_instances(ids=[iid])
+        said: list[str] = []
+        try:
+            await (wait_ssh if first else ssh_host)(b, inst, progress=said.append)
+        finally:
+            await b.ssh.close()
+        return said
+
+    def pin(self, iid: str) -> str:
+        """The known_hosts line of the box."""
+        path = Path(self.settings.known_hosts_path)
+        return next(line for line in path.read_text().splitlines() if line.startswith(iid))
+
+
+@pytest.fixture
+def steps(sandbox: Sandbox) -> Iterator[Steps]:
+    s = Steps(sandbox)
+    yield s
+    for p in s.proxies:
+        p.close()
 
 
 @pytest.fixture(scope="module")
-def late(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
-    mp = pytest.MonkeyPatch()
-    mp.setenv("CLOUDSH_SANDBOX_CONSOLE_S", str(CONSOLE_S))
-    try:
-        sb = start_sandbox(tmp_path_factory.mktemp("late-console"), mp)
-        try:
-            yield sb
-        finally:
-            sandbox_down(sb.settings)
-    finally:
-        mp.undo()
+def boxes(sandbox: Sandbox) -> Iterator[list[LaunchedBox]]:
+    ids = [sandbox.launch("t3.micro", wait=False).id for _ in range(3)]
+    made = [sandbox.box(iid) for iid in ids]  # booting together
+    yield made
+    sandbox.ec2().terminate_instances(InstanceIds=[b.id for b in made])
 
 
-def _settings(sb: Sandbox, console_wait_s: float = 30.0) -> Settings:
-    """This sandbox's settings, logging in with the key its boxes accept."""
-    return dataclasses.replace(Settings.load(), state_dir=sb.key_path.parent, console_wait_s=console_wait_s)
+def _blank(box: LaunchedBox) -> Callable[[], bytes]:
+    return lambda: _console_reply(box.id, "")
 
 
-def _console(sb: Sandbox, iid: str) -> str:
-    return str(sb.ec2().get_console_output(InstanceId=iid).get("Output") or "")
+async def test_a_slow_console_pins_unconfirmed_and_the_next_connection_confirms(steps: Steps, boxes: list[LaunchedBox]) -> None:
+    box = boxes[0]
+    said = await steps.connect(steps.backend(_blank(box)), box.id, first=True)
+    assert len(said) == 1 and UNCONFIRMED_LINE in said[0] and box.id in said[0]
+    assert UNCONFIRMED in steps.pin(box.id)  # never recorded as verified
+    assert steps.pin(box.id).split()[1:3] == box.host_key.split()[:2]
+    # The next connection reads the console (the sandbox's shows the keys by now): confirmed.
+    assert await steps.connect(steps.backend(), box.id) == []
+    assert steps.pin(box.id).split()[1:] == box.host_key.split()[:2]
 
 
-async def _first_contact(b: Backend, iid: str) -> tuple[list[str], float]:
-    [inst] = await b.ec2.list_instances(ids=[iid])
-    said: list[str] = []
-    started = time.monotonic()
-    await wait_ssh(b, inst, progress=said.append)
-    return said, time.monotonic() - started
+async def test_a_console_that_never_shows_a_key_ends_in_trust_on_first_use_said_once(steps: Steps, boxes: list[LaunchedBox]) -> None:
+    box = boxes[1]
+    said = await steps.connect(steps.backend(_blank(box), console_wait_s=0.0), box.id, first=True)
+    assert len(said) == 1 and TOFU_LINE in said[0] and "no host key" in said[0]
+    assert steps.pin(box.id).endswith(TOFU)
+    assert await steps.connect(steps.backend(_blank(box), console_wait_s=0.0), box.id) == []  # said once
 
 
-async def test_first_contact_waits_for_the_console_and_pins_its_key(late: Sandbox) -> None:
-    box = late.launch("t3.micro")
-    assert _console(late, box.id) == ""  # SSH answers, cloud-init has not printed the keys yet
-    b = backend_via(late.env["AWS_ENDPOINT_URL"], _settings(late, console_wait_s=20.0))
-    try:
-        said, took = await _first_contact(b, box.id)
-        assert said == []  # checked against the console: no trust on first use
-        assert took > 1.0  # it waited for the console
-        assert b.ssh.known_hosts.keys(box.id) == [" ".join(box.host_key.split()[:2])]
-        assert box.host_key.split()[1] in _console(late, box.id)  # botocore decodes it
-    finally:
-        await b.ssh.close()
+async def test_an_unreadable_console_is_trust_on_first_use_at_once(steps: Steps, boxes: list[LaunchedBox]) -> None:
+    box = boxes[2]
+    denied = steps.backend(lambda: ec2_error("UnauthorizedOperation", "You are not authorized to perform this operation."))
+    said = await steps.connect(denied, box.id, first=True)
+    assert len(said) == 1 and "cannot read its console" in said[0] and TOFU_LINE in said[0]
+    assert steps.pin(box.id).endswith(TOFU)
 
 
-async def test_a_console_without_keys_ends_in_trust_on_first_use_said_once(late: Sandbox) -> None:
-    box = late.launch("t3.micro")
-    b = backend_via(late.env["AWS_ENDPOINT_URL"], _settings(late, console_wait_s=1.0))
-    try:
-        said, took = await _first_contact(b, box.id)
-        assert took < CONSOLE_S  # gave up at its own deadline, before the console printed
-        assert len(said) == 1 and said[0].endswith(TOFU_LINE) and box.id in said[0]
-        assert b.ssh.known_hosts.keys(box.id) == [" ".join(box.host_key.split()[:2])]
-    finally:
-        await b.ssh.close()
-
-
-async def test_a_console_key_other_than_the_servers_is_refused(late: Sandbox) -> None:
-    box = late.launch("t3.micro")
+async def test_a_console_key_other_than_the_pinned_or_offered_one_is_refused(steps: Steps, sandbox: Sandbox) -> None:
+    box = sandbox.launch("t3.micro")
     other = asyncssh.generate_private_key("ssh-ed25519").export_public_key("openssh").decode().strip()
-
-    def forged_console(request: bytes) -> bytes | None:
-        if b"Action=GetConsoleOutput" not in request:
-            return None
-        text = f"-----BEGIN SSH HOST KEY KEYS-----\r\n{other} root@ip\r\n-----END SSH HOST KEY KEYS-----\r\n"
-        body = (
-            '<GetConsoleOutputResponse xmlns="http://ec2.amazonaws.com/doc/2016-11-15/">'
-            f"<requestId>{uuid.uuid4()}</requestId><instanceId>{box.id}</instanceId>"
-            f"<output>{base64.b64encode(text.encode()).decode()}</output></GetConsoleOutputResponse>"
-        ).encode()
-        return b"HTTP/1.1 200 OK\r\nContent-Type: text/xml\r\nContent-Length: %d\r\n\r\n" % len(body) + body
-
-    proxy = DroppingProxy(late.env["AWS_ENDPOINT_URL"], fail=forged_console)
-    b = backend_via(proxy.url, _settings(late))
+    forged = f"-----BEGIN SSH HOST KEY KEYS-----\r\n{other} root@ip\r\n-----END SSH HOST KEY KEYS-----\r\n"
     try:
+        # First contact: the forged console is read while connecting; either the key
+        # exchange or the check right after refuses the box's real key.
         with pytest.raises(HostKeyChanged) as err:
-            await _first_contact(b, box.id)
-        assert "does not match" in err.value.message
-        assert b.ssh.known_hosts.keys(box.id) == []  # nothing pinned
+            await steps.connect(steps.backend(lambda: _console_reply(box.id, forged)), box.id, first=True)
+        assert "known-hosts forget" in err.value.hint
+        # Pinned unconfirmed on a slow console, then the console shows another key.
+        (Path(steps.settings.known_hosts_path)).write_text("")
+        await steps.connect(steps.backend(_blank(box)), box.id, first=True)
+        with pytest.raises(HostKeyChanged) as err:
+            await steps.connect(steps.backend(lambda: _console_reply(box.id, forged)), box.id)
+        assert "is not the one its console shows" in err.value.message
+        assert f"cloudsh known-hosts forget {box.id}" in err.value.hint
+        assert UNCONFIRMED in steps.pin(box.id)  # still not verified
     finally:
-        await b.ssh.close()
-        proxy.close()
+        sandbox.ec2().terminate_instances(InstanceIds=[box.id])
 
 
-def test_launch_says_once_when_it_trusts_the_first_key(late: Sandbox) -> None:
-    """Through the real program: a console slower than `CLOUDSH_CONSOLE_WAIT_S` makes
-    `launch` trust and pin the first key, and say so in one line; with time to wait, it
-    says nothing of the kind."""
-    slow = cloudsh("launch", "hk-tofu", "--type", "t3.micro", env={"CLOUDSH_CONSOLE_WAIT_S": "1"})
-    waited = cloudsh("launch", "hk-checked", "--type", "t3.micro")
+def test_launch_then_run_through_the_real_program_leaves_a_confirmed_key() -> None:
+    """`launch` does not wait for the console; at the latest the next `run` confirms the key."""
+    launched = cloudsh("launch", "hk-run", "--type", "t3.micro")
     try:
-        assert slow.returncode == 0, slow.stderr
-        assert len([line for line in slow.stderr.splitlines() if TOFU_LINE in line]) == 1
-        assert waited.returncode == 0, waited.stderr
-        assert TOFU_LINE not in waited.stderr
+        assert launched.returncode == 0, launched.stderr
+        ran = cloudsh("run", "hk-run", "--", "true")
+        assert ran.returncode == 0, ran.stderr
+        said = launched.stderr + ran.stderr
+        assert said.count(UNCONFIRMED_LINE) <= 1 and TOFU_LINE not in said
+        box = by_name("hk-run")
+        assert box is not None
+        [pin] = [line for line in Settings.load().known_hosts_path.read_text().splitlines() if line.startswith(box["id"])]
+        assert len(pin.split()) == 3  # no unconfirmed or trust-on-first-use note
     finally:
-        ok("terminate", "hk-tofu", "hk-checked", "--yes")
+        ok("terminate", "hk-run", "--yes")
