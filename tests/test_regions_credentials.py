@@ -116,3 +116,24 @@ def test_the_repl_asks_for_the_mfa_code_before_it_starts(tmp_path: Path) -> None
     child.expect(pexpect.EOF)
     child.close()
     assert child.exitstatus == 1
+
+
+def test_a_region_not_enabled_is_not_called_bad_credentials() -> None:
+    """EC2 answers AuthFailure in an opt-in region the account has not enabled (and
+    OptInRequired anywhere for the same); the fault proxy plays that answer."""
+    from tests.faults import DroppingProxy, ec2_error
+
+    proxy = DroppingProxy(NOWHERE, fail=lambda _: ec2_error(
+        "AuthFailure", "AWS was not able to validate the provided access credentials", 401))
+    try:
+        env = _aws_env(AWS_ENDPOINT_URL=proxy.url)
+        opt_in = cloudsh("--aws", "--region", "af-south-1", "ls", env=env)
+        usual = cloudsh("--aws", "--region", "eu-west-1", "ls", env=env)
+    finally:
+        proxy.close()
+    for r in (opt_in, usual):
+        assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+    [line] = [x for x in opt_in.stderr.splitlines() if x.strip() and "AWS_ENDPOINT_URL" not in x]
+    assert "region af-south-1 is not enabled for this AWS account" in line, line
+    assert "aws account enable-region --region-name af-south-1" in line
+    assert "not enabled" not in usual.stderr and "AWS rejected" in usual.stderr  # a real credentials error

@@ -11,6 +11,9 @@ goes to moto untouched. What it changes:
   constant 0.00001).
 - `RunInstances` with a `ClientToken` already used returns the instances that token made
   (EC2's idempotency, which botocore's retries rely on); moto makes a second box.
+- `CreateVolume` with a `ClientToken` already used answers what the first call did (EC2's
+  idempotency, "Ensuring idempotency in Amazon EC2 API requests", EC2 developer guide;
+  botocore fills the token in and its retries rely on it); moto makes a second volume.
 - `GetConsoleOutput` has no output until cloud-init has printed the host-key block
   (`CLOUDSH_SANDBOX_CONSOLE_S` after the box's SSH server is up), then that block, as
   Ubuntu on EC2 does, so a first host key is checked the same way everywhere.
@@ -84,6 +87,8 @@ class SandboxEc2App:
         #: ClientToken -> the spot InstanceInterruptionBehavior asked for (moto drops it);
         #: the daemon reads it to play `sandbox interrupt`.
         self.spot_behaviour: dict[str, str] = {}
+        #: (action, ClientToken) -> the first answer, for idempotent creates other than RunInstances.
+        self._answered: dict[tuple[str, str], tuple[str, list[tuple[str, str]], bytes]] = {}
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         params = wsgi.params(environ)
@@ -92,6 +97,9 @@ class SandboxEc2App:
             # Check-then-create must not interleave with a retry of the same call.
             with self._token_lock:
                 return self._run_instances_once(environ, start_response, params)
+        if action == "CreateVolume" and params.get("ClientToken"):
+            with self._token_lock:
+                return self._create_once(environ, start_response, (action, params["ClientToken"]))
         handler = {
             "ModifyInstanceAttribute": self._modify_instance_attribute,
             "RunInstances": self._run_instances,
@@ -108,6 +116,18 @@ class SandboxEc2App:
             if body is not None:
                 return wsgi.respond(start_response, "200 OK", body)
         return self.moto_app(environ, start_response)
+
+    def _create_once(
+        self, environ: dict[str, Any], start_response: StartResponse, key: tuple[str, str]
+    ) -> Iterable[bytes]:
+        """The first answer to this (action, ClientToken), made once."""
+        answer = self._answered.get(key)
+        if answer is None:
+            answer = wsgi.call(self.moto_app, environ)
+            if answer[0].startswith("200"):
+                self._answered[key] = answer
+        start_response(answer[0], answer[1])
+        return [answer[2]]
 
     def _lifecycle(
         self, environ: dict[str, Any], start_response: StartResponse, action: str, params: dict[str, str]

@@ -391,7 +391,11 @@ class EC2Service(EC2Storage):
         return bool(raw.get("KeyPairs"))
 
     async def import_key_pair(self, name: str, public_key: str) -> None:
-        await self.call("import_key_pair", KeyName=name, PublicKeyMaterial=public_key.encode())
+        def look_up() -> Any | None:
+            raw = self.clients.client("ec2").describe_key_pairs(Filters=[{"Name": "key-name", "Values": [name]}])
+            return raw["KeyPairs"][0] if raw.get("KeyPairs") else None
+
+        await self.create("import_key_pair", look_up, KeyName=name, PublicKeyMaterial=public_key.encode())
         self.created(name)
 
     async def delete_key_pair(self, name: str) -> None:
@@ -411,7 +415,13 @@ class EC2Service(EC2Storage):
         return cidrs
 
     async def create_security_group(self, name: str, description: str) -> str:
-        raw = await self.call("create_security_group", GroupName=name, Description=description)
+        def look_up() -> Any | None:
+            raw = self.clients.client("ec2").describe_security_groups(
+                Filters=[{"Name": "group-name", "Values": [name]}]
+            )
+            return raw["SecurityGroups"][0] if raw.get("SecurityGroups") else None
+
+        raw = await self.create("create_security_group", look_up, GroupName=name, Description=description)
         self.created(raw["GroupId"])
         return str(raw["GroupId"])
 
