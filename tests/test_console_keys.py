@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import re
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -20,7 +21,7 @@ from cloudsh.errors import HostKeyChanged
 from cloudsh.ops.reach import ssh_host, wait_ssh
 from cloudsh.services.backend import Backend
 from cloudsh.services.known_hosts import TOFU, UNCONFIRMED
-from tests.cli import by_name, cloudsh, ok
+from tests.cli import cloudsh
 from tests.faults import DroppingProxy, ec2_error
 from tests.sandbox_fixture import LaunchedBox, Sandbox
 from tests.test_faults import backend_via
@@ -90,19 +91,18 @@ def steps(sandbox: Sandbox) -> Iterator[Steps]:
 
 
 @pytest.fixture(scope="module")
-def boxes(sandbox: Sandbox) -> Iterator[list[LaunchedBox]]:
-    ids = [sandbox.launch("t3.micro", wait=False).id for _ in range(3)]
-    made = [sandbox.box(iid) for iid in ids]  # booting together
+def box(sandbox: Sandbox) -> Iterator[LaunchedBox]:
+    """One box for every test: each test pins into a known_hosts of its own (`Steps`)."""
+    made = sandbox.launch("t3.micro")
     yield made
-    sandbox.ec2().terminate_instances(InstanceIds=[b.id for b in made])
+    sandbox.ec2().terminate_instances(InstanceIds=[made.id])
 
 
 def _blank(box: LaunchedBox) -> Callable[[], bytes]:
     return lambda: _console_reply(box.id, "")
 
 
-async def test_a_slow_console_pins_unconfirmed_and_the_next_connection_confirms(steps: Steps, boxes: list[LaunchedBox]) -> None:
-    box = boxes[0]
+async def test_a_slow_console_pins_unconfirmed_and_the_next_connection_confirms(steps: Steps, box: LaunchedBox) -> None:
     said = await steps.connect(steps.backend(_blank(box)), box.id, first=True)
     assert len(said) == 1 and UNCONFIRMED_LINE in said[0] and box.id in said[0]
     assert UNCONFIRMED in steps.pin(box.id)  # never recorded as verified
@@ -112,56 +112,51 @@ async def test_a_slow_console_pins_unconfirmed_and_the_next_connection_confirms(
     assert steps.pin(box.id).split()[1:] == box.host_key.split()[:2]
 
 
-async def test_a_console_that_never_shows_a_key_ends_in_trust_on_first_use_said_once(steps: Steps, boxes: list[LaunchedBox]) -> None:
-    box = boxes[1]
+async def test_a_console_that_never_shows_a_key_ends_in_trust_on_first_use_said_once(steps: Steps, box: LaunchedBox) -> None:
     said = await steps.connect(steps.backend(_blank(box), console_wait_s=0.0), box.id, first=True)
     assert len(said) == 1 and TOFU_LINE in said[0] and "no host key" in said[0]
     assert steps.pin(box.id).endswith(TOFU)
     assert await steps.connect(steps.backend(_blank(box), console_wait_s=0.0), box.id) == []  # said once
 
 
-async def test_an_unreadable_console_is_trust_on_first_use_at_once(steps: Steps, boxes: list[LaunchedBox]) -> None:
-    box = boxes[2]
+async def test_an_unreadable_console_is_trust_on_first_use_at_once(steps: Steps, box: LaunchedBox) -> None:
     denied = steps.backend(lambda: ec2_error("UnauthorizedOperation", "You are not authorized to perform this operation."))
     said = await steps.connect(denied, box.id, first=True)
     assert len(said) == 1 and "cannot read its console" in said[0] and TOFU_LINE in said[0]
     assert steps.pin(box.id).endswith(TOFU)
 
 
-async def test_a_console_key_other_than_the_pinned_or_offered_one_is_refused(steps: Steps, sandbox: Sandbox) -> None:
-    box = sandbox.launch("t3.micro")
+async def test_a_console_key_other_than_the_pinned_or_offered_one_is_refused(steps: Steps, box: LaunchedBox) -> None:
     other = asyncssh.generate_private_key("ssh-ed25519").export_public_key("openssh").decode().strip()
     forged = f"-----BEGIN SSH HOST KEY KEYS-----\r\n{other} root@ip\r\n-----END SSH HOST KEY KEYS-----\r\n"
-    try:
-        # First contact: the forged console is read while connecting; either the key
-        # exchange or the check right after refuses the box's real key.
-        with pytest.raises(HostKeyChanged) as err:
-            await steps.connect(steps.backend(lambda: _console_reply(box.id, forged)), box.id, first=True)
-        assert "known-hosts forget" in err.value.hint
-        # Pinned unconfirmed on a slow console, then the console shows another key.
-        (Path(steps.settings.known_hosts_path)).write_text("")
-        await steps.connect(steps.backend(_blank(box)), box.id, first=True)
-        with pytest.raises(HostKeyChanged) as err:
-            await steps.connect(steps.backend(lambda: _console_reply(box.id, forged)), box.id)
-        assert "is not the one its console shows" in err.value.message
-        assert f"cloudsh known-hosts forget {box.id}" in err.value.hint
-        assert UNCONFIRMED in steps.pin(box.id)  # still not verified
-    finally:
-        sandbox.ec2().terminate_instances(InstanceIds=[box.id])
+    # First contact: the forged console is read while connecting; either the key
+    # exchange or the check right after refuses the box's real key.
+    with pytest.raises(HostKeyChanged) as err:
+        await steps.connect(steps.backend(lambda: _console_reply(box.id, forged)), box.id, first=True)
+    assert "known-hosts forget" in err.value.hint
+    # Pinned unconfirmed on a slow console, then the console shows another key.
+    Path(steps.settings.known_hosts_path).write_text("")
+    await steps.connect(steps.backend(_blank(box)), box.id, first=True)
+    with pytest.raises(HostKeyChanged) as err:
+        await steps.connect(steps.backend(lambda: _console_reply(box.id, forged)), box.id)
+    assert "is not the one its console shows" in err.value.message
+    assert f"cloudsh known-hosts forget {box.id}" in err.value.hint
+    assert UNCONFIRMED in steps.pin(box.id)  # still not verified
 
 
-def test_launch_then_run_through_the_real_program_leaves_a_confirmed_key() -> None:
+def test_launch_then_run_through_the_real_program_leaves_a_confirmed_key(sandbox: Sandbox) -> None:
     """`launch` does not wait for the console; at the latest the next `run` confirms the key."""
     launched = cloudsh("launch", "hk-run", "--type", "t3.micro")
+    iid = re.search(r"launched (i-[0-9a-f]+)", launched.stderr)
     try:
-        assert launched.returncode == 0, launched.stderr
+        assert launched.returncode == 0 and iid, launched.stderr
         ran = cloudsh("run", "hk-run", "--", "true")
         assert ran.returncode == 0, ran.stderr
         said = launched.stderr + ran.stderr
         assert said.count(UNCONFIRMED_LINE) <= 1 and TOFU_LINE not in said
-        box = by_name("hk-run")
-        assert box is not None
-        [pin] = [line for line in Settings.load().known_hosts_path.read_text().splitlines() if line.startswith(box["id"])]
+        known = Settings.load().known_hosts_path.read_text().splitlines()
+        [pin] = [line for line in known if line.startswith(iid.group(1))]
         assert len(pin.split()) == 3  # no unconfirmed or trust-on-first-use note
     finally:
-        ok("terminate", "hk-run", "--yes")
+        if iid:
+            sandbox.ec2().terminate_instances(InstanceIds=[iid.group(1)])
