@@ -48,8 +48,10 @@ RETRY_CODES = frozenset({
     "RequestLimitExceeded", "Throttling", "ThrottlingException",
     "ServiceUnavailable", "Unavailable", "InternalError", "InternalFailure",
 })
-#: The connection failed: the create may have been made, unheard. Look it up first.
-LOST_ANSWER = ("EndpointConnectionError", "ConnectionClosedError", "ReadTimeoutError", "ConnectTimeoutError")
+#: The request went out but its answer never came: the create may have been made. Look it up first.
+LOST_ANSWER = ("ConnectionClosedError", "ReadTimeoutError")
+#: No connection was made: the request never went out. Make it again.
+UNSENT = ("EndpointConnectionError", "ConnectTimeoutError")
 CREATE_ATTEMPTS = 5
 #: How long a create whose answer was lost is looked for before it is made again: long
 #: enough for EC2's eventual consistency to show it to a describe call.
@@ -148,9 +150,9 @@ class EC2Calls:
                     if tries == CREATE_ATTEMPTS or not (_code(exc) in RETRY_CODES or status >= 500):
                         raise
                 except BotoCoreError as exc:
-                    if tries == CREATE_ATTEMPTS or type(exc).__name__ not in LOST_ANSWER:
+                    if tries == CREATE_ATTEMPTS or type(exc).__name__ not in LOST_ANSWER + UNSENT:
                         raise
-                    found = self._look_up(look_up)
+                    found = self._look_up(look_up) if type(exc).__name__ in LOST_ANSWER else None
                     if found is not None:
                         return found
                 time.sleep(delay * (1 + random.random()))  # jitter: many clients back off apart

@@ -3,9 +3,9 @@
 One line per key, the host field being the instance id (`HostInfo.host_key_alias`), so
 OpenSSH reads the same file with `-o HostKeyAlias=<id> -o UserKnownHostsFile=<file>` and
 a box keeps its pin when its address changes. A key pinned before the box's console
-confirmed it carries the comment `cloudsh-unconfirmed:<epoch seconds>`; one trusted on first
-use because the console never showed a key, `cloudsh-tofu` (OpenSSH ignores comments). Pure Python: `cloudsh ls` imports this
-module and must not pay for asyncssh.
+confirmed it carries the comment `cloudsh-unconfirmed:<epoch seconds>`; one trusted on
+first use because the console never showed a key, `cloudsh-tofu` (OpenSSH ignores
+comments). Pure Python: `cloudsh ls` imports this module and must not pay for asyncssh.
 """
 
 from __future__ import annotations
