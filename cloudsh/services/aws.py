@@ -35,6 +35,8 @@ from cloudsh.errors import CredentialsError
 
 #: botocore's "standard" retry mode retries throttling and 5xx with backoff.
 _RETRIES: dict[str, Any] = {"mode": "standard", "max_attempts": 5}
+#: ... and none for a client whose caller retries itself (`ClientFactory.client(once=True)`).
+_ONCE = botocore.config.Config(retries={"mode": "standard", "total_max_attempts": 1})
 
 
 @dataclass(frozen=True)
@@ -225,8 +227,7 @@ class ClientFactory:
             if client is None:
                 client = self._session_locked().create_client(
                     service, region_name=key[1], endpoint_url=self.target.endpoint_url,
-                    config=self._config.merge(botocore.config.Config(retries={"mode": "standard", "total_max_attempts": 1}))
-                    if once else self._config,
+                    config=self._config.merge(_ONCE) if once else self._config,
                 )
                 for event, handler in self._hooks:
                     client.meta.events.register(event, handler)

@@ -391,10 +391,7 @@ class EC2Service(EC2Storage):
         return bool(raw.get("KeyPairs"))
 
     async def import_key_pair(self, name: str, public_key: str) -> None:
-        def look_up() -> Any | None:
-            raw = self.clients.client("ec2").describe_key_pairs(Filters=[{"Name": "key-name", "Values": [name]}])
-            return raw["KeyPairs"][0] if raw.get("KeyPairs") else None
-
+        look_up = self.finder("describe_key_pairs", "KeyPairs", Filters=[{"Name": "key-name", "Values": [name]}])
         await self.create("import_key_pair", look_up, KeyName=name, PublicKeyMaterial=public_key.encode())
         self.created(name)
 
@@ -415,12 +412,9 @@ class EC2Service(EC2Storage):
         return cidrs
 
     async def create_security_group(self, name: str, description: str) -> str:
-        def look_up() -> Any | None:
-            raw = self.clients.client("ec2").describe_security_groups(
-                Filters=[{"Name": "group-name", "Values": [name]}]
-            )
-            return raw["SecurityGroups"][0] if raw.get("SecurityGroups") else None
-
+        look_up = self.finder(
+            "describe_security_groups", "SecurityGroups", Filters=[{"Name": "group-name", "Values": [name]}]
+        )
         raw = await self.create("create_security_group", look_up, GroupName=name, Description=description)
         self.created(raw["GroupId"])
         return str(raw["GroupId"])

@@ -172,6 +172,15 @@ class EC2Calls:
             time.sleep(delay)
             delay = min(delay * 2, MAX_RETRY_S)
 
+    def finder(self, op: str, key: str, **kwargs: Any) -> Callable[[], Any | None]:
+        """A look-up for `create`: the first item under `key` that `op(**kwargs)` lists, or None."""
+
+        def look_up() -> Any | None:
+            found = getattr(self.clients.client("ec2"), op)(**kwargs).get(key)
+            return found[0] if found else None
+
+        return look_up
+
     async def create(self, op: str, look_up: Callable[[], Any | None], **kwargs: Any) -> Any:
         """A create without an idempotency token, off the event loop (see `_create_sync`)."""
         return await asyncio.to_thread(self._create_sync, op, look_up, kwargs)

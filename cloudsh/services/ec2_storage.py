@@ -155,16 +155,10 @@ class EC2Storage(EC2Calls):
     async def create_image(
         self, instance_id: str, name: str, *, no_reboot: bool, tags: dict[str, str]
     ) -> str:
-        def look_up() -> Any | None:
-            raw = self.clients.client("ec2").describe_images(
-                Owners=["self"], Filters=[{"Name": "name", "Values": [name]}]
-            )
-            return raw["Images"][0] if raw.get("Images") else None
-
         # Image names are unique per account and region: the name finds a lost create.
         raw = await self.create(
             "create_image",
-            look_up,
+            self.finder("describe_images", "Images", Owners=["self"], Filters=[{"Name": "name", "Values": [name]}]),
             InstanceId=instance_id,
             Name=name,
             Description=f"cloudsh freeze of {instance_id}",
@@ -232,15 +226,12 @@ class EC2Storage(EC2Calls):
         # No token and no unique name: a tag of this request's own finds a lost create.
         tags = {**tags, REQUEST_TAG: uuid.uuid4().hex}
 
-        def look_up() -> Any | None:
-            raw = self.clients.client("ec2").describe_snapshots(
-                OwnerIds=["self"], Filters=[{"Name": f"tag:{REQUEST_TAG}", "Values": [tags[REQUEST_TAG]]}]
-            )
-            return raw["Snapshots"][0] if raw.get("Snapshots") else None
-
         raw = await self.create(
             "create_snapshot",
-            look_up,
+            self.finder(
+                "describe_snapshots", "Snapshots",
+                OwnerIds=["self"], Filters=[{"Name": f"tag:{REQUEST_TAG}", "Values": [tags[REQUEST_TAG]]}],
+            ),
             VolumeId=volume_id,
             Description=description,
             TagSpecifications=[
