@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -254,24 +253,3 @@ def _public_key(sandbox: Sandbox) -> str:
 
     return str(asyncssh.read_private_key(sandbox.key_path).export_public_key("openssh").decode())
 
-
-def test_snapshot_through_the_program_survives_a_lost_answer(sandbox: Sandbox, endpoint: str, proxy_factory: list[DroppingProxy]) -> None:
-    """As a user runs it: `cloudsh snapshot` whose CreateSnapshot answer is lost makes one."""
-    from tests.cli import cloudsh
-
-    ec2 = sandbox.ec2()
-    made = time.monotonic()
-    vol = ec2.create_volume(AvailabilityZone="us-east-1a", Size=1)["VolumeId"]
-    name = f"lost-{uuid.uuid4().hex[:6]}"
-    rule = first(b"CreateSnapshot", lambda _: True)
-    proxy = DroppingProxy(endpoint, drop=lambda r: bool(rule(r)))
-    proxy_factory.append(proxy)
-    creds = {k: sandbox.env[k] for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION")}
-    sandbox.past_window(made)
-    r = cloudsh("--aws", "snapshot", vol, name, env={**creds, "CLOUDSH_SANDBOX": "0", "AWS_ENDPOINT_URL": proxy.url})
-    assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr
-    assert proxy.dropped == 1
-    snaps = ec2.describe_snapshots(OwnerIds=["self"], Filters=[{"Name": "tag:Name", "Values": [name]}])["Snapshots"]
-    assert len(snaps) == 1
-    ec2.delete_snapshot(SnapshotId=snaps[0]["SnapshotId"])
-    ec2.delete_volume(VolumeId=vol)
