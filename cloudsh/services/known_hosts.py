@@ -113,8 +113,8 @@ class KnownHosts:
             if entry and alias in entry[0] and entry[2].startswith(UNCONFIRMED + ":"):
                 try:
                     return float(entry[2].split(":", 1)[1].split()[0])
-                except ValueError:
-                    return 0.0
+                except (ValueError, IndexError):
+                    return 0.0  # no readable time: as if pinned long ago
         return None
 
     def settle(self, alias: str, *, tofu: bool = False) -> None:
