@@ -44,6 +44,14 @@ class Settings:
     """How long `launch`/`start` wait for a box to answer SSH."""
     sandbox_boot_s: float = 2.0
     """Sandbox: delay between `running` and the SSH server answering (env `CLOUDSH_SANDBOX_BOOT_S`)."""
+    sandbox_console_s: float = 2.0
+    """Sandbox: how long after a box's SSH server is up its console output stays empty, until
+    cloud-init has printed the host keys (env `CLOUDSH_SANDBOX_CONSOLE_S`; read by the daemon at start)."""
+    console_wait_s: float = 600.0
+    """How long after a box's first key was pinned unconfirmed its console may still show the
+    host keys cloud-init prints (nothing waits for it: each connection looks once); past this
+    the key is trusted on first use, said once. EC2 "Instance console output" (EC2 user guide)
+    says the output can lag the instance by minutes."""
     sandbox_consistency_s: float = 0.5
     """Sandbox: how long a new resource stays unknown to calls that name it, as EC2's eventual
     consistency plays it (env `CLOUDSH_SANDBOX_CONSISTENCY_S`; read by the daemon at start)."""

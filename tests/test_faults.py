@@ -5,7 +5,8 @@ from __future__ import annotations
 import dataclasses
 import subprocess
 import sys
-from collections.abc import Iterator
+import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,7 @@ from cloudsh.services.aws import AwsTarget, ClientFactory
 from cloudsh.services.backend import Backend
 from cloudsh.services.ec2 import EC2Service
 from tests.faults import DroppingProxy, ec2_error
+from tests.sandbox_fixture import Sandbox
 
 pytestmark = pytest.mark.sandbox
 
@@ -144,3 +146,112 @@ def test_service_models_are_cached_between_processes(tmp_path: Path) -> None:
     assert warm == cold and warm["metadata"]["serviceId"] == "EC2"
     cached[0].write_bytes(b"not a pickle")  # a damaged cache is parsed again, not trusted
     assert CachingLoader(tmp_path).load_service_model("ec2", "service-2") == cold
+
+
+# -- throttling, 503, and creates whose answer is lost: each ends in exactly one resource
+
+
+def first(action: bytes, answer: Callable[[bytes], bytes | bool]) -> Callable[[bytes], bytes | bool | None]:
+    """A rule for the first request of `action` only."""
+    done: list[bool] = []
+
+    def rule(request: bytes) -> bytes | bool | None:
+        if b"Action=" + action + b"&" in request + b"&" and not done:
+            done.append(True)
+            return answer(request)
+        return None
+
+    return rule
+
+
+def via(made: list[DroppingProxy], upstream: str, settings: Settings, **rules: Callable[[bytes], object]) -> tuple[DroppingProxy, Backend]:
+    proxy = DroppingProxy(upstream, **rules)  # type: ignore[arg-type]
+    made.append(proxy)
+    return proxy, backend_via(proxy.url, settings)
+
+
+async def test_throttling_and_503_on_describe_and_run_calls_are_retried(
+    endpoint: str, proxy_factory: list[DroppingProxy], tmp_path: Path
+) -> None:
+    throttled = first(b"DescribeInstances", lambda _: ec2_error("RequestLimitExceeded", "Request limit exceeded.", 503))
+    unavailable = first(b"RunInstances", lambda _: ec2_error("Unavailable", "The server is overloaded", 503))
+    described = first(b"DescribeSecurityGroups", lambda _: ec2_error("RequestLimitExceeded", "Request limit exceeded.", 503))
+
+    def fail(request: bytes) -> bytes | None:
+        for rule in (throttled, unavailable, described):
+            answer = rule(request)
+            if isinstance(answer, bytes):
+                return answer
+        return None
+
+    proxy, b = via(proxy_factory, endpoint, dataclasses.replace(Settings.load(), state_dir=tmp_path), fail=fail)
+    plan = await ops.plan_launch(b, "throttled", instance_type="t3.micro")
+    inst = await ops.launch(b, plan, wait=False)
+    named = [i for i in await b.ec2.list_instances() if i.name == "throttled"]
+    assert [i.id for i in named] == [inst.id]
+    runs = [r for r in proxy.requests if is_run_instances(r)]
+    assert len(runs) >= 2  # the 503 was retried (and maybe EC2's "not yet" for the new group)...
+    assert len({r.split(b"ClientToken=")[1].split(b"&")[0] for r in runs}) == 1  # ...with one token
+    assert b"".join(proxy.requests).count(b"Action=DescribeSecurityGroups") >= 2
+    await b.ec2.terminate([inst.id])
+
+
+def _count(sandbox: Sandbox, what: str, **kwargs: object) -> int:
+    ec2 = sandbox.ec2()
+    calls = {
+        "group": lambda: ec2.describe_security_groups(**kwargs)["SecurityGroups"],
+        "key": lambda: ec2.describe_key_pairs(**kwargs)["KeyPairs"],
+        "volume": lambda: ec2.describe_volumes(**kwargs)["Volumes"],
+        "snapshot": lambda: ec2.describe_snapshots(OwnerIds=["self"], **kwargs)["Snapshots"],
+        "image": lambda: ec2.describe_images(Owners=["self"], **kwargs)["Images"],
+    }
+    return len(calls[what]())
+
+
+def _named(key: str, value: str) -> dict[str, object]:
+    return {"Filters": [{"Name": key, "Values": [value]}]}
+
+
+async def test_each_create_whose_answer_is_lost_makes_exactly_one(
+    sandbox: Sandbox, endpoint: str, proxy_factory: list[DroppingProxy], tmp_path: Path
+) -> None:
+    tag = uuid.uuid4().hex[:8]
+    actions = [b"CreateSecurityGroup", b"ImportKeyPair", b"CreateVolume", b"CreateSnapshot", b"CreateImage"]
+    rules = [first(a, lambda _: True) for a in actions]
+    proxy, b = via(
+        proxy_factory, endpoint, dataclasses.replace(Settings.load(), state_dir=tmp_path),
+        drop=lambda r: any(rule(r) for rule in rules),
+    )
+    ec2 = b.ec2
+    box = sandbox.launch("t3.micro", wait=False)
+    key_line = _public_key(sandbox)
+
+    group = await ec2.create_security_group(f"lost-{tag}", "lost answer")
+    await ec2.import_key_pair(f"lost-{tag}", key_line)
+    [az, *_] = await ec2.availability_zones()
+    vol = await ec2.create_volume(az=az, size_gb=1, volume_type="gp3", snapshot_id=None, tags={"Name": f"lost-{tag}"})
+    snap = await ec2.create_snapshot(vol.id, "lost answer", {"Name": f"lost-{tag}"})
+    image = await ec2.create_image(box.id, f"lost-{tag}", no_reboot=True, tags={"Name": f"lost-{tag}"})
+
+    assert proxy.dropped == len(actions)  # every create lost its first answer...
+    assert _count(sandbox, "group", **_named("group-name", f"lost-{tag}")) == 1  # ...and made one
+    assert _count(sandbox, "key", **_named("key-name", f"lost-{tag}")) == 1
+    assert _count(sandbox, "volume", **_named("tag:Name", f"lost-{tag}")) == 1
+    assert _count(sandbox, "snapshot", **_named("tag:Name", f"lost-{tag}")) == 1
+    assert _count(sandbox, "image", **_named("name", f"lost-{tag}")) == 1
+    assert group.startswith("sg-") and vol.id.startswith("vol-") and snap.id.startswith("snap-")
+    assert image.startswith("ami-")
+    client = sandbox.ec2()
+    client.deregister_image(ImageId=image)
+    client.delete_snapshot(SnapshotId=snap.id)
+    client.delete_volume(VolumeId=vol.id)
+    client.delete_key_pair(KeyName=f"lost-{tag}")
+    client.delete_security_group(GroupId=group)
+    client.terminate_instances(InstanceIds=[box.id])
+
+
+def _public_key(sandbox: Sandbox) -> str:
+    import asyncssh
+
+    return str(asyncssh.read_private_key(sandbox.key_path).export_public_key("openssh").decode())
+

@@ -116,3 +116,29 @@ def test_the_repl_asks_for_the_mfa_code_before_it_starts(tmp_path: Path) -> None
     child.expect(pexpect.EOF)
     child.close()
     assert child.exitstatus == 1
+
+
+async def test_a_region_not_enabled_is_not_called_bad_credentials() -> None:
+    """EC2 answers AuthFailure in an opt-in region the account has not enabled (and
+    OptInRequired anywhere for the same); the fault proxy plays that answer."""
+    from cloudsh.errors import CredentialsError
+    from cloudsh.services.aws import AwsTarget, ClientFactory
+    from cloudsh.services.ec2 import EC2Service
+    from tests.faults import DroppingProxy, ec2_error
+
+    proxy = DroppingProxy(NOWHERE, fail=lambda _: ec2_error(
+        "AuthFailure", "AWS was not able to validate the provided access credentials", 401))
+    try:
+        r = cloudsh("--aws", "--region", "af-south-1", "ls", env=_aws_env(AWS_ENDPOINT_URL=proxy.url))
+        # The same answer in a region every account has: bad credentials, as before.
+        usual = EC2Service(ClientFactory(AwsTarget(
+            region="eu-west-1", endpoint_url=proxy.url, access_key_id="AKIAEXAMPLE", secret_access_key="x")))
+        with pytest.raises(CredentialsError) as err:
+            await usual.list_instances()
+    finally:
+        proxy.close()
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+    [line] = [x for x in r.stderr.splitlines() if x.strip() and "AWS_ENDPOINT_URL" not in x]
+    assert "region af-south-1 is not enabled for this AWS account" in line, line
+    assert "aws account enable-region --region-name af-south-1" in line
+    assert "AWS rejected" in err.value.message and "not enabled" not in err.value.message

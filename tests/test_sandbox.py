@@ -249,7 +249,11 @@ def test_spot_price_history(sandbox: Sandbox) -> None:
 
 def test_console_output_has_host_key(sandbox: Sandbox) -> None:
     box = sandbox.launch("t3.micro")
-    out = sandbox.ec2().get_console_output(InstanceId=box.id)["Output"]
+    # Empty until cloud-init has printed the keys (CLOUDSH_SANDBOX_CONSOLE_S after SSH is up).
+    deadline = time.monotonic() + sandbox.settings.sandbox_console_s + 5
+    while not (out := sandbox.ec2().get_console_output(InstanceId=box.id).get("Output")):
+        assert time.monotonic() < deadline, "the console never showed the host keys"
+        time.sleep(0.1)
     text = out if "BEGIN SSH HOST KEY KEYS" in out else base64.b64decode(out).decode()
     block = text.split("-----BEGIN SSH HOST KEY KEYS-----")[1].split("-----END SSH HOST KEY KEYS-----")[0]
     assert box.host_key in block

@@ -16,7 +16,7 @@ async def _running(ctx: Context, name: str) -> tuple[Instance, HostInfo]:
     from cloudsh.ops.reach import ssh_host
 
     [inst] = await find_all(ctx, [name])
-    return inst, await ssh_host(ctx.backend, inst)
+    return inst, await ssh_host(ctx.backend, inst, progress=ctx.out.info)
 
 
 def parse_forward(spec: str) -> tuple[int, int]:

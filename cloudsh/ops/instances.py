@@ -172,7 +172,7 @@ async def launch(
         progress(f"{inst.id} is {inst.state}; waiting for it to run")
         [inst] = await ec2.wait_state([inst.id], {"running"}, timeout=settings.wait_timeout_s)
         progress(f"{inst.label} is running; waiting for SSH")
-        await wait_ssh(backend, inst)
+        await wait_ssh(backend, inst, progress=progress)
     except CloudshError as exc:
         raise CloudshError(
             f"{inst.id} ({plan.name}) was launched and is billing, but {exc.message}",
@@ -227,7 +227,7 @@ async def start(
     if not wait:
         return [replace(i, state=states.get(i.id, i.state)) for i in insts]
     done = await backend.ec2.wait_state([i.id for i in insts], {"running"}, timeout=backend.settings.wait_timeout_s)
-    await asyncio.gather(*(wait_ssh(backend, i) for i in done))
+    await asyncio.gather(*(wait_ssh(backend, i, progress=progress) for i in done))
     progress("ready: " + ", ".join(i.label for i in done))
     if pull_results:
         await pull_results_home(backend, done, progress=progress)
@@ -431,7 +431,7 @@ async def _change_type(backend: Backend, plan: ResizePlan, progress: Progress) -
             raise CloudshError(f"{inst.label} is now a {plan.new.name} but did not start: {exc}", hint) from None
         [inst] = await ec2.wait_state([inst.id], {"running"}, timeout=backend.settings.wait_timeout_s)
         progress(f"{inst.label} is running; waiting for SSH")
-        await wait_ssh(backend, inst)
+        await wait_ssh(backend, inst, progress=progress)
     else:
         [inst] = await ec2.list_instances(ids=[inst.id])
     progress(f"{inst.label} is now a {plan.new.name}")

@@ -136,6 +136,7 @@ def _start(settings: Settings, directory: Path) -> SandboxState:
         "--dir", str(directory), "--port", str(port),
         "--boot-s", str(settings.sandbox_boot_s),
         "--consistency-s", str(settings.sandbox_consistency_s),
+        "--console-s", str(settings.sandbox_console_s),
     ]
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(

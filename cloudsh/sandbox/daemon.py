@@ -50,11 +50,14 @@ def _configure_moto_env() -> None:
 
 
 class Daemon:
-    def __init__(self, sandbox_dir: Path, port: int, boot_s: float, consistency_s: float = 0.0) -> None:
+    def __init__(
+        self, sandbox_dir: Path, port: int, boot_s: float, consistency_s: float = 0.0, console_s: float = 0.0
+    ) -> None:
         self.dir = sandbox_dir
         self.port = port
         self.boot_s = boot_s
         self.consistency_s = consistency_s
+        self.console_s = console_s
         self.isolation = "none"
         self.started_at = datetime.now(UTC).isoformat(timespec="seconds")
         self.boxes: dict[str, Any] = {}  # instance id -> sshd.Box
@@ -69,6 +72,7 @@ class Daemon:
         self._generation_lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self.host_keys: dict[str, str] = {}  # read by the WSGI thread (GetConsoleOutput)
+        self.ssh_up_at: dict[str, float] = {}  # instance id -> when its SSH server came up (monotonic)
         self._published: dict[str, Any] | None = None
         self._stop = asyncio.Event()
         self._server: Any = None
@@ -103,7 +107,7 @@ class Daemon:
                 DomainDispatcherApplication(create_backend_app), self.dir, self.ec2_backend, self._lifecycle
             ),
             self.ec2_backend,
-            self.host_keys.get,
+            self.console_host_key,
             self._lifecycle,
         )
         self.app = app
@@ -126,6 +130,14 @@ class Daemon:
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
         self._thread.start()
         self._publish_images()
+
+    def console_host_key(self, iid: str) -> str | None:
+        """The box's host key once cloud-init has printed it to the console: `console_s`
+        after its SSH server came up (before that, GetConsoleOutput has no output)."""
+        up_at = self.ssh_up_at.get(iid)
+        if up_at is None or time.monotonic() - up_at < self.console_s:
+            return None
+        return self.host_keys.get(iid)
 
     def _lifecycle(self, action: str, instance_ids: list[str]) -> None:
         if action in ("StopInstances", "RebootInstances", "TerminateInstances"):
@@ -288,6 +300,7 @@ class Daemon:
             port = await box.start(self.ports.get(iid, 0))
             self.ports[iid] = port
             self.host_keys[iid] = box.host_key_line()
+            self.ssh_up_at[iid] = time.monotonic()
             log.info("%s: ssh on 127.0.0.1:%d", iid, port)
             self._publish()
         except asyncio.CancelledError:
@@ -414,23 +427,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--boot-s", type=float, default=None)
     parser.add_argument("--consistency-s", type=float, default=None)
+    parser.add_argument("--console-s", type=float, default=None)
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
     logging.getLogger("asyncssh").setLevel(logging.WARNING)
-    boot_s, consistency_s = args.boot_s, args.consistency_s
-    if boot_s is None or consistency_s is None:
+    boot_s, consistency_s, console_s = args.boot_s, args.consistency_s, args.console_s
+    if boot_s is None or consistency_s is None or console_s is None:
         from cloudsh.config import Settings
 
         settings = Settings.load()
         boot_s = settings.sandbox_boot_s if boot_s is None else boot_s
         consistency_s = settings.sandbox_consistency_s if consistency_s is None else consistency_s
+        console_s = settings.sandbox_console_s if console_s is None else console_s
     _configure_moto_env()
     sandbox_dir = args.dir.resolve()
     sandbox_dir.mkdir(parents=True, exist_ok=True)
-    daemon = Daemon(sandbox_dir, args.port, boot_s, consistency_s)
+    daemon = Daemon(sandbox_dir, args.port, boot_s, consistency_s, console_s)
     try:
         asyncio.run(daemon.run())
     except OSError as exc:

@@ -1,5 +1,6 @@
-"""The sandbox's `HostResolver`: boxes answer on 127.0.0.1, at the port and with the
-host key the sandbox daemon publishes in its state file."""
+"""The sandbox's `HostResolver`: boxes answer on 127.0.0.1, at the port the sandbox daemon
+publishes in its state file. The host key it publishes there is not trusted: a first key
+is checked against the box's console output, as on AWS (`ConsoleKeys`)."""
 
 from __future__ import annotations
 
@@ -7,13 +8,14 @@ from cloudsh.config import Settings
 from cloudsh.errors import SandboxError
 from cloudsh.models import HostInfo, Instance
 from cloudsh.sandbox.state import pid_alive, read_state
-from cloudsh.services.hosts import check_running
+from cloudsh.services.hosts import ConsoleKeys, check_running
 
 
-class SandboxHostResolver:
-    """The local cloud: 127.0.0.1 and the port/host key the sandbox daemon publishes."""
+class SandboxHostResolver(ConsoleKeys):
+    """The local cloud: 127.0.0.1 and the port the sandbox daemon publishes."""
 
     def __init__(self, settings: Settings) -> None:
+        super().__init__()
         self.settings = settings
 
     def resolve(self, inst: Instance) -> HostInfo | None:
@@ -35,5 +37,5 @@ class SandboxHostResolver:
             user=self.settings.ssh_user,
             key_path=str(self.settings.key_path),
             host_key_alias=inst.id,
-            expected_host_keys=(box.host_key,) if box.host_key else (),
+            expected_host_keys=self.console_keys(inst.id),
         )

@@ -11,8 +11,12 @@ goes to moto untouched. What it changes:
   constant 0.00001).
 - `RunInstances` with a `ClientToken` already used returns the instances that token made
   (EC2's idempotency, which botocore's retries rely on); moto makes a second box.
-- `GetConsoleOutput` prints the cloud-init host-key block once the box's SSH server is up,
-  as Ubuntu on EC2 does, so a first host key can be checked the same way everywhere.
+- `CreateVolume` with a `ClientToken` already used answers what the first call did (EC2's
+  idempotency, "Ensuring idempotency in Amazon EC2 API requests", EC2 developer guide;
+  botocore fills the token in and its retries rely on it); moto makes a second volume.
+- `GetConsoleOutput` has no output until cloud-init has printed the host-key block
+  (`CLOUDSH_SANDBOX_CONSOLE_S` after the box's SSH server is up), then that block, as
+  Ubuntu on EC2 does, so a first host key is checked the same way everywhere.
 """
 
 from __future__ import annotations
@@ -63,7 +67,7 @@ class SandboxEc2App:
     """The WSGI app the daemon serves: EC2 fixes first, then moto.
 
     `ec2_backend` returns moto's EC2 backend for the sandbox's account and region;
-    `host_key_of(instance_id)` returns the booted box's public host key, or None;
+    `host_key_of(instance_id)` returns the box's public host key once its console shows it, or None;
     `on_lifecycle(action, instance_ids)` hears of every successful Stop/Start/Reboot/
     TerminateInstances, since a fast stop-then-start can fall between two looks at moto.
     """
@@ -83,6 +87,8 @@ class SandboxEc2App:
         #: ClientToken -> the spot InstanceInterruptionBehavior asked for (moto drops it);
         #: the daemon reads it to play `sandbox interrupt`.
         self.spot_behaviour: dict[str, str] = {}
+        #: (action, ClientToken) -> the first answer, for idempotent creates other than RunInstances.
+        self._answered: dict[tuple[str, str], tuple[str, list[tuple[str, str]], bytes]] = {}
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         params = wsgi.params(environ)
@@ -91,6 +97,9 @@ class SandboxEc2App:
             # Check-then-create must not interleave with a retry of the same call.
             with self._token_lock:
                 return self._run_instances_once(environ, start_response, params)
+        if action == "CreateVolume" and params.get("ClientToken"):
+            with self._token_lock:
+                return self._create_once(environ, start_response, (action, params["ClientToken"]))
         handler = {
             "ModifyInstanceAttribute": self._modify_instance_attribute,
             "RunInstances": self._run_instances,
@@ -107,6 +116,18 @@ class SandboxEc2App:
             if body is not None:
                 return wsgi.respond(start_response, "200 OK", body)
         return self.moto_app(environ, start_response)
+
+    def _create_once(
+        self, environ: dict[str, Any], start_response: StartResponse, key: tuple[str, str]
+    ) -> Iterable[bytes]:
+        """The first answer to this (action, ClientToken), made once."""
+        answer = self._answered.get(key)
+        if answer is None:
+            answer = wsgi.call(self.moto_app, environ)
+            if answer[0].startswith("200"):
+                self._answered[key] = answer
+        start_response(answer[0], answer[1])
+        return [answer[2]]
 
     def _lifecycle(
         self, environ: dict[str, Any], start_response: StartResponse, action: str, params: dict[str, str]
@@ -218,13 +239,15 @@ class SandboxEc2App:
                 "-----END SSH HOST KEY KEYS-----\r\n"
                 "Cloud-init v. 24.4-0ubuntu1~24.04.2 finished.\r\n"
             )
-        output = base64.b64encode(text.encode()).decode() if text else ""
+        # Nothing printed yet: EC2 leaves `output` out of the response (GetConsoleOutput,
+        # EC2 API reference: "If no console output is available, the output is empty").
+        output = f"<output>{base64.b64encode(text.encode()).decode()}</output>" if text else ""
         return (
             f'<GetConsoleOutputResponse xmlns="{EC2_NS}">'
             f"<requestId>{uuid.uuid4()}</requestId>"
             f"<instanceId>{escape(instance_id)}</instanceId>"
             f"<timestamp>{_iso(_now())}</timestamp>"
-            f"<output>{output}</output>"
+            f"{output}"
             "</GetConsoleOutputResponse>"
         )
 

@@ -35,6 +35,8 @@ from cloudsh.errors import CredentialsError
 
 #: botocore's "standard" retry mode retries throttling and 5xx with backoff.
 _RETRIES: dict[str, Any] = {"mode": "standard", "max_attempts": 5}
+#: ... and none for a client whose caller retries itself (`ClientFactory.client(once=True)`).
+_ONCE = botocore.config.Config(retries={"mode": "standard", "total_max_attempts": 1})
 
 
 @dataclass(frozen=True)
@@ -167,7 +169,7 @@ class ClientFactory:
         self.cache_dir = cache_dir
         self._client_lock = threading.Lock()
         self._session: botocore.session.Session | None = None
-        self._clients: dict[tuple[str, str], Any] = {}
+        self._clients: dict[tuple[str, str, bool], Any] = {}
         self._config = botocore.config.Config(
             retries=_RETRIES,
             connect_timeout=connect_timeout,
@@ -213,8 +215,10 @@ class ClientFactory:
             self._session = session
         return self._session
 
-    def client(self, service: str, region: str | None = None) -> Any:
-        key = (service, region or self.target.region)
+    def client(self, service: str, region: str | None = None, *, once: bool = False) -> Any:
+        """`once`: a client that makes each call once, for calls that must not be repeated
+        blindly (a create without an idempotency token): its caller retries them."""
+        key = (service, region or self.target.region, once)
         client = self._clients.get(key)
         if client is not None:
             return client
@@ -222,7 +226,8 @@ class ClientFactory:
             client = self._clients.get(key)
             if client is None:
                 client = self._session_locked().create_client(
-                    service, region_name=key[1], endpoint_url=self.target.endpoint_url, config=self._config
+                    service, region_name=key[1], endpoint_url=self.target.endpoint_url,
+                    config=self._config.merge(_ONCE) if once else self._config,
                 )
                 for event, handler in self._hooks:
                     client.meta.events.register(event, handler)

@@ -408,7 +408,8 @@ class EC2Service(EC2Storage):
         return bool(raw.get("KeyPairs"))
 
     async def import_key_pair(self, name: str, public_key: str) -> None:
-        await self.call("import_key_pair", KeyName=name, PublicKeyMaterial=public_key.encode())
+        look_up = self.finder("describe_key_pairs", "KeyPairs", Filters=[{"Name": "key-name", "Values": [name]}])
+        await self.create("import_key_pair", look_up, KeyName=name, PublicKeyMaterial=public_key.encode())
         self.created(name)
 
     async def delete_key_pair(self, name: str) -> None:
@@ -438,7 +439,10 @@ class EC2Service(EC2Storage):
         return rules
 
     async def create_security_group(self, name: str, description: str) -> str:
-        raw = await self.call("create_security_group", GroupName=name, Description=description)
+        look_up = self.finder(
+            "describe_security_groups", "SecurityGroups", Filters=[{"Name": "group-name", "Values": [name]}]
+        )
+        raw = await self.create("create_security_group", look_up, GroupName=name, Description=description)
         self.created(raw["GroupId"])
         return str(raw["GroupId"])
 

@@ -8,6 +8,7 @@ botocore's errors translated into `CloudshError`s that say what to do.
 from __future__ import annotations
 
 import asyncio
+import random
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -41,6 +42,20 @@ NOT_YET_CODES = frozenset({
 #: Retries after such an answer start here and double (the docs ask for exponential backoff).
 FIRST_RETRY_S = 0.1
 MAX_RETRY_S = 5.0
+#: Answers after which a create that takes no idempotency token is made again (with backoff):
+#: throttling and server errors ("Error codes for the Amazon EC2 API", EC2 API reference).
+RETRY_CODES = frozenset({
+    "RequestLimitExceeded", "Throttling", "ThrottlingException",
+    "ServiceUnavailable", "Unavailable", "InternalError", "InternalFailure",
+})
+#: The request went out but its answer never came: the create may have been made. Look it up first.
+LOST_ANSWER = ("ConnectionClosedError", "ReadTimeoutError")
+#: No connection was made: the request never went out. Make it again.
+UNSENT = ("EndpointConnectionError", "ConnectTimeoutError")
+CREATE_ATTEMPTS = 5
+#: How long a create whose answer was lost is looked for before it is made again: long
+#: enough for EC2's eventual consistency to show it to a describe call.
+LOOK_UP_S = 5.0
 
 
 class EC2Calls:
@@ -104,7 +119,7 @@ class EC2Calls:
         try:
             return self._settled(attempt, kwargs)
         except ClientError as exc:
-            raise translate(exc, self.clients.target.profile) from None
+            raise translate(exc, self.clients.target.profile, self.region) from None
         except BotoCoreError as exc:
             raise translate_botocore(exc, self.clients.target) from None
 
@@ -116,6 +131,59 @@ class EC2Calls:
     async def call(self, op: str, **kwargs: Any) -> Any:
         """One EC2 API call, off the event loop."""
         return await asyncio.to_thread(self._call_sync, op, **kwargs)
+
+    def _create_sync(self, op: str, look_up: Callable[[], Any | None], kwargs: dict[str, Any]) -> Any:
+        """A create EC2 offers no idempotency token for, made so that one resource results:
+        botocore would repeat it after a lost answer (a duplicate, or an error for a name
+        now taken), so here it is made once per try, and after a lost answer `look_up()`
+        (the resource found by its name or tag, as the create would have answered, or None)
+        is asked until EC2 shows it or `LOOK_UP_S` passed, before making it again."""
+        client = self.clients.client("ec2", once=True)
+
+        def attempt() -> Any:
+            delay = FIRST_RETRY_S
+            for tries in range(1, CREATE_ATTEMPTS + 1):
+                try:
+                    return getattr(client, op)(**kwargs)
+                except ClientError as exc:
+                    status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
+                    if tries == CREATE_ATTEMPTS or not (_code(exc) in RETRY_CODES or status >= 500):
+                        raise
+                except BotoCoreError as exc:
+                    if tries == CREATE_ATTEMPTS or type(exc).__name__ not in LOST_ANSWER + UNSENT:
+                        raise
+                    found = self._look_up(look_up) if type(exc).__name__ in LOST_ANSWER else None
+                    if found is not None:
+                        return found
+                time.sleep(delay * (1 + random.random()))  # jitter: many clients back off apart
+                delay = min(delay * 2, MAX_RETRY_S)
+            raise AssertionError("unreachable")
+
+        return self._translated(attempt, kwargs)
+
+    @staticmethod
+    def _look_up(look_up: Callable[[], Any | None]) -> Any | None:
+        deadline = time.monotonic() + LOOK_UP_S
+        delay = FIRST_RETRY_S
+        while True:
+            found = look_up()
+            if found is not None or time.monotonic() + delay > deadline:
+                return found
+            time.sleep(delay)
+            delay = min(delay * 2, MAX_RETRY_S)
+
+    def finder(self, op: str, key: str, **kwargs: Any) -> Callable[[], Any | None]:
+        """A look-up for `create`: the first item under `key` that `op(**kwargs)` lists, or None."""
+
+        def look_up() -> Any | None:
+            found = getattr(self.clients.client("ec2"), op)(**kwargs).get(key)
+            return found[0] if found else None
+
+        return look_up
+
+    async def create(self, op: str, look_up: Callable[[], Any | None], **kwargs: Any) -> Any:
+        """A create without an idempotency token, off the event loop (see `_create_sync`)."""
+        return await asyncio.to_thread(self._create_sync, op, look_up, kwargs)
 
     def _paginate_sync(self, op: str, key: str, **kwargs: Any) -> list[Any]:
         def pages() -> list[Any]:
@@ -142,6 +210,10 @@ def _strings(value: Any) -> Iterable[str]:
             yield from _strings(item)
 
 
+def _code(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))
+
+
 def tags_of(raw: Iterable[dict[str, str]] | None) -> dict[str, str]:
     return {t["Key"]: t["Value"] for t in raw or ()}
 
@@ -165,12 +237,29 @@ def credentials_hint(profile: str | None) -> str:
     )
 
 
-def translate(exc: ClientError, profile: str | None = None) -> CloudshError:
+#: Regions an account must enable before use: those introduced after 20 March 2019
+#: ("Enable or disable AWS Regions in your account", AWS Account Management reference guide).
+#: EC2 answers AuthFailure there until the region is enabled; OptInRequired anywhere means
+#: the same ("Error codes for the Amazon EC2 API").
+OPT_IN_REGIONS = frozenset({
+    "af-south-1", "ap-east-1", "ap-east-2", "ap-south-2", "ap-southeast-3", "ap-southeast-4",
+    "ap-southeast-5", "ap-southeast-6", "ap-southeast-7", "ca-west-1", "eu-central-2",
+    "eu-south-1", "eu-south-2", "il-central-1", "me-central-1", "me-south-1", "mx-central-1",
+})
+
+
+def translate(exc: ClientError, profile: str | None = None, region: str | None = None) -> CloudshError:
     """A botocore ClientError -> the CloudshError a user should see."""
     err = exc.response.get("Error", {})
     code = str(err.get("Code", ""))
     message = str(err.get("Message", "")).rstrip(".") or code
     op = exc.operation_name
+    if region and (code == "OptInRequired" or (code == "AuthFailure" and region in OPT_IN_REGIONS)):
+        return CredentialsError(
+            f"region {region} is not enabled for this AWS account ({code}: {message})",
+            f"enable it with `aws account enable-region --region-name {region}` (or in the console: "
+            "Account, AWS Regions; it takes minutes), or pick another --region",
+        )
     if code in _CREDENTIAL_CODES:
         which = f"profile {profile!r}" if profile else "the default AWS credentials"
         return CredentialsError(

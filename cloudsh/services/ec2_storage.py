@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -15,6 +16,8 @@ from cloudsh.services.ec2_calls import EC2Calls, tags_of
 
 #: Canonical's AWS account, owner of the official Ubuntu images.
 CANONICAL = "099720109477"
+#: A snapshot's tag naming the request that made it (see `create_snapshot`).
+REQUEST_TAG = "cloudsh:request"
 #: SSM public parameters naming the current Ubuntu LTS image per architecture.
 UBUNTU_SSM = "/aws/service/canonical/ubuntu/server/24.04/stable/current/{arch}/hvm/ebs-gp3/ami-id"
 UBUNTU_NAME = "ubuntu/images/hvm-ssd-gp3/ubuntu-noble-24.04-{arch}-server-*"
@@ -152,8 +155,10 @@ class EC2Storage(EC2Calls):
     async def create_image(
         self, instance_id: str, name: str, *, no_reboot: bool, tags: dict[str, str]
     ) -> str:
-        raw = await self.call(
+        # Image names are unique per account and region: the name finds a lost create.
+        raw = await self.create(
             "create_image",
+            self.finder("describe_images", "Images", Owners=["self"], Filters=[{"Name": "name", "Values": [name]}]),
             InstanceId=instance_id,
             Name=name,
             Description=f"cloudsh freeze of {instance_id}",
@@ -198,6 +203,8 @@ class EC2Storage(EC2Calls):
         )
         if snapshot_id:
             kwargs["SnapshotId"] = snapshot_id
+        # CreateVolume is idempotent by ClientToken, which botocore fills in once per call
+        # and repeats on its retries: a lost answer does not make a second volume.
         vol = _volume(await self.call("create_volume", **kwargs))
         self.created(vol.id)
         return vol
@@ -216,8 +223,15 @@ class EC2Storage(EC2Calls):
         await self.call("delete_volume", VolumeId=volume_id)
 
     async def create_snapshot(self, volume_id: str, description: str, tags: dict[str, str]) -> Snapshot:
-        raw = await self.call(
+        # No token and no unique name: a tag of this request's own finds a lost create.
+        tags = {**tags, REQUEST_TAG: uuid.uuid4().hex}
+
+        raw = await self.create(
             "create_snapshot",
+            self.finder(
+                "describe_snapshots", "Snapshots",
+                OwnerIds=["self"], Filters=[{"Name": f"tag:{REQUEST_TAG}", "Values": [tags[REQUEST_TAG]]}],
+            ),
             VolumeId=volume_id,
             Description=description,
             TagSpecifications=[

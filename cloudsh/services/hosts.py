@@ -66,16 +66,17 @@ class HostResolver(Protocol):
         """
         ...
 
+    def learn_console_output(self, instance_id: str, text: str) -> tuple[str, ...]:
+        """Remember the host keys printed in `GetConsoleOutput` text; returns them."""
+        ...
 
-class AwsHostResolver:
-    """Real EC2: public IP, else private IP (VPN / same VPC), port 22.
 
-    Host keys that cloud-init printed to the console (see `learn_console_output`) become
-    the `expected_host_keys` that a first connection is checked against.
-    """
+class ConsoleKeys:
+    """Host keys that cloud-init printed to a box's console (see `learn_console_output`),
+    which `resolve` hands out as the `expected_host_keys` a first connection is checked
+    against. Shared by every resolver, so AWS and the sandbox check a first key alike."""
 
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
+    def __init__(self) -> None:
         self._console_keys: dict[str, tuple[str, ...]] = {}
         self._lock = threading.Lock()
 
@@ -90,14 +91,24 @@ class AwsHostResolver:
         with self._lock:
             self._console_keys[instance_id] = tuple(keys)
 
+    def console_keys(self, instance_id: str) -> tuple[str, ...]:
+        with self._lock:
+            return self._console_keys.get(instance_id, ())
+
+
+class AwsHostResolver(ConsoleKeys):
+    """Real EC2: public IP, else private IP (VPN / same VPC), port 22."""
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__()
+        self.settings = settings
+
     def resolve(self, inst: Instance) -> HostInfo | None:
         if not check_running(inst):
             return None
         address = inst.public_ip or inst.private_ip
         if not address:
             return None
-        with self._lock:
-            expected = self._console_keys.get(inst.id, ())
         return HostInfo(
             instance_id=inst.id,
             name=inst.label,
@@ -106,5 +117,5 @@ class AwsHostResolver:
             user=self.settings.ssh_user,
             key_path=str(self.settings.key_path),
             host_key_alias=inst.id,
-            expected_host_keys=expected,
+            expected_host_keys=self.console_keys(inst.id),
         )

@@ -2,8 +2,10 @@
 
 One line per key, the host field being the instance id (`HostInfo.host_key_alias`), so
 OpenSSH reads the same file with `-o HostKeyAlias=<id> -o UserKnownHostsFile=<file>` and
-a box keeps its pin when its address changes. Pure Python: `cloudsh ls` imports this
-module and must not pay for asyncssh.
+a box keeps its pin when its address changes. A key pinned before the box's console
+confirmed it carries the comment `cloudsh-unconfirmed:<epoch seconds>`; one trusted on
+first use because the console never showed a key, `cloudsh-tofu` (OpenSSH ignores
+comments). Pure Python: `cloudsh ls` imports this module and must not pay for asyncssh.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import fcntl
 import hashlib
 import os
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -29,6 +32,20 @@ def normalize_key(key_line: str) -> str:
     except (binascii.Error, ValueError) as exc:
         raise ValueError(f"not an OpenSSH public key: {key_line!r}") from exc
     return f"{parts[0]} {parts[1]}"
+
+
+#: Comment on a pinned key that the box's console has not confirmed (yet).
+UNCONFIRMED = "cloudsh-unconfirmed"
+#: Comment on a pinned key trusted on first use: the console never showed one.
+TOFU = "cloudsh-tofu"
+
+
+def forget_hint(name: str) -> str:
+    """What to do when a box presents a key other than the one it should."""
+    return (
+        f"if {name} was rebuilt, run `cloudsh known-hosts forget {name}`; "
+        "otherwise do not connect: someone may be intercepting the connection"
+    )
 
 
 def fingerprint(key_line: str) -> str:
@@ -53,6 +70,12 @@ class KnownHosts:
     @staticmethod
     def _parse(line: str) -> tuple[list[str], str] | None:
         """(host names, normalized key) of a plain entry; None for comments, markers, junk."""
+        entry = KnownHosts._parse_noted(line)
+        return entry and entry[:2]
+
+    @staticmethod
+    def _parse_noted(line: str) -> tuple[list[str], str, str] | None:
+        """(host names, normalized key, comment) of a plain entry."""
         text = line.strip()
         if not text or text.startswith(("#", "@")):
             return None
@@ -60,7 +83,7 @@ class KnownHosts:
         if len(parts) < 3:
             return None
         try:
-            return parts[0].split(","), normalize_key(" ".join(parts[1:3]))
+            return parts[0].split(","), normalize_key(" ".join(parts[1:3])), " ".join(parts[3:])
         except ValueError:
             return None
 
@@ -73,12 +96,38 @@ class KnownHosts:
                 out.append(entry[1])
         return out
 
-    def pin(self, alias: str, key_line: str) -> None:
-        """Add `key_line` for `alias` (no-op if already pinned)."""
+    def pin(self, alias: str, key_line: str, *, unconfirmed: bool = False) -> None:
+        """Add `key_line` for `alias` (no-op if already pinned); `unconfirmed`: the box's
+        console has not shown it yet (see `unconfirmed_since`)."""
         key = normalize_key(key_line)
+        note = f" {UNCONFIRMED}:{int(time.time())}" if unconfirmed else ""
         with self._locked():
             if key not in self.keys(alias):
-                self._write([*self._lines(), f"{alias} {key}"])
+                self._write([*self._lines(), f"{alias} {key}{note}"])
+
+    def unconfirmed_since(self, alias: str) -> float | None:
+        """When the key of `alias` was pinned without its console confirming it; None if
+        it is confirmed, trusted on first use, or not pinned."""
+        for line in self._lines():
+            entry = self._parse_noted(line)
+            if entry and alias in entry[0] and entry[2].startswith(UNCONFIRMED + ":"):
+                try:
+                    return float(entry[2].split(":", 1)[1].split()[0])
+                except (ValueError, IndexError):
+                    return 0.0  # no readable time: as if pinned long ago
+        return None
+
+    def settle(self, alias: str, *, tofu: bool = False) -> None:
+        """The keys of `alias` are confirmed by its console, or (`tofu`) trusted on first
+        use because it never showed one."""
+        with self._locked():
+            out: list[str] = []
+            for line in self._lines():
+                entry = self._parse_noted(line)
+                if entry and entry[0] == [alias]:
+                    line = f"{alias} {entry[1]} {TOFU}" if tofu else f"{alias} {entry[1]}"
+                out.append(line)
+            self._write(out)
 
     def forget(self, alias: str) -> bool:
         """Drop every key of `alias`; True if there was one."""

@@ -3,8 +3,8 @@
 Host keys are pinned per instance id in cloudsh's own known_hosts file (see
 `known_hosts.py`) and checked during key exchange, before cloudsh authenticates: a
 pinned box must present a pinned key; a new box must present one of the keys learnt
-out of band (sandbox state, EC2 console output) if there are any, else it is trusted on
-first use. A changed key is never accepted silently.
+out of band (EC2 console output) if there are any, else it is pinned as unconfirmed
+until the console shows it (`ops/reach.py`). A changed key is never accepted silently.
 
 OpenSSH (`connect`, `ssh-config`, rsync/scp) is pointed at the same file with
 `HostKeyAlias` (`openssh.py`), so both clients agree on what a box's key is. The
@@ -30,7 +30,7 @@ from asyncssh.public_key import get_default_public_key_algs
 from cloudsh.config import Settings
 from cloudsh.errors import CloudshError, HostKeyChanged, SSHError, SSHTimeout
 from cloudsh.models import CommandResult, HostInfo, Tunnel
-from cloudsh.services.known_hosts import KnownHosts, fingerprint, normalize_key
+from cloudsh.services.known_hosts import KnownHosts, fingerprint, forget_hint, normalize_key
 from cloudsh.services.openssh import KEEPALIVE_COUNT, KEEPALIVE_S
 
 #: AES-GCM first: AES-NI makes it the fastest cipher on x86 and Graviton alike;
@@ -148,9 +148,7 @@ def _host_key_error(host: HostInfo, pinned: Sequence[str], presented: str) -> Ho
         what = "expected"
         headline = f"host key of box {host.name} does not match the one its cloud published"
     return HostKeyChanged(
-        f"{headline}: {what} {known}, presented {fingerprint(presented)}",
-        f"if {host.name} was rebuilt, run `cloudsh known-hosts forget {host.name}`; "
-        "otherwise do not connect: someone may be intercepting the connection",
+        f"{headline}: {what} {known}, presented {fingerprint(presented)}", forget_hint(host.name)
     )
 
 
@@ -242,7 +240,8 @@ class SSHService:
         server_key = conn.get_server_host_key()
         if not pinned and server_key is not None:
             try:
-                self.known_hosts.pin(host.host_key_alias, _key_line(server_key))
+                # Checked against keys its console showed, or taken on trust until it does.
+                self.known_hosts.pin(host.host_key_alias, _key_line(server_key), unconfirmed=not trusted)
             except OSError as exc:
                 conn.close()
                 raise SSHError(
