@@ -411,13 +411,22 @@ def to_jsonable(value: Any) -> Any:
 # -- the job record in EC2 tags --------------------------------------------------------
 
 JOB_TAG_PREFIX = "cloudsh:job:"
-#: EC2 allows tag values of up to 256 characters.
+#: EC2 allows tag values of up to 256 characters, and 50 tags per resource ("Tag your
+#: Amazon EC2 resources", Tag restrictions).
 TAG_VALUE_MAX = 256
+#: At most this many job tags on a box; finished jobs beyond the newest `JOB_TAGS_KEPT`
+#: move to a record file on the box (`ops/jobs/archive.py`) before another job starts.
+JOB_TAGS_MAX = 20
+JOB_TAGS_KEPT = 5
 
 
 @dataclass(frozen=True)
 class JobTag:
-    """What the tag `cloudsh:job:<id>` holds (short keys: a tag value has 256 characters)."""
+    """What the tag `cloudsh:job:<id>` holds (short keys: a tag value has 256 characters).
+
+    `local_dir` is read from tags older records wrote; it is never written again: where
+    a laptop keeps results is that laptop's own business (`ops/jobs/box.remember_local`).
+    """
 
     script: str
     state: str
@@ -430,6 +439,8 @@ class JobTag:
     before_s: float = 0.0  # runtime of earlier runs (before a resume)
 
     def encode(self) -> str:
+        """Compact JSON, whole: when it would pass EC2's 256 characters the script's name
+        is shortened (the job's files on the box keep it whole), never the JSON cut."""
         doc: dict[str, Any] = {"f": self.script, "s": self.state, "n": self.runs}
         for key, value in (("t", self.started), ("e", self.ended), ("b", self.before_s)):
             if value:
@@ -438,13 +449,12 @@ class JobTag:
             doc["x"] = self.exit_status
         if self.remote_dir:
             doc["r"] = self.remote_dir
-        if self.local_dir:
-            doc["l"] = self.local_dir
-        text = json.dumps(doc, separators=(",", ":"))
-        if len(text) > TAG_VALUE_MAX:  # the local dir is also remembered on this machine
-            doc.pop("l", None)
-            text = json.dumps(doc, separators=(",", ":"))
-        return text[:TAG_VALUE_MAX]
+        text = json.dumps(doc, separators=(",", ":"), ensure_ascii=False)
+        while len(text) > TAG_VALUE_MAX and doc["f"]:
+            cut = len(text) - TAG_VALUE_MAX + 1  # and one for the "~" that marks the cut
+            doc["f"] = doc["f"][:-cut] + "~" if len(doc["f"]) > cut else ""
+            text = json.dumps(doc, separators=(",", ":"), ensure_ascii=False)
+        return text
 
     @classmethod
     def decode(cls, text: str) -> JobTag | None:

@@ -11,6 +11,8 @@ goes to moto untouched. What it changes:
   constant 0.00001).
 - `RunInstances` with a `ClientToken` already used returns the instances that token made
   (EC2's idempotency, which botocore's retries rely on); moto makes a second box.
+- Tags beyond EC2's limits (50 per resource, keys 128 and values 256 characters) fail
+  as EC2 fails them (`tags.py`).
 - `GetConsoleOutput` prints the cloud-init host-key block once the box's SSH server is up,
   as Ubuntu on EC2 does, so a first host key can be checked the same way everywhere.
 """
@@ -27,7 +29,7 @@ from urllib.parse import urlencode
 from xml.etree import ElementTree
 from xml.sax.saxutils import escape
 
-from cloudsh.sandbox import wsgi
+from cloudsh.sandbox import tags, wsgi
 from cloudsh.sandbox.wsgi import Ec2Error, StartResponse, WsgiApp
 
 EC2_NS = "http://ec2.amazonaws.com/doc/2016-11-15/"
@@ -87,6 +89,10 @@ class SandboxEc2App:
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         params = wsgi.params(environ)
         action = params.get("Action", "")
+        try:
+            tags.check(params)
+        except Ec2Error as err:
+            return wsgi.respond(start_response, "400 Bad Request", wsgi.error_xml(err.code, err.message))
         if action == "RunInstances" and params.get("ClientToken"):
             # Check-then-create must not interleave with a retry of the same call.
             with self._token_lock:

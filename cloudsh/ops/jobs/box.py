@@ -36,7 +36,9 @@ async def call_agent(backend: Backend, host: HostInfo, args: str, *, timeout: fl
 async def install_agent(backend: Backend, host: HostInfo, job_id: str = "") -> None:
     """Write the agent (through a temporary name) and, with `job_id`, the job's directory."""
     target = f"{JOBS_DIR}/{job_id}" if job_id else JOBS_DIR
-    cmd = f"mkdir -p {target} && cat > {JOBS_DIR}/.agent.py.tmp && mv {JOBS_DIR}/.agent.py.tmp {AGENT_PATH}"
+    # A temporary name of this shell's own: several front ends may write it at once.
+    tmp = f"{JOBS_DIR}/.agent.py.$$"
+    cmd = f"mkdir -p {target} && cat > {tmp} && mv {tmp} {AGENT_PATH}"
     result = await backend.ssh.run(host, cmd, stdin=agents.source("jobs"))
     if not result.ok:
         raise CloudshError(
