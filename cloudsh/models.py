@@ -18,6 +18,18 @@ LIVE_STATES = frozenset({"pending", "running", "stopping", "stopped", "shutting-
 #: way (a colleague on a shared account, the console, a script), and cloudsh treats it as
 #: someone else's.
 TAG_MANAGED = "cloudsh:managed"
+#: Which image family a box runs (`image_family`): set at launch, and when its NVIDIA
+#: driver is installed (`ops/gpu.py`); a frozen image passes it on to its boxes.
+TAG_IMAGE_FAMILY = "cloudsh:image-family"
+#: The families: Canonical's Ubuntu 24.04 LTS, and AWS's Deep Learning Base OSS NVIDIA
+#: Driver GPU AMI (Ubuntu 24.04), which has the driver. Ubuntu with the driver installed
+#: since is `ubuntu-24.04+nvidia`.
+FAMILY_UBUNTU = "ubuntu-24.04"
+FAMILY_DLAMI = "dlami-nvidia"
+FAMILY_WITH_DRIVER = "+nvidia"
+#: The owner of the official Ubuntu images (Canonical) and of the Deep Learning AMIs (Amazon).
+CANONICAL_OWNER = "099720109477"
+DLAMI_OWNER = "898082745236"
 #: Tags people put on a box to say whose it is, most telling first.
 OWNER_TAGS = ("Owner", "owner", "CreatedBy")
 
@@ -44,6 +56,11 @@ class InstanceType:
     @property
     def family(self) -> str:
         return self.name.split(".", 1)[0]
+
+    @property
+    def nvidia(self) -> bool:
+        """Whether its GPUs are NVIDIA's (all EC2 GPU types but the AMD Radeon ones)."""
+        return self.gpu_count > 0 and not self.gpu_model.lower().startswith("radeon")
 
     @property
     def gpus(self) -> str:
@@ -81,6 +98,19 @@ class Instance:
     @property
     def is_live(self) -> bool:
         return self.state in LIVE_STATES
+
+    @property
+    def image_family(self) -> str:
+        """`ubuntu-24.04`, `dlami-nvidia`, `ubuntu-24.04+nvidia`, …; "" when unknown."""
+        return self.tags.get(TAG_IMAGE_FAMILY, "")
+
+    @property
+    def has_nvidia_driver(self) -> bool | None:
+        """Whether its image family has the NVIDIA driver; None when the family is unknown."""
+        family = self.image_family
+        if not family:
+            return None
+        return family == FAMILY_DLAMI or family.endswith(FAMILY_WITH_DRIVER)
 
     @property
     def managed(self) -> bool:
@@ -326,6 +356,18 @@ class Image:
     tags: Mapping[str, str] = field(default_factory=dict)
     root_device: str = ""
     root_size_gb: int = 0
+
+
+def image_family(img: Image) -> str:
+    """The family a box launched from `img` runs: the image's own family tag (a frozen
+    box's), else what its owner and name say, else "custom"."""
+    if img.tags.get(TAG_IMAGE_FAMILY):
+        return img.tags[TAG_IMAGE_FAMILY]
+    if img.owner_id == DLAMI_OWNER and "Nvidia Driver" in img.name:
+        return FAMILY_DLAMI
+    if img.owner_id == CANONICAL_OWNER and "ubuntu-noble-24.04" in img.name:
+        return FAMILY_UBUNTU
+    return "custom"
 
 
 @dataclass(frozen=True, slots=True)

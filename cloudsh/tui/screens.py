@@ -79,6 +79,7 @@ class ResizeScreen(ModalScreen[str | None]):
                 Text.assemble(
                     ("Resize ", "bold"), (r.label, "bold"),
                     f"  {r.type} {r.gpus or 'no GPU'}, {r.market}, {money(now)} now",
+                    f", image {r.image}" if r.image else "",
                 ),
                 id="resize-title",
             )
