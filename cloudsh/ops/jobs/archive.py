@@ -11,9 +11,7 @@ lists them all.
 from __future__ import annotations
 
 import json
-import os
 import shlex
-from typing import Any
 
 from cloudsh.errors import InvalidState
 from cloudsh.models import (
@@ -22,51 +20,19 @@ from cloudsh.models import (
     JOB_TAGS_MAX,
     HostInfo,
     Instance,
-    JobTag,
     job_tags,
 )
 from cloudsh.ops.events import Progress, quiet
-from cloudsh.ops.jobs.box import box_status, call_agent
+from cloudsh.ops.jobs.box import box_status, call_agent, remember_records
+from cloudsh.ops.jobs.state import derive_state, merge
 from cloudsh.services.backend import Backend
 
 FINISHED = ("finished", "stopped", "lost")
 
 
-def _index(backend: Backend) -> Any:
-    return backend.settings.state_dir / "jobs-archive.json"
-
-
-def local_records(backend: Backend) -> dict[str, dict[str, JobTag]]:
-    """Per box id, the job records moved off its tags (this machine's copy)."""
-    try:
-        raw = json.loads(_index(backend).read_text())
-    except (OSError, ValueError):
-        return {}
-    out: dict[str, dict[str, JobTag]] = {}
-    for inst_id, records in dict(raw).items():
-        decoded = {jid: tag for jid, text in dict(records).items() if (tag := JobTag.decode(text))}
-        out[str(inst_id)] = decoded
-    return out
-
-
-def remember_records(backend: Backend, inst_id: str, records: dict[str, str]) -> None:
-    path = _index(backend)
-    try:
-        index = json.loads(path.read_text()) if path.exists() else {}
-    except (OSError, ValueError):
-        index = {}
-    index.setdefault(inst_id, {}).update(records)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(index))
-    os.replace(tmp, path)
-
-
 async def make_room(backend: Backend, inst: Instance, host: HostInfo, *, progress: Progress = quiet) -> None:
     """Leave room for one more job tag on `inst`, moving old finished jobs to the box's
     record file; refuses when too many jobs are still running to make room."""
-    from cloudsh.ops.jobs.state import derive_state, merge
-
     tags = job_tags(inst)
     if len(tags) < JOB_TAGS_MAX:
         return

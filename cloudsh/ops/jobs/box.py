@@ -111,3 +111,36 @@ def local_dir_of(backend: Backend, job_id: str, tag: JobTag) -> Path | None:
     if tag.local_dir:
         return Path(tag.local_dir)
     return Path.cwd() / Path(tag.remote_dir).name
+
+
+# -- job records moved off a box's tags (`archive.py`): this machine's copy ---------------
+
+
+def _archive_index(backend: Backend) -> Path:
+    return backend.settings.state_dir / "jobs-archive.json"
+
+
+def local_records(backend: Backend) -> dict[str, dict[str, JobTag]]:
+    """Per box id, the job records moved off its tags (this machine's copy)."""
+    try:
+        raw = json.loads(_archive_index(backend).read_text())
+    except (OSError, ValueError):
+        return {}
+    out: dict[str, dict[str, JobTag]] = {}
+    for inst_id, records in dict(raw).items():
+        decoded = {jid: tag for jid, text in dict(records).items() if (tag := JobTag.decode(text))}
+        out[str(inst_id)] = decoded
+    return out
+
+
+def remember_records(backend: Backend, inst_id: str, records: dict[str, str]) -> None:
+    path = _archive_index(backend)
+    try:
+        index = json.loads(path.read_text()) if path.exists() else {}
+    except (OSError, ValueError):
+        index = {}
+    index.setdefault(inst_id, {}).update(records)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(index))
+    os.replace(tmp, path)

@@ -21,7 +21,7 @@ from typing import Any
 
 from cloudsh.errors import CloudshError, NotFound
 from cloudsh.models import JOB_TAG_PREFIX, Instance, Job, JobTag, hourly_cost, job_tags
-from cloudsh.ops.jobs.box import box_status, find_job, full_id, local_dir_of
+from cloudsh.ops.jobs.box import box_status, find_job, full_id, local_dir_of, local_records
 from cloudsh.ops.owners import own
 from cloudsh.services.backend import Backend
 
@@ -107,8 +107,6 @@ class _Seen:
 async def _survey(backend: Backend, insts: Sequence[Instance]) -> list[_Seen]:
     """Every job on `insts` (tagged or moved to the box's record file), asking the running
     boxes among them (all at once)."""
-    from cloudsh.ops.jobs.archive import local_records
-
     moved_here = local_records(backend)
     with_jobs = [(i, t) for i in insts if (t := job_tags(i)) or moved_here.get(i.id)]
     if not with_jobs:
