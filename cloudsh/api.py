@@ -269,7 +269,7 @@ class Cloud:
         return await (await self.ainstance(name)).aresize(type, go_back=go_back)
 
     def resize(self, name: str, type: str, *, go_back: bool = False) -> Instance:
-        """Change a box's type ("add a GPU"): stop if running, change, start again; see
+        """Change a box's type ("add a GPU"): the NVIDIA driver if missing, stop, change, start; see
         `Instance.resize` for `go_back`."""
         return self._run(self.aresize(name, type, go_back=go_back))
 
@@ -566,6 +566,10 @@ class Instance:
 
     def resize(self, type: str, *, go_back: bool = False) -> Instance:
         """Change the instance type ("add a GPU"); a running box is stopped and restarted.
+
+        To a type with an NVIDIA GPU, a running box without the driver gets Ubuntu's
+        driver package installed first, and the GPU `nvidia-smi` reports is checked at
+        the end (a `CloudshError` says if it fails).
 
         If AWS has no capacity for the new type when the box starts again, a
         `CapacityError` leaves it stopped as the new type; with `go_back=True` it is
