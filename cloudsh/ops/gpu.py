@@ -45,9 +45,10 @@ def driver_package(itype: InstanceType) -> str:
 class DriverCheck:
     """What a resize to an NVIDIA GPU type found about the box's driver."""
 
-    #: True / False as the box answered; None when it could not be asked (not running).
+    #: True / False as the box answered; None when it could not be asked (`why`).
     present: bool | None
     package: str
+    why: str = "it is not running"
 
     @property
     def needs_install(self) -> bool:
@@ -57,8 +58,8 @@ class DriverCheck:
         if self.present:
             return f"{label} has the NVIDIA driver"
         if self.present is None:
-            return (f"{label} is not running, so its NVIDIA driver could not be checked; "
-                    f"without one, `nvidia-smi` will not work (resize it while it runs to have {self.package} installed)")
+            return (f"{label}'s NVIDIA driver could not be checked ({self.why}); without one, `nvidia-smi` "
+                    f"will not work (resize it while it runs and answers SSH to have {self.package} installed)")
         return f"{label} has no NVIDIA driver: {self.package} will be installed first (it loads at the restart)"
 
 
@@ -70,8 +71,11 @@ async def check_driver(backend: Backend, inst: Instance, new: InstanceType) -> D
     package = driver_package(new)
     if inst.state != "running":
         return DriverCheck(inst.has_nvidia_driver or None, package)
-    host = await ssh_host(backend, inst)
-    result = await backend.ssh.run(host, CHECK, timeout=60)
+    try:
+        host = await ssh_host(backend, inst)
+        result = await backend.ssh.run(host, CHECK, timeout=60)
+    except CloudshError as exc:  # the resize itself does not need SSH: it goes on, and says so
+        return DriverCheck(inst.has_nvidia_driver or None, package, f"SSH: {exc.message}")
     return DriverCheck(result.stdout.strip() == "yes", package)
 
 

@@ -73,6 +73,12 @@ async def find_job(backend: Backend, job_id: str) -> tuple[Instance, JobTag]:
     return inst, tag
 
 
+def job_records(inst: Instance, moved: dict[str, dict[str, JobTag]]) -> dict[str, JobTag]:
+    """The box's jobs: its tags, and those this machine moved to its record file (`moved`,
+    from `local_records`)."""
+    return {**moved.get(inst.id, {}), **job_tags(inst)}
+
+
 def full_id(inst: Instance, job_id: str) -> str:
     """The whole id of the job on `inst` that `job_id` names (as `find_job` matched it)."""
     ids = [j for j in job_tags(inst) if j == job_id] or [j for j in job_tags(inst) if j.startswith(job_id)]
