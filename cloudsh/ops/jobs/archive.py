@@ -44,7 +44,9 @@ async def make_room(backend: Backend, inst: Instance, host: HostInfo, *, progres
         if current.state in FINISHED:
             done.append((current.started or 0.0, jid, current))
     done.sort(reverse=True)
-    moving = {jid: tag.encode() for _, jid, tag in done[JOB_TAGS_KEPT:]}
+    # The newest few finished stay tagged, unless running jobs leave no room for that.
+    keep = JOB_TAGS_KEPT if len(tags) - len(done[JOB_TAGS_KEPT:]) < JOB_TAGS_MAX else 0
+    moving = {jid: tag.encode() for _, jid, tag in done[keep:]}
     if len(tags) - len(moving) >= JOB_TAGS_MAX:
         raise InvalidState(
             f"{inst.label} already has {len(tags)} jobs that have not finished",
