@@ -106,11 +106,12 @@ class Instance:
 
     @property
     def has_nvidia_driver(self) -> bool | None:
-        """Whether its image family has the NVIDIA driver; None when the family is unknown."""
+        """Whether its image family has the NVIDIA driver; None when that is not known (no
+        family, or a custom image's)."""
         family = self.image_family
-        if not family:
-            return None
-        return family == FAMILY_DLAMI or family.endswith(FAMILY_WITH_DRIVER)
+        if family == FAMILY_DLAMI or family.endswith(FAMILY_WITH_DRIVER):
+            return True
+        return False if family == FAMILY_UBUNTU else None
 
     @property
     def managed(self) -> bool:
