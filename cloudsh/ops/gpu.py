@@ -58,8 +58,9 @@ class DriverCheck:
         if self.present:
             return f"{label} has the NVIDIA driver"
         if self.present is None:
-            return (f"{label}'s NVIDIA driver could not be checked ({self.why}); without one, `nvidia-smi` "
-                    f"will not work (resize it while it runs and answers SSH to have {self.package} installed)")
+            return (f"{label}'s NVIDIA driver could not be checked ({self.why}); if it has none, `nvidia-smi` "
+                    f"will not work until `cloudsh run {label} -- sudo apt-get install -y {self.package}` "
+                    f"and a restart (resizing while it runs does both)")
         return f"{label} has no NVIDIA driver: {self.package} will be installed first (it loads at the restart)"
 
 
