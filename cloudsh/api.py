@@ -565,11 +565,8 @@ class Instance:
         return self
 
     def resize(self, type: str, *, go_back: bool = False) -> Instance:
-        """Change the instance type ("add a GPU"); a running box is stopped and restarted.
-
-        To a type with an NVIDIA GPU, a running box without the driver gets Ubuntu's
-        driver package installed first, and the GPU `nvidia-smi` reports is checked at
-        the end (a `CloudshError` says if it fails).
+        """Change the instance type ("add a GPU"); a running box is stopped and restarted,
+        with the NVIDIA driver installed first if the new type's GPU needs one it lacks.
 
         If AWS has no capacity for the new type when the box starts again, a
         `CapacityError` leaves it stopped as the new type; with `go_back=True` it is

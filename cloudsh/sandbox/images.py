@@ -44,6 +44,7 @@ def is_dlami(ami: Any) -> bool:
     """Whether the image is a Deep Learning Base OSS NVIDIA Driver GPU AMI (it has the driver)."""
     return ami is not None and ami.owner_id == DLAMI_OWNER and "Nvidia Driver" in (ami.name or "")
 
+
 _MAPPING = re.compile(r"^BlockDeviceMapping\.(\d+)\.(.+)$")
 
 
