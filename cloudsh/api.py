@@ -269,7 +269,7 @@ class Cloud:
         return await (await self.ainstance(name)).aresize(type, go_back=go_back)
 
     def resize(self, name: str, type: str, *, go_back: bool = False) -> Instance:
-        """Change a box's type ("add a GPU"): stop if running, change, start again; see
+        """Change a box's type ("add a GPU"): the NVIDIA driver if missing, stop, change, start; see
         `Instance.resize` for `go_back`."""
         return self._run(self.aresize(name, type, go_back=go_back))
 
@@ -565,7 +565,8 @@ class Instance:
         return self
 
     def resize(self, type: str, *, go_back: bool = False) -> Instance:
-        """Change the instance type ("add a GPU"); a running box is stopped and restarted.
+        """Change the instance type ("add a GPU"); a running box is stopped and restarted,
+        with the NVIDIA driver installed first if the new type's GPU needs one it lacks.
 
         If AWS has no capacity for the new type when the box starts again, a
         `CapacityError` leaves it stopped as the new type; with `go_back=True` it is

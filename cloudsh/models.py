@@ -18,6 +18,18 @@ LIVE_STATES = frozenset({"pending", "running", "stopping", "stopped", "shutting-
 #: way (a colleague on a shared account, the console, a script), and cloudsh treats it as
 #: someone else's.
 TAG_MANAGED = "cloudsh:managed"
+#: Which image family a box runs (`image_family`): set at launch, and when its NVIDIA
+#: driver is installed (`ops/gpu.py`); a frozen image passes it on to its boxes.
+TAG_IMAGE_FAMILY = "cloudsh:image-family"
+#: The families: Canonical's Ubuntu 24.04 LTS, and AWS's Deep Learning Base OSS NVIDIA
+#: Driver GPU AMI (Ubuntu 24.04), which has the driver. Ubuntu with the driver installed
+#: since is `ubuntu-24.04+nvidia`.
+FAMILY_UBUNTU = "ubuntu-24.04"
+FAMILY_DLAMI = "dlami-nvidia"
+FAMILY_WITH_DRIVER = "+nvidia"
+#: The owner of the official Ubuntu images (Canonical) and of the Deep Learning AMIs (Amazon).
+CANONICAL_OWNER = "099720109477"
+DLAMI_OWNER = "898082745236"
 #: Tags people put on a box to say whose it is, most telling first.
 OWNER_TAGS = ("Owner", "owner", "CreatedBy")
 
@@ -44,6 +56,11 @@ class InstanceType:
     @property
     def family(self) -> str:
         return self.name.split(".", 1)[0]
+
+    @property
+    def nvidia(self) -> bool:
+        """Whether its GPUs are NVIDIA's (all EC2 GPU types but the AMD Radeon ones)."""
+        return self.gpu_count > 0 and not self.gpu_model.lower().startswith("radeon")
 
     @property
     def gpus(self) -> str:
@@ -85,6 +102,20 @@ class Instance:
     @property
     def is_live(self) -> bool:
         return self.state in LIVE_STATES
+
+    @property
+    def image_family(self) -> str:
+        """`ubuntu-24.04`, `dlami-nvidia`, `ubuntu-24.04+nvidia`, …; "" when unknown."""
+        return self.tags.get(TAG_IMAGE_FAMILY, "")
+
+    @property
+    def has_nvidia_driver(self) -> bool | None:
+        """Whether its image family has the NVIDIA driver; None when that is not known (no
+        family, or a custom image's)."""
+        family = self.image_family
+        if family == FAMILY_DLAMI or family.endswith(FAMILY_WITH_DRIVER):
+            return True
+        return False if family == FAMILY_UBUNTU else None
 
     @property
     def managed(self) -> bool:
@@ -332,6 +363,18 @@ class Image:
     root_size_gb: int = 0
 
 
+def image_family(img: Image) -> str:
+    """The family a box launched from `img` runs: the image's own family tag (a frozen
+    box's), else what its owner and name say, else "custom"."""
+    if img.tags.get(TAG_IMAGE_FAMILY):
+        return img.tags[TAG_IMAGE_FAMILY]
+    if img.owner_id == DLAMI_OWNER and "Nvidia Driver" in img.name:
+        return FAMILY_DLAMI
+    if img.owner_id == CANONICAL_OWNER and "ubuntu-noble-24.04" in img.name:
+        return FAMILY_UBUNTU
+    return "custom"
+
+
 @dataclass(frozen=True, slots=True)
 class HostInfo:
     """Where and how to reach an instance over SSH.
@@ -433,13 +476,22 @@ def to_jsonable(value: Any) -> Any:
 # -- the job record in EC2 tags --------------------------------------------------------
 
 JOB_TAG_PREFIX = "cloudsh:job:"
-#: EC2 allows tag values of up to 256 characters.
+#: EC2 allows tag values of up to 256 characters, and 50 tags per resource ("Tag your
+#: Amazon EC2 resources", Tag restrictions).
 TAG_VALUE_MAX = 256
+#: At most this many job tags on a box; finished jobs beyond the newest `JOB_TAGS_KEPT`
+#: move to a record file on the box (`ops/jobs/archive.py`) before another job starts.
+JOB_TAGS_MAX = 20
+JOB_TAGS_KEPT = 5
 
 
 @dataclass(frozen=True)
 class JobTag:
-    """What the tag `cloudsh:job:<id>` holds (short keys: a tag value has 256 characters)."""
+    """What the tag `cloudsh:job:<id>` holds (short keys: a tag value has 256 characters).
+
+    `local_dir` is read from tags older records wrote; it is never written again: where
+    a laptop keeps results is that laptop's own business (`ops/jobs/box.remember_local`).
+    """
 
     script: str
     state: str
@@ -452,6 +504,8 @@ class JobTag:
     before_s: float = 0.0  # runtime of earlier runs (before a resume)
 
     def encode(self) -> str:
+        """Compact JSON, whole: when it would pass EC2's 256 characters the script's name
+        is shortened (the job's files on the box keep it whole), never the JSON cut."""
         doc: dict[str, Any] = {"f": self.script, "s": self.state, "n": self.runs}
         for key, value in (("t", self.started), ("e", self.ended), ("b", self.before_s)):
             if value:
@@ -460,13 +514,12 @@ class JobTag:
             doc["x"] = self.exit_status
         if self.remote_dir:
             doc["r"] = self.remote_dir
-        if self.local_dir:
-            doc["l"] = self.local_dir
-        text = json.dumps(doc, separators=(",", ":"))
-        if len(text) > TAG_VALUE_MAX:  # the local dir is also remembered on this machine
-            doc.pop("l", None)
-            text = json.dumps(doc, separators=(",", ":"))
-        return text[:TAG_VALUE_MAX]
+        text = json.dumps(doc, separators=(",", ":"), ensure_ascii=False)
+        while len(text) > TAG_VALUE_MAX and doc["f"]:
+            cut = len(text) - TAG_VALUE_MAX + 1  # and one for the "~" that marks the cut
+            doc["f"] = doc["f"][:-cut] + "~" if len(doc["f"]) > cut else ""
+            text = json.dumps(doc, separators=(",", ":"), ensure_ascii=False)
+        return text
 
     @classmethod
     def decode(cls, text: str) -> JobTag | None:

@@ -103,17 +103,34 @@ class Sandbox:
         )["Images"]
         return str(max(images, key=lambda i: i["CreationDate"])["ImageId"])
 
+    def dlami_image(self, arch: str = "x86_64") -> str:
+        """The Deep Learning Base OSS NVIDIA Driver GPU AMI (Ubuntu 24.04), as its SSM parameter names it."""
+        ssm = boto3.client(
+            "ssm",
+            endpoint_url=self.env["AWS_ENDPOINT_URL"],
+            region_name=self.env["AWS_DEFAULT_REGION"],
+            aws_access_key_id=self.env["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=self.env["AWS_SECRET_ACCESS_KEY"],
+        )
+        name = f"/aws/service/deeplearning/ami/{arch}/base-oss-nvidia-driver-gpu-ubuntu-24.04/latest/ami-id"
+        return str(ssm.get_parameter(Name=name)["Parameter"]["Value"])
+
     def launch(
-        self, instance_type: str = "t3.micro", *, wait: bool = True, tags: dict[str, str] | None = None
+        self,
+        instance_type: str = "t3.micro",
+        *,
+        wait: bool = True,
+        tags: dict[str, str] | None = None,
+        image: str | None = None,
     ) -> LaunchedBox:
         """A box launched as a plain script would (not by cloudsh: no `cloudsh:managed` tag),
-        like a colleague's box on a shared account."""
+        like a colleague's box on a shared account; from plain Ubuntu unless `image` says."""
         ec2 = self.ec2()
         info = ec2.describe_instance_types(InstanceTypes=[instance_type])["InstanceTypes"][0]
         arch = info["ProcessorInfo"]["SupportedArchitectures"][0]
         tagging = [{"ResourceType": "instance", "Tags": [{"Key": k, "Value": v} for k, v in (tags or {}).items()]}]
         res = ec2.run_instances(
-            ImageId=self.ubuntu_image(arch),
+            ImageId=image or self.ubuntu_image(arch),
             InstanceType=instance_type,
             KeyName=self.key_name,
             MinCount=1,

@@ -207,13 +207,21 @@ def test_stop_run_start_resize_to_gpu_and_terminate(tmp_path: Path) -> None:
     rec = by_name(name)
     assert rec is not None and rec["type"] == "g4dn.xlarge" and rec["state"] == "stopped"
     ok("start", name)
-    # Resizing a running box stops it, changes the type and starts it again.
+    # Resized while stopped, it has a GPU and plain Ubuntu's missing driver.
+    assert cloudsh("run", name, "--", "nvidia-smi").returncode == 127
+    # Resizing a running box to a GPU type installs the driver it lacks first, then stops
+    # it, changes the type, starts it again and shows the GPU nvidia-smi reports.
     t0 = time.monotonic()
-    ok("resize", name, "g5.xlarge", "--yes")
+    resized = cloudsh("resize", name, "g5.xlarge", "--yes")
+    assert resized.returncode == 0, resized.stderr
     assert time.monotonic() - t0 < 120
+    assert f"{name} has no NVIDIA driver: nvidia-driver-570-server will be installed first" in resized.stderr
+    assert resized.stderr.index("installed") < resized.stderr.index(f"stopping {name}")  # before anything stops
+    assert f"nvidia-smi on {name}: GPU 0: NVIDIA A10G" in resized.stderr
     rec = by_name(name)
     assert rec is not None
     assert (rec["type"], rec["state"], rec["gpus"]) == ("g5.xlarge", "running", "1x A10G")
+    assert (rec["image_family"], rec["gpu_driver"]) == ("ubuntu-24.04+nvidia", True)
     assert "A10G" in ok("run", name, "--", "nvidia-smi -L")
     assert ok("run", name, "--", "cat notes.txt").strip() == "kept"
     r = cloudsh("resize", name, "t4g.large", "--yes")
@@ -223,6 +231,19 @@ def test_stop_run_start_resize_to_gpu_and_terminate(tmp_path: Path) -> None:
     assert by_name(name) is None
     gone = by_name(name, "--all")
     assert gone is not None and gone["state"] in ("terminated", "shutting-down")
+
+
+def test_a_gpu_type_launches_with_the_nvidia_driver() -> None:
+    out = cloudsh("launch", "dlbox", "--type", "g5.xlarge")
+    assert out.returncode == 0, out.stderr
+    assert "75 GB, Deep Learning Base OSS Nvidia Driver GPU AMI (Ubuntu 24.04)" in out.stderr  # its own root size
+    try:
+        assert "NVIDIA A10G" in ok("run", "dlbox", "--", "nvidia-smi")
+        rec = by_name("dlbox")
+        assert rec is not None and (rec["image_family"], rec["gpu_driver"]) == ("dlami-nvidia", True)
+        assert "dlami-nvidia" in ok("ls")
+    finally:
+        ok("terminate", "dlbox", "--yes")
 
 
 def test_spot_launch() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import os
@@ -346,3 +347,36 @@ async def test_listing_jobs_writes_no_tags_and_record_states_does(box: str, tmp_
         assert writes == ["CreateTags"]  # nothing changed: nothing written
     finally:
         await backend.close()
+
+
+async def test_sixty_jobs_fit_ec2s_tag_limits_and_all_stay_listed(box: str, tmp_path: Path) -> None:
+    """Job 49 on a box must not hit EC2's 50-tag limit: finished jobs move off the tags."""
+    from cloudsh.config import Settings
+    from cloudsh.models import JOB_TAGS_MAX
+    from cloudsh.ops import jobs as ops
+    from cloudsh.ops.reach import ssh_host
+    from cloudsh.root import connect
+
+    script = _write(tmp_path / f"tiny-{'x' * 230}.sh", "#!/bin/sh\necho ok\n")  # a name no tag holds whole
+    plan = ops.plan_script(str(script), sync="out")
+    backend = connect(Settings.load(), sandbox=True)
+    started: list[str] = []
+    try:
+        for _ in range(3):  # twenty at a time, as several laptops might
+            inst = await backend.ec2.find(box)
+            host = await ssh_host(backend, inst)
+            jobs = await asyncio.gather(*(ops.start_script(backend, inst, host, plan) for _ in range(20)))
+            started += [j.id for j in jobs]
+    finally:
+        await backend.close()
+    tags = {t["Key"]: t["Value"] for r in _ec2(tmp_path).describe_instances(Filters=[
+        {"Name": "tag:Name", "Values": [box]}, {"Name": "instance-state-name", "Values": ["running"]},
+    ])["Reservations"] for i in r["Instances"] for t in i.get("Tags", [])}
+    job_tags = {k: v for k, v in tags.items() if k.startswith("cloudsh:job:")}
+    assert len(tags) < 50 and len(job_tags) < JOB_TAGS_MAX + 20
+    for value in tags.values():
+        assert len(value) <= 256 and json.loads(value) is not None if value.startswith("{") else True
+    assert all(str(tmp_path) not in v for v in job_tags.values())  # the laptop's paths stay local
+    listed = _jobs()
+    assert set(started) <= set(listed)  # all 60, moved or tagged
+    assert {listed[j]["script"] for j in started[:40]} == {script.name}  # the box's record keeps the whole name

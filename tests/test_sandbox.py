@@ -259,17 +259,25 @@ def test_console_output_has_host_key(sandbox: Sandbox) -> None:
     assert box.host_key in block
 
 
-async def test_nvidia_smi_only_on_gpu_types(sandbox: Sandbox) -> None:
-    gpu = sandbox.launch("g5.xlarge")
+async def test_nvidia_smi_only_with_the_driver_and_a_gpu(sandbox: Sandbox) -> None:
+    gpu = sandbox.launch("g5.xlarge", image=sandbox.dlami_image())
     async with await sandbox.connect(gpu) as conn:
         listed = await conn.run("nvidia-smi -L", check=True)
         assert "A10G" in str(listed.stdout)
         query = await conn.run("nvidia-smi --query-gpu=name,memory.total --format=csv,noheader", check=True)
         assert str(query.stdout).strip().startswith("NVIDIA A10G, ")
         assert "A10G" in str((await conn.run("nvidia-smi", check=True)).stdout)
-    cpu = sandbox.launch("t3.micro")
-    async with await sandbox.connect(cpu) as conn:
+    plain = sandbox.launch("g5.xlarge")  # plain Ubuntu: a GPU, and no driver for it
+    async with await sandbox.connect(plain) as conn:
         assert (await conn.run("nvidia-smi")).exit_status == 127
+        # Installing it takes root, and it loads only at the next boot.
+        assert (await conn.run("apt-get install -y nvidia-driver-570-server")).exit_status == 100
+        assert (await conn.run("sudo apt-get install -y nvidia-driver-570-server", check=True)).exit_status == 0
+        assert (await conn.run("nvidia-smi")).exit_status == 127
+    cpu = sandbox.launch("t3.micro", image=sandbox.dlami_image())  # the driver, and no GPU
+    async with await sandbox.connect(cpu) as conn:
+        failed = await conn.run("nvidia-smi")
+        assert failed.exit_status == 9 and "couldn't communicate with the NVIDIA driver" in str(failed.stderr)
 
 
 async def test_box_cannot_touch_users_files(sandbox: Sandbox) -> None:
@@ -364,7 +372,7 @@ def test_run_instances_client_token_is_idempotent(sandbox: Sandbox) -> None:
 
 async def test_resize_to_gpu_type_brings_nvidia_smi(sandbox: Sandbox) -> None:
     ec2 = sandbox.ec2()
-    box = sandbox.launch("t3.micro")
+    box = sandbox.launch("t3.micro", image=sandbox.dlami_image())  # the driver, waiting for a GPU
     # Stop, change and start faster than the daemon looks at moto: the box still restarts.
     ec2.stop_instances(InstanceIds=[box.id])
     ec2.modify_instance_attribute(InstanceId=box.id, InstanceType={"Value": "g5.xlarge"})
@@ -405,3 +413,24 @@ async def test_pty_session(sandbox: Sandbox) -> None:
     assert lines[0].startswith("/dev/")
     assert lines[1:3] == ["27 91", "xterm-256color"]
     assert done.exit_status == 0
+
+
+def test_tags_past_ec2s_limits_are_refused(sandbox: Sandbox) -> None:
+    """50 tags per resource, keys up to 128 and values up to 256 characters, as EC2 says."""
+    from botocore.exceptions import ClientError
+
+    ec2 = sandbox.ec2()
+    vpc = ec2.describe_vpcs()["Vpcs"][0]["VpcId"]
+    for key, value in (("k" * 129, "v"), ("k", "v" * 257)):
+        with pytest.raises(ClientError) as err:
+            ec2.create_tags(Resources=[vpc], Tags=[{"Key": key, "Value": value}])
+        assert err.value.response["Error"]["Code"] == "InvalidParameterValue"
+    many = [{"Key": f"k{n}", "Value": "v"} for n in range(51)]
+    before = len(ec2.describe_instances()["Reservations"])
+    with pytest.raises(ClientError) as err:
+        ec2.run_instances(ImageId=sandbox.ubuntu_image(), InstanceType="t3.micro", MinCount=1, MaxCount=1,
+                          TagSpecifications=[{"ResourceType": "instance", "Tags": many}])
+    assert err.value.response["Error"]["Code"] == "TagLimitExceeded"
+    assert len(ec2.describe_instances()["Reservations"]) == before  # nothing made
+    ec2.create_tags(Resources=[vpc], Tags=[{"Key": "k" * 128, "Value": "v" * 256}])  # the limits themselves pass
+    ec2.delete_tags(Resources=[vpc], Tags=[{"Key": "k" * 128}])

@@ -144,6 +144,7 @@ async def test_resize_flow_changes_the_type_in_ec2(sandbox: Sandbox) -> None:
         assert isinstance(picker, ResizeScreen)
         # GPU types first, each with $/h after and the change.
         assert "g4dn.xlarge" in picker._shown
+        assert "no NVIDIA driver" in str(picker.query_one("#resize-help", Static).render())
         picker.query_one("DataTable").move_cursor(row=picker._shown.index("g4dn.xlarge"))
         await pilot.press("enter")
         await until(pilot, lambda: bool(finished(messages, f"resize {name}")), timeout=40)
@@ -151,6 +152,9 @@ async def test_resize_flow_changes_the_type_in_ec2(sandbox: Sandbox) -> None:
         assert done.error is None, done.error
         log = activity(app)
         assert f"stopping {name}" in log and "g4dn.xlarge" in log
+        # Plain Ubuntu: the driver first, and the GPU nvidia-smi reports at the end.
+        assert log.index("nvidia-driver-570-server installed") < log.index(f"stopping {name}")
+        assert f"nvidia-smi on {name}: GPU 0: NVIDIA T4" in log
     inst = describe(sandbox, name)
     assert inst["InstanceType"] == "g4dn.xlarge"
     assert inst["State"]["Name"] == "running"

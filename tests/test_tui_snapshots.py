@@ -48,17 +48,19 @@ NOW = datetime(2026, 11, 22, 9, 30, tzinfo=UTC)
 
 
 def record(name: str, iid: str, itype: str, gpus: str, state: str, market: str, price: float | None,
-           uptime: float | None, ip: str | None) -> dict[str, Any]:
+           uptime: float | None, ip: str | None, image: str = "dlami-nvidia") -> dict[str, Any]:
     return {
         "name": name, "id": iid, "type": itype, "state": state, "market": market, "public_ip": ip,
         "gpus": gpus, "price_per_hour": price, "az": "us-east-1a", "launch_time": None,
         "uptime_s": uptime, "cost_so_far": round(price * uptime / 3600, 4) if price and uptime else None,
         "image_id": "ami-0abc", "spot_request_id": "sir-1" if market == "spot" else None,
+        "image_family": image, "gpu_driver": image != "ubuntu-24.04" if gpus else None,
     }
 
 
 RECORDS = [
-    record("dev", "i-0a1b2c3d4e5f60001", "t3.medium", "", "running", "on-demand", 0.0416, 5400, "54.210.1.10"),
+    record("dev", "i-0a1b2c3d4e5f60001", "t3.medium", "", "running", "on-demand", 0.0416, 5400, "54.210.1.10",
+           "ubuntu-24.04"),
     record("train", "i-0a1b2c3d4e5f60002", "g5.xlarge", "1x A10G", "running", "spot", 0.3118, 12000, "54.210.1.11"),
     record("notebook", "i-0a1b2c3d4e5f60003", "g4dn.xlarge", "1x T4", "stopped", "on-demand", 0.526, None, None),
     record("eval", "i-0a1b2c3d4e5f60004", "g6.xlarge", "1x L4", "pending", "spot", 0.2856, None, None),

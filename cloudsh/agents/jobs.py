@@ -21,6 +21,7 @@ Each job lives in `~/.cloudsh/jobs/<id>/`: the script, `job.json` (what to run),
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import shutil
@@ -99,6 +100,21 @@ def status(jid: str) -> State:
         st["state"] = "lost"  # the box restarted under it, or it was killed
     st["tail"] = tail(os.path.join(d, "log"), 3)
     return dict(st)
+
+
+def records() -> dict[str, str]:
+    """Job records moved off the box's EC2 tags (`archive`), by job id."""
+    return dict(read_json(os.path.join(JOBS, "records.json"), {}) or {})
+
+
+def archive(moving_text: str) -> State:
+    """Keep the records of jobs whose EC2 tags are about to go."""
+    moving = json.loads(moving_text)
+    os.makedirs(JOBS, exist_ok=True)
+    with open(os.path.join(JOBS, "records.lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # several front ends may move records at once
+        write_json(os.path.join(JOBS, "records.json"), {**records(), **moving})
+    return {"ok": True, "archived": sorted(moving)}
 
 
 def all_ids() -> list[str]:
@@ -378,7 +394,7 @@ def _option(args: list[str], name: str) -> str | None:
 
 def main(argv: list[str]) -> int:
     if not argv:
-        print("usage: agent.py status|start|supervise|list|logs|stop ...", file=sys.stderr)
+        print("usage: agent.py status|start|supervise|list|logs|stop|archive ...", file=sys.stderr)
         return 2
     cmd, args = argv[0], argv[1:]
     answer: Any
@@ -392,6 +408,11 @@ def main(argv: list[str]) -> int:
         answer = start(args[0], _option(args, "--spec"), "--resume" in args)
     elif cmd == "status":
         answer = {jid: status(jid) for jid in (args or all_ids())}
+        for jid, record in records().items():
+            if jid in answer:
+                answer[jid]["record"] = record
+    elif cmd == "archive":
+        answer = archive(args[0])
     elif cmd == "list":
         answer = listing(args[0])
     elif cmd == "stop":

@@ -142,7 +142,8 @@ async def terminate(ctx: Context, a: argparse.Namespace) -> int:
 
 @command(
     "resize",
-    "Change an instance's type (\"add a GPU\"): stop if running, change, start again.",
+    "Change an instance's type (\"add a GPU\"): install the NVIDIA driver if missing, stop if running, "
+    "change, start again.",
     arg("name", kind="instance"),
     arg("type", kind="type", metavar="TYPE"),
     destructive=True,

@@ -15,7 +15,14 @@ from datetime import UTC, datetime
 from typing import Any
 
 from cloudsh.errors import InvalidState, NotFound, UsageError
-from cloudsh.models import TAG_MANAGED, Image, Instance, Snapshot, snapshot_monthly
+from cloudsh.models import (
+    TAG_IMAGE_FAMILY,
+    TAG_MANAGED,
+    Image,
+    Instance,
+    Snapshot,
+    snapshot_monthly,
+)
 from cloudsh.ops.events import Progress, quiet
 from cloudsh.ops.owners import check_acts_on
 from cloudsh.ops.poll import wait_for_state
@@ -73,7 +80,9 @@ async def freeze(backend: Backend, plan: FreezePlan, *, progress: Progress = qui
         inst.id,
         plan.image_name,
         no_reboot=plan.no_reboot,
-        tags={"Name": plan.image_name, TAG_SOURCE: inst.id, TAG_SOURCE_NAME: inst.label, TAG_MANAGED: "1"},
+        tags={"Name": plan.image_name, TAG_SOURCE: inst.id, TAG_SOURCE_NAME: inst.label, TAG_MANAGED: "1",
+              # Its boxes run what this box runs (with its driver, if it had one).
+              **({TAG_IMAGE_FAMILY: inst.image_family} if inst.image_family else {})},
     )
 
     async def state() -> str:

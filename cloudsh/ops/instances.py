@@ -12,8 +12,18 @@ from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass, replace
 
 from cloudsh.errors import CapacityError, CloudshError, InvalidState, UsageError
-from cloudsh.models import Image, Instance, InstanceType, Price, Prices, job_tags
+from cloudsh.models import (
+    TAG_IMAGE_FAMILY,
+    Image,
+    Instance,
+    InstanceType,
+    Price,
+    Prices,
+    image_family,
+    job_tags,
+)
 from cloudsh.ops.events import Progress, quiet
+from cloudsh.ops.gpu import DriverCheck, check_driver, install_driver, show_gpu
 from cloudsh.ops.jobs.state import record_before_shutdown
 from cloudsh.ops.owners import check_acts_on
 from cloudsh.ops.reach import covers, mark_allowed, open_ssh, rule_description, wait_ssh
@@ -41,6 +51,8 @@ class LaunchPlan:
     spot: bool
     disk_gb: int
     root_device: str
+    #: `models.image_family` of the image, kept in the box's tag for `ls` and `show`.
+    image_family: str = ""
 
 
 async def plan_launch(
@@ -75,7 +87,7 @@ async def plan_launch(
         img = await ec2.find_image(image)
     else:
         arch = "x86_64" if "x86_64" in itype.architectures else (itype.architectures or ("x86_64",))[0]
-        img = await ec2.default_image(arch)
+        img = await ec2.default_image(arch, nvidia=itype.nvidia)
     if itype.architectures and img.architecture not in itype.architectures:
         raise UsageError(
             f"{itype.name} runs {'/'.join(itype.architectures)} but image {img.name or img.id} "
@@ -85,7 +97,7 @@ async def plan_launch(
     if img.state and img.state != "available":
         raise UsageError(f"image {img.name or img.id} is {img.state}", "wait until it is available")
     disk = _root_size(img, disk_gb, backend.settings.default_disk_gb)
-    return LaunchPlan(name, itype, img.id, img.name, spot, disk, _root_device(img))
+    return LaunchPlan(name, itype, img.id, img.name, spot, disk, _root_device(img), image_family(img))
 
 
 def _root_size(img: Image, disk_gb: int | None, default_gb: int) -> int:
@@ -158,6 +170,7 @@ async def launch(
                 disk_gb=plan.disk_gb,
                 root_device=plan.root_device,
                 spot=plan.spot,
+                tags={TAG_IMAGE_FAMILY: plan.image_family} if plan.image_family else {},
             )
         )
     except BaseException:
@@ -306,6 +319,8 @@ class ResizePlan:
     price_after: Price | None
     #: What the vCPU quota check found (`check_resize_room`), shown with the plan.
     quota_note: str = ""
+    #: The box's NVIDIA driver, for a new type with an NVIDIA GPU (`ops/gpu.py`).
+    driver: DriverCheck | None = None
 
     def describe(self) -> str:
         def fmt(t: InstanceType, p: Price | None) -> str:
@@ -315,7 +330,9 @@ class ResizePlan:
 
         verb = "stop, change and start again" if self.instance.state == "running" else "change"
         note = f" ({self.quota_note})" if self.quota_note else ""
-        return f"{self.instance.label}: {fmt(self.old, self.price_before)} -> {fmt(self.new, self.price_after)}; will {verb}{note}"
+        driver = f"\n{self.driver.describe(self.instance.label)}" if self.driver and not self.driver.present else ""
+        return (f"{self.instance.label}: {fmt(self.old, self.price_before)} -> {fmt(self.new, self.price_after)}; "
+                f"will {verb}{note}{driver}")
 
 
 async def plan_resize(backend: Backend, inst: Instance, new_type: str, *, by_id: Collection[str] = ()) -> ResizePlan:
@@ -337,8 +354,9 @@ async def plan_resize(backend: Backend, inst: Instance, new_type: str, *, by_id:
             f"pick an {inst.architecture} type",
         )
     note = await check_resize_room(backend, inst, new)
+    driver = await check_driver(backend, inst, new)
     prices = await backend.pricing.prices([old.name, new.name], strict=False)
-    return ResizePlan(inst, old, new, prices.get(old.name), prices.get(new.name), note)
+    return ResizePlan(inst, old, new, prices.get(old.name), prices.get(new.name), note, driver)
 
 
 async def check_resize_room(backend: Backend, inst: Instance, new: InstanceType) -> str:
@@ -384,14 +402,22 @@ GoBack = Callable[[CapacityError], Awaitable[bool]]
 async def resize(
     backend: Backend, plan: ResizePlan, *, go_back: GoBack | None = None, progress: Progress = quiet
 ) -> Instance:
-    """Stop (if running), change the type, start again. When AWS has no capacity for the
-    new type, `go_back` (if given) decides whether to return to the old type; without it,
-    or when it says no, the `CapacityError` is raised and the box stays stopped."""
+    """Install the NVIDIA driver first if the new type's GPU needs one the box lacks; stop
+    (if running), change the type, start again, and show the GPU `nvidia-smi` reports.
+    When AWS has no capacity for the new type, `go_back` (if given) decides whether to
+    return to the old type; without it, or when it says no, the `CapacityError` is raised
+    and the box stays stopped."""
+    if plan.driver is not None and plan.driver.needs_install:
+        await install_driver(backend, plan.instance, plan.driver.package, progress=progress)
     try:
-        return await _change_type(backend, plan, progress)
+        inst = await _change_type(backend, plan, progress)
     except CapacityError as exc:
         if go_back is None or not await go_back(exc):
             raise
+    else:
+        if plan.driver is not None and plan.driver.present is not None and inst.state == "running":
+            await show_gpu(backend, inst, progress=progress)
+        return inst
     stopped = await backend.ec2.get_instance(plan.instance.id)
     # The plan being undone passed the ownership check; going back is part of it.
     back = await plan_resize(backend, stopped, plan.old.name, by_id=[stopped.id])

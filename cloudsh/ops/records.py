@@ -38,6 +38,10 @@ def instance_record(
         "uptime_s": round(uptime) if uptime is not None else None,
         "cost_so_far": round(per_hour * uptime / 3600, 4) if per_hour is not None and uptime is not None else None,
         "image_id": inst.image_id,
+        # `ubuntu-24.04`, `dlami-nvidia` (has the NVIDIA driver), `ubuntu-24.04+nvidia`; "" unknown.
+        "image_family": inst.image_family,
+        # False when a GPU type's box has no NVIDIA driver (`nvidia-smi` is missing there).
+        "gpu_driver": inst.has_nvidia_driver if t and t.nvidia else None,
         "spot_request_id": inst.spot_request_id,
         # Ids of the jobs its tags hold: completion offers them with no listing of its own.
         "jobs": sorted(job_tags(inst)),

@@ -36,6 +36,9 @@ NO_ISOLATION = "commands on sandbox boxes run without isolation (install bubblew
 
 #: SSM public parameters Canonical publishes for the current Ubuntu LTS, by architecture.
 SSM_UBUNTU = "/aws/service/canonical/ubuntu/server/24.04/stable/current/{arch}/hvm/ebs-gp3/ami-id"
+#: ... and AWS for the current Deep Learning Base OSS NVIDIA Driver GPU AMI (Ubuntu 24.04)
+#: ("DLAMI release notes": x86_64 and arm64).
+SSM_DLAMI = "/aws/service/deeplearning/ami/{arch}/base-oss-nvidia-driver-gpu-ubuntu-24.04/latest/ami-id"
 
 
 def _configure_moto_env() -> None:
@@ -186,17 +189,22 @@ class Daemon:
         from moto.core.utils import utcnow
         from moto.ssm.models import Parameter, ssm_backends
 
-        newest: dict[str, tuple[str, str]] = {}
+        from cloudsh.sandbox.images import is_dlami
+
+        newest: dict[str, tuple[str, str]] = {}  # parameter -> (image name, id)
         for ami in self.ec2_backend().amis.values():
             name = ami.name or ""
-            if "ubuntu-noble-24.04" not in name or ami.owner_id != "099720109477":
+            arch = ami.architecture or ""
+            if is_dlami(ami) and arch in ("x86_64", "arm64"):
+                param = SSM_DLAMI.format(arch=arch)
+            elif "ubuntu-noble-24.04" in name and ami.owner_id == "099720109477" and arch in ("x86_64", "arm64"):
+                param = SSM_UBUNTU.format(arch={"x86_64": "amd64"}.get(arch, arch))
+            else:
                 continue
-            arch = {"x86_64": "amd64", "arm64": "arm64"}.get(ami.architecture or "")
-            if arch and (arch not in newest or name > newest[arch][0]):
-                newest[arch] = (name, ami.id)
+            if param not in newest or name > newest[param][0]:
+                newest[param] = (name, ami.id)
         params = ssm_backends[DEFAULT_ACCOUNT_ID][REGION]._parameters
-        for arch, (_, ami_id) in newest.items():
-            name = SSM_UBUNTU.format(arch=arch)
+        for name, (_, ami_id) in newest.items():
             params[name].append(
                 Parameter(  # type: ignore[abstract]
                     account_id=DEFAULT_ACCOUNT_ID,
@@ -275,6 +283,7 @@ class Daemon:
         from moto.ec2.models.instance_types import INSTANCE_TYPES
 
         from cloudsh.sandbox.gpu import gpu_of
+        from cloudsh.sandbox.images import is_dlami
         from cloudsh.sandbox.sshd import Box
 
         try:
@@ -293,6 +302,7 @@ class Daemon:
                 image_id=str(inst.image_id),
                 public_key=public_key,
                 gpu=lambda: gpu_of(INSTANCE_TYPES.get(str(inst.instance_type))),
+                image_driver=is_dlami(self.ec2_backend().amis.get(str(inst.image_id))),
             )
             from cloudsh.sandbox.devices import write_devices
 

@@ -8,7 +8,8 @@ fail on EC2 (or the other way round), so the sandbox plays EC2:
 - an image's root snapshot has the size of the volume it was taken from: `CreateImage`
   snapshots the box's root volume, on the box's root device name ("Create an
   Amazon EBS-backed AMI", https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/creating-an-ami-ebs.html);
-  the Ubuntu images the sandbox publishes have Canonical's 8 GB root;
+  the Ubuntu images the sandbox publishes have Canonical's 8 GB root, the Deep Learning
+  Base OSS NVIDIA Driver GPU AMIs a 75 GB one;
 - `RunInstances` starts from the image's own mappings. A request mapping on the image's
   root device may grow the root, never shrink it below the snapshot
   (`InvalidBlockDeviceMapping`, "Volume of size 50GB is smaller than snapshot 'snap-…',
@@ -32,6 +33,17 @@ from cloudsh.sandbox.wsgi import Ec2Error
 PUBLISHED_ROOT_GB = 8
 #: What the root of a published image is, as Canonical registers it.
 PUBLISHED_ROOT_TYPE = "gp3"
+#: The Deep Learning Base OSS NVIDIA Driver GPU AMI's root snapshot (driver, CUDA stacks
+#: and Docker on it) is 75 GB: a box of it needs a root disk at least that size.
+DLAMI_ROOT_GB = 75
+#: Amazon's account, owner of the Deep Learning AMIs (DescribeImages --owners amazon).
+DLAMI_OWNER = "898082745236"
+
+
+def is_dlami(ami: Any) -> bool:
+    """Whether the image is a Deep Learning Base OSS NVIDIA Driver GPU AMI (it has the driver)."""
+    return ami is not None and ami.owner_id == DLAMI_OWNER and "Nvidia Driver" in (ami.name or "")
+
 
 _MAPPING = re.compile(r"^BlockDeviceMapping\.(\d+)\.(.+)$")
 
@@ -49,7 +61,7 @@ def publish_sizes(backend: Any, owner_id: str) -> None:
     """Give the images others publish (all but `owner_id`'s) their real root snapshot."""
     for ami in list(backend.amis.values()):
         if ami.owner_id != owner_id:
-            ami.ebs_snapshot.volume.size = PUBLISHED_ROOT_GB
+            ami.ebs_snapshot.volume.size = DLAMI_ROOT_GB if is_dlami(ami) else PUBLISHED_ROOT_GB
             ami.ebs_snapshot.volume.volume_type = PUBLISHED_ROOT_TYPE
 
 

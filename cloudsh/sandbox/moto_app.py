@@ -14,6 +14,8 @@ goes to moto untouched. What it changes:
 - `CreateVolume` with a `ClientToken` already used answers what the first call did (EC2's
   idempotency, "Ensuring idempotency in Amazon EC2 API requests", EC2 developer guide;
   botocore fills the token in and its retries rely on it); moto makes a second volume.
+- Tags beyond EC2's limits (50 per resource, keys 128 and values 256 characters) fail
+  as EC2 fails them (`tags.py`).
 - `GetConsoleOutput` has no output until cloud-init has printed the host-key block
   (`CLOUDSH_SANDBOX_CONSOLE_S` after the box's SSH server is up), then that block, as
   Ubuntu on EC2 does, so a first host key is checked the same way everywhere.
@@ -31,7 +33,7 @@ from urllib.parse import urlencode
 from xml.etree import ElementTree
 from xml.sax.saxutils import escape
 
-from cloudsh.sandbox import wsgi
+from cloudsh.sandbox import tags, wsgi
 from cloudsh.sandbox.wsgi import Ec2Error, StartResponse, WsgiApp
 
 EC2_NS = "http://ec2.amazonaws.com/doc/2016-11-15/"
@@ -93,6 +95,10 @@ class SandboxEc2App:
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         params = wsgi.params(environ)
         action = params.get("Action", "")
+        try:
+            tags.check(params)
+        except Ec2Error as err:
+            return wsgi.respond(start_response, "400 Bad Request", wsgi.error_xml(err.code, err.message))
         if action == "RunInstances" and params.get("ClientToken"):
             # Check-then-create must not interleave with a retry of the same call.
             with self._token_lock:

@@ -5,7 +5,7 @@ An instance is a directory tree, `<sandbox>/instances/<id>/`:
     ssh_host_ed25519_key   its host key (made at first boot; survives stop/start)
     authorized_keys        its key pair's public key, copied at first boot as cloud-init does
     root/                  the box's own files: home/ubuntu, tmp, mnt
-    bin/                   stand-ins for tools the instance type has (nvidia-smi on GPU types)
+    bin/                   stand-ins for tools the box has (nvidia-smi once it has the driver)
 
 Frozen images are trees too: if `<sandbox>/images/<image-id>/root` exists, a new instance
 starts with a copy of it instead of an empty tree.
@@ -37,8 +37,9 @@ from typing import Any
 
 import asyncssh
 
+from cloudsh.sandbox import gpu as gpus
 from cloudsh.sandbox.firewall import Gate
-from cloudsh.sandbox.gpu import Gpu, install_nvidia_smi
+from cloudsh.sandbox.gpu import Gpu
 
 log = logging.getLogger("cloudsh.sandbox.sshd")
 
@@ -180,23 +181,34 @@ class Box:
         return public_key_line(self._host_key) if self._host_key is not None else ""
 
     def prepare(
-        self, *, image_id: str, public_key: str | None, gpu: Gpu | None | Callable[[], Gpu | None]
+        self,
+        *,
+        image_id: str,
+        public_key: str | None,
+        gpu: Gpu | None | Callable[[], Gpu | None],
+        image_driver: bool = False,
     ) -> None:
         """First boot makes the tree and installs the key pair; every boot refreshes tools.
 
         Runs in a worker thread that a cancelled boot cannot stop, so two prepares of one
         box (stop/resize/start in quick succession) take turns, and `gpu` may be a callable
         read under the lock: whichever runs last installs the tools of the current type.
+        `image_driver`: the box's image has the NVIDIA driver (recorded at first boot).
         """
         with self._prepare_lock:
-            self._prepare(image_id=image_id, public_key=public_key, gpu=gpu() if callable(gpu) else gpu)
+            self._prepare(
+                image_id=image_id, public_key=public_key, gpu=gpu() if callable(gpu) else gpu,
+                image_driver=image_driver,
+            )
 
-    def _prepare(self, *, image_id: str, public_key: str | None, gpu: Gpu | None) -> None:
+    def _prepare(self, *, image_id: str, public_key: str | None, gpu: Gpu | None, image_driver: bool) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
         if not self.root.exists():
             image_root = self.sandbox_dir / "images" / image_id / "root"
             if image_root.is_dir():
                 shutil.copytree(image_root, self.root, symlinks=True)
+            if image_driver:
+                gpus.record_driver(self.root, "from its image")
             for sub in ("home/ubuntu", "tmp", "mnt"):
                 (self.root / sub).mkdir(parents=True, exist_ok=True)
             (self.root / "tmp").chmod(0o1777)
@@ -211,8 +223,7 @@ class Box:
                         self._authorized.append(asyncssh.import_public_key(line.strip()))
         shutil.rmtree(self.tools, ignore_errors=True)
         self.has_gpu = gpu is not None
-        if gpu is not None:
-            install_nvidia_smi(self.tools, gpu, self.instance_id)
+        gpus.install_tools(self.tools, self.root, gpu, self.instance_id, isolated=self.isolation == "bubblewrap")
         # Block-device stand-ins, so volumes attach, format and mount (sandbox/devices.py).
         from cloudsh.sandbox import devices
 
@@ -320,6 +331,8 @@ class Box:
         from cloudsh.sandbox.devices import bwrap_binds
 
         wrap += bwrap_binds(self.sandbox_dir, self.instance_id)  # volumes, after the tmpfs
+        (self.root / gpus.DRIVER_DIR).mkdir(parents=True, exist_ok=True)
+        wrap += ["--bind", str(self.root / gpus.DRIVER_DIR), gpus.BOX_DRIVER_DIR]  # the driver stand-in's record
         for sub in ("home", "tmp", "mnt"):
             if Path("/", sub).is_dir():
                 wrap += ["--bind", str(self.root / sub), f"/{sub}"]

@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from cloudsh.errors import AWSError, NotFound
-from cloudsh.models import Image, Snapshot, Volume
+from cloudsh.models import DLAMI_OWNER, Image, Snapshot, Volume
 from cloudsh.services.aws import BotoCoreError, ClientError
 from cloudsh.services.ec2_calls import EC2Calls, tags_of
 
@@ -22,6 +22,15 @@ REQUEST_TAG = "cloudsh:request"
 UBUNTU_SSM = "/aws/service/canonical/ubuntu/server/24.04/stable/current/{arch}/hvm/ebs-gp3/ami-id"
 UBUNTU_NAME = "ubuntu/images/hvm-ssd-gp3/ubuntu-noble-24.04-{arch}-server-*"
 _SSM_ARCH = {"x86_64": "amd64", "arm64": "arm64"}
+#: GPU types launch from the AWS Deep Learning Base OSS NVIDIA Driver GPU AMI (Ubuntu
+#: 24.04), which has the NVIDIA driver; AWS names its current one in an SSM public
+#: parameter per architecture ("DLAMI release notes", the AMI's "Query AMI-ID with SSM
+#: Parameter" section, https://docs.aws.amazon.com/dlami/latest/devguide/appendix-ami-release-notes.html).
+DLAMI_SSM = "/aws/service/deeplearning/ami/{arch}/base-oss-nvidia-driver-gpu-ubuntu-24.04/latest/ami-id"
+DLAMI_NAME = {
+    "x86_64": "Deep Learning Base OSS Nvidia Driver GPU AMI (Ubuntu 24.04) *",
+    "arm64": "Deep Learning ARM64 Base OSS Nvidia Driver GPU AMI (Ubuntu 24.04) *",
+}
 
 
 def _image(raw: dict[str, Any]) -> Image:
@@ -110,13 +119,20 @@ class EC2Storage(EC2Calls):
                 return max(found, key=lambda i: i.created or datetime.min.replace(tzinfo=UTC))
         raise NotFound(f"no image named {id_or_name!r}", "list yours with `cloudsh images`")
 
-    async def default_image(self, architecture: str = "x86_64") -> Image:
-        """The current Ubuntu LTS: the SSM public parameter, else the newest Canonical image."""
-        arch = _SSM_ARCH.get(architecture, architecture)
+    async def default_image(self, architecture: str = "x86_64", *, nvidia: bool = False) -> Image:
+        """The current Ubuntu LTS, or with `nvidia` the current Deep Learning Base OSS NVIDIA
+        Driver GPU AMI (Ubuntu 24.04): the SSM public parameter, else the newest by name."""
+        if nvidia and architecture in DLAMI_NAME:
+            param, owner, name = DLAMI_SSM.format(arch=architecture), DLAMI_OWNER, DLAMI_NAME[architecture]
+            what = "Deep Learning Base OSS NVIDIA Driver GPU AMI (Ubuntu 24.04)"
+        else:
+            arch = _SSM_ARCH.get(architecture, architecture)
+            param, owner, name = UBUNTU_SSM.format(arch=arch), CANONICAL, UBUNTU_NAME.format(arch=arch)
+            what = "Ubuntu 24.04 image"
         image_id: str | None = None
         try:
             ssm = await asyncio.to_thread(self.clients.client, "ssm")
-            raw = await asyncio.to_thread(ssm.get_parameter, Name=UBUNTU_SSM.format(arch=arch))
+            raw = await asyncio.to_thread(ssm.get_parameter, Name=param)
             image_id = raw["Parameter"]["Value"]
         except (ClientError, BotoCoreError, KeyError):
             image_id = None  # not published here (or no SSM access): fall back
@@ -126,18 +142,15 @@ class EC2Storage(EC2Calls):
             except NotFound:
                 pass
         found = await self.images(
-            owners=[CANONICAL],
+            owners=[owner],
             Filters=[
-                {"Name": "name", "Values": [UBUNTU_NAME.format(arch=arch)]},
+                {"Name": "name", "Values": [name]},
                 {"Name": "architecture", "Values": [architecture]},
                 {"Name": "state", "Values": ["available"]},
             ],
         )
         if not found:
-            raise NotFound(
-                f"no Ubuntu 24.04 image for {architecture} in {self.region}",
-                "pass one with --image AMI_ID",
-            )
+            raise NotFound(f"no {what} for {architecture} in {self.region}", "pass one with --image AMI_ID")
         return max(found, key=lambda i: i.created or datetime.min.replace(tzinfo=UTC))
 
     # -- volumes and snapshots (listing; workflows live in ops/) ---------------

@@ -44,6 +44,7 @@ INSTANCE_COLUMNS: tuple[tuple[str, str], ...] = (
     ("name", "Name"),
     ("type", "Type"),
     ("gpus", "GPUs"),
+    ("image", "Image"),
     ("state", "State"),
     ("market", "Market"),
     ("price", "$/h"),
@@ -72,7 +73,8 @@ def instance_fields(row: InstanceRow) -> Fields:
     return (
         (name, "") if row.managed else (f"{name}* ({row.owner or 'not cloudsh'}'s)", FOREIGN_STYLE),
         (row.type, ""),
-        (row.gpus or "-", ""),
+        (f"{row.gpus} (no driver)", "yellow") if row.gpu_driver is False else (row.gpus or "-", ""),
+        (row.image or "-", "dim"),
         (f"{state}…" if state.transitional else str(state), STATE_STYLES.get(state, "")),
         (row.market, "magenta" if row.market == "spot" else ""),
         (money(row.price_per_hour, ""), ""),

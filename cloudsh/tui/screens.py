@@ -79,11 +79,14 @@ class ResizeScreen(ModalScreen[str | None]):
                 Text.assemble(
                     ("Resize ", "bold"), (r.label, "bold"),
                     f"  {r.type} {r.gpus or 'no GPU'}, {r.market}, {money(now)} now",
+                    f", image {r.image}" if r.image else "",
                 ),
                 id="resize-title",
             )
             yield DataTable(id="resize-table", cursor_type="row", zebra_stripes=True)
             note = "It will be stopped, changed and started again." if r.state is BoxState.RUNNING else "It is not running: only its type changes."
+            if r.image and "nvidia" not in r.image and r.state is BoxState.RUNNING:
+                note += " It has no NVIDIA driver: a GPU type gets one installed first."
             yield Static(f"enter: resize · g: GPU/all types · esc: cancel.  {note}", id="resize-help")
 
     def on_mount(self) -> None:

@@ -67,6 +67,10 @@ class InstanceRow:
     #: False for a box cloudsh did not launch (a colleague's); `owner`: whose it looks like.
     managed: bool = True
     owner: str | None = None
+    #: Its image family (`ubuntu-24.04`, `dlami-nvidia`, …), "" when unknown; `gpu_driver`
+    #: False for a GPU box without the NVIDIA driver.
+    image: str = ""
+    gpu_driver: bool | None = None
 
     @classmethod
     def from_record(cls, r: Mapping[str, Any]) -> InstanceRow:
@@ -75,6 +79,7 @@ class InstanceRow:
             public_ip=r["public_ip"], gpus=r["gpus"] or "", price_per_hour=r["price_per_hour"],
             az=r.get("az") or "", uptime_s=r.get("uptime_s"), cost_so_far=r.get("cost_so_far"),
             jobs=tuple(r.get("jobs") or ()), managed=r.get("managed", True), owner=r.get("owner"),
+            image=r.get("image_family") or "", gpu_driver=r.get("gpu_driver"),
         )
 
     @property

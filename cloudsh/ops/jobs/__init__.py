@@ -12,12 +12,14 @@ flushes the filesystem and records "interrupted". On EC2 the metadata lives at
 is the same.
 
 What every machine must know about a job is in the box's EC2 tags (`cloudsh:job:<id>`,
-compact JSON, `models.JobTag`), so `jobs` on another laptop sees it.
+compact JSON, `models.JobTag`), so `jobs` on another laptop sees it; old finished jobs
+move from the tags to a record file on the box (`archive.py`), within EC2's tag limits.
 
     box.py        the agent on a box (install, call), finding a job's box, local index
     state.py      a job's state: listing (a pure read) and `record_states` (the tag write)
     transfer.py   results home: sync one job or all, follow a job, results not yet home
     lifecycle.py  plan, start, stop, resume, logs
+    archive.py    at most `JOB_TAGS_MAX` job tags on a box: the rest in its record file
 """
 
 from cloudsh.models import JOB_TAG_PREFIX as TAG_PREFIX

@@ -36,7 +36,9 @@ async def call_agent(backend: Backend, host: HostInfo, args: str, *, timeout: fl
 async def install_agent(backend: Backend, host: HostInfo, job_id: str = "") -> None:
     """Write the agent (through a temporary name) and, with `job_id`, the job's directory."""
     target = f"{JOBS_DIR}/{job_id}" if job_id else JOBS_DIR
-    cmd = f"mkdir -p {target} && cat > {JOBS_DIR}/.agent.py.tmp && mv {JOBS_DIR}/.agent.py.tmp {AGENT_PATH}"
+    # A temporary name of this shell's own: several front ends may write it at once.
+    tmp = f"{JOBS_DIR}/.agent.py.$$"
+    cmd = f"mkdir -p {target} && cat > {tmp} && mv {tmp} {AGENT_PATH}"
     result = await backend.ssh.run(host, cmd, stdin=agents.source("jobs"))
     if not result.ok:
         raise CloudshError(
@@ -69,6 +71,12 @@ async def find_job(backend: Backend, job_id: str) -> tuple[Instance, JobTag]:
         )
     inst, _, tag = matches[0]
     return inst, tag
+
+
+def job_records(inst: Instance, moved: dict[str, dict[str, JobTag]]) -> dict[str, JobTag]:
+    """The box's jobs: its tags, and those this machine moved to its record file (`moved`,
+    from `local_records`)."""
+    return {**moved.get(inst.id, {}), **job_tags(inst)}
 
 
 def full_id(inst: Instance, job_id: str) -> str:
@@ -109,3 +117,36 @@ def local_dir_of(backend: Backend, job_id: str, tag: JobTag) -> Path | None:
     if tag.local_dir:
         return Path(tag.local_dir)
     return Path.cwd() / Path(tag.remote_dir).name
+
+
+# -- job records moved off a box's tags (`archive.py`): this machine's copy ---------------
+
+
+def _archive_index(backend: Backend) -> Path:
+    return backend.settings.state_dir / "jobs-archive.json"
+
+
+def local_records(backend: Backend) -> dict[str, dict[str, JobTag]]:
+    """Per box id, the job records moved off its tags (this machine's copy)."""
+    try:
+        raw = json.loads(_archive_index(backend).read_text())
+    except (OSError, ValueError):
+        return {}
+    out: dict[str, dict[str, JobTag]] = {}
+    for inst_id, records in dict(raw).items():
+        decoded = {jid: tag for jid, text in dict(records).items() if (tag := JobTag.decode(text))}
+        out[str(inst_id)] = decoded
+    return out
+
+
+def remember_records(backend: Backend, inst_id: str, records: dict[str, str]) -> None:
+    path = _archive_index(backend)
+    try:
+        index = json.loads(path.read_text()) if path.exists() else {}
+    except (OSError, ValueError):
+        index = {}
+    index.setdefault(inst_id, {}).update(records)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(index))
+    os.replace(tmp, path)

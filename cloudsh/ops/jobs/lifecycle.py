@@ -20,6 +20,7 @@ from pathlib import Path
 from cloudsh.errors import CloudshError, InvalidState, UsageError
 from cloudsh.models import JOB_TAG_PREFIX, HostInfo, Instance, Job, JobTag
 from cloudsh.ops.events import Progress, quiet
+from cloudsh.ops.jobs.archive import make_room
 from cloudsh.ops.jobs.box import (
     AGENT_PATH,
     JOBS_DIR,
@@ -33,6 +34,9 @@ from cloudsh.ops.jobs.state import get_job, job_record, pick_job, record_states
 from cloudsh.ops.jobs.transfer import OutputCallback, sync_job
 from cloudsh.ops.reach import ssh_host
 from cloudsh.services.backend import Backend
+
+#: The longest `--sync` remote dir: the job's tag holds it (with the box's home before it).
+REMOTE_DIR_MAX = 100
 
 
 @dataclass(frozen=True)
@@ -72,6 +76,11 @@ def plan_script(
         remote, sep, local_text = sync.partition(":")
         if not remote or (sep and not local_text):
             raise UsageError(f"bad --sync {sync!r}", "use REMOTE_DIR or REMOTE_DIR:LOCAL_DIR, e.g. out:./results")
+        if len(remote) > REMOTE_DIR_MAX:  # it goes in the job's EC2 tag (256 characters)
+            raise UsageError(
+                f"--sync's remote dir is {len(remote)} characters long",
+                f"use a shorter one (at most {REMOTE_DIR_MAX}), e.g. a dir under the box's home",
+            )
         local = Path(local_text or Path(remote.rstrip("/")).name or "results").expanduser().resolve()
         if local.exists() and not local.is_dir():
             raise UsageError(f"{local} exists and is not a directory", "pick another local dir")
@@ -104,6 +113,7 @@ async def start_script(
     jobdir = f"{JOBS_DIR}/{job_id}"
     progress(f"uploading {plan.script.name} to {inst.label}")
     await install_agent(backend, host, job_id)
+    await make_room(backend, inst, host, progress=progress)
     tagged = False
     try:
         await backend.ssh.put(host, plan.script, f"{jobdir}/{plan.script.name}", recursive=False)
@@ -111,8 +121,7 @@ async def start_script(
             progress(f"uploading {plan.workdir.name}/ to {inst.label}:~/{plan.workdir.name}")
             await backend.ssh.put(host, plan.workdir, plan.workdir.name)
         spec = {"script": plan.script.name, "sync_dir": plan.remote_dir, "env": plan.env}
-        tag = JobTag(plan.script.name, "starting", started=time.time(), remote_dir=plan.remote_dir,
-                     local_dir=str(plan.local_dir or ""))
+        tag = JobTag(plan.script.name, "starting", started=time.time(), remote_dir=plan.remote_dir)
         await backend.ec2.set_tags([inst.id], {JOB_TAG_PREFIX + job_id: tag.encode()})
         tagged = True
         answer = await call_agent(backend, host, f"start {job_id} --spec {shlex.quote(json.dumps(spec))}")

@@ -21,7 +21,7 @@ from typing import Any
 
 from cloudsh.errors import CloudshError, NotFound
 from cloudsh.models import JOB_TAG_PREFIX, Instance, Job, JobTag, hourly_cost, job_tags
-from cloudsh.ops.jobs.box import box_status, find_job, full_id, local_dir_of
+from cloudsh.ops.jobs.box import box_status, find_job, full_id, local_dir_of, local_records
 from cloudsh.ops.owners import own
 from cloudsh.ops.reach import allow_this_machine
 from cloudsh.services.backend import Backend
@@ -52,6 +52,7 @@ def merge(tag: JobTag, state: str, box: BoxState) -> JobTag:
     if box:
         new = replace(
             new,
+            script=str(box.get("script") or tag.script),  # whole: a tag may hold it shortened
             started=box.get("started") or tag.started,
             ended=box.get("ended") or (box.get("noticed") if state == "interrupted" else None) or tag.ended,
             exit_status=box.get("exit") if box.get("exit") is not None else tag.exit_status,
@@ -100,11 +101,15 @@ class _Seen:
     stored: JobTag
     current: JobTag
     job: Job
+    #: Its record was moved off the box's tags (`archive.py`): never written back there.
+    archived: bool = False
 
 
 async def _survey(backend: Backend, insts: Sequence[Instance]) -> list[_Seen]:
-    """Every job on `insts`, asking the running boxes among them (all at once)."""
-    with_jobs = [(i, t) for i in insts if (t := job_tags(i))]
+    """Every job on `insts` (tagged or moved to the box's record file), asking the running
+    boxes among them (all at once)."""
+    moved_here = local_records(backend)
+    with_jobs = [(i, t) for i in insts if (t := job_tags(i)) or moved_here.get(i.id)]
     if not with_jobs:
         return []
 
@@ -130,10 +135,16 @@ async def _survey(backend: Backend, insts: Sequence[Instance]) -> list[_Seen]:
     seen: list[_Seen] = []
     for (inst, tags), answer in zip(with_jobs, answers, strict=True):
         price = hourly_cost(prices.get(inst.type), inst.market, inst.az)
-        for jid, tag in sorted(tags.items(), key=lambda kv: kv[1].started or 0):
+        moved = {**moved_here.get(inst.id, {})}
+        for jid, said in (answer or {}).items():
+            if (record := JobTag.decode(said.get("record") or "")) is not None:
+                moved[jid] = record
+        moved = {jid: t for jid, t in moved.items() if jid not in tags}
+        for jid, tag in sorted({**moved, **tags}.items(), key=lambda kv: kv[1].started or 0):
             box = answer.get(jid, {"state": "missing"}) if answer is not None else None
             new = merge(tag, derive_state(tag, inst, box), box)
-            seen.append(_Seen(inst, tag, new, job_record(jid, inst, new, box, price, local_dir_of(backend, jid, new))))
+            job = job_record(jid, inst, new, box, price, local_dir_of(backend, jid, new))
+            seen.append(_Seen(inst, tag, new, job, archived=jid in moved))
     return seen
 
 
@@ -161,7 +172,7 @@ async def record_states(backend: Backend, only: Sequence[str] | None = None) -> 
     seen = await _survey(backend, insts)
     changed: dict[str, dict[str, str]] = {}
     for s in seen:
-        if s.current.encode() != s.stored.encode() and s.inst.state != "terminated":
+        if s.current.encode() != s.stored.encode() and s.inst.state != "terminated" and not s.archived:
             changed.setdefault(s.inst.id, {})[JOB_TAG_PREFIX + s.job.id] = s.current.encode()
     for inst_id, tags in changed.items():
         with contextlib.suppress(CloudshError):

@@ -26,7 +26,9 @@ from cloudsh.ops.jobs.box import (
     find_job,
     full_id,
     install_agent,
+    job_records,
     local_dir_of,
+    local_records,
 )
 from cloudsh.ops.jobs.state import pick_job, record_states
 from cloudsh.ops.owners import own
@@ -252,7 +254,8 @@ async def follow(
 async def results_not_home(backend: Backend, inst: Instance) -> dict[str, int]:
     """Job id -> files on the box under its sync dir that are not home (for terminate previews)."""
     out: dict[str, int] = {}
-    tags = {j: t for j, t in job_tags(inst).items() if t.remote_dir}
+    # Moved-off records count too: terminating the box would lose their results as well.
+    tags = {j: t for j, t in job_records(inst, local_records(backend)).items() if t.remote_dir}
     if not tags or inst.state != "running":
         return out
     host = await ssh_host(backend, inst)

@@ -5,7 +5,8 @@ the box's `python3`) with a `main(argv)`. `install` copies one into a box's tool
 first on the box's PATH, from its source file, with the settings it reads beside it.
 
     blockdev     lsblk, blkid, mkfs.ext4, mount, umount, sudo over volume trees (`devices.py`)
-    nvidia_smi   nvidia-smi on GPU instance types (`gpu.py`)
+    nvidia_smi   nvidia-smi on boxes with the NVIDIA driver (`gpu.py`)
+    apt_get      apt-get installing the NVIDIA driver (`gpu.py`)
 """
 
 from __future__ import annotations

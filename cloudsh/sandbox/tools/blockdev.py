@@ -307,6 +307,7 @@ def sudo_argv(box: Box, args: list[str]) -> list[str]:
 
 def sudo(box: Box, args: list[str]) -> int:
     argv = sudo_argv(box, args)
+    os.environ["SUDO_USER"] = os.environ.get("USER", "ubuntu")  # as sudo sets it
     try:
         os.execvp(argv[0], argv)
     except OSError:

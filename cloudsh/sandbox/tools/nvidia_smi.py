@@ -114,6 +114,11 @@ def table(gpu: Gpu) -> list[str]:
 
 def run(gpu: Gpu, args: list[str]) -> tuple[int, list[str]]:
     """(exit status, lines) for the arguments; an error's line goes to stderr."""
+    if gpu.count == 0:  # the driver, and no GPU for it (a CPU type)
+        return 9, [
+            "NVIDIA-SMI has failed because it couldn't communicate with the NVIDIA driver. "
+            "Make sure that the latest NVIDIA driver is installed and running."
+        ]
     if "-L" in args or "--list-gpus" in args:
         return 0, list_gpus(gpu)
     fields = next((a.split("=", 1)[1] for a in args if a.startswith("--query-gpu=")), None)
