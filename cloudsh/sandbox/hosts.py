@@ -1,5 +1,5 @@
-"""The sandbox's `HostResolver`: boxes answer on 127.0.0.1, at the port and with the
-host key the sandbox daemon publishes in its state file."""
+"""The sandbox's `HostResolver`: boxes answer on their own loopback address (127.x.y.z),
+at the port and with the host key the sandbox daemon publishes in its state file."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from cloudsh.services.hosts import check_running
 
 
 class SandboxHostResolver:
-    """The local cloud: 127.0.0.1 and the port/host key the sandbox daemon publishes."""
+    """The local cloud: the address, port and host key the sandbox daemon publishes."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -30,7 +30,7 @@ class SandboxHostResolver:
         return HostInfo(
             instance_id=inst.id,
             name=inst.label,
-            host="127.0.0.1",
+            host=box.ssh_host or "127.0.0.1",
             port=int(box.ssh_port),
             user=self.settings.ssh_user,
             key_path=str(self.settings.key_path),
