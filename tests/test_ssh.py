@@ -573,14 +573,14 @@ def test_parse_console_and_resolvers(tmp_path: Path) -> None:
             pid=os.getpid(),
             endpoint="http://127.0.0.1:1",
             instances={
-                "i-0abc": SandboxInstance("running", 40001, hk, True),
+                "i-0abc": SandboxInstance("running", 40001, hk, True, "127.77.1.2"),
                 "i-0boot": SandboxInstance("running", 40002, hk, False),
             },
         ),
     )
     info = sandbox.resolve(box)
     assert info is not None and (info.host, info.port, info.expected_host_keys) == (
-        "127.0.0.1",
+        "127.77.1.2",
         40001,
         (hk,),
     )
