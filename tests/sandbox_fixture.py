@@ -54,7 +54,7 @@ def serve_http(port: int, body: str) -> str:
     www = f"~/www-{port}"
     return (
         f"mkdir -p {www} && printf %s '{body}' > {www}/index.html && cd {www} && "
-        f"(setsid nohup python3 -m http.server {port} --bind 127.0.0.1 >/dev/null 2>&1 &) && "
+        f"(setsid nohup python3 -m http.server {port} --bind 127.0.0.1 </dev/null >/dev/null 2>&1 &) && "
         f"for i in $(seq 100); do curl -sf -o /dev/null http://127.0.0.1:{port}/ && exit 0; sleep 0.05; done; exit 1"
     )
 
