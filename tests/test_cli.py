@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from tests.cli import by_name, cloudsh, ls_json, ok, one_line_error
-from tests.sandbox_fixture import Sandbox, serve_http
+from tests.sandbox_fixture import Sandbox, known_host, serve_http
 
 pytestmark = pytest.mark.sandbox
 
@@ -97,11 +97,26 @@ def test_bad_names_and_types(box: str) -> None:
     assert len(ls_json("--all")) == before  # nothing was created
 
 
-def test_ssh_config_works_with_openssh_scp_and_rsync(box: str, tmp_path: Path) -> None:
+def test_ssh_config_works_with_openssh_scp_and_rsync(box: str, tmp_path: Path, sandbox: Sandbox) -> None:
     cfg = tmp_path / "ssh_config"
     ok("ssh-config", "-o", str(cfg))
     text = cfg.read_text()
     assert f"Host {box}" in text
+    # The box's own loopback address and the port its SSH server answers on, as `ls --json`
+    # names them: plain OpenSSH with the key and the sandbox's host key reaches the box.
+    rec = by_name(box)
+    assert rec is not None and rec["public_ip"].startswith("127.") and rec["ssh_port"]
+    addr, port = rec["public_ip"], int(rec["ssh_port"])
+    assert f"HostName {addr}\n" in text and f"Port {port}\n" in text
+    key = next(line.split(None, 1)[1] for line in text.splitlines() if line.strip().startswith("IdentityFile"))
+    known = tmp_path / "known_hosts"
+    known.write_text(f"{known_host(addr, port)} {sandbox.read().instances[rec['id']].host_key}\n")
+    r = subprocess.run(
+        ["ssh", "-F", "/dev/null", "-i", key.strip(), "-p", str(port), "-o", f"UserKnownHostsFile={known}",
+         "-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes", f"ubuntu@{addr}", "true"],
+        capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL,
+    )
+    assert r.returncode == 0, r.stderr
     r = subprocess.run(["ssh", "-F", str(cfg), box, "echo", "via-openssh"], capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "via-openssh"

@@ -3,6 +3,8 @@ at the port and with the host key the sandbox daemon publishes in its state file
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from cloudsh.config import Settings
 from cloudsh.errors import SandboxError
 from cloudsh.models import HostInfo, Instance
@@ -15,6 +17,15 @@ class SandboxHostResolver:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+
+    def ssh_ports(self, insts: Sequence[Instance]) -> dict[str, int]:
+        state = read_state(self.settings.sandbox_path)
+        boxes = state.instances if state is not None else {}
+        return {
+            i.id: int(box.ssh_port)
+            for i in insts
+            if i.state == "running" and (box := boxes.get(i.id)) is not None and box.ready and box.ssh_port
+        }
 
     def resolve(self, inst: Instance) -> HostInfo | None:
         if not check_running(inst):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Protocol
 
 from cloudsh.config import Settings
@@ -66,6 +66,10 @@ class HostResolver(Protocol):
         """
         ...
 
+    def ssh_ports(self, insts: Sequence[Instance]) -> dict[str, int]:
+        """The port each running, reachable box's SSH server answers on (read once for all)."""
+        ...
+
 
 class AwsHostResolver:
     """Real EC2: public IP, else private IP (VPN / same VPC), port 22.
@@ -89,6 +93,9 @@ class AwsHostResolver:
     def learn_host_keys(self, instance_id: str, keys: Iterable[str]) -> None:
         with self._lock:
             self._console_keys[instance_id] = tuple(keys)
+
+    def ssh_ports(self, insts: Sequence[Instance]) -> dict[str, int]:
+        return {i.id: 22 for i in insts if i.state == "running" and (i.public_ip or i.private_ip)}
 
     def resolve(self, inst: Instance) -> HostInfo | None:
         if not check_running(inst):

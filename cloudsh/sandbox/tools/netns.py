@@ -77,8 +77,8 @@ def main(argv: list[str]) -> int:
             return 0
         if not msg:
             return 0
-        req_id, host, port = msg.decode().split()
-        threading.Thread(target=link.connect, args=(req_id, host, int(port)), daemon=True).start()
+        req_id, host, port_text = msg.decode().split()
+        threading.Thread(target=link.connect, args=(req_id, host, int(port_text)), daemon=True).start()
 
 
 if __name__ == "__main__":
