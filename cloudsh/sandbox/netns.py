@@ -1,4 +1,4 @@
-"""A box's own network: its namespace, the sockets the daemon opens in it, its addresses.
+"""A box's namespaces: bubblewrap's flags, its init, and the sockets the daemon opens in its network.
 
 With bubblewrap each box runs in its own network namespace (`--unshare-net`): its own
 loopback, no other interface. Its SSH server runs in the daemon, outside, so port forwards
