@@ -242,14 +242,15 @@ async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
         raise
 
 
-def forward(link: NetnsLink | None, dest_host: str, dest_port: int) -> object:
+def forward(link: NetnsLink | None, dest_host: str, dest_port: int, *, isolated: bool) -> object:
     """What the box's SSH server answers to a direct-tcpip request (asyncssh's
     `connection_requested`): only the box's own localhost is reachable; with a namespace
-    the connection is opened inside it, else asyncssh connects here (True)."""
+    the connection is opened inside it (never here, even while the box stops), without
+    one asyncssh connects on this machine's loopback (True)."""
     if dest_host not in LOOPBACK:
         return False
     if link is None:
-        return True
+        return not isolated
     return _forward_inside(link, dest_host, dest_port)
 
 
