@@ -143,6 +143,10 @@ class NetnsLink:
         except (TimeoutError, OSError):
             await self.close()
             raise OSError("the box's network helper did not start") from None
+        except asyncio.CancelledError:  # the box stopped while it booted
+            self._gone()
+            self._kill()
+            raise
 
     async def connect(self, host: str, port: int) -> socket.socket:
         """A TCP connection to `host`:`port` as seen from inside the box."""
@@ -206,11 +210,14 @@ class NetnsLink:
         self._gone()
         for task in list(self._relays):
             task.cancel()
+        await asyncio.to_thread(self._kill)
+
+    def _kill(self) -> None:
         proc, self._proc = self._proc, None
         if proc is not None:
             with contextlib.suppress(ProcessLookupError):
                 proc.kill()
-            await asyncio.to_thread(proc.wait)
+            proc.wait()
 
 
 async def _relay(inside: socket.socket, port: int) -> None:
