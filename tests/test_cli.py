@@ -179,10 +179,9 @@ def test_tunnels_reach_each_boxs_own_server(box: str, sandbox: Sandbox) -> None:
             assert body == f"jupyter-ish-{name}".encode()
         # A port nothing serves on the box, the same number as the tunnel's own listener
         # here: each request fails at once (the forward is refused), never loops back into
-        # that listener, and leaves no sockets behind. (Without a namespace of its own the
-        # box's localhost is this machine's, so there the ports differ.)
+        # that listener, and leaves no sockets behind.
         local = _free_port()
-        tunnels.append(_tunnel(box, f"{local}:{local if isolated else _free_port()}"))
+        tunnels.append(_tunnel(box, f"{local}:{local}"))
         daemon = sandbox.read().pid
         before = _open_fds(daemon)
         for _ in range(20):

@@ -249,16 +249,41 @@ async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
         raise
 
 
-def forward(link: NetnsLink | None, dest_host: str, dest_port: int, *, isolated: bool) -> object:
+#: Without a namespace: the connections forwards opened on this machine's loopback, by
+#: local port. A forward whose originator is one of them came back round through a
+#: listener here (a tunnel whose local and remote ports are equal) and is refused rather
+#: than followed round again.
+_opened_here: dict[int, asyncio.BaseTransport] = {}
+
+
+def forward(
+    link: NetnsLink | None, dest_host: str, dest_port: int, orig_host: str, orig_port: int, *, isolated: bool
+) -> object:
     """What the box's SSH server answers to a direct-tcpip request (asyncssh's
     `connection_requested`): only the box's own localhost is reachable; with a namespace
     the connection is opened inside it (never here, even while the box stops), without
-    one asyncssh connects on this machine's loopback (True)."""
+    one on this machine's loopback."""
     if dest_host not in LOOPBACK:
         return False
-    if link is None:
-        return not isolated
-    return _forward_inside(link, dest_host, dest_port)
+    if link is not None:
+        return _forward_inside(link, dest_host, dest_port)
+    if isolated:
+        return False
+    for port, transport in list(_opened_here.items()):
+        if transport.is_closing():
+            del _opened_here[port]
+    if orig_host in LOOPBACK and orig_port in _opened_here:
+        return False
+    return _forward_here(dest_host, dest_port)
+
+
+async def _forward_here(dest_host: str, dest_port: int) -> SSHForwarder:
+    try:
+        transport, peer = await asyncio.get_running_loop().create_connection(SSHForwarder, dest_host, dest_port)
+    except OSError as exc:
+        raise asyncssh.ChannelOpenError(asyncssh.OPEN_CONNECT_FAILED, str(exc)) from None
+    _opened_here[transport.get_extra_info("sockname")[1]] = transport
+    return SSHForwarder(peer)
 
 
 async def _forward_inside(link: NetnsLink, dest_host: str, dest_port: int) -> SSHForwarder:

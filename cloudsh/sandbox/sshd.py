@@ -520,7 +520,8 @@ class _Server(asyncssh.SSHServer):
 
     def connection_requested(self, dest_host: str, dest_port: int, orig_host: str, orig_port: int) -> Any:
         # Forwards reach only the box's own localhost, inside its namespace.
-        return forward(self.box._netns, dest_host, dest_port, isolated=self.box.isolation == "bubblewrap")
+        box = self.box
+        return forward(box._netns, dest_host, dest_port, orig_host, orig_port, isolated=box.isolation == "bubblewrap")
 
     def server_requested(self, listen_host: str, listen_port: int) -> bool:
         return False
