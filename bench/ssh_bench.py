@@ -95,7 +95,7 @@ async def launch_gap(name: str) -> float:
                 if iid in first_answer or not inst.ssh_port:
                     continue
                 try:
-                    r, w = await asyncio.open_connection("127.0.0.1", inst.ssh_port)
+                    r, w = await asyncio.open_connection(inst.ssh_host or "127.0.0.1", inst.ssh_port)
                     if (await asyncio.wait_for(r.readline(), 1)).startswith(b"SSH-"):
                         first_answer[iid] = time.monotonic()
                     w.close()

@@ -33,7 +33,7 @@ from cloudsh.config import Settings
 from cloudsh.sandbox.control import sandbox_down, sandbox_env, sandbox_up
 from cloudsh.sandbox.state import SandboxInstance, SandboxState, read_state
 
-__all__ = ["LaunchedBox", "Sandbox", "sandbox", "start_sandbox"]
+__all__ = ["LaunchedBox", "Sandbox", "known_host", "sandbox", "serve_http", "start_sandbox"]
 
 UBUNTU_OWNER = "099720109477"
 BOOT_S = 0.3
@@ -45,6 +45,23 @@ class LaunchedBox:
     port: int
     host_key: str
     known_hosts: Path  # an OpenSSH known_hosts file pinning this box's published key
+    host: str = ""  # the box's own loopback address (its public one), where SSH listens
+
+
+def serve_http(port: int, body: str) -> str:
+    """A command for a box: serve `body` at http://localhost:PORT/ in the background, and
+    return once it answers there."""
+    www = f"~/www-{port}"
+    return (
+        f"mkdir -p {www} && printf %s '{body}' > {www}/index.html && cd {www} && "
+        f"(setsid nohup python3 -m http.server {port} --bind 127.0.0.1 </dev/null >/dev/null 2>&1 &) && "
+        f"for i in $(seq 100); do curl -sf -o /dev/null http://127.0.0.1:{port}/ && exit 0; sleep 0.05; done; exit 1"
+    )
+
+
+def known_host(host: str, port: int) -> str:
+    """How OpenSSH names `host`:`port` in a known_hosts file."""
+    return host if port == 22 else f"[{host}]:{port}"
 
 
 @dataclass
@@ -147,14 +164,14 @@ class Sandbox:
     def box(self, instance_id: str) -> LaunchedBox:
         inst = self.wait(instance_id)
         self.past_window(self.made.get(instance_id, 0.0))
-        assert inst.ssh_port is not None
+        assert inst.ssh_port is not None and inst.ssh_host
         known = self.dir.parent / f"known_hosts-{instance_id}"
-        known.write_text(f"[127.0.0.1]:{inst.ssh_port} {inst.host_key}\n")
-        return LaunchedBox(instance_id, inst.ssh_port, inst.host_key, known)
+        known.write_text(f"{known_host(inst.ssh_host, inst.ssh_port)} {inst.host_key}\n")
+        return LaunchedBox(instance_id, inst.ssh_port, inst.host_key, known, inst.ssh_host)
 
     async def connect(self, box: LaunchedBox, **kwargs: Any) -> asyncssh.SSHClientConnection:
         return await asyncssh.connect(
-            "127.0.0.1",
+            box.host,
             box.port,
             username="ubuntu",
             client_keys=[str(self.key_path)],

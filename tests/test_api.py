@@ -3,10 +3,8 @@ async twins, and CloudshErrors (never raw boto3/asyncssh ones)."""
 
 from __future__ import annotations
 
-import http.server
 import json
 import socket
-import threading
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -18,6 +16,7 @@ from cloudsh.api import Cloud, Instance, InstanceList, Table, TunnelHandle
 from cloudsh.errors import CloudshError, InvalidState, NotFound, UsageError
 from cloudsh.ops.tunnels import TunnelClosed, TunnelEvent, TunnelLost, TunnelOpened
 from tests.cli import ok
+from tests.sandbox_fixture import serve_http
 
 pytestmark = pytest.mark.sandbox
 
@@ -89,27 +88,15 @@ def test_paramiko_hand_out(box: Instance) -> None:
 
 
 def test_tunnel_handle(box: Instance) -> None:
-    # The sandbox box's localhost is this machine's loopback: a server here is "on the box".
-    server = http.server.HTTPServer(("127.0.0.1", 0), _Hello)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        with box.tunnel(0, server.server_port) as t:
-            assert isinstance(t, TunnelHandle) and t.url.startswith("http://localhost:")
-            assert urllib.request.urlopen(t.url, timeout=10).read() == b"hello through the tunnel"
-            assert "open" in repr(t)
-        assert t.closed and "closed" in repr(t)
-    finally:
-        server.shutdown()
+    assert box.run(serve_http(8890, HELLO)).exit_status == 0  # a server on the box
+    with box.tunnel(0, 8890) as t:
+        assert isinstance(t, TunnelHandle) and t.url.startswith("http://localhost:")
+        assert urllib.request.urlopen(t.url, timeout=10).read() == HELLO.encode()
+        assert "open" in repr(t)
+    assert t.closed and "closed" in repr(t)
 
 
-class _Hello(http.server.BaseHTTPRequestHandler):
-    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
-        self.send_response(200)
-        self.end_headers()
-        self.wfile.write(b"hello through the tunnel")
-
-    def log_message(self, *args: object) -> None:
-        return
+HELLO = "hello through the tunnel"
 
 
 def test_prices_table(cloud: Cloud) -> None:
@@ -221,21 +208,21 @@ def test_start_brings_results_home_as_the_command_does(cloud: Cloud, tmp_path: P
 
 
 def test_tunnel_reconnects_after_its_box_stops_and_starts(cloud: Cloud) -> None:
-    # The sandbox box's localhost is this machine's loopback: a server here is "on the box".
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Hello)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
     b = cloud.launch("apitunnel", "t3.micro")
     seen: list[TunnelEvent] = []
     try:
-        with b.tunnel(0, server.server_port, on_event=seen.append) as t:
+        assert b.run(serve_http(8890, HELLO)).exit_status == 0  # a server on the box
+        with b.tunnel(0, 8890, on_event=seen.append) as t:
             port = t.local_port
-            assert urllib.request.urlopen(t.url, timeout=10).read() == b"hello through the tunnel"
+            assert urllib.request.urlopen(t.url, timeout=10).read() == HELLO.encode()
             b.stop()
             _until(lambda: t.state == "reconnecting", 20, "the tunnel to notice its box stopped")
             b.start()
             _until(lambda: t.state == "open", 30, "the tunnel to reopen")
             assert t.local_port == port and t.url == f"http://localhost:{port}/"
-            assert urllib.request.urlopen(t.url, timeout=10).read() == b"hello through the tunnel"
+            # Stopping ended the box's processes; its server starts again, at a new address.
+            assert b.run(serve_http(8890, HELLO)).exit_status == 0
+            assert urllib.request.urlopen(t.url, timeout=10).read() == HELLO.encode()
         kinds = [type(e) for e in seen]
         assert kinds[0] is TunnelOpened and TunnelLost in kinds
         assert any(isinstance(e, TunnelOpened) and e.again and e.local == port for e in seen)
@@ -244,7 +231,6 @@ def test_tunnel_reconnects_after_its_box_stops_and_starts(cloud: Cloud) -> None:
         with pytest.raises(OSError):
             socket.create_connection(("127.0.0.1", port), timeout=2).close()
     finally:
-        server.shutdown()
         b.terminate()
 
 

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import http.server
 import json
 import shlex
 import shutil
 import socket
 import subprocess
-import threading
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -19,7 +17,7 @@ from typing import Any
 import pytest
 
 from tests.cli import by_name, cloudsh, ls_json, ok, one_line_error
-from tests.sandbox_fixture import Sandbox
+from tests.sandbox_fixture import Sandbox, known_host, serve_http
 
 pytestmark = pytest.mark.sandbox
 
@@ -101,11 +99,26 @@ def test_bad_names_and_types(box: str) -> None:
     assert len(ls_json("--all")) == before  # nothing was created
 
 
-def test_ssh_config_works_with_openssh_scp_and_rsync(box: str, tmp_path: Path) -> None:
+def test_ssh_config_works_with_openssh_scp_and_rsync(box: str, tmp_path: Path, sandbox: Sandbox) -> None:
     cfg = tmp_path / "ssh_config"
     ok("ssh-config", "-o", str(cfg))
     text = cfg.read_text()
     assert f"Host {box}" in text
+    # The box's own loopback address and the port its SSH server answers on, as `ls --json`
+    # names them: plain OpenSSH with the key and the sandbox's host key reaches the box.
+    rec = by_name(box)
+    assert rec is not None and rec["public_ip"].startswith("127.") and rec["ssh_port"]
+    addr, port = rec["public_ip"], int(rec["ssh_port"])
+    assert f"HostName {addr}\n" in text and f"Port {port}\n" in text
+    key = next(line.split(None, 1)[1] for line in text.splitlines() if line.strip().startswith("IdentityFile"))
+    known = tmp_path / "known_hosts"
+    known.write_text(f"{known_host(addr, port)} {sandbox.read().instances[rec['id']].host_key}\n")
+    r = subprocess.run(
+        ["ssh", "-F", "/dev/null", "-i", key.strip(), "-p", str(port), "-o", f"UserKnownHostsFile={known}",
+         "-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes", f"ubuntu@{addr}", "true"],
+        capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL,
+    )
+    assert r.returncode == 0, r.stderr
     r = subprocess.run(["ssh", "-F", str(cfg), box, "echo", "via-openssh"], capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "via-openssh"
@@ -129,40 +142,61 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def test_tunnel_forwards_a_port(box: str) -> None:
-    # The sandbox box's localhost is this machine's loopback, so a server here is "on the box".
-    class Hello(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            body = b"jupyter-ish"
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hello)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    remote, local = server.server_address[1], _free_port()
+def _tunnel(name: str, ports: str) -> subprocess.Popen[str]:
+    """`cloudsh tunnel NAME LOCAL:REMOTE`, once it says the forward is open."""
     import os
     import sys
 
     proc = subprocess.Popen(
-        [sys.executable, "-m", "cloudsh", "tunnel", box, f"{local}:{remote}"],
+        [sys.executable, "-m", "cloudsh", "tunnel", name, ports],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL,
         env={**os.environ, "CLOUDSH_SANDBOX": "1"},
     )
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    assert f"http://localhost:{ports.split(':')[0]}/" in line, line + (proc.stderr.read() if proc.stderr else "")
+    return proc
+
+
+def _open_fds(pid: int) -> int:
+    return len(list(Path(f"/proc/{pid}/fd").iterdir()))
+
+
+def test_tunnels_reach_each_boxs_own_server(box: str, sandbox: Sandbox) -> None:
+    # Each box has its own network namespace: two boxes both serve on 8888, and each
+    # tunnel reaches its own box's server, not this machine's loopback.
+    isolated = sandbox.state.isolation == "bubblewrap"
+    remote = 8888 if isolated else _free_port()
+    names = [box, "clibox-twin"] if isolated else [box]
+    tunnels: list[subprocess.Popen[str]] = []
     try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
-        assert f"http://localhost:{local}/" in line
-        body = urllib.request.urlopen(f"http://127.0.0.1:{local}/", timeout=10).read()
-        assert body == b"jupyter-ish"
+        if isolated:
+            ok("launch", "clibox-twin", "--type", "t3.micro")
+        for name in names:
+            ok("run", name, "--", serve_http(remote, f"jupyter-ish-{name}"))
+        for name in names:
+            local = _free_port()
+            tunnels.append(_tunnel(name, f"{local}:{remote}"))
+            body = urllib.request.urlopen(f"http://127.0.0.1:{local}/", timeout=10).read()
+            assert body == f"jupyter-ish-{name}".encode()
+        # A port nothing serves on the box, the same number as the tunnel's own listener
+        # here: each request fails at once (the forward is refused), never loops back into
+        # that listener, and leaves no sockets behind.
+        local = _free_port()
+        tunnels.append(_tunnel(box, f"{local}:{local}"))
+        daemon = sandbox.read().pid
+        before = _open_fds(daemon)
+        for _ in range(20):
+            with pytest.raises(OSError) as err:
+                urllib.request.urlopen(f"http://127.0.0.1:{local}/", timeout=10).read()
+            assert not isinstance(err.value, TimeoutError) and "timed out" not in str(err.value)
+        assert _open_fds(daemon) <= before + 5
     finally:
-        proc.terminate()
-        proc.wait(timeout=10)
-        server.shutdown()
+        for proc in tunnels:
+            proc.terminate()
+            proc.wait(timeout=10)
+        if isolated:
+            cloudsh("terminate", "clibox-twin", "--yes")
 
 
 def test_changed_host_key_is_refused(box: str, test_root: Path) -> None:

@@ -18,15 +18,15 @@ import pytest
 from cloudsh.errors import SandboxError
 from cloudsh.sandbox.control import sandbox_down, sandbox_status, sandbox_up
 from cloudsh.sandbox.state import pid_alive
-from tests.sandbox_fixture import Sandbox, start_sandbox
+from tests.sandbox_fixture import Sandbox, known_host, serve_http, start_sandbox
 
 pytestmark = pytest.mark.sandbox
 
 
-def _port_open(port: int) -> bool:
+def _port_open(port: int, host: str = "127.0.0.1") -> bool:
     with socket.socket() as s:
         s.settimeout(0.5)
-        return s.connect_ex(("127.0.0.1", port)) == 0
+        return s.connect_ex((host, port)) == 0
 
 
 def _error_code(excinfo: pytest.ExceptionInfo[botocore.exceptions.ClientError]) -> str:
@@ -99,16 +99,16 @@ async def test_exit_status_stdin_and_sftp(sandbox: Sandbox) -> None:
 def test_openssh_client_strict_host_key(sandbox: Sandbox) -> None:
     box = sandbox.launch("t3.micro")
     out = subprocess.run(
-        ["ssh", *sandbox.ssh_argv(box), "ubuntu@127.0.0.1", "echo ok-$(whoami 2>/dev/null || echo x) $HOME"],
+        ["ssh", *sandbox.ssh_argv(box), f"ubuntu@{box.host}", "echo ok-$(whoami 2>/dev/null || echo x) $HOME"],
         stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=30,
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.startswith("ok-") and out.stdout.strip().endswith("/home/ubuntu")
     # A different pinned key must make OpenSSH refuse.
     other = asyncssh.generate_private_key("ssh-ed25519").export_public_key().decode().split()
-    box.known_hosts.write_text(f"[127.0.0.1]:{box.port} {other[0]} {other[1]}\n")
+    box.known_hosts.write_text(f"{known_host(box.host, box.port)} {other[0]} {other[1]}\n")
     bad = subprocess.run(
-        ["ssh", *sandbox.ssh_argv(box), "ubuntu@127.0.0.1", "true"],
+        ["ssh", *sandbox.ssh_argv(box), f"ubuntu@{box.host}", "true"],
         stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=30,
     )
     assert bad.returncode == 255
@@ -119,12 +119,12 @@ async def test_wrong_key_or_user_rejected(sandbox: Sandbox, tmp_path: Path) -> N
     stranger = asyncssh.generate_private_key("ssh-ed25519")
     with pytest.raises(asyncssh.PermissionDenied):
         await asyncssh.connect(
-            "127.0.0.1", box.port, username="ubuntu", client_keys=[stranger],
+            box.host, box.port, username="ubuntu", client_keys=[stranger],
             known_hosts=str(box.known_hosts),
         )
     with pytest.raises(asyncssh.PermissionDenied):
         await asyncssh.connect(
-            "127.0.0.1", box.port, username="root", client_keys=[str(sandbox.key_path)],
+            box.host, box.port, username="root", client_keys=[str(sandbox.key_path)],
             known_hosts=str(box.known_hosts),
         )
 
@@ -137,13 +137,13 @@ def test_rsync_and_scp_both_ways(sandbox: Sandbox, tmp_path: Path) -> None:
     (src / "sub" / "b.bin").write_bytes(bytes(range(256)) * 400)
     rsh = "ssh " + " ".join(sandbox.ssh_argv(box))
     up = subprocess.run(
-        ["rsync", "-a", "-e", rsh, f"{src}/", "ubuntu@127.0.0.1:project/"],
+        ["rsync", "-a", "-e", rsh, f"{src}/", f"ubuntu@{box.host}:project/"],
         stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60,
     )
     assert up.returncode == 0, up.stderr
     down_dir = tmp_path / "down"
     down = subprocess.run(
-        ["rsync", "-a", "-e", rsh, "ubuntu@127.0.0.1:/home/ubuntu/project/", f"{down_dir}/"],
+        ["rsync", "-a", "-e", rsh, f"ubuntu@{box.host}:/home/ubuntu/project/", f"{down_dir}/"],
         stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60,
     )
     assert down.returncode == 0, down.stderr
@@ -152,8 +152,8 @@ def test_rsync_and_scp_both_ways(sandbox: Sandbox, tmp_path: Path) -> None:
     # scp (SFTP mode) needs the server to end the subsystem with exit status 0.
     scp_opts = ["-P" if a == "-p" else a for a in sandbox.ssh_argv(box)]
     for args in (
-        [str(src / "a.txt"), "ubuntu@127.0.0.1:scp.txt"],
-        ["ubuntu@127.0.0.1:scp.txt", str(tmp_path / "scp-back.txt")],
+        [str(src / "a.txt"), f"ubuntu@{box.host}:scp.txt"],
+        [f"ubuntu@{box.host}:scp.txt", str(tmp_path / "scp-back.txt")],
     ):
         done = subprocess.run(
             ["scp", *scp_opts, *args], stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60
@@ -162,37 +162,56 @@ def test_rsync_and_scp_both_ways(sandbox: Sandbox, tmp_path: Path) -> None:
     assert (tmp_path / "scp-back.txt").read_text() == "alpha\n"
 
 
-async def test_port_forward_to_box_localhost(sandbox: Sandbox) -> None:
+async def test_port_forward_reaches_only_the_box(sandbox: Sandbox) -> None:
     box = sandbox.launch("t3.micro")
+    moto_port = int(sandbox.state.endpoint.rsplit(":", 1)[1])
     async with await sandbox.connect(box) as conn:
-        listener = await conn.forward_local_port("127.0.0.1", 0, "localhost", int(sandbox.state.endpoint.rsplit(":", 1)[1]))
+        await conn.run(serve_http(8888, "on-the-box"), check=True)
+        listener = await conn.forward_local_port("127.0.0.1", 0, "localhost", 8888)
         import urllib.request
 
-        def fetch() -> int:
-            url = f"http://127.0.0.1:{listener.get_port()}/moto-api/data.json"
-            with urllib.request.urlopen(url, timeout=5) as r:
-                return int(r.status)
+        def fetch() -> bytes:
+            with urllib.request.urlopen(f"http://127.0.0.1:{listener.get_port()}/", timeout=5) as r:
+                return bytes(r.read())
 
         # Blocking HTTP in a thread: the forward itself runs on this event loop.
-        assert await asyncio.to_thread(fetch) == 200
+        assert await asyncio.to_thread(fetch) == b"on-the-box"
         listener.close()
         with pytest.raises(asyncssh.ChannelOpenError):
             await conn.open_connection("example.com", 80)
+        if sandbox.state.isolation == "bubblewrap":
+            # The box has its own loopback: this machine's (the sandbox's EC2 endpoint) is not it.
+            with pytest.raises(asyncssh.ChannelOpenError):
+                await conn.open_connection("localhost", moto_port)
 
 
 async def test_stop_start_keeps_files_and_key(sandbox: Sandbox) -> None:
     ec2 = sandbox.ec2()
     box = sandbox.launch("t3.micro")
+
+    def addresses() -> tuple[str | None, str | None]:
+        desc = ec2.describe_instances(InstanceIds=[box.id])["Reservations"][0]["Instances"][0]
+        return desc.get("PublicIpAddress"), desc.get("PrivateIpAddress")
+
+    # Loopback addresses on this machine, never moto's 54.214.x.x (someone else's).
+    public, private = addresses()
+    assert public == box.host and public.startswith("127.") and public != "127.0.0.1"
+    assert private and private.startswith("127.") and private != public
     async with await sandbox.connect(box) as conn:
         await conn.run("echo kept > keep.txt", check=True)
     ec2.stop_instances(InstanceIds=[box.id])
     stopped = sandbox.wait(box.id, ready=False)
     assert stopped.ssh_port is None
-    assert not _port_open(box.port)
+    assert not _port_open(box.port, box.host)
+    assert addresses() == (None, private)  # EC2 releases the public address at stop
     ec2.start_instances(InstanceIds=[box.id])
     again = sandbox.box(box.id)
     assert again.host_key == box.host_key
     assert again.port == box.port
+    # As on EC2 without an Elastic IP: a new public address, the same private one.
+    assert addresses() == (again.host, private)
+    assert again.host != box.host and again.host.startswith("127.")
+    assert not _port_open(box.port, box.host)
     async with await sandbox.connect(again) as conn:
         assert str((await conn.run("cat keep.txt")).stdout) == "kept\n"
 
@@ -320,7 +339,7 @@ async def test_terminate_deletes_tree_and_stops_processes(sandbox: Sandbox) -> N
         time.sleep(0.05)
     # ...and dies with the box.
     assert not tree.exists()
-    assert not _port_open(box.port)
+    assert not _port_open(box.port, box.host)
     assert sleepers() == ""
 
 
@@ -332,7 +351,7 @@ def test_down_stops_everything_and_port_in_use(tmp_path: Path) -> None:
         endpoint_port = int(sb.state.endpoint.rsplit(":", 1)[1])
         assert sandbox_down(sb.settings) is True
         assert not pid_alive(sb.state.pid)
-        assert not _port_open(endpoint_port) and not _port_open(box.port)
+        assert not _port_open(endpoint_port) and not _port_open(box.port, box.host)
         assert not (sb.dir / "state.json").exists()
         assert sandbox_status(sb.settings) is None
         assert sandbox_down(sb.settings) is False

@@ -573,7 +573,7 @@ def test_parse_console_and_resolvers(tmp_path: Path) -> None:
             pid=os.getpid(),
             endpoint="http://127.0.0.1:1",
             instances={
-                "i-0abc": SandboxInstance("running", 40001, hk, True),
+                "i-0abc": SandboxInstance("running", 40001, hk, True, "127.77.1.2"),
                 "i-0boot": SandboxInstance("running", 40002, hk, False),
             },
         ),
@@ -581,7 +581,7 @@ def test_parse_console_and_resolvers(tmp_path: Path) -> None:
     info = sandbox.resolve(box)
     # The key the daemon publishes is not trusted: a first key is checked against the
     # console, as on AWS.
-    assert info is not None and (info.host, info.port, info.expected_host_keys) == ("127.0.0.1", 40001, ())
+    assert info is not None and (info.host, info.port, info.expected_host_keys) == ("127.77.1.2", 40001, ())
     sandbox.learn_console_output("i-0abc", CONSOLE)
     assert sandbox.resolve(box).expected_host_keys == keys  # type: ignore[union-attr]
     assert sandbox.resolve(Instance("i-0boot", "b", "t3.medium", "running")) is None

@@ -14,9 +14,14 @@ from cloudsh.models import Instance, InstanceType, Price, Prices, box_hourly, jo
 
 
 def instance_record(
-    inst: Instance, types: Mapping[str, InstanceType], prices: Mapping[str, Price], now: datetime | None = None
+    inst: Instance,
+    types: Mapping[str, InstanceType],
+    prices: Mapping[str, Price],
+    now: datetime | None = None,
+    ssh_port: int | None = None,
 ) -> dict[str, Any]:
-    """The JSON object of `ls --json` (CONTRACT.md fields first)."""
+    """The JSON object of `ls --json` (CONTRACT.md fields first); `ssh_port` is where the
+    box's SSH server answers on `public_ip` (22 on EC2; a box of the sandbox may differ)."""
     t = types.get(inst.type)
     # What the box costs per hour while running (a stopped box pays only for storage;
     # `burn_rate` counts running boxes only): a spot box pays its own AZ's spot price.
@@ -48,6 +53,7 @@ def instance_record(
         # False for a box cloudsh did not launch (a colleague's, on a shared account).
         "managed": inst.managed,
         "owner": inst.owner,
+        "ssh_port": ssh_port,
     }
 
 

@@ -101,10 +101,12 @@ class Daemon:
         )
         from werkzeug.serving import make_server
 
+        from cloudsh.sandbox import addresses
         from cloudsh.sandbox.consistency import ConsistencyLayer
         from cloudsh.sandbox.moto_app import SandboxEc2App
         from cloudsh.sandbox.storage import StorageLayer
 
+        addresses.install()
         app = SandboxEc2App(
             StorageLayer(
                 DomainDispatcherApplication(create_backend_app), self.dir, self.ec2_backend, self._lifecycle
@@ -295,6 +297,7 @@ class Daemon:
                 box = self.boxes[iid] = Box(self.dir, iid, isolation=self.isolation, hostname=hostname)
             if self.imds is not None:
                 box.imds_endpoint = self.imds.endpoint_for(iid)
+                box.relay_ports = (self.imds.port,)
             key_pair = self.ec2_backend().key_pairs.get(inst.key_name) if inst.key_name else None
             public_key = key_pair.material_public.decode() if key_pair is not None else None
             await asyncio.to_thread(
@@ -307,11 +310,13 @@ class Daemon:
             from cloudsh.sandbox.devices import write_devices
 
             await asyncio.to_thread(write_devices, self.dir, inst)
-            port = await box.start(self.ports.get(iid, 0))
+            # Its public address (a new one at each start), or without one its private one.
+            address = str(inst.public_ip or inst.private_ip or "127.0.0.1")
+            port = await box.start(address, self.ports.get(iid, 0))
             self.ports[iid] = port
             self.host_keys[iid] = box.host_key_line()
             self.ssh_up_at[iid] = time.monotonic()
-            log.info("%s: ssh on 127.0.0.1:%d", iid, port)
+            log.info("%s: ssh on %s:%d", iid, address, port)
             self._publish()
         except asyncio.CancelledError:
             raise
@@ -369,6 +374,7 @@ class Daemon:
             instances[iid] = SandboxInstance(
                 state=ec2_state,
                 ssh_port=box.port if box is not None and ready else None,
+                ssh_host=box.address if box is not None and ready else None,
                 host_key=box.known_host_key_line() if box is not None else "",
                 ready=ready,
             )
@@ -391,7 +397,7 @@ class Daemon:
     # -- lifecycle ------------------------------------------------------------------------
 
     async def run(self) -> None:
-        from cloudsh.sandbox.sshd import bubblewrap_works
+        from cloudsh.sandbox.netns import bubblewrap_works
 
         loop = self._loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):

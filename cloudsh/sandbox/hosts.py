@@ -1,8 +1,11 @@
-"""The sandbox's `HostResolver`: boxes answer on 127.0.0.1, at the port the sandbox daemon
-publishes in its state file. The host key it publishes there is not trusted: a first key
-is checked against the box's console output, as on AWS (`ConsoleKeys`)."""
+"""The sandbox's `HostResolver`: boxes answer on their own loopback address (127.x.y.z),
+at the port the sandbox daemon publishes in its state file. The host key it publishes
+there is not trusted: a first key is checked against the box's console output, as on
+AWS (`ConsoleKeys`)."""
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 from cloudsh.config import Settings
 from cloudsh.errors import SandboxError
@@ -12,11 +15,20 @@ from cloudsh.services.hosts import ConsoleKeys, check_running
 
 
 class SandboxHostResolver(ConsoleKeys):
-    """The local cloud: 127.0.0.1 and the port the sandbox daemon publishes."""
+    """The local cloud: the address and port the sandbox daemon publishes."""
 
     def __init__(self, settings: Settings) -> None:
         super().__init__()
         self.settings = settings
+
+    def ssh_ports(self, insts: Sequence[Instance]) -> dict[str, int]:
+        state = read_state(self.settings.sandbox_path)
+        boxes = state.instances if state is not None else {}
+        return {
+            i.id: int(box.ssh_port)
+            for i in insts
+            if i.state == "running" and (box := boxes.get(i.id)) is not None and box.ready and box.ssh_port
+        }
 
     def resolve(self, inst: Instance) -> HostInfo | None:
         if not check_running(inst):
@@ -32,7 +44,7 @@ class SandboxHostResolver(ConsoleKeys):
         return HostInfo(
             instance_id=inst.id,
             name=inst.label,
-            host="127.0.0.1",
+            host=box.ssh_host or "127.0.0.1",
             port=int(box.ssh_port),
             user=self.settings.ssh_user,
             key_path=str(self.settings.key_path),

@@ -1,4 +1,4 @@
-"""One SSH server per running sandbox instance (asyncssh, on 127.0.0.1).
+"""One SSH server per running sandbox instance (asyncssh, on the box's own 127.x.y.z address).
 
 An instance is a directory tree, `<sandbox>/instances/<id>/`:
 
@@ -13,8 +13,9 @@ starts with a copy of it instead of an empty tree.
 Commands run on this machine as `bash -lc CMD` (or a login shell), inside bubblewrap when
 it works here: the host's filesystem read-only, the tree's home/tmp/mnt bound over
 /home, /tmp, /mnt, and the sandbox dir and the real user's home hidden, so a box can
-neither see nor change the user's files. The network is shared: the box's localhost is
-this machine's loopback, which is what port forwards need.
+neither see nor change the user's files. Each box has its own network namespace with its
+own loopback; port forwards are opened inside it (sandbox/netns.py). Without bubblewrap the
+box's localhost is this machine's loopback.
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
-import json
 import logging
 import os
 import shutil
@@ -40,86 +40,28 @@ import asyncssh
 from cloudsh.sandbox import gpu as gpus
 from cloudsh.sandbox.firewall import Gate
 from cloudsh.sandbox.gpu import Gpu
+from cloudsh.sandbox.netns import (
+    BWRAP_BASE,
+    BWRAP_LIFETIME,
+    SSH_PORT,
+    NetnsLink,
+    enter_argv,
+    forward,
+    start_init,
+)
 
 log = logging.getLogger("cloudsh.sandbox.sshd")
 
 USER = "ubuntu"
-LOOPBACK = frozenset({"localhost", "127.0.0.1", "::1"})
 #: PATH of a fresh Ubuntu login; the host's PATH (venvs, pyenv shims) must not leak in.
 UBUNTU_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:/snap/bin"
 #: Where the tool stand-ins appear inside bubblewrap: in every Ubuntu PATH, and empty on
 #: a stock system, so binding over it hides nothing.
 BOX_TOOLS_DIR = "/usr/local/sbin"
-BWRAP_BASE = ["bwrap", "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc"]
-#: Inside, the user is `ubuntu` (uid 1000) and the box has its own hostname, as on EC2.
-BWRAP_LIFETIME = [
-    "--unshare-user", "--uid", "1000", "--gid", "1000", "--unshare-uts",
-    "--unshare-pid", "--die-with-parent",
-]
-
-
 # Linux ioctls the termios module lacks: unlock a pty, and open its peer by fd (no path
 # lookup, which would fail across mount namespaces).
 _TIOCSPTLCK = 0x40045431
 _TIOCGPTPEER = 0x5441
-
-
-def start_init(wrap: list[str]) -> tuple[subprocess.Popen[bytes], int]:
-    """Start `wrap -- sleep infinity`; returns bubblewrap's process and the box's pid 1 child.
-
-    Commands join this box with `nsenter` (see `enter_argv`), so what they leave running
-    outlives their SSH session, as on a machine, and dies with the box.
-    """
-    read_fd, write_fd = os.pipe()
-    try:
-        # The box is only set up once its first process runs: it says so on stdout.
-        proc = subprocess.Popen(
-            [*wrap, "--info-fd", str(write_fd), "--", "sh", "-c", "echo up; exec sleep infinity"],
-            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            pass_fds=(write_fd,), start_new_session=True,
-        )
-    finally:
-        os.close(write_fd)
-    with os.fdopen(read_fd, "rb") as info:
-        raw = info.read()  # bubblewrap closes it once the namespaces exist
-    assert proc.stdout is not None
-    up = proc.stdout.readline()
-    try:
-        if up.strip() != b"up":
-            raise ValueError("no ready line")
-        return proc, int(json.loads(raw)["child-pid"])
-    except (ValueError, KeyError) as exc:
-        proc.kill()
-        err = proc.communicate(timeout=5)[1].decode(errors="replace").strip()
-        raise OSError(f"bubblewrap did not start: {err or exc}") from None
-
-
-def enter_argv(child_pid: int) -> list[str]:
-    return [
-        "nsenter", "-t", str(child_pid), "-U", "-m", "-p", "-u",
-        "-S", "1000", "-G", "1000", "--preserve-credentials", "-w", "-r", "--",
-    ]
-
-
-def bubblewrap_works() -> bool:
-    """Try the exact flags boxes use once; some kernels forbid user namespaces."""
-    if shutil.which("bwrap") is None or shutil.which("nsenter") is None:
-        return False
-    try:
-        init, child = start_init([*BWRAP_BASE, *BWRAP_LIFETIME])
-    except OSError:
-        return False
-    try:
-        done = subprocess.run(
-            [*enter_argv(child), "true"], stdin=subprocess.DEVNULL, capture_output=True, timeout=10
-        )
-        return done.returncode == 0
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-    finally:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(init.pid, signal.SIGKILL)
-        init.wait()
 
 
 def public_key_line(key: asyncssh.SSHKey) -> str:
@@ -141,6 +83,12 @@ class Box:
         self.root = self.dir / "root"
         self.tools = self.dir / "bin"
         self.port: int | None = None
+        #: The address its SSH server listens on (its public address, sandbox/addresses.py).
+        self.address = "127.0.0.1"
+        #: Ports of the daemon's services the box reaches at the same port on its own
+        #: 127.0.0.1 (the instance metadata service).
+        self.relay_ports: tuple[int, ...] = ()
+        self._netns: NetnsLink | None = None
         self._server: asyncssh.SSHAcceptor | None = None
         self._conns: set[asyncssh.SSHServerConnection] = set()
         self._pids: set[int] = set()
@@ -256,10 +204,16 @@ class Box:
 
     # -- server ---------------------------------------------------------------------------
 
-    async def start(self, port: int = 0) -> int:
-        """Boot the box and listen on `port` (or any free port if it is taken); returns the port."""
+    async def start(self, address: str, port: int = 0) -> int:
+        """Boot the box and listen on `address`, at port 22 if the sandbox may bind it, else
+        at `port` (or any free port if that is taken too); returns the port."""
+        self.address = address
         if self.isolation == "bubblewrap" and self._init is None:
             await self._start_init()
+        if self._init is not None and self._netns is None:
+            netns = NetnsLink(self._init_pid, self.relay_ports)
+            await netns.start()
+            self._netns = netns
         kwargs: dict[str, Any] = dict(
             server_host_keys=[self.host_key()],
             process_factory=self._handle,
@@ -272,14 +226,15 @@ class Box:
             keepalive_interval=30,
             tunnel=Gate(self.instance_id),  # its security groups decide who connects
         )
-        try:
-            server = await asyncssh.create_server(
-                lambda: _Server(self), "127.0.0.1", port, **kwargs
-            )
-        except OSError:
-            if not port:
-                raise
-            server = await asyncssh.create_server(lambda: _Server(self), "127.0.0.1", 0, **kwargs)
+        server = None
+        for candidate in dict.fromkeys((SSH_PORT, port, 0)):
+            try:
+                server = await asyncssh.create_server(lambda: _Server(self), address, candidate, **kwargs)
+                break
+            except OSError:
+                if not candidate:
+                    raise
+        assert server is not None
         self._server = server
         self.port = server.sockets[0].getsockname()[1]
         return self.port
@@ -292,6 +247,9 @@ class Box:
         for conn in list(self._conns):
             conn.close()
         self.kill_processes()
+        netns, self._netns = self._netns, None
+        if netns is not None:
+            await netns.close()
         await asyncio.to_thread(self._stop_init)
         if server is not None:
             with contextlib.suppress(asyncio.TimeoutError):
@@ -575,9 +533,10 @@ class _Server(asyncssh.SSHServer):
     def validate_public_key(self, username: str, key: asyncssh.SSHKey) -> bool:
         return self.box.authorized(username, key)
 
-    def connection_requested(self, dest_host: str, dest_port: int, orig_host: str, orig_port: int) -> bool:
-        # Forwards reach only the box's own localhost, which is this machine's loopback.
-        return dest_host in LOOPBACK
+    def connection_requested(self, dest_host: str, dest_port: int, orig_host: str, orig_port: int) -> Any:
+        # Forwards reach only the box's own localhost, inside its namespace.
+        box = self.box
+        return forward(box._netns, dest_host, dest_port, orig_host, orig_port, isolated=box.isolation == "bubblewrap")
 
     def server_requested(self, listen_host: str, listen_port: int) -> bool:
         return False

@@ -14,7 +14,8 @@ something a client needs changes. Clients (the sandbox host resolver, `sandbox s
       "imds_endpoint": "http://127.0.0.1:PORT2" | null,
       "public_address": "127.0.0.1",     # this machine's simulated public address (firewall.py)
       "instances": {
-        "i-0123": {"state": "running", "ssh_port": 40001 | null,
+        "i-0123": {"state": "running", "ssh_port": 22 | 40001 | null,
+                   "ssh_host": "127.71.4.9" | null,  # the box's address, its SSH server's
                    "host_key": "ssh-ed25519 AAAA...", "ready": true}
       }
     }
@@ -45,6 +46,7 @@ class SandboxInstance:
     ssh_port: int | None
     host_key: str
     ready: bool
+    ssh_host: str | None = None
 
 
 @dataclass(frozen=True)
@@ -86,6 +88,7 @@ def read_state(sandbox_dir: Path) -> SandboxState | None:
                 ssh_port=v.get("ssh_port"),
                 host_key=str(v.get("host_key", "")),
                 ready=bool(v.get("ready")),
+                ssh_host=v.get("ssh_host"),
             )
             for iid, v in raw.get("instances", {}).items()
         }

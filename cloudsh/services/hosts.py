@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Protocol
 
 from cloudsh.config import Settings
@@ -70,6 +70,11 @@ class HostResolver(Protocol):
         """Remember the host keys printed in `GetConsoleOutput` text; returns them."""
         ...
 
+    def ssh_ports(self, insts: Sequence[Instance]) -> dict[str, int]:
+        """The port each running, reachable box's SSH server answers on (read once for all)."""
+        ...
+
+
 
 class ConsoleKeys:
     """Host keys that cloud-init printed to a box's console (see `learn_console_output`),
@@ -102,6 +107,9 @@ class AwsHostResolver(ConsoleKeys):
     def __init__(self, settings: Settings) -> None:
         super().__init__()
         self.settings = settings
+
+    def ssh_ports(self, insts: Sequence[Instance]) -> dict[str, int]:
+        return {i.id: 22 for i in insts if i.state == "running" and (i.public_ip or i.private_ip)}
 
     def resolve(self, inst: Instance) -> HostInfo | None:
         if not check_running(inst):
