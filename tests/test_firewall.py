@@ -89,7 +89,7 @@ def test_ssh_follows_the_address_through_a_real_firewall(sandbox: Sandbox, box: 
     with pytest.raises(asyncio.TimeoutError):
         asyncio.run(sandbox.connect(launched, connect_timeout=1))
     plain = subprocess.run(
-        ["ssh", *sandbox.ssh_argv(launched), "-o", "ConnectTimeout=2", "ubuntu@127.0.0.1", "true"],
+        ["ssh", *sandbox.ssh_argv(launched), "-o", "ConnectTimeout=2", f"ubuntu@{launched.host}", "true"],
         capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=30,
     )
     assert plain.returncode == 255 and "timed out" in plain.stderr, plain.stderr
