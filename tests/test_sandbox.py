@@ -252,10 +252,6 @@ def test_spot_price_history(sandbox: Sandbox) -> None:
         InstanceTypes=["g5.xlarge"], ProductDescriptions=["Linux/UNIX"],
         AvailabilityZone="us-east-1a", StartTime=end - timedelta(days=2), EndTime=end,
     )["SpotPriceHistory"]
-    try:
-        from cloudsh.sandbox import prices  # noqa: F401
-    except ImportError:
-        pytest.skip("cloudsh.sandbox.prices is not there yet")
     assert len(hist) >= 24
     assert {h["InstanceType"] for h in hist} == {"g5.xlarge"}
     assert {h["AvailabilityZone"] for h in hist} == {"us-east-1a"}
@@ -299,22 +295,36 @@ async def test_nvidia_smi_only_with_the_driver_and_a_gpu(sandbox: Sandbox) -> No
         assert failed.exit_status == 9 and "couldn't communicate with the NVIDIA driver" in str(failed.stderr)
 
 
-async def test_box_cannot_touch_users_files(sandbox: Sandbox) -> None:
-    if sandbox.state.isolation != "bubblewrap":
-        pytest.skip("bubblewrap does not work here")
-    mine = Path.home() / f".cloudsh-sandbox-test-{time.time_ns()}"
+async def test_a_box_sees_only_an_os(sandbox: Sandbox) -> None:
+    """A box sees the OS read-only and its own files, nothing else of this machine: not a
+    file outside every path it mounts, not the project checkout, not cloudsh's key, not
+    the daemon's environment, not a process outside it."""
+    assert sandbox.state.isolation == "bubblewrap", (
+        "bubblewrap does not work on this machine: install it (apt-get install bubblewrap) "
+        "and allow unprivileged user namespaces (sysctl kernel.unprivileged_userns_clone=1)"
+    )
+    # Outside /tmp (which a box has its own of) and outside any home.
+    mine = Path("/var/tmp") / f"cloudsh-isolation-{time.time_ns()}"
     mine.mkdir()
+    checkout = Path(__file__).resolve().parent.parent / "pyproject.toml"
     try:
         (mine / "precious.txt").write_text("mine")
         box = sandbox.launch("t3.micro")
         async with await sandbox.connect(box) as conn:
-            created = await conn.run(f"touch {mine}/intruder.txt")
-            deleted = await conn.run(f"rm -f {mine}/precious.txt")
-            looked = await conn.run(f"ls {sandbox.dir}")
-            assert created.exit_status != 0
-            assert str(looked.stdout).strip() == ""
-            del deleted
-        assert (mine / "precious.txt").read_text() == "mine"
+            for path in (mine / "precious.txt", checkout, sandbox.key_path, Path("/etc/shadow"), Path("/root")):
+                looked = await conn.run(f"cat {path} || ls {path}")
+                assert looked.exit_status != 0 and not str(looked.stdout).strip(), (path, looked.stdout)
+            gone = await conn.run(f"rm -rf {mine} {sandbox.key_path}; touch {mine}/intruder.txt")
+            assert gone.exit_status != 0
+            # The daemon's environment (here: the test session's CLOUDSH_ settings) is not
+            # in any process of the box, and the box sees only its own processes.
+            environ = await conn.run("cat /proc/[0-9]*/environ | tr '\\0' '\\n'")
+            assert "CLOUDSH_SANDBOX_BOOT_S" not in str(environ.stdout) and "PATH=" in str(environ.stdout)
+            procs = await conn.run("ls -d /proc/[0-9]* | wc -l", check=True)
+            assert int(str(procs.stdout)) < 10
+            ok = await conn.run("python3 -c 'print(6*7)'; ls /usr/bin/env /etc/os-release", check=True)
+            assert str(ok.stdout).startswith("42")
+        assert (mine / "precious.txt").read_text() == "mine" and sandbox.key_path.is_file()
         assert not (mine / "intruder.txt").exists()
     finally:
         shutil.rmtree(mine)

@@ -42,9 +42,7 @@ def bwrap_binds(sandbox_dir: Path, instance_id: str) -> list[str]:
     blk.mkdir(parents=True, exist_ok=True)
     (blk / "fstab").touch()
     binds = ["--bind", str(volumes), BOX_VOLUMES, "--ro-bind", str(blk), BOX_BLK]
-    if Path("/etc/fstab").is_file():
-        binds += ["--bind", str(blk / "fstab"), "/etc/fstab"]
-    return binds
+    return [*binds, "--bind", str(blk / "fstab"), "/etc/fstab"]
 
 
 def install_tools(tools: Path, sandbox_dir: Path, instance_id: str, *, isolated: bool) -> None:

@@ -42,7 +42,42 @@ CONNECT_TIMEOUT_S = 15.0
 SSH_PORT = 22
 
 
-BWRAP_BASE = ["bwrap", "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc"]
+#: What of this machine a box sees, read-only: its OS (programs, libraries, and the files
+#: of /etc a login and common tools read). Nothing of its users, projects, services or
+#: cloudsh's own state: no other home, /root, /opt, /srv, /var or checkout.
+SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
+SYSTEM_ETC = frozenset({
+    "alternatives", "bash.bashrc", "bash_completion", "bash_completion.d", "ca-certificates",
+    "debian_version", "environment", "gai.conf", "host.conf", "hosts", "inputrc", "issue",
+    "ld.so.cache", "ld.so.conf", "ld.so.conf.d", "locale.alias", "localtime", "login.defs",
+    "lsb-release", "magic", "magic.mime", "mailcap", "mime.types", "networks", "nsswitch.conf",
+    "os-release", "profile", "profile.d", "protocols", "resolv.conf", "services", "shells", "skel",
+    "ssl", "terminfo", "timezone", "vim", "xdg",
+})
+#: The environment of the box's first process: nothing of the daemon's (which may hold the
+#: user's AWS keys), as a machine's init starts with none of its users' variables.
+INIT_ENV = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"}
+
+
+def system_view() -> list[str]:
+    """bubblewrap arguments for the OS part of a box's filesystem (see `SYSTEM_DIRS`)."""
+    args = ["bwrap"]
+    for name in SYSTEM_DIRS:
+        path = Path(name)
+        if path.is_symlink():  # /bin -> usr/bin on merged-/usr systems
+            args += ["--symlink", os.readlink(path), name]
+        elif path.is_dir():
+            args += ["--ro-bind", name, name]
+    args += ["--dir", "/etc"]
+    with contextlib.suppress(OSError):
+        for entry in sorted(os.listdir("/etc")):
+            if entry in SYSTEM_ETC or entry.startswith("python3"):
+                args += ["--ro-bind-try", f"/etc/{entry}", f"/etc/{entry}"]
+    args += ["--dev", "/dev", "--proc", "/proc", "--tmpfs", "/run", "--tmpfs", "/var", "--dir", "/var/tmp"]
+    return args + [arg for d in ("/home", "/tmp", "/mnt") for arg in ("--dir", d)]
+
+
+BWRAP_BASE = system_view()
 #: Inside, the user is `ubuntu` (uid 1000) and the box has its own hostname, as on EC2.
 BWRAP_LIFETIME = [
     "--unshare-user", "--uid", "1000", "--gid", "1000", "--unshare-uts",
@@ -62,7 +97,7 @@ def start_init(wrap: list[str]) -> tuple[subprocess.Popen[bytes], int]:
         proc = subprocess.Popen(
             [*wrap, "--info-fd", str(write_fd), "--", "sh", "-c", "echo up; exec sleep infinity"],
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            pass_fds=(write_fd,), start_new_session=True,
+            pass_fds=(write_fd,), start_new_session=True, env=INIT_ENV,
         )
     finally:
         os.close(write_fd)

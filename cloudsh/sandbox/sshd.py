@@ -44,6 +44,7 @@ from cloudsh.sandbox.netns import (
     BWRAP_BASE,
     BWRAP_LIFETIME,
     SSH_PORT,
+    SYSTEM_DIRS,
     NetnsLink,
     enter_argv,
     forward,
@@ -281,25 +282,23 @@ class Box:
     def _init_argv(self) -> list[str]:
         """The box's bubblewrap "machine": namespaces that live while the box runs."""
         wrap = list(BWRAP_BASE)
-        real_home = Path.home()
-        if real_home != Path("/"):
-            wrap += ["--tmpfs", str(real_home)]
-        if not self.sandbox_dir.is_relative_to(real_home):
-            wrap += ["--tmpfs", str(self.sandbox_dir)]
+        for hidden in (Path.home(), self.sandbox_dir):  # in case they live under the OS's dirs
+            if hidden != Path("/") and any(hidden.is_relative_to(d) for d in SYSTEM_DIRS):
+                wrap += ["--tmpfs", str(hidden)]
         from cloudsh.sandbox.devices import bwrap_binds
 
         wrap += bwrap_binds(self.sandbox_dir, self.instance_id)  # volumes, after the tmpfs
         (self.root / gpus.DRIVER_DIR).mkdir(parents=True, exist_ok=True)
         wrap += ["--bind", str(self.root / gpus.DRIVER_DIR), gpus.BOX_DRIVER_DIR]  # the driver stand-in's record
         for sub in ("home", "tmp", "mnt"):
-            if Path("/", sub).is_dir():
-                wrap += ["--bind", str(self.root / sub), f"/{sub}"]
+            wrap += ["--bind", str(self.root / sub), f"/{sub}"]
         if self.tools.is_dir() and Path(BOX_TOOLS_DIR).is_dir():
             wrap += ["--ro-bind", str(self.tools), BOX_TOOLS_DIR]
         for name in ("passwd", "group"):
             if (self.dir / "etc" / name).is_file():
                 wrap += ["--ro-bind", str(self.dir / "etc" / name), f"/etc/{name}"]
-        return [*wrap, "--hostname", self.hostname, "--chdir", "/home/ubuntu", *BWRAP_LIFETIME]
+        # Last, once every mount point exists: as on EC2, `ubuntu` writes no file of / or /etc.
+        return [*wrap, "--remount-ro", "/", "--hostname", self.hostname, "--chdir", "/home/ubuntu", *BWRAP_LIFETIME]
 
     async def _start_init(self) -> None:
         self._init, self._init_pid = await asyncio.to_thread(start_init, self._init_argv())
