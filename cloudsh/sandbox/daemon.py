@@ -25,6 +25,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from cloudsh.sandbox.capacity import CapacityLedger
 from cloudsh.sandbox.state import REGION, SandboxInstance, SandboxState, write_state
 
 log = logging.getLogger("cloudsh.sandbox.daemon")
@@ -76,6 +77,8 @@ class Daemon:
         self._thread: threading.Thread | None = None
         self.app: Any = None  # the SandboxEc2App, for what moto drops (spot behaviour)
         self.imds: Any = None  # imds.Imds: instance metadata and spot interruptions
+        #: How many more instances may start per type and AZ; `subscribe` to hear of a raise.
+        self.capacity = CapacityLedger()
 
     # -- moto -----------------------------------------------------------------------------
 
@@ -93,14 +96,16 @@ class Daemon:
         )
         from werkzeug.serving import make_server
 
+        from cloudsh.sandbox.capacity import CapacityLayer
         from cloudsh.sandbox.consistency import ConsistencyLayer
         from cloudsh.sandbox.moto_app import SandboxEc2App
         from cloudsh.sandbox.storage import StorageLayer
 
+        storage = StorageLayer(
+            DomainDispatcherApplication(create_backend_app), self.dir, self.ec2_backend, self._lifecycle
+        )
         app = SandboxEc2App(
-            StorageLayer(
-                DomainDispatcherApplication(create_backend_app), self.dir, self.ec2_backend, self._lifecycle
-            ),
+            CapacityLayer(storage, self.capacity, self.ec2_backend),
             self.ec2_backend,
             self.host_keys.get,
             self._lifecycle,
@@ -300,9 +305,16 @@ class Daemon:
     # -- spot interruptions (imds.py) ------------------------------------------------------
 
     async def _start_imds(self) -> None:
+        from moto.ec2.models.instance_types import INSTANCE_TYPES
+
+        from cloudsh.sandbox import capacity
         from cloudsh.sandbox.imds import Imds
 
         self.imds = Imds(self._spot_behaviour, self._interrupt)
+        self.imds.controls["/_sandbox/capacity"] = capacity.control(
+            self.capacity, lambda: [z.name for z in self.ec2_backend().describe_availability_zones()],
+            INSTANCE_TYPES.__contains__,
+        )
         await self.imds.start()
 
     def _spot_behaviour(self, iid: str) -> tuple[str | None, str]:
