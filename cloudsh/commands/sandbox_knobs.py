@@ -44,3 +44,28 @@ async def sandbox_capacity(ctx: Context, a: argparse.Namespace) -> int:
     left = answer.get("count")
     ctx.out.print(f"{a.type} in {a.az}: {'unlimited' if left is None else f'{left} more may start'}")
     return 0
+
+
+def _vcpus(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of vCPUs") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value:g}: a quota is 0 vCPUs or more")
+    return value
+
+
+@command(
+    "sandbox quota",
+    "Set an EC2 vCPU quota of the sandbox (Service Quotas code, e.g. L-DB2E81BA for on-demand G and VT).",
+    arg("code", help="quota code, e.g. L-DB2E81BA (Running On-Demand G and VT instances)"),
+    arg("value", type=_vcpus, metavar="VCPUS", help="how many vCPUs of that class may run at once"),
+    needs_backend=False,
+    epilog="Launches and starts past it fail as on EC2: VcpuLimitExceeded (on-demand), "
+    "MaxSpotInstanceCountExceeded (spot).",
+)
+async def sandbox_quota(ctx: Context, a: argparse.Namespace) -> int:
+    answer = await asyncio.to_thread(_ask, "/_sandbox/quota", {"code": a.code, "value": a.value})
+    ctx.out.print(f"{answer.get('name', a.code)} ({a.code}): {a.value:g} vCPUs")
+    return 0

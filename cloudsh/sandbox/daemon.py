@@ -79,6 +79,7 @@ class Daemon:
         self.imds: Any = None  # imds.Imds: instance metadata and spot interruptions
         #: How many more instances may start per type and AZ; `subscribe` to hear of a raise.
         self.capacity = CapacityLedger()
+        self.quotas: dict[str, tuple[str, float]] = {}  # quota code -> (name, vCPUs), set with moto
 
     # -- moto -----------------------------------------------------------------------------
 
@@ -100,12 +101,14 @@ class Daemon:
         from cloudsh.sandbox.consistency import ConsistencyLayer
         from cloudsh.sandbox.moto_app import SandboxEc2App
         from cloudsh.sandbox.storage import StorageLayer
+        from cloudsh.sandbox.vcpu_quota import QuotaLayer
 
         storage = StorageLayer(
             DomainDispatcherApplication(create_backend_app), self.dir, self.ec2_backend, self._lifecycle
         )
+        self.quotas = storage.quotas
         app = SandboxEc2App(
-            CapacityLayer(storage, self.capacity, self.ec2_backend),
+            QuotaLayer(CapacityLayer(storage, self.capacity, self.ec2_backend), self.quotas, self.ec2_backend),
             self.ec2_backend,
             self.host_keys.get,
             self._lifecycle,
@@ -307,7 +310,7 @@ class Daemon:
     async def _start_imds(self) -> None:
         from moto.ec2.models.instance_types import INSTANCE_TYPES
 
-        from cloudsh.sandbox import capacity
+        from cloudsh.sandbox import capacity, vcpu_quota
         from cloudsh.sandbox.imds import Imds
 
         self.imds = Imds(self._spot_behaviour, self._interrupt)
@@ -315,6 +318,7 @@ class Daemon:
             self.capacity, lambda: [z.name for z in self.ec2_backend().describe_availability_zones()],
             INSTANCE_TYPES.__contains__,
         )
+        self.imds.controls["/_sandbox/quota"] = vcpu_quota.control(self.quotas)
         await self.imds.start()
 
     def _spot_behaviour(self, iid: str) -> tuple[str | None, str]:
