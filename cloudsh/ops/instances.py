@@ -220,7 +220,9 @@ async def _run_somewhere(backend: Backend, plan: LaunchPlan, spec: LaunchSpec, p
     where = ", ".join(tried) if tried != [""] else backend.ec2.region
     raise CapacityError(
         f"AWS has no {plan.itype.name} {'spot' if plan.spot else 'on-demand'} capacity in {where} right now",
-        "try again in a few minutes, another type (--type)" + (", or on-demand instead of spot" if plan.spot else ""),
+        "try again in a few minutes, "
+        + ("another AZ (--az, --subnet) or " if len(places) == 1 else "")
+        + "another type (--type)" + (", or on-demand instead of spot" if plan.spot else ""),
         "InsufficientInstanceCapacity",
     )
 

@@ -80,6 +80,7 @@ class Daemon:
         #: How many more instances may start per type and AZ; `subscribe` to hear of a raise.
         self.capacity = CapacityLedger()
         self.quotas: dict[str, tuple[str, float]] = {}  # quota code -> (name, vCPUs), set with moto
+        self.no_default_vpc = False  # CLOUDSH_SANDBOX_NO_DEFAULT_VPC (vpcs.py)
 
     # -- moto -----------------------------------------------------------------------------
 
@@ -97,6 +98,7 @@ class Daemon:
         )
         from werkzeug.serving import make_server
 
+        from cloudsh.sandbox import vpcs
         from cloudsh.sandbox.capacity import CapacityLayer
         from cloudsh.sandbox.consistency import ConsistencyLayer
         from cloudsh.sandbox.moto_app import SandboxEc2App
@@ -107,8 +109,9 @@ class Daemon:
             DomainDispatcherApplication(create_backend_app), self.dir, self.ec2_backend, self._lifecycle
         )
         self.quotas = storage.quotas
+        limited = QuotaLayer(CapacityLayer(storage, self.capacity, self.ec2_backend), self.quotas, self.ec2_backend)
         app = SandboxEc2App(
-            QuotaLayer(CapacityLayer(storage, self.capacity, self.ec2_backend), self.quotas, self.ec2_backend),
+            vpcs.wrap(limited, self.no_default_vpc, self.ec2_backend),
             self.ec2_backend,
             self.host_keys.get,
             self._lifecycle,
@@ -430,17 +433,16 @@ def main(argv: list[str] | None = None) -> int:
     )
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
     logging.getLogger("asyncssh").setLevel(logging.WARNING)
-    boot_s, consistency_s = args.boot_s, args.consistency_s
-    if boot_s is None or consistency_s is None:
-        from cloudsh.config import Settings
+    from cloudsh.config import Settings
 
-        settings = Settings.load()
-        boot_s = settings.sandbox_boot_s if boot_s is None else boot_s
-        consistency_s = settings.sandbox_consistency_s if consistency_s is None else consistency_s
+    settings = Settings.load()
+    boot_s = settings.sandbox_boot_s if args.boot_s is None else args.boot_s
+    consistency_s = settings.sandbox_consistency_s if args.consistency_s is None else args.consistency_s
     _configure_moto_env()
     sandbox_dir = args.dir.resolve()
     sandbox_dir.mkdir(parents=True, exist_ok=True)
     daemon = Daemon(sandbox_dir, args.port, boot_s, consistency_s)
+    daemon.no_default_vpc = settings.sandbox_no_default_vpc not in ("", "0")
     try:
         asyncio.run(daemon.run())
     except OSError as exc:
