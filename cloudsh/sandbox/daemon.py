@@ -27,6 +27,7 @@ from typing import Any
 
 from cloudsh.sandbox.capacity import CapacityLedger
 from cloudsh.sandbox.state import REGION, SandboxInstance, SandboxState, write_state
+from cloudsh.sandbox.timing import Timing
 
 log = logging.getLogger("cloudsh.sandbox.daemon")
 
@@ -81,6 +82,7 @@ class Daemon:
         self.capacity = CapacityLedger()
         self.quotas: dict[str, tuple[str, float]] = {}  # quota code -> (name, vCPUs), set with moto
         self.no_default_vpc = False  # CLOUDSH_SANDBOX_NO_DEFAULT_VPC (vpcs.py)
+        self.timing = Timing()  # CLOUDSH_SANDBOX_TIMING (timing.py)
 
     # -- moto -----------------------------------------------------------------------------
 
@@ -103,13 +105,15 @@ class Daemon:
         from cloudsh.sandbox.consistency import ConsistencyLayer
         from cloudsh.sandbox.moto_app import SandboxEc2App
         from cloudsh.sandbox.storage import StorageLayer
+        from cloudsh.sandbox.timing import TimingLayer
         from cloudsh.sandbox.vcpu_quota import QuotaLayer
 
         storage = StorageLayer(
             DomainDispatcherApplication(create_backend_app), self.dir, self.ec2_backend, self._lifecycle
         )
         self.quotas = storage.quotas
-        limited = QuotaLayer(CapacityLayer(storage, self.capacity, self.ec2_backend), self.quotas, self.ec2_backend)
+        timed = TimingLayer(storage, self.timing, self.ec2_backend)
+        limited = QuotaLayer(CapacityLayer(timed, self.capacity, self.ec2_backend), self.quotas, self.ec2_backend)
         app = SandboxEc2App(
             vpcs.wrap(limited, self.no_default_vpc, self.ec2_backend),
             self.ec2_backend,
@@ -434,6 +438,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
     logging.getLogger("asyncssh").setLevel(logging.WARNING)
     from cloudsh.config import Settings
+    from cloudsh.sandbox import timing
 
     settings = Settings.load()
     boot_s = settings.sandbox_boot_s if args.boot_s is None else args.boot_s
@@ -443,6 +448,11 @@ def main(argv: list[str] | None = None) -> int:
     sandbox_dir.mkdir(parents=True, exist_ok=True)
     daemon = Daemon(sandbox_dir, args.port, boot_s, consistency_s)
     daemon.no_default_vpc = settings.sandbox_no_default_vpc not in ("", "0")
+    try:
+        daemon.timing = timing.parse(settings.sandbox_timing)
+    except ValueError as exc:
+        log.error("%s", exc)
+        return 1
     try:
         asyncio.run(daemon.run())
     except OSError as exc:
