@@ -36,7 +36,7 @@ def test_commands_and_two_word_commands() -> None:
     assert texts("la") == ["launch "]
     assert "ls " in texts("l") and "list " in texts("l")
     assert texts("sa") == ["sandbox "]
-    assert texts("sandbox ") == ["down ", "env ", "interrupt ", "status ", "up "]
+    assert texts("sandbox ") == ["capacity ", "down ", "env ", "interrupt ", "quota ", "status ", "up "]
     assert texts("sandbox u") == ["up "]
     first = complete("", None, INDEX)
     assert {"launch ", "run ", "help "} <= {c.text for c in first}

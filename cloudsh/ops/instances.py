@@ -46,8 +46,6 @@ class LaunchPlan:
     root_device: str
     #: Where to try, in order (`placement.places`); a capacity error moves to the next.
     places: tuple[Place, ...] = ()
-    #: What the vCPU quota check found (`placement.check_quota`).
-    quota_note: str = ""
 
 
 async def plan_launch(
@@ -95,14 +93,14 @@ async def plan_launch(
     disk = _root_size(img, disk_gb, backend.settings.default_disk_gb)
     prices = asyncio.ensure_future(backend.pricing.prices([itype.name], strict=False)) if spot and not az and not subnet else None
     try:
-        where, note = await asyncio.gather(
+        where, _ = await asyncio.gather(
             placement.places(backend, itype, spot=spot, az=az, subnet=subnet, prices=prices),
-            placement.check_quota(backend, itype, spot=spot),
+            placement.check_quota(backend, itype, spot=spot, instances=existing),
         )
     finally:
         if prices is not None:
             prices.cancel()
-    return LaunchPlan(name, itype, img.id, img.name, spot, disk, _root_device(img), tuple(where), note)
+    return LaunchPlan(name, itype, img.id, img.name, spot, disk, _root_device(img), tuple(where))
 
 
 def _root_size(img: Image, disk_gb: int | None, default_gb: int) -> int:
