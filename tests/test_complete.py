@@ -107,7 +107,7 @@ def test_inline_help() -> None:
     assert "Launch a new instance" in text
     opt = command_help("launch x --type")
     assert opt is not None and opt.startswith("--type: instance type")
-    assert command_help("sandbox") == "sandbox down|env|interrupt|status|up"
+    assert command_help("sandbox") == "sandbox capacity|down|env|interrupt|quota|status|up"
     assert command_help("") is None and command_help("frobnicate") is None
     run_help = command_help("run box -- nvidia-smi")
     assert run_help is not None and run_help.startswith("run ")
