@@ -265,6 +265,10 @@ async def start(
         if inst.state in ("terminated", "shutting-down"):
             raise InvalidState(f"{inst.label} is {inst.state}", "launch a new one with `cloudsh launch`")
     todo = [i for i in insts if i.state != "running"]
+    stopping = [i for i in todo if i.state == "stopping"]
+    if stopping:  # EC2 starts a box only once it has stopped (IncorrectInstanceState)
+        progress("waiting for " + ", ".join(i.label for i in stopping) + " to stop first")
+        await backend.ec2.wait_state([i.id for i in stopping], {"stopped"}, timeout=backend.settings.wait_timeout_s)
     if todo:
         progress("starting " + ", ".join(i.label for i in todo))
         await backend.ec2.start([i.id for i in todo])
