@@ -146,3 +146,23 @@ def test_over_the_vcpu_quota_nothing_is_made(no_gpu_quota: Sandbox) -> None:
     assert "current vCPU limit of 0" in err.value.response["Error"]["Message"]
     named = no_gpu_quota.ec2().describe_instances(Filters=[{"Name": "tag:Name", "Values": [name]}])["Reservations"]
     assert named == []
+
+
+def test_spot_launch_tries_the_cheapest_az_first(limited: Sandbox) -> None:
+    ec2 = limited.ec2()
+    history = ec2.describe_spot_price_history(InstanceTypes=[TYPE], ProductDescriptions=["Linux/UNIX"])
+    offered = {o["Location"] for o in ec2.describe_instance_type_offerings(
+        LocationType="availability-zone", Filters=[{"Name": "instance-type", "Values": [TYPE]}])["InstanceTypeOfferings"]}
+    latest: dict[str, float] = {}
+    for p in sorted(history["SpotPriceHistory"], key=lambda p: p["Timestamp"]):
+        latest[p["AvailabilityZone"]] = float(p["SpotPrice"])
+    cheapest, second = sorted((z for z in latest if z in offered), key=latest.__getitem__)[:2]
+    _set(limited, "capacity", instance_type=TYPE, az=cheapest, count=0)
+    try:
+        r = cloudsh("launch", f"spot-{uuid.uuid4().hex[:6]}", "--type", TYPE, "--spot", "--no-wait")
+    finally:
+        _set(limited, "capacity", instance_type=TYPE, az=cheapest, count=-1)
+    assert r.returncode == 0, r.stderr
+    assert f"no {TYPE} capacity in {cheapest} right now; trying {second}" in r.stderr
+    limited.past_window(time.monotonic())
+    ec2.terminate_instances(InstanceIds=[r.stdout.split()[1]])
