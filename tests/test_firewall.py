@@ -17,7 +17,7 @@ import botocore.exceptions
 import pytest
 
 from cloudsh.api import Cloud
-from cloudsh.sandbox.control import control_request
+from cloudsh.sandbox.control import sandbox_request
 from cloudsh.sandbox.firewall import CONTROL_PATH
 from tests.cli import cloudsh, ok, one_line_error
 from tests.sandbox_fixture import Sandbox
@@ -38,7 +38,7 @@ def box(sandbox: Sandbox) -> Iterator[str]:
     try:
         yield "fwbox"
     finally:
-        control_request(sandbox.read(), CONTROL_PATH, {"address": "127.0.0.1"}, what="the address")
+        sandbox_request(sandbox.settings, CONTROL_PATH, {"address": "127.0.0.1"}, "the address")
         sandbox.ec2().terminate_instances(InstanceIds=[_instance_id(sandbox)])
 
 
@@ -127,7 +127,7 @@ def test_a_group_refuses_its_61st_inbound_rule(sandbox: Sandbox) -> None:
 
 
 def test_the_python_api_follows_the_address_too(sandbox: Sandbox, box: str, capsys: pytest.CaptureFixture[str]) -> None:
-    control_request(sandbox.read(), CONTROL_PATH, {"address": "127.0.0.10"}, what="the address")
+    sandbox_request(sandbox.settings, CONTROL_PATH, {"address": "127.0.0.10"}, "the address")
     cloud = Cloud(sandbox=True)
     try:
         assert cloud.instance(box).run("echo api").stdout == "api\n"

@@ -112,29 +112,3 @@ async def sandbox_env(ctx: Context, a: argparse.Namespace) -> int:
     for key, value in env(st).items():
         ctx.out.print(f"export {key}={shlex.quote(value)}")
     return 0
-
-
-@command(
-    "sandbox address",
-    "Print or set this machine's simulated public address, which boxes' security groups must allow for SSH.",
-    arg("address", nargs="?", metavar="A.B.C.D", help="the new address (default 127.0.0.1)"),
-    needs_backend=False,
-)
-async def sandbox_address(ctx: Context, a: argparse.Namespace) -> int:
-    import asyncio
-
-    from cloudsh.errors import UsageError
-    from cloudsh.sandbox.control import control_request
-    from cloudsh.sandbox.control import sandbox_up as up
-    from cloudsh.sandbox.firewall import CONTROL_PATH, parse_address
-
-    payload = None
-    if a.address is not None:
-        try:
-            payload = {"address": parse_address(a.address)}
-        except ValueError:
-            raise UsageError(f"{a.address!r} is not an IPv4 address", "give one like 203.0.113.7") from None
-    st = await asyncio.to_thread(up, _settings(ctx))
-    answer = await asyncio.to_thread(control_request, st, CONTROL_PATH, payload, what="the address")
-    ctx.out.print(str(answer["address"]))
-    return 0

@@ -9,7 +9,7 @@ from typing import Any
 from cloudsh.commands.instances import find_all
 from cloudsh.commands.registry import Context, arg, command
 from cloudsh.commands.views import duration, money, table
-from cloudsh.errors import InvalidState, SandboxError, UsageError
+from cloudsh.errors import InvalidState, UsageError
 from cloudsh.models import HostInfo, Instance, Job, to_jsonable
 
 JOB_COLUMNS = (
@@ -201,7 +201,7 @@ async def job_resume(ctx: Context, a: argparse.Namespace) -> int:
     arg("name", kind="instance"),
 )
 async def sandbox_interrupt(ctx: Context, a: argparse.Namespace) -> int:
-    from cloudsh.sandbox.control import control_request, sandbox_status
+    from cloudsh.sandbox.control import sandbox_request
 
     b = ctx.backend
     if not b.sandbox:
@@ -217,17 +217,11 @@ async def sandbox_interrupt(ctx: Context, a: argparse.Namespace) -> int:
         )
     if inst.state != "running":
         raise InvalidState(f"{inst.label} is {inst.state}; only running instances are interrupted", "")
-    state = sandbox_status(b.settings)
-    if state is None:
-        raise SandboxError("the sandbox is not running", "start it with `cloudsh sandbox up`")
     notice_s = b.settings.sandbox_notice_s
-    answer = await asyncio.to_thread(
-        control_request, state, "/_sandbox/interrupt", {"instance_id": inst.id, "notice_s": notice_s},
-        what="the interruption",
-    )
+    doc = {"instance_id": inst.id, "notice_s": notice_s}
+    answer = await asyncio.to_thread(sandbox_request, b.settings, "/_sandbox/interrupt", doc, "the interruption")
     ctx.out.print(
         f"{inst.label}: spot interruption notice ({answer.get('action', 'stop')} at {answer.get('time', '?')}); "
         f"{answer.get('action', 'stop')} in {notice_s:g} s"
     )
     return 0
-

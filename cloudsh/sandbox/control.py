@@ -55,6 +55,29 @@ def sandbox_env(state: SandboxState) -> dict[str, str]:
     }
 
 
+def sandbox_request(settings: Settings, path: str, doc: dict[str, Any] | None = None, what: str = "it") -> Any:
+    """Ask the running daemon through one of its `/_sandbox/...` control paths (imds.py):
+    POST `doc` as JSON, or GET when it is None. Returns the decoded JSON answer; a refusal
+    is a `SandboxError` saying "the sandbox refused {what}: why"."""
+    state = sandbox_status(settings)
+    if state is None or not state.imds_endpoint:
+        raise SandboxError("the sandbox is not running", "start it with `cloudsh sandbox up`")
+    body = json.dumps(doc).encode() if doc is not None else None
+    req = urllib.request.Request(
+        f"{state.imds_endpoint}{path}", data=body, method="GET" if body is None else "POST",
+        headers={"Content-Type": "application/json"},
+    )
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(req, timeout=10) as r:
+            return json.loads(r.read())
+    except urllib.error.HTTPError as exc:
+        why = exc.read().decode(errors="replace").strip() or exc.reason
+        raise SandboxError(f"the sandbox refused {what}: {why}", "") from None
+    except (OSError, ValueError) as exc:
+        raise SandboxError(f"cannot reach the sandbox daemon: {exc}", "check `cloudsh sandbox status`") from None
+
+
 def sandbox_status(settings: Settings) -> SandboxState | None:
     """The running sandbox's state, or None; a state.json left by a dead daemon is removed."""
     directory = settings.sandbox_path
@@ -65,31 +88,6 @@ def sandbox_status(settings: Settings) -> SandboxState | None:
         _remove(directory / STATE_FILE)
         return None
     return state
-
-
-def control_request(state: SandboxState, path: str, payload: dict[str, Any] | None, *, what: str) -> dict[str, Any]:
-    """Ask the running daemon's control endpoint (`/_sandbox/...` on its metadata server):
-    GET without `payload`, else POST it as JSON. Returns the JSON answer.
-
-    Raises:
-        SandboxError: the daemon refused (its reason, naming `what`) or did not answer.
-    """
-    if not state.imds_endpoint:
-        raise SandboxError("the sandbox's control endpoint is not running", "restart it: `cloudsh sandbox down; cloudsh sandbox up`")
-    body = None if payload is None else json.dumps(payload).encode()
-    req = urllib.request.Request(
-        state.imds_endpoint + path, data=body, method="GET" if body is None else "POST",
-        headers={"Content-Type": "application/json"},
-    )
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    try:
-        with opener.open(req, timeout=10) as r:
-            return dict(json.loads(r.read()))
-    except urllib.error.HTTPError as exc:
-        why = exc.read().decode(errors="replace").strip() or exc.reason
-        raise SandboxError(f"the sandbox refused {what}: {why}", "") from None
-    except (OSError, ValueError) as exc:
-        raise SandboxError(f"cannot reach the sandbox's control endpoint: {exc}", "check `cloudsh sandbox status`") from None
 
 
 def sandbox_up(settings: Settings) -> SandboxState:

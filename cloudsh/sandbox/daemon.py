@@ -25,7 +25,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from cloudsh.sandbox.capacity import CapacityLedger
 from cloudsh.sandbox.state import REGION, SandboxInstance, SandboxState, write_state
+from cloudsh.sandbox.timing import Timing
 
 log = logging.getLogger("cloudsh.sandbox.daemon")
 
@@ -84,6 +86,11 @@ class Daemon:
         self.app: Any = None  # the SandboxEc2App, for what moto drops (spot behaviour)
         self.imds: Any = None  # imds.Imds: instance metadata and spot interruptions
         self.firewall: Any = None  # firewall.Firewall: who may reach the boxes' SSH servers
+        #: How many more instances may start per type and AZ; `subscribe` to hear of a raise.
+        self.capacity = CapacityLedger()
+        self.quotas: dict[str, tuple[str, float]] = {}  # quota code -> (name, vCPUs), set with moto
+        self.no_default_vpc = False  # CLOUDSH_SANDBOX_NO_DEFAULT_VPC (vpcs.py)
+        self.timing = Timing()  # CLOUDSH_SANDBOX_TIMING (timing.py)
 
     # -- moto -----------------------------------------------------------------------------
 
@@ -101,16 +108,23 @@ class Daemon:
         )
         from werkzeug.serving import make_server
 
-        from cloudsh.sandbox import addresses
+        from cloudsh.sandbox import addresses, vpcs
+        from cloudsh.sandbox.capacity import CapacityLayer
         from cloudsh.sandbox.consistency import ConsistencyLayer
         from cloudsh.sandbox.moto_app import SandboxEc2App
         from cloudsh.sandbox.storage import StorageLayer
+        from cloudsh.sandbox.timing import TimingLayer
+        from cloudsh.sandbox.vcpu_quota import QuotaLayer
 
         addresses.install()
+        storage = StorageLayer(
+            DomainDispatcherApplication(create_backend_app), self.dir, self.ec2_backend, self._lifecycle
+        )
+        self.quotas = storage.quotas
+        timed = TimingLayer(storage, self.timing, self.ec2_backend)
+        limited = QuotaLayer(CapacityLayer(timed, self.capacity, self.ec2_backend), self.quotas, self.ec2_backend)
         app = SandboxEc2App(
-            StorageLayer(
-                DomainDispatcherApplication(create_backend_app), self.dir, self.ec2_backend, self._lifecycle
-            ),
+            vpcs.wrap(limited, self.no_default_vpc, self.ec2_backend),
             self.ec2_backend,
             self.console_host_key,
             self._lifecycle,
@@ -329,13 +343,20 @@ class Daemon:
     # -- spot interruptions (imds.py) ------------------------------------------------------
 
     async def _start_imds(self) -> None:
-        from cloudsh.sandbox import firewall
+        from moto.ec2.models.instance_types import INSTANCE_TYPES
+
+        from cloudsh.sandbox import capacity, firewall, vcpu_quota
         from cloudsh.sandbox.imds import Imds
 
         self.imds = Imds(self._spot_behaviour, self._interrupt)
         self.firewall = firewall.Firewall(self.ec2_backend, self._publish)
         firewall.install(self.firewall)
         self.imds.controls[firewall.CONTROL_PATH] = self.firewall.control
+        self.imds.controls["/_sandbox/capacity"] = capacity.control(
+            self.capacity, lambda: [z.name for z in self.ec2_backend().describe_availability_zones()],
+            INSTANCE_TYPES.__contains__,
+        )
+        self.imds.controls["/_sandbox/quota"] = vcpu_quota.control(self.quotas)
         await self.imds.start()
 
     def _spot_behaviour(self, iid: str) -> tuple[str | None, str]:
@@ -450,18 +471,23 @@ def main(argv: list[str] | None = None) -> int:
     )
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
     logging.getLogger("asyncssh").setLevel(logging.WARNING)
-    boot_s, consistency_s, console_s = args.boot_s, args.consistency_s, args.console_s
-    if boot_s is None or consistency_s is None or console_s is None:
-        from cloudsh.config import Settings
+    from cloudsh.config import Settings
+    from cloudsh.sandbox import timing
 
-        settings = Settings.load()
-        boot_s = settings.sandbox_boot_s if boot_s is None else boot_s
-        consistency_s = settings.sandbox_consistency_s if consistency_s is None else consistency_s
-        console_s = settings.sandbox_console_s if console_s is None else console_s
+    settings = Settings.load()
+    boot_s = settings.sandbox_boot_s if args.boot_s is None else args.boot_s
+    consistency_s = settings.sandbox_consistency_s if args.consistency_s is None else args.consistency_s
+    console_s = settings.sandbox_console_s if args.console_s is None else args.console_s
     _configure_moto_env()
     sandbox_dir = args.dir.resolve()
     sandbox_dir.mkdir(parents=True, exist_ok=True)
     daemon = Daemon(sandbox_dir, args.port, boot_s, consistency_s, console_s)
+    daemon.no_default_vpc = settings.sandbox_no_default_vpc not in ("", "0")
+    try:
+        daemon.timing = timing.parse(settings.sandbox_timing)
+    except ValueError as exc:
+        log.error("%s", exc)
+        return 1
     try:
         asyncio.run(daemon.run())
     except OSError as exc:

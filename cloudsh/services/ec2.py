@@ -61,6 +61,11 @@ class LaunchSpec:
     root_device: str
     spot: bool = False
     tags: dict[str, str] = field(default_factory=dict)
+    #: Where: an AZ (EC2 picks the default VPC's subnet there), or a subnet.
+    az: str | None = None
+    subnet_id: str | None = None
+    #: Ask for a public IPv4 address in a subnet that does not give one by default.
+    public_ip: bool = False
     client_token: str = field(default_factory=lambda: uuid.uuid4().hex)
 
 
@@ -288,7 +293,6 @@ class EC2Service(EC2Storage):
             MinCount=1,
             MaxCount=1,
             KeyName=spec.key_name,
-            SecurityGroupIds=[spec.security_group_id],
             ClientToken=spec.client_token,
             BlockDeviceMappings=[
                 {
@@ -307,6 +311,18 @@ class EC2Service(EC2Storage):
                 {"ResourceType": "volume", "Tags": tag_list},
             ],
         )
+        if spec.public_ip and spec.subnet_id:
+            # The address is asked for on the network interface, which then holds the group.
+            kwargs["NetworkInterfaces"] = [{
+                "DeviceIndex": 0, "SubnetId": spec.subnet_id, "Groups": [spec.security_group_id],
+                "AssociatePublicIpAddress": True,
+            }]
+        else:
+            kwargs["SecurityGroupIds"] = [spec.security_group_id]
+            if spec.subnet_id:
+                kwargs["SubnetId"] = spec.subnet_id
+        if spec.az and not spec.subnet_id:
+            kwargs["Placement"] = {"AvailabilityZone": spec.az}
         if spec.spot:
             kwargs["InstanceMarketOptions"] = {
                 "MarketType": "spot",
@@ -415,8 +431,12 @@ class EC2Service(EC2Storage):
     async def delete_key_pair(self, name: str) -> None:
         await self.call("delete_key_pair", KeyName=name)
 
-    async def find_security_group(self, name: str) -> str | None:
-        raw = await self.call("describe_security_groups", Filters=[{"Name": "group-name", "Values": [name]}])
+    async def find_security_group(self, name: str, vpc_id: str | None = None) -> str | None:
+        """The group of that name (in `vpc_id` when given: names are per VPC)."""
+        filters = [{"Name": "group-name", "Values": [name]}]
+        if vpc_id:
+            filters.append({"Name": "vpc-id", "Values": [vpc_id]})
+        raw = await self.call("describe_security_groups", Filters=filters)
         groups = raw.get("SecurityGroups", ())
         return str(groups[0]["GroupId"]) if groups else None
 
@@ -438,11 +458,14 @@ class EC2Service(EC2Storage):
                 )
         return rules
 
-    async def create_security_group(self, name: str, description: str) -> str:
+    async def create_security_group(self, name: str, description: str, vpc_id: str | None = None) -> str:
+        """In `vpc_id`, else in the default VPC."""
+        extra = {"VpcId": vpc_id} if vpc_id else {}
+        in_vpc = [{"Name": "vpc-id", "Values": [vpc_id]}] if vpc_id else []
         look_up = self.finder(
-            "describe_security_groups", "SecurityGroups", Filters=[{"Name": "group-name", "Values": [name]}]
+            "describe_security_groups", "SecurityGroups", Filters=[{"Name": "group-name", "Values": [name]}, *in_vpc]
         )
-        raw = await self.create("create_security_group", look_up, GroupName=name, Description=description)
+        raw = await self.create("create_security_group", look_up, GroupName=name, Description=description, **extra)
         self.created(raw["GroupId"])
         return str(raw["GroupId"])
 
