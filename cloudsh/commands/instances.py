@@ -17,7 +17,7 @@ from cloudsh.commands.views import (
     table,
 )
 from cloudsh.errors import CapacityError, UsageError
-from cloudsh.models import Instance
+from cloudsh.models import INTERRUPTED_HINT, Instance
 
 
 async def find_all(
@@ -67,6 +67,9 @@ async def ls(ctx: Context, a: argparse.Namespace) -> int:
     ctx.out.info(f"{len(running)} running, burning {money(burn_rate(records))}")
     if strangers:
         ctx.out.info(FOREIGN_NOTE)
+    for r in records:
+        if r.get("interrupted"):
+            ctx.out.info(f"{r['name'] or r['id']}: {INTERRUPTED_HINT.format(name=r['name'] or r['id'])}")
     return 0
 
 

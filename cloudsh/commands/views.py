@@ -74,7 +74,7 @@ def instance_row(rec: Mapping[str, Any]) -> dict[str, str]:
         "id": rec["id"],
         "type": rec["type"],
         "gpus": rec["gpus"] or "-",
-        "state": rec["state"],
+        "state": rec.get("status") or rec["state"],
         "market": rec["market"],
         "price": money(rec["price_per_hour"], ""),
         "uptime": duration(rec["uptime_s"]),

@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass
 
 from cloudsh.errors import CapacityError, CloudshError, InvalidState, UsageError
-from cloudsh.models import Image, Instance, InstanceType, Price, Prices, job_tags
+from cloudsh.models import INTERRUPTED_HINT, Image, Instance, InstanceType, Price, Prices, job_tags
 from cloudsh.ops.events import Progress, quiet
 from cloudsh.ops.jobs.state import record_before_shutdown
 from cloudsh.ops.owners import check_acts_on
@@ -215,6 +215,8 @@ async def start(
     for inst in insts:
         if inst.state in ("terminated", "shutting-down"):
             raise InvalidState(f"{inst.label} is {inst.state}", "launch a new one with `cloudsh launch`")
+        if inst.interrupted:  # EC2 refuses it too (IncorrectSpotRequestState)
+            raise InvalidState(f"{inst.label} is {inst.status()}", INTERRUPTED_HINT.format(name=inst.label))
     todo = [i for i in insts if i.state != "running"]
     if todo:
         progress("starting " + ", ".join(i.label for i in todo))

@@ -25,6 +25,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from cloudsh.sandbox import spot
 from cloudsh.sandbox.state import REGION, SandboxInstance, SandboxState, write_state
 
 log = logging.getLogger("cloudsh.sandbox.daemon")
@@ -76,6 +77,7 @@ class Daemon:
         self._thread: threading.Thread | None = None
         self.app: Any = None  # the SandboxEc2App, for what moto drops (spot behaviour)
         self.imds: Any = None  # imds.Imds: instance metadata and spot interruptions
+        self.capacity = spot.Ledger()
 
     # -- moto -----------------------------------------------------------------------------
 
@@ -217,6 +219,8 @@ class Daemon:
                 log.info("sandbox dir %s is gone; stopping", self.dir)
                 self._stop.set()
                 break
+            with contextlib.suppress(RuntimeError):  # a torn read of moto: next tick
+                spot.restart_due(self.ec2_backend(), self.capacity.take)
             instances = self._snapshot()
             for iid, inst in instances.items():
                 await self._follow(iid, inst)
@@ -288,6 +292,7 @@ class Daemon:
             self.ports[iid] = port
             self.host_keys[iid] = box.host_key_line()
             log.info("%s: ssh on 127.0.0.1:%d", iid, port)
+            await box.run_at_boot()
             self._publish()
         except asyncio.CancelledError:
             raise
@@ -327,6 +332,9 @@ class Daemon:
             else:
                 await asyncio.to_thread(backend.stop_instances, [iid])
                 self._lifecycle("StopInstances", [iid])
+                # EC2 took the capacity back: the box waits until there is some again.
+                spot.mark_interrupted(backend, inst)
+                self.capacity.reclaim(str(inst.instance_type), str(inst.placement.zone))
             log.info("%s: interrupted (%s)", iid, action)
         if self.imds is not None:
             self.imds.forget(iid)

@@ -37,6 +37,7 @@ from typing import Any
 
 import asyncssh
 
+from cloudsh.sandbox import cron
 from cloudsh.sandbox.gpu import Gpu, install_nvidia_smi
 
 log = logging.getLogger("cloudsh.sandbox.sshd")
@@ -218,6 +219,7 @@ class Box:
         devices.install_tools(
             self.tools, self.sandbox_dir, self.instance_id, isolated=self.isolation == "bubblewrap"
         )
+        cron.install_tool(self.tools, self.root, isolated=self.isolation == "bubblewrap")
         self._write_identity()
         self.host_key()
 
@@ -271,6 +273,14 @@ class Box:
         self.port = server.sockets[0].getsockname()[1]
         return self.port
 
+    async def run_at_boot(self) -> None:
+        """Start what cron starts at boot: the crontab's `@reboot` lines (`cron.py`)."""
+        home = "/home/ubuntu" if self.isolation == "bubblewrap" else str(self.root / "home/ubuntu")
+        env = {"LANG": "C.UTF-8", "PATH": UBUNTU_PATH, "HOME": home, "USER": USER, "LOGNAME": USER}
+        if self.imds_endpoint:
+            env["CLOUDSH_IMDS_ENDPOINT"] = self.imds_endpoint
+        await cron.run_at_boot(self.root, self._argv, env, home if self._init is None else None, self._pids)
+
     async def stop(self) -> None:
         """Stop listening, drop every session and kill everything running on the box."""
         server, self._server = self._server, None
@@ -318,6 +328,7 @@ class Box:
         from cloudsh.sandbox.devices import bwrap_binds
 
         wrap += bwrap_binds(self.sandbox_dir, self.instance_id)  # volumes, after the tmpfs
+        wrap += cron.bwrap_binds(self.root)
         for sub in ("home", "tmp", "mnt"):
             if Path("/", sub).is_dir():
                 wrap += ["--bind", str(self.root / sub), f"/{sub}"]
