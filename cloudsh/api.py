@@ -554,7 +554,7 @@ class Instance:
         self._run(self.aterminate())
 
     async def aresize(self, type: str, *, go_back: bool = False) -> Instance:
-        from cloudsh.ops import instances as ops
+        from cloudsh.ops import move as ops
 
         async def back(_: CloudshError) -> bool:
             return go_back
@@ -569,7 +569,8 @@ class Instance:
 
         If AWS has no capacity for the new type when the box starts again, a
         `CapacityError` leaves it stopped as the new type; with `go_back=True` it is
-        changed back to its old type and started instead (check `.type`)."""
+        changed back to its old type and started instead (check `.type`). A spot box
+        moves to a new box of the new type (same name, files, volumes and jobs)."""
         return self._run(self.aresize(type, go_back=go_back))
 
     # -- images and volumes (ops/images.py, ops/volumes.py) ---------------------------

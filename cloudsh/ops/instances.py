@@ -41,6 +41,8 @@ class LaunchPlan:
     spot: bool
     disk_gb: int
     root_device: str
+    az: str = ""
+    tags: tuple[tuple[str, str], ...] = ()
 
 
 async def plan_launch(
@@ -155,6 +157,8 @@ async def launch(
                 disk_gb=plan.disk_gb,
                 root_device=plan.root_device,
                 spot=plan.spot,
+                az=plan.az,
+                tags=dict(plan.tags),
             )
         )
     except BaseException:

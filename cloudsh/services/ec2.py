@@ -56,6 +56,8 @@ class LaunchSpec:
     root_device: str
     spot: bool = False
     tags: dict[str, str] = field(default_factory=dict)
+    #: An availability zone to launch in ("" lets EC2 pick), e.g. where volumes wait.
+    az: str = ""
     client_token: str = field(default_factory=lambda: uuid.uuid4().hex)
 
 
@@ -300,6 +302,8 @@ class EC2Service(EC2Storage):
                 {"ResourceType": "volume", "Tags": tag_list},
             ],
         )
+        if spec.az:
+            kwargs["Placement"] = {"AvailabilityZone": spec.az}
         if spec.spot:
             kwargs["InstanceMarketOptions"] = {
                 "MarketType": "spot",
