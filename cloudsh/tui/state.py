@@ -67,6 +67,10 @@ class InstanceRow:
     #: False for a box cloudsh did not launch (a colleague's); `owner`: whose it looks like.
     managed: bool = True
     owner: str | None = None
+    #: The state as a person reads it (`Instance.status`): EC2's, or why an interrupted box waits.
+    status: str = ""
+    #: A spot box stopped by an interruption: only EC2 starts it again.
+    interrupted: bool = False
 
     @classmethod
     def from_record(cls, r: Mapping[str, Any]) -> InstanceRow:
@@ -75,6 +79,7 @@ class InstanceRow:
             public_ip=r["public_ip"], gpus=r["gpus"] or "", price_per_hour=r["price_per_hour"],
             az=r.get("az") or "", uptime_s=r.get("uptime_s"), cost_so_far=r.get("cost_so_far"),
             jobs=tuple(r.get("jobs") or ()), managed=r.get("managed", True), owner=r.get("owner"),
+            status=r.get("status") or "", interrupted=bool(r.get("interrupted")),
         )
 
     @property
