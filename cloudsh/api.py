@@ -216,10 +216,14 @@ class Cloud:
         disk: int | None = None,
         image: str | None = None,
         wait: bool = True,
+        az: str | None = None,
+        subnet: str | None = None,
     ) -> Instance:
         from cloudsh.ops import instances as ops
 
-        plan = await ops.plan_launch(self._backend, name, instance_type=type, spot=spot, disk_gb=disk, image=image)
+        plan = await ops.plan_launch(
+            self._backend, name, instance_type=type, spot=spot, disk_gb=disk, image=image, az=az, subnet=subnet
+        )
         inst = Instance(self, await ops.launch(self._backend, plan, wait=wait))
         self._names_at = 0.0
         return inst
@@ -233,14 +237,18 @@ class Cloud:
         disk: int | None = None,
         image: str | None = None,
         wait: bool = True,
+        az: str | None = None,
+        subnet: str | None = None,
     ) -> Instance:
         """Launch a box called `name` and (unless `wait=False`) wait until SSH answers.
 
         `type` defaults to your configured type (t3.medium), `disk` the root volume in GB
         (default 60 or the image's size, never below it), `image` an AMI id or name (default:
         current Ubuntu LTS); `spot=True`: a persistent spot request, stopped on interruption.
+        `az` / `subnet` pin where it goes (default: each AZ that offers the type in turn,
+        cheapest spot first, until one has capacity; a subnet is needed without a default VPC).
         """
-        return self._run(self.alaunch(name, type, spot=spot, disk=disk, image=image, wait=wait))
+        return self._run(self.alaunch(name, type, spot=spot, disk=disk, image=image, wait=wait, az=az, subnet=subnet))
 
     # Verbs by NAME, as on the command line; each is the Instance method of the same name.
 
@@ -569,8 +577,7 @@ class Instance:
 
         If AWS has no capacity for the new type when the box starts again, a
         `CapacityError` leaves it stopped as the new type; with `go_back=True` it is
-        changed back to its old type and started instead (check `.type`). A spot box
-        moves to a new box of the new type (same name, files, volumes and jobs)."""
+        changed back to its old type and started instead (check `.type`)."""
         return self._run(self.aresize(type, go_back=go_back))
 
     # -- images and volumes (ops/images.py, ops/volumes.py) ---------------------------

@@ -104,6 +104,6 @@ def ec2_error(code: str, message: str, status: int = 400) -> bytes:
         f"<Message>{message}</Message></Error></Errors><RequestID>fault-1</RequestID></Response>"
     ).encode()
     return (
-        f"HTTP/1.1 {status} Bad Request\r\nContent-Type: text/xml\r\n"
+        f"HTTP/1.1 {status} {'Internal Server Error' if status >= 500 else 'Bad Request'}\r\nContent-Type: text/xml\r\n"
         f"Content-Length: {len(body)}\r\n\r\n"
     ).encode() + body

@@ -77,7 +77,9 @@ async def test_launch_survives_a_dropped_response_without_a_second_box(endpoint:
 async def test_failed_launch_leaves_nothing_it_created(endpoint: str, proxy_factory: list[DroppingProxy], tmp_path: Path) -> None:
     proxy = DroppingProxy(
         endpoint,
-        fail=lambda r: ec2_error("InsufficientInstanceCapacity", "We currently do not have sufficient g5.xlarge capacity") if is_run_instances(r) else None,
+        # A server error (HTTP 500), as EC2 sends it; every AZ that offers the type is tried.
+        fail=lambda r: ec2_error("InsufficientInstanceCapacity", "We currently do not have sufficient g5.xlarge capacity", 500)
+        if is_run_instances(r) else None,
     )
     proxy_factory.append(proxy)
     settings = dataclasses.replace(
@@ -87,7 +89,9 @@ async def test_failed_launch_leaves_nothing_it_created(endpoint: str, proxy_fact
     plan = await ops.plan_launch(b, "nocap", instance_type="g5.xlarge")
     with pytest.raises(CapacityError) as err:
         await ops.launch(b, plan, wait=False)
-    assert "capacity" in str(err.value)
+    assert "capacity" in str(err.value) and "quota" not in str(err.value)
+    runs = [r for r in proxy.requests if is_run_instances(r)]
+    assert len({r.split(b"Placement.AvailabilityZone=")[1][:10] for r in runs}) == len(runs) > 1  # one try per AZ
     assert await b.ec2.find_security_group("rollback-sg") is None
     keys = await b.ec2.call("describe_key_pairs")
     assert not [k for k in keys["KeyPairs"] if k["KeyName"].startswith("rollback-")]

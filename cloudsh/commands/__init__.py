@@ -5,6 +5,7 @@ from cloudsh.commands import (  # noqa: F401  (registration)
     instances,
     jobs,  # noqa: F401  (registration)
     remote,
+    sandbox_knobs,  # noqa: F401  (registration)
     storage,  # noqa: F401  (registration)
 )
 from cloudsh.commands.registry import (

@@ -89,13 +89,17 @@ async def ls(ctx: Context, a: argparse.Namespace) -> int:
     arg("--spot", flag=True, help="spot instance (persistent request that stops, not terminates, on interruption)"),
     arg("--disk", kind="", type=gigabytes, metavar="GB", help="root volume size in GB (default 60, or the image's own size if larger)"),
     arg("--image", kind="image", metavar="AMI_OR_NAME", help="AMI id or name (default: current Ubuntu LTS)"),
+    arg("--az", metavar="AZ", help="this Availability Zone only (default: every AZ that offers the type, cheapest spot first)"),
+    arg("--subnet", metavar="SUBNET", help="launch into this subnet (needed where the account has no default VPC)"),
     arg("--no-wait", flag=True, help="return once EC2 accepted the launch"),
 )
 async def launch(ctx: Context, a: argparse.Namespace) -> int:
     from cloudsh.ops import instances as ops
 
     b = ctx.backend
-    plan = await ops.plan_launch(b, a.name, instance_type=a.type, spot=a.spot, disk_gb=a.disk, image=a.image)
+    plan = await ops.plan_launch(
+        b, a.name, instance_type=a.type, spot=a.spot, disk_gb=a.disk, image=a.image, az=a.az, subnet=a.subnet
+    )
     inst = await ops.launch(b, plan, wait=not a.no_wait, progress=ctx.out.info)
     ctx.out.print(f"{inst.label} {inst.id} {inst.type} {'ready' if not a.no_wait else inst.state}")
     return 0

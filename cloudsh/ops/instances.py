@@ -7,15 +7,18 @@ workflow leaves nothing half-done that it created itself.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import re
 from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass
 
 from cloudsh.errors import CapacityError, CloudshError, InvalidState, UsageError
 from cloudsh.models import INTERRUPTED_HINT, Image, Instance, InstanceType, Price, Prices, job_tags
+from cloudsh.ops import placement
 from cloudsh.ops.events import Progress, quiet
 from cloudsh.ops.jobs.state import record_before_shutdown
 from cloudsh.ops.owners import check_acts_on
+from cloudsh.ops.placement import Place
 from cloudsh.ops.reach import caller_cidr, wait_ssh
 from cloudsh.services.backend import Backend
 from cloudsh.services.ec2 import LaunchSpec
@@ -41,8 +44,10 @@ class LaunchPlan:
     spot: bool
     disk_gb: int
     root_device: str
-    az: str = ""
-    tags: tuple[tuple[str, str], ...] = ()
+    #: Where to try, in order (`placement.places`); a capacity error moves to the next.
+    places: tuple[Place, ...] = ()
+    #: What the vCPU quota check found (`placement.check_quota`).
+    quota_note: str = ""
 
 
 async def plan_launch(
@@ -53,8 +58,11 @@ async def plan_launch(
     spot: bool = False,
     disk_gb: int | None = None,
     image: str | None = None,
+    az: str | None = None,
+    subnet: str | None = None,
 ) -> LaunchPlan:
-    """Every check that can fail before anything is created."""
+    """Every check that can fail before anything is created: name, type, image, where
+    (`--az`, `--subnet`, a default VPC) and the vCPU quota."""
     check_name(name)
     ec2 = backend.ec2
     if disk_gb is not None and not 8 <= disk_gb <= 16384:
@@ -85,7 +93,16 @@ async def plan_launch(
     if img.state and img.state != "available":
         raise UsageError(f"image {img.name or img.id} is {img.state}", "wait until it is available")
     disk = _root_size(img, disk_gb, backend.settings.default_disk_gb)
-    return LaunchPlan(name, itype, img.id, img.name, spot, disk, _root_device(img))
+    prices = asyncio.ensure_future(backend.pricing.prices([itype.name], strict=False)) if spot and not az and not subnet else None
+    try:
+        where, note = await asyncio.gather(
+            placement.places(backend, itype, spot=spot, az=az, subnet=subnet, prices=prices),
+            placement.check_quota(backend, itype, spot=spot),
+        )
+    finally:
+        if prices is not None:
+            prices.cancel()
+    return LaunchPlan(name, itype, img.id, img.name, spot, disk, _root_device(img), tuple(where), note)
 
 
 def _root_size(img: Image, disk_gb: int | None, default_gb: int) -> int:
@@ -136,31 +153,29 @@ async def launch(
             await ec2.import_key_pair(key_name, public_key)
             created_key = True
         cidr = await caller_cidr(backend)
-        group_id = await ec2.find_security_group(settings.security_group)
+        vpc_id = plan.places[0].vpc_id if plan.places else None
+        group_id = await ec2.find_security_group(settings.security_group, vpc_id)
         if group_id is None:
             progress(f"creating security group {settings.security_group} (SSH from {cidr} only)")
             group_id = await ec2.create_security_group(
-                settings.security_group, "cloudsh: SSH from the machines that launched boxes"
+                settings.security_group, "cloudsh: SSH from the machines that launched boxes", vpc_id
             )
             created_group = True
         if cidr not in await ec2.security_group_cidrs(group_id):
             await ec2.allow_ssh(group_id, cidr)
         kind = "spot" if plan.spot else "on-demand"
         progress(f"launching {plan.name}: {plan.itype.name} {kind}, {plan.disk_gb} GB, {plan.image_name or plan.image_id}")
-        inst = await ec2.run_instance(
-            LaunchSpec(
-                name=plan.name,
-                instance_type=plan.itype.name,
-                image_id=plan.image_id,
-                key_name=key_name,
-                security_group_id=group_id,
-                disk_gb=plan.disk_gb,
-                root_device=plan.root_device,
-                spot=plan.spot,
-                az=plan.az,
-                tags=dict(plan.tags),
-            )
+        spec = LaunchSpec(
+            name=plan.name,
+            instance_type=plan.itype.name,
+            image_id=plan.image_id,
+            key_name=key_name,
+            security_group_id=group_id,
+            disk_gb=plan.disk_gb,
+            root_device=plan.root_device,
+            spot=plan.spot,
         )
+        inst = await _run_somewhere(backend, plan, spec, progress)
     except BaseException:
         price.cancel()
         await _rollback(backend, key_name if created_key else None, group_id if created_group else None)
@@ -171,6 +186,11 @@ async def launch(
     try:
         progress(f"{inst.id} is {inst.state}; waiting for it to run")
         [inst] = await ec2.wait_state([inst.id], {"running"}, timeout=settings.wait_timeout_s)
+        if not backend.sandbox and not inst.public_ip:
+            raise CloudshError(
+                f"it got no public IPv4 address ({inst.az}), so SSH from here cannot reach it",
+                "launch into a subnet whose VPC has an internet gateway (--subnet)",
+            )
         progress(f"{inst.label} is running; waiting for SSH")
         await wait_ssh(backend, inst)
     except CloudshError as exc:
@@ -180,6 +200,29 @@ async def launch(
         ) from None
     progress(f"{inst.label} is ready")
     return inst
+
+
+async def _run_somewhere(backend: Backend, plan: LaunchPlan, spec: LaunchSpec, progress: Progress) -> Instance:
+    """RunInstances in each planned place until one has capacity, saying so as it moves on."""
+    places = plan.places or (Place(""),)
+    tried: list[str] = []
+    for n, place in enumerate(places):
+        try:
+            return await backend.ec2.run_instance(dataclasses.replace(
+                spec, az=place.az or None, subnet_id=place.subnet.id if place.subnet else None,
+                # A subnet that gives no public address is asked for one, or SSH could never answer.
+                public_ip=place.subnet is not None and not place.subnet.public_on_launch,
+            ))
+        except CapacityError:
+            tried.append(place.az)
+            if n + 1 < len(places):
+                progress(f"no {plan.itype.name} capacity in {place.label} right now; trying {places[n + 1].label}")
+    where = ", ".join(tried) if tried != [""] else backend.ec2.region
+    raise CapacityError(
+        f"AWS has no {plan.itype.name} {'spot' if plan.spot else 'on-demand'} capacity in {where} right now",
+        "try again in a few minutes, another type (--type)" + (", or on-demand instead of spot" if plan.spot else ""),
+        "InsufficientInstanceCapacity",
+    )
 
 
 async def _hourly(price: asyncio.Future[Prices], spot: bool) -> str:
@@ -344,8 +387,6 @@ async def plan_resize(backend: Backend, inst: Instance, new_type: str, *, by_id:
 async def check_resize_room(backend: Backend, inst: Instance, new: InstanceType) -> str:
     """Refuse, before anything stops, a type not offered in the box's AZ or over the vCPU
     quota of its family class (on-demand and spot quotas are separate); returns a note."""
-    from cloudsh.services.quotas import QuotaService, family_class
-
     ec2 = backend.ec2
     if inst.az and not await ec2.offered_in_az(new.name, inst.az):
         raise UsageError(
@@ -354,26 +395,7 @@ async def check_resize_room(backend: Backend, inst: Instance, new: InstanceType)
         )
     if inst.state != "running":
         return ""  # a stopped box stays stopped: nothing counts against the quota yet
-    spot = inst.market == "spot"
-    quota = await QuotaService(backend.clients).vcpu_quota(new.name, spot=spot)
-    if quota.limit is None:
-        return f"{quota.name} could not be read"
-    others = [
-        i for i in await ec2.list_instances()
-        if i.id != inst.id and i.state in ("running", "pending")
-        and (i.market == "spot") == spot and family_class(i.type) == quota.family_class
-    ]
-    types = await ec2.instance_types({i.type for i in others})
-    used = sum(types[i.type].vcpus for i in others if i.type in types)
-    need = used + new.vcpus
-    if need > quota.limit:
-        in_use = f", {used} in use by other boxes" if used else ""
-        raise UsageError(
-            f"{new.name} needs {new.vcpus} vCPUs but your {quota.name} is {quota.limit:g}{in_use}",
-            "pick a smaller type, or ask AWS for more: `aws service-quotas request-service-quota-increase "
-            f"--service-code ec2 --quota-code {quota.code} --desired-value {need}`",
-        )
-    return f"{quota.name}: {need} of {quota.limit:g} vCPUs in use after"
+    return await placement.check_quota(backend, new, spot=inst.market == "spot", besides=[inst.id])
 
 
 #: Asked when a resized box cannot start for want of capacity of its new type: answer

@@ -50,6 +50,7 @@ from cloudsh.ops.instances import (
 )
 from cloudsh.ops.jobs.box import box_status, call_agent
 from cloudsh.ops.owners import check_acts_on
+from cloudsh.ops.placement import Place
 from cloudsh.ops.poll import wait_for_state
 from cloudsh.ops.reach import ssh_host
 from cloudsh.services.backend import Backend
@@ -218,7 +219,8 @@ async def _launch(
         raise CloudshError(f"image {image_id} disappeared", "")
     lp = LaunchPlan(
         name=f"{old.label}-moving"[:63], itype=plan.new, image_id=image_id, image_name=img.name, spot=plan.spot,
-        disk_gb=max(img.root_size_gb, 8), root_device=img.root_device or "/dev/sda1", az=old.az,
+        disk_gb=max(img.root_size_gb, 8), root_device=img.root_device or "/dev/sda1",
+        places=(Place(old.az),),  # where its volumes are
     )
 
     async def terminate_new() -> None:  # found by its name: the launch may fail after EC2 made it

@@ -10,14 +10,18 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import http.client
+import json
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from cloudsh.config import Settings
 from cloudsh.errors import SandboxError
@@ -49,6 +53,28 @@ def sandbox_env(state: SandboxState) -> dict[str, str]:
         "AWS_DEFAULT_REGION": state.region or REGION,
         "CLOUDSH_SANDBOX": "1",
     }
+
+
+def sandbox_request(settings: Settings, path: str, doc: dict[str, Any] | None = None) -> Any:
+    """Ask the running daemon through one of its `/_sandbox/...` control paths (imds.py):
+    POST `doc` as JSON, or GET when it is None. Returns the decoded JSON answer."""
+    state = sandbox_status(settings)
+    if state is None or not state.imds_endpoint:
+        raise SandboxError("the sandbox is not running", "start it with `cloudsh sandbox up`")
+    body = json.dumps(doc).encode() if doc is not None else None
+    req = urllib.request.Request(
+        f"{state.imds_endpoint}{path}", data=body, method="GET" if body is None else "POST",
+        headers={"Content-Type": "application/json"},
+    )
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(req, timeout=10) as r:
+            return json.loads(r.read())
+    except urllib.error.HTTPError as exc:
+        why = exc.read().decode(errors="replace").strip() or exc.reason
+        raise SandboxError(f"the sandbox refused it: {why}", "") from None
+    except (OSError, ValueError) as exc:
+        raise SandboxError(f"cannot reach the sandbox daemon: {exc}", "check `cloudsh sandbox status`") from None
 
 
 def sandbox_status(settings: Settings) -> SandboxState | None:

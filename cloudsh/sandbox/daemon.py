@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from cloudsh.sandbox import spot
+from cloudsh.sandbox.capacity import CapacityLedger
 from cloudsh.sandbox.state import REGION, SandboxInstance, SandboxState, write_state
 
 log = logging.getLogger("cloudsh.sandbox.daemon")
@@ -77,7 +78,11 @@ class Daemon:
         self._thread: threading.Thread | None = None
         self.app: Any = None  # the SandboxEc2App, for what moto drops (spot behaviour)
         self.imds: Any = None  # imds.Imds: instance metadata and spot interruptions
-        self.capacity = spot.Ledger()
+        #: How many more instances may start per type and AZ; `subscribe` to hear of a raise.
+        self.capacity = CapacityLedger()
+        # EC2 restarts interrupted spot boxes itself once capacity for them returns.
+        self.capacity.subscribe(self._capacity_raised)
+        self.quotas: dict[str, tuple[str, float]] = {}  # quota code -> (name, vCPUs), set with moto
 
     # -- moto -----------------------------------------------------------------------------
 
@@ -95,14 +100,18 @@ class Daemon:
         )
         from werkzeug.serving import make_server
 
+        from cloudsh.sandbox.capacity import CapacityLayer
         from cloudsh.sandbox.consistency import ConsistencyLayer
         from cloudsh.sandbox.moto_app import SandboxEc2App
         from cloudsh.sandbox.storage import StorageLayer
+        from cloudsh.sandbox.vcpu_quota import QuotaLayer
 
+        storage = StorageLayer(
+            DomainDispatcherApplication(create_backend_app), self.dir, self.ec2_backend, self._lifecycle
+        )
+        self.quotas = storage.quotas
         app = SandboxEc2App(
-            StorageLayer(
-                DomainDispatcherApplication(create_backend_app), self.dir, self.ec2_backend, self._lifecycle
-            ),
+            QuotaLayer(CapacityLayer(storage, self.capacity, self.ec2_backend), self.quotas, self.ec2_backend),
             self.ec2_backend,
             self.host_keys.get,
             self._lifecycle,
@@ -219,8 +228,6 @@ class Daemon:
                 log.info("sandbox dir %s is gone; stopping", self.dir)
                 self._stop.set()
                 break
-            with contextlib.suppress(RuntimeError):  # a torn read of moto: next tick
-                spot.restart_due(self.ec2_backend(), self.capacity.take)
             instances = self._snapshot()
             for iid, inst in instances.items():
                 await self._follow(iid, inst)
@@ -305,9 +312,17 @@ class Daemon:
     # -- spot interruptions (imds.py) ------------------------------------------------------
 
     async def _start_imds(self) -> None:
+        from moto.ec2.models.instance_types import INSTANCE_TYPES
+
+        from cloudsh.sandbox import capacity, vcpu_quota
         from cloudsh.sandbox.imds import Imds
 
         self.imds = Imds(self._spot_behaviour, self._interrupt)
+        self.imds.controls["/_sandbox/capacity"] = capacity.control(
+            self.capacity, lambda: [z.name for z in self.ec2_backend().describe_availability_zones()],
+            INSTANCE_TYPES.__contains__,
+        )
+        self.imds.controls["/_sandbox/quota"] = vcpu_quota.control(self.quotas)
         await self.imds.start()
 
     def _spot_behaviour(self, iid: str) -> tuple[str | None, str]:
@@ -322,6 +337,10 @@ class Daemon:
         behaviour = self.app.spot_behaviour.get(getattr(inst, "client_token", None) or "", "terminate")
         return str(behaviour), ""
 
+    def _capacity_raised(self, itype: str, az: str, left: int | None) -> None:
+        """Capacity for `itype` in `az` came back: EC2 restarts the boxes waiting for it."""
+        spot.restart_due(self.ec2_backend(), lambda t, z: self.capacity.take({(t, z): 1}) is None)
+
     async def _interrupt(self, iid: str, action: str) -> None:
         inst = self._snapshot().get(iid)
         if inst is not None and str(inst.state) == "running":
@@ -334,7 +353,7 @@ class Daemon:
                 self._lifecycle("StopInstances", [iid])
                 # EC2 took the capacity back: the box waits until there is some again.
                 spot.mark_interrupted(backend, inst)
-                self.capacity.reclaim(str(inst.instance_type), str(inst.placement.zone))
+                self.capacity.set(str(inst.instance_type), str(inst.placement.zone), 0)
             log.info("%s: interrupted (%s)", iid, action)
         if self.imds is not None:
             self.imds.forget(iid)

@@ -18,6 +18,8 @@ GETs need a valid `X-aws-ec2-metadata-token` (else 401), as with `HttpTokens=req
 `POST /_sandbox/interrupt` with `{"instance_id": ..., "notice_s": ...}` plays an
 interruption (`cloudsh sandbox interrupt`): the notice appears at once, and after
 `notice_s` the daemon stops or terminates the box, as its interruption behaviour says.
+Other `/_sandbox/...` paths are the daemon's knobs, registered in `controls`
+(`capacity.py`'s `/_sandbox/capacity`, ...).
 """
 
 from __future__ import annotations
@@ -40,6 +42,8 @@ _MAX_REQUEST = 65536
 Check = Callable[[str], tuple[str | None, str]]
 #: Stops or terminates the instance after its notice.
 Enforce = Callable[[str, str], Awaitable[None]]
+#: A control path's handler: (method, body) -> (HTTP status, text).
+Control = Callable[[str, bytes], tuple[int, str]]
 
 _REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found", 405: "Method Not Allowed", 409: "Conflict"}
 
@@ -53,6 +57,7 @@ class Imds:
         self.port = 0
         self.tokens: dict[str, tuple[str, float]] = {}  # token -> (instance id, expiry)
         self.notices: dict[str, dict[str, str]] = {}  # instance id -> instance-action document
+        self.controls: dict[str, Control] = {}  # "/_sandbox/NAME" -> its handler
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -122,6 +127,10 @@ class Imds:
         path = path.split("?", 1)[0]
         if path == "/_sandbox/interrupt":
             return self._interrupt(method, body)
+        control = self.controls.get(path)
+        if control is not None:
+            status, text = control(method, body)
+            return status, text, []
         iid, _, rest = path.lstrip("/").partition("/")
         rest = "/" + rest
         if not iid.startswith("i-"):

@@ -2,9 +2,11 @@
 
 moto has no EC2 quotas, so the sandbox's WSGI layer (`storage.StorageLayer`) answers
 `GetServiceQuota` / `GetAWSDefaultServiceQuota` for service code `ec2` from this table.
+Standard quotas are roomy (hundreds of small boxes fit, as in an established account);
 GPU quotas are small on purpose (as on a new AWS account, where they start at 0 and must
 be asked for), so the "over quota" refusal of `resize` and `launch` can be tried here.
-`CLOUDSH_SANDBOX_QUOTAS` (JSON, quota code -> vCPUs) overrides entries when the daemon starts.
+`CLOUDSH_SANDBOX_QUOTAS` (JSON, quota code -> vCPUs) overrides entries when the daemon starts;
+`cloudsh sandbox quota CODE VALUE` changes one while it runs, and `vcpu_quota.py` enforces them.
 """
 
 from __future__ import annotations
@@ -18,13 +20,13 @@ REGION = "us-east-1"
 
 #: quota code -> (name, vCPUs). The codes and names are AWS's.
 EC2_QUOTAS: dict[str, tuple[str, float]] = {
-    "L-1216C47A": ("Running On-Demand Standard (A, C, D, H, I, M, R, T, Z) instances", 64.0),
+    "L-1216C47A": ("Running On-Demand Standard (A, C, D, H, I, M, R, T, Z) instances", 1152.0),
     "L-DB2E81BA": ("Running On-Demand G and VT instances", 8.0),
     "L-417A185B": ("Running On-Demand P instances", 0.0),
     "L-7295265B": ("Running On-Demand X instances", 0.0),
     "L-74FC7D96": ("Running On-Demand F instances", 0.0),
     "L-1945791B": ("Running On-Demand Inf instances", 0.0),
-    "L-34B43A08": ("All Standard (A, C, D, H, I, M, R, T, Z) Spot Instance Requests", 64.0),
+    "L-34B43A08": ("All Standard (A, C, D, H, I, M, R, T, Z) Spot Instance Requests", 1152.0),
     "L-3819A6DF": ("All G and VT Spot Instance Requests", 8.0),
     "L-7212CCBC": ("All P Spot Instance Requests", 0.0),
     "L-E3A00192": ("All X Spot Instance Requests", 0.0),

@@ -120,24 +120,3 @@ def restart_due(backend: Any, take: Callable[[str, str], bool]) -> list[str]:
         done.append(inst.id)
     return done
 
-
-class Ledger:
-    """Capacity per (type, AZ): None = unlimited, else how many more boxes may start."""
-
-    def __init__(self) -> None:
-        self.left: dict[tuple[str, str], int | None] = {}
-
-    def set(self, itype: str, az: str, n: int | None) -> None:
-        self.left[(itype, az)] = n
-
-    def reclaim(self, itype: str, az: str) -> None:
-        self.set(itype, az, 0)
-
-    def take(self, itype: str, az: str) -> bool:
-        n = self.left.get((itype, az))
-        if n is None:
-            return True
-        if n <= 0:
-            return False
-        self.left[(itype, az)] = n - 1
-        return True

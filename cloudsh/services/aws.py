@@ -36,6 +36,22 @@ from cloudsh.errors import CredentialsError
 #: botocore's "standard" retry mode retries throttling and 5xx with backoff.
 _RETRIES: dict[str, Any] = {"mode": "standard", "max_attempts": 5}
 
+#: Server errors (HTTP 500) that another try in the same place does not cure: EC2 sends
+#: `InsufficientInstanceCapacity` as a server error ("Error codes for the Amazon EC2 API",
+#: https://docs.aws.amazon.com/AWSEC2/latest/APIReference/errors-overview.html), and
+#: botocore would retry it four times with backoff (seconds) before the caller may try
+#: another Availability Zone.
+_NOT_RETRIED = frozenset({"InsufficientInstanceCapacity", "InsufficientCapacity"})
+
+
+def _no_retry_for_capacity(response: Any = None, operation: Any = None, **_: Any) -> None:
+    """`needs-retry` hook: a capacity error goes to the caller at once."""
+    if response is None:
+        return
+    parsed = response[1]
+    if parsed.get("Error", {}).get("Code") in _NOT_RETRIED:
+        raise botocore.exceptions.ClientError(parsed, operation.name)
+
 
 @dataclass(frozen=True)
 class AwsTarget:
@@ -224,6 +240,8 @@ class ClientFactory:
                 client = self._session_locked().create_client(
                     service, region_name=key[1], endpoint_url=self.target.endpoint_url, config=self._config
                 )
+                if service == "ec2":
+                    client.meta.events.register_first("needs-retry.ec2", _no_retry_for_capacity)
                 for event, handler in self._hooks:
                     client.meta.events.register(event, handler)
                 self._clients[key] = client

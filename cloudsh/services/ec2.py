@@ -14,12 +14,10 @@ import base64
 import binascii
 import difflib
 import json
-import re
 import time
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -56,8 +54,11 @@ class LaunchSpec:
     root_device: str
     spot: bool = False
     tags: dict[str, str] = field(default_factory=dict)
-    #: An availability zone to launch in ("" lets EC2 pick), e.g. where volumes wait.
-    az: str = ""
+    #: Where: an AZ (EC2 picks the default VPC's subnet there), or a subnet.
+    az: str | None = None
+    subnet_id: str | None = None
+    #: Ask for a public IPv4 address in a subnet that does not give one by default.
+    public_ip: bool = False
     client_token: str = field(default_factory=lambda: uuid.uuid4().hex)
 
 
@@ -86,15 +87,7 @@ def _instance(raw: dict[str, Any]) -> Instance:
             if m.get("Ebs", {}).get("DeleteOnTermination")
         ),
         tags=tags,
-        state_reason=(raw.get("StateReason") or {}).get("Code", ""),
-        state_since=_transition_time(raw.get("StateTransitionReason") or ""),
     )
-
-
-def _transition_time(reason: str) -> datetime | None:
-    """The time in EC2's StateTransitionReason, e.g. "User initiated (2024-05-01 10:00:00 GMT)"."""
-    found = re.search(r"\((\d{4}-\d\d-\d\d \d\d:\d\d:\d\d) (?:GMT|UTC)\)", reason)
-    return datetime.strptime(found.group(1), "%Y-%m-%d %H:%M:%S").replace(tzinfo=UTC) if found else None
 
 
 def _instance_type(raw: dict[str, Any]) -> InstanceType:
@@ -283,7 +276,6 @@ class EC2Service(EC2Storage):
             MinCount=1,
             MaxCount=1,
             KeyName=spec.key_name,
-            SecurityGroupIds=[spec.security_group_id],
             ClientToken=spec.client_token,
             BlockDeviceMappings=[
                 {
@@ -302,7 +294,17 @@ class EC2Service(EC2Storage):
                 {"ResourceType": "volume", "Tags": tag_list},
             ],
         )
-        if spec.az:
+        if spec.public_ip and spec.subnet_id:
+            # The address is asked for on the network interface, which then holds the group.
+            kwargs["NetworkInterfaces"] = [{
+                "DeviceIndex": 0, "SubnetId": spec.subnet_id, "Groups": [spec.security_group_id],
+                "AssociatePublicIpAddress": True,
+            }]
+        else:
+            kwargs["SecurityGroupIds"] = [spec.security_group_id]
+            if spec.subnet_id:
+                kwargs["SubnetId"] = spec.subnet_id
+        if spec.az and not spec.subnet_id:
             kwargs["Placement"] = {"AvailabilityZone": spec.az}
         if spec.spot:
             kwargs["InstanceMarketOptions"] = {
@@ -411,8 +413,12 @@ class EC2Service(EC2Storage):
     async def delete_key_pair(self, name: str) -> None:
         await self.call("delete_key_pair", KeyName=name)
 
-    async def find_security_group(self, name: str) -> str | None:
-        raw = await self.call("describe_security_groups", Filters=[{"Name": "group-name", "Values": [name]}])
+    async def find_security_group(self, name: str, vpc_id: str | None = None) -> str | None:
+        """The group of that name (in `vpc_id` when given: names are per VPC)."""
+        filters = [{"Name": "group-name", "Values": [name]}]
+        if vpc_id:
+            filters.append({"Name": "vpc-id", "Values": [vpc_id]})
+        raw = await self.call("describe_security_groups", Filters=filters)
         groups = raw.get("SecurityGroups", ())
         return str(groups[0]["GroupId"]) if groups else None
 
@@ -424,8 +430,10 @@ class EC2Service(EC2Storage):
                 cidrs.update(r["CidrIp"] for r in perm.get("IpRanges", ()))
         return cidrs
 
-    async def create_security_group(self, name: str, description: str) -> str:
-        raw = await self.call("create_security_group", GroupName=name, Description=description)
+    async def create_security_group(self, name: str, description: str, vpc_id: str | None = None) -> str:
+        """In `vpc_id`, else in the default VPC."""
+        extra = {"VpcId": vpc_id} if vpc_id else {}
+        raw = await self.call("create_security_group", GroupName=name, Description=description, **extra)
         self.created(raw["GroupId"])
         return str(raw["GroupId"])
 

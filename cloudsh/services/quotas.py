@@ -55,6 +55,13 @@ class VcpuQuota:
         """`on-demand G and VT vCPU quota (L-DB2E81BA)`."""
         return f"{'spot' if self.spot else 'on-demand'} {self.label} vCPU quota ({self.code})"
 
+    @property
+    def aws_name(self) -> str:
+        """The quota's name in Service Quotas: `Running On-Demand G and VT instances`."""
+        if self.spot:
+            return f"All {self.label} Spot Instance Requests"
+        return f"Running On-Demand {self.label} instances"
+
 
 class QuotaService:
     def __init__(self, clients: ClientFactory) -> None:
