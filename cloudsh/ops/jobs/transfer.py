@@ -291,8 +291,9 @@ async def catch_up(backend: Backend, insts: Sequence[Instance], *, progress: Pro
         return []
     ids = [i.id for i in boxes]
     try:
-        results = await sync_all(backend, progress=progress, only=ids)
+        # Recorded first: a job that ends during the copy is caught up again next time.
         await record_states(backend, only=ids, ended_only=True)
+        results = await sync_all(backend, progress=progress, only=ids)
     except CloudshError as exc:
         progress(f"results not pulled yet: {exc} (run `cloudsh sync` later)")
         return []
