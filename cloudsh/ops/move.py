@@ -8,8 +8,8 @@ The steps, each undone in reverse if a later one fails, so the old box is left a
 1. the jobs running on the old box pause (SIGTERM, recorded as interrupted, as for a spot
    notice), so the image holds their checkpoints;
 2. an image of its disk (without a reboot: the jobs are paused and their writes synced);
-3. a new box of that image, of the new type and market, in the old box's AZ (where its
-   volumes are), named NAME-moving until the move is done; the image carries the jobs and
+3. a new box of that image, of the new type and market, in the old box's AZ if it has
+   volumes (else where EC2 has capacity), named NAME-moving until the move is done; the image carries the jobs and
    the crontab line that resumes them (with CLOUDSH_RESUME=1) when the new box boots;
 4. data volumes move: unmounted and detached from the old box, attached to the new one and
    mounted where they were;
@@ -88,7 +88,7 @@ class MovePlan:
         return "\n".join([
             f"{inst.label} ({inst.id}) will be {what}:",
             f"  {self.old.name} {inst.market} ({cost(self.price_before)}) -> "
-            f"{self.new.name} {self.market} ({cost(self.price_after)}), in {inst.az}",
+            f"{self.new.name} {self.market} ({cost(self.price_after)})" + (f", in {inst.az}" if self.volumes else ""),
             f"  1. an image of its disk{pause}",
             f"  2. a new {self.new.name} {self.market} box from that image, named {inst.label}",
             f"  3. volumes moved to it: {vols_text}",
@@ -220,7 +220,9 @@ async def _launch(
     lp = LaunchPlan(
         name=f"{old.label}-moving"[:63], itype=plan.new, image_id=image_id, image_name=img.name, spot=plan.spot,
         disk_gb=max(img.root_size_gb, 8), root_device=img.root_device or "/dev/sda1",
-        places=(Place(old.az),),  # where its volumes are
+        # Where its volumes are; with none, wherever EC2 has capacity (an interruption
+        # means there is none for its type in its own AZ right now).
+        places=(Place(old.az),) if plan.volumes else (),
     )
 
     async def terminate_new() -> None:  # found by its name: the launch may fail after EC2 made it
