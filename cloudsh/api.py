@@ -413,7 +413,7 @@ class Instance:
         r = self.record
         ip = f" {r.public_ip}" if r.public_ip else ""
         whose = "" if r.managed else f" (not cloudsh's: {r.owner or 'owner unknown'})"
-        return f"<Instance {r.label} {r.id} {r.type} {r.market} {r.state}{ip}{whose}>"
+        return f"<Instance {r.label} {r.id} {r.type} {r.market} {r.status()}{ip}{whose}>"
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Instance) and other.record.id == self.record.id

@@ -48,6 +48,7 @@ OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never v
 PARTIAL_DIR = ".cloudsh-partial"
 #: The crontab line that resumes interrupted jobs when the box boots again.
 BOOT_LINE = '@reboot python3 "$HOME/.cloudsh/jobs/agent.py" boot >/dev/null 2>&1'
+CRONTAB = "crontab"
 
 if TYPE_CHECKING:  # a runtime alias would need Python 3.9; boxes may have 3.8
     State = dict[str, Any]
@@ -295,10 +296,10 @@ def ensure_boot_hook() -> None:
     """Put `BOOT_LINE` in the user's crontab (once), so a box restarted by EC2 after an
     interruption resumes its jobs by itself. Without cron the jobs wait for `job resume`."""
     try:
-        now = subprocess.run(["crontab", "-l"], capture_output=True, text=True, timeout=10)
+        now = subprocess.run([CRONTAB, "-l"], capture_output=True, text=True, timeout=10)
         lines = now.stdout.splitlines() if now.returncode == 0 else []
         if BOOT_LINE not in lines:
-            subprocess.run(["crontab", "-"], input="\n".join([*lines, BOOT_LINE]) + "\n",
+            subprocess.run([CRONTAB, "-"], input="\n".join([*lines, BOOT_LINE]) + "\n",
                            capture_output=True, text=True, timeout=10)
     except (OSError, subprocess.SubprocessError):
         pass
