@@ -22,7 +22,7 @@ BIN = Path(sys.executable).parent
 
 
 @contextmanager
-def bench_sandbox(boot_s: float = 0.3) -> Iterator[dict[str, str]]:
+def bench_sandbox(boot_s: float = 0.3, timing: str = "short") -> Iterator[dict[str, str]]:
     """A fresh sandbox and cloudsh home in a temp dir; yields the environment to use."""
     tmp = Path(tempfile.mkdtemp(prefix="cloudsh-bench-"))
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "CLOUDSH_"))}
@@ -33,6 +33,7 @@ def bench_sandbox(boot_s: float = 0.3) -> Iterator[dict[str, str]]:
         XDG_CONFIG_HOME=str(tmp / "config"),
         CLOUDSH_SANDBOX_DIR=str(tmp / "sandbox"),
         CLOUDSH_SANDBOX_BOOT_S=str(boot_s),
+        CLOUDSH_SANDBOX_TIMING=timing,
         AWS_EC2_METADATA_DISABLED="true",
     )
     (tmp / "home").mkdir()

@@ -51,6 +51,12 @@ class Settings:
     """How long cloudsh retries a call naming a resource it just created that EC2 does not know yet."""
     sandbox_notice_s: float = 10.0
     """Sandbox: spot interruption notice period (env `CLOUDSH_SANDBOX_NOTICE_S`)."""
+    sandbox_timing: str = "short"
+    """Sandbox: how long EC2's in-between states last: `short` (about 1 s), `ec2` (EC2's own
+    durations) or seconds (env `CLOUDSH_SANDBOX_TIMING`; read by the daemon at start)."""
+    sandbox_no_default_vpc: str = ""
+    """Sandbox: `1` plays an account without a default VPC (env `CLOUDSH_SANDBOX_NO_DEFAULT_VPC`;
+    read by the daemon at start)."""
 
     @property
     def sandbox_path(self) -> Path:

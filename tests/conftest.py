@@ -33,6 +33,8 @@ def _isolate() -> None:
         AWS_SHARED_CREDENTIALS_FILE=str(home / ".aws" / "credentials"),
         CLOUDSH_SANDBOX_DIR=str(_ROOT / "sandbox"),
         CLOUDSH_SANDBOX_BOOT_S="0.3",
+        # EC2's in-between states (pending, stopping, creating, ...) stay, but brief.
+        CLOUDSH_SANDBOX_TIMING="0.1",
         # Many tests share the session's sandbox and some leave GPU boxes running, so its
         # G quotas are roomy; P quotas stay 0 (as on a new account) for refusal tests.
         CLOUDSH_SANDBOX_QUOTAS='{"L-DB2E81BA": 256, "L-3819A6DF": 256}',

@@ -90,6 +90,19 @@ class Sandbox:
             time.sleep(0.05)
         raise TimeoutError(f"{instance_id} did not become ready={ready}")
 
+    def stop(self, instance_id: str, timeout: float = 10.0) -> None:
+        """StopInstances, then wait out `stopping` (CLOUDSH_SANDBOX_TIMING) as an EC2 client
+        must before it starts the box again or changes its type."""
+        ec2 = self.ec2()
+        ec2.stop_instances(InstanceIds=[instance_id])
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            inst = ec2.describe_instances(InstanceIds=[instance_id])["Reservations"][0]["Instances"][0]
+            if inst["State"]["Name"] == "stopped":
+                return
+            time.sleep(0.05)
+        raise TimeoutError(f"{instance_id} did not stop")
+
     def ubuntu_image(self, arch: str = "x86_64") -> str:
         images = self.ec2().describe_images(
             Owners=[UBUNTU_OWNER],

@@ -185,7 +185,7 @@ async def test_stop_start_keeps_files_and_key(sandbox: Sandbox) -> None:
     box = sandbox.launch("t3.micro")
     async with await sandbox.connect(box) as conn:
         await conn.run("echo kept > keep.txt", check=True)
-    ec2.stop_instances(InstanceIds=[box.id])
+    sandbox.stop(box.id)
     stopped = sandbox.wait(box.id, ready=False)
     assert stopped.ssh_port is None
     assert not _port_open(box.port)
@@ -207,7 +207,7 @@ def test_resize_needs_stopped_instance(sandbox: Sandbox) -> None:
     with pytest.raises(botocore.exceptions.ClientError) as err:
         ec2.modify_instance_attribute(InstanceId=box.id, Attribute="instanceType", Value="t3.small")
     assert _error_code(err) == "IncorrectInstanceState"
-    ec2.stop_instances(InstanceIds=[box.id])
+    sandbox.stop(box.id)
     with pytest.raises(botocore.exceptions.ClientError) as err:
         ec2.modify_instance_attribute(InstanceId=box.id, InstanceType={"Value": "t4g.small"})
     assert _error_code(err) == "InvalidParameterValue"
@@ -361,8 +361,8 @@ def test_run_instances_client_token_is_idempotent(sandbox: Sandbox) -> None:
 async def test_resize_to_gpu_type_brings_nvidia_smi(sandbox: Sandbox) -> None:
     ec2 = sandbox.ec2()
     box = sandbox.launch("t3.micro")
-    # Stop, change and start faster than the daemon looks at moto: the box still restarts.
-    ec2.stop_instances(InstanceIds=[box.id])
+    # Change and start faster than the daemon looks at moto: the box still restarts.
+    sandbox.stop(box.id)
     ec2.modify_instance_attribute(InstanceId=box.id, InstanceType={"Value": "g5.xlarge"})
     ec2.start_instances(InstanceIds=[box.id])
     deadline = time.monotonic() + 10

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from cloudsh.errors import CapacityError, CloudshError, InvalidState, UsageError
 from cloudsh.models import INTERRUPTED_HINT, Image, Instance, InstanceType, Price, Prices, job_tags
 from cloudsh.ops import placement
-from cloudsh.ops.events import Progress, quiet
+from cloudsh.ops.events import Progress, quiet, ticking
 from cloudsh.ops.jobs.state import record_before_shutdown
 from cloudsh.ops.owners import check_acts_on
 from cloudsh.ops.placement import Place
@@ -185,14 +185,16 @@ async def launch(
         return inst
     try:
         progress(f"{inst.id} is {inst.state}; waiting for it to run")
-        [inst] = await ec2.wait_state([inst.id], {"running"}, timeout=settings.wait_timeout_s)
+        async with ticking(progress, f"{inst.id}: waiting for it to run"):
+            [inst] = await ec2.wait_state([inst.id], {"running"}, timeout=settings.wait_timeout_s, max_interval=0.5)
         if not backend.sandbox and not inst.public_ip:
             raise CloudshError(
                 f"it got no public IPv4 address ({inst.az}), so SSH from here cannot reach it",
                 "launch into a subnet whose VPC has an internet gateway (--subnet)",
             )
         progress(f"{inst.label} is running; waiting for SSH")
-        await wait_ssh(backend, inst)
+        async with ticking(progress, f"{inst.label}: waiting for SSH"):
+            await wait_ssh(backend, inst)
     except CloudshError as exc:
         raise CloudshError(
             f"{inst.id} ({plan.name}) was launched and is billing, but {exc.message}",
@@ -220,7 +222,9 @@ async def _run_somewhere(backend: Backend, plan: LaunchPlan, spec: LaunchSpec, p
     where = ", ".join(tried) if tried != [""] else backend.ec2.region
     raise CapacityError(
         f"AWS has no {plan.itype.name} {'spot' if plan.spot else 'on-demand'} capacity in {where} right now",
-        "try again in a few minutes, another type (--type)" + (", or on-demand instead of spot" if plan.spot else ""),
+        "try again in a few minutes, "
+        + ("another AZ (--az, --subnet) or " if len(places) == 1 else "")
+        + "another type (--type)" + (", or on-demand instead of spot" if plan.spot else ""),
         "InsufficientInstanceCapacity",
     )
 

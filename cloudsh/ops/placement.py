@@ -76,7 +76,7 @@ async def places(
         raise UsageError(
             f"this account has no default VPC in {ec2.region}, so a launch needs a subnet: use --subnet SUBNET",
             f"subnets that could work: {listed}" if usable
-            else f"no subnet is in an AZ that offers {itype.name} ({', '.join(zones)}): create one",
+            else f"no subnet is in {'/'.join(zones) if az else 'an AZ that offers ' + itype.name}: create one first",
         )
     return [Place(z, None, vpc) for z in zones]
 

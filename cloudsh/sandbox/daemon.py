@@ -28,6 +28,7 @@ from typing import Any
 from cloudsh.sandbox import spot
 from cloudsh.sandbox.capacity import CapacityLedger
 from cloudsh.sandbox.state import REGION, SandboxInstance, SandboxState, write_state
+from cloudsh.sandbox.timing import Timing
 
 log = logging.getLogger("cloudsh.sandbox.daemon")
 
@@ -83,6 +84,8 @@ class Daemon:
         # EC2 restarts interrupted spot boxes itself once capacity for them returns.
         self.capacity.subscribe(self._capacity_raised)
         self.quotas: dict[str, tuple[str, float]] = {}  # quota code -> (name, vCPUs), set with moto
+        self.no_default_vpc = False  # CLOUDSH_SANDBOX_NO_DEFAULT_VPC (vpcs.py)
+        self.timing = Timing()  # CLOUDSH_SANDBOX_TIMING (timing.py)
 
     # -- moto -----------------------------------------------------------------------------
 
@@ -100,18 +103,22 @@ class Daemon:
         )
         from werkzeug.serving import make_server
 
+        from cloudsh.sandbox import vpcs
         from cloudsh.sandbox.capacity import CapacityLayer
         from cloudsh.sandbox.consistency import ConsistencyLayer
         from cloudsh.sandbox.moto_app import SandboxEc2App
         from cloudsh.sandbox.storage import StorageLayer
+        from cloudsh.sandbox.timing import TimingLayer
         from cloudsh.sandbox.vcpu_quota import QuotaLayer
 
         storage = StorageLayer(
             DomainDispatcherApplication(create_backend_app), self.dir, self.ec2_backend, self._lifecycle
         )
         self.quotas = storage.quotas
+        timed = TimingLayer(storage, self.timing, self.ec2_backend)
+        limited = QuotaLayer(CapacityLayer(timed, self.capacity, self.ec2_backend), self.quotas, self.ec2_backend)
         app = SandboxEc2App(
-            QuotaLayer(CapacityLayer(storage, self.capacity, self.ec2_backend), self.quotas, self.ec2_backend),
+            vpcs.wrap(limited, self.no_default_vpc, self.ec2_backend),
             self.ec2_backend,
             self.host_keys.get,
             self._lifecycle,
@@ -441,17 +448,22 @@ def main(argv: list[str] | None = None) -> int:
     )
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
     logging.getLogger("asyncssh").setLevel(logging.WARNING)
-    boot_s, consistency_s = args.boot_s, args.consistency_s
-    if boot_s is None or consistency_s is None:
-        from cloudsh.config import Settings
+    from cloudsh.config import Settings
+    from cloudsh.sandbox import timing
 
-        settings = Settings.load()
-        boot_s = settings.sandbox_boot_s if boot_s is None else boot_s
-        consistency_s = settings.sandbox_consistency_s if consistency_s is None else consistency_s
+    settings = Settings.load()
+    boot_s = settings.sandbox_boot_s if args.boot_s is None else args.boot_s
+    consistency_s = settings.sandbox_consistency_s if args.consistency_s is None else args.consistency_s
     _configure_moto_env()
     sandbox_dir = args.dir.resolve()
     sandbox_dir.mkdir(parents=True, exist_ok=True)
     daemon = Daemon(sandbox_dir, args.port, boot_s, consistency_s)
+    daemon.no_default_vpc = settings.sandbox_no_default_vpc not in ("", "0")
+    try:
+        daemon.timing = timing.parse(settings.sandbox_timing)
+    except ValueError as exc:
+        log.error("%s", exc)
+        return 1
     try:
         asyncio.run(daemon.run())
     except OSError as exc:

@@ -198,6 +198,12 @@ def translate(exc: ClientError, profile: str | None = None) -> CloudshError:
             "request a higher vCPU quota in the Service Quotas console",
             code,
         )
+    if code == "VPCIdNotSpecified":  # an account without a default VPC
+        return AWSError(
+            f"{op} needs a VPC: this account has no default VPC in the region",
+            "launch with --subnet SUBNET (`aws ec2 describe-subnets` lists them)",
+            code,
+        )
     if code == "InvalidBlockDeviceMapping":  # e.g. a root below the image's snapshot
         return AWSError(f"{op} refused: {message}", "give the root disk at least the image's size (--disk)", code)
     if code in ("Unsupported", "InvalidParameterValue", "InvalidParameterCombination"):
