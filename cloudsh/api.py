@@ -8,12 +8,11 @@
     with box.tunnel(8888) as t:     # t.url -> http://localhost:8888/
         ...
 
-The verbs of the command language are methods: on `Cloud` taking a NAME (as on the
-command line) and on `Instance` acting on that box. Every method is synchronous for
-scripts and has an `a`-prefixed async twin (`await cloud.alaunch(...)`) for code that
-runs its own event loop. The sync methods run on one private event loop in a
-background thread, so they also work inside IPython or Jupyter and reuse SSH
-connections across calls. Every error is a `cloudsh.errors.CloudshError`.
+The verbs of the command language are methods: on `Cloud` taking a NAME (as on the command
+line) and on `Instance` acting on that box. Every method is synchronous for scripts and has
+an `a`-prefixed async twin (`await cloud.alaunch(...)`) for code that runs its own event
+loop. The sync methods run on one private event loop in a background thread, so they work
+in IPython or Jupyter and reuse SSH connections. Errors are `cloudsh.errors.CloudshError`s.
 """
 
 from __future__ import annotations
@@ -277,8 +276,7 @@ class Cloud:
         return await (await self.ainstance(name)).aresize(type, go_back=go_back)
 
     def resize(self, name: str, type: str, *, go_back: bool = False) -> Instance:
-        """Change a box's type ("add a GPU"): stop if running, change, start again; see
-        `Instance.resize` for `go_back`."""
+        """Change a box's type ("add a GPU"); see `Instance.resize`."""
         return self._run(self.aresize(name, type, go_back=go_back))
 
     async def arun(self, name: str, command: str, *, timeout: float | None = None) -> CommandResult:
@@ -325,11 +323,9 @@ class Cloud:
         return Table(found.rows, cols, note=found.note)
 
     def prices(self, *, gpu: bool = False, family: str | Sequence[str] | None = None) -> Table:
-        """Instance types with vCPUs, memory, GPUs, on-demand and current spot $/h.
-
-        `gpu=True` keeps GPU types only; `family="g5"` (or a list) picks families.
-        Rows are dicts (`type`, `gpus`, `on_demand`, `spot`, …, `note`: why a price is None).
-        """
+        """Instance types with vCPUs, memory, GPUs, on-demand and current spot $/h. `gpu=True`
+        keeps GPU types only; `family="g5"` (or a list) picks families. Rows are dicts
+        (`type`, `gpus`, `on_demand`, `spot`, …, `note`: why a price is None)."""
         return self._run(self.aprices(gpu=gpu, family=family))
 
     async def aprice(self, type: str) -> Price:
@@ -573,11 +569,9 @@ class Instance:
         return self
 
     def resize(self, type: str, *, go_back: bool = False) -> Instance:
-        """Change the instance type ("add a GPU"); a running box is stopped and restarted.
-
-        If AWS has no capacity for the new type when the box starts again, a
-        `CapacityError` leaves it stopped as the new type; with `go_back=True` it is
-        changed back to its old type and started instead (check `.type`)."""
+        """Change the instance type ("add a GPU"): a running box is stopped and restarted; a spot
+        box moves to a new box of that type. No capacity for the new type at the restart: a
+        `CapacityError` leaves it stopped; `go_back=True` returns to the old type (see `.type`)."""
         return self._run(self.aresize(type, go_back=go_back))
 
     # -- images and volumes (ops/images.py, ops/volumes.py) ---------------------------
