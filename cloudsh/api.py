@@ -214,15 +214,11 @@ class Cloud:
         spot: bool = False,
         disk: int | None = None,
         image: str | None = None,
-        wait: bool = True,
-        az: str | None = None,
-        subnet: str | None = None,
+        wait: bool = True, az: str | None = None, subnet: str | None = None,
     ) -> Instance:
         from cloudsh.ops import instances as ops
 
-        plan = await ops.plan_launch(
-            self._backend, name, instance_type=type, spot=spot, disk_gb=disk, image=image, az=az, subnet=subnet
-        )
+        plan = await ops.plan_launch(self._backend, name, instance_type=type, spot=spot, disk_gb=disk, image=image, az=az, subnet=subnet)
         inst = Instance(self, await ops.launch(self._backend, plan, wait=wait))
         self._names_at = 0.0
         return inst
@@ -235,17 +231,14 @@ class Cloud:
         spot: bool = False,
         disk: int | None = None,
         image: str | None = None,
-        wait: bool = True,
-        az: str | None = None,
-        subnet: str | None = None,
+        wait: bool = True, az: str | None = None, subnet: str | None = None,
     ) -> Instance:
         """Launch a box called `name` and (unless `wait=False`) wait until SSH answers.
 
         `type` defaults to your configured type (t3.medium), `disk` the root volume in GB
         (default 60 or the image's size, never below it), `image` an AMI id or name (default:
         current Ubuntu LTS); `spot=True`: a persistent spot request, stopped on interruption.
-        `az` / `subnet` pin where it goes (default: each AZ that offers the type in turn,
-        cheapest spot first, until one has capacity; a subnet is needed without a default VPC).
+        `az`/`subnet` pin where it goes (default: each AZ that offers it until one has capacity).
         """
         return self._run(self.alaunch(name, type, spot=spot, disk=disk, image=image, wait=wait, az=az, subnet=subnet))
 

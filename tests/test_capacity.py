@@ -85,7 +85,6 @@ def test_capacity_is_enforced_per_type_and_az(limited: Sandbox) -> None:
 
 def test_bad_capacity_arguments_get_one_line(sandbox: Sandbox) -> None:
     assert "not an Availability Zone" in one_line_error(cloudsh("sandbox", "capacity", TYPE, "us-east-9z", "1"))
-    assert "not an EC2 instance type" in one_line_error(cloudsh("sandbox", "capacity", "c5.huge", "us-east-1a", "1"))
     r = cloudsh("sandbox", "capacity", TYPE, "us-east-1a", "-5")
     assert r.returncode == 2 and "unlimited" in r.stderr
 

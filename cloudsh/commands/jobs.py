@@ -4,15 +4,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
-import urllib.error
-import urllib.request
 from typing import Any
 
 from cloudsh.commands.instances import find_all
 from cloudsh.commands.registry import Context, arg, command
 from cloudsh.commands.views import duration, money, table
-from cloudsh.errors import InvalidState, SandboxError, UsageError
+from cloudsh.errors import InvalidState, UsageError
 from cloudsh.models import HostInfo, Instance, Job, to_jsonable
 
 JOB_COLUMNS = (
@@ -205,7 +202,7 @@ async def job_resume(ctx: Context, a: argparse.Namespace) -> int:
     arg("name", kind="instance"),
 )
 async def sandbox_interrupt(ctx: Context, a: argparse.Namespace) -> int:
-    from cloudsh.sandbox.control import sandbox_status
+    from cloudsh.sandbox.control import sandbox_request
 
     b = ctx.backend
     if not b.sandbox:
@@ -221,27 +218,11 @@ async def sandbox_interrupt(ctx: Context, a: argparse.Namespace) -> int:
         )
     if inst.state != "running":
         raise InvalidState(f"{inst.label} is {inst.state}; only running instances are interrupted", "")
-    state = sandbox_status(b.settings)
-    if state is None or not state.imds_endpoint:
-        raise SandboxError("the sandbox's metadata service is not running", "restart it: `cloudsh sandbox down; cloudsh sandbox up`")
     notice_s = b.settings.sandbox_notice_s
-    body = json.dumps({"instance_id": inst.id, "notice_s": notice_s}).encode()
-    answer = await asyncio.to_thread(_post, f"{state.imds_endpoint}/_sandbox/interrupt", body)
+    doc = {"instance_id": inst.id, "notice_s": notice_s}
+    answer = await asyncio.to_thread(sandbox_request, b.settings, "/_sandbox/interrupt", doc, "the interruption")
     ctx.out.print(
         f"{inst.label}: spot interruption notice ({answer.get('action', 'stop')} at {answer.get('time', '?')}); "
         f"{answer.get('action', 'stop')} in {notice_s:g} s"
     )
     return 0
-
-
-def _post(url: str, body: bytes) -> dict[str, Any]:
-    req = urllib.request.Request(url, data=body, method="POST", headers={"Content-Type": "application/json"})
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    try:
-        with opener.open(req, timeout=10) as r:
-            return dict(json.loads(r.read()))
-    except urllib.error.HTTPError as exc:
-        why = exc.read().decode(errors="replace").strip() or exc.reason
-        raise SandboxError(f"the sandbox refused the interruption: {why}", "") from None
-    except (OSError, ValueError) as exc:
-        raise SandboxError(f"cannot reach the sandbox's metadata service: {exc}", "check `cloudsh sandbox status`") from None

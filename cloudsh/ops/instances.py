@@ -46,8 +46,6 @@ class LaunchPlan:
     root_device: str
     #: Where to try, in order (`placement.places`); a capacity error moves to the next.
     places: tuple[Place, ...] = ()
-    #: What the vCPU quota check found (`placement.check_quota`).
-    quota_note: str = ""
 
 
 async def plan_launch(
@@ -95,14 +93,14 @@ async def plan_launch(
     disk = _root_size(img, disk_gb, backend.settings.default_disk_gb)
     prices = asyncio.ensure_future(backend.pricing.prices([itype.name], strict=False)) if spot and not az and not subnet else None
     try:
-        where, note = await asyncio.gather(
+        where, _ = await asyncio.gather(
             placement.places(backend, itype, spot=spot, az=az, subnet=subnet, prices=prices),
-            placement.check_quota(backend, itype, spot=spot),
+            placement.check_quota(backend, itype, spot=spot, instances=existing),
         )
     finally:
         if prices is not None:
             prices.cancel()
-    return LaunchPlan(name, itype, img.id, img.name, spot, disk, _root_device(img), tuple(where), note)
+    return LaunchPlan(name, itype, img.id, img.name, spot, disk, _root_device(img), tuple(where))
 
 
 def _root_size(img: Image, disk_gb: int | None, default_gb: int) -> int:
@@ -269,6 +267,10 @@ async def start(
         if inst.interrupted:  # EC2 refuses it too (IncorrectSpotRequestState)
             raise InvalidState(f"{inst.label} is {inst.status()}", INTERRUPTED_HINT.format(name=inst.label))
     todo = [i for i in insts if i.state != "running"]
+    stopping = [i for i in todo if i.state == "stopping"]
+    if stopping:  # EC2 starts a box only once it has stopped (IncorrectInstanceState)
+        progress("waiting for " + ", ".join(i.label for i in stopping) + " to stop first")
+        await backend.ec2.wait_state([i.id for i in stopping], {"stopped"}, timeout=backend.settings.wait_timeout_s)
     if todo:
         progress("starting " + ", ".join(i.label for i in todo))
         await backend.ec2.start([i.id for i in todo])

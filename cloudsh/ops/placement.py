@@ -15,11 +15,11 @@ anything is created.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
 from cloudsh.errors import UsageError
-from cloudsh.models import InstanceType, Prices
+from cloudsh.models import Instance, InstanceType, Prices
 from cloudsh.services.backend import Backend
 from cloudsh.services.networks import Subnet, default_vpc, subnets, zones_offering
 from cloudsh.services.quotas import QuotaService, VcpuQuota, family_class
@@ -92,17 +92,23 @@ async def _cheapest_first(zones: list[str], instance_type: str, prices: asyncio.
 
 
 async def check_quota(
-    backend: Backend, itype: InstanceType, *, spot: bool, besides: Collection[str] = ()
+    backend: Backend,
+    itype: InstanceType,
+    *,
+    spot: bool,
+    besides: Collection[str] = (),
+    instances: Sequence[Instance] | None = None,
 ) -> str:
     """Refuse a box of `itype` that would pass its vCPU quota; returns a note for the plan.
 
-    `besides`: instance ids not to count (the box being resized)."""
+    `besides`: instance ids not to count (the box being resized); `instances`: the
+    account's instances when the caller has just listed them."""
     quota = await QuotaService(backend.clients).vcpu_quota(itype.name, spot=spot)
     if quota.limit is None:
         return f"{quota.aws_name} could not be read"
     ec2 = backend.ec2
     others = [
-        i for i in await ec2.list_instances()
+        i for i in (await ec2.list_instances() if instances is None else instances)
         if i.id not in besides and i.state in ("running", "pending")
         and (i.market == "spot") == spot and family_class(i.type) == quota.family_class
     ]

@@ -89,8 +89,10 @@ class CapacityLedger:
                     self._left[key] += n
 
     def subscribe(self, listener: Listener) -> Callable[[], None]:
-        """Call `listener(type, az, left)` whenever capacity for a type and AZ is raised
-        (from the thread that raised it); returns a function that unsubscribes."""
+        """Call `listener(type, az, left)` whenever capacity for a type and AZ is raised,
+        from the thread that raised it: for `cloudsh sandbox capacity`, the daemon's event
+        loop (imds.py serves the control path), so it must not block. A restart it makes
+        should `take` the capacity it uses. Returns a function that unsubscribes."""
         with self._lock:
             self._listeners.append(listener)
 

@@ -55,9 +55,10 @@ def sandbox_env(state: SandboxState) -> dict[str, str]:
     }
 
 
-def sandbox_request(settings: Settings, path: str, doc: dict[str, Any] | None = None) -> Any:
+def sandbox_request(settings: Settings, path: str, doc: dict[str, Any] | None = None, what: str = "it") -> Any:
     """Ask the running daemon through one of its `/_sandbox/...` control paths (imds.py):
-    POST `doc` as JSON, or GET when it is None. Returns the decoded JSON answer."""
+    POST `doc` as JSON, or GET when it is None. Returns the decoded JSON answer; a refusal
+    is a `SandboxError` saying "the sandbox refused {what}: why"."""
     state = sandbox_status(settings)
     if state is None or not state.imds_endpoint:
         raise SandboxError("the sandbox is not running", "start it with `cloudsh sandbox up`")
@@ -72,7 +73,7 @@ def sandbox_request(settings: Settings, path: str, doc: dict[str, Any] | None = 
             return json.loads(r.read())
     except urllib.error.HTTPError as exc:
         why = exc.read().decode(errors="replace").strip() or exc.reason
-        raise SandboxError(f"the sandbox refused it: {why}", "") from None
+        raise SandboxError(f"the sandbox refused {what}: {why}", "") from None
     except (OSError, ValueError) as exc:
         raise SandboxError(f"cannot reach the sandbox daemon: {exc}", "check `cloudsh sandbox status`") from None
 
