@@ -38,27 +38,23 @@ def test_spot_resize_moves_the_box_and_rolls_back_on_failure(sandbox: Sandbox) -
             ok("sandbox", "capacity", "g5.xlarge", old["az"], "-1")
         assert r.returncode == 1 and "Traceback" not in r.stderr
         assert f"rolled back, {name} is as it was" in r.stderr
-        same = by_name(name)
-        assert same is not None and (same["id"], same["type"], same["state"]) == (old["id"], "t3.micro", "running")
+        live = {i["name"]: i for i in ls_json()}
+        assert (live[name]["id"], live[name]["type"], live[name]["state"]) == (old["id"], "t3.micro", "running")
+        assert f"{name}-moving" not in live and not json.loads(ok("images", "--json"))
         assert ok("run", name, "--", "cat /mnt/data/v.txt").strip() == "on-volume"
-        assert not [i for i in ls_json() if i["name"] == f"{name}-moving"]
-        assert not json.loads(ok("images", "--json"))
 
         r = cloudsh("resize", name, "g5.xlarge", "--yes")
         assert r.returncode == 0, r.stderr
         assert "t3.micro spot ($" in r.stderr and "-> g5.xlarge spot ($" in r.stderr  # $/h before and after
-        [new] = [i for i in ls_json() if i["name"] == name]
+        boxes = [i for i in ls_json("--all") if i["name"] == name]
+        [new] = [i for i in boxes if i["state"] != "terminated"]
         assert (new["type"], new["market"], new["state"]) == ("g5.xlarge", "spot", "running")
-        assert new["id"] != old["id"]
-        [gone] = [i for i in ls_json("--all") if i["id"] == old["id"]]
-        assert gone["state"] == "terminated"
+        assert [i["id"] for i in boxes if i["state"] == "terminated"] == [old["id"]]
         assert ok("run", name, "--", "cat ~/home.txt /mnt/data/v.txt").split() == ["kept", "on-volume"]
         vol = {v["name"]: v for v in json.loads(ok("volumes", "--json"))}[data]
         assert vol["attached_to_id"] == new["id"]
         assert not json.loads(ok("images", "--json"))  # the move's image is gone too
     finally:
+        cloudsh("volume", "detach", data)
         cloudsh("terminate", name, "--yes")
-        for v in json.loads(ok("volumes", "--json")):
-            if v["name"] == data:
-                cloudsh("volume", "detach", data)
-                cloudsh("volume", "delete", data, "--yes")
+        cloudsh("volume", "delete", data, "--yes")
