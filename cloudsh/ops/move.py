@@ -9,11 +9,12 @@ The steps, each undone in reverse if a later one fails, so the old box is left a
    notice), so the image holds their checkpoints;
 2. an image of its disk (without a reboot: the jobs are paused and their writes synced);
 3. a new box of that image, of the new type and market, in the old box's AZ if it has
-   volumes (else where EC2 has capacity), named NAME-moving until the move is done; the image carries the jobs and
-   the crontab line that resumes them (with CLOUDSH_RESUME=1) when the new box boots;
+   volumes (else where EC2 has capacity), named NAME-moving until the move is done; the
+   image carries the jobs and the crontab line that resumes them (with CLOUDSH_RESUME=1)
+   when the new box boots;
 4. data volumes move: unmounted and detached from the old box, attached to the new one and
    mounted where they were;
-5. the jobs' tags move to the new box.
+5. the old box's tags (its jobs' records among them) are copied to the new box.
 
 Then, and only once the new box has answered SSH, the old box is terminated (its spot
 request cancelled first), the new box takes the name, and the image is deleted.
@@ -142,9 +143,12 @@ async def move(backend: Backend, plan: MovePlan, *, progress: Progress = quiet) 
         new = await _launch(backend, plan, image[0], undo, progress)
         for vol in plan.volumes:
             await _move_volume(backend, vol, old, new, undo, progress)
-        tags = {k: v for k, v in old.tags.items() if k.startswith(JOB_TAG_PREFIX)}
-        if tags:
+        # cloudsh's records (jobs, settings) and the user's own tags go along; EC2's own
+        # (`aws:`) cannot be set, and the name comes last.
+        tags = {k: v for k, v in old.tags.items() if k != "Name" and not k.startswith("aws:")}
+        if job_tags(old):
             progress(f"moving job records {', '.join(sorted(job_tags(old)))} to the new box")
+        if tags:
             await ec2.set_tags([new.id], tags)
     except BaseException as exc:
         await _roll_back(undo, progress)
@@ -155,11 +159,16 @@ async def move(backend: Backend, plan: MovePlan, *, progress: Progress = quiet) 
             ) from None
         raise
     # The new box answers SSH: the old one can go.
-    if tags:
+    # A job is found by its tag: only the new box may hold it.
+    moved = [k for k in tags if k.startswith(JOB_TAG_PREFIX)]
+    if moved:
         with contextlib.suppress(CloudshError):
-            await ec2.call("delete_tags", Resources=[old.id], Tags=[{"Key": k} for k in tags])
+            await ec2.call("delete_tags", Resources=[old.id], Tags=[{"Key": k} for k in moved])
     await terminate(backend, [old], wait=True, by_id=[old.id], progress=progress)
-    await ec2.set_tags([new.id], {"Name": old.name} if old.name else {})
+    if old.name:
+        await ec2.set_tags([new.id], {"Name": old.name})
+    else:
+        await ec2.call("delete_tags", Resources=[new.id], Tags=[{"Key": "Name"}])
     with contextlib.suppress(CloudshError):
         await _drop_image(backend, image)
     [done] = await ec2.list_instances(ids=[new.id])

@@ -283,9 +283,9 @@ def restarted_under_jobs(insts: Sequence[Instance]) -> list[Instance]:
 
 async def catch_up(backend: Backend, insts: Sequence[Instance], *, progress: Progress = quiet) -> list[SyncResult]:
     """What `start` does for the boxes it starts, for boxes restarted with no laptop
-    (`restarted_under_jobs`): bring their results home. Jobs that are over are recorded
-    in their tags, so a box needs no more catching up once none of its jobs can write. Never raises: a box that
-    does not answer is said through `progress` and tried again the next time."""
+    (`restarted_under_jobs`): bring their results home. Jobs that are over are recorded in
+    their tags, so a box needs no more catching up once none of its jobs can write. Never
+    raises: a box that does not answer is said through `progress` and tried next time."""
     boxes = restarted_under_jobs(insts)
     if not boxes:
         return []
