@@ -74,7 +74,7 @@ def test_capacity_is_enforced_per_type_and_az(limited: Sandbox) -> None:
 
     # Starting a stopped box needs capacity too.
     limited.past_window(made_at)
-    ec2.stop_instances(InstanceIds=[made["InstanceId"]])
+    limited.stop(made["InstanceId"])
     with pytest.raises(botocore.exceptions.ClientError) as err:
         ec2.start_instances(InstanceIds=[made["InstanceId"]])
     assert err.value.response["Error"]["Code"] == "InsufficientInstanceCapacity"
