@@ -8,12 +8,11 @@
     with box.tunnel(8888) as t:     # t.url -> http://localhost:8888/
         ...
 
-The verbs of the command language are methods: on `Cloud` taking a NAME (as on the
-command line) and on `Instance` acting on that box. Every method is synchronous for
-scripts and has an `a`-prefixed async twin (`await cloud.alaunch(...)`) for code that
-runs its own event loop. The sync methods run on one private event loop in a
-background thread, so they also work inside IPython or Jupyter and reuse SSH
-connections across calls. Every error is a `cloudsh.errors.CloudshError`.
+The verbs of the command language are methods: on `Cloud` taking a NAME (as on the command
+line) and on `Instance` acting on that box. Every method is synchronous for scripts and has
+an `a`-prefixed async twin (`await cloud.alaunch(...)`) for code that runs its own event
+loop. The sync methods run on one private event loop in a background thread, so they work
+in IPython or Jupyter and reuse SSH connections. Errors are `cloudsh.errors.CloudshError`s.
 """
 
 from __future__ import annotations
@@ -270,8 +269,7 @@ class Cloud:
         return await (await self.ainstance(name)).aresize(type, go_back=go_back)
 
     def resize(self, name: str, type: str, *, go_back: bool = False) -> Instance:
-        """Change a box's type ("add a GPU"): the NVIDIA driver if missing, stop, change, start; see
-        `Instance.resize` for `go_back`."""
+        """Change a box's type ("add a GPU"); see `Instance.resize`."""
         return self._run(self.aresize(name, type, go_back=go_back))
 
     async def arun(self, name: str, command: str, *, timeout: float | None = None) -> CommandResult:
@@ -318,11 +316,9 @@ class Cloud:
         return Table(found.rows, cols, note=found.note)
 
     def prices(self, *, gpu: bool = False, family: str | Sequence[str] | None = None) -> Table:
-        """Instance types with vCPUs, memory, GPUs, on-demand and current spot $/h.
-
-        `gpu=True` keeps GPU types only; `family="g5"` (or a list) picks families.
-        Rows are dicts (`type`, `gpus`, `on_demand`, `spot`, …, `note`: why a price is None).
-        """
+        """Instance types with vCPUs, memory, GPUs, on-demand and current spot $/h. `gpu=True`
+        keeps GPU types only; `family="g5"` (or a list) picks families. Rows are dicts
+        (`type`, `gpus`, `on_demand`, `spot`, …, `note`: why a price is None)."""
         return self._run(self.aprices(gpu=gpu, family=family))
 
     async def aprice(self, type: str) -> Price:
@@ -406,7 +402,7 @@ class Instance:
         r = self.record
         ip = f" {r.public_ip}" if r.public_ip else ""
         whose = "" if r.managed else f" (not cloudsh's: {r.owner or 'owner unknown'})"
-        return f"<Instance {r.label} {r.id} {r.type} {r.market} {r.state}{ip}{whose}>"
+        return f"<Instance {r.label} {r.id} {r.type} {r.market} {r.status()}{ip}{whose}>"
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Instance) and other.record.id == self.record.id
@@ -555,7 +551,7 @@ class Instance:
         self._run(self.aterminate())
 
     async def aresize(self, type: str, *, go_back: bool = False) -> Instance:
-        from cloudsh.ops import instances as ops
+        from cloudsh.ops import move as ops
 
         async def back(_: CloudshError) -> bool:
             return go_back
@@ -566,12 +562,10 @@ class Instance:
         return self
 
     def resize(self, type: str, *, go_back: bool = False) -> Instance:
-        """Change the instance type ("add a GPU"); a running box is stopped and restarted,
-        with the NVIDIA driver installed first if the new type's GPU needs one it lacks.
-
-        If AWS has no capacity for the new type when the box starts again, a
-        `CapacityError` leaves it stopped as the new type; with `go_back=True` it is
-        changed back to its old type and started instead (check `.type`)."""
+        """Change the instance type ("add a GPU"): a running box is stopped and restarted, the
+        NVIDIA driver installed first if its new GPU needs one; a spot box moves to a new box.
+        No capacity at the restart: a `CapacityError` leaves it stopped; `go_back=True`
+        returns to the old type (see `.type`)."""
         return self._run(self.aresize(type, go_back=go_back))
 
     # -- images and volumes (ops/images.py, ops/volumes.py) ---------------------------

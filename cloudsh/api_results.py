@@ -34,6 +34,10 @@ class Listed(Protocol):
     @property
     def label(self) -> str: ...
 
+    def status(self) -> str:
+        """The state as a person reads it (e.g. why an interrupted spot box waits)."""
+        ...
+
 
 class Table(list[dict[str, Any]]):
     """Records (plain dicts) that print as an aligned table."""
@@ -71,7 +75,7 @@ class InstanceList(list[L]):
             return "(no instances)"
         rows = [
             {"name": (i.name or "-") + ("" if i.managed else "*"), "id": i.id, "type": i.type,
-             "state": i.state, "market": i.market, "ip": i.public_ip or "-"}
+             "state": i.status(), "market": i.market, "ip": i.public_ip or "-"}
             for i in self
         ]
         cols = [("name", "NAME"), ("id", "ID"), ("type", "TYPE"), ("state", "STATE"), ("market", "MARKET"),

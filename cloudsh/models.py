@@ -12,6 +12,15 @@ from datetime import UTC, datetime
 from typing import Any
 
 #: States in which an instance still "exists" for name resolution.
+#: EC2's state reason for a spot box stopped by an interruption ("Find interrupted Spot
+#: Instances", https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/finding-an-interrupted-Spot-Instance.html).
+SPOT_INTERRUPTED = "Server.SpotInstanceShutdown"
+INTERRUPTED_STATUS = "interrupted: EC2 restarts it when capacity returns"
+#: What a user can do about an interrupted box (`.format(name=...)`).
+INTERRUPTED_HINT = (
+    "wait (EC2 starts it when capacity returns and its jobs resume by themselves), or "
+    "`cloudsh relaunch {name} [--spot|--on-demand]` for a new box from its disk now"
+)
 LIVE_STATES = frozenset({"pending", "running", "stopping", "stopped", "shutting-down"})
 
 #: The tag cloudsh puts on everything it creates. A box without it was launched some other
@@ -93,6 +102,26 @@ class Instance:
     security_groups: tuple[str, ...] = ()
     #: The volume mapped at its root device: the disk it boots from.
     root_volume: str | None = None
+    #: EC2's code for why the box is in its state (`StateReason`), e.g. `Server.SpotInstanceShutdown`.
+    state_reason: str = ""
+    #: When it entered that state, where EC2 says (the time in `StateTransitionReason`).
+    state_since: datetime | None = None
+
+    @property
+    def interrupted(self) -> bool:
+        """A spot box stopped by an interruption: only EC2 starts it again, when capacity
+        returns (EC2's state reason says so; nothing is remembered on this machine)."""
+        return self.market == "spot" and self.state == "stopped" and self.state_reason == SPOT_INTERRUPTED
+
+    def status(self, now: datetime | None = None) -> str:
+        """The state as a person should read it: EC2's, or why an interrupted box waits."""
+        if not self.interrupted:
+            return self.state
+        waited = ""
+        if self.state_since is not None:
+            s = int(max(0.0, ((now or datetime.now(UTC)) - self.state_since).total_seconds()))
+            waited = f" (waiting {s // 3600}h{s % 3600 // 60:02d}m)" if s >= 3600 else f" (waiting {s // 60}m{s % 60:02d}s)"
+        return INTERRUPTED_STATUS + waited
 
     @property
     def label(self) -> str:

@@ -114,6 +114,7 @@ class Shell:
     async def _refresh(self) -> None:
         from cloudsh.commands.complete import build_index
         from cloudsh.commands.views import burn_rate
+        from cloudsh.ops.jobs import catch_up
         from cloudsh.ops.queries import listing
 
         try:
@@ -127,9 +128,11 @@ class Shell:
             insts = await backend.ec2.list_instances()
         except CloudshError:
             insts = None  # the index still lists the other kinds; no burn rate this time
-        index, records = await asyncio.gather(
+        index, records, _ = await asyncio.gather(
             build_index(backend, insts),
             listing(backend, instances=insts) if insts is not None else asyncio.sleep(0),  # None
+            # Boxes EC2 restarted under a job: their results come home.
+            catch_up(backend, insts or []),
             return_exceptions=True,
         )
         if isinstance(index, CompletionIndex):

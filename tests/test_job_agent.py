@@ -92,6 +92,11 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, imds: Metadata) -> Pat
     monkeypatch.setattr(agent, "HOME", str(tmp_path))
     monkeypatch.setattr(agent, "JOBS", str(tmp_path / ".cloudsh" / "jobs"))
     monkeypatch.setattr(agent, "IMDS", imds.url)
+    # This machine's own crontab is never touched: a stand-in keeps it in the temporary home.
+    crontab = tmp_path / "crontab"
+    crontab.write_text(f'#!/bin/sh\nf="{tmp_path}/.crontab"\nif [ "$1" = -l ]; then cat "$f"; else cat > "$f"; fi\n')
+    crontab.chmod(0o755)
+    monkeypatch.setattr(agent, "CRONTAB", str(crontab))
     return tmp_path
 
 
@@ -256,3 +261,22 @@ def test_main_prints_json(home: Path, capsys: pytest.CaptureFixture[str]) -> Non
     assert json.loads(capsys.readouterr().out) == {"j-2": {"state": "missing"}}
     assert agent.main(["bogus"]) == 2 and "unknown command bogus" in capsys.readouterr().err
     assert agent.main([]) == 2
+
+
+def test_a_paused_job_resumes_at_boot(home: Path) -> None:
+    _job(home, "move-1", "#!/bin/bash\ntrap 'echo paused marker=$(wc -l < \"$CLOUDSH_INTERRUPT_FILE\"); exit 143' TERM\n"
+         "echo run resume=${CLOUDSH_RESUME:-0}\nwhile true; do sleep 0.05 & wait $!; done\n")
+    _job(home, "done-1", "#!/bin/sh\necho once\n")
+    assert agent.start("done-1", json.dumps({"script": "run.sh"}), resume=False)["ok"]
+    # A new job puts the line that resumes jobs at boot in the crontab, once.
+    assert agent.start("move-1", json.dumps({"script": "run.sh"}), resume=False)["ok"]
+    assert (home / ".crontab").read_text().splitlines() == [agent.BOOT_LINE]
+    _wait(lambda: agent.status("done-1")["state"] == "finished", "the short job to finish")
+    paused = agent.stop("move-1", 10, pause=True)
+    assert paused["state"] == "interrupted" and paused["exit"] == 143
+    assert "paused marker=1" in _text(home / ".cloudsh/jobs/move-1/log")
+    # At boot only the interrupted job runs again, with CLOUDSH_RESUME=1.
+    assert agent.main(["boot"]) == 0
+    _wait(lambda: "resume=1" in _text(home / ".cloudsh/jobs/move-1/log"), "the resumed run")
+    assert agent.status("move-1")["runs"] == 2 and agent.status("done-1")["runs"] == 1
+    assert agent.stop("move-1", 10)["state"] == "stopped"

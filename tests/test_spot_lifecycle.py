@@ -1,5 +1,5 @@
-"""Spot boxes stop instead of dying; terminate cancels the spot request first and says
-what it will destroy."""
+"""Spot boxes stop instead of dying, wait for EC2 to restart them (or are relaunched from
+their disk); terminate cancels the spot request first and says what it will destroy."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import uuid
 from cloudsh.config import Settings
 from cloudsh.ops.preview import terminate_preview
 from cloudsh.root import connect
-from tests.cli import by_name, cloudsh, ok
+from tests.cli import by_name, cloudsh, ls_json, ok, one_line_error
 from tests.sandbox_fixture import Sandbox
 
 
@@ -36,11 +36,24 @@ async def test_spot_box_survives_interruption_and_terminate_cancels_its_request(
     assert req["InstanceInterruptionBehavior"] == "stop"
 
     # An interruption stops the box (persistent request, behaviour stop); its disk stays.
+    # Only EC2 may start it again; `relaunch` makes a new box of its disk now.
     ok("run", name, "--", "echo still-here > ~/progress.txt")
     ok("sandbox", "interrupt", name, env={"CLOUDSH_SANDBOX_NOTICE_S": "0.5"})
     _wait_state(name, "stopped")
-    ok("start", name)
+    [req] = sandbox.ec2().describe_spot_instance_requests(SpotInstanceRequestIds=[request_id])["SpotInstanceRequests"]
+    assert (req["State"], req["Status"]["Code"]) == ("disabled", "instance-stopped-no-capacity")
+    r = cloudsh("start", name)
+    assert r.returncode == 1 and f"relaunch {name}" in one_line_error(r)
+    # The interruption took t3.micro's capacity in its AZ: the new box goes where there is some.
+    try:
+        ok("relaunch", name, "--yes")
+    finally:
+        ok("sandbox", "capacity", "t3.micro", str(rec["az"]), "-1")
+    [old] = [i for i in ls_json("--all") if i["id"] == rec["id"]]
+    rec = by_name(name)
+    assert old["state"] == "terminated" and rec is not None and rec["id"] != old["id"] and rec["market"] == "spot"
     assert ok("run", name, "--", "cat progress.txt").strip() == "still-here"
+    request_id = str(rec["spot_request_id"])
 
     # The terminate preview: the root disk dies, a data volume is kept, the spot
     # request is cancelled, and how old the latest backup is.

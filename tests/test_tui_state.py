@@ -131,3 +131,23 @@ def test_the_completion_index_comes_from_what_the_panes_hold() -> None:
     assert s.changing() and s.names() == {"i-1": "dev", "i-2": "eval"}
     s.forget_listing()
     assert s.index.instances == () and s.index.volumes == ("data", "vol-1")
+
+
+def test_an_interrupted_spot_box_says_why_it_waits() -> None:
+    from dataclasses import replace
+    from datetime import UTC, datetime, timedelta
+
+    from cloudsh.models import Instance
+    from cloudsh.ops.records import instance_record
+
+    now = datetime.now(UTC)
+    inst = Instance("i-9", "sp", "t3.micro", "stopped", market="spot", state_reason="Server.SpotInstanceShutdown",
+                    state_since=now - timedelta(minutes=12))
+    rec = instance_record(inst, {}, {}, now)
+    assert rec["state"] == "stopped" and rec["interrupted"]
+    assert rec["status"] == "interrupted: EC2 restarts it when capacity returns (waiting 12m00s)"
+    row = InstanceRow.from_record(rec)
+    assert row.interrupted and row.status == rec["status"]
+    # Stopped by its user, or on-demand: plainly stopped.
+    for other in (replace(inst, state_reason="Client.UserInitiatedShutdown"), replace(inst, market="on-demand")):
+        assert (instance_record(other, {}, {}, now)["status"], other.interrupted) == ("stopped", False)

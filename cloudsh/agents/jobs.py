@@ -7,12 +7,17 @@ Copied by cloudsh to `~/.cloudsh/jobs/agent.py` on the box and run there with th
 
     status [ID...]              every job's state (state.json plus the log's last lines)
     start ID [--spec JSON] [--resume]
-                                start the supervisor detached (setsid) and wait for it
+                                start the supervisor detached (setsid) and wait for it;
+                                a new job also gets the crontab's `@reboot` line for `boot`
+    boot                        (at each boot, from cron) resume the jobs an interruption
+                                stopped, with CLOUDSH_RESUME=1: no laptop needed
     supervise ID [--resume]     (the detached supervisor itself) run the script, poll the
                                 spot interruption notice, record the end
     list DIR                    files under DIR not held open for writing, for the copy home
     logs ID [--follow]          the job's output (followed until the supervisor exits)
-    stop ID [--wait S]          SIGTERM the script's process group, wait for the end
+    stop ID [--wait S] [--pause]
+                                SIGTERM the script's process group, wait for the end;
+                                `--pause` records it as interrupted (resumed at next boot)
 
 Each job lives in `~/.cloudsh/jobs/<id>/`: the script, `job.json` (what to run),
 `log`, `state.json` (running / finished / interrupted / stopped, exit status, times).
@@ -42,6 +47,9 @@ IMDS = os.environ.get("CLOUDSH_IMDS_ENDPOINT", "http://169.254.169.254").rstrip(
 OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never via a proxy
 #: Directories the copy home leaves alone (rsync's partial files).
 PARTIAL_DIR = ".cloudsh-partial"
+#: The crontab line that resumes interrupted jobs when the box boots again.
+BOOT_LINE = '@reboot python3 "$HOME/.cloudsh/jobs/agent.py" boot >/dev/null 2>&1'
+CRONTAB = "crontab"
 
 if TYPE_CHECKING:  # a runtime alias would need Python 3.9; boxes may have 3.8
     State = dict[str, Any]
@@ -199,7 +207,8 @@ def supervise(jid: str, resume: bool) -> None:
     prev = read_json(os.path.join(d, "state.json"), {}) or {}
     marker = os.path.join(d, "interrupted")
     stop_file = os.path.join(d, "stop-requested")
-    for name in (marker, stop_file):
+    pause_file = os.path.join(d, "pause-requested")
+    for name in (marker, stop_file, pause_file):
         with contextlib.suppress(FileNotFoundError):
             os.unlink(name)
     log = open(os.path.join(d, "log"), "ab")  # noqa: SIM115 (held for the child's lifetime)
@@ -244,6 +253,9 @@ def supervise(jid: str, resume: bool) -> None:
                 os.sync()
         time.sleep(0.1)
     os.sync()
+    if not interrupted and os.path.exists(pause_file):
+        interrupted = True
+        state = dict(state, state="interrupted", noticed=time.time())
     write_json(sp, end_state(state, child.returncode, interrupted, os.path.exists(stop_file)))
     log.close()
 
@@ -274,6 +286,7 @@ def start(jid: str, spec_text: str | None, resume: bool) -> State:
         refused = prepare(jid, json.loads(spec_text))
         if refused is not None:
             return refused
+        ensure_boot_hook()
     spec = read_json(os.path.join(d, "job.json"))
     if spec is None:
         return {"ok": False, "error": f"job {jid} has no files on this box",
@@ -295,12 +308,38 @@ def start(jid: str, spec_text: str | None, resume: bool) -> State:
     return {"ok": False, "error": "the job supervisor did not start", "hint": f"see ~/.cloudsh/jobs/{jid}/log"}
 
 
-def stop(jid: str, wait_s: float) -> State:
+def ensure_boot_hook() -> None:
+    """Put `BOOT_LINE` in the user's crontab (once), so a box restarted by EC2 after an
+    interruption resumes its jobs by itself. Without cron the jobs wait for `job resume`."""
+    try:
+        now = subprocess.run([CRONTAB, "-l"], capture_output=True, text=True, timeout=10)
+        lines = now.stdout.splitlines() if now.returncode == 0 else []
+        if BOOT_LINE not in lines:
+            subprocess.run([CRONTAB, "-"], input="\n".join([*lines, BOOT_LINE]) + "\n",
+                           capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        pass
+
+
+def boot() -> State:
+    """Resume, with CLOUDSH_RESUME=1, every job an interruption (or a move) stopped."""
+    resumed = {}
+    for jid in all_ids():
+        st = read_json(os.path.join(jobdir(jid), "state.json"), {}) or {}
+        if st.get("state") == "interrupted" and os.path.exists(os.path.join(jobdir(jid), "job.json")):
+            resumed[jid] = bool(start(jid, None, True).get("ok"))
+    return resumed
+
+
+def stop(jid: str, wait_s: float, pause: bool = False) -> State:
     d = jobdir(jid)
     st = read_json(os.path.join(d, "state.json"), {}) or {}
     if st.get("state") != "running" or not is_supervisor(st.get("pid"), jid):
         return status(jid)
-    open(os.path.join(d, "stop-requested"), "w").close()
+    if pause:  # the script sees the same marker as for a spot notice
+        with open(os.path.join(d, "interrupted"), "w") as f:
+            f.write(json.dumps({"action": "move", "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}) + "\n")
+    open(os.path.join(d, "pause-requested" if pause else "stop-requested"), "w").close()
     with contextlib.suppress(ProcessLookupError, KeyError, ValueError):
         os.killpg(int(st["child"]), signal.SIGTERM)
     deadline = time.monotonic() + wait_s
@@ -394,7 +433,7 @@ def _option(args: list[str], name: str) -> str | None:
 
 def main(argv: list[str]) -> int:
     if not argv:
-        print("usage: agent.py status|start|supervise|list|logs|stop|archive ...", file=sys.stderr)
+        print("usage: agent.py status|start|boot|supervise|list|logs|stop|archive ...", file=sys.stderr)
         return 2
     cmd, args = argv[0], argv[1:]
     answer: Any
@@ -416,7 +455,9 @@ def main(argv: list[str]) -> int:
     elif cmd == "list":
         answer = listing(args[0])
     elif cmd == "stop":
-        answer = stop(args[0], float(_option(args, "--wait") or 15.0))
+        answer = stop(args[0], float(_option(args, "--wait") or 15.0), "--pause" in args)
+    elif cmd == "boot":
+        answer = boot()
     else:
         print(f"unknown command {cmd}", file=sys.stderr)
         return 2

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from cloudsh.commands.registry import Context, arg, command, gigabytes
 from cloudsh.commands.views import (
@@ -17,7 +18,10 @@ from cloudsh.commands.views import (
     table,
 )
 from cloudsh.errors import CapacityError, UsageError
-from cloudsh.models import Instance
+from cloudsh.models import INTERRUPTED_HINT, Instance
+
+if TYPE_CHECKING:
+    from cloudsh.ops.move import MovePlan
 
 
 async def find_all(
@@ -51,9 +55,13 @@ async def find_all(
     aliases=("list", "instances"),
 )
 async def ls(ctx: Context, a: argparse.Namespace) -> int:
+    from cloudsh.ops.jobs import catch_up
     from cloudsh.ops.queries import listing
 
-    records = await listing(ctx.backend, include_terminated=a.all)
+    insts = await ctx.backend.ec2.list_instances(include_terminated=a.all)
+    records = await listing(ctx.backend, instances=insts)
+    # Boxes EC2 restarted under a job: their results come home now (on stderr, so `--json` stays clean).
+    await catch_up(ctx.backend, insts, progress=ctx.out.info)
     if a.json:
         ctx.out.json(records)
         return 0
@@ -67,6 +75,9 @@ async def ls(ctx: Context, a: argparse.Namespace) -> int:
     ctx.out.info(f"{len(running)} running, burning {money(burn_rate(records))}")
     if strangers:
         ctx.out.info(FOREIGN_NOTE)
+    for r in records:
+        if r.get("interrupted"):
+            ctx.out.info(f"{r['name'] or r['id']}: {INTERRUPTED_HINT.format(name=r['name'] or r['id'])}")
     return 0
 
 
@@ -147,17 +158,19 @@ async def terminate(ctx: Context, a: argparse.Namespace) -> int:
 @command(
     "resize",
     "Change an instance's type (\"add a GPU\"): install the NVIDIA driver if missing, stop if running, "
-    "change, start again.",
+    "change, start again.\nA spot box moves to a new box of the new type (EC2 cannot change a spot box's type).",
     arg("name", kind="instance"),
     arg("type", kind="type", metavar="TYPE"),
     destructive=True,
     aliases=("add-gpu",),
 )
 async def resize(ctx: Context, a: argparse.Namespace) -> int:
-    from cloudsh.ops import instances as ops
+    from cloudsh.ops import move as ops
 
     [inst] = await find_all(ctx, [a.name], "resize", destructive=True)
     plan = await ops.plan_resize(ctx.backend, inst, a.type, by_id=[a.name])
+    if isinstance(plan, ops.MovePlan):
+        return await _move(ctx, plan, a.yes)
     if inst.state == "running" and a.yes:
         ctx.out.info(plan.describe())  # the $/h before and after, even unasked
     if inst.state == "running":
@@ -176,4 +189,35 @@ async def resize(ctx: Context, a: argparse.Namespace) -> int:
 
     inst = await ops.resize(ctx.backend, plan, go_back=go_back, progress=ctx.out.info)
     ctx.out.print(f"{inst.label} {inst.type} {inst.state}")
+    return 0
+
+
+@command(
+    "relaunch",
+    "A new box from an image of this one's disk: same name, volumes and jobs, now.\n"
+    "For a spot box waiting after an interruption; the old box is terminated once the new one answers SSH.",
+    arg("name", kind="instance"),
+    arg("--spot", flag=True, help="the new box runs as spot (default: as the old one did)"),
+    arg("--on-demand", flag=True, help="the new box runs on-demand"),
+    arg("--type", "-t", kind="type", help="the new box's type (default: the old one's)"),
+    destructive=True,
+)
+async def relaunch(ctx: Context, a: argparse.Namespace) -> int:
+    from cloudsh.ops import move as ops
+
+    if a.spot and a.on_demand:
+        raise UsageError("--spot and --on-demand contradict each other", "pick one")
+    [inst] = await find_all(ctx, [a.name], "relaunch", destructive=True)
+    spot = True if a.spot else False if a.on_demand else None
+    plan = await ops.plan_move(ctx.backend, inst, "relaunch", new_type=a.type, spot=spot, by_id=[a.name])
+    return await _move(ctx, plan, a.yes)
+
+
+async def _move(ctx: Context, plan: MovePlan, yes: bool) -> int:
+    from cloudsh.ops import move as ops
+
+    ctx.out.info(plan.describe())
+    await ctx.confirmed("Go ahead?", yes=yes, what=f"{plan.verb} {plan.instance.label}")
+    inst = await ops.move(ctx.backend, plan, progress=ctx.out.info)
+    ctx.out.print(f"{inst.label} {inst.id} {inst.type} {inst.market} {inst.state}")
     return 0

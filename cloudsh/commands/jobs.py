@@ -115,6 +115,7 @@ async def script(ctx: Context, a: argparse.Namespace) -> int:
 async def jobs(ctx: Context, a: argparse.Namespace) -> int:
     from cloudsh.ops import jobs as ops
 
+    await ops.catch_up(ctx.backend, await ctx.backend.ec2.list_instances(), progress=ctx.out.info)
     found = await ops.list_jobs(ctx.backend)
     if a.json:
         ctx.out.json([to_jsonable(j) for j in found])

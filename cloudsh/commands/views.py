@@ -76,7 +76,7 @@ def instance_row(rec: Mapping[str, Any]) -> dict[str, str]:
         "type": rec["type"],
         "gpus": rec["gpus"] or "-",
         "image": rec.get("image_family") or "-",
-        "state": rec["state"],
+        "state": rec.get("status") or rec["state"],
         "market": rec["market"],
         "price": money(rec["price_per_hour"], ""),
         "uptime": duration(rec["uptime_s"]),

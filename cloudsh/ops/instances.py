@@ -14,6 +14,7 @@ from dataclasses import dataclass, replace
 
 from cloudsh.errors import CapacityError, CloudshError, InvalidState, UsageError
 from cloudsh.models import (
+    INTERRUPTED_HINT,
     TAG_IMAGE_FAMILY,
     Image,
     Instance,
@@ -283,6 +284,8 @@ async def start(
     for inst in insts:
         if inst.state in ("terminated", "shutting-down"):
             raise InvalidState(f"{inst.label} is {inst.state}", "launch a new one with `cloudsh launch`")
+        if inst.interrupted:  # EC2 refuses it too (IncorrectSpotRequestState)
+            raise InvalidState(f"{inst.label} is {inst.status()}", INTERRUPTED_HINT.format(name=inst.label))
     todo = [i for i in insts if i.state != "running"]
     states: dict[str, str] = {}
     stopping = [i for i in todo if i.state == "stopping"]

@@ -32,6 +32,9 @@ def instance_record(
         "id": inst.id,
         "type": inst.type,
         "state": inst.state,
+        # The state as a person reads it: EC2's, or why an interrupted spot box waits.
+        "status": inst.status(now),
+        "interrupted": inst.interrupted,
         "market": inst.market,
         "public_ip": inst.public_ip,
         "gpus": t.gpus if t else "",

@@ -9,6 +9,7 @@ mounted by filesystem UUID with `nofail`, so a missing volume never blocks a boo
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
 import shlex
@@ -36,6 +37,9 @@ from cloudsh.ops.poll import wait_for_state
 from cloudsh.ops.reach import host_for
 from cloudsh.services.backend import Backend
 from cloudsh.services.ec2 import closest
+
+#: Where cloudsh last mounted a volume (`attach`), so a box that takes it over mounts it there too.
+TAG_MOUNT = "cloudsh:mount"
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 
@@ -340,7 +344,19 @@ async def attach(
             f"{_volume_label(vol)} is attached as {path} but mounting it on {mount} failed: {err.strip()}",
             f"fix it on the box, or `cloudsh volume detach {_volume_label(vol)}`",
         )
+    with contextlib.suppress(CloudshError):  # a box that takes the volume over mounts it there too
+        await ec2.set_tags([vol.id], {TAG_MOUNT: mount})
     return Attached(vol, path, mount, fmt, uuid)
+
+
+async def mount_point(backend: Backend, vol: Volume) -> str | None:
+    """Where the volume is mounted on its running box, else where cloudsh last mounted it."""
+    if vol.attached_to:
+        inst = await backend.ec2.get_instance(vol.attached_to)
+        if inst.state == "running":
+            dev = await _find_device(backend, await host_for(backend, inst), vol, timeout=5)
+            return str(dev["mountpoint"]) if dev.get("mountpoint") else None
+    return vol.tags.get(TAG_MOUNT) or None
 
 
 _BUSY = (

@@ -25,6 +25,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from cloudsh.sandbox import spot
 from cloudsh.sandbox.capacity import CapacityLedger
 from cloudsh.sandbox.state import REGION, SandboxInstance, SandboxState, write_state
 from cloudsh.sandbox.timing import Timing
@@ -88,6 +89,8 @@ class Daemon:
         self.firewall: Any = None  # firewall.Firewall: who may reach the boxes' SSH servers
         #: How many more instances may start per type and AZ; `subscribe` to hear of a raise.
         self.capacity = CapacityLedger()
+        # EC2 restarts interrupted spot boxes itself once capacity for them returns.
+        self.capacity.subscribe(self._capacity_raised)
         self.quotas: dict[str, tuple[str, float]] = {}  # quota code -> (name, vCPUs), set with moto
         self.no_default_vpc = False  # CLOUDSH_SANDBOX_NO_DEFAULT_VPC (vpcs.py)
         self.timing = Timing()  # CLOUDSH_SANDBOX_TIMING (timing.py)
@@ -331,6 +334,7 @@ class Daemon:
             self.host_keys[iid] = box.host_key_line()
             self.ssh_up_at[iid] = time.monotonic()
             log.info("%s: ssh on %s:%d", iid, address, port)
+            await box.run_at_boot()
             self._publish()
         except asyncio.CancelledError:
             raise
@@ -371,6 +375,10 @@ class Daemon:
         behaviour = self.app.spot_behaviour.get(getattr(inst, "client_token", None) or "", "terminate")
         return str(behaviour), ""
 
+    def _capacity_raised(self, itype: str, az: str, left: int | None) -> None:
+        """Capacity for `itype` in `az` came back: EC2 restarts the boxes waiting for it."""
+        spot.restart_due(self.ec2_backend(), lambda t, z: self.capacity.take({(t, z): 1}) is None)
+
     async def _interrupt(self, iid: str, action: str) -> None:
         inst = self._snapshot().get(iid)
         if inst is not None and str(inst.state) == "running":
@@ -381,6 +389,9 @@ class Daemon:
             else:
                 await asyncio.to_thread(backend.stop_instances, [iid])
                 self._lifecycle("StopInstances", [iid])
+                # EC2 took the capacity back: the box waits until there is some again.
+                spot.mark_interrupted(backend, inst)
+                self.capacity.set(str(inst.instance_type), str(inst.placement.zone), 0)
             log.info("%s: interrupted (%s)", iid, action)
         if self.imds is not None:
             self.imds.forget(iid)

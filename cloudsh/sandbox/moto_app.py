@@ -16,6 +16,8 @@ goes to moto untouched. What it changes:
   botocore fills the token in and its retries rely on it); moto makes a second volume.
 - Tags beyond EC2's limits (50 per resource, keys 128 and values 256 characters) fail
   as EC2 fails them (`tags.py`).
+- Spot boxes: `StartInstances` of one stopped by an interruption and `ModifyInstanceAttribute`
+  of a spot box's type fail as on EC2; `StartInstances` sets `LaunchTime` (`spot.py`).
 - `GetConsoleOutput` has no output until cloud-init has printed the host-key block
   (`CLOUDSH_SANDBOX_CONSOLE_S` after the box's SSH server is up), then that block, as
   Ubuntu on EC2 does, so a first host key is checked the same way everywhere.
@@ -33,7 +35,7 @@ from urllib.parse import urlencode
 from xml.etree import ElementTree
 from xml.sax.saxutils import escape
 
-from cloudsh.sandbox import tags, wsgi
+from cloudsh.sandbox import spot, tags, wsgi
 from cloudsh.sandbox.wsgi import Ec2Error, StartResponse, WsgiApp
 
 EC2_NS = "http://ec2.amazonaws.com/doc/2016-11-15/"
@@ -112,6 +114,10 @@ class SandboxEc2App:
             "DescribeSpotPriceHistory": self._describe_spot_price_history,
             "GetConsoleOutput": self._get_console_output,
         }.get(action)
+        try:
+            spot.check(self.ec2_backend(), action, params)
+        except Ec2Error as err:
+            return wsgi.respond(start_response, "400 Bad Request", wsgi.error_xml(err.code, err.message))
         if action in LIFECYCLE_ACTIONS and self.on_lifecycle is not None:
             return self._lifecycle(environ, start_response, action, params)
         if handler is not None:
@@ -139,6 +145,8 @@ class SandboxEc2App:
         self, environ: dict[str, Any], start_response: StartResponse, action: str, params: dict[str, str]
     ) -> Iterable[bytes]:
         status, headers, body = wsgi.call(self.moto_app, environ)
+        if status.startswith("200") and action == "StartInstances":
+            spot.started(self.ec2_backend(), wsgi.numbered(params, "InstanceId"))
         if status.startswith("200") and self.on_lifecycle is not None:
             self.on_lifecycle(action, wsgi.numbered(params, "InstanceId"))
         start_response(status, headers)

@@ -37,6 +37,7 @@ from typing import Any
 
 import asyncssh
 
+from cloudsh.sandbox import cron
 from cloudsh.sandbox import gpu as gpus
 from cloudsh.sandbox.firewall import Gate
 from cloudsh.sandbox.gpu import Gpu
@@ -179,6 +180,7 @@ class Box:
         devices.install_tools(
             self.tools, self.sandbox_dir, self.instance_id, isolated=self.isolation == "bubblewrap"
         )
+        cron.install_tool(self.tools, self.root, isolated=self.isolation == "bubblewrap")
         self._write_identity()
         self.host_key()
 
@@ -240,6 +242,14 @@ class Box:
         self.port = server.sockets[0].getsockname()[1]
         return self.port
 
+    async def run_at_boot(self) -> None:
+        """Start what cron starts at boot: the crontab's `@reboot` lines (`cron.py`)."""
+        home = "/home/ubuntu" if self.isolation == "bubblewrap" else str(self.root / "home/ubuntu")
+        env = {"LANG": "C.UTF-8", "PATH": UBUNTU_PATH, "HOME": home, "USER": USER, "LOGNAME": USER}
+        if self.imds_endpoint:
+            env["CLOUDSH_IMDS_ENDPOINT"] = self.imds_endpoint
+        await cron.run_at_boot(self.root, self._argv, env, home if self._init is None else None, self._pids)
+
     async def stop(self) -> None:
         """Stop listening, drop every session and kill everything running on the box."""
         server, self._server = self._server, None
@@ -290,6 +300,7 @@ class Box:
         wrap += bwrap_binds(self.sandbox_dir, self.instance_id)  # volumes, after the tmpfs
         (self.root / gpus.DRIVER_DIR).mkdir(parents=True, exist_ok=True)
         wrap += ["--bind", str(self.root / gpus.DRIVER_DIR), gpus.BOX_DRIVER_DIR]  # the driver stand-in's record
+        wrap += cron.bwrap_binds(self.root)
         for sub in ("home", "tmp", "mnt"):
             wrap += ["--bind", str(self.root / sub), f"/{sub}"]
         if self.tools.is_dir() and Path(BOX_TOOLS_DIR).is_dir():

@@ -14,10 +14,12 @@ import base64
 import binascii
 import difflib
 import json
+import re
 import time
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -100,7 +102,15 @@ def _instance(raw: dict[str, Any]) -> Instance:
             None,
         ),
         tags=tags,
+        state_reason=(raw.get("StateReason") or {}).get("Code", ""),
+        state_since=_transition_time(raw.get("StateTransitionReason") or ""),
     )
+
+
+def _transition_time(reason: str) -> datetime | None:
+    """The time in EC2's StateTransitionReason, e.g. "User initiated (2024-05-01 10:00:00 GMT)"."""
+    found = re.search(r"\((\d{4}-\d\d-\d\d \d\d:\d\d:\d\d) (?:GMT|UTC)\)", reason)
+    return datetime.strptime(found.group(1), "%Y-%m-%d %H:%M:%S").replace(tzinfo=UTC) if found else None
 
 
 def _instance_type(raw: dict[str, Any]) -> InstanceType:

@@ -271,6 +271,10 @@ def translate(exc: ClientError, profile: str | None = None, region: str | None =
         return NotFound(message, "list instances with `cloudsh ls --all`")
     if code == "IncorrectInstanceState":
         return InvalidState(message, "check its state with `cloudsh ls`")
+    if code == "IncorrectSpotRequestState":  # e.g. StartInstances of an interrupted spot box
+        return InvalidState(message, "wait for EC2 to restart it, or `cloudsh relaunch` it from its disk")
+    if code == "UnsupportedOperation":  # e.g. changing a spot box's type
+        return AWSError(f"{op} refused: {message}", "", code)
     if code in ("InsufficientInstanceCapacity", "InsufficientCapacity", "SpotMaxPriceTooLow"):
         return CapacityError(
             f"AWS has no capacity for this right now ({message})",

@@ -24,6 +24,7 @@ from textual.widgets import Input, Static
 from cloudsh.commands.registry import REGISTRY
 from cloudsh.commands.views import duration, money
 from cloudsh.errors import CloudshError
+from cloudsh.models import INTERRUPTED_HINT
 from cloudsh.ops.owners import check_acts_on
 from cloudsh.tui.screens import ResizeScreen
 from cloudsh.tui.state import BoxState, InstanceRow
@@ -75,7 +76,8 @@ def instance_fields(row: InstanceRow) -> Fields:
         (row.type, ""),
         (f"{row.gpus} (no driver)", "yellow") if row.gpu_driver is False else (row.gpus or "-", ""),
         (row.image or "-", "dim"),
-        (f"{state}…" if state.transitional else str(state), STATE_STYLES.get(state, "")),
+        (f"{state}…" if state.transitional else row.status if row.interrupted else str(state),
+         "yellow" if row.interrupted else STATE_STYLES.get(state, "")),
         (row.market, "magenta" if row.market == "spot" else ""),
         (money(row.price_per_hour, ""), ""),
         (duration(row.uptime_s), ""),
@@ -133,6 +135,9 @@ class InstanceActions:
         if row.state in (BoxState.RUNNING, BoxState.PENDING):
             if not self.refused(row, "stop"):
                 self.app.run_command(["stop", row.handle], f"stop {box}")
+        elif row.interrupted:  # only EC2 starts it; say why and what else there is
+            self.app.notify(f"{row.status}. {INTERRUPTED_HINT.format(name=box)}", title=f"{box} is interrupted",
+                            severity="warning", timeout=15)
         elif row.state is BoxState.STOPPED:
             self.app.run_command(["start", row.handle], f"start {box}")
         else:

@@ -71,6 +71,10 @@ class InstanceRow:
     #: False for a GPU box without the NVIDIA driver.
     image: str = ""
     gpu_driver: bool | None = None
+    #: The state as a person reads it (`Instance.status`): EC2's, or why an interrupted box waits.
+    status: str = ""
+    #: A spot box stopped by an interruption: only EC2 starts it again.
+    interrupted: bool = False
 
     @classmethod
     def from_record(cls, r: Mapping[str, Any]) -> InstanceRow:
@@ -80,6 +84,7 @@ class InstanceRow:
             az=r.get("az") or "", uptime_s=r.get("uptime_s"), cost_so_far=r.get("cost_so_far"),
             jobs=tuple(r.get("jobs") or ()), managed=r.get("managed", True), owner=r.get("owner"),
             image=r.get("image_family") or "", gpu_driver=r.get("gpu_driver"),
+            status=r.get("status") or "", interrupted=bool(r.get("interrupted")),
         )
 
     @property

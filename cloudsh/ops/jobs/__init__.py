@@ -37,6 +37,7 @@ from cloudsh.ops.jobs.state import derive_state, get_job, list_jobs, record_stat
 from cloudsh.ops.jobs.transfer import (
     OutputCallback,
     SyncResult,
+    catch_up,
     follow,
     results_not_home,
     sync_all,
@@ -50,6 +51,7 @@ __all__ = [
     "ScriptPlan",
     "SyncResult",
     "box_status",
+    "catch_up",
     "derive_state",
     "find_job",
     "follow",

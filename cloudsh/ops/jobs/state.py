@@ -26,6 +26,8 @@ from cloudsh.ops.owners import own
 from cloudsh.ops.reach import allow_this_machine
 from cloudsh.services.backend import Backend
 
+#: Job states that may still write results: running, or resumed at the box's next boot.
+LIVE_JOB_STATES = frozenset({"starting", "running", "interrupted"})
 #: What a box answered for one job (`agents.jobs.status`); None when it was not asked.
 BoxState = dict[str, Any] | None
 
@@ -160,9 +162,10 @@ async def get_job(backend: Backend, job_id: str) -> Job:
     return pick_job([s.job for s in await _survey(backend, [inst])], full_id(inst, job_id), job_id)
 
 
-async def record_states(backend: Backend, only: Sequence[str] | None = None) -> list[Job]:
+async def record_states(backend: Backend, only: Sequence[str] | None = None, *, ended_only: bool = False) -> list[Job]:
     """Write what the boxes say of their jobs into the jobs' tags, where it differs; for
-    every box, or the boxes whose ids are in `only`. Returns those boxes' jobs.
+    every box, or the boxes whose ids are in `only`; with `ended_only`, only for jobs that
+    will not run again by themselves (not in `LIVE_JOB_STATES`). Returns those boxes' jobs.
 
     A box whose tags cannot be written keeps its old tags: the next record tries again.
     """
@@ -172,6 +175,8 @@ async def record_states(backend: Backend, only: Sequence[str] | None = None) -> 
     seen = await _survey(backend, insts)
     changed: dict[str, dict[str, str]] = {}
     for s in seen:
+        if ended_only and s.current.state in LIVE_JOB_STATES:
+            continue
         if s.current.encode() != s.stored.encode() and s.inst.state != "terminated" and not s.archived:
             changed.setdefault(s.inst.id, {})[JOB_TAG_PREFIX + s.job.id] = s.current.encode()
     for inst_id, tags in changed.items():

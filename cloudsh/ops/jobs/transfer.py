@@ -30,7 +30,7 @@ from cloudsh.ops.jobs.box import (
     local_dir_of,
     local_records,
 )
-from cloudsh.ops.jobs.state import pick_job, record_states
+from cloudsh.ops.jobs.state import LIVE_JOB_STATES, pick_job, record_states
 from cloudsh.ops.owners import own
 from cloudsh.ops.reach import ssh_host
 from cloudsh.services.backend import Backend
@@ -265,3 +265,39 @@ async def results_not_home(backend: Backend, inst: Instance) -> dict[str, int]:
         files = listing.get("files", [])
         out[jid] = sum(1 for r, s, m in files if local is None or _needs(local, r, s, m))
     return out
+
+
+def restarted_under_jobs(insts: Sequence[Instance]) -> list[Instance]:
+    """Running boxes started after a job of theirs last recorded a start, with that job not
+    recorded as over: EC2 restarted them (after an interruption) or another machine started
+    them, and what their jobs wrote since is not home. EC2's LaunchTime is the last start."""
+    out = []
+    for inst in insts:
+        if inst.state != "running" or inst.launch_time is None:
+            continue
+        since = inst.launch_time.timestamp()
+        if any(
+            t.remote_dir and t.state in LIVE_JOB_STATES and (t.started or 0) < since
+            for t in job_tags(inst).values()
+        ):
+            out.append(inst)
+    return out
+
+
+async def catch_up(backend: Backend, insts: Sequence[Instance], *, progress: Progress = quiet) -> list[SyncResult]:
+    """What `start` does for the boxes it starts, for boxes restarted with no laptop
+    (`restarted_under_jobs`): bring their results home. Jobs that are over are recorded in
+    their tags, so a box needs no more catching up once none of its jobs can write. Never
+    raises: a box that does not answer is said through `progress` and tried next time."""
+    boxes = restarted_under_jobs(insts)
+    if not boxes:
+        return []
+    ids = [i.id for i in boxes]
+    try:
+        # Recorded first: a job that ends during the copy is caught up again next time.
+        await record_states(backend, only=ids, ended_only=True)
+        results = await sync_all(backend, progress=progress, only=ids)
+    except CloudshError as exc:
+        progress(f"results not pulled yet: {exc} (run `cloudsh sync` later)")
+        return []
+    return results

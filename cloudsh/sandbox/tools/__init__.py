@@ -7,6 +7,7 @@ first on the box's PATH, from its source file, with the settings it reads beside
     blockdev     lsblk, blkid, mkfs.ext4, mount, umount, sudo over volume trees (`devices.py`)
     nvidia_smi   nvidia-smi on boxes with the NVIDIA driver (`gpu.py`)
     apt_get      apt-get installing the NVIDIA driver (`gpu.py`)
+    crontab      crontab, whose `@reboot` lines the sandbox runs at each boot (`cron.py`)
 """
 
 from __future__ import annotations
