@@ -15,7 +15,6 @@ import contextlib
 import errno
 import logging
 import os
-import shutil
 import signal
 import socket
 import sys
@@ -25,6 +24,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from cloudsh.sandbox import persist, regions
 from cloudsh.sandbox.state import REGION, SandboxInstance, SandboxState, write_state
 
 log = logging.getLogger("cloudsh.sandbox.daemon")
@@ -76,14 +76,23 @@ class Daemon:
         self._thread: threading.Thread | None = None
         self.app: Any = None  # the SandboxEc2App, for what moto drops (spot behaviour)
         self.imds: Any = None  # imds.Imds: instance metadata and spot interruptions
+        self._changed_at = 0.0  # when a request last changed the cloud, 0 once saved (persist.py)
 
     # -- moto -----------------------------------------------------------------------------
 
-    def ec2_backend(self) -> Any:
+    def ec2_backend(self, region: str | None = None) -> Any:
+        """moto's EC2 backend of `region`, by default that of the request being served."""
         from moto.core.models import DEFAULT_ACCOUNT_ID
         from moto.ec2.models import ec2_backends
 
-        return ec2_backends[DEFAULT_ACCOUNT_ID][REGION]
+        return ec2_backends[DEFAULT_ACCOUNT_ID][region or regions.current()]
+
+    def ec2_backends(self) -> list[Any]:
+        """The EC2 backend of every region used so far."""
+        from moto.core.models import DEFAULT_ACCOUNT_ID
+        from moto.ec2.models import ec2_backends
+
+        return list(ec2_backends[DEFAULT_ACCOUNT_ID].values())
 
     def start_moto(self) -> None:
         from moto.moto_server.werkzeug_app import (
@@ -117,14 +126,15 @@ class Daemon:
             raise
         self._socket = sock
         self.port = sock.getsockname()[1]
+        layer = regions.RegionLayer(ConsistencyLayer(app, self.consistency_s), self._publish_images, self._changed)
         self._server = make_server(
-            "127.0.0.1", self.port, ConsistencyLayer(app, self.consistency_s), threaded=True,
+            "127.0.0.1", self.port, layer, threaded=True,
             request_handler=MotoRequestHandler,
             fd=sock.fileno(),
         )
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
         self._thread.start()
-        self._publish_images()
+        layer.prepare(regions.DEFAULT)
 
     def _lifecycle(self, action: str, instance_ids: list[str]) -> None:
         if action in ("StopInstances", "RebootInstances", "TerminateInstances"):
@@ -158,30 +168,49 @@ class Daemon:
                 self.host_keys.pop(iid, None)
         self._publish()
 
-    def _publish_images(self) -> None:
-        """Build the backend (and load the AMIs) before the first request; give the
+    def _publish_images(self, region: str) -> None:
+        """Build a region's backend (and load the AMIs) before its first request; give the
         published images their real root snapshot and name them where EC2 does (SSM)."""
         from moto.core.models import DEFAULT_ACCOUNT_ID
 
         from cloudsh.sandbox.images import publish_sizes
 
-        publish_sizes(self.ec2_backend(), DEFAULT_ACCOUNT_ID)
-        self._publish_ssm_parameters()
+        publish_sizes(self.ec2_backend(region), DEFAULT_ACCOUNT_ID)
+        self._publish_ssm_parameters(region)
 
-    def _publish_ssm_parameters(self) -> None:
+    def _changed(self) -> None:
+        self._changed_at = time.monotonic()
+
+    async def _save(self, *, now: bool = False) -> None:
+        """Write the cloud a moment after the last change (persist.py), or `now`."""
+        changed_at = self._changed_at
+        if not changed_at or (not now and time.monotonic() - changed_at < persist.SAVE_DELAY_S):
+            return
+        tables = {"ports": dict(self.ports), "spot_behaviour": dict(self.app.spot_behaviour)}
+        try:
+            await asyncio.to_thread(persist.save, self.dir, tables)
+        except RuntimeError:  # a request changed the cloud while it was read: next tick
+            return
+        except OSError:
+            log.exception("could not save the cloud")
+            return
+        if self._changed_at == changed_at:
+            self._changed_at = 0.0
+
+    def _publish_ssm_parameters(self, region: str) -> None:
         from moto.core.models import DEFAULT_ACCOUNT_ID
         from moto.core.utils import utcnow
         from moto.ssm.models import Parameter, ssm_backends
 
         newest: dict[str, tuple[str, str]] = {}
-        for ami in self.ec2_backend().amis.values():
+        for ami in self.ec2_backend(region).amis.values():
             name = ami.name or ""
             if "ubuntu-noble-24.04" not in name or ami.owner_id != "099720109477":
                 continue
             arch = {"x86_64": "amd64", "arm64": "arm64"}.get(ami.architecture or "")
             if arch and (arch not in newest or name > newest[arch][0]):
                 newest[arch] = (name, ami.id)
-        params = ssm_backends[DEFAULT_ACCOUNT_ID][REGION]._parameters
+        params = ssm_backends[DEFAULT_ACCOUNT_ID][region]._parameters
         for arch, (_, ami_id) in newest.items():
             name = SSM_UBUNTU.format(arch=arch)
             params[name].append(
@@ -206,7 +235,7 @@ class Daemon:
         # simply retried on the next tick.
         for _ in range(3):
             try:
-                return {i.id: i for i in self.ec2_backend().all_instances()}
+                return {i.id: i for b in self.ec2_backends() for i in b.all_instances()}
             except RuntimeError:
                 continue
         return {}
@@ -221,6 +250,7 @@ class Daemon:
             for iid, inst in instances.items():
                 await self._follow(iid, inst)
             self._publish()
+            await self._save()
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), POLL_S)
 
@@ -273,7 +303,7 @@ class Daemon:
                 box = self.boxes[iid] = Box(self.dir, iid, isolation=self.isolation, hostname=hostname)
             if self.imds is not None:
                 box.imds_endpoint = self.imds.endpoint_for(iid)
-            key_pair = self.ec2_backend().key_pairs.get(inst.key_name) if inst.key_name else None
+            key_pair = inst.ec2_backend.key_pairs.get(inst.key_name) if inst.key_name else None
             public_key = key_pair.material_public.decode() if key_pair is not None else None
             await asyncio.to_thread(
                 box.prepare,
@@ -320,7 +350,7 @@ class Daemon:
     async def _interrupt(self, iid: str, action: str) -> None:
         inst = self._snapshot().get(iid)
         if inst is not None and str(inst.state) == "running":
-            backend = self.ec2_backend()
+            backend = inst.ec2_backend
             if action == "terminate":
                 await asyncio.to_thread(backend.terminate_instances, [iid])
                 self._lifecycle("TerminateInstances", [iid])
@@ -367,14 +397,14 @@ class Daemon:
         loop = self._loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.add_signal_handler(sig, self._stop.set)
-        # moto keeps the cloud in memory, so trees left by an earlier run belong to nothing.
-        await asyncio.to_thread(shutil.rmtree, self.dir / "instances", True)
-        for trees in ("images", "volumes", "snapshots"):  # sandbox/storage.py
-            await asyncio.to_thread(shutil.rmtree, self.dir / trees, True)
+        await asyncio.to_thread(persist.kill_leftovers, self.dir)
+        restored = await asyncio.to_thread(persist.restore, self.dir)
+        self.ports.update(restored.tables.get("ports", {}))
         self.isolation = "bubblewrap" if await asyncio.to_thread(bubblewrap_works) else "none"
         if self.isolation == "none":
             log.warning(NO_ISOLATION)
         self.start_moto()
+        self.app.spot_behaviour.update(restored.tables.get("spot_behaviour", {}))
         await self._start_imds()
         (self.dir / "port").write_text(f"{self.port}\n")
         self._publish()
@@ -393,10 +423,15 @@ class Daemon:
             await self.imds.close()
         with contextlib.suppress(FileNotFoundError):
             (self.dir / "state.json").unlink()
-        shutil.rmtree(self.dir / "instances", ignore_errors=True)
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
+        if self.dir.is_dir():
+            for _ in range(3):  # the cloud and its trees (kept in place) survive the daemon
+                self._changed_at = self._changed_at or time.monotonic()
+                await self._save(now=True)
+                if not self._changed_at:
+                    break
         if self._socket is not None:
             self._socket.close()
         log.info("stopped")

@@ -37,6 +37,7 @@ from typing import Any
 
 import asyncssh
 
+from cloudsh.sandbox import persist
 from cloudsh.sandbox.gpu import Gpu, install_nvidia_smi
 
 log = logging.getLogger("cloudsh.sandbox.sshd")
@@ -291,7 +292,17 @@ class Box:
             # the box's init ends them all.
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(pid, signal.SIGKILL)
-        self._pids.clear()
+            self._untrack(pid)
+
+    def _track(self, pid: int) -> None:
+        """A process group of this box: recorded on disk, so a daemon that was killed
+        leaves nothing running after its next start (persist.kill_leftovers)."""
+        self._pids.add(pid)
+        persist.record(self.sandbox_dir, pid)
+
+    def _untrack(self, pid: int) -> None:
+        self._pids.discard(pid)
+        persist.forget(self.sandbox_dir, pid)
 
     # -- commands -------------------------------------------------------------------------
 
@@ -329,7 +340,9 @@ class Box:
         return [*wrap, "--hostname", self.hostname, "--chdir", "/home/ubuntu", *BWRAP_LIFETIME]
 
     async def _start_init(self) -> None:
-        self._init, self._init_pid = await asyncio.to_thread(start_init, self._init_argv())
+        init, self._init_pid = await asyncio.to_thread(start_init, self._init_argv())
+        self._init = init
+        persist.record(self.sandbox_dir, init.pid)
 
     def _open_pty(self) -> tuple[int, int]:
         """A pty from the box's own /dev/pts, so `tty` and ttyname() work inside the box."""
@@ -355,6 +368,7 @@ class Box:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(init.pid, signal.SIGKILL)
             init.wait()
+            persist.forget(self.sandbox_dir, init.pid)
 
     def _env(self, process: asyncssh.SSHServerProcess[bytes]) -> tuple[dict[str, str], str]:
         home = "/home/ubuntu" if self.isolation == "bubblewrap" else str(self.root / "home/ubuntu")
@@ -400,7 +414,7 @@ class Box:
             cwd=home if self._init is None else None,
             start_new_session=True,
         )
-        self._pids.add(proc.pid)
+        self._track(proc.pid)
         assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
         stdin = proc.stdin
 
@@ -420,7 +434,7 @@ class Box:
             await asyncio.gather(*pumps)
         finally:
             feeder.cancel()
-            self._pids.discard(proc.pid)
+            self._untrack(proc.pid)
         return status
 
     async def _run_pty(
@@ -442,7 +456,7 @@ class Box:
             )
         finally:
             os.close(slave)
-        self._pids.add(proc.pid)
+        self._track(proc.pid)
         loop = asyncio.get_running_loop()
         reader = asyncio.StreamReader()
         read_t, _ = await loop.connect_read_pipe(
@@ -469,7 +483,7 @@ class Box:
             feeder.cancel()
             read_t.close()
             write_t.close()
-            self._pids.discard(proc.pid)
+            self._untrack(proc.pid)
         return status
 
 
