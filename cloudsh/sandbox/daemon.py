@@ -400,7 +400,8 @@ class Daemon:
         await asyncio.to_thread(persist.kill_leftovers, self.dir)
         restored = await asyncio.to_thread(persist.restore, self.dir)
         self.ports.update(restored.tables.get("ports", {}))
-        self.isolation = "bubblewrap" if await asyncio.to_thread(bubblewrap_works) else "none"
+        wanted = os.environ.get("CLOUDSH_SANDBOX_ISOLATION", "").strip().lower() != "none"
+        self.isolation = "bubblewrap" if wanted and await asyncio.to_thread(bubblewrap_works) else "none"
         if self.isolation == "none":
             log.warning(NO_ISOLATION)
         self.start_moto()
