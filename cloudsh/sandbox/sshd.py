@@ -295,10 +295,8 @@ class Box:
             self._untrack(pid)
 
     def _track(self, pid: int) -> None:
-        """A process group of this box: recorded on disk, so a daemon that was killed
-        leaves nothing running after its next start (persist.kill_leftovers)."""
         self._pids.add(pid)
-        persist.record(self.sandbox_dir, pid)
+        persist.record(self.sandbox_dir, pid)  # ended at the next start if the daemon is killed
 
     def _untrack(self, pid: int) -> None:
         self._pids.discard(pid)
