@@ -18,7 +18,7 @@ from typing import Any
 import boto3
 import pytest
 
-from cloudsh.sandbox.control import sandbox_env
+from cloudsh.sandbox.control import sandbox_down, sandbox_env
 from cloudsh.sandbox.persist import CLOUD_FILE, PROCS_DIR
 from tests.cli import by_name, cloudsh, ok
 from tests.sandbox_fixture import Sandbox, start_sandbox
@@ -37,7 +37,7 @@ def own(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
     try:
         yield sb
     finally:
-        cloudsh("sandbox", "down")
+        sandbox_down(sb.settings)
         mp.undo()
 
 
@@ -100,7 +100,6 @@ def test_the_cloud_survives_down_up_and_a_killed_daemon(own: Sandbox) -> None:
         time.sleep(0.05)
     pids = [int(p.name) for p in procs.glob("*")]
     daemon = sb.read().pid
-    time.sleep(0.5)  # past the moment the last change is written
     os.kill(daemon, signal.SIGKILL)
     loop.close()
     ok("sandbox", "up")
@@ -109,7 +108,7 @@ def test_the_cloud_survives_down_up_and_a_killed_daemon(own: Sandbox) -> None:
 
 
 def test_a_cloud_that_cannot_be_restored_is_said_once(own: Sandbox) -> None:
-    ok("sandbox", "down")
+    sandbox_down(own.settings)
     (own.dir / CLOUD_FILE).write_bytes(b"not a cloud")
     first, second = cloudsh("ls"), cloudsh("ls")
     assert first.returncode == 0 and second.returncode == 0, first.stderr

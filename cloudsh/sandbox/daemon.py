@@ -77,6 +77,7 @@ class Daemon:
         self.app: Any = None  # the SandboxEc2App, for what moto drops (spot behaviour)
         self.imds: Any = None  # imds.Imds: instance metadata and spot interruptions
         self._changed_at = 0.0  # when a request last changed the cloud, 0 once saved (persist.py)
+        self._unsaved_since = 0.0  # the first change not saved yet
 
     # -- moto -----------------------------------------------------------------------------
 
@@ -180,22 +181,27 @@ class Daemon:
 
     def _changed(self) -> None:
         self._changed_at = time.monotonic()
+        self._unsaved_since = self._unsaved_since or self._changed_at
 
     async def _save(self, *, now: bool = False) -> None:
         """Write the cloud a moment after the last change (persist.py), or `now`."""
-        changed_at = self._changed_at
-        if not changed_at or (not now and time.monotonic() - changed_at < persist.SAVE_DELAY_S):
+        changed_at, waited = self._changed_at, time.monotonic() - self._unsaved_since
+        quiet = time.monotonic() - changed_at >= persist.SAVE_DELAY_S or waited >= persist.SAVE_MAX_DELAY_S
+        if not changed_at or not (now or quiet):
             return
         tables = {"ports": dict(self.ports), "spot_behaviour": dict(self.app.spot_behaviour)}
         try:
             await asyncio.to_thread(persist.save, self.dir, tables)
         except RuntimeError:  # a request changed the cloud while it was read: next tick
             return
-        except OSError:
+        except Exception:  # noqa: BLE001  (logged; the cloud serves on, and the next change tries again)
             log.exception("could not save the cloud")
+            self._changed_at = self._unsaved_since = 0.0
             return
         if self._changed_at == changed_at:
-            self._changed_at = 0.0
+            self._changed_at = self._unsaved_since = 0.0
+        else:
+            self._unsaved_since = changed_at
 
     def _publish_ssm_parameters(self, region: str) -> None:
         from moto.core.models import DEFAULT_ACCOUNT_ID
