@@ -199,7 +199,7 @@ def sandbox_region(region: str) -> None:
     if region not in regions.SERVED:
         raise UsageError(
             f"the sandbox does not serve {region}",
-            f"{regions.served_hint()} (or use --aws for real EC2 in {region})",
+            f"use --region with one it serves ({', '.join(sorted(regions.SERVED))}), or --aws for real EC2 in {region}",
         )
 
 

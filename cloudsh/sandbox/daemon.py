@@ -15,6 +15,7 @@ import contextlib
 import errno
 import logging
 import os
+import shutil
 import signal
 import socket
 import sys
@@ -292,6 +293,8 @@ class Daemon:
             if state in ("shutting-down", "terminated"):
                 box.delete()
                 del self.boxes[iid]
+        elif state in ("shutting-down", "terminated"):  # a box restored stopped, never booted since
+            await asyncio.to_thread(shutil.rmtree, self.dir / "instances" / iid, True)
         log.info("%s: %s", iid, state)
 
     async def _boot(self, iid: str, inst: Any) -> None:
