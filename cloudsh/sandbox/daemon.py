@@ -4,6 +4,7 @@ Run as `python -m cloudsh.sandbox.daemon --dir DIR --port PORT [--boot-s S] [--c
 `cloudsh.sandbox.control.sandbox_up`. It serves moto in-process (so it can watch moto's
 EC2 backend directly), follows each instance's state, and publishes what clients need in
 `DIR/state.json`. SIGTERM/SIGINT, or deleting DIR, stop it and everything it started.
+It serves every region of `regions.py`, and its cloud outlives it (`persist.py`).
 """
 
 from __future__ import annotations
