@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import sys
 import threading
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
@@ -114,9 +113,6 @@ class Cloud:
             if new is exc:
                 raise
             raise new from None
-        if backend is None and self._backend.notice:
-            # Said once, as every front end says it (one made with `backend=` says its own).
-            sys.stderr.write(f"cloudsh: {self._backend.notice}\n")
         self._loop: _Loop | None = None
         self._names: tuple[str, ...] = ()
         self._names_at = 0.0
