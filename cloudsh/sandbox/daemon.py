@@ -78,6 +78,7 @@ class Daemon:
         self._thread: threading.Thread | None = None
         self.app: Any = None  # the SandboxEc2App, for what moto drops (spot behaviour)
         self.imds: Any = None  # imds.Imds: instance metadata and spot interruptions
+        self.regions: Any = None  # regions.RegionLayer: each request's region
         self._changed_at = 0.0  # when a request last changed the cloud, 0 once saved (persist.py)
         self._unsaved_since = 0.0  # the first change not saved yet
 
@@ -130,6 +131,7 @@ class Daemon:
         self._socket = sock
         self.port = sock.getsockname()[1]
         layer = regions.RegionLayer(ConsistencyLayer(app, self.consistency_s), self._publish_images, self._changed)
+        self.regions = layer
         self._server = make_server(
             "127.0.0.1", self.port, layer, threaded=True,
             request_handler=MotoRequestHandler,
@@ -186,9 +188,10 @@ class Daemon:
         self._unsaved_since = self._unsaved_since or self._changed_at
 
     async def _save(self, *, now: bool = False) -> None:
-        """Write the cloud a moment after the last change (persist.py), or `now`."""
+        """Write the cloud in the first quiet moment after a change (persist.py), or `now`."""
         changed_at, waited = self._changed_at, time.monotonic() - self._unsaved_since
-        quiet = time.monotonic() - changed_at >= persist.SAVE_DELAY_S or waited >= persist.SAVE_MAX_DELAY_S
+        last = max(changed_at, self.regions.last_request if self.regions is not None else 0.0)
+        quiet = time.monotonic() - last >= persist.SAVE_DELAY_S or waited >= persist.SAVE_MAX_DELAY_S
         if not changed_at or not (now or quiet):
             return
         tables = {"ports": dict(self.ports), "spot_behaviour": dict(self.app.spot_behaviour)}

@@ -3,8 +3,8 @@
 moto keeps EC2 in memory. The daemon pickles each region's EC2 backend (boxes, volumes,
 images, snapshots, key pairs, groups, tags), with its own tables, into
 `<sandbox>/cloud.pickle`: written atomically (a temporary file renamed over the old one)
-a moment after each request that may have changed the cloud (within 2 s however busy it
-is), and at shutdown. The trees
+in the first quiet moment after each request that may have changed the cloud (within 2 s
+however busy it is), and at shutdown. The trees
 that go with it (`instances/`, `images/`, `volumes/`, `snapshots/`) stay where they are.
 At the next start `restore` loads it; a box that was running comes back stopped, as
 after a host's power loss, and starts again with its tree.
@@ -39,8 +39,8 @@ NOTICE_FILE = "restore-failed"
 PROCS_DIR = "procs"
 TREES = ("instances", "images", "volumes", "snapshots")
 FORMAT = 1
-#: How long after a change the cloud is written (changes in a burst are written once),
-#: and the longest a change waits while others keep coming.
+#: How long without requests after a change before the cloud is written (a burst is
+#: written once, between requests), and the longest a change waits while requests keep coming.
 SAVE_DELAY_S = 0.3
 SAVE_MAX_DELAY_S = 2.0
 

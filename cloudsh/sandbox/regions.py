@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import re
 import threading
+import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -78,7 +79,8 @@ def current() -> str:
 class RegionLayer:
     """Outermost WSGI layer: the request's region, refused if not served, and remembered
     for this thread. `on_first_use(region)` runs once per region before its first request;
-    `on_change()` runs after each request that may have changed the cloud."""
+    `on_change()` runs after each request that may have changed the cloud; `last_request`
+    is when the last request ended (time.monotonic()), so work can wait for a quiet moment."""
 
     def __init__(
         self,
@@ -90,6 +92,7 @@ class RegionLayer:
         self.on_first_use = on_first_use
         self.on_change = on_change
         self._ready: set[str] = set()
+        self.last_request = 0.0
         self._lock = threading.Lock()
 
     def prepare(self, region: str) -> None:
@@ -116,6 +119,7 @@ class RegionLayer:
             body = list(self.app(environ, start_response))
         finally:
             _local.region = DEFAULT
+            self.last_request = time.monotonic()
         if mutates:
             self.on_change()
         return body
