@@ -186,6 +186,13 @@ def check_region(region: str) -> None:
         raise UsageError(f"unknown region {region!r}", REGION_HINT)
 
 
+def sandbox_regions() -> frozenset[str]:
+    """The regions the sandbox serves."""
+    from cloudsh.sandbox import regions
+
+    return regions.SERVED
+
+
 def sandbox_region(region: str) -> None:
     """Refuse a `--region` the sandbox does not serve, before it is started: answering
     for it would show that region's boxes as none.
