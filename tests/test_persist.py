@@ -143,3 +143,8 @@ def test_a_box_in_another_region_boots_and_answers(own: Sandbox) -> None:
     inst = west.describe_instances(Filters=[{"Name": "tag:Name", "Values": ["dublin"]}])["Reservations"][0]["Instances"][0]
     assert inst["Placement"]["AvailabilityZone"].startswith("eu-west-1")
     west.terminate_instances(InstanceIds=[inst["InstanceId"]])
+    # The account has the regions every account has, and has opted in to no other.
+    served = {r["RegionName"] for r in west.describe_regions()["Regions"]}
+    assert {"us-east-1", "eu-west-1"} <= served and "af-south-1" not in served
+    optin = {r["RegionName"]: r["OptInStatus"] for r in west.describe_regions(AllRegions=True)["Regions"]}
+    assert optin["af-south-1"] == "not-opted-in" and optin["eu-west-1"] == "opt-in-not-required"

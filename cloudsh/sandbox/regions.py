@@ -1,6 +1,10 @@
 """The regions the sandbox serves, and which one each request is for.
 
-The sandbox plays EC2's commercial regions that have a price here: each is moto's own
+The sandbox plays the regions EC2 enables in every account (those launched before March
+2019; later ones are opt-in, "Specify which AWS Regions your account can use",
+https://docs.aws.amazon.com/accounts/latest/reference/manage-acct-regions.html), as an
+account that opted in to none: DescribeRegions lists them, and with `AllRegions` lists
+the others as `not-opted-in`. Each is moto's own
 backend for that region (its own AZs, boxes, volumes, images, key pairs and groups), with
 its own list prices and quotas. A request names its region the way it does on AWS, in
 the credential scope of its SigV4 signature (`Credential=KEY/DATE/REGION/SERVICE/...`);
@@ -40,12 +44,13 @@ PRICE_FACTORS: dict[str, float] = {
     "eu-north-1": 1.0625,      # $0.102
     "ap-northeast-1": 1.2917,  # $0.124
     "ap-northeast-2": 1.2292,  # $0.118
+    "ap-northeast-3": 1.2917,  # $0.124
     "ap-southeast-1": 1.25,    # $0.120
     "ap-southeast-2": 1.25,    # $0.120
     "ap-south-1": 1.0521,      # $0.101
 }
 
-#: The regions the sandbox serves.
+#: The regions the sandbox serves: those enabled by default.
 SERVED = frozenset(PRICE_FACTORS)
 
 _SCOPE = re.compile(r"Credential=[^/,\s]+/\d{8}/([^/,\s]+)/")
@@ -114,6 +119,8 @@ class RegionLayer:
             )
         self.prepare(region)
         mutates = _mutates(environ)
+        if wsgi.params(environ).get("Action") == "DescribeRegions":
+            return _describe_regions(self.app, environ, start_response)
         _local.region = region
         try:
             body = list(self.app(environ, start_response))
@@ -123,6 +130,40 @@ class RegionLayer:
         if mutates:
             self.on_change()
         return body
+
+
+def _describe_regions(
+    app: Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]],
+    environ: dict[str, Any],
+    start_response: Callable[..., Any],
+) -> Iterable[bytes]:
+    """moto's answer, with the regions not served left out, or with `AllRegions` marked
+    `not-opted-in` (moto says every region needs no opt-in)."""
+    from xml.etree import ElementTree
+
+    from cloudsh.sandbox import wsgi
+
+    everything = wsgi.params(environ).get("AllRegions", "").lower() == "true"
+    status, headers, body = wsgi.call(app, environ)
+    if status.startswith("200"):
+        root = ElementTree.fromstring(body)
+        ns = root.tag[: root.tag.index("}") + 1] if root.tag.startswith("{") else ""
+        if ns:
+            ElementTree.register_namespace("", ns[1:-1])
+        for group in root.iter(f"{ns}regionInfo"):
+            for item in list(group):
+                if item.findtext(f"{ns}regionName") in SERVED:
+                    continue
+                status_el = item.find(f"{ns}optInStatus")
+                if not everything:
+                    group.remove(item)
+                elif status_el is not None:
+                    status_el.text = "not-opted-in"
+        body = ElementTree.tostring(root, encoding="utf-8", xml_declaration=True)
+        headers = [(k, v) for k, v in headers if k.lower() != "content-length"]
+        headers.append(("Content-Length", str(len(body))))
+    start_response(status, headers)
+    return [body]
 
 
 def _mutates(environ: dict[str, Any]) -> bool:
