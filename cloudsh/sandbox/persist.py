@@ -98,6 +98,7 @@ def restore(sandbox_dir: Path) -> Restored:
         return Restored()
     try:
         doc = _load(path)
+        regions = _stopped(doc["regions"])
     except Exception as exc:  # noqa: BLE001  (any unpickling failure means the same thing)
         reason = str(exc) or type(exc).__name__
         kept = _keep_old(sandbox_dir)
@@ -108,10 +109,10 @@ def restore(sandbox_dir: Path) -> Restored:
         (sandbox_dir / NOTICE_FILE).write_text(notice + "\n")
         log.error("%s", notice)
         return Restored(failure=reason)
-    _install(doc["regions"])
+    _install(regions)
     for mount in (sandbox_dir / "volumes").glob("*/mount.json"):
         mount.unlink(missing_ok=True)  # every box is stopped: nothing is mounted
-    log.info("restored the cloud of %s (%s)", path, ", ".join(sorted(doc["regions"])) or "empty")
+    log.info("restored the cloud of %s (%s)", path, ", ".join(sorted(regions)) or "empty")
     return Restored(tables=dict(doc.get("tables") or {}))
 
 
@@ -125,18 +126,24 @@ def _load(path: Path) -> dict[str, Any]:
     return doc
 
 
-def _install(regions: dict[str, Any]) -> None:
-    from moto.core.models import DEFAULT_ACCOUNT_ID
-    from moto.ec2.models import ec2_backends
-
-    account = ec2_backends[DEFAULT_ACCOUNT_ID]
-    for region, backend in regions.items():
+def _stopped(regions: dict[str, Any]) -> dict[str, Any]:
+    """The saved backends with every box stopped (or terminated, if it was going)."""
+    for backend in regions.values():
         for inst in backend.all_instances():
             state = str(inst.state)
             if state == "shutting-down":
                 inst.terminate()
             elif state not in ("stopped", "terminated"):
                 inst.stop()
+    return dict(regions)
+
+
+def _install(regions: dict[str, Any]) -> None:
+    from moto.core.models import DEFAULT_ACCOUNT_ID
+    from moto.ec2.models import ec2_backends
+
+    account = ec2_backends[DEFAULT_ACCOUNT_ID]
+    for region, backend in regions.items():
         account[region] = backend
 
 
