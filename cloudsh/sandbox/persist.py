@@ -72,9 +72,10 @@ def save(sandbox_dir: Path, tables: dict[str, Any]) -> None:
     from moto.core.models import DEFAULT_ACCOUNT_ID
     from moto.ec2.models import ec2_backends
 
-    regions = dict(ec2_backends[DEFAULT_ACCOUNT_ID].items())
-    doc = {"format": FORMAT, "moto": _moto_version(), "regions": regions, "tables": tables}
-    data = pickle.dumps(doc, protocol=pickle.HIGHEST_PROTOCOL)
+    # A header that needs no moto class to read, then the cloud.
+    header = {"format": FORMAT, "moto": _moto_version()}
+    cloud = {"regions": dict(ec2_backends[DEFAULT_ACCOUNT_ID].items()), "tables": tables}
+    data = pickle.dumps(header) + pickle.dumps(cloud, protocol=pickle.HIGHEST_PROTOCOL)
     fd, tmp = tempfile.mkstemp(dir=sandbox_dir, prefix=".cloud-", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
@@ -100,7 +101,7 @@ def restore(sandbox_dir: Path) -> Restored:
         doc = _load(path)
         regions = _stopped(doc["regions"])
     except Exception as exc:  # noqa: BLE001  (any unpickling failure means the same thing)
-        reason = str(exc) or type(exc).__name__
+        reason = str(exc) if isinstance(exc, _Incompatible) else f"{path.name} is unreadable ({exc!r})"
         kept = _keep_old(sandbox_dir)
         notice = (
             f"the sandbox could not restore its cloud: {reason}; "
@@ -116,14 +117,22 @@ def restore(sandbox_dir: Path) -> Restored:
     return Restored(tables=dict(doc.get("tables") or {}))
 
 
+class _Incompatible(ValueError):
+    """A readable file this sandbox cannot use."""
+
+
 def _load(path: Path) -> dict[str, Any]:
+    # The daemon's own file, in the user's own directory: unpickling it trusts only them.
     with open(path, "rb") as f:
-        doc = pickle.load(f)  # noqa: S301  (the daemon's own file, in the user's own dir)
-    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
-        raise ValueError(f"{path.name} is not a cloud this sandbox wrote")
-    if doc.get("moto") != _moto_version():
-        raise ValueError(f"it was saved by moto {doc.get('moto')}, and moto {_moto_version()} runs now")
-    return doc
+        header = pickle.load(f)  # noqa: S301
+        if not isinstance(header, dict) or header.get("format") != FORMAT:
+            raise _Incompatible(f"{path.name} is not a cloud this sandbox wrote")
+        if header.get("moto") != _moto_version():
+            raise _Incompatible(f"it was saved with moto {header.get('moto')}, and moto {_moto_version()} runs now")
+        cloud = pickle.load(f)  # noqa: S301
+    if not isinstance(cloud, dict):
+        raise _Incompatible(f"{path.name} is not a cloud this sandbox wrote")
+    return cloud
 
 
 def _stopped(regions: dict[str, Any]) -> dict[str, Any]:
