@@ -4,10 +4,9 @@ moto serves neither the Pricing API nor a useful `DescribeSpotPriceHistory` (it 
 constant 0.00001), so the sandbox supplies both from here. On-demand prices are real
 published us-east-1 Linux list prices, labelled with their date; other regions' are
 the sandbox's own list, us-east-1's times the region's factor (`regions.PRICE_FACTORS`).
-Spot prices are
-synthetic but plausible: each (type, AZ) pair has its own discount, wandering hour by
-hour within a bounded band, and the same hour always has the same price, whatever
-window is asked for.
+Spot prices are synthetic but plausible: each (type, AZ) pair has its own discount,
+wandering hour by hour within a bounded band around its region's list price, and the
+same hour always has the same price, whatever window is asked for.
 """
 
 from __future__ import annotations

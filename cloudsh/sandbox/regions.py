@@ -119,10 +119,10 @@ class RegionLayer:
             )
         self.prepare(region)
         mutates = _mutates(environ)
-        if wsgi.params(environ).get("Action") == "DescribeRegions":
-            return _describe_regions(self.app, environ, start_response)
         _local.region = region
         try:
+            if wsgi.params(environ).get("Action") == "DescribeRegions":
+                return _describe_regions(self.app, environ, start_response)
             body = list(self.app(environ, start_response))
         finally:
             _local.region = DEFAULT
