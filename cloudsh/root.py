@@ -56,7 +56,11 @@ def connect(
     if choice:
         if region is not None:
             sandbox_region(region)
-        return build_backend(settings, sandbox_target(settings), notice=notice)
+        target = sandbox_target(settings, region)
+        from cloudsh.sandbox.persist import take_notice
+
+        lost = take_notice(settings.sandbox_path)
+        return build_backend(settings, target, notice="; ".join(n for n in (notice, lost) if n))
     target = aws_target(profile, region, env)
     return build_backend(settings, target, notice=endpoint_notice(settings, target, env))
 
@@ -101,7 +105,7 @@ def build_backend(settings: Settings, target: AwsTarget, *, notice: str = "") ->
         from cloudsh.sandbox.pricing import SandboxOnDemandSource, SandboxSpotSource
 
         hosts = SandboxHostResolver(settings)
-        on_demand = SandboxOnDemandSource()
+        on_demand = SandboxOnDemandSource(target.region)
         spot = SandboxSpotSource(clients, target.region)
         address = SandboxAddress(settings)
     else:
@@ -171,15 +175,16 @@ def aws_target(profile: str | None, region: str | None, env: Mapping[str, str]) 
     return AwsTarget(region=region, profile=profile, endpoint_url=env.get("AWS_ENDPOINT_URL") or None)
 
 
-def sandbox_target(settings: Settings) -> AwsTarget:
-    """The running sandbox's endpoint, starting the sandbox first if none runs."""
+def sandbox_target(settings: Settings, region: str | None = None) -> AwsTarget:
+    """The running sandbox's endpoint for `region` (default the sandbox's own), starting
+    the sandbox first if none runs."""
     from cloudsh.sandbox import state as sbx
     from cloudsh.sandbox.control import sandbox_up
     from cloudsh.services.aws import AwsTarget
 
     st = sandbox_up(settings)
     return AwsTarget(
-        region=st.region,
+        region=region or st.region,
         endpoint_url=st.endpoint,
         access_key_id=sbx.ACCESS_KEY_ID,
         secret_access_key=sbx.SECRET_ACCESS_KEY,
@@ -205,20 +210,27 @@ def check_region(region: str) -> None:
         raise UsageError(f"unknown region {region!r}", REGION_HINT)
 
 
+def sandbox_regions() -> frozenset[str]:
+    """The regions the sandbox serves."""
+    from cloudsh.sandbox import regions
+
+    return regions.SERVED
+
+
 def sandbox_region(region: str) -> None:
-    """Refuse a `--region` the sandbox does not serve, before it is started: it plays
-    one region, and answering for another would show that region's boxes as none.
+    """Refuse a `--region` the sandbox does not serve, before it is started: answering
+    for it would show that region's boxes as none.
 
     Raises:
-        UsageError: the region is unknown, or not the sandbox's.
+        UsageError: the region is unknown, or not one the sandbox plays.
     """
-    from cloudsh.sandbox.state import REGION
+    from cloudsh.sandbox import regions
 
     check_region(region)
-    if region != REGION:
+    if region not in regions.SERVED:
         raise UsageError(
-            f"the sandbox serves only {REGION}, not {region}",
-            f"drop --region, or use --region {REGION} (or --aws for real EC2 in {region})",
+            f"the sandbox does not serve {region}",
+            f"use --region with one it serves ({', '.join(sorted(regions.SERVED))}), or --aws for real EC2 in {region}",
         )
 
 

@@ -86,5 +86,5 @@ async def test_sandbox_serves_its_quota_table(sandbox: Sandbox) -> None:
 
 def test_sandbox_quota_answers_like_aws() -> None:
     table = sandbox_quotas.table()
-    status, doc = sandbox_quotas.answer("ServiceQuotasV20190624.GetServiceQuota", b'{"ServiceCode":"ec2","QuotaCode":"L-NOPE"}', table)
+    status, doc = sandbox_quotas.answer("ServiceQuotasV20190624.GetServiceQuota", b'{"ServiceCode":"ec2","QuotaCode":"L-NOPE"}', table, "us-east-1")
     assert status.startswith("400") and doc["__type"] == "NoSuchResourceException"

@@ -36,13 +36,25 @@ def test_an_unknown_region_is_a_usage_error(sandbox: Sandbox) -> None:
         assert "e.g. us-east-1, eu-west-1" in line and "aws ec2 describe-regions" in line
 
 
-def test_the_sandbox_serves_one_region(sandbox: Sandbox) -> None:
-    r = cloudsh("--sandbox", "--region", "eu-west-1", "ls")
+def test_a_region_the_sandbox_does_not_play_is_refused(sandbox: Sandbox) -> None:
+    # A real region (opt-in, so not one the sandbox plays), before the sandbox is asked.
+    r = cloudsh("--sandbox", "--region", "af-south-1", "ls")
     line = one_line_error(r)
-    assert r.returncode == 2 and "the sandbox serves only us-east-1, not eu-west-1" in line, line
-    assert r.stdout == ""
-    # Its own region is fine, named or not.
+    assert r.returncode == 2 and "the sandbox does not serve af-south-1" in line, line
+    assert "eu-west-1" in line and "--aws" in line and r.stdout == ""
+    # Its default region is fine, named or not.
     assert ls_json("--region", "us-east-1") == ls_json()
+    # A raw client asking for it is refused as EC2 refuses a request signed for a bad region.
+    import boto3
+    from botocore.exceptions import ClientError
+
+    raw = boto3.client(
+        "ec2", region_name="af-south-1", endpoint_url=sandbox.env["AWS_ENDPOINT_URL"],
+        aws_access_key_id=sandbox.env["AWS_ACCESS_KEY_ID"], aws_secret_access_key=sandbox.env["AWS_SECRET_ACCESS_KEY"],
+    )
+    with pytest.raises(ClientError) as err:
+        raw.describe_instances()
+    assert err.value.response["Error"]["Code"] == "AuthFailure"
 
 
 def test_a_leftover_endpoint_is_said_once(sandbox: Sandbox) -> None:

@@ -64,8 +64,10 @@ async def sandbox_up(ctx: Context, a: argparse.Namespace) -> int:
 
     from cloudsh.sandbox.control import sandbox_up as up
 
-    st = await asyncio.to_thread(up, _settings(ctx))
+    settings = _settings(ctx)
+    st = await asyncio.to_thread(up, settings)
     ctx.out.print(f"sandbox running (pid {st.pid}): EC2 endpoint {st.endpoint}, region {st.region}")
+    _say_lost_cloud(ctx, settings)
     for line in st.degraded:
         ctx.out.info(f"degraded: {line}")
     ctx.out.info("use it from other tools with: eval \"$(cloudsh sandbox env)\"")
@@ -108,7 +110,18 @@ async def sandbox_env(ctx: Context, a: argparse.Namespace) -> int:
     from cloudsh.sandbox.control import sandbox_env as env
     from cloudsh.sandbox.control import sandbox_up as up
 
-    st = await asyncio.to_thread(up, _settings(ctx))
+    settings = _settings(ctx)
+    st = await asyncio.to_thread(up, settings)
     for key, value in env(st).items():
         ctx.out.print(f"export {key}={shlex.quote(value)}")
+    _say_lost_cloud(ctx, settings)
     return 0
+
+
+def _say_lost_cloud(ctx: Context, settings: Settings) -> None:
+    """A cloud the sandbox could not restore is said once, by whoever starts it first."""
+    from cloudsh.sandbox.persist import take_notice
+
+    lost = take_notice(settings.sandbox_path)
+    if lost:
+        ctx.out.info(lost)

@@ -4,6 +4,7 @@ Run as `python -m cloudsh.sandbox.daemon --dir DIR --port PORT [--boot-s S] [--c
 `cloudsh.sandbox.control.sandbox_up`. It serves moto in-process (so it can watch moto's
 EC2 backend directly), follows each instance's state, and publishes what clients need in
 `DIR/state.json`. SIGTERM/SIGINT, or deleting DIR, stop it and everything it started.
+It serves every region of `regions.py`, and its cloud outlives it (`persist.py`).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from cloudsh.sandbox import spot
+from cloudsh.sandbox import persist, regions, spot
 from cloudsh.sandbox.capacity import CapacityLedger
 from cloudsh.sandbox.state import REGION, SandboxInstance, SandboxState, write_state
 from cloudsh.sandbox.timing import Timing
@@ -94,14 +95,25 @@ class Daemon:
         self.quotas: dict[str, tuple[str, float]] = {}  # quota code -> (name, vCPUs), set with moto
         self.no_default_vpc = False  # CLOUDSH_SANDBOX_NO_DEFAULT_VPC (vpcs.py)
         self.timing = Timing()  # CLOUDSH_SANDBOX_TIMING (timing.py)
+        self.regions: Any = None  # regions.RegionLayer: each request's region
+        self._changed_at = 0.0  # when a request last changed the cloud, 0 once saved (persist.py)
+        self._unsaved_since = 0.0  # the first change not saved yet
 
     # -- moto -----------------------------------------------------------------------------
 
-    def ec2_backend(self) -> Any:
+    def ec2_backend(self, region: str | None = None) -> Any:
+        """moto's EC2 backend of `region`, by default that of the request being served."""
         from moto.core.models import DEFAULT_ACCOUNT_ID
         from moto.ec2.models import ec2_backends
 
-        return ec2_backends[DEFAULT_ACCOUNT_ID][REGION]
+        return ec2_backends[DEFAULT_ACCOUNT_ID][region or regions.current()]
+
+    def ec2_backends(self) -> list[Any]:
+        """The EC2 backend of every region used so far."""
+        from moto.core.models import DEFAULT_ACCOUNT_ID
+        from moto.ec2.models import ec2_backends
+
+        return list(ec2_backends[DEFAULT_ACCOUNT_ID].values())
 
     def start_moto(self) -> None:
         from moto.moto_server.werkzeug_app import (
@@ -144,14 +156,16 @@ class Daemon:
             raise
         self._socket = sock
         self.port = sock.getsockname()[1]
+        layer = regions.RegionLayer(ConsistencyLayer(app, self.consistency_s), self._publish_images, self._changed)
+        self.regions = layer
         self._server = make_server(
-            "127.0.0.1", self.port, ConsistencyLayer(app, self.consistency_s), threaded=True,
+            "127.0.0.1", self.port, layer, threaded=True,
             request_handler=MotoRequestHandler,
             fd=sock.fileno(),
         )
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
         self._thread.start()
-        self._publish_images()
+        layer.prepare(regions.DEFAULT)
 
     def console_host_key(self, iid: str) -> str | None:
         """The box's host key once cloud-init has printed it to the console: `console_s`
@@ -193,17 +207,42 @@ class Daemon:
                 self.host_keys.pop(iid, None)
         self._publish()
 
-    def _publish_images(self) -> None:
-        """Build the backend (and load the AMIs) before the first request; give the
+    def _publish_images(self, region: str) -> None:
+        """Build a region's backend (and load the AMIs) before its first request; give the
         published images their real root snapshot and name them where EC2 does (SSM)."""
         from moto.core.models import DEFAULT_ACCOUNT_ID
 
         from cloudsh.sandbox.images import publish_sizes
 
-        publish_sizes(self.ec2_backend(), DEFAULT_ACCOUNT_ID)
-        self._publish_ssm_parameters()
+        publish_sizes(self.ec2_backend(region), DEFAULT_ACCOUNT_ID)
+        self._publish_ssm_parameters(region)
 
-    def _publish_ssm_parameters(self) -> None:
+    def _changed(self) -> None:
+        self._changed_at = time.monotonic()
+        self._unsaved_since = self._unsaved_since or self._changed_at
+
+    async def _save(self, *, now: bool = False) -> None:
+        """Write the cloud in the first quiet moment after a change (persist.py), or `now`."""
+        changed_at, waited = self._changed_at, time.monotonic() - self._unsaved_since
+        last = max(changed_at, self.regions.last_request if self.regions is not None else 0.0)
+        quiet = time.monotonic() - last >= persist.SAVE_DELAY_S or waited >= persist.SAVE_MAX_DELAY_S
+        if not changed_at or not (now or quiet):
+            return
+        tables = {"ports": dict(self.ports), "spot_behaviour": dict(self.app.spot_behaviour)}
+        try:
+            await asyncio.to_thread(persist.save, self.dir, tables)
+        except RuntimeError:  # a request changed the cloud while it was read: next tick
+            return
+        except Exception:  # noqa: BLE001  (logged; the cloud serves on, and the next change tries again)
+            log.exception("could not save the cloud")
+            self._changed_at = self._unsaved_since = 0.0
+            return
+        if self._changed_at == changed_at:
+            self._changed_at = self._unsaved_since = 0.0
+        else:
+            self._unsaved_since = changed_at
+
+    def _publish_ssm_parameters(self, region: str) -> None:
         from moto.core.models import DEFAULT_ACCOUNT_ID
         from moto.core.utils import utcnow
         from moto.ssm.models import Parameter, ssm_backends
@@ -211,7 +250,7 @@ class Daemon:
         from cloudsh.sandbox.images import is_dlami
 
         newest: dict[str, tuple[str, str]] = {}  # parameter -> (image name, id)
-        for ami in self.ec2_backend().amis.values():
+        for ami in self.ec2_backend(region).amis.values():
             name = ami.name or ""
             arch = ami.architecture or ""
             if is_dlami(ami) and arch in ("x86_64", "arm64"):
@@ -222,7 +261,7 @@ class Daemon:
                 continue
             if param not in newest or name > newest[param][0]:
                 newest[param] = (name, ami.id)
-        params = ssm_backends[DEFAULT_ACCOUNT_ID][REGION]._parameters
+        params = ssm_backends[DEFAULT_ACCOUNT_ID][region]._parameters
         for name, (_, ami_id) in newest.items():
             params[name].append(
                 Parameter(  # type: ignore[abstract]
@@ -246,7 +285,7 @@ class Daemon:
         # simply retried on the next tick.
         for _ in range(3):
             try:
-                return {i.id: i for i in self.ec2_backend().all_instances()}
+                return {i.id: i for b in self.ec2_backends() for i in b.all_instances()}
             except RuntimeError:
                 continue
         return {}
@@ -261,6 +300,7 @@ class Daemon:
             for iid, inst in instances.items():
                 await self._follow(iid, inst)
             self._publish()
+            await self._save()
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), POLL_S)
 
@@ -296,6 +336,8 @@ class Daemon:
             if state in ("shutting-down", "terminated"):
                 box.delete()
                 del self.boxes[iid]
+        elif state in ("shutting-down", "terminated"):  # a box restored stopped, never booted since
+            await asyncio.to_thread(shutil.rmtree, self.dir / "instances" / iid, True)
         log.info("%s: %s", iid, state)
 
     async def _boot(self, iid: str, inst: Any) -> None:
@@ -315,7 +357,7 @@ class Daemon:
             if self.imds is not None:
                 box.imds_endpoint = self.imds.endpoint_for(iid)
                 box.relay_ports = (self.imds.port,)
-            key_pair = self.ec2_backend().key_pairs.get(inst.key_name) if inst.key_name else None
+            key_pair = inst.ec2_backend.key_pairs.get(inst.key_name) if inst.key_name else None
             public_key = key_pair.material_public.decode() if key_pair is not None else None
             await asyncio.to_thread(
                 box.prepare,
@@ -382,7 +424,7 @@ class Daemon:
     async def _interrupt(self, iid: str, action: str) -> None:
         inst = self._snapshot().get(iid)
         if inst is not None and str(inst.state) == "running":
-            backend = self.ec2_backend()
+            backend = inst.ec2_backend
             if action == "terminate":
                 await asyncio.to_thread(backend.terminate_instances, [iid])
                 self._lifecycle("TerminateInstances", [iid])
@@ -434,14 +476,15 @@ class Daemon:
         loop = self._loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.add_signal_handler(sig, self._stop.set)
-        # moto keeps the cloud in memory, so trees left by an earlier run belong to nothing.
-        await asyncio.to_thread(shutil.rmtree, self.dir / "instances", True)
-        for trees in ("images", "volumes", "snapshots"):  # sandbox/storage.py
-            await asyncio.to_thread(shutil.rmtree, self.dir / trees, True)
-        self.isolation = "bubblewrap" if await asyncio.to_thread(bubblewrap_works) else "none"
+        await asyncio.to_thread(persist.kill_leftovers, self.dir)
+        restored = await asyncio.to_thread(persist.restore, self.dir)
+        self.ports.update(restored.tables.get("ports", {}))
+        wanted = os.environ.get("CLOUDSH_SANDBOX_ISOLATION", "").strip().lower() != "none"
+        self.isolation = "bubblewrap" if wanted and await asyncio.to_thread(bubblewrap_works) else "none"
         if self.isolation == "none":
             log.warning(NO_ISOLATION)
         self.start_moto()
+        self.app.spot_behaviour.update(restored.tables.get("spot_behaviour", {}))
         await self._start_imds()
         (self.dir / "port").write_text(f"{self.port}\n")
         self._publish()
@@ -460,10 +503,15 @@ class Daemon:
             await self.imds.close()
         with contextlib.suppress(FileNotFoundError):
             (self.dir / "state.json").unlink()
-        shutil.rmtree(self.dir / "instances", ignore_errors=True)
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
+        if self.dir.is_dir():
+            for _ in range(3):  # the cloud and its trees (kept in place) survive the daemon
+                self._changed_at = self._changed_at or time.monotonic()
+                await self._save(now=True)
+                if not self._changed_at:
+                    break
         if self._socket is not None:
             self._socket.close()
         log.info("stopped")

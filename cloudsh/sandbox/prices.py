@@ -2,10 +2,11 @@
 
 moto serves neither the Pricing API nor a useful `DescribeSpotPriceHistory` (it answers a
 constant 0.00001), so the sandbox supplies both from here. On-demand prices are real
-published us-east-1 Linux list prices, labelled with their date. Spot prices are
-synthetic but plausible: each (type, AZ) pair has its own discount, wandering hour by
-hour within a bounded band, and the same hour always has the same price, whatever
-window is asked for.
+published us-east-1 Linux list prices, labelled with their date; other regions' are
+the sandbox's own list, us-east-1's times the region's factor (`regions.PRICE_FACTORS`).
+Spot prices are synthetic but plausible: each (type, AZ) pair has its own discount,
+wandering hour by hour within a bounded band around its region's list price, and the
+same hour always has the same price, whatever window is asked for.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from __future__ import annotations
 import hashlib
 import math
 from datetime import UTC, datetime
+
+from cloudsh.sandbox import regions
 
 PRICES_DATE = "2025-05-01"
 PRICES_SOURCE = (
@@ -71,6 +74,28 @@ _GPU_FAMILIES = ("g4dn", "g5", "g6", "p3", "p4d", "p5")
 _KNOT_HOURS = (24, 6)  # two octaves of smooth noise: a daily drift and a 6-hourly wobble
 
 
+def list_prices(region: str) -> dict[str, float]:
+    """The sandbox's on-demand list prices in `region`, $/h."""
+    factor = regions.price_factor(region)
+    return {t: round(p * factor, 4) for t, p in LIST_PRICES.items()}
+
+
+def prices_source(region: str) -> str:
+    """Where `list_prices(region)` comes from, for labels."""
+    if region == "us-east-1":
+        return PRICES_SOURCE
+    return (
+        f"sandbox list prices for {region}: us-east-1's, as published {PRICES_DATE}, "
+        f"times {regions.price_factor(region):g} (the region's m5.large price ratio)"
+    )
+
+
+def _on_demand(instance_type: str, az: str) -> float | None:
+    """The list price behind the spot market of `az` (its region's)."""
+    price = LIST_PRICES.get(instance_type)
+    return None if price is None else round(price * regions.price_factor(regions.of_az(az)), 4)
+
+
 def _unit(*parts: object) -> float:
     """A reproducible number in [0, 1) from its key (hash-based, so it is stable across runs)."""
     digest = hashlib.blake2b("|".join(map(str, parts)).encode(), digest_size=8).digest()
@@ -101,7 +126,7 @@ def _discount(instance_type: str, az: str, hour: int) -> float:
 
 def spot_price(instance_type: str, az: str, at: datetime) -> float | None:
     """The simulated spot price in force at `at` (it changes on the hour)."""
-    on_demand = LIST_PRICES.get(instance_type)
+    on_demand = _on_demand(instance_type, az)
     if on_demand is None:
         return None
     hour = math.floor(_utc(at).timestamp() / 3600)
@@ -117,7 +142,7 @@ def spot_price_history(
     included (its timestamp is the hour it took effect), so `start == end == now` gives
     the current price. Empty for types without a list price.
     """
-    on_demand = LIST_PRICES.get(instance_type)
+    on_demand = _on_demand(instance_type, az)
     if on_demand is None:
         return []
     start, end = _utc(start), _utc(end)
@@ -141,6 +166,8 @@ __all__ = [
     "PRICES_SOURCE",
     "SANDBOX_AZS",
     "SPOT_SOURCE",
+    "list_prices",
+    "prices_source",
     "spot_price",
     "spot_price_history",
 ]

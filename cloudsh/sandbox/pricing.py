@@ -10,19 +10,22 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from cloudsh.sandbox.prices import LIST_PRICES, PRICES_SOURCE, SPOT_SOURCE
+from cloudsh.sandbox.prices import SPOT_SOURCE, list_prices, prices_source
 from cloudsh.services.aws import ClientFactory
 from cloudsh.services.pricing import Ec2SpotSource
 
 
 class SandboxOnDemandSource:
-    """The sandbox's published list prices (see `cloudsh.sandbox.prices`)."""
+    """The sandbox's list prices in one region (see `cloudsh.sandbox.prices`)."""
 
-    label = PRICES_SOURCE
     unpriced = "not in the sandbox's list of published prices"
 
+    def __init__(self, region: str = "us-east-1") -> None:
+        self.label = prices_source(region)
+        self._prices = list_prices(region)
+
     def fetch(self, types: Sequence[str]) -> dict[str, float]:
-        return {t: LIST_PRICES[t] for t in types if t in LIST_PRICES}
+        return {t: self._prices[t] for t in types if t in self._prices}
 
 
 class SandboxSpotSource(Ec2SpotSource):

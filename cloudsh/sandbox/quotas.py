@@ -7,6 +7,8 @@ GPU quotas are small on purpose (as on a new AWS account, where they start at 0 
 be asked for), so the "over quota" refusal of `resize` and `launch` can be tried here.
 `CLOUDSH_SANDBOX_QUOTAS` (JSON, quota code -> vCPUs) overrides entries when the daemon starts;
 `cloudsh sandbox quota CODE VALUE` changes one while it runs, and `vcpu_quota.py` enforces them.
+Quotas are per region on AWS, each region of a new account starting from the same
+defaults: every region the sandbox serves has this table, and each counts its own boxes.
 """
 
 from __future__ import annotations
@@ -16,7 +18,6 @@ import os
 from typing import Any
 
 ACCOUNT = "123456789012"
-REGION = "us-east-1"
 
 #: quota code -> (name, vCPUs). The codes and names are AWS's.
 EC2_QUOTAS: dict[str, tuple[str, float]] = {
@@ -50,8 +51,10 @@ def table() -> dict[str, tuple[str, float]]:
     return quotas
 
 
-def answer(target: str, body: bytes, quotas: dict[str, tuple[str, float]]) -> tuple[str, dict[str, Any]]:
-    """(HTTP status, JSON document) for one Service Quotas request."""
+def answer(
+    target: str, body: bytes, quotas: dict[str, tuple[str, float]], region: str
+) -> tuple[str, dict[str, Any]]:
+    """(HTTP status, JSON document) for one Service Quotas request in `region`."""
     op = target.removeprefix(TARGET_PREFIX)
     try:
         req = json.loads(body or b"{}")
@@ -69,7 +72,7 @@ def answer(target: str, body: bytes, quotas: dict[str, tuple[str, float]]) -> tu
         "Quota": {
             "ServiceCode": "ec2",
             "ServiceName": "Amazon Elastic Compute Cloud (Amazon EC2)",
-            "QuotaArn": f"arn:aws:servicequotas:{REGION}:{ACCOUNT}:ec2/{code}",
+            "QuotaArn": f"arn:aws:servicequotas:{region}:{ACCOUNT}:ec2/{code}",
             "QuotaCode": code,
             "QuotaName": name,
             "Value": value,

@@ -37,7 +37,7 @@ from typing import Any
 
 import asyncssh
 
-from cloudsh.sandbox import cron
+from cloudsh.sandbox import cron, persist
 from cloudsh.sandbox import gpu as gpus
 from cloudsh.sandbox.firewall import Gate
 from cloudsh.sandbox.gpu import Gpu
@@ -273,7 +273,15 @@ class Box:
             # the box's init ends them all.
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(pid, signal.SIGKILL)
-        self._pids.clear()
+            self._untrack(pid)
+
+    def _track(self, pid: int) -> None:
+        self._pids.add(pid)
+        persist.record(self.sandbox_dir, pid)  # ended at the next start if the daemon is killed
+
+    def _untrack(self, pid: int) -> None:
+        self._pids.discard(pid)
+        persist.forget(self.sandbox_dir, pid)
 
     # -- commands -------------------------------------------------------------------------
 
@@ -312,7 +320,9 @@ class Box:
         return [*wrap, "--remount-ro", "/", "--hostname", self.hostname, "--chdir", "/home/ubuntu", *BWRAP_LIFETIME]
 
     async def _start_init(self) -> None:
-        self._init, self._init_pid = await asyncio.to_thread(start_init, self._init_argv())
+        init, self._init_pid = await asyncio.to_thread(start_init, self._init_argv())
+        self._init = init
+        persist.record(self.sandbox_dir, init.pid)
 
     def _open_pty(self) -> tuple[int, int]:
         """A pty from the box's own /dev/pts, so `tty` and ttyname() work inside the box."""
@@ -338,6 +348,7 @@ class Box:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(init.pid, signal.SIGKILL)
             init.wait()
+            persist.forget(self.sandbox_dir, init.pid)
 
     def _env(self, process: asyncssh.SSHServerProcess[bytes]) -> tuple[dict[str, str], str]:
         home = "/home/ubuntu" if self.isolation == "bubblewrap" else str(self.root / "home/ubuntu")
@@ -383,7 +394,7 @@ class Box:
             cwd=home if self._init is None else None,
             start_new_session=True,
         )
-        self._pids.add(proc.pid)
+        self._track(proc.pid)
         assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
         stdin = proc.stdin
 
@@ -403,7 +414,7 @@ class Box:
             await asyncio.gather(*pumps)
         finally:
             feeder.cancel()
-            self._pids.discard(proc.pid)
+            self._untrack(proc.pid)
         return status
 
     async def _run_pty(
@@ -425,7 +436,7 @@ class Box:
             )
         finally:
             os.close(slave)
-        self._pids.add(proc.pid)
+        self._track(proc.pid)
         loop = asyncio.get_running_loop()
         reader = asyncio.StreamReader()
         read_t, _ = await loop.connect_read_pipe(
@@ -452,7 +463,7 @@ class Box:
             feeder.cancel()
             read_t.close()
             write_t.close()
-            self._pids.discard(proc.pid)
+            self._untrack(proc.pid)
         return status
 
 

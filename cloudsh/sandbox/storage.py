@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
-from cloudsh.sandbox import images, quotas, wsgi
+from cloudsh.sandbox import images, quotas, regions, wsgi
 from cloudsh.sandbox.devices import write_devices
 from cloudsh.sandbox.wsgi import Ec2Error, StartResponse, WsgiApp
 
@@ -231,7 +231,7 @@ class StorageLayer:
     def _quota(self, environ: dict[str, Any], start_response: StartResponse, target: str) -> Iterable[bytes]:
         length = int(environ.get("CONTENT_LENGTH") or 0)
         body = environ["wsgi.input"].read(length) if length else b""
-        status, doc = quotas.answer(target, body, self.quotas)
+        status, doc = quotas.answer(target, body, self.quotas, regions.current())
         return wsgi.respond(start_response, status, json.dumps(doc), "application/x-amz-json-1.1")
 
 
@@ -250,16 +250,13 @@ _AFTER = {
 
 def link_spot_request(backend: Any, inst: Any, kind: str, behaviour: str) -> str:
     """Make the spot request EC2 would have made for this spot instance, and link them."""
-    from moto.ec2.models.spot_requests import SpotInstanceRequest
     from moto.ec2.utils import random_spot_request_id
 
-    class _Linked(SpotInstanceRequest):
-        # moto's request launches its own instance; this one adopts an existing one.
-        def launch_instance(self) -> Any:
-            return inst
-
     request_id = random_spot_request_id()
-    request = _Linked(
+    cls = _linked_spot_request()
+    request = cls.__new__(cls)
+    request.adopted = inst
+    request.__init__(
         backend, request_id, "", inst.image_id, kind, None, None, None, None,
         inst.key_name, [], None, inst.instance_type, inst.placement.zone, None, None,
         False, getattr(inst, "subnet_id", None) or "", {}, None, behaviour,
@@ -267,6 +264,31 @@ def link_spot_request(backend: Any, inst: Any, kind: str, behaviour: str) -> str
     backend.spot_instance_requests[request_id] = request
     inst.spot_instance_request_id = request_id
     return request_id
+
+
+_LINKED: list[Any] = []
+
+
+def _linked_spot_request() -> Any:
+    """moto's spot request, adopting an existing instance instead of launching its own.
+    Made once, on first use (moto loads late), and found by pickle as
+    `storage.LinkedSpotRequest` (see `__getattr__`), so the cloud still saves (persist.py)."""
+    if not _LINKED:
+        from moto.ec2.models.spot_requests import SpotInstanceRequest
+
+        def launch_instance(self: Any) -> Any:
+            return self.adopted
+
+        _LINKED.append(type("LinkedSpotRequest", (SpotInstanceRequest,), {
+            "__module__": __name__, "launch_instance": launch_instance,
+        }))
+    return _LINKED[0]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "LinkedSpotRequest":
+        return _linked_spot_request()
+    raise AttributeError(name)
 
 
 def _instance(backend: Any, instance_id: str) -> Any | None:

@@ -533,16 +533,18 @@ class CloudshApp(AppHost):
     def action_region(self) -> None:
         if self.backend is None:
             return
-        if self.backend.sandbox:
-            self.notify("the sandbox cloud has one region (us-east-1)", title="region")
-            return
         current = self.backend.target.region
+        choices: tuple[str, ...] = REGIONS
+        if self.backend.sandbox:
+            from cloudsh.root import sandbox_regions
+
+            choices = tuple(r for r in REGIONS if r in sandbox_regions())
 
         def picked(region: str | None) -> None:
             if region and region != current:
                 self._switch_region(region)
 
-        self.push_screen(RegionScreen(REGIONS, current), picked)
+        self.push_screen(RegionScreen(choices, current), picked)
 
     @work(thread=True, exclusive=True, group="connect", exit_on_error=False)
     def _switch_region(self, region: str) -> None:
@@ -552,7 +554,7 @@ class CloudshApp(AppHost):
         from cloudsh.root import connect
 
         try:
-            backend = connect(old.settings, sandbox=False, profile=old.target.profile, region=region)
+            backend = connect(old.settings, sandbox=old.sandbox, profile=old.target.profile, region=region)
         except CloudshError as exc:
             self.post_message(BackendFailed(str(exc)))
             return

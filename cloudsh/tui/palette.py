@@ -29,7 +29,7 @@ ACTIONS = (
     ("terminate", "Terminate the highlighted box", "asks first, listing what will be lost"),
     ("ipython", "IPython with `cloud` and `box`", "suspend the app and start IPython"),
     ("refresh", "Refresh now", "instances, prices and volumes"),
-    ("region", "Switch region", "real AWS only"),
+    ("region", "Switch region", "on AWS or the sandbox"),
     ("help", "Help", "keys and commands"),
     ("command_line", "Command line", "type any cloudsh command"),
     ("quit", "Quit", "boxes keep running"),
