@@ -395,7 +395,7 @@ class Daemon:
         from cloudsh.sandbox.imds import Imds
 
         self.imds = Imds(self._spot_behaviour, self._interrupt)
-        self.firewall = firewall.Firewall(self.ec2_backend, self._publish)
+        self.firewall = firewall.Firewall(self.ec2_backends, self._publish)
         firewall.install(self.firewall)
         self.imds.controls[firewall.CONTROL_PATH] = self.firewall.control
         self.imds.controls["/_sandbox/capacity"] = capacity.control(
@@ -419,7 +419,8 @@ class Daemon:
 
     def _capacity_raised(self, itype: str, az: str, left: int | None) -> None:
         """Capacity for `itype` in `az` came back: EC2 restarts the boxes waiting for it."""
-        spot.restart_due(self.ec2_backend(), lambda t, z: self.capacity.take({(t, z): 1}) is None)
+        for backend in self.ec2_backends():  # an AZ belongs to one region
+            spot.restart_due(backend, lambda t, z: self.capacity.take({(t, z): 1}) is None)
 
     async def _interrupt(self, iid: str, action: str) -> None:
         inst = self._snapshot().get(iid)

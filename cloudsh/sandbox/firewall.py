@@ -58,8 +58,8 @@ def simulated_address(settings: Settings) -> str:
 class Firewall:
     """The daemon's view: the simulated address and whether a box's groups let it in."""
 
-    def __init__(self, ec2_backend: Callable[[], Any], on_change: Callable[[], None]) -> None:
-        self.ec2_backend = ec2_backend
+    def __init__(self, ec2_backends: Callable[[], list[Any]], on_change: Callable[[], None]) -> None:
+        self.ec2_backends = ec2_backends  # every region's: a box may be in any
         self.on_change = on_change
         self.address = DEFAULT_ADDRESS
 
@@ -68,12 +68,12 @@ class Firewall:
         address = ipaddress.IPv4Address(self.address)
         for _ in range(3):  # moto's request threads change rules while this reads them
             try:
-                inst = self.ec2_backend().get_instance(instance_id)
+                inst = next(filter(None, (b.get_instance_by_id(instance_id) for b in self.ec2_backends())), None)
+                if inst is None:
+                    return False  # gone from moto: nothing lets it in
                 return any(_covers(rule, address) for g in list(inst.security_groups) for rule in list(g.ingress_rules))
             except RuntimeError:
                 continue
-            except Exception:  # noqa: BLE001 - gone from moto: nothing lets it in
-                return False
         return False
 
     def control(self, method: str, body: bytes) -> tuple[int, str]:
