@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-BENCHES = ["bench.startup", "bench.ls_vs_awscli", "bench.ssh_bench", "bench.jobs_bench"]
+BENCHES = ["bench.startup", "bench.ls_vs_awscli", "bench.ssh_bench", "bench.jobs_bench", "bench.orphans_bench"]
 OPTIONAL = ["bench.tui_startup", "bench.repl_bench"]
 
 

@@ -79,12 +79,15 @@ async def ls(ctx: Context, a: argparse.Namespace) -> int:
     arg("--disk", kind="", type=gigabytes, metavar="GB", help="root volume size in GB (default 60, or the image's own size if larger)"),
     arg("--image", kind="image", metavar="AMI_OR_NAME", help="AMI id or name (default: current Ubuntu LTS)"),
     arg("--no-wait", flag=True, help="return once EC2 accepted the launch"),
+    arg("--yes", "-y", flag=True, help="launch even above the confirm_above_per_hour setting without asking"),
 )
 async def launch(ctx: Context, a: argparse.Namespace) -> int:
     from cloudsh.ops import instances as ops
+    from cloudsh.ops.money import price_gate
 
     b = ctx.backend
     plan = await ops.plan_launch(b, a.name, instance_type=a.type, spot=a.spot, disk_gb=a.disk, image=a.image)
+    ctx.out.info(await price_gate(b, plan.itype.name, spot=plan.spot, yes=a.yes, ask=ctx.confirm, verb="launch"))
     inst = await ops.launch(b, plan, wait=not a.no_wait, progress=ctx.out.info)
     ctx.out.print(f"{inst.label} {inst.id} {inst.type} {'ready' if not a.no_wait else inst.state}")
     return 0
@@ -150,9 +153,12 @@ async def terminate(ctx: Context, a: argparse.Namespace) -> int:
 )
 async def resize(ctx: Context, a: argparse.Namespace) -> int:
     from cloudsh.ops import instances as ops
+    from cloudsh.ops.money import price_gate
 
     [inst] = await find_all(ctx, [a.name], "resize", destructive=True)
     plan = await ops.plan_resize(ctx.backend, inst, a.type, by_id=[a.name])
+    ctx.out.info(await price_gate(ctx.backend, plan.new.name, spot=inst.market == "spot", az=inst.az,
+                                  yes=a.yes, ask=ctx.confirm, verb="resize to"))
     if inst.state == "running" and a.yes:
         ctx.out.info(plan.describe())  # the $/h before and after, even unasked
     if inst.state == "running":
