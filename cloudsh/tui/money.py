@@ -19,10 +19,10 @@ from cloudsh.tui.volumes import VolumesPane
 from cloudsh.tui.widgets import MoneyLoaded, StatusBar
 
 if TYPE_CHECKING:
-    from cloudsh.tui.app import CloudshApp
+    from cloudsh.tui.host import AppHost
 
 
-async def load(app: CloudshApp) -> None:
+async def load(app: AppHost) -> None:
     """One `cost` and one `orphans` of this region, then the status bar shows them."""
     backend = app.context(PaneOutput(app.log_line)).backend
     try:
