@@ -24,6 +24,8 @@ if TYPE_CHECKING:
 
 async def load(app: AppHost) -> None:
     """One `cost` and one `orphans` of this region, then the status bar shows them."""
+    if app.backend is None:
+        return  # not connected (yet): the next refresh tries again
     backend = app.context(PaneOutput(app.log_line)).backend
     try:
         report, found = await asyncio.gather(cost_report(backend), sweep(backend))
