@@ -108,7 +108,7 @@ async def orphans(ctx: Context, a: argparse.Namespace) -> int:
                      "`cloudsh orphans clean` deletes them")
     else:
         ctx.out.info("no orphans")
-    return 1 if found.failed and not found.orphans and not a.json else 0
+    return 0
 
 
 @command(

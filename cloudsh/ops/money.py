@@ -105,7 +105,7 @@ def _item(kind: str, id: str, name: str, *, per_hour: float | None = None, per_m
     begin = max(since, start) if since else start
     if per_hour is not None:
         mtd, proj, per_month = per_hour * _hours(begin, now), per_hour * _hours(begin, end), per_hour * HOURS_PER_MONTH
-    else:  # EBS bills GB-months pro rata by the hour of the calendar month
+    else:  # EBS bills GB-months pro rata by the second ("Amazon EBS pricing", https://aws.amazon.com/ebs/pricing/)
         mtd = per_month * _hours(begin, now) / month_h
         proj = per_month * _hours(begin, end) / month_h
     return CostItem(kind, id, name, None if per_hour is None else round(per_hour, 4), round(per_month, 4),
@@ -136,7 +136,9 @@ async def cost_report(backend: Backend, *, now: datetime | None = None) -> CostR
         if inst.public_ip and inst.public_ip not in eips:
             items.append(_item("ipv4", inst.public_ip, inst.label, per_hour=ipv4_hourly(region),
                                since=inst.launch_time, now=now))
-    for a in addrs:  # an Elastic IP bills attached or not; its allocation time is not in the API
+    # Every public IPv4 address bills $0.005/h, an Elastic IP attached or not (AWS "Amazon
+    # VPC pricing", https://aws.amazon.com/vpc/pricing/); its allocation time is not in the API.
+    for a in addrs:
         items.append(_item("ipv4", a.allocation_id, a.public_ip, per_hour=ipv4_hourly(region), since=None, now=now,
                            note="Elastic IP, counted from the month's start"))
     for v in vols:
@@ -278,7 +280,10 @@ async def price_gate(
     """
     market = "spot" if spot else "on-demand"
     found = await backend.pricing.prices([instance_type], strict=False, spot_for=[instance_type] if spot else [])
-    usd, note = box_hourly(found.get(instance_type), market, az)
+    price = found.get(instance_type)
+    usd, note = box_hourly(price, market, az)
+    if spot and not az and price is not None and price.spot is not None:
+        note = f"the cheapest AZ's, {price.spot_az}"  # no AZ chosen yet
     if usd is None:
         return f"{instance_type} {market}: price unknown ({found.why(instance_type) or 'no price listed'})"
     line = f"{instance_type} {market}: ${usd:.4g}/h, about ${usd * HOURS_PER_MONTH:,.0f} a month running"

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -116,10 +116,9 @@ def region_ec2(backend: Backend, region: str) -> EC2Service:
     """An EC2 service for `region` on the same account (the backend's own for its region)."""
     if region == backend.target.region:
         return backend.ec2
-    from cloudsh.services.aws import ClientFactory
     from cloudsh.services.ec2 import EC2Service
 
-    return EC2Service(ClientFactory(replace(backend.target, region=region), cache_dir=backend.clients.cache_dir))
+    return EC2Service(backend.clients, region=region)
 
 
 @dataclass(frozen=True)
@@ -144,12 +143,14 @@ async def sweep(backend: Backend, *, all_regions: bool = False) -> Sweep:
         try:
             return asyncio.run(find(region_ec2(backend, region), backend.settings))
         except CloudshError as exc:
-            return str(exc)
+            return exc.message
 
     with ThreadPoolExecutor(max_workers=max(1, min(REGION_WORKERS, len(names)))) as pool:
         answers = await asyncio.gather(*(asyncio.wrap_future(pool.submit(one, r)) for r in names))
     found = [o for a in answers if isinstance(a, list) for o in a]
     failed = [(r, a) for r, a in zip(names, answers, strict=True) if isinstance(a, str)]
+    if failed and len(failed) == len(names):
+        raise CloudshError(f"no region could be swept: {failed[0][0]}: {failed[0][1]}", "try without --all-regions")
     return Sweep(found, failed)
 
 
