@@ -9,6 +9,8 @@ import json
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -223,3 +225,32 @@ def test_orphans_finds_each_kind_and_clean_removes_exactly_those(world: World) -
     assert not orphan_ids & {v["VolumeId"] for v in ec2.describe_volumes()["Volumes"]}
     assert not orphan_ids & {a["AllocationId"] for a in ec2.describe_addresses()["Addresses"]}
     assert not orphan_ids & {g["GroupId"] for g in ec2.describe_security_groups()["SecurityGroups"]}
+
+
+def test_cost_explorer_is_asked_at_most_once_a_day(tmp_path: Path) -> None:
+    """AWS's own figure: one GetCostAndUsage request a day (each costs $0.01), cached on
+    disk; a denied request says which IAM action is missing and is not retried that day."""
+    from botocore.stub import Stubber
+
+    from cloudsh.services.aws import AwsTarget, ClientFactory
+    from cloudsh.services.costs import CostExplorer
+
+    now = [datetime(2026, 12, 10, 12, tzinfo=UTC)]
+    factory = ClientFactory(AwsTarget(region="eu-west-1", access_key_id="AKIAFAKE", secret_access_key="fake",
+                                      endpoint_url="http://127.0.0.1:9"))
+    ce = CostExplorer(factory, tmp_path, clock=lambda: now[0])
+    stub = Stubber(factory.client("ce", "us-east-1"))
+    answer = {"ResultsByTime": [{"Total": {"UnblendedCost": {"Amount": "12.345", "Unit": "USD"}}}]}
+    stub.add_response("get_cost_and_usage", answer, {
+        "TimePeriod": {"Start": "2026-12-01", "End": "2026-12-11"}, "Granularity": "MONTHLY", "Metrics": ["UnblendedCost"]})
+    stub.add_client_error("get_cost_and_usage", "AccessDeniedException", "no")
+    with stub:
+        first = ce.month_to_date()
+        assert (first.usd, first.note) == (12.35, "AWS Cost Explorer (about a day behind)")
+        now[0] += timedelta(hours=23)
+        assert CostExplorer(factory, tmp_path, clock=lambda: now[0]).month_to_date().usd == 12.35  # from disk
+        now[0] += timedelta(hours=2)
+        denied = ce.month_to_date()
+        assert denied.usd is None and "ce:GetCostAndUsage" in denied.note
+        assert ce.month_to_date() == denied  # not asked again today
+    stub.assert_no_pending_responses()

@@ -37,6 +37,10 @@ async def cost(ctx: Context, a: argparse.Namespace) -> int:
     ctx.out.print(f"storage      {money(rec['storage_per_month'], '/month')}")
     ctx.out.print(f"month so far {money(rec['month_to_date'], '')}")
     ctx.out.print(f"projected    {money(rec['month_projection'], '')} by the month's end")
+    if rec["aws_month_to_date"] is not None:
+        ctx.out.print(f"AWS's figure {money(rec['aws_month_to_date'], '')} so far ({rec['aws_note']})")
+    elif rec["aws_note"]:
+        ctx.out.info(f"AWS's own figure: {rec['aws_note']}")
     if report.budget:
         ctx.out.print(f"budget       {money(report.budget, '/month')} ({rec['budget_used']:.0%} projected)")
     ctx.out.info(rec["note"])

@@ -31,13 +31,14 @@ from cloudsh.models import (
 
 if TYPE_CHECKING:
     from cloudsh.services.backend import Backend
+    from cloudsh.services.costs import AwsFigure
 
 #: Shares of the budget at which every front end says so, once per crossing.
 THRESHOLDS = (0.5, 0.8, 1.0)
 ESTIMATE_NOTE = (
     "estimate from list prices (compute at each box's own price, public IPv4 at $0.005/h, EBS by the "
     "GB-month); the month so far counts each box's current run, since EC2 does not say how long "
-    "it ran before; AWS's own figure (Cost Explorer) is not fetched"
+    "it ran before"
 )
 
 
@@ -60,6 +61,9 @@ class CostReport:
     items: list[CostItem]
     budget: float | None
     at: datetime
+    #: AWS's own figure for the month so far (Cost Explorer), when known.
+    aws_month_to_date: float | None = None
+    aws_note: str = ""
 
     def total(self, what: str, kinds: tuple[str, ...] = ()) -> float:
         vals = [getattr(i, what) or 0.0 for i in self.items if not kinds or i.kind in kinds]
@@ -82,6 +86,8 @@ class CostReport:
             "budget_used": round(self.month_projection / self.budget, 3) if self.budget else None,
             "at": self.at.isoformat(),
             "note": ESTIMATE_NOTE,
+            "aws_month_to_date": self.aws_month_to_date,
+            "aws_note": self.aws_note,
             "items": [
                 {k: getattr(i, k) for k in CostItem.__dataclass_fields__} for i in self.items
             ],
@@ -117,8 +123,9 @@ async def cost_report(backend: Backend, *, now: datetime | None = None) -> CostR
     one price lookup, in parallel)."""
     now = now or datetime.now(UTC)
     ec2, region = backend.ec2, backend.target.region
-    insts, vols, snaps, imgs, addrs = await asyncio.gather(
-        ec2.list_instances(), ec2.volumes(), ec2.snapshots(), ec2.images(), ec2.addresses()
+    (insts, vols, snaps, imgs, addrs), aws = await asyncio.gather(
+        asyncio.gather(ec2.list_instances(), ec2.volumes(), ec2.snapshots(), ec2.images(), ec2.addresses()),
+        asyncio.to_thread(aws_figure, backend),
     )
     running = [i for i in insts if i.state in ("running", "pending")]
     prices = await backend.pricing.prices(
@@ -154,14 +161,19 @@ async def cost_report(backend: Backend, *, now: datetime | None = None) -> CostR
         size = sum(sizes.get(sid, 0) for sid in img.snapshot_ids)
         items.append(_item("image", img.id, img.name, per_month=snapshot_monthly(size, region),
                            since=img.created, now=now, note=f"snapshots of at most {size} GB"))
-    report = CostReport(items, read_budget(backend.settings).usd, now)
+    report = CostReport(items, read_budget(backend.settings).usd, now, aws.usd if aws else None,
+                        aws.note if aws else "Cost Explorer is not part of the sandbox")
     remember_projection(backend.settings, report.month_projection, now)
     return report
 
 
-def burn_per_hour(report: CostReport) -> float:
-    """$/h of running compute and public addresses."""
-    return report.total("per_hour")
+def aws_figure(backend: Backend) -> AwsFigure | None:
+    """Blocks: AWS's own month so far (at most one Cost Explorer request a day); None on the sandbox."""
+    if backend.sandbox:
+        return None
+    from cloudsh.services.costs import CostExplorer
+
+    return CostExplorer(backend.clients, backend.settings.cache_dir).month_to_date()
 
 
 # -- the budget ------------------------------------------------------------------
