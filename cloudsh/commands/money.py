@@ -43,7 +43,7 @@ async def cost(ctx: Context, a: argparse.Namespace) -> int:
         ctx.out.info(f"AWS's own figure: {rec['aws_note']}")
     if report.budget:
         ctx.out.print(f"budget       {money(report.budget, '/month')} ({rec['budget_used']:.0%} projected)")
-    ctx.out.info(rec["note"])
+    ctx.out.info(f"{rec['region']}: {rec['note']}")
     return 0
 
 

@@ -61,6 +61,7 @@ class CostReport:
     items: list[CostItem]
     budget: float | None
     at: datetime
+    region: str = ""
     #: AWS's own figure for the month so far (Cost Explorer), when known.
     aws_month_to_date: float | None = None
     aws_note: str = ""
@@ -84,6 +85,7 @@ class CostReport:
             "month_projection": self.month_projection,
             "budget": self.budget,
             "budget_used": round(self.month_projection / self.budget, 3) if self.budget else None,
+            "region": self.region,
             "at": self.at.isoformat(),
             "note": ESTIMATE_NOTE,
             "aws_month_to_date": self.aws_month_to_date,
@@ -119,8 +121,8 @@ def _item(kind: str, id: str, name: str, *, per_hour: float | None = None, per_m
 
 
 async def cost_report(backend: Backend, *, now: datetime | None = None) -> CostReport:
-    """What the account bills now, so far this month and by its end (5 listing calls and
-    one price lookup, in parallel)."""
+    """What the account bills in the backend's region now, so far this month and by its end
+    (5 listing calls and one price lookup, in parallel)."""
     now = now or datetime.now(UTC)
     ec2, region = backend.ec2, backend.target.region
     (insts, vols, snaps, imgs, addrs), aws = await asyncio.gather(
@@ -161,7 +163,7 @@ async def cost_report(backend: Backend, *, now: datetime | None = None) -> CostR
         size = sum(sizes.get(sid, 0) for sid in img.snapshot_ids)
         items.append(_item("image", img.id, img.name, per_month=snapshot_monthly(size, region),
                            since=img.created, now=now, note=f"snapshots of at most {size} GB"))
-    report = CostReport(items, read_budget(backend.settings).usd, now, aws.usd if aws else None,
+    report = CostReport(items, read_budget(backend.settings).usd, now, region, aws.usd if aws else None,
                         aws.note if aws else "Cost Explorer is not part of the sandbox")
     remember_projection(backend.settings, report.month_projection, now)
     return report
