@@ -34,7 +34,8 @@ async def load(app: AppHost) -> None:
         return
     level = budget_level(report.month_projection, report.budget) if report.budget else 0.0
     app.main(StatusBar).post_message(
-        MoneyLoaded(report.month_projection, report.budget, level, budget_warning(backend.settings, "app"))
+        MoneyLoaded(report.month_projection, report.budget, level, budget_warning(backend.settings, "app"),
+                    report.total("per_hour", ("ipv4",)))
     )
     title = "Volumes"
     if found.orphans:

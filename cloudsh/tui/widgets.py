@@ -161,6 +161,7 @@ class MoneyLoaded(Message):
     budget: float | None
     level: float
     warning: str | None
+    ipv4_per_hour: float = 0.0
 
 
 class StatusBar(Horizontal):
@@ -173,7 +174,8 @@ class StatusBar(Horizontal):
     month: reactive[str] = reactive("")
 
     def on_money_loaded(self, message: MoneyLoaded) -> None:
-        m = f" · month ≈ ${message.projection:,.2f}"
+        m = f" + {money(message.ipv4_per_hour)} IPv4" if message.ipv4_per_hour else ""
+        m += f" · month ≈ ${message.projection:,.2f}"
         if message.budget:
             m += f" of ${message.budget:,.2f} budget"
         self.month = m + " (list prices)"
