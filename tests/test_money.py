@@ -5,6 +5,7 @@ finds each kind while `orphans clean --yes` removes exactly those."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from collections.abc import Callable, Iterator
@@ -113,7 +114,9 @@ def _cost() -> tuple[dict[str, Any], str]:
     return json.loads(r.stdout), r.stderr
 
 
-async def test_cost_adds_up_and_a_budget_crossing_is_said_once_in_each_front_end(world: World) -> None:
+async def test_cost_adds_up_and_a_budget_crossing_is_said_once_in_each_front_end(
+    world: World, capsys: pytest.CaptureFixture[str]
+) -> None:
     rec, _ = _cost()
     items = rec["items"]
 
@@ -151,10 +154,33 @@ async def test_cost_adds_up_and_a_budget_crossing_is_said_once_in_each_front_end
         rec, err = _cost()  # the next command: said already
         assert rec["budget"] == pytest.approx(budget, rel=1e-4) and "budget:" not in err, err
         await _the_app_says_it_too(world)
+        await _the_repl_says_it_too(capsys)
     finally:
         assert ok("budget", "off").strip() == "budget off"
     bad = cloudsh("budget", "lots")
     assert bad.returncode == 2 and "not an amount of dollars" in one_line_error(bad)
+
+
+async def _the_repl_says_it_too(capsys: pytest.CaptureFixture[str]) -> None:
+    """The REPL: one line after the first command, none after the next."""
+    from cloudsh.config import Settings
+    from cloudsh.repl import Shell
+    from cloudsh.root import connect
+
+    shell = Shell(lambda: connect(Settings.load(), sandbox=True))
+    capsys.readouterr()
+    try:
+        assert await shell.execute("volumes") == 0
+        assert await shell.execute("volumes") == 0
+    finally:
+        if shell._refresh_task is not None:
+            shell._refresh_task.cancel()
+            with contextlib.suppress(BaseException):
+                await shell._refresh_task
+        if shell._backend is not None:
+            await shell._backend.close()
+    said = [line for line in capsys.readouterr().err.splitlines() if line.startswith("budget:")]
+    assert len(said) == 1 and "passed 50%" in said[0]
 
 
 async def _the_app_says_it_too(world: World) -> None:

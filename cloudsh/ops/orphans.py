@@ -70,13 +70,15 @@ async def find(ec2: EC2Service, settings: Settings, *, now: datetime | None = No
                               f"{v.size_gb} GB {v.volume_type}, attached to nothing"))
     launched: dict[str, datetime] = {}
     for i in insts:  # terminated boxes stay listed for about an hour: a launch signal too
-        if i.launch_time and i.launch_time > launched.get(i.image_id, i.launch_time - timedelta(1)):
+        if i.launch_time and (i.image_id not in launched or i.launch_time > launched[i.image_id]):
             launched[i.image_id] = i.launch_time
     in_use = {i.image_id for i in live}
     sizes = {s.id: s.size_gb for s in snaps}
     for img in imgs:
         last = max((t for t in (img.created, launched.get(img.id)) if t), default=None)
-        if img.id in in_use or last is None or now - last < timedelta(days=settings.orphan_image_days):
+        if last is None or img.id in in_use or img.state != "available":
+            continue
+        if now - last < timedelta(days=settings.orphan_image_days):
             continue
         size = sum(sizes.get(s, 0) for s in img.snapshot_ids)
         since = "launched" if img.id in launched else "created"
