@@ -157,8 +157,8 @@ async def resize(ctx: Context, a: argparse.Namespace) -> int:
 
     [inst] = await find_all(ctx, [a.name], "resize", destructive=True)
     plan = await ops.plan_resize(ctx.backend, inst, a.type, by_id=[a.name])
-    ctx.out.info(await price_gate(ctx.backend, plan.new.name, spot=inst.market == "spot", az=inst.az,
-                                  yes=a.yes, ask=ctx.confirm, verb="resize to"))
+    price = await price_gate(ctx.backend, plan.new.name, spot=inst.market == "spot", az=inst.az,
+                             yes=a.yes, ask=ctx.confirm, verb="resize to")
     if inst.state == "running" and a.yes:
         ctx.out.info(plan.describe())  # the $/h before and after, even unasked
     if inst.state == "running":
@@ -169,6 +169,7 @@ async def resize(ctx: Context, a: argparse.Namespace) -> int:
         )
     else:
         ctx.out.info(plan.describe())
+    ctx.out.info(price)  # once it goes ahead: a refusal is one line
     confirm = ctx.confirm
 
     async def go_back(exc: CapacityError) -> bool:
