@@ -8,6 +8,7 @@ Target: ratio (orphans / ls) <= 1.5.
 from __future__ import annotations
 
 import json
+import time
 
 from bench.common import BIN, bench_sandbox, best_of, report, run
 
@@ -19,8 +20,10 @@ def main() -> float:
         ec2 = boto3.client("ec2", endpoint_url=env["AWS_ENDPOINT_URL"], region_name=env["AWS_DEFAULT_REGION"])
         image = ec2.describe_images(Owners=["099720109477"])["Images"][0]["ImageId"]
         ec2.run_instances(ImageId=image, InstanceType="t3.micro", MinCount=20, MaxCount=20)
-        for n in range(10):
-            vol = ec2.create_volume(AvailabilityZone=f"{env['AWS_DEFAULT_REGION']}a", Size=8 + n)["VolumeId"]
+        vols = [ec2.create_volume(AvailabilityZone=f"{env['AWS_DEFAULT_REGION']}a", Size=8 + n)["VolumeId"]
+                for n in range(10)]
+        time.sleep(1.0)  # EC2 (the sandbox) may not know a new volume for a moment
+        for n, vol in enumerate(vols):
             ec2.create_snapshot(VolumeId=vol)
             ec2.allocate_address(Domain="vpc")
             ec2.create_security_group(GroupName=f"cloudsh-bench-{n}", Description="bench")
