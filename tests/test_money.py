@@ -280,3 +280,15 @@ def test_cost_explorer_is_asked_at_most_once_a_day(tmp_path: Path) -> None:
         assert denied.usd is None and "ce:GetCostAndUsage" in denied.note
         assert ce.month_to_date() == denied  # not asked again today
     stub.assert_no_pending_responses()
+
+
+def test_leaving_the_app_says_what_running_boxes_burn(capsys: pytest.CaptureFixture[str]) -> None:
+    from cloudsh.tui.money import say_leaving
+
+    say_leaving([{"name": "idle", "id": "i-1", "state": "stopped", "price_per_hour": 1.0}])
+    assert capsys.readouterr().err == ""
+    say_leaving([{"name": "gpu", "id": "i-2", "state": "running", "price_per_hour": 1.006},
+                 {"name": "", "id": "i-3", "state": "running", "price_per_hour": 0.0104}])
+    assert capsys.readouterr().err == (
+        "cloudsh: 2 box(es) still running (gpu, i-3), burning $1.016/h; `cloudsh stop NAME` stops one\n"
+    )

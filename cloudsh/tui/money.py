@@ -37,10 +37,7 @@ async def load(app: AppHost) -> None:
         MoneyLoaded(report.month_projection, report.budget, level, budget_warning(backend.settings, "app"),
                     report.total("per_hour", ("ipv4",)))
     )
-    title = "Volumes"
-    if found.orphans:
-        title += f" · orphans ${found.per_month:,.2f}/month (`orphans`)"
-    app.main(VolumesPane).border_title = title
+    app.main(VolumesPane).show_orphans(len(found.orphans), found.per_month)
 
 
 def say_leaving(records: list[dict[str, Any]]) -> None:
