@@ -5,7 +5,10 @@ from __future__ import annotations
 import importlib
 import sys
 
-BENCHES = ["bench.startup", "bench.ls_vs_awscli", "bench.ssh_bench", "bench.jobs_bench", "bench.launch_timing"]
+BENCHES = [
+    "bench.startup", "bench.ls_vs_awscli", "bench.ssh_bench", "bench.jobs_bench", "bench.launch_timing",
+    "bench.orphans_bench",
+]
 OPTIONAL = ["bench.tui_startup", "bench.repl_bench"]
 
 

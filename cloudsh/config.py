@@ -57,6 +57,12 @@ class Settings:
     consistency plays it (env `CLOUDSH_SANDBOX_CONSISTENCY_S`; read by the daemon at start)."""
     consistency_wait_s: float = 60.0
     """How long cloudsh retries a call naming a resource it just created that EC2 does not know yet."""
+    confirm_above_per_hour: float = 3.0
+    """`launch` and `resize` ask before a box costing more than this many $ per hour (and
+    refuse it without a terminal unless given `--yes`)."""
+    orphan_image_days: float = 90.0
+    """`orphans` lists an image of yours that nobody launched from (or, without a launch in
+    sight, that was made) this many days ago or longer."""
     sandbox_notice_s: float = 10.0
     """Sandbox: spot interruption notice period (env `CLOUDSH_SANDBOX_NOTICE_S`)."""
     sandbox_timing: str = "short"

@@ -172,4 +172,18 @@ async def run_command(opts: GlobalOptions, words: Sequence[str], *, overview: st
         return await prepared.run(ctx)
     finally:
         if ctx._backend is not None:
+            await say_budget(ctx._backend, "cli", ctx.out.info)
             await ctx._backend.close()
+
+
+async def say_budget(backend: Backend, front: str, say: Callable[[str], None]) -> None:
+    """Say once, in `front`, that the month's projection passed 50, 80 or 100 % of the
+    budget (nothing when no budget is set); a failure to tell is never an error."""
+    from cloudsh.ops.money import check_budget
+
+    try:
+        line = await check_budget(backend, front)
+    except CloudshError:
+        return
+    if line:
+        say(line)

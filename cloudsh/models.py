@@ -321,6 +321,8 @@ VOLUME_TYPES = _EBS_COLUMNS[:-1]
 #: region since 2024-02-01 (AWS "Amazon VPC pricing", https://aws.amazon.com/vpc/pricing/,
 #: "Public IPv4 Address" tab).
 IPV4_HOUR = 0.005
+#: AWS's pricing pages count 730 hours in a month (e.g. the examples on "Amazon EBS pricing").
+HOURS_PER_MONTH = 730.0
 
 
 def ipv4_hourly(region: str) -> float:
@@ -369,6 +371,17 @@ class Snapshot:
     size_gb: int
     state: str
     started: datetime | None = None
+    tags: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class ElasticIp:
+    """An Elastic IP address; `association_id` is None when it is attached to nothing."""
+
+    allocation_id: str
+    public_ip: str
+    association_id: str | None = None
+    instance_id: str | None = None
     tags: Mapping[str, str] = field(default_factory=dict)
 
 

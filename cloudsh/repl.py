@@ -36,7 +36,7 @@ from cloudsh.commands.complete import (
 )
 from cloudsh.commands.views import money
 from cloudsh.errors import CloudshError
-from cloudsh.frontend import StdOutput, fail
+from cloudsh.frontend import StdOutput, fail, say_budget
 
 if TYPE_CHECKING:
     from cloudsh.services.backend import Backend
@@ -207,7 +207,11 @@ class Shell:
         ctx = Context(out=StdOutput(), backend_factory=self._sync_backend, confirm=self.confirm, terminal=_terminal)
         if prepared.needs_backend:
             ctx._backend = await self.backend()
-        return await prepared.run(ctx)
+        try:
+            return await prepared.run(ctx)
+        finally:
+            if ctx._backend is not None:
+                await say_budget(ctx._backend, "repl", ctx.out.info)
 
     def _sync_backend(self) -> Backend:
         if self._backend is None:

@@ -145,6 +145,18 @@ async def test_resize_flow_changes_the_type_in_ec2(sandbox: Sandbox) -> None:
         # GPU types first, each with $/h after and the change.
         assert "g4dn.xlarge" in picker._shown
         assert "no NVIDIA driver" in str(picker.query_one("#resize-help", Static).render())
+        # Above the price threshold ($3/h) the pick is asked about first; "no" changes nothing.
+        dear = next(t.name for t, p in app.state.price_rows if p and (p.on_demand or 0) > 3 and t.name in picker._shown)
+        picker.query_one("DataTable").move_cursor(row=picker._shown.index(dear))
+        await pilot.press("enter")
+        await until(pilot, lambda: isinstance(app.screen, ConfirmScreen))
+        assert dear in str(app.screen.question) and "threshold" in str(app.screen.question)
+        await pilot.press("n")
+        assert not finished(messages, f"resize {name}")
+        await pilot.press("r")
+        await until(pilot, lambda: isinstance(app.screen, ResizeScreen))
+        picker = app.screen
+        assert isinstance(picker, ResizeScreen)
         picker.query_one("DataTable").move_cursor(row=picker._shown.index("g4dn.xlarge"))
         await pilot.press("enter")
         await until(pilot, lambda: bool(finished(messages, f"resize {name}")), timeout=40)

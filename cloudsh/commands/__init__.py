@@ -4,6 +4,7 @@ from cloudsh.commands import (  # noqa: F401  (registration)
     cloud,
     instances,
     jobs,  # noqa: F401  (registration)
+    money,
     remote,
     sandbox_knobs,  # noqa: F401  (registration)
     storage,  # noqa: F401  (registration)

@@ -92,14 +92,17 @@ async def ls(ctx: Context, a: argparse.Namespace) -> int:
     arg("--az", metavar="AZ", help="this Availability Zone only (default: every AZ that offers the type, cheapest spot first)"),
     arg("--subnet", metavar="SUBNET", help="launch into this subnet (needed where the account has no default VPC)"),
     arg("--no-wait", flag=True, help="return once EC2 accepted the launch"),
+    arg("--yes", "-y", flag=True, help="launch even above the confirm_above_per_hour setting without asking"),
 )
 async def launch(ctx: Context, a: argparse.Namespace) -> int:
     from cloudsh.ops import instances as ops
+    from cloudsh.ops.money import price_gate
 
     b = ctx.backend
     plan = await ops.plan_launch(
         b, a.name, instance_type=a.type, spot=a.spot, disk_gb=a.disk, image=a.image, az=a.az, subnet=a.subnet
     )
+    ctx.out.info(await price_gate(b, plan.itype.name, spot=plan.spot, yes=a.yes, ask=ctx.confirm, verb="launch"))
     inst = await ops.launch(b, plan, wait=not a.no_wait, progress=ctx.out.info)
     ctx.out.print(f"{inst.label} {inst.id} {inst.type} {'ready' if not a.no_wait else inst.state}")
     return 0
@@ -166,10 +169,14 @@ async def terminate(ctx: Context, a: argparse.Namespace) -> int:
 )
 async def resize(ctx: Context, a: argparse.Namespace) -> int:
     from cloudsh.ops import move as ops
+    from cloudsh.ops.money import price_gate
 
     [inst] = await find_all(ctx, [a.name], "resize", destructive=True)
     plan = await ops.plan_resize(ctx.backend, inst, a.type, by_id=[a.name])
+    price = await price_gate(ctx.backend, plan.new.name, spot=inst.market == "spot", az=inst.az,
+                             yes=a.yes, ask=ctx.confirm, verb="resize to")
     if isinstance(plan, ops.MovePlan):
+        ctx.out.info(price)
         return await _move(ctx, plan, a.yes)
     if inst.state == "running" and a.yes:
         ctx.out.info(plan.describe())  # the $/h before and after, even unasked
@@ -181,6 +188,7 @@ async def resize(ctx: Context, a: argparse.Namespace) -> int:
         )
     else:
         ctx.out.info(plan.describe())
+    ctx.out.info(price)  # once it goes ahead: a refusal is one line
     confirm = ctx.confirm
 
     async def go_back(exc: CapacityError) -> bool:

@@ -139,9 +139,10 @@ class EC2Service(EC2Storage):
     pairs and security groups here, storage in `EC2Storage`, the plumbing in `EC2Calls`."""
 
     def __init__(
-        self, clients: ClientFactory, *, cache_dir: Path | None = None, settle_s: float = 60.0
+        self, clients: ClientFactory, *, cache_dir: Path | None = None, settle_s: float = 60.0,
+        region: str | None = None,
     ) -> None:
-        super().__init__(clients, settle_s=settle_s)
+        super().__init__(clients, settle_s=settle_s, region=region)
         self._types: dict[str, InstanceType] = {}
         self._type_names: tuple[str, ...] | None = None
         self._cache_file = (

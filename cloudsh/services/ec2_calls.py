@@ -69,9 +69,10 @@ class EC2Calls:
     `settle_s`, is final.
     """
 
-    def __init__(self, clients: ClientFactory, *, settle_s: float = 60.0) -> None:
+    def __init__(self, clients: ClientFactory, *, settle_s: float = 60.0, region: str | None = None) -> None:
         self.clients = clients
-        self.region = clients.target.region
+        #: The factory's region unless given (one factory serves every region of an account).
+        self.region = region or clients.target.region
         self.settle_s = settle_s
         self._born: dict[str, float] = {}  # id (or key-pair name) -> when it was created
         self._born_lock = threading.Lock()  # calls run in several worker threads
@@ -126,7 +127,7 @@ class EC2Calls:
     def _call_sync(self, op: str, **kwargs: Any) -> Any:
         # The client is made inside the translated call: making the first one resolves
         # the credentials (a credential_process runs then), which can fail too.
-        return self._translated(lambda: getattr(self.clients.client("ec2"), op)(**kwargs), kwargs)
+        return self._translated(lambda: getattr(self.clients.client("ec2", self.region), op)(**kwargs), kwargs)
 
     async def call(self, op: str, **kwargs: Any) -> Any:
         """One EC2 API call, off the event loop."""
@@ -188,7 +189,7 @@ class EC2Calls:
     def _paginate_sync(self, op: str, key: str, **kwargs: Any) -> list[Any]:
         def pages() -> list[Any]:
             out: list[Any] = []
-            for page in self.clients.client("ec2").get_paginator(op).paginate(**kwargs):
+            for page in self.clients.client("ec2", self.region).get_paginator(op).paginate(**kwargs):
                 out.extend(page.get(key, ()))
             return out
 

@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from cloudsh.errors import AWSError, NotFound
-from cloudsh.models import DLAMI_OWNER, Image, Snapshot, Volume
+from cloudsh.models import DLAMI_OWNER, ElasticIp, Image, Snapshot, Volume
 from cloudsh.services.aws import BotoCoreError, ClientError
 from cloudsh.services.ec2_calls import EC2Calls, tags_of
 
@@ -162,6 +162,39 @@ class EC2Storage(EC2Calls):
     async def snapshots(self) -> list[Snapshot]:
         raw = await self.paginate("describe_snapshots", "Snapshots", OwnerIds=["self"])
         return sorted((_snapshot(s) for s in raw), key=lambda s: (s.name or "~", s.id))
+
+    # -- what else bills or lingers: addresses, key pairs, security groups ------
+
+    async def addresses(self) -> list[ElasticIp]:
+        raw = await self.call("describe_addresses")
+        return [
+            ElasticIp(
+                str(a.get("AllocationId") or a.get("PublicIp")),
+                str(a.get("PublicIp", "")),
+                a.get("AssociationId") or None,
+                a.get("InstanceId") or None,
+                tags_of(a.get("Tags")),
+            )
+            for a in raw.get("Addresses", ())
+        ]
+
+    async def regions(self) -> list[str]:
+        """The regions enabled for the account (DescribeRegions without AllRegions)."""
+        raw = await self.call("describe_regions")
+        return sorted(str(r["RegionName"]) for r in raw.get("Regions", ()))
+
+    async def release_address(self, allocation_id: str) -> None:
+        await self.call("release_address", AllocationId=allocation_id)
+
+    async def key_pairs(self) -> list[tuple[str, datetime | None]]:
+        """(name, created) of every key pair."""
+        raw = await self.call("describe_key_pairs")
+        return [(str(k["KeyName"]), k.get("CreateTime")) for k in raw.get("KeyPairs", ())]
+
+    async def security_groups(self) -> list[tuple[str, str]]:
+        """(id, name) of every security group."""
+        raw = await self.paginate("describe_security_groups", "SecurityGroups")
+        return [(str(g["GroupId"]), str(g.get("GroupName", ""))) for g in raw]
 
     # -- images, volumes and snapshots: changes (the workflows are ops/images.py, ops/volumes.py)
 

@@ -32,7 +32,7 @@ from cloudsh.commands.complete import REGIONS
 from cloudsh.commands.registry import REGISTRY, Context
 from cloudsh.config import Settings
 from cloudsh.errors import CloudshError, Declined, UsageError
-from cloudsh.tui import data
+from cloudsh.tui import data, money
 from cloudsh.tui.handoff import Handoff, SuspendHandoff
 from cloudsh.tui.hangup import TERMINAL_GONE, terminal_gone
 from cloudsh.tui.host import AppHost
@@ -317,6 +317,7 @@ class CloudshApp(AppHost):
     def refresh_prices_and_storage(self) -> None:
         self._load_prices()
         self._load_storage()
+        self.run_worker(money.load(self), group="money", exclusive=True, exit_on_error=False)
 
     @_while_up
     def refresh_instances(self) -> None:
@@ -593,6 +594,7 @@ def run_tui(backend_factory: BackendFactory, prefetch: Prefetch | None = None) -
         sys.stderr.write(f"cloudsh: {exc}\n")
         return exc.exit_status
     app.run()
+    money.say_leaving(app.state.records)
     return app.return_code or 0
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -24,9 +25,9 @@ from textual.widgets import Input, Static
 from cloudsh.commands.registry import REGISTRY
 from cloudsh.commands.views import duration, money
 from cloudsh.errors import CloudshError
-from cloudsh.models import INTERRUPTED_HINT
+from cloudsh.models import INTERRUPTED_HINT, hourly_cost
 from cloudsh.ops.owners import check_acts_on
-from cloudsh.tui.screens import ResizeScreen
+from cloudsh.tui.screens import ConfirmScreen, ResizeScreen
 from cloudsh.tui.state import BoxState, InstanceRow
 from cloudsh.tui.widgets import Fields, LineTable
 
@@ -120,9 +121,20 @@ class InstanceActions:
             return
         box = row.handle
 
-        def chosen(new_type: str | None) -> None:
-            if new_type:
+        def run(new_type: str, ok: bool | None = True) -> None:
+            if ok:
                 self.app.run_command(["resize", box, new_type, "--yes"], f"resize {box} to {new_type}")
+
+        def chosen(picked: str | None) -> None:
+            if not picked:
+                return
+            after = next((hourly_cost(p, row.market, row.az) for t, p in price_rows if t.name == picked), None)
+            limit = self.app.backend.settings.confirm_above_per_hour if self.app.backend else 3.0
+            if after is not None and after > limit:  # the price gate of `resize`, as a dialog
+                question = f"{picked} costs {money(after)}, above your ${limit:g}/h threshold. Resize {row.label} to it?"
+                self.app.push_screen(ConfirmScreen(question), functools.partial(run, picked))
+            else:
+                run(picked)
 
         self.app.push_screen(ResizeScreen(row, price_rows), chosen)
 

@@ -152,12 +152,41 @@ class LineTable(DataTable[Any]):
 # -- status bar -----------------------------------------------------------------
 
 
+@dataclass
+class MoneyLoaded(Message):
+    """The month's projected cost, the budget, the budget threshold reached (0, 0.5, 0.8
+    or 1.0) and the line to say once for a new crossing."""
+
+    projection: float
+    budget: float | None
+    level: float
+    warning: str | None
+    ipv4_per_hour: float = 0.0
+
+
 class StatusBar(Horizontal):
-    """Mode (SANDBOX or profile/region), burn rate, and whether data is fresh."""
+    """Mode (SANDBOX or profile/region), burn rate and the month's projection (coloured
+    as it passes the budget's thresholds), and whether data is fresh."""
 
     mode: reactive[str] = reactive("connecting…")
     burn: reactive[float | None] = reactive(None)
     freshness: reactive[str] = reactive("")
+    month: reactive[str] = reactive("")
+
+    def on_money_loaded(self, message: MoneyLoaded) -> None:
+        m = f" + {money(message.ipv4_per_hour)} IPv4" if message.ipv4_per_hour else ""
+        m += f" · month ≈ ${message.projection:,.2f}"
+        if message.budget:
+            m += f" of ${message.budget:,.2f} budget"
+        self.month = m + " (list prices)"
+        for level in (0.5, 0.8, 1.0):
+            self.set_class(message.level == level, f"budget-{int(level * 100)}")
+        if message.warning:
+            self.app.notify(message.warning, title="budget", severity="error" if message.level >= 1 else "warning",
+                            timeout=15)
+
+    def watch_month(self, month: str) -> None:
+        self.watch_burn(self.burn)
 
     def compose(self) -> ComposeResult:
         yield Static(id="status-mode")
@@ -168,7 +197,7 @@ class StatusBar(Horizontal):
         self.query_one("#status-mode", Static).update(Text(f" {mode} ", style="bold reverse"))
 
     def watch_burn(self, burn: float | None) -> None:
-        text = "burning -" if burn is None else f"burning {money(burn)}"
+        text = ("burning -" if burn is None else f"burning {money(burn)}") + self.month
         self.query_one("#status-burn", Static).update(text)
 
     def watch_freshness(self, freshness: str) -> None:

@@ -1,0 +1,294 @@
+"""Money, through the real binary on a private sandbox: `cost --json` adds up (a spot box
+at its own AZ's price), a budget crossing is said once, `launch` and `resize` above the
+price threshold are refused without a terminal before anything changes, and `orphans`
+finds each kind while `orphans clean --yes` removes exactly those."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cloudsh.sandbox.control import sandbox_down
+from tests.cli import cloudsh, ok, one_line_error
+from tests.sandbox_fixture import Sandbox, start_sandbox
+
+SPOT_AZ = "us-east-1b"
+
+
+def _until(what: str, check: Callable[[], bool], timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.2)
+
+
+@dataclass
+class World:
+    sb: Sandbox
+    stopped: str  # a box that is stopped: nothing it uses is an orphan
+    spot: str  # a running spot box in SPOT_AZ, launched from `kept_image`
+    kept: dict[str, str]  # what must survive `orphans clean`, by kind
+    orphans: set[tuple[str, str]]  # (kind, id) of what must go
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    mp = pytest.MonkeyPatch()
+    sb = start_sandbox(tmp_path_factory.mktemp("money"), mp)
+    try:
+        yield _build(sb)
+    finally:
+        sandbox_down(sb.settings)
+        mp.undo()
+
+
+def _build(sb: Sandbox) -> World:
+    ec2 = sb.ec2()
+
+    def settle() -> None:
+        sb.past_window(time.monotonic())
+
+    def state(iid: str) -> str:
+        return str(ec2.describe_instances(InstanceIds=[iid])["Reservations"][0]["Instances"][0]["State"]["Name"])
+
+    def image_ready(image_id: str) -> bool:
+        return bool(ec2.describe_images(ImageIds=[image_id])["Images"][0]["State"] == "available")
+
+    ec2.create_key_pair(KeyName="cloudsh-used")
+    ec2.create_key_pair(KeyName="cloudsh-orphan-key")
+    sg_used = ec2.create_security_group(GroupName="cloudsh-used-sg", Description="used")["GroupId"]
+    sg_orphan = ec2.create_security_group(GroupName="cloudsh-orphan-sg", Description="unused")["GroupId"]
+    settle()
+    [box] = ec2.run_instances(ImageId=sb.ubuntu_image(), InstanceType="t3.micro", MinCount=1, MaxCount=1,
+                              KeyName="cloudsh-used", SecurityGroupIds=[sg_used, sb.ssh_group],
+                              TagSpecifications=[{"ResourceType": "instance", "Tags": [
+                                  {"Key": "Name", "Value": "money-box"}, {"Key": "cloudsh:managed", "Value": "1"}]}],
+                              )["Instances"]
+    stopped, az = box["InstanceId"], box["Placement"]["AvailabilityZone"]
+    settle()
+    _until("the box to run", lambda: state(stopped) == "running")
+    ec2.stop_instances(InstanceIds=[stopped])
+    _until("the box to stop", lambda: state(stopped) == "stopped")
+    root = box["BlockDeviceMappings"][0]["Ebs"]["VolumeId"]
+    kept_snap = ec2.create_snapshot(VolumeId=root)["SnapshotId"]
+    kept_image = ec2.create_image(InstanceId=stopped, Name="money-kept")["ImageId"]
+    orphan_image = ec2.create_image(InstanceId=stopped, Name="money-orphan")["ImageId"]
+    orphan_vol = ec2.create_volume(AvailabilityZone=az, Size=5)["VolumeId"]
+    gone_vol = ec2.create_volume(AvailabilityZone=az, Size=3)["VolumeId"]
+    settle()
+    orphan_snap = ec2.create_snapshot(VolumeId=gone_vol)["SnapshotId"]
+    settle()
+    _until("the snapshot", lambda: ec2.describe_snapshots(SnapshotIds=[orphan_snap])["Snapshots"][0]["State"] == "completed")
+    ec2.delete_volume(VolumeId=gone_vol)
+    _until("the images", lambda: image_ready(kept_image) and image_ready(orphan_image))
+    [spot] = ec2.run_instances(
+        ImageId=kept_image, InstanceType="t3.micro", MinCount=1, MaxCount=1, KeyName="cloudsh-used",
+        SecurityGroupIds=[sb.ssh_group], Placement={"AvailabilityZone": SPOT_AZ},
+        InstanceMarketOptions={"MarketType": "spot", "SpotOptions": {"SpotInstanceType": "one-time"}},
+    )["Instances"]
+    orphan_eip = ec2.allocate_address(Domain="vpc")["AllocationId"]
+    kept_eip = ec2.allocate_address(Domain="vpc")["AllocationId"]
+    settle()
+    _until("the spot box to run", lambda: state(spot["InstanceId"]) == "running")
+    ec2.associate_address(AllocationId=kept_eip, InstanceId=spot["InstanceId"])
+    return World(
+        sb, stopped, spot["InstanceId"],
+        {"volume": root, "snapshot": kept_snap, "image": kept_image, "elastic-ip": kept_eip,
+         "key-pair": "cloudsh-used", "security-group": sg_used},
+        {("volume", orphan_vol), ("snapshot", orphan_snap), ("image", orphan_image),
+         ("elastic-ip", orphan_eip), ("key-pair", "cloudsh-orphan-key"), ("security-group", sg_orphan)},
+    )
+
+
+def _cost() -> tuple[dict[str, Any], str]:
+    r = cloudsh("cost", "--json")
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout), r.stderr
+
+
+async def test_cost_adds_up_and_a_budget_crossing_is_said_once_in_each_front_end(
+    world: World, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rec, _ = _cost()
+    items = rec["items"]
+
+    def total(key: str, *kinds: str) -> float:
+        return sum(i[key] or 0.0 for i in items if not kinds or i["kind"] in kinds)
+
+    assert rec["compute_per_hour"] == pytest.approx(total("per_hour", "compute"), abs=1e-3)
+    assert rec["ipv4_per_hour"] == pytest.approx(total("per_hour", "ipv4"), abs=1e-3)
+    assert rec["storage_per_month"] == pytest.approx(total("per_month", "volume", "snapshot", "image"), abs=1e-3)
+    assert rec["month_to_date"] == pytest.approx(total("month_to_date"), abs=1e-3)
+    assert rec["month_projection"] == pytest.approx(total("month_projection"), abs=1e-3)
+    assert rec["month_projection"] >= rec["month_to_date"] > 0
+    assert "estimate from list prices" in rec["note"]
+    assert rec["budget"] is None
+    kinds = {i["kind"] for i in items}
+    assert {"compute", "ipv4", "volume", "snapshot", "image"} <= kinds
+    # The stopped box bills no compute, its disk still does; two Elastic IPs bill $0.005/h each.
+    assert {i["id"] for i in items if i["kind"] == "compute"} == {world.spot}
+    assert world.kept["volume"] in {i["id"] for i in items if i["kind"] == "volume"}
+    assert sum(1 for i in items if i["kind"] == "ipv4" and i["id"].startswith("eipalloc-")) == 2
+    history = world.sb.ec2().describe_spot_price_history(
+        InstanceTypes=["t3.micro"], AvailabilityZone=SPOT_AZ, ProductDescriptions=["Linux/UNIX"]
+    )["SpotPriceHistory"]
+    az_price = float(max(history, key=lambda h: h["Timestamp"])["SpotPrice"])
+    [compute] = [i for i in items if i["kind"] == "compute"]
+    assert compute["per_hour"] == pytest.approx(az_price, abs=1e-4)
+
+    budget = rec["month_projection"] / 0.6  # the projection is 60 % of it
+    try:
+        r = cloudsh("budget", f"{budget:.6f}")
+        assert r.returncode == 0, r.stderr
+        said = [line for line in r.stderr.splitlines() if line.startswith("budget:")]
+        assert len(said) == 1 and "passed 50%" in said[0], r.stderr
+        assert "(60%)" in r.stdout
+        rec, err = _cost()  # the next command: said already
+        assert rec["budget"] == pytest.approx(budget, rel=1e-4) and "budget:" not in err, err
+        await _the_app_says_it_too(world)
+        await _the_repl_says_it_too(capsys)
+    finally:
+        assert ok("budget", "off").strip() == "budget off"
+    bad = cloudsh("budget", "lots")
+    assert bad.returncode == 2 and "not an amount of dollars" in one_line_error(bad)
+
+
+async def _the_repl_says_it_too(capsys: pytest.CaptureFixture[str]) -> None:
+    """The REPL: one line after the first command, none after the next."""
+    from cloudsh.config import Settings
+    from cloudsh.repl import Shell
+    from cloudsh.root import connect
+
+    shell = Shell(lambda: connect(Settings.load(), sandbox=True))
+    capsys.readouterr()
+    try:
+        assert await shell.execute("volumes") == 0
+        assert await shell.execute("volumes") == 0
+    finally:
+        if shell._refresh_task is not None:
+            shell._refresh_task.cancel()
+            with contextlib.suppress(BaseException):
+                await shell._refresh_task
+        if shell._backend is not None:
+            await shell._backend.close()
+    said = [line for line in capsys.readouterr().err.splitlines() if line.startswith("budget:")]
+    assert len(said) == 1 and "passed 50%" in said[0]
+
+
+async def _the_app_says_it_too(world: World) -> None:
+    """The app: the month and budget in the status bar, coloured at 50 %, one notification,
+    and the orphans' monthly total in the Volumes title."""
+    from cloudsh.config import Settings
+    from cloudsh.root import connect
+    from cloudsh.tui.app import CloudshApp
+    from cloudsh.tui.handoff import RecordingHandoff
+    from cloudsh.tui.volumes import VolumesPane
+    from cloudsh.tui.widgets import StatusBar
+
+    app = CloudshApp(lambda: connect(Settings.load(), sandbox=True), handoff=RecordingHandoff())
+    async with app.run_test(size=(160, 40)) as pilot:
+        status, volumes = app.query_one(StatusBar), app.query_one(VolumesPane)
+        deadline = time.monotonic() + 20
+        while not (status.month and "orphans" in str(volumes.border_title)):
+            assert time.monotonic() < deadline, (status.month, volumes.border_title)
+            await pilot.pause(0.05)
+        assert "budget" in status.month and status.has_class("budget-50")
+        assert "/month" in str(volumes.border_title)
+        toasts = [t for t in app._notifications if t.title == "budget"]
+        assert len(toasts) == 1 and "passed 50%" in toasts[0].message
+
+
+def test_an_expensive_launch_or_resize_is_refused_without_a_terminal(world: World) -> None:
+    ec2 = world.sb.ec2()
+    keys = {k["KeyName"] for k in ec2.describe_key_pairs()["KeyPairs"]}
+    groups = {g["GroupId"] for g in ec2.describe_security_groups()["SecurityGroups"]}
+    cheap = {"CLOUDSH_CONFIRM_ABOVE_PER_HOUR": "0.001"}  # t3.micro is above it
+    r = cloudsh("launch", "pricey", "--type", "t3.micro", env=cheap)
+    assert r.returncode == 2
+    line = one_line_error(r)
+    assert "t3.micro" in line and "--yes" in line and "$0.001/h" in line
+    assert not ec2.describe_instances(Filters=[{"Name": "tag:Name", "Values": ["pricey"]}])["Reservations"]
+    assert {k["KeyName"] for k in ec2.describe_key_pairs()["KeyPairs"]} == keys
+    assert {g["GroupId"] for g in ec2.describe_security_groups()["SecurityGroups"]} == groups
+    r = cloudsh("resize", "money-box", "t3.small", env=cheap)
+    assert r.returncode == 2 and "--yes" in one_line_error(r)
+    [res] = ec2.describe_instances(InstanceIds=[world.stopped])["Reservations"]
+    assert res["Instances"][0]["InstanceType"] == "t3.micro"
+    # Under the threshold the price is shown all the same, before anything happens.
+    r = cloudsh("resize", "money-box", "t3.small", "--yes")
+    assert r.returncode == 0, r.stderr
+    assert "t3.small on-demand: $" in r.stderr
+
+
+def test_orphans_finds_each_kind_and_clean_removes_exactly_those(world: World) -> None:
+    env = {"CLOUDSH_ORPHAN_IMAGE_DAYS": "0"}  # no image here is 90 days old: any unused one counts
+    found = json.loads(ok("orphans", "--all-regions", "--json", env=env))
+    assert {(o["kind"], o["id"]) for o in found} == world.orphans
+    assert all(o["region"] == "us-east-1" and o["per_month"] >= 0 for o in found)
+    assert {o["kind"] for o in found if o["per_month"] > 0} == {"volume", "snapshot", "image", "elastic-ip"}
+    refused = cloudsh("orphans", "clean", env=env)
+    assert refused.returncode == 2 and "--yes" in one_line_error(refused)
+    r = cloudsh("orphans", "clean", "--yes", env=env)
+    assert r.returncode == 0, r.stderr
+    assert f"deleted {len(found)} orphan(s)" in r.stdout
+    ec2 = world.sb.ec2()
+    k = world.kept
+    assert ec2.describe_volumes(VolumeIds=[k["volume"]])["Volumes"]
+    assert ec2.describe_snapshots(SnapshotIds=[k["snapshot"]])["Snapshots"]
+    assert ec2.describe_images(ImageIds=[k["image"]])["Images"]
+    assert ec2.describe_addresses(AllocationIds=[k["elastic-ip"]])["Addresses"]
+    assert ec2.describe_key_pairs(KeyNames=[k["key-pair"]])["KeyPairs"]
+    assert ec2.describe_security_groups(GroupIds=[k["security-group"]])["SecurityGroups"]
+    orphan_ids = {i for _, i in world.orphans}
+    assert not orphan_ids & {v["VolumeId"] for v in ec2.describe_volumes()["Volumes"]}
+    assert not orphan_ids & {a["AllocationId"] for a in ec2.describe_addresses()["Addresses"]}
+    assert not orphan_ids & {g["GroupId"] for g in ec2.describe_security_groups()["SecurityGroups"]}
+
+
+def test_cost_explorer_is_asked_at_most_once_a_day(tmp_path: Path) -> None:
+    """AWS's own figure: one GetCostAndUsage request a day (each costs $0.01), cached on
+    disk; a denied request says which IAM action is missing and is not retried that day."""
+    from botocore.stub import Stubber
+
+    from cloudsh.services.aws import AwsTarget, ClientFactory
+    from cloudsh.services.costs import CostExplorer
+
+    now = [datetime(2026, 12, 10, 12, tzinfo=UTC)]
+    factory = ClientFactory(AwsTarget(region="eu-west-1", access_key_id="AKIAFAKE", secret_access_key="fake",
+                                      endpoint_url="http://127.0.0.1:9"))
+    ce = CostExplorer(factory, tmp_path, clock=lambda: now[0])
+    stub = Stubber(factory.client("ce", "us-east-1"))
+    answer = {"ResultsByTime": [{"Total": {"UnblendedCost": {"Amount": "12.345", "Unit": "USD"}}}]}
+    stub.add_response("get_cost_and_usage", answer, {
+        "TimePeriod": {"Start": "2026-12-01", "End": "2026-12-11"}, "Granularity": "MONTHLY", "Metrics": ["UnblendedCost"]})
+    stub.add_client_error("get_cost_and_usage", "AccessDeniedException", "no")
+    with stub:
+        first = ce.month_to_date()
+        assert (first.usd, first.note) == (12.35, "AWS Cost Explorer (about a day behind)")
+        now[0] += timedelta(hours=23)
+        assert CostExplorer(factory, tmp_path, clock=lambda: now[0]).month_to_date().usd == 12.35  # from disk
+        now[0] += timedelta(hours=2)
+        denied = ce.month_to_date()
+        assert denied.usd is None and "ce:GetCostAndUsage" in denied.note
+        assert ce.month_to_date() == denied  # not asked again today
+    stub.assert_no_pending_responses()
+
+
+def test_leaving_the_app_says_what_running_boxes_burn(capsys: pytest.CaptureFixture[str]) -> None:
+    from cloudsh.tui.money import say_leaving
+
+    say_leaving([{"name": "idle", "id": "i-1", "state": "stopped", "price_per_hour": 1.0}])
+    assert capsys.readouterr().err == ""
+    say_leaving([{"name": "gpu", "id": "i-2", "state": "running", "price_per_hour": 1.006},
+                 {"name": "", "id": "i-3", "state": "running", "price_per_hour": 0.0104}])
+    assert capsys.readouterr().err == (
+        "cloudsh: 2 box(es) still running (gpu, i-3), burning $1.016/h; `cloudsh stop NAME` stops one\n"
+    )
