@@ -321,7 +321,9 @@ def open_for_write() -> set[str]:
 
 
 def listing(path: str) -> State:
-    """Regular files under `path` (relative to home): [relative path, size, mtime]."""
+    """Regular files under `path` (relative to home): [relative path, size, mtime in ns].
+    Names are as the filesystem holds them (bytes that are not UTF-8 as surrogate escapes,
+    which `json.dumps` writes as \\udcXX)."""
     root = os.path.realpath(os.path.join(HOME, os.path.expanduser(path)))
     has_rsync = bool(shutil.which("rsync"))
     if not os.path.isdir(root):
@@ -341,7 +343,7 @@ def listing(path: str) -> State:
             except OSError:
                 continue
             if os.path.isfile(full) and not os.path.islink(full):
-                files.append([os.path.relpath(full, root), st.st_size, st.st_mtime])
+                files.append([os.path.relpath(full, root), st.st_size, st.st_mtime_ns])
     return {"dir": root, "files": files, "open": still_open, "rsync": has_rsync}
 
 

@@ -371,25 +371,75 @@ class SSHService:
         except (OSError, asyncssh.Error) as exc:
             raise reach_error(host, exc) from None
 
+    async def put_target(self, host: HostInfo, local: Path, remote: str) -> tuple[str, str | None]:
+        """Where `put` of `local` to `remote` writes, and what is there now ("file", "dir"
+        or None). Into an existing directory, unless it is the directory of the same name
+        (`put box proj proj` twice replaces `proj`, never makes `proj/proj`)."""
+        sftp = await self._sftp(host)
+        try:
+            return await _put_target(sftp, Path(local), remote)
+        except (OSError, asyncssh.Error) as exc:
+            raise SSHError(f"cannot look at {host.name}:{remote}: {exc}", BOOT_HINT) from None
+        finally:
+            sftp.exit()
+
+    async def remote_kind(self, host: HostInfo, remote: str) -> str | None:
+        """"file", "dir" or None (nothing there)."""
+        sftp = await self._sftp(host)
+        try:
+            return await _kind(sftp, remote)
+        except (OSError, asyncssh.Error) as exc:
+            raise SSHError(f"cannot look at {host.name}:{remote}: {exc}", BOOT_HINT) from None
+        finally:
+            sftp.exit()
+
     async def put(
         self, host: HostInfo, local: Path, remote: str, *, recursive: bool = True
-    ) -> None:
-        """Copy `local` to `remote` (into it, if it is a directory), like `scp -r`."""
+    ) -> str:
+        """Copy `local` to `remote` (see `put_target`), like `scp -r`; returns the path written.
+
+        The upload goes to a hidden temporary name beside the target and is renamed into
+        place, so an interrupted copy leaves the old file (or directory) whole. A directory
+        replaces the one it is copied over.
+        """
         local = Path(local)
         if not local.exists():
             raise CloudshError(f"no such local file or directory: {local}", "check the path")
         if local.is_dir() and not recursive:
             raise CloudshError(f"{local} is a directory", "copy it recursively")
         sftp = await self._sftp(host)
+        tmp: str | None = None
+        old: str | None = None
+        target = remote
         try:
-            await sftp.put(str(local), remote, recurse=recursive, preserve=True)
+            target, kind = await _put_target(sftp, local, remote)
+            if kind == "dir" and not local.is_dir():
+                raise CloudshError(f"{host.name}:{target} is a directory", "give the file's remote name")
+            path = PurePosixPath(target)
+            tag = uuid.uuid4().hex[:8]
+            tmp = str(path.parent / f".{path.name}.cloudsh-part-{tag}")
+            await sftp.put(str(local), tmp, recurse=recursive, preserve=True)
+            if kind is not None and (kind == "dir" or local.is_dir()):
+                old = str(path.parent / f".{path.name}.cloudsh-old-{tag}")
+                await sftp.rename(target, old)
+            await sftp.posix_rename(tmp, target)  # atomic, over an existing file too
+            tmp = None
+            if old is not None:
+                await _remove(sftp, old)
+                old = None
+            return target
         except asyncssh.SFTPError as exc:
-            raise _sftp_error(host, remote, exc) from None
+            raise _sftp_error(host, target, exc) from None
         except (OSError, asyncssh.Error) as exc:
             raise SSHError(
-                f"copying {local} to {host.name}:{remote} failed: {exc}", BOOT_HINT
+                f"copying {local} to {host.name}:{target} failed: {exc}", BOOT_HINT
             ) from None
         finally:
+            with contextlib.suppress(OSError, asyncssh.Error):
+                if old is not None and not await sftp.exists(target):
+                    await sftp.rename(old, target)
+                if tmp is not None:
+                    await _remove(sftp, tmp)
             sftp.exit()
 
     async def get(
@@ -412,7 +462,7 @@ class SSHService:
             remote_is_dir = attrs.type == asyncssh.FILEXFER_TYPE_DIRECTORY
             if remote_is_dir and not recursive:
                 raise CloudshError(f"{host.name}:{remote} is a directory", "copy it recursively")
-            target = local / PurePosixPath(remote).name if local.is_dir() else local
+            target = get_target(local, remote, remote_is_dir)
             if not target.parent.is_dir():
                 raise CloudshError(f"no such local directory: {target.parent}", "create it first")
             if target.is_dir() and not remote_is_dir:
@@ -498,6 +548,38 @@ def _sftp_error(host: HostInfo, path: str, exc: asyncssh.SFTPError) -> CloudshEr
             f"permission denied on {host.name}: {path}", "pick a path the login user can write"
         )
     return CloudshError(f"file copy on {host.name} failed for {path}: {exc.reason}", "")
+
+
+async def _kind(sftp: asyncssh.SFTPClient, path: str) -> str | None:
+    try:
+        attrs = await sftp.stat(path)
+    except asyncssh.SFTPNoSuchFile:
+        return None
+    return "dir" if attrs.type == asyncssh.FILEXFER_TYPE_DIRECTORY else "file"
+
+
+async def _put_target(sftp: asyncssh.SFTPClient, local: Path, remote: str) -> tuple[str, str | None]:
+    kind = await _kind(sftp, remote)
+    if kind == "dir" and not (local.is_dir() and PurePosixPath(remote).name == local.resolve().name):
+        remote = str(PurePosixPath(remote) / local.resolve().name)
+        kind = await _kind(sftp, remote)
+    return remote, kind
+
+
+async def _remove(sftp: asyncssh.SFTPClient, path: str) -> None:
+    if await sftp.isdir(path):
+        await sftp.rmtree(path)
+    elif await sftp.exists(path):
+        await sftp.remove(path)
+
+
+def get_target(local: Path, remote: str, remote_is_dir: bool) -> Path:
+    """Where `get` of `remote` to `local` writes: into an existing directory, unless it is
+    the directory of the same name (so a second `get` merges, never nests)."""
+    name = PurePosixPath(remote).name
+    if local.is_dir() and not (remote_is_dir and local.resolve().name == name):
+        return local / name
+    return local
 
 
 def _merge_tree(src: Path, dst: Path) -> None:
