@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 from pathlib import Path
 
@@ -98,7 +99,7 @@ async def get(ctx: Context, a: argparse.Namespace) -> int:
     from cloudsh.services.ssh import get_target
 
     _, host = await _running(ctx, a.name)
-    local = Path(a.local).expanduser()
+    local = os.path.expanduser(a.local)
     remote_kind = await ctx.backend.ssh.remote_kind(host, a.remote)
     target = get_target(local, a.remote, remote_kind == "dir")
     if remote_kind is not None and target.exists():

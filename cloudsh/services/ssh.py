@@ -443,15 +443,14 @@ class SSHService:
             sftp.exit()
 
     async def get(
-        self, host: HostInfo, remote: str, local: Path, *, recursive: bool = True
+        self, host: HostInfo, remote: str, local: Path | str, *, recursive: bool = True
     ) -> Path:
-        """Copy `remote` to `local` (into it, if it is a directory), like `scp -r`.
+        """Copy `remote` to `local` (see `get_target`), like `scp -r`.
 
         The download goes to a hidden temporary name beside the target and is renamed
         into place (file by file when merging into an existing directory), so a final
         name never holds a partial file. Returns the path written.
         """
-        local = Path(local)
         sftp = await self._sftp(host)
         tmp: Path | None = None
         try:
@@ -558,10 +557,22 @@ async def _kind(sftp: asyncssh.SFTPClient, path: str) -> str | None:
     return "dir" if attrs.type == asyncssh.FILEXFER_TYPE_DIRECTORY else "file"
 
 
+def dir_target(dest: str, name: str) -> str:
+    """Where a directory called `name` is copied for the destination `dest`: into `dest`
+    when it says so (a trailing `/`, `.`, `..`, `~`), else `dest` itself, whether it exists
+    or not, so a second copy lands where the first did (never `dest/name`)."""
+    if dest.endswith("/") or dest in ("", "~") or PurePosixPath(dest).name in ("", ".", ".."):
+        return str(PurePosixPath(dest or ".") / name)
+    return dest
+
+
 async def _put_target(sftp: asyncssh.SFTPClient, local: Path, remote: str) -> tuple[str, str | None]:
+    if local.is_dir():
+        remote = dir_target(remote, local.resolve().name)
+        return remote, await _kind(sftp, remote)
     kind = await _kind(sftp, remote)
-    if kind == "dir" and not (local.is_dir() and PurePosixPath(remote).name == local.resolve().name):
-        remote = str(PurePosixPath(remote) / local.resolve().name)
+    if kind == "dir":
+        remote = str(PurePosixPath(remote) / local.name)
         kind = await _kind(sftp, remote)
     return remote, kind
 
@@ -573,13 +584,13 @@ async def _remove(sftp: asyncssh.SFTPClient, path: str) -> None:
         await sftp.remove(path)
 
 
-def get_target(local: Path, remote: str, remote_is_dir: bool) -> Path:
-    """Where `get` of `remote` to `local` writes: into an existing directory, unless it is
-    the directory of the same name (so a second `get` merges, never nests)."""
-    name = PurePosixPath(remote).name
-    if local.is_dir() and not (remote_is_dir and local.resolve().name == name):
-        return local / name
-    return local
+def get_target(local: str | Path, remote: str, remote_is_dir: bool) -> Path:
+    """Where `get` of `remote` to `local` writes: a directory as `dir_target` says, a file
+    into `local` when that is a directory."""
+    name = PurePosixPath(remote.rstrip("/")).name
+    if remote_is_dir:
+        return Path(dir_target(str(local), name))
+    return Path(local) / name if Path(local).is_dir() else Path(local)
 
 
 def _merge_tree(src: Path, dst: Path) -> None:
