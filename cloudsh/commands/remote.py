@@ -60,7 +60,7 @@ async def run(ctx: Context, a: argparse.Namespace) -> int:
 
 async def _overwrite(ctx: Context, a: argparse.Namespace, where: str, lost: str) -> None:
     """Ask before replacing what is at `where`."""
-    await ctx.confirmed(f"Replace {lost}?", yes=a.yes or a.force, what=f"overwrite {where} (--force overwrites)")
+    await ctx.confirmed(f"Replace {lost}?", yes=a.yes or a.force, what=f"overwrite {where}")
 
 
 @command(
