@@ -135,7 +135,7 @@ def test_cloudsh_rides_through_a_long_window(slow: Sandbox) -> None:
         ok("run", name, "--", "echo kept > /mnt/ec/f.txt")
         ok("snapshot", vol, snap)
         assert any(s["name"] == snap and s["state"] == "completed" for s in json.loads(ok("snapshots", "--json")))
-        ok("freeze", name, image)
+        ok("freeze", name, image, "--yes")
         assert any(i["name"] == image and i["state"] == "available" for i in json.loads(ok("images", "--json")))
     finally:
         cloudsh("terminate", name, "--yes")

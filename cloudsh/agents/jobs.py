@@ -347,6 +347,12 @@ def listing(path: str) -> State:
     return {"dir": root, "files": files, "open": still_open, "rsync": has_rsync}
 
 
+def open_under(path: str) -> list[str]:
+    """Files under `path` (a mount point, say) that some process holds open for writing."""
+    root = os.path.realpath(os.path.expanduser(path)).rstrip("/") + "/"
+    return sorted(p for p in open_for_write() if p.startswith(root))
+
+
 def logs(jid: str, follow: bool, out: Any = None) -> None:
     """Copy the job's log to `out` (stdout); with `follow`, until its supervisor exits."""
     out = out if out is not None else sys.stdout.buffer
@@ -380,7 +386,7 @@ def _option(args: list[str], name: str) -> str | None:
 
 def main(argv: list[str]) -> int:
     if not argv:
-        print("usage: agent.py status|start|supervise|list|logs|stop ...", file=sys.stderr)
+        print("usage: agent.py status|start|supervise|list|open|logs|stop ...", file=sys.stderr)
         return 2
     cmd, args = argv[0], argv[1:]
     answer: Any
@@ -396,6 +402,8 @@ def main(argv: list[str]) -> int:
         answer = {jid: status(jid) for jid in (args or all_ids())}
     elif cmd == "list":
         answer = listing(args[0])
+    elif cmd == "open":
+        answer = open_under(args[0])
     elif cmd == "stop":
         answer = stop(args[0], float(_option(args, "--wait") or 15.0))
     else:

@@ -75,6 +75,7 @@ class Daemon:
         self._socket: socket.socket | None = None
         self._thread: threading.Thread | None = None
         self.app: Any = None  # the SandboxEc2App, for what moto drops (spot behaviour)
+        self.storage: Any = None  # storage.StorageLayer: which boxes CreateImage is copying
         self.imds: Any = None  # imds.Imds: instance metadata and spot interruptions
 
     # -- moto -----------------------------------------------------------------------------
@@ -97,10 +98,11 @@ class Daemon:
         from cloudsh.sandbox.moto_app import SandboxEc2App
         from cloudsh.sandbox.storage import StorageLayer
 
+        self.storage = StorageLayer(
+            DomainDispatcherApplication(create_backend_app), self.dir, self.ec2_backend, self._lifecycle
+        )
         app = SandboxEc2App(
-            StorageLayer(
-                DomainDispatcherApplication(create_backend_app), self.dir, self.ec2_backend, self._lifecycle
-            ),
+            self.storage,
             self.ec2_backend,
             self.host_keys.get,
             self._lifecycle,
@@ -266,6 +268,8 @@ class Daemon:
 
         try:
             await asyncio.sleep(self.boot_s)
+            while self.storage is not None and iid in self.storage.freezing:
+                await asyncio.sleep(0.05)  # CreateImage is copying its disk
             box = self.boxes.get(iid)
             if box is None:
                 ip = str(getattr(inst, "private_ip", "") or "")

@@ -152,16 +152,28 @@ class EC2Storage(EC2Calls):
     async def create_image(
         self, instance_id: str, name: str, *, no_reboot: bool, tags: dict[str, str]
     ) -> str:
-        raw = await self.call(
-            "create_image",
-            InstanceId=instance_id,
-            Name=name,
-            Description=f"cloudsh freeze of {instance_id}",
-            NoReboot=no_reboot,
-            TagSpecifications=[
-                {"ResourceType": "image", "Tags": [{"Key": k, "Value": v} for k, v in tags.items()]}
-            ],
-        )
+        description = f"cloudsh freeze of {instance_id}"
+        try:
+            raw = await self.call(
+                "create_image",
+                InstanceId=instance_id,
+                Name=name,
+                Description=description,
+                NoReboot=no_reboot,
+                TagSpecifications=[
+                    {"ResourceType": "image", "Tags": [{"Key": k, "Value": v} for k, v in tags.items()]}
+                ],
+            )
+        except AWSError as exc:
+            # CreateImage takes no idempotency token: when a retried call finds the name taken
+            # by the image its first attempt made (same box, same description), that is the one.
+            if exc.code != "InvalidAMIName.Duplicate":
+                raise
+            same = await self.images(Filters=[{"Name": "name", "Values": [name]}])
+            mine = [i for i in same if i.description == description]
+            if not mine:
+                raise
+            return mine[0].id
         self.created(raw["ImageId"])
         return str(raw["ImageId"])
 
