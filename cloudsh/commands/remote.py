@@ -96,7 +96,7 @@ async def put(ctx: Context, a: argparse.Namespace) -> int:
     destructive=True,
 )
 async def get(ctx: Context, a: argparse.Namespace) -> int:
-    from cloudsh.services.ssh import get_target
+    from cloudsh.services.copying import get_target
 
     _, host = await _running(ctx, a.name)
     local = os.path.expanduser(a.local)

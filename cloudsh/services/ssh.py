@@ -30,6 +30,7 @@ from asyncssh.public_key import get_default_public_key_algs
 from cloudsh.config import Settings
 from cloudsh.errors import CloudshError, HostKeyChanged, SSHError
 from cloudsh.models import CommandResult, HostInfo, Tunnel
+from cloudsh.services.copying import get_target, merge_tree, put_target, remote_kind, remove
 from cloudsh.services.known_hosts import KnownHosts, fingerprint, normalize_key
 from cloudsh.services.openssh import KEEPALIVE_COUNT, KEEPALIVE_S
 
@@ -377,7 +378,7 @@ class SSHService:
         (`put box proj proj` twice replaces `proj`, never makes `proj/proj`)."""
         sftp = await self._sftp(host)
         try:
-            return await _put_target(sftp, Path(local), remote)
+            return await put_target(sftp, Path(local), remote)
         except (OSError, asyncssh.Error) as exc:
             raise SSHError(f"cannot look at {host.name}:{remote}: {exc}", BOOT_HINT) from None
         finally:
@@ -387,7 +388,7 @@ class SSHService:
         """"file", "dir" or None (nothing there)."""
         sftp = await self._sftp(host)
         try:
-            return await _kind(sftp, remote)
+            return await remote_kind(sftp, remote)
         except (OSError, asyncssh.Error) as exc:
             raise SSHError(f"cannot look at {host.name}:{remote}: {exc}", BOOT_HINT) from None
         finally:
@@ -412,7 +413,7 @@ class SSHService:
         old: str | None = None
         target = remote
         try:
-            target, kind = await _put_target(sftp, local, remote)
+            target, kind = await put_target(sftp, local, remote)
             if kind == "dir" and not local.is_dir():
                 raise CloudshError(f"{host.name}:{target} is a directory", "give the file's remote name")
             path = PurePosixPath(target)
@@ -425,7 +426,7 @@ class SSHService:
             await sftp.posix_rename(tmp, target)  # atomic, over an existing file too
             tmp = None
             if old is not None:
-                await _remove(sftp, old)
+                await remove(sftp, old)
                 old = None
             return target
         except asyncssh.SFTPError as exc:
@@ -439,7 +440,7 @@ class SSHService:
                 if old is not None and not await sftp.exists(target):
                     await sftp.rename(old, target)
                 if tmp is not None:
-                    await _remove(sftp, tmp)
+                    await remove(sftp, tmp)
             sftp.exit()
 
     async def get(
@@ -469,7 +470,7 @@ class SSHService:
             tmp = target.parent / f".{target.name}.cloudsh-part-{uuid.uuid4().hex[:8]}"
             await sftp.get(remote, str(tmp), recurse=recursive, preserve=True)
             if remote_is_dir and target.is_dir():
-                _merge_tree(tmp, target)
+                merge_tree(tmp, target)
             else:
                 os.replace(tmp, target)
             return target
@@ -549,60 +550,6 @@ def _sftp_error(host: HostInfo, path: str, exc: asyncssh.SFTPError) -> CloudshEr
     return CloudshError(f"file copy on {host.name} failed for {path}: {exc.reason}", "")
 
 
-async def _kind(sftp: asyncssh.SFTPClient, path: str) -> str | None:
-    try:
-        attrs = await sftp.stat(path)
-    except asyncssh.SFTPNoSuchFile:
-        return None
-    return "dir" if attrs.type == asyncssh.FILEXFER_TYPE_DIRECTORY else "file"
-
-
-def dir_target(dest: str, name: str) -> str:
-    """Where a directory called `name` is copied for the destination `dest`: into `dest`
-    when it says so (a trailing `/`, `.`, `..`, `~`), else `dest` itself, whether it exists
-    or not, so a second copy lands where the first did (never `dest/name`)."""
-    if dest.endswith("/") or dest in ("", "~") or PurePosixPath(dest).name in ("", ".", ".."):
-        return str(PurePosixPath(dest or ".") / name)
-    return dest
-
-
-async def _put_target(sftp: asyncssh.SFTPClient, local: Path, remote: str) -> tuple[str, str | None]:
-    if local.is_dir():
-        remote = dir_target(remote, local.resolve().name)
-        return remote, await _kind(sftp, remote)
-    kind = await _kind(sftp, remote)
-    if kind == "dir":
-        remote = str(PurePosixPath(remote) / local.name)
-        kind = await _kind(sftp, remote)
-    return remote, kind
-
-
-async def _remove(sftp: asyncssh.SFTPClient, path: str) -> None:
-    if await sftp.isdir(path):
-        await sftp.rmtree(path)
-    elif await sftp.exists(path):
-        await sftp.remove(path)
-
-
-def get_target(local: str | Path, remote: str, remote_is_dir: bool) -> Path:
-    """Where `get` of `remote` to `local` writes: a directory as `dir_target` says, a file
-    into `local` when that is a directory."""
-    name = PurePosixPath(remote.rstrip("/")).name
-    if remote_is_dir:
-        return Path(dir_target(str(local), name))
-    return Path(local) / name if Path(local).is_dir() else Path(local)
-
-
-def _merge_tree(src: Path, dst: Path) -> None:
-    """Move every file of `src` into `dst` (each rename atomic), then drop `src`."""
-    for dirpath, _dirs, files in os.walk(src):
-        rel = Path(dirpath).relative_to(src)
-        (dst / rel).mkdir(parents=True, exist_ok=True)
-        for name in files:
-            os.replace(Path(dirpath) / name, dst / rel / name)
-    shutil.rmtree(src, ignore_errors=True)
-
-
 async def _probe(host: HostInfo, timeout: float) -> str | None:
     """None if an SSH server answers at host:port, else what was seen instead."""
     writer: asyncio.StreamWriter | None = None
@@ -628,5 +575,3 @@ async def _probe(host: HostInfo, timeout: float) -> str | None:
             writer.close()
             with contextlib.suppress(OSError):
                 await writer.wait_closed()
-
-
