@@ -157,7 +157,7 @@ async def sync(ctx: Context, a: argparse.Namespace) -> int:
     if a.job:
         results = [await ops.sync_job(ctx.backend, a.job, progress=ctx.out.info)]
     else:
-        results = await ops.sync_all(ctx.backend, progress=ctx.out.info)
+        results = await ops.sync_all(ctx.backend, progress=ctx.out.info, strict=True)
         if not results:
             ctx.out.info("no jobs with results on a running box")
     for r in results:

@@ -290,18 +290,18 @@ async def sync_job(
 
 
 async def sync_all(
-    backend: Backend, *, progress: Progress = quiet, only: Sequence[str] | None = None
+    backend: Backend, *, progress: Progress = quiet, only: Sequence[str] | None = None, strict: bool = False
 ) -> list[SyncResult]:
     """`sync` without a job: every job with a sync dir on a running box (or on the boxes
     whose ids are in `only`).
 
-    One box that does not answer must not keep the others' results from coming home:
-    its jobs are skipped (said through `progress`), and its error is raised only when
-    nothing at all could be pulled. Without `only`, boxes cloudsh did not launch are left
-    alone (`ops.owners`).
+    One box or job that fails must not keep the others' results from coming home: it is
+    skipped (said through `progress`), and an error is raised only when nothing at all
+    could be pulled, or, with `strict`, after the others came home. Without `only`, boxes
+    cloudsh did not launch are left alone (`ops.owners`).
     """
     results = []
-    failed: CloudshError | None = None
+    failed: list[tuple[str, CloudshError]] = []
     insts = await backend.ec2.list_instances()
     for inst in own(insts) if only is None else insts:
         tags = {j: t for j, t in job_tags(inst).items() if t.remote_dir}
@@ -309,13 +309,21 @@ async def sync_all(
             continue
         try:
             host = await ssh_host(backend, inst)
-            for jid, tag in tags.items():
-                results.append(await sync_job(backend, jid, progress=progress, _located=(inst, tag, host)))
         except CloudshError as exc:
-            progress(f"{inst.label}: results not pulled: {exc}")
-            failed = failed or exc
-    if failed is not None and not results:
-        raise failed
+            failed.append((inst.label, exc))
+            continue
+        for jid, tag in tags.items():
+            try:
+                results.append(await sync_job(backend, jid, progress=progress, _located=(inst, tag, host)))
+            except CloudshError as exc:
+                failed.append((jid, exc))
+    if failed and (strict or not results) and len(failed) == 1:
+        raise failed[0][1]
+    for what, error in failed:
+        progress(f"{what}: results not pulled: {error}")
+    if failed and (strict or not results):
+        raise CloudshError(f"{len(failed)} jobs' results did not all come home (each said above)",
+                           "fix what each says, then run `cloudsh sync` again")
     return results
 
 
