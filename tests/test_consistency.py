@@ -136,6 +136,10 @@ def test_cloudsh_rides_through_a_long_window(slow: Sandbox) -> None:
         ok("snapshot", vol, snap)
         assert any(s["name"] == snap and s["state"] == "completed" for s in json.loads(ok("snapshots", "--json")))
         ok("freeze", name, image, "--yes")
-        assert any(i["name"] == image and i["state"] == "available" for i in json.loads(ok("images", "--json")))
+        [rec] = [i for i in json.loads(ok("images", "--json")) if i["name"] == image]
+        assert rec["state"] == "available"
+        # The image holds no link to the live volume: its mount point is an empty directory.
+        mount = slow.dir / "images" / rec["id"] / "root" / "mnt" / "ec"
+        assert mount.is_dir() and not mount.is_symlink() and not any(mount.iterdir())
     finally:
         cloudsh("terminate", name, "--yes")

@@ -36,7 +36,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 from cloudsh.sandbox import images, quotas, wsgi
-from cloudsh.sandbox.devices import write_devices
+from cloudsh.sandbox.devices import BOX_VOLUMES, write_devices
 from cloudsh.sandbox.wsgi import Ec2Error, StartResponse, WsgiApp
 
 log = logging.getLogger("cloudsh.sandbox.storage")
@@ -47,11 +47,11 @@ ACCOUNT = "123456789012"
 # -- trees ------------------------------------------------------------------------------
 
 
-def copy_tree(src: Path, dst: Path, *, unlink_under: Path | None = None) -> None:
+def copy_tree(src: Path, dst: Path, *, unlink_under: tuple[Path, ...] = ()) -> None:
     """Copy directories, regular files and symlinks; skip sockets and fifos (a running
-    box may have them, and opening a fifo would block). A symlink into `unlink_under` (a
-    mounted volume, in a box's tree) becomes an empty directory: a copy never links to
-    live data."""
+    box may have them, and opening a fifo would block). A symlink into one of
+    `unlink_under` (a mounted volume, in a box's tree) becomes an empty directory: a copy
+    never links to live data."""
     dst.mkdir(parents=True, exist_ok=True)
     with os.scandir(src) as entries:
         for entry in entries:
@@ -59,7 +59,7 @@ def copy_tree(src: Path, dst: Path, *, unlink_under: Path | None = None) -> None
             try:
                 if entry.is_symlink():
                     link = os.readlink(entry.path)
-                    if unlink_under is not None and Path(link).is_relative_to(unlink_under):
+                    if any(Path(link).is_relative_to(p) for p in unlink_under):
                         target.mkdir()
                     else:
                         os.symlink(link, target)
@@ -212,7 +212,9 @@ class StorageLayer:
             try:
                 src = self.dir / "instances" / iid / "root"
                 if ami_id and src.is_dir():
-                    copy_tree(src, self.dir / "images" / ami_id / "root", unlink_under=self.dir / "volumes")
+                    # A mount links to the volume as the box sees it, or as this machine does.
+                    volumes = (self.dir / "volumes", Path(BOX_VOLUMES))
+                    copy_tree(src, self.dir / "images" / ami_id / "root", unlink_under=volumes)
             except Exception:
                 log.exception("CreateImage %s: could not copy the disk", ami_id)
             finally:
