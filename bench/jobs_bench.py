@@ -103,7 +103,7 @@ def interruption_reaction(env: dict[str, str], box: str, work: Path) -> list[flo
         log = cloudsh(env, "logs", job_id)
         terms = [float(line.split()[1]) for line in log.splitlines() if line.startswith("TERM ")]
         out.append(terms[-1] - noticed)
-        cloudsh(env, "stop", box)
+        cloudsh(env, "stop", box, "--yes")
     return out
 
 
