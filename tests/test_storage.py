@@ -109,12 +109,17 @@ def test_bad_input_is_one_line_and_changes_nothing(sandbox: Sandbox, boxes: dict
     ok("run", a, "--", "echo keep > /mnt/bad/data.txt")
 
     # A busy mount is not detached, and the processes are named.
-    ok("run", a, "--", "(cd /mnt/bad && exec sleep 120 >/dev/null 2>&1 &)")
+    ok("run", a, "--", "(cd /mnt/bad && exec sleep 120 3>>open.log >/dev/null 2>&1 &)")
     r = cloudsh("volume", "detach", vol)
     assert r.returncode == 1
     line = r.stderr.strip().splitlines()[-1]
     assert "busy" in line and "sleep (pid" in line
     assert _volumes()[vol]["state"] == "in-use"
+    # A snapshot of it names the file still open for writing.
+    snap = _name("open")
+    r = cloudsh("snapshot", vol, snap)
+    assert r.returncode == 0 and "open for writing" in r.stderr and "open.log" in r.stderr, r.stderr
+    ok("snapshot", "delete", snap, "--yes")
     ok("run", a, "--", "kill $(pgrep -x sleep | sort -n | tail -1)")
     ok("volume", "detach", vol)
 
