@@ -502,10 +502,7 @@ def test_put_goes_through_a_temporary_name_and_asks_before_replacing(box: str, s
 
 def test_stop_names_the_running_jobs_and_asks(box: str, tmp_path: Path) -> None:
     sleeper = _script(tmp_path, "sleeper.sh", "sleep 60\n")
-    job_id = ok("script", box, str(sleeper)).strip()
-    try:
-        r = cloudsh("stop", box)  # no terminal, no --yes: refused, the job named
-        assert r.returncode == 2 and job_id in one_line_error(r) and "--yes" in r.stderr
-        assert _jobs()[job_id]["state"] == "running"
-    finally:
-        ok("job", "stop", job_id, "--yes")
+    job_id = ok("script", box, str(sleeper)).strip()  # the last test here: the box goes next
+    r = cloudsh("stop", box)  # no terminal, no --yes: refused, the job named
+    assert r.returncode == 2 and job_id in one_line_error(r) and "--yes" in r.stderr
+    assert _jobs()[job_id]["state"] == "running"
