@@ -374,8 +374,8 @@ class SSHService:
 
     async def put_target(self, host: HostInfo, local: Path, remote: str) -> tuple[str, str | None]:
         """Where `put` of `local` to `remote` writes, and what is there now ("file", "dir"
-        or None). Into an existing directory, unless it is the directory of the same name
-        (`put box proj proj` twice replaces `proj`, never makes `proj/proj`)."""
+        or None): a directory at the path given (`copying.dir_target`), so `put box proj
+        proj` twice replaces `proj` and never makes `proj/proj`; a file into a directory."""
         sftp = await self._sftp(host)
         try:
             return await put_target(sftp, Path(local), remote)
