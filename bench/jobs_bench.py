@@ -3,18 +3,24 @@
 - results latency: from a result file being closed on the box to it being complete
   locally while `script --follow` runs (median, target < 3 s);
 - interruption reaction: from the spot notice appearing in instance metadata to the job
-  getting SIGTERM (target < 10 s; the watcher polls every 5 s, as AWS recommends).
+  getting SIGTERM (target < 10 s; the watcher polls every 5 s, as AWS recommends);
+- sync speed: one `sync_job` pass against plain `rsync -a` over the same SSH settings, for
+  5,000 small files (first copy, and a pass with nothing new) and for one 1 GiB file
+  (targets: <= 1.5x and <= 1.15x). `python -m bench.jobs_bench sync` runs only this.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 from bench.common import bench_sandbox, run
@@ -97,11 +103,88 @@ def interruption_reaction(env: dict[str, str], box: str, work: Path) -> list[flo
         log = cloudsh(env, "logs", job_id)
         terms = [float(line.split()[1]) for line in log.splitlines() if line.startswith("TERM ")]
         out.append(terms[-1] - noticed)
-        cloudsh(env, "stop", box)
+        cloudsh(env, "stop", box, "--yes")
     return out
 
 
+MANY = 5000
+
+
+def _best_of(a: Callable[[], object], b: Callable[[], object], rounds: int = 3) -> tuple[float, float]:
+    """The best time of each, run in turns (so a busy moment of the machine hits both)."""
+    times: tuple[list[float], list[float]] = ([], [])
+    for _ in range(rounds):
+        for fn, out in ((a, times[0]), (b, times[1])):
+            t0 = time.perf_counter()
+            fn()
+            out.append(time.perf_counter() - t0)
+    return min(times[0]), min(times[1])
+
+
+def sync_speed(env: dict[str, str], box: str, work: Path) -> None:
+    from cloudsh.config import Settings
+    from cloudsh.ops import jobs as ops
+    from cloudsh.ops.jobs.transfer import _ssh_config
+    from cloudsh.ops.reach import ssh_host
+    from cloudsh.root import connect
+
+    script = work / "maker.sh"
+    script.write_text(f"#!/bin/bash\nmkdir -p many big\nfor i in $(seq {MANY}); do echo \"result $i\" > many/f$i.txt; done\n"
+                      "head -c 1G /dev/urandom > big/data.bin\n")
+    script.chmod(0o755)
+    many = cloudsh(env, "script", box, str(script), "--sync", f"many:{work / 'many'}").strip()
+    big = cloudsh(env, "script", box, str(script), "--sync", f"big:{work / 'big'}").strip()
+
+    async def measure() -> list[tuple[str, float, float]]:
+        backend = connect(Settings.load(), sandbox=True)
+        try:
+            while (await ops.get_job(backend, big)).state != "finished" or (await ops.get_job(backend, many)).state != "finished":
+                await asyncio.sleep(0.5)
+            inst, _ = await ops.find_job(backend, many)
+            host = await ssh_host(backend, inst)
+            config = _ssh_config(backend, host)
+            rows = []
+            for job, remote, name in ((many, "many", f"{MANY} small files"), (big, "big", "1 GiB")):
+                local = work / remote
+
+                def ours(local: Path = local, job: str = job, fresh: bool = True) -> None:
+                    if fresh:
+                        shutil.rmtree(local, ignore_errors=True)
+                    asyncio.run_coroutine_threadsafe(ops.sync_job(backend, job), loop).result()
+
+                def plain(remote: str = remote, fresh: bool = True) -> None:
+                    if fresh:
+                        shutil.rmtree(work / "plain", ignore_errors=True)
+                    subprocess.run(["rsync", "-a", "-e", f"ssh -F {config}", f"{host.host_key_alias}:{remote}/",
+                                    f"{work / 'plain'}/"], check=True, stdin=subprocess.DEVNULL)
+
+                rounds = 5 if remote == "many" else 2
+                rows.append((f"{name}, first copy", *await asyncio.to_thread(_best_of, ours, plain, rounds)))
+                if remote == "many":
+                    rows.append((f"{name}, nothing new", *await asyncio.to_thread(
+                        _best_of, partial(ours, fresh=False), partial(plain, fresh=False), rounds)))
+            return rows
+        finally:
+            await backend.close()
+
+    loop = asyncio.new_event_loop()
+    try:
+        rows = loop.run_until_complete(measure())
+    finally:
+        loop.close()
+    for what, ours_s, plain_s in rows:
+        target = 1.15 if "GiB" in what else 1.5
+        print(f"jobs: sync {what}: {ours_s:.2f} s vs plain rsync {plain_s:.2f} s = {ours_s / plain_s:.2f}x "
+              f"(target <= {target}x)")
+
+
 def main() -> None:
+    if sys.argv[1:] == ["sync"]:
+        with bench_sandbox() as env:
+            os.chdir(tempfile.mkdtemp(prefix="cloudsh-jobs-bench-"))
+            cloudsh(env, "launch", "bench", "--type", "t3.micro")
+            sync_speed(env, "bench", Path.cwd())
+        return
     with bench_sandbox() as env:
         os.chdir(tempfile.mkdtemp(prefix="cloudsh-jobs-bench-"))
         work = Path.cwd()
@@ -109,6 +192,7 @@ def main() -> None:
         lat = results_latency(env, "bench", work)
         print(f"jobs: result closed on box -> complete locally, {len(lat)} files: "
               f"median {statistics.median(lat):.2f} s, max {max(lat):.2f} s (target median < 3 s)")
+        sync_speed(env, "bench", work)
         react = interruption_reaction(env, "bench", work)
         print(f"jobs: spot notice -> SIGTERM to the job, {len(react)} interruptions: "
               f"median {statistics.median(react):.2f} s, max {max(react):.2f} s "

@@ -135,7 +135,11 @@ def test_cloudsh_rides_through_a_long_window(slow: Sandbox) -> None:
         ok("run", name, "--", "echo kept > /mnt/ec/f.txt")
         ok("snapshot", vol, snap)
         assert any(s["name"] == snap and s["state"] == "completed" for s in json.loads(ok("snapshots", "--json")))
-        ok("freeze", name, image)
-        assert any(i["name"] == image and i["state"] == "available" for i in json.loads(ok("images", "--json")))
+        ok("freeze", name, image, "--yes")
+        [rec] = [i for i in json.loads(ok("images", "--json")) if i["name"] == image]
+        assert rec["state"] == "available"
+        # The image holds no link to the live volume: its mount point is an empty directory.
+        mount = slow.dir / "images" / rec["id"] / "root" / "mnt" / "ec"
+        assert mount.is_dir() and not mount.is_symlink() and not any(mount.iterdir())
     finally:
         cloudsh("terminate", name, "--yes")

@@ -37,7 +37,7 @@ def big_image(sandbox: Sandbox) -> Iterator[dict[str, Any]]:
     ok("launch", box, "--type", "t3.micro", "--disk", "100")
     try:
         assert _roots()[box] == 100
-        ok("freeze", box, image)
+        ok("freeze", box, image, "--yes")
     finally:
         cloudsh("terminate", box, "--yes")
     rec = next(i for i in json.loads(ok("images", "--json")) if i["name"] == image)

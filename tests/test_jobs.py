@@ -6,6 +6,7 @@ import asyncio
 import hashlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -380,3 +381,163 @@ async def test_sixty_jobs_fit_ec2s_tag_limits_and_all_stay_listed(box: str, tmp_
     listed = _jobs()
     assert set(started) <= set(listed)  # all 60, moved or tagged
     assert {listed[j]["script"] for j in started[:40]} == {script.name}  # the box's record keeps the whole name
+# -- nothing lost: exact sync, one home per job, copies through temporary names ----------
+
+ODD = b"caf\xe9-\xff.bin"  # a file name that is not UTF-8
+
+
+def _home(sandbox: Sandbox, name: str) -> Path:
+    """The box's home directory as the sandbox keeps it."""
+    [inst] = [i for i in json.loads(ok("ls", "--json")) if i["name"] == name]
+    return sandbox.dir / "instances" / inst["id"] / "root" / "home" / "ubuntu"
+
+
+def _sha(path: Path | bytes) -> str:
+    return hashlib.sha256(Path(os.fsdecode(path)).read_bytes()).hexdigest()
+
+
+def _script(tmp_path: Path, name: str, body: str) -> Path:
+    path = tmp_path / name
+    path.write_text("#!/bin/bash\n" + body)
+    path.chmod(0o755)
+    return path
+
+
+def _same_tree(home: Path, local: Path) -> None:
+    box_files = {p.relative_to(home): _sha(p) for p in home.rglob("*") if p.is_file()}
+    here = {p.relative_to(local): _sha(p) for p in local.rglob("*") if p.is_file() and not p.name.endswith(".local-edited")}
+    assert box_files == here
+
+
+def test_sync_is_exact_for_same_size_rewrites_odd_names_and_local_edits(box: str, sandbox: Sandbox, tmp_path: Path) -> None:
+    name, home = box, _home(sandbox, box)
+    writer = _script(tmp_path, "writer.sh", "mkdir -p exact\nprintf AAAA > exact/a.txt\nprintf keep > exact/b.txt\n"
+                     "printf odd > exact/$'caf\\xe9-\\xff.bin'\n")
+    local = tmp_path / "exact"
+    r = cloudsh("script", name, str(writer), "--sync", f"exact:{local}", "--follow")
+    assert r.returncode == 0, r.stderr
+    assert "UnicodeEncodeError" not in r.stderr
+    job_id = r.stdout.splitlines()[0]
+    assert (local / os.fsdecode(ODD)).read_bytes() == b"odd"
+    _same_tree(home / "exact", local)
+    # Rewritten with the same size, within the same second as the copied version.
+    ok("run", name, "--", "s=$(stat -c %Y exact/a.txt); printf BBBB > exact/a.txt; touch -d @$s.123456789 exact/a.txt")
+    # Edited here, and changed on the box too: the local edit is kept beside.
+    (local / "b.txt").write_text("mine")
+    ok("run", name, "--", "printf KEEP > exact/b.txt")
+    out = ok("sync", job_id)
+    assert out.startswith(f"{job_id}: 2 copied"), out
+    assert (local / "a.txt").read_bytes() == b"BBBB"
+    assert (local / "b.txt.local-edited").read_text() == "mine"
+    _same_tree(home / "exact", local)
+    assert job_id in _jobs()  # later jobs on the same box are not blocked by the name
+
+
+def _read_only(local: Path) -> list[str]:
+    """A prefix that runs cloudsh with `local` read-only (root ignores file modes)."""
+    if os.geteuid() != 0:
+        local.chmod(0o555)
+        return []
+    if not shutil.which("bwrap"):
+        pytest.skip("needs bwrap to make a read-only folder as root")
+    return ["bwrap", "--bind", "/", "/", "--dev-bind", "/dev", "/dev", "--ro-bind", str(local), str(local)]
+
+
+def test_a_read_only_local_folder_is_an_error_naming_it(box: str, tmp_path: Path) -> None:
+    name = box
+    writer = _script(tmp_path, "ro.sh", "mkdir -p ro\necho result > ro/r.txt\n")
+    local = tmp_path / "ro"
+    local.mkdir()
+    prefix = _read_only(local)
+    env = {**os.environ, "CLOUDSH_SANDBOX": "1"}
+    r = subprocess.run([*prefix, sys.executable, "-m", "cloudsh", "script", name, str(writer), "--sync",
+                        f"ro:{local}", "--follow"], capture_output=True, text=True, env=env,
+                       stdin=subprocess.DEVNULL, timeout=120)
+    assert r.returncode == 1, r.stderr
+    assert str(local) in r.stderr and "did not come home" in r.stderr
+    job_id = r.stdout.splitlines()[0]
+    r = subprocess.run([*prefix, sys.executable, "-m", "cloudsh", "sync", job_id], capture_output=True,
+                       text=True, env=env, stdin=subprocess.DEVNULL, timeout=120)
+    assert r.returncode == 1
+    assert str(local) in one_line_error(r)
+    assert not (local / "r.txt").exists()
+
+
+def test_two_jobs_from_one_folder_get_their_own_homes_and_workdirs_replace(box: str, sandbox: Sandbox, tmp_path: Path) -> None:
+    name, home = box, _home(sandbox, box)
+    train = _script(tmp_path, "train.sh", 'mkdir -p out\necho "$CLOUDSH_JOB_ID $(cat "$CLOUDSH_WORKDIR/v.txt")" > out/metrics.csv\n')
+    work = tmp_path / "code"
+    work.mkdir()
+    runs = []
+    for version in ("one", "two"):
+        (work / "v.txt").write_text(version)
+        runs.append(subprocess.run(
+            [sys.executable, "-m", "cloudsh", "script", name, str(train), "--sync", "out", "--workdir", "code", "--follow"],
+            cwd=tmp_path, capture_output=True, text=True, env={**os.environ, "CLOUDSH_SANDBOX": "1"},
+            stdin=subprocess.DEVNULL, timeout=120))
+    assert [r.returncode for r in runs] == [0, 0], runs[1].stderr
+    first, second = (r.stdout.splitlines()[0] for r in runs)
+    assert f"this job's go to {tmp_path / 'out' / second}" in runs[1].stderr
+    jobs = _jobs()
+    assert jobs[first]["local_dir"] == str(tmp_path / "out")
+    assert jobs[second]["local_dir"] == str(tmp_path / "out" / second)
+    assert (tmp_path / "out" / "metrics.csv").read_text() == f"{first} one\n"
+    assert (tmp_path / "out" / second / "metrics.csv").read_text() == f"{second} two\n"
+    assert _sha(tmp_path / "out" / second / "metrics.csv") == _sha(home / "out" / "metrics.csv")
+    # The second upload replaced the folder (the new code ran), never code/code.
+    assert not (home / "code" / "code").exists()
+    assert _sha(home / "code" / "v.txt") == _sha(work / "v.txt")
+
+
+def test_put_goes_through_a_temporary_name_and_asks_before_replacing(box: str, sandbox: Sandbox, tmp_path: Path) -> None:
+    name, home = box, _home(sandbox, box)
+    old = tmp_path / "old.bin"
+    old.write_bytes(os.urandom(1 << 20))
+    ok("put", name, str(old), "big.bin")
+    assert _sha(home / "big.bin") == _sha(old)
+    big = tmp_path / "big.bin"
+    with open(big, "wb") as f:
+        for _ in range(64):
+            f.write(os.urandom(1 << 20))
+    # No terminal, no flag: refused in one line naming the flag; the file is untouched.
+    r = cloudsh("put", name, str(big), "big.bin")
+    assert r.returncode == 2 and "--yes" in one_line_error(r)
+    # Killed mid-copy: the old file is whole under its name.
+    env = {**os.environ, "CLOUDSH_SANDBOX": "1"}
+    put = subprocess.Popen([sys.executable, "-m", "cloudsh", "put", name, str(big), "big.bin", "--force"],
+                           env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    killed = False
+    try:
+        deadline = time.monotonic() + 60
+        while not killed and put.poll() is None and time.monotonic() < deadline:
+            parts = list(home.glob(".big.bin.cloudsh-part-*"))
+            if parts and parts[0].stat().st_size > 8 << 20:
+                put.send_signal(signal.SIGKILL)
+                killed = True
+            time.sleep(0.002)
+    finally:
+        put.kill()
+        put.communicate()
+    assert killed, "the copy finished before it could be interrupted"
+    assert _sha(home / "big.bin") == _sha(old)
+    # A directory copied twice lands in the same place, replaced (no nesting).
+    project = tmp_path / f"project-{uuid.uuid4().hex[:4]}"
+    project.mkdir()
+    (project / "train.py").write_text("v1")
+    ok("put", name, str(project), project.name)
+    (project / "train.py").write_text("v2")
+    ok("put", name, str(project), project.name, "--yes")
+    assert not (home / project.name / project.name).exists()
+    assert (home / project.name / "train.py").read_text() == "v2"
+    back = tmp_path / "back"
+    for _ in range(2):
+        ok("get", name, project.name, str(back), "--force")
+    assert sorted(p.name for p in back.rglob("*")) == ["train.py"]
+
+
+def test_stop_names_the_running_jobs_and_asks(box: str, tmp_path: Path) -> None:
+    sleeper = _script(tmp_path, "sleeper.sh", "sleep 60\n")
+    job_id = ok("script", box, str(sleeper)).strip()  # the last test here: the box goes next
+    r = cloudsh("stop", box)  # no terminal, no --yes: refused, the job named
+    assert r.returncode == 2 and job_id in one_line_error(r) and "--yes" in r.stderr
+    assert _jobs()[job_id]["state"] == "running"

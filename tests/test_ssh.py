@@ -125,11 +125,11 @@ async def test_put_get_file_and_tree(ssh_env: SSHEnv, svc: SSHService, tmp_path:
     out.mkdir()
     assert await svc.get(host, "a.txt", out / "copy.txt") == out / "copy.txt"
     assert (out / "copy.txt").read_text() == "alpha"
-    assert await svc.get(host, "tree", out) == out / "tree"  # into an existing dir, like scp
+    assert await svc.get(host, "tree", f"{out}/") == out / "tree"  # into a dir named with a trailing /
     assert (out / "tree" / "sub" / "b.bin").read_bytes() == (src / "sub" / "b.bin").read_bytes()
     # Again, with a new remote file: merged into the existing tree.
     (ssh_env.root / "tree" / "new.txt").write_text("new")
-    await svc.get(host, "tree", out)
+    await svc.get(host, "tree", out / "tree")  # the same place as the first time, never tree/tree
     assert (out / "tree" / "new.txt").read_text() == "new"
     assert sorted(p.name for p in out.iterdir()) == ["copy.txt", "tree"]  # nothing partial left
 

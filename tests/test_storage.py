@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
+from botocore.exceptions import ClientError
 
 from tests.cli import cloudsh, ls_json, ok, one_line_error
 from tests.sandbox_fixture import Sandbox
@@ -34,7 +38,7 @@ def boxes(sandbox: Sandbox) -> Iterator[dict[str, str]]:
 def test_file_in_frozen_home_is_in_a_box_launched_from_the_image(boxes: dict[str, str]) -> None:
     a, image, thawed = boxes["a"], _name("img"), _name("thaw")
     ok("run", a, "--", "echo frozen-on-purpose > ~/notes.txt")
-    r = cloudsh("freeze", a, image)  # reboots the box first, the default
+    r = cloudsh("freeze", a, image, "--yes")  # reboots the box first, the default
     assert r.returncode == 0, r.stderr
     rec = next(i for i in json.loads(ok("images", "--json")) if i["name"] == image)
     assert rec["id"].startswith("ami-") and rec["state"] == "available"
@@ -105,12 +109,17 @@ def test_bad_input_is_one_line_and_changes_nothing(sandbox: Sandbox, boxes: dict
     ok("run", a, "--", "echo keep > /mnt/bad/data.txt")
 
     # A busy mount is not detached, and the processes are named.
-    ok("run", a, "--", "(cd /mnt/bad && exec sleep 120 >/dev/null 2>&1 &)")
+    ok("run", a, "--", "(cd /mnt/bad && exec sleep 120 3>>open.log >/dev/null 2>&1 &)")
     r = cloudsh("volume", "detach", vol)
     assert r.returncode == 1
     line = r.stderr.strip().splitlines()[-1]
     assert "busy" in line and "sleep (pid" in line
     assert _volumes()[vol]["state"] == "in-use"
+    # A snapshot of it names the file still open for writing.
+    snap = _name("open")
+    r = cloudsh("snapshot", vol, snap)
+    assert r.returncode == 0 and "open for writing" in r.stderr and "open.log" in r.stderr, r.stderr
+    ok("snapshot", "delete", snap, "--yes")
     ok("run", a, "--", "kill $(pgrep -x sleep | sort -n | tail -1)")
     ok("volume", "detach", vol)
 
@@ -160,3 +169,42 @@ def test_bad_input_is_one_line_and_changes_nothing(sandbox: Sandbox, boxes: dict
 
     for name in (vol, far):
         ok("volume", "delete", name, "--yes")
+
+
+WRITER = """#!/bin/bash
+mkdir -p out
+for i in $(seq 400); do head -c 1M /dev/urandom >> out/data.bin; echo $i > out/progress; done
+"""
+
+
+def test_freeze_during_a_writing_job_reboots_first_and_reports_the_job(
+    sandbox: Sandbox, boxes: dict[str, str], tmp_path: Path
+) -> None:
+    a, image = boxes["b"], _name("busy")
+    script = tmp_path / "writer.sh"
+    script.write_text(WRITER)
+    script.chmod(0o755)
+    # Without a terminal and without --yes or --no-reboot: refused before anything is made.
+    r = cloudsh("freeze", a, image)
+    assert r.returncode == 2 and "--no-reboot" in one_line_error(r)
+    job = ok("script", a, str(script)).strip()
+    [inst] = [i for i in ls_json() if i["name"] == a]
+    home = sandbox.dir / "instances" / inst["id"] / "root" / "home" / "ubuntu"
+    deadline = time.monotonic() + 30
+    while not (home / "out" / "data.bin").exists() or (home / "out" / "data.bin").stat().st_size < 8 << 20:
+        assert time.monotonic() < deadline, "the job did not start writing"
+        time.sleep(0.05)
+    r = cloudsh("freeze", a, image, "--yes")
+    assert r.returncode == 0, r.stderr
+    assert job in r.stderr  # the question named the job the reboot stops
+    [rec] = [i for i in json.loads(ok("images", "--json")) if i["name"] == image]
+    frozen = sandbox.dir / "images" / rec["id"] / "root" / "home" / "ubuntu" / "out" / "data.bin"
+    # The image holds the disk as the reboot left it: what the box has now (SSH answers again).
+    on_box = ok("run", a, "--", "sha256sum out/data.bin").split()[0]
+    assert hashlib.sha256(frozen.read_bytes()).hexdigest() == on_box
+    state = {j["id"]: j for j in json.loads(ok("jobs", "--json"))}[job]["state"]
+    assert state in ("finished", "lost", "interrupted")  # stopped by the reboot, and said so
+    # Names stay unique as EC2 keeps them, so a retried CreateImage makes no second image.
+    with pytest.raises(ClientError, match="InvalidAMIName.Duplicate"):
+        sandbox.ec2().create_image(InstanceId=inst["id"], Name=image, NoReboot=True)
+    ok("image", "delete", image, "--yes")

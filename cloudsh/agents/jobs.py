@@ -376,7 +376,9 @@ def open_for_write() -> set[str]:
 
 
 def listing(path: str) -> State:
-    """Regular files under `path` (relative to home): [relative path, size, mtime]."""
+    """Regular files under `path` (relative to home): [relative path, size, mtime in ns].
+    Names are as the filesystem holds them (bytes that are not UTF-8 as surrogate escapes,
+    which `json.dumps` writes as \\udcXX)."""
     root = os.path.realpath(os.path.join(HOME, os.path.expanduser(path)))
     has_rsync = bool(shutil.which("rsync"))
     if not os.path.isdir(root):
@@ -384,20 +386,35 @@ def listing(path: str) -> State:
     busy = open_for_write()
     files: list[list[Any]] = []
     still_open = 0
-    for dirpath, dirs, names in os.walk(root):
-        dirs[:] = [x for x in dirs if x != PARTIAL_DIR]
-        for name in names:
-            full = os.path.join(dirpath, name)
-            if full in busy:
-                still_open += 1
-                continue
-            try:
-                st = os.lstat(full)
-            except OSError:
-                continue
-            if os.path.isfile(full) and not os.path.islink(full):
-                files.append([os.path.relpath(full, root), st.st_size, st.st_mtime])
+    # scandir's entry types need no stat: one lstat per regular file (5,000 files: 0.1 s).
+    todo = [(root, "")]
+    while todo:
+        directory, rel = todo.pop()
+        try:
+            entries = list(os.scandir(directory))
+        except OSError:
+            continue
+        for entry in entries:
+            name = rel + entry.name
+            if entry.is_dir(follow_symlinks=False):
+                if entry.name != PARTIAL_DIR:
+                    todo.append((entry.path, name + "/"))
+            elif entry.is_file(follow_symlinks=False):
+                if entry.path in busy:
+                    still_open += 1
+                    continue
+                try:
+                    st = entry.stat(follow_symlinks=False)
+                except OSError:
+                    continue
+                files.append([name, st.st_size, st.st_mtime_ns])
     return {"dir": root, "files": files, "open": still_open, "rsync": has_rsync}
+
+
+def open_under(path: str) -> list[str]:
+    """Files under `path` (a mount point, say) that some process holds open for writing."""
+    root = os.path.realpath(os.path.expanduser(path)).rstrip("/") + "/"
+    return sorted(p for p in open_for_write() if p.startswith(root))
 
 
 def logs(jid: str, follow: bool, out: Any = None) -> None:
@@ -433,7 +450,7 @@ def _option(args: list[str], name: str) -> str | None:
 
 def main(argv: list[str]) -> int:
     if not argv:
-        print("usage: agent.py status|start|boot|supervise|list|logs|stop|archive ...", file=sys.stderr)
+        print("usage: agent.py status|start|boot|supervise|list|open|logs|stop|archive ...", file=sys.stderr)
         return 2
     cmd, args = argv[0], argv[1:]
     answer: Any
@@ -454,6 +471,8 @@ def main(argv: list[str]) -> int:
         answer = archive(args[0])
     elif cmd == "list":
         answer = listing(args[0])
+    elif cmd == "open":
+        answer = open_under(args[0])
     elif cmd == "stop":
         answer = stop(args[0], float(_option(args, "--wait") or 15.0), "--pause" in args)
     elif cmd == "boot":
@@ -461,7 +480,7 @@ def main(argv: list[str]) -> int:
     else:
         print(f"unknown command {cmd}", file=sys.stderr)
         return 2
-    print(json.dumps(answer))
+    print(json.dumps(answer, separators=(",", ":")))
     return 0
 
 

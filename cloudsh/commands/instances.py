@@ -112,6 +112,18 @@ async def _start_or_stop(ctx: Context, a: argparse.Namespace, verb: str) -> int:
     from cloudsh.ops import instances as ops
 
     insts = await find_all(ctx, a.names, verb, destructive=verb == "stop")
+    if verb == "stop":
+        from cloudsh.ops.jobs import running_jobs
+
+        running = await running_jobs(ctx.backend, insts)
+        if running:
+            names = ", ".join(i.label for i in insts)
+            listed = ", ".join(f"{j.id} on {j.instance_name}" for j in running)
+            await ctx.confirmed(
+                f"Stop {names}? Running jobs stop with it: {listed}.\n"
+                "`cloudsh job resume JOB` runs them again once the box is started. Stop?",
+                yes=a.yes, what=f"stop {names} while jobs run ({listed})",
+            )
     if verb == "start":
         done = await ops.start(ctx.backend, insts, wait=not a.no_wait, progress=ctx.out.info)
     else:
@@ -128,9 +140,10 @@ async def start(ctx: Context, a: argparse.Namespace) -> int:
     return await _start_or_stop(ctx, a, "start")
 
 
-@command("stop", "Stop instances (the disk is kept; you pay only for storage).",
+@command("stop", "Stop instances (the disk is kept; you pay only for storage); asks when jobs run there.",
          arg("names", nargs="+", kind="instance", metavar="NAME"),
-         arg("--no-wait", flag=True, help="do not wait until stopped"))
+         arg("--no-wait", flag=True, help="do not wait until stopped"),
+         destructive=True)
 async def stop(ctx: Context, a: argparse.Namespace) -> int:
     return await _start_or_stop(ctx, a, "stop")
 

@@ -98,8 +98,8 @@ async def script(ctx: Context, a: argparse.Namespace) -> int:
     inst, host = await _box_for_script(ctx, a.name)
     job = await ops.start_script(ctx.backend, inst, host, plan, progress=ctx.out.info)
     ctx.out.print(job.id)
-    if plan.local_dir is not None:
-        ctx.out.info(f"results: {inst.label}:{job.remote_dir} -> {plan.local_dir}")
+    if job.local_dir:
+        ctx.out.info(f"results: {inst.label}:{job.remote_dir} -> {job.local_dir} (a mirror of the box's folder)")
     if not a.follow:
         ctx.out.info(f"follow it with `cloudsh logs {job.id} -f`; pull results with `cloudsh sync {job.id}`")
         return 0
@@ -142,8 +142,12 @@ async def logs(ctx: Context, a: argparse.Namespace) -> int:
 
 @command(
     "sync",
-    "Copy results of a job (or of every job on a running box) home now.",
+    "Copy results of a job (or of every job on a running box) home now; the local folder mirrors the box's.",
     arg("job", kind="job", nargs="?"),
+    epilog=(
+        "a file is copied when its size or time (to the nanosecond) differs from the box's; a file\n"
+        "edited here since it was copied is kept as NAME.local-edited before the box's version replaces it"
+    ),
 )
 async def sync(ctx: Context, a: argparse.Namespace) -> int:
     from cloudsh.ops import jobs as ops
@@ -151,11 +155,12 @@ async def sync(ctx: Context, a: argparse.Namespace) -> int:
     if a.job:
         results = [await ops.sync_job(ctx.backend, a.job, progress=ctx.out.info)]
     else:
-        results = await ops.sync_all(ctx.backend, progress=ctx.out.info)
+        results = await ops.sync_all(ctx.backend, progress=ctx.out.info, strict=True)
         if not results:
             ctx.out.info("no jobs with results on a running box")
     for r in results:
         note = f", {r.pending} still being written" if r.pending else ""
+        note += f", {len(r.local_edited)} local edit(s) kept as *.local-edited" if r.local_edited else ""
         ctx.out.print(f"{r.job_id}: {len(r.copied)} copied to {r.local_dir}{note}")
     return 0
 

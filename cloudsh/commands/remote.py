@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 from pathlib import Path
 
@@ -57,34 +58,55 @@ async def run(ctx: Context, a: argparse.Namespace) -> int:
     return result.exit_status
 
 
+async def _overwrite(ctx: Context, a: argparse.Namespace, where: str, lost: str) -> None:
+    """Ask before replacing what is at `where`."""
+    await ctx.confirmed(f"Replace {lost}?", yes=a.yes or a.force, what=f"overwrite {where}")
+
+
 @command(
     "put",
-    "Copy a local file or directory to an instance.",
+    "Copy a local file or directory to an instance (through a temporary name; asks before replacing).",
     arg("name", kind="instance"),
     arg("local", kind="path"),
     arg("remote"),
+    arg("--force", "-f", flag=True, help="replace what is there without asking (as --yes)"),
+    destructive=True,
 )
 async def put(ctx: Context, a: argparse.Namespace) -> int:
     local = Path(a.local).expanduser()
     if not local.exists():
         raise UsageError(f"{a.local}: no such file or directory", "check the local path")
     _, host = await _running(ctx, a.name)
-    await ctx.backend.ssh.put(host, local, a.remote)
-    ctx.out.info(f"copied {a.local} to {a.name}:{a.remote}")
+    target, kind = await ctx.backend.ssh.put_target(host, local, a.remote)
+    where = f"{a.name}:{target}"
+    if kind is not None:
+        await _overwrite(ctx, a, where, f"the directory {where} and everything in it" if kind == "dir" else f"the file {where}")
+    target = await ctx.backend.ssh.put(host, local, a.remote)
+    ctx.out.info(f"copied {a.local} to {a.name}:{target}")
     return 0
 
 
 @command(
     "get",
-    "Copy a file or directory from an instance.",
+    "Copy a file or directory from an instance (through a temporary name; asks before replacing).",
     arg("name", kind="instance"),
     arg("remote"),
     arg("local", kind="path"),
+    arg("--force", "-f", flag=True, help="replace what is there without asking (as --yes)"),
+    destructive=True,
 )
 async def get(ctx: Context, a: argparse.Namespace) -> int:
+    from cloudsh.services.copying import get_target
+
     _, host = await _running(ctx, a.name)
-    await ctx.backend.ssh.get(host, a.remote, Path(a.local).expanduser())
-    ctx.out.info(f"copied {a.name}:{a.remote} to {a.local}")
+    local = os.path.expanduser(a.local)
+    remote_kind = await ctx.backend.ssh.remote_kind(host, a.remote)
+    target = get_target(local, a.remote, remote_kind == "dir")
+    if remote_kind is not None and target.exists():
+        lost = f"the files in {target} that {a.remote} also has" if target.is_dir() else f"the file {target}"
+        await _overwrite(ctx, a, str(target), lost)
+    written = await ctx.backend.ssh.get(host, a.remote, local)
+    ctx.out.info(f"copied {a.name}:{a.remote} to {written}")
     return 0
 
 

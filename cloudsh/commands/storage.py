@@ -37,6 +37,7 @@ def _monthly(value: float) -> str:
     arg("name", kind="instance"),
     arg("image_name", nargs="?", metavar="IMAGE_NAME", help="name of the image (default: NAME-date-time)"),
     arg("--no-reboot", flag=True, help="do not reboot first (files being written may be saved half-written)"),
+    destructive=True,
 )
 async def freeze(ctx: Context, a: argparse.Namespace) -> int:
     from cloudsh.commands.instances import find_all
@@ -44,6 +45,11 @@ async def freeze(ctx: Context, a: argparse.Namespace) -> int:
 
     [inst] = await find_all(ctx, [a.name], "freeze", destructive=not a.no_reboot)
     plan = await ops.plan_freeze(ctx.backend, inst, a.image_name, no_reboot=a.no_reboot, by_id=[a.name])
+    if plan.reboots:
+        await ctx.confirmed(
+            f"{plan.describe()[0].upper()}{plan.describe()[1:]}. Reboot it now?", yes=a.yes,
+            what=f"reboot {inst.label} for the freeze (--no-reboot freezes it as it runs)",
+        )
     img = await ops.freeze(ctx.backend, plan, progress=ctx.out.info)
     ctx.out.print(f"{img.name} {img.id} {img.state}")
     ctx.out.info(f"launch a copy with `cloudsh launch NEW_NAME --image {img.name}`")

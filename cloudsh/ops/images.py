@@ -21,11 +21,13 @@ from cloudsh.models import (
     Image,
     Instance,
     Snapshot,
+    job_tags,
     snapshot_monthly,
 )
 from cloudsh.ops.events import Progress, quiet
 from cloudsh.ops.owners import check_acts_on
 from cloudsh.ops.poll import wait_for_state
+from cloudsh.ops.reach import wait_ssh
 from cloudsh.services.backend import Backend
 from cloudsh.services.ec2 import closest
 
@@ -44,13 +46,22 @@ class FreezePlan:
     instance: Instance
     image_name: str
     no_reboot: bool
+    #: Jobs the box's tags say are running (a reboot stops them).
+    running_jobs: tuple[str, ...] = ()
+
+    @property
+    def reboots(self) -> bool:
+        return not self.no_reboot and self.instance.state == "running"
 
     def describe(self) -> str:
-        how = (
-            "without a reboot: files being written right now may be saved half-written"
-            if self.no_reboot
-            else "rebooting it first for a consistent disk (running programs stop)"
-        )
+        if self.no_reboot:
+            how = "without a reboot: files being written right now may be saved half-written"
+        elif not self.reboots:
+            how = f"from its {self.instance.state} disk"
+        else:
+            how = "rebooting it first for a consistent disk: its running programs stop"
+            if self.running_jobs:
+                how += f", jobs {', '.join(self.running_jobs)} among them (`cloudsh job resume` restarts them)"
         return f"freeze {self.instance.label} as image {self.image_name!r}, {how}"
 
 
@@ -70,7 +81,8 @@ async def plan_freeze(
         raise UsageError(f"{name!r} is not a usable image name", "use 3-128 letters, digits and ()[]./'@_-")
     if any(i.name == name for i in await backend.ec2.images()):
         raise UsageError(f"you already have an image named {name!r}", "pick another name, or `cloudsh image delete` it first")
-    return FreezePlan(inst, name, no_reboot)
+    running = tuple(j for j, t in job_tags(inst).items() if t.state in ("running", "starting"))
+    return FreezePlan(inst, name, no_reboot, running)
 
 
 async def freeze(backend: Backend, plan: FreezePlan, *, progress: Progress = quiet) -> Image:
@@ -95,15 +107,22 @@ async def freeze(backend: Backend, plan: FreezePlan, *, progress: Progress = qui
         raise NotFound(f"image {image_id} disappeared", "list images with `cloudsh images`")
     if img.snapshot_ids:
         await ec2.set_tags(img.snapshot_ids, {"Name": plan.image_name, TAG_IMAGE: image_id, TAG_SOURCE: inst.id})
+    if plan.reboots:
+        progress(f"waiting for {inst.label} to answer SSH again after the reboot")
+        await wait_ssh(backend, inst)
     return img
 
 
 async def find_image(backend: Backend, name_or_id: str) -> Image:
     """One of this account's images, by id or name."""
     mine = await backend.ec2.images()
-    for img in mine:
-        if name_or_id in (img.id, img.name):
-            return img
+    found = [i for i in mine if name_or_id == i.id] or [i for i in mine if name_or_id == i.name]
+    if len(found) > 1:
+        # Names are unique on EC2 today, but images registered elsewhere (or before) may share one.
+        listed = "; ".join(f"{i.id} ({i.created:%Y-%m-%d %H:%M} UTC)" if i.created else i.id for i in found)
+        raise UsageError(f"{len(found)} images are named {name_or_id!r}: {listed}", "name the one you mean by its id")
+    if found:
+        return found[0]
     guess = closest(name_or_id, [i.name for i in mine])
     raise NotFound(
         f"you have no image {name_or_id!r}",

@@ -34,7 +34,7 @@ from cloudsh.models import (
 from cloudsh.ops.events import Progress, quiet
 from cloudsh.ops.images import TAG_IMAGE, TAG_SOURCE
 from cloudsh.ops.poll import wait_for_state
-from cloudsh.ops.reach import host_for
+from cloudsh.ops.reach import host_for, ssh_host
 from cloudsh.services.backend import Backend
 from cloudsh.services.ec2 import closest
 
@@ -468,11 +468,37 @@ async def snapshot_records(backend: Backend) -> list[dict[str, Any]]:
     return [snapshot_record(s, by_id, backend.target.region) for s in snaps]
 
 
+async def open_files(backend: Backend, vol: Volume) -> list[str]:
+    """Files on the volume that a program on its (running) box holds open for writing: a
+    snapshot takes the blocks as they are, so those may be saved half-written. Best effort:
+    an unreachable box or an unmounted volume gives none."""
+    from cloudsh.ops.jobs.box import call_agent, install_agent
+
+    if not vol.attached_to:
+        return []
+    try:
+        insts = await backend.ec2.list_instances(ids=[vol.attached_to])
+        if not insts or insts[0].state != "running":
+            return []
+        host = await ssh_host(backend, insts[0])
+        mount = (await _find_device(backend, host, vol, timeout=0)).get("mountpoint")
+        if not mount:
+            return []
+        await install_agent(backend, host)
+        return [str(p) for p in await call_agent(backend, host, f"open {shlex.quote(str(mount))}")]
+    except CloudshError:
+        return []
+
+
 async def snapshot(backend: Backend, vol: Volume, name: str | None = None, *, progress: Progress = quiet) -> Snapshot:
     label = name or f"{_volume_label(vol)}-{datetime.now(UTC):%Y%m%d-%H%M%S}"
     _check_name("snapshot", label)
     if any(s.name == label for s in await backend.ec2.snapshots()):
         raise UsageError(f"a snapshot named {label!r} already exists", "pick another name")
+    busy = await open_files(backend, vol)
+    if busy:
+        shown = ", ".join(busy[:5]) + (f" and {len(busy) - 5} more" if len(busy) > 5 else "")
+        progress(f"warning: files open for writing on {_volume_label(vol)} may be saved half-written: {shown}")
     progress(f"snapshotting {_volume_label(vol)} as {label}")
     tags = {"Name": label, TAG_MANAGED: "1"}
     if vol.attached_to:

@@ -86,6 +86,7 @@ class Daemon:
         self._socket: socket.socket | None = None
         self._thread: threading.Thread | None = None
         self.app: Any = None  # the SandboxEc2App, for what moto drops (spot behaviour)
+        self.storage: Any = None  # storage.StorageLayer: which boxes CreateImage is copying
         self.imds: Any = None  # imds.Imds: instance metadata and spot interruptions
         self.firewall: Any = None  # firewall.Firewall: who may reach the boxes' SSH servers
         #: How many more instances may start per type and AZ; `subscribe` to hear of a raise.
@@ -132,11 +133,11 @@ class Daemon:
         from cloudsh.sandbox.vcpu_quota import QuotaLayer
 
         addresses.install()
-        storage = StorageLayer(
+        self.storage = StorageLayer(
             DomainDispatcherApplication(create_backend_app), self.dir, self.ec2_backend, self._lifecycle
         )
-        self.quotas = storage.quotas
-        timed = TimingLayer(storage, self.timing, self.ec2_backend)
+        self.quotas = self.storage.quotas
+        timed = TimingLayer(self.storage, self.timing, self.ec2_backend)
         limited = QuotaLayer(CapacityLayer(timed, self.capacity, self.ec2_backend), self.quotas, self.ec2_backend)
         app = SandboxEc2App(
             vpcs.wrap(limited, self.no_default_vpc, self.ec2_backend),
@@ -349,6 +350,8 @@ class Daemon:
 
         try:
             await asyncio.sleep(self.boot_s)
+            while self.storage is not None and iid in self.storage.freezing:
+                await asyncio.sleep(0.05)  # CreateImage is copying its disk
             box = self.boxes.get(iid)
             if box is None:
                 ip = str(getattr(inst, "private_ip", "") or "")

@@ -36,7 +36,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 from cloudsh.sandbox import images, quotas, regions, wsgi
-from cloudsh.sandbox.devices import write_devices
+from cloudsh.sandbox.devices import BOX_VOLUMES, write_devices
 from cloudsh.sandbox.wsgi import Ec2Error, StartResponse, WsgiApp
 
 log = logging.getLogger("cloudsh.sandbox.storage")
@@ -47,18 +47,24 @@ ACCOUNT = "123456789012"
 # -- trees ------------------------------------------------------------------------------
 
 
-def copy_tree(src: Path, dst: Path) -> None:
+def copy_tree(src: Path, dst: Path, *, unlink_under: tuple[Path, ...] = ()) -> None:
     """Copy directories, regular files and symlinks; skip sockets and fifos (a running
-    box may have them, and opening a fifo would block)."""
+    box may have them, and opening a fifo would block). A symlink into one of
+    `unlink_under` (a mounted volume, in a box's tree) becomes an empty directory: a copy
+    never links to live data."""
     dst.mkdir(parents=True, exist_ok=True)
     with os.scandir(src) as entries:
         for entry in entries:
             target = dst / entry.name
             try:
                 if entry.is_symlink():
-                    os.symlink(os.readlink(entry.path), target)
+                    link = os.readlink(entry.path)
+                    if any(Path(link).is_relative_to(p) for p in unlink_under):
+                        target.mkdir()
+                    else:
+                        os.symlink(link, target)
                 elif entry.is_dir():
-                    copy_tree(Path(entry.path), target)
+                    copy_tree(Path(entry.path), target, unlink_under=unlink_under)
                 elif entry.is_file():
                     shutil.copy2(entry.path, target)
             except OSError as exc:
@@ -87,6 +93,8 @@ class StorageLayer:
         self.on_lifecycle = on_lifecycle
         self.quotas = quotas.table()
         self._lock = threading.Lock()
+        #: Boxes whose disk is being copied into an image: they do not boot until it is done.
+        self.freezing: set[str] = set()
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         target = environ.get("HTTP_X_AMZ_TARGET", "")
@@ -96,6 +104,8 @@ class StorageLayer:
         action = params.get("Action", "")
         try:
             self._check(action, params)
+            if action == "CreateImage":
+                self._before_create_image(params)
             if action == "RunInstances":
                 merged = images.run_instances_params(self.ec2_backend(), params)
                 if merged is not None:
@@ -112,6 +122,8 @@ class StorageLayer:
         if action not in _AFTER:
             return self.app(environ, start_response)
         status, headers, body = wsgi.call(self.app, environ)
+        if action == "CreateImage" and not status.startswith("200"):
+            self.freezing.discard(params.get("InstanceId", ""))  # nothing to copy: boot again
         if status.startswith("200"):
             try:
                 with self._lock:
@@ -167,17 +179,50 @@ class StorageLayer:
             inst = _instance(backend, params.get("InstanceId", ""))
             if inst is not None and str(inst.state) in ("terminated", "shutting-down", "pending"):
                 raise Ec2Error("IncorrectInstanceState", f"The instance '{inst.id}' is not in a valid state for this operation.")
+            # Image names are unique per account and region ("Create an Amazon EBS-backed
+            # AMI": "InvalidAMIName.Duplicate", "AMI name NAME is already in use by AMI ami-…").
+            name = params.get("Name", "")
+            same = next((a for a in list(backend.amis.values()) if a.owner_id == ACCOUNT and a.name == name), None)
+            if same is not None:
+                raise Ec2Error("InvalidAMIName.Duplicate", f"AMI name {name} is already in use by AMI {same.id}")
 
     # -- after a successful call ------------------------------------------------------------
 
+    def _before_create_image(self, params: dict[str, str]) -> None:
+        """Without NoReboot EC2 shuts the box down cleanly before it copies the disk ("Create
+        an Amazon EBS-backed AMI": "Amazon EC2 powers down the instance before creating the
+        AMI"): its programs stop, and the box stays down until the copy has its data."""
+        iid = params.get("InstanceId", "")
+        if params.get("NoReboot", "false").lower() != "true" and _instance(self.ec2_backend(), iid) is not None:
+            self.freezing.add(iid)
+            if self.on_lifecycle is not None:
+                self.on_lifecycle("RebootInstances", [iid])
+
     def _after_create_image(self, params: dict[str, str], body: str) -> None:
-        ami, iid = _tag(body, "imageId"), params.get("InstanceId", "")
-        images.after_create_image(self.ec2_backend(), ami, iid)
-        src = self.dir / "instances" / iid / "root"
-        if ami and src.is_dir():
-            copy_tree(src, self.dir / "images" / ami / "root")
-        if params.get("NoReboot", "false").lower() != "true" and self.on_lifecycle is not None:
-            self.on_lifecycle("RebootInstances", [iid])
+        """The image answers at once, `pending` while its disk is copied in the background
+        (EC2: minutes), then `available`; a client that retries meanwhile finds the name taken."""
+        backend = self.ec2_backend()
+        ami_id, iid = _tag(body, "imageId"), params.get("InstanceId", "")
+        images.after_create_image(backend, ami_id, iid)
+        ami = backend.amis.get(ami_id)
+        if ami is not None:
+            ami.state = "pending"
+
+        def copy() -> None:
+            try:
+                src = self.dir / "instances" / iid / "root"
+                if ami_id and src.is_dir():
+                    # A mount links to the volume as the box sees it, or as this machine does.
+                    volumes = (self.dir / "volumes", Path(BOX_VOLUMES))
+                    copy_tree(src, self.dir / "images" / ami_id / "root", unlink_under=volumes)
+            except Exception:
+                log.exception("CreateImage %s: could not copy the disk", ami_id)
+            finally:
+                self.freezing.discard(iid)
+                if ami is not None:
+                    ami.state = "available"
+
+        threading.Thread(target=copy, name=f"image-{ami_id}", daemon=True).start()
 
     def _after_deregister_image(self, params: dict[str, str], body: str) -> None:
         shutil.rmtree(self.dir / "images" / params.get("ImageId", "_"), ignore_errors=True)

@@ -30,6 +30,7 @@ from asyncssh.public_key import get_default_public_key_algs
 from cloudsh.config import Settings
 from cloudsh.errors import CloudshError, HostKeyChanged, SSHError, SSHTimeout
 from cloudsh.models import CommandResult, HostInfo, Tunnel
+from cloudsh.services.copying import get_target, merge_tree, put_target, remote_kind, remove
 from cloudsh.services.known_hosts import KnownHosts, fingerprint, forget_hint, normalize_key
 from cloudsh.services.openssh import KEEPALIVE_COUNT, KEEPALIVE_S
 
@@ -384,37 +385,86 @@ class SSHService:
         except (OSError, asyncssh.Error) as exc:
             raise reach_error(host, exc) from None
 
+    async def put_target(self, host: HostInfo, local: Path, remote: str) -> tuple[str, str | None]:
+        """Where `put` of `local` to `remote` writes, and what is there now ("file", "dir"
+        or None): a directory at the path given (`copying.dir_target`), so `put box proj
+        proj` twice replaces `proj` and never makes `proj/proj`; a file into a directory."""
+        sftp = await self._sftp(host)
+        try:
+            return await put_target(sftp, Path(local), remote)
+        except (OSError, asyncssh.Error) as exc:
+            raise SSHError(f"cannot look at {host.name}:{remote}: {exc}", BOOT_HINT) from None
+        finally:
+            sftp.exit()
+
+    async def remote_kind(self, host: HostInfo, remote: str) -> str | None:
+        """"file", "dir" or None (nothing there)."""
+        sftp = await self._sftp(host)
+        try:
+            return await remote_kind(sftp, remote)
+        except (OSError, asyncssh.Error) as exc:
+            raise SSHError(f"cannot look at {host.name}:{remote}: {exc}", BOOT_HINT) from None
+        finally:
+            sftp.exit()
+
     async def put(
         self, host: HostInfo, local: Path, remote: str, *, recursive: bool = True
-    ) -> None:
-        """Copy `local` to `remote` (into it, if it is a directory), like `scp -r`."""
+    ) -> str:
+        """Copy `local` to `remote` (see `put_target`), like `scp -r`; returns the path written.
+
+        The upload goes to a hidden temporary name beside the target and is renamed into
+        place, so an interrupted copy leaves the old file (or directory) whole. A directory
+        replaces the one it is copied over.
+        """
         local = Path(local)
         if not local.exists():
             raise CloudshError(f"no such local file or directory: {local}", "check the path")
         if local.is_dir() and not recursive:
             raise CloudshError(f"{local} is a directory", "copy it recursively")
         sftp = await self._sftp(host)
+        tmp: str | None = None
+        old: str | None = None
+        target = remote
         try:
-            await sftp.put(str(local), remote, recurse=recursive, preserve=True)
+            target, kind = await put_target(sftp, local, remote)
+            if kind == "dir" and not local.is_dir():
+                raise CloudshError(f"{host.name}:{target} is a directory", "give the file's remote name")
+            path = PurePosixPath(target)
+            tag = uuid.uuid4().hex[:8]
+            tmp = str(path.parent / f".{path.name}.cloudsh-part-{tag}")
+            await sftp.put(str(local), tmp, recurse=recursive, preserve=True)
+            if kind is not None and (kind == "dir" or local.is_dir()):
+                old = str(path.parent / f".{path.name}.cloudsh-old-{tag}")
+                await sftp.rename(target, old)
+            await sftp.posix_rename(tmp, target)  # atomic, over an existing file too
+            tmp = None
+            if old is not None:
+                await remove(sftp, old)
+                old = None
+            return target
         except asyncssh.SFTPError as exc:
-            raise _sftp_error(host, remote, exc) from None
+            raise _sftp_error(host, target, exc) from None
         except (OSError, asyncssh.Error) as exc:
             raise SSHError(
-                f"copying {local} to {host.name}:{remote} failed: {exc}", BOOT_HINT
+                f"copying {local} to {host.name}:{target} failed: {exc}", BOOT_HINT
             ) from None
         finally:
+            with contextlib.suppress(OSError, asyncssh.Error):
+                if old is not None and not await sftp.exists(target):
+                    await sftp.rename(old, target)
+                if tmp is not None:
+                    await remove(sftp, tmp)
             sftp.exit()
 
     async def get(
-        self, host: HostInfo, remote: str, local: Path, *, recursive: bool = True
+        self, host: HostInfo, remote: str, local: Path | str, *, recursive: bool = True
     ) -> Path:
-        """Copy `remote` to `local` (into it, if it is a directory), like `scp -r`.
+        """Copy `remote` to `local` (see `get_target`), like `scp -r`.
 
         The download goes to a hidden temporary name beside the target and is renamed
         into place (file by file when merging into an existing directory), so a final
         name never holds a partial file. Returns the path written.
         """
-        local = Path(local)
         sftp = await self._sftp(host)
         tmp: Path | None = None
         try:
@@ -425,7 +475,7 @@ class SSHService:
             remote_is_dir = attrs.type == asyncssh.FILEXFER_TYPE_DIRECTORY
             if remote_is_dir and not recursive:
                 raise CloudshError(f"{host.name}:{remote} is a directory", "copy it recursively")
-            target = local / PurePosixPath(remote).name if local.is_dir() else local
+            target = get_target(local, remote, remote_is_dir)
             if not target.parent.is_dir():
                 raise CloudshError(f"no such local directory: {target.parent}", "create it first")
             if target.is_dir() and not remote_is_dir:
@@ -433,7 +483,7 @@ class SSHService:
             tmp = target.parent / f".{target.name}.cloudsh-part-{uuid.uuid4().hex[:8]}"
             await sftp.get(remote, str(tmp), recurse=recursive, preserve=True)
             if remote_is_dir and target.is_dir():
-                _merge_tree(tmp, target)
+                merge_tree(tmp, target)
             else:
                 os.replace(tmp, target)
             return target
@@ -513,16 +563,6 @@ def _sftp_error(host: HostInfo, path: str, exc: asyncssh.SFTPError) -> CloudshEr
     return CloudshError(f"file copy on {host.name} failed for {path}: {exc.reason}", "")
 
 
-def _merge_tree(src: Path, dst: Path) -> None:
-    """Move every file of `src` into `dst` (each rename atomic), then drop `src`."""
-    for dirpath, _dirs, files in os.walk(src):
-        rel = Path(dirpath).relative_to(src)
-        (dst / rel).mkdir(parents=True, exist_ok=True)
-        for name in files:
-            os.replace(Path(dirpath) / name, dst / rel / name)
-    shutil.rmtree(src, ignore_errors=True)
-
-
 async def _probe(host: HostInfo, timeout: float) -> str | None:
     """None if an SSH server answers at host:port, else what was seen instead."""
     writer: asyncio.StreamWriter | None = None
@@ -548,5 +588,3 @@ async def _probe(host: HostInfo, timeout: float) -> str | None:
             writer.close()
             with contextlib.suppress(OSError):
                 await writer.wait_closed()
-
-

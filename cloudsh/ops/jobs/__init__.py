@@ -33,7 +33,7 @@ from cloudsh.ops.jobs.lifecycle import (
     start_script,
     stop_job,
 )
-from cloudsh.ops.jobs.state import derive_state, get_job, list_jobs, record_states
+from cloudsh.ops.jobs.state import derive_state, get_job, list_jobs, record_states, running_jobs
 from cloudsh.ops.jobs.transfer import (
     OutputCallback,
     SyncResult,
@@ -64,6 +64,7 @@ __all__ = [
     "record_states",
     "results_not_home",
     "resume_job",
+    "running_jobs",
     "start_script",
     "stop_job",
     "sync_all",

@@ -105,6 +105,18 @@ def remember_local(backend: Backend, job_id: str, local: Path) -> None:
     os.replace(tmp, path)
 
 
+def home_for(backend: Backend, job_id: str, wanted: Path) -> Path:
+    """Where a new job's results go: `wanted`, unless another job of this machine already
+    uses it (or a folder inside it, or one around it); then `wanted/<job_id>`."""
+    with contextlib.suppress(OSError, ValueError):
+        index = json.loads(_local_index(backend).read_text())
+        for other, folder in index.items():
+            used = Path(folder)
+            if other != job_id and (used == wanted or wanted in used.parents or used in wanted.parents):
+                return wanted / job_id
+    return wanted
+
+
 def local_dir_of(backend: Backend, job_id: str, tag: JobTag) -> Path | None:
     """Where this machine keeps the job's results: as started here, else as the tag says,
     else `./<remote dir name>`."""

@@ -27,6 +27,7 @@ from cloudsh.ops.jobs.box import (
     call_agent,
     find_job,
     full_id,
+    home_for,
     install_agent,
     remember_local,
 )
@@ -111,6 +112,9 @@ async def start_script(
     """Upload and start the script detached; on any failure nothing is left behind."""
     job_id = new_job_id(plan.script)
     jobdir = f"{JOBS_DIR}/{job_id}"
+    local = home_for(backend, job_id, plan.local_dir) if plan.local_dir is not None else None
+    if local is not None and local != plan.local_dir:
+        progress(f"{plan.local_dir} holds another job's results: this job's go to {local}")
     progress(f"uploading {plan.script.name} to {inst.label}")
     await install_agent(backend, host, job_id)
     await make_room(backend, inst, host, progress=progress)
@@ -137,11 +141,11 @@ async def start_script(
             with contextlib.suppress(CloudshError):
                 await backend.ec2.call("delete_tags", Resources=[inst.id], Tags=[{"Key": JOB_TAG_PREFIX + job_id}])
         raise
-    if plan.local_dir is not None:
-        plan.local_dir.mkdir(parents=True, exist_ok=True)
-        remember_local(backend, job_id, plan.local_dir)
+    if local is not None:
+        local.mkdir(parents=True, exist_ok=True)
+        remember_local(backend, job_id, local)
     progress(f"job {job_id} running on {inst.label}")
-    return job_record(job_id, inst, tag, state, None, plan.local_dir)
+    return job_record(job_id, inst, tag, state, None, local)
 
 
 async def stop_job(backend: Backend, job_id: str, *, wait_s: float = 15.0) -> Job:

@@ -201,3 +201,12 @@ async def record_before_shutdown(backend: Backend, insts: Sequence[Instance]) ->
     if ids:
         with contextlib.suppress(CloudshError):
             await record_states(backend, only=ids)
+
+
+async def running_jobs(backend: Backend, insts: Sequence[Instance]) -> list[Job]:
+    """The jobs still running on `insts` as their boxes say (a stop or reboot ends them);
+    boxes without jobs cost nothing. Records what the boxes said in the jobs' tags."""
+    ids = [i.id for i in insts if i.state == "running" and job_tags(i)]
+    if not ids:
+        return []
+    return [j for j in await record_states(backend, only=ids) if j.state in ("running", "starting")]
