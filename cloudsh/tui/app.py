@@ -34,7 +34,7 @@ from cloudsh.config import Settings
 from cloudsh.errors import CloudshError, Declined, UsageError
 from cloudsh.tui import data, money
 from cloudsh.tui.handoff import Handoff, SuspendHandoff
-from cloudsh.tui.hangup import TERMINAL_GONE, terminal_gone
+from cloudsh.tui.hangup import leave_when_terminal_gone
 from cloudsh.tui.host import AppHost
 from cloudsh.tui.instances import InstanceActions, InstancesPane, InstancesTable
 from cloudsh.tui.jobs import JobsPoller, JobsScreen
@@ -176,8 +176,7 @@ class CloudshApp(AppHost):
                 self._take_prefetch(self.prefetch)
             else:
                 self._connect()
-        if not self.is_headless:
-            self.set_interval(1.0, self._leave_if_terminal_gone)
+        leave_when_terminal_gone(self)
         if self.periodic_refresh:
             self.set_interval(0.5, self._tick)
             self.set_interval(1.0, self.jobs_poller.poll)  # lists jobs and pulls results when due
@@ -370,10 +369,6 @@ class CloudshApp(AppHost):
     def _schedule_refresh(self) -> None:
         if self.periodic_refresh:
             self.state.schedule.plan(time.monotonic(), self.state.changing())
-
-    def _leave_if_terminal_gone(self) -> None:
-        if terminal_gone():
-            self.exit(return_code=TERMINAL_GONE)
 
     def _tick(self) -> None:
         # One steady 0.5 s tick decides when to refresh, so the schedule can change

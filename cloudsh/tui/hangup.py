@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import select
 import sys
+from typing import Any
+
+from textual.app import App
 
 GONE = select.POLLHUP | select.POLLERR | select.POLLNVAL
 #: The exit status of a program ended by a hangup (128 + SIGHUP), as shells report it.
@@ -29,3 +32,15 @@ def terminal_gone(fd: int | None = None) -> bool:
     except OSError:
         return True
     return any(mask & GONE for _, mask in events)
+
+
+def leave_when_terminal_gone(app: App[Any]) -> None:
+    """Look every second; once the app's terminal has hung up, exit with `TERMINAL_GONE`."""
+    if app.is_headless:
+        return
+
+    def check() -> None:
+        if terminal_gone():
+            app.exit(return_code=TERMINAL_GONE)
+
+    app.set_interval(1.0, check)
