@@ -218,7 +218,12 @@ def start_sandbox(root: Path, mp: pytest.MonkeyPatch, sandbox_dir: Path | None =
     sb = Sandbox(state, sandbox_env(state), settings, sandbox_dir, key_path, f"test-{uuid.uuid4().hex[:8]}")
     ec2 = sb.ec2()
     ec2.import_key_pair(KeyName=sb.key_name, PublicKeyMaterial=key.export_public_key("openssh"))
-    sb.ssh_group = ec2.create_security_group(GroupName=f"{sb.key_name}-ssh", Description="SSH from anywhere")["GroupId"]
+    vpcs = ec2.describe_vpcs()["Vpcs"]
+    # In the default VPC; without one (CLOUDSH_SANDBOX_NO_DEFAULT_VPC) in the account's first.
+    in_vpc = {} if any(v.get("IsDefault") for v in vpcs) else {"VpcId": vpcs[0]["VpcId"]}
+    sb.ssh_group = ec2.create_security_group(
+        GroupName=f"{sb.key_name}-ssh", Description="SSH from anywhere", **in_vpc
+    )["GroupId"]
     sb.past_window(time.monotonic())  # the group is new: EC2 may not know it yet
     ec2.authorize_security_group_ingress(
         GroupId=sb.ssh_group,

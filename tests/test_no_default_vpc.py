@@ -40,7 +40,8 @@ def test_launch_without_a_subnet_says_which_subnets_could_work(no_vpc: tuple[San
     assert "VPCIdNotSpecified" not in line
     # Nothing was made: no key pair but the test's own, no group beyond the VPC's.
     assert [k["KeyName"] for k in sb.ec2().describe_key_pairs()["KeyPairs"]] == [sb.key_name]
-    assert {g["GroupName"] for g in sb.ec2().describe_security_groups()["SecurityGroups"]} == {"default"}
+    groups = {g["GroupName"] for g in sb.ec2().describe_security_groups()["SecurityGroups"]}
+    assert groups == {"default", f"{sb.key_name}-ssh"}  # the VPC's and the test's own
 
 
 def test_launch_into_a_subnet_without_public_addresses(no_vpc: tuple[Sandbox, dict[str, str]]) -> None:

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import threading
 import time
+import urllib.request
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -42,7 +43,11 @@ from cloudsh.tui.messages import (
 from cloudsh.tui.screens import ConfirmScreen, ResizeScreen, TunnelsScreen
 from cloudsh.tui.state import Phase
 from cloudsh.tui.widgets import ActivityLog, CommandLine
-from tests.sandbox_fixture import Sandbox  # the `sandbox` fixture comes from conftest.py
+from tests.cli import ok
+from tests.sandbox_fixture import (  # the `sandbox` fixture comes from conftest.py
+    Sandbox,
+    serve_http,
+)
 
 pytestmark = pytest.mark.sandbox
 
@@ -251,53 +256,49 @@ async def test_connect_and_ipython_hand_the_terminal_over(sandbox: Sandbox) -> N
 
 async def test_tunnel_forwards_reconnects_and_closes(sandbox: Sandbox) -> None:
     name = await launch("--type", "t3.micro")
+    remote = 8765
 
-    async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        writer.write(await reader.readline())
-        await writer.drain()
-        writer.close()
+    async def serve(body: str) -> None:  # a web server on the box, on its own localhost
+        out = await asyncio.to_thread(ok, "run", name, "--", serve_http(remote, body))
+        del out
 
-    # The box's localhost is this machine's loopback: a server here is "on the box".
-    server = await asyncio.start_server(echo, "127.0.0.1", 0)
-    remote = server.sockets[0].getsockname()[1]
-    probe = await asyncio.start_server(echo, "127.0.0.1", 0)
+    async def fetch(port: int) -> bytes:
+        def get() -> bytes:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=10) as r:
+                return bytes(r.read())
+        return await asyncio.to_thread(get)
+
+    await serve("hello")
+    probe = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
     local = probe.sockets[0].getsockname()[1]
     probe.close()
     await probe.wait_closed()
     app = CloudshApp(factory, handoff=RecordingHandoff())
-    try:
-        async with app.run_test(size=(120, 40)) as pilot:
-            await highlight(pilot, app, name)
-            await type_command(pilot, f"tunnel {name} {local}:{remote}")
-            await until(pilot, lambda: any(t.status == "open" for t in app.tunnels.tunnels.values()))
-            reader, writer = await asyncio.open_connection("127.0.0.1", local)
-            writer.write(b"hello\n")
-            assert await asyncio.wait_for(reader.readline(), 10) == b"hello\n"
-            writer.close()
-            # The box stops and starts again: the tunnel says so and reopens on its own.
-            [tun] = app.tunnels.tunnels.values()
-            await type_command(pilot, f"stop {name}")
-            await until(pilot, lambda: tun.status in ("reconnecting", "box stopped"), 30)
-            await until(pilot, lambda: describe(sandbox, name)["State"]["Name"] == "stopped", 30)
-            # A stopped box is waited for (less and less often), not retried every 2 s.
-            await until(pilot, lambda: tun.status == "box stopped", 30)
-            assert activity(app).count("waiting for the box: it is stopped") == 1
-            await type_command(pilot, f"start {name}")
-            await until(pilot, lambda: tun.status == "open", 40)
-            reader, writer = await asyncio.open_connection("127.0.0.1", local)
-            writer.write(b"again\n")
-            assert await asyncio.wait_for(reader.readline(), 10) == b"again\n"
-            writer.close()
-            assert "connection lost" in activity(app) and "reopened" in activity(app)
-            await pilot.press("T")
-            await until(pilot, lambda: isinstance(app.screen, TunnelsScreen))
-            await pilot.press("d")
-            await until(pilot, lambda: not app.tunnels.tunnels)
-            await pilot.pause(0.3)
-            with pytest.raises(OSError):
-                await asyncio.open_connection("127.0.0.1", local)
-    finally:
-        server.close()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await highlight(pilot, app, name)
+        await type_command(pilot, f"tunnel {name} {local}:{remote}")
+        await until(pilot, lambda: any(t.status == "open" for t in app.tunnels.tunnels.values()))
+        assert await fetch(local) == b"hello"
+        # The box stops and starts again: the tunnel says so and reopens on its own.
+        [tun] = app.tunnels.tunnels.values()
+        await type_command(pilot, f"stop {name}")
+        await until(pilot, lambda: tun.status in ("reconnecting", "box stopped"), 30)
+        await until(pilot, lambda: describe(sandbox, name)["State"]["Name"] == "stopped", 30)
+        # A stopped box is waited for (less and less often), not retried every 2 s.
+        await until(pilot, lambda: tun.status == "box stopped", 30)
+        assert activity(app).count("waiting for the box: it is stopped") == 1
+        await type_command(pilot, f"start {name}")
+        await until(pilot, lambda: tun.status == "open", 40)
+        await serve("again")  # the stop ended what ran on the box
+        assert await fetch(local) == b"again"
+        assert "connection lost" in activity(app) and "reopened" in activity(app)
+        await pilot.press("T")
+        await until(pilot, lambda: isinstance(app.screen, TunnelsScreen))
+        await pilot.press("d")
+        await until(pilot, lambda: not app.tunnels.tunnels)
+        await pilot.pause(0.3)
+        with pytest.raises(OSError):
+            await asyncio.open_connection("127.0.0.1", local)
 
 
 async def test_errors_completion_history_and_filter(sandbox: Sandbox) -> None:

@@ -127,7 +127,7 @@ def test_the_completion_index_comes_from_what_the_panes_hold() -> None:
     assert idx.jobs == ("train-3f2a",) and idx.details["train-3f2a"] == "job on dev"
     assert idx.types == ("g5.xlarge",) and idx.families == ("g5",)
     assert idx.volumes == ("data", "vol-1") and idx.snapshots == ("nov", "snap-1")
-    assert [c.text for c in complete("logs ", None, idx)] == ["train-3f2a"]
+    assert [c.text for c in complete("logs ", None, idx)] == ["train-3f2a "]
     assert s.changing() and s.names() == {"i-1": "dev", "i-2": "eval"}
     s.forget_listing()
     assert s.index.instances == () and s.index.volumes == ("data", "vol-1")

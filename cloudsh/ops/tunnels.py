@@ -171,7 +171,7 @@ class TunnelKeeper:
                     if state in ("terminated", "shutting-down"):
                         raise  # it will not come back
                     if state in ASLEEP:
-                        why = f"waiting for the box: it is {state}"
+                        why = "waiting for the box: it is stopped"  # (or stopping: said once)
                         delay = min(self.retry_s * 2**asleep_tries, MAX_RETRY_S)
                         asleep_tries += 1
                     else:
