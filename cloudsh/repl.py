@@ -128,11 +128,9 @@ class Shell:
             insts = await backend.ec2.list_instances()
         except CloudshError:
             insts = None  # the index still lists the other kinds; no burn rate this time
-        index, records, _ = await asyncio.gather(
+        index, records = await asyncio.gather(
             build_index(backend, insts),
             listing(backend, instances=insts) if insts is not None else asyncio.sleep(0),  # None
-            # Boxes EC2 restarted under a job: their results come home.
-            catch_up(backend, insts or []),
             return_exceptions=True,
         )
         if isinstance(index, CompletionIndex):
@@ -143,6 +141,10 @@ class Shell:
             running = sum(1 for r in records if r["state"] == "running")
             self.burn = f"{running} running · {money(burn_rate(records))}"
         self._invalidate()
+        # Then boxes EC2 restarted under a job send their results home (after the index:
+        # completion must not wait for copies).
+        with contextlib.suppress(CloudshError):
+            await catch_up(backend, insts or [])
 
     async def refresh_forever(self) -> None:
         # Let the first prompt render before boto3 is imported in the backend thread.

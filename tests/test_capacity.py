@@ -164,5 +164,7 @@ def test_spot_launch_tries_the_cheapest_az_first(limited: Sandbox) -> None:
         _set(limited, "capacity", instance_type=TYPE, az=cheapest, count=-1)
     assert r.returncode == 0, r.stderr
     assert f"no {TYPE} capacity in {cheapest} right now; trying {second}" in r.stderr
+    # It bills at the price of the AZ it landed in, not the cheapest AZ's.
+    assert f"${latest[second]:.4g}/h); it bills from now" in r.stderr, r.stderr
     limited.past_window(time.monotonic())
     ec2.terminate_instances(InstanceIds=[r.stdout.split()[1]])

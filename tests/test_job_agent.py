@@ -184,7 +184,8 @@ def test_an_interruption_notice_marks_terms_and_records(home: Path, imds: Metada
     supervisor = threading.Thread(target=agent.supervise, args=("train-1", False))
     supervisor.start()
     _wait(lambda: "ready" in _text(d / "log"), "the script to start")
-    assert agent.read_json(str(d / "state.json"))["state"] == "running"
+    # The script may print before the supervisor has written down that it runs.
+    _wait(lambda: (agent.read_json(str(d / "state.json")) or {}).get("state") == "running", "the state to say so")
     gets = imds.gets
     _wait(lambda: imds.gets > gets + 2, "the supervisor to poll")
     imds.notice = NOTICE

@@ -137,7 +137,13 @@ def test_help_inside_the_shell() -> None:
 
 def test_completion_cache_from_last_session_is_used_at_start(tmp_path: Path, box: str) -> None:
     # A second shell offers names at once, from the cache the first one wrote.
-    wait_for_index(box)
+    first = spawn()
+    try:
+        wait_for_index(box)
+        first.sendeof()
+        first.expect(pexpect.EOF)
+    finally:
+        first.close(force=True)
     child = spawn()
     try:
         child.send(f"run {box[:4]}")

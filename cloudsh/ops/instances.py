@@ -21,6 +21,7 @@ from cloudsh.models import (
     InstanceType,
     Price,
     Prices,
+    box_hourly,
     image_family,
     job_tags,
 )
@@ -198,7 +199,7 @@ async def launch(
         await _rollback(backend, key_name if created_key else None, group_id if created_group else None)
         raise
     mark_allowed(backend, inst.id, address)
-    progress(f"launched {inst.id} ({plan.name}, {await _hourly(price, plan.spot)}); it bills from now")
+    progress(f"launched {inst.id} ({plan.name}, {await _hourly(price, plan.spot, inst.az)}); it bills from now")
     if not wait:
         return inst
     try:
@@ -247,14 +248,14 @@ async def _run_somewhere(backend: Backend, plan: LaunchPlan, spec: LaunchSpec, p
     )
 
 
-async def _hourly(price: asyncio.Future[Prices], spot: bool) -> str:
-    """The box's $/h if its price came in within a moment, else "price unknown"."""
+async def _hourly(price: asyncio.Future[Prices], spot: bool, az: str) -> str:
+    """The box's $/h (a spot box's at its own AZ's price) if its price came in within a
+    moment, else "price unknown"."""
     done, _ = await asyncio.wait({price}, timeout=1.0)
     if not done or price.exception() is not None:
         price.cancel()
         return "price unknown"
-    p = next(iter(price.result().values()), None)
-    usd = (p.spot if spot else p.on_demand) if p else None
+    usd, _ = box_hourly(next(iter(price.result().values()), None), "spot" if spot else "on-demand", az)
     return f"${usd:.4g}/h" if usd is not None else "price unknown"
 
 

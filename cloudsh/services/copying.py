@@ -21,6 +21,13 @@ async def remote_kind(sftp: asyncssh.SFTPClient, path: str) -> str | None:
     return "dir" if attrs.type == asyncssh.FILEXFER_TYPE_DIRECTORY else "file"
 
 
+def aside(name: str, what: str, tag: str) -> str:
+    """A hidden name beside `name` for a copy in progress (`what` = "part") or the old
+    version during a swap ("old"). Only the start of `name` is kept: a name near the
+    filesystem's 255-byte limit would otherwise make one that is too long."""
+    return f".{name[:40]}.cloudsh-{what}-{tag}"
+
+
 def dir_target(dest: str, name: str) -> str:
     """Where a directory called `name` is copied for the destination `dest`: into `dest`
     when it says so (a trailing `/`, `.`, `..`, `~`), else `dest` itself, whether it exists

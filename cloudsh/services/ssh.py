@@ -30,7 +30,7 @@ from asyncssh.public_key import get_default_public_key_algs
 from cloudsh.config import Settings
 from cloudsh.errors import CloudshError, HostKeyChanged, SSHError, SSHTimeout
 from cloudsh.models import CommandResult, HostInfo, Tunnel
-from cloudsh.services.copying import get_target, merge_tree, put_target, remote_kind, remove
+from cloudsh.services.copying import aside, get_target, merge_tree, put_target, remote_kind, remove
 from cloudsh.services.known_hosts import KnownHosts, fingerprint, forget_hint, normalize_key
 from cloudsh.services.openssh import KEEPALIVE_COUNT, KEEPALIVE_S
 
@@ -431,10 +431,10 @@ class SSHService:
                 raise CloudshError(f"{host.name}:{target} is a directory", "give the file's remote name")
             path = PurePosixPath(target)
             tag = uuid.uuid4().hex[:8]
-            tmp = str(path.parent / f".{path.name}.cloudsh-part-{tag}")
+            tmp = str(path.parent / aside(path.name, "part", tag))
             await sftp.put(str(local), tmp, recurse=recursive, preserve=True)
             if kind is not None and (kind == "dir" or local.is_dir()):
-                old = str(path.parent / f".{path.name}.cloudsh-old-{tag}")
+                old = str(path.parent / aside(path.name, "old", tag))
                 await sftp.rename(target, old)
             await sftp.posix_rename(tmp, target)  # atomic, over an existing file too
             tmp = None
@@ -480,7 +480,7 @@ class SSHService:
                 raise CloudshError(f"no such local directory: {target.parent}", "create it first")
             if target.is_dir() and not remote_is_dir:
                 raise CloudshError(f"{target} is a directory", "pick another local name")
-            tmp = target.parent / f".{target.name}.cloudsh-part-{uuid.uuid4().hex[:8]}"
+            tmp = target.parent / aside(target.name, "part", uuid.uuid4().hex[:8])
             await sftp.get(remote, str(tmp), recurse=recursive, preserve=True)
             if remote_is_dir and target.is_dir():
                 merge_tree(tmp, target)
