@@ -10,7 +10,7 @@ What keeps the box awake (each named in `awake_because`):
 
 - an SSH terminal with a keystroke in the last AFTER (the tty's access time, as `w`
   computes IDLE); a forgotten session with no keystrokes does not count;
-- a process using CPU (more than `busy_cpu` of one CPU between two checks): a busy
+- a process using CPU (`busy_cpu`, 5 % of one CPU, or more between two checks): a busy
   program in tmux, a build, a training run;
 - a cloudsh job running (`~/.cloudsh/jobs/*/state.json`);
 - a Jupyter kernel busy, or active in the last AFTER (Jupyter's REST API `/api/kernels`,
@@ -248,7 +248,7 @@ def check(cfg: dict[str, Any], before: dict[int, tuple[str, float]], span: float
     now = time.time()
     after = float(cfg["after_s"])
     times = cpu_times()
-    found = ssh_sessions(now, after) + busy_processes(before, times, span, float(cfg.get("busy_cpu", 0.1)), now)
+    found = ssh_sessions(now, after) + busy_processes(before, times, span, float(cfg.get("busy_cpu", 0.05)), now)
     found += jobs_running(now) + jupyter_kernels(now, after) + kept_alive(list(cfg.get("keep_alive", [])), now)
     if cfg.get("gpu"):
         found += gpu_busy(now, float(cfg.get("busy_gpu", 5)))
@@ -285,7 +285,7 @@ def run() -> int:
         idle_for = now - last_busy
         status = {"after_s": after, "idle_for_s": round(idle_for, 1), "awake_because": [w for w, _ in found],
                   "stops_at": last_busy + after, "checked_at": now, "pid": os.getpid()}
-        if idle_for >= after:
+        if idle_for >= after and warned == last_busy:  # never a stop without its warning first
             status["stopping"] = True
             save(STATUS, status)
             r = subprocess.run(["sudo", "shutdown", "-h", "now"], capture_output=True, text=True,
@@ -294,7 +294,7 @@ def run() -> int:
                 status["error"] = f"shutdown failed: {(r.stderr.strip().splitlines() or ['?'])[-1]}"
                 save(STATUS, status)
         else:
-            left = after - idle_for
+            left = max(0.0, after - idle_for)
             if left <= float(cfg.get("warn_s", 600)) and warned != last_busy:
                 warned = last_busy
                 name = cfg.get("name") or "this box"
@@ -309,7 +309,11 @@ def status() -> int:
     cfg = load(CONFIG, {})
     st = load(STATUS, {})
     running = agent_alive(load(PIDFILE, 0))
-    print(json.dumps({**st, "after_s": cfg.get("after_s"), "keep_alive": cfg.get("keep_alive", []),
+    after = cfg.get("after_s")
+    if after is not None and "stops_at" in st:  # the last check, under the settings of now
+        last_busy = max(float(st["stops_at"]) - float(st["after_s"]), float(cfg.get("since", 0)))
+        st["stops_at"] = last_busy + float(after)
+    print(json.dumps({**st, "after_s": after, "keep_alive": cfg.get("keep_alive", []),
                       "running": bool(running), "now": time.time()}))
     return 0
 
