@@ -2,7 +2,9 @@
 
 EC2 stops an EBS-backed instance shut down from inside, or terminates it when its
 instance-initiated shutdown behaviour says `terminate` ("Change the instance initiated
-shutdown behavior", EC2 user guide). The box's `shutdown`/`poweroff`/`halt` stand-ins
+shutdown behavior", EC2 user guide,
+https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/Using_ChangingInstanceInitiatedShutdownBehavior.html).
+The box's `shutdown`/`poweroff` stand-ins
 (`tools/poweroff.py`) post to `<its metadata endpoint>/_sandbox/poweroff` (`imds.py`),
 and the daemon plays it here.
 """

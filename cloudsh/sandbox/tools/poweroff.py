@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Sandbox stand-in for `shutdown`, `poweroff` and `halt`: the box powers itself off.
+"""Sandbox stand-in for `shutdown` and `poweroff`: the box powers itself off.
 
 On EC2 an instance that shuts down from inside stops (or terminates, as its
 instance-initiated shutdown behaviour says; "Change the instance initiated shutdown
@@ -19,7 +19,7 @@ import sys
 import urllib.request
 
 CONFIG = "poweroff.json"
-NAMES = ("shutdown", "poweroff", "halt")
+NAMES = ("shutdown", "poweroff")
 
 
 def endpoint() -> str:
