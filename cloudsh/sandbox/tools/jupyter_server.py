@@ -35,7 +35,8 @@ def kernel_models(specs: list[str]) -> list[dict[str, Any]]:
     for spec in specs:
         name, _, rest = spec.partition(":")
         state, _, ago = rest.partition(":")
-        last = datetime.now(timezone.utc)  # noqa: UP017  (a box's python3 may be 3.10) - timedelta(seconds=float(ago or 0))
+        # timezone.utc, not datetime.UTC: a box's python3 may be 3.10.
+        last = datetime.now(timezone.utc) - timedelta(seconds=float(ago or 0))  # noqa: UP017
         out.append({"id": str(uuid.uuid4()), "name": name or "python3", "execution_state": state or "idle",
                     "last_activity": last.strftime("%Y-%m-%dT%H:%M:%S.%fZ"), "connections": 1})
     return out
