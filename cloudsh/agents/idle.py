@@ -224,6 +224,8 @@ def kept_alive(patterns: list[str], now: float) -> list[Signal]:
         with contextlib.suppress(OSError):
             with open(f"{d}/cmdline", "rb") as f:
                 cmd = f.read().replace(b"\0", b" ").decode(errors="replace").strip()
+            if "idle/agent.py" in cmd:
+                continue  # this agent, or the command that set its patterns
             for p in patterns:
                 if p and p in cmd:
                     found.append((f"process {d[6:]} matches keep-alive {p!r}", now))
@@ -271,7 +273,7 @@ def run() -> int:
     started = last_busy = time.time()
     before: dict[int, tuple[str, float]] = {}
     checked = time.monotonic()
-    warned = 0.0
+    warned = warned_at = 0.0  # the idle period last warned about (its last_busy), and when
     while True:
         cfg = load(CONFIG, {})
         if cfg.get("after_s") is None:
@@ -285,6 +287,8 @@ def run() -> int:
         idle_for = now - last_busy
         status = {"after_s": after, "idle_for_s": round(idle_for, 1), "awake_because": [w for w, _ in found],
                   "stops_at": last_busy + after, "checked_at": now, "pid": os.getpid()}
+        if warned == last_busy:
+            status["warned_at"] = warned_at
         if idle_for >= after and warned == last_busy:  # never a stop without its warning first
             status["stopping"] = True
             save(STATUS, status)
@@ -296,7 +300,7 @@ def run() -> int:
         else:
             left = max(0.0, after - idle_for)
             if left <= float(cfg.get("warn_s", 600)) and warned != last_busy:
-                warned = last_busy
+                warned, warned_at = last_busy, now
                 name = cfg.get("name") or "this box"
                 warn_terminals(f"cloudsh: {name} has been idle for {ago(idle_for)} and stops in {ago(left)}; "
                                f"`cloudsh idle {name} 2h` keeps it up")

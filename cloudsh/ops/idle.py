@@ -43,6 +43,8 @@ def parse_after(text: str) -> float | None:
 
 def span(seconds: float) -> str:
     s = int(seconds)
+    if s < 60:
+        return f"{s} s"
     if s % 3600 == 0:
         return f"{s // 3600} h"
     return f"{s // 60} min" if s % 60 == 0 and s >= 60 else f"{s} s"
@@ -104,7 +106,7 @@ async def idle_report(backend: Backend, inst: Instance) -> dict[str, Any]:
     CONTRACT.md: `idle_stop_after_s`, `idle_for_s`, `awake_because`."""
     rec: dict[str, Any] = {"name": inst.label, "id": inst.id, "state": inst.state, "idle_stop_after_s": None,
                            "idle_for_s": None, "awake_because": [], "stops_in_s": None, "agent_running": False,
-                           "backstop": None}
+                           "backstop": None, "warned": False}
     alarm = None
     try:
         alarm = await Alarms(backend.clients, backend.ec2.region).stop_alarm(inst.id)
@@ -132,6 +134,7 @@ async def idle_report(backend: Backend, inst: Instance) -> dict[str, Any]:
         now = float(st.get("now", 0))
         rec["idle_for_s"] = round(max(0.0, now - (float(st["stops_at"]) - after)), 1)
         rec["stops_in_s"] = round(max(0.0, float(st["stops_at"]) - now), 1)
+    rec["warned"] = "warned_at" in st and rec["idle_for_s"] is not None and rec["idle_for_s"] > 0
     return rec
 
 
@@ -145,7 +148,9 @@ def describe(rec: dict[str, Any]) -> list[str]:
     else:
         awake = "; ".join(rec["awake_because"]) or "nothing keeps it awake"
         lines = [f"{name}: {awake}; stops {span(after)} after the last of these"]
-        if rec["stops_in_s"] is not None:
+        if rec["warned"]:
+            lines.append(f"WARNING: {name} stops in {span(rec['stops_in_s'] or 0)}; its terminals were told (`cloudsh idle {name} 2h` keeps it up)")
+        elif rec["stops_in_s"] is not None:
             lines.append(f"idle for {span(rec['idle_for_s'] or 0)}; stops in {span(rec['stops_in_s'])} "
                          f"unless used (`cloudsh idle {name} 2h` snoozes)")
     if rec.get("keep_alive"):
