@@ -20,7 +20,7 @@ from cloudsh.sandbox import tools
 from tests.cli import cloudsh, ok, one_line_error
 from tests.sandbox_fixture import Sandbox
 
-AFTER_S = 3
+AFTER_S = 2
 
 
 def _idle(name: str) -> dict[str, Any]:
