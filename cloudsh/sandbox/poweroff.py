@@ -34,10 +34,15 @@ async def power_off(inst: Any, lifecycle: Callable[[str, list[str]], None]) -> N
     if inst is None or str(inst.state) != "running":
         return
     iid, backend = str(inst.id), inst.ec2_backend
-    if getattr(inst, "instance_initiated_shutdown_behavior", "stop") == "terminate":
-        await asyncio.to_thread(backend.terminate_instances, [iid])
-        lifecycle("TerminateInstances", [iid])
-    else:
-        await asyncio.to_thread(backend.stop_instances, [iid])
-        lifecycle("StopInstances", [iid])
-    log.info("%s: powered itself off", iid)
+    action = "terminate" if getattr(inst, "instance_initiated_shutdown_behavior", "stop") == "terminate" else "stop"
+    try:
+        if action == "terminate":
+            await asyncio.to_thread(backend.terminate_instances, [iid])
+            lifecycle("TerminateInstances", [iid])
+        else:
+            await asyncio.to_thread(backend.stop_instances, [iid])
+            lifecycle("StopInstances", [iid])
+    except Exception:  # the daemon must outlive a failed stop; it is logged
+        log.exception("%s: could not %s it after it powered itself off", iid, action)
+        return
+    log.info("%s: powered itself off (%s)", iid, action)
