@@ -60,6 +60,9 @@ class Settings:
     confirm_above_per_hour: float = 3.0
     """`launch` and `resize` ask before a box costing more than this many $ per hour (and
     refuse it without a terminal unless given `--yes`)."""
+    idle_stop: str = "60m"
+    """A new box stops itself after this long idle (`45m`, `2h`, or `off`); `launch
+    --idle-stop` overrides it, `cloudsh idle NAME AFTER` changes it on a box."""
     orphan_image_days: float = 90.0
     """`orphans` lists an image of yours that nobody launched from (or, without a launch in
     sight, that was made) this many days ago or longer."""

@@ -183,13 +183,11 @@ class Sandbox:
         return LaunchedBox(instance_id, inst.ssh_port, inst.host_key, known, inst.ssh_host)
 
     async def connect(self, box: LaunchedBox, **kwargs: Any) -> asyncssh.SSHClientConnection:
+        """`client_keys` defaults to this fixture's key (cloudsh's own, `Settings.key_path`,
+        reaches boxes that `cloudsh launch` made)."""
+        kwargs.setdefault("client_keys", [str(self.key_path)])
         return await asyncssh.connect(
-            box.host,
-            box.port,
-            username="ubuntu",
-            client_keys=[str(self.key_path)],
-            known_hosts=str(box.known_hosts),
-            **kwargs,
+            box.host, box.port, username="ubuntu", known_hosts=str(box.known_hosts), **kwargs
         )
 
     def ssh_argv(self, box: LaunchedBox) -> list[str]:

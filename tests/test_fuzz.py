@@ -37,7 +37,7 @@ pytestmark = pytest.mark.sandbox
 GUARDED = {"ls", "prices", "images", "jobs", "snapshots", "volumes", "terminate", "resize", "image delete",
            "snapshot delete", "volume delete", "job stop", "sandbox status", "sandbox env"}
 #: Create something when their input is valid: always given an unknown option as well.
-CREATING = {"launch", "volume create", "sandbox up", "sandbox down", "ssh-config", "budget"}
+CREATING = {"launch", "idle", "volume create", "sandbox up", "sandbox down", "ssh-config", "budget"}
 NEVER = {"--yes", "-y", "--force", "--discard-results"}
 POISON = "--no-such-option"
 

@@ -6,6 +6,7 @@ cloudsh ships a program by copying its source file to the box: `source(name)` re
 without importing the module on this machine.
 
     jobs    the job supervisor, `~/.cloudsh/jobs/agent.py` on the box (`ops.jobs`)
+    idle    the idle stop, `~/.cloudsh/idle/agent.py` on the box (`ops.idle`)
 
 The sandbox's tool stand-ins (`cloudsh.sandbox.tools`) are shipped the same way.
 """

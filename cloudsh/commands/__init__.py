@@ -2,6 +2,7 @@
 
 from cloudsh.commands import (  # noqa: F401  (registration)
     cloud,
+    idle,  # noqa: F401  (registration)
     instances,
     jobs,  # noqa: F401  (registration)
     money,

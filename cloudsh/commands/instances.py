@@ -92,6 +92,7 @@ async def ls(ctx: Context, a: argparse.Namespace) -> int:
     arg("--az", metavar="AZ", help="this Availability Zone only (default: every AZ that offers the type, cheapest spot first)"),
     arg("--subnet", metavar="SUBNET", help="launch into this subnet (needed where the account has no default VPC)"),
     arg("--no-wait", flag=True, help="return once EC2 accepted the launch"),
+    arg("--idle-stop", metavar="AFTER|off", help="stop itself after this long idle, e.g. 45m (default: the idle_stop setting, 60m)"),
     arg("--yes", "-y", flag=True, help="launch even above the confirm_above_per_hour setting without asking"),
 )
 async def launch(ctx: Context, a: argparse.Namespace) -> int:
@@ -100,7 +101,8 @@ async def launch(ctx: Context, a: argparse.Namespace) -> int:
 
     b = ctx.backend
     plan = await ops.plan_launch(
-        b, a.name, instance_type=a.type, spot=a.spot, disk_gb=a.disk, image=a.image, az=a.az, subnet=a.subnet
+        b, a.name, instance_type=a.type, spot=a.spot, disk_gb=a.disk, image=a.image, az=a.az, subnet=a.subnet,
+        idle_stop=a.idle_stop,
     )
     ctx.out.info(await price_gate(b, plan.itype.name, spot=plan.spot, yes=a.yes, ask=ctx.confirm, verb="launch"))
     inst = await ops.launch(b, plan, wait=not a.no_wait, progress=ctx.out.info)

@@ -28,6 +28,7 @@ from cloudsh.models import (
 from cloudsh.ops import placement
 from cloudsh.ops.events import Progress, quiet, ticking
 from cloudsh.ops.gpu import DriverCheck, check_driver, install_driver, show_gpu
+from cloudsh.ops.idle import delete_backstops, parse_after, set_idle_stop
 from cloudsh.ops.jobs.state import record_before_shutdown
 from cloudsh.ops.owners import check_acts_on
 from cloudsh.ops.placement import Place
@@ -60,6 +61,8 @@ class LaunchPlan:
     image_family: str = ""
     #: Where to try, in order (`placement.places`); a capacity error moves to the next.
     places: tuple[Place, ...] = ()
+    #: Idle stop after this many seconds (`ops.idle`), None for off.
+    idle_stop_s: float | None = None
 
 
 async def plan_launch(
@@ -72,10 +75,12 @@ async def plan_launch(
     image: str | None = None,
     az: str | None = None,
     subnet: str | None = None,
+    idle_stop: str | None = None,
 ) -> LaunchPlan:
     """Every check that can fail before anything is created: name, type, image, where
     (`--az`, `--subnet`, a default VPC) and the vCPU quota."""
     check_name(name)
+    idle_stop_s = parse_after(idle_stop or backend.settings.idle_stop)
     ec2 = backend.ec2
     if disk_gb is not None and not 8 <= disk_gb <= 16384:
         raise UsageError(f"--disk {disk_gb} is out of range", "use 8 to 16384 GB")
@@ -117,7 +122,8 @@ async def plan_launch(
         if prices is not None:
             prices.cancel()
     return LaunchPlan(
-        name, itype, img.id, img.name, spot, disk, _root_device(img), image_family=image_family(img), places=tuple(where)
+        name, itype, img.id, img.name, spot, disk, _root_device(img), image_family=image_family(img), places=tuple(where),
+        idle_stop_s=idle_stop_s,
     )
 
 
@@ -201,6 +207,8 @@ async def launch(
     mark_allowed(backend, inst.id, address)
     progress(f"launched {inst.id} ({plan.name}, {await _hourly(price, plan.spot, inst.az)}); it bills from now")
     if not wait:
+        if plan.idle_stop_s is not None:
+            progress(f"idle stop not set without waiting for SSH; `cloudsh idle {plan.name} {plan.idle_stop_s:g}s` sets it")
         return inst
     try:
         progress(f"{inst.id} is {inst.state}; waiting for it to run")
@@ -220,7 +228,19 @@ async def launch(
             f"see it with `cloudsh ls`; `cloudsh terminate {inst.id}` ends it",
         ) from None
     progress(f"{inst.label} is ready")
+    await _idle_stop(backend, inst, plan, progress)
     return inst
+
+
+async def _idle_stop(backend: Backend, inst: Instance, plan: LaunchPlan, progress: Progress) -> None:
+    """Announce the new box's idle stop in one line; a failure to set it leaves the box up."""
+    if plan.idle_stop_s is None:
+        progress(f"{inst.label}: idle stop off (`cloudsh idle {inst.label} 60m` turns it on)")
+        return
+    try:
+        progress(await set_idle_stop(backend, inst, plan.idle_stop_s))
+    except CloudshError as exc:
+        progress(f"{inst.label}: idle stop not set: {exc.message}; `cloudsh idle {inst.label} 60m` tries again")
 
 
 async def _run_somewhere(backend: Backend, plan: LaunchPlan, spec: LaunchSpec, progress: Progress) -> Instance:
@@ -365,6 +385,7 @@ async def terminate(
     await record_before_shutdown(backend, insts)
     progress("terminating " + ", ".join(i.label for i in insts))
     await backend.ec2.terminate([i.id for i in insts])
+    await delete_backstops(backend, list(insts))
     if wait:
         await backend.ec2.wait_state([i.id for i in insts], {"terminated"}, timeout=backend.settings.wait_timeout_s)
 

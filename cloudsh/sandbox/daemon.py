@@ -394,10 +394,11 @@ class Daemon:
     async def _start_imds(self) -> None:
         from moto.ec2.models.instance_types import INSTANCE_TYPES
 
-        from cloudsh.sandbox import capacity, firewall, vcpu_quota
+        from cloudsh.sandbox import capacity, firewall, poweroff, vcpu_quota
         from cloudsh.sandbox.imds import Imds
 
         self.imds = Imds(self._spot_behaviour, self._interrupt)
+        self.imds.poweroff = lambda iid: poweroff.power_off(self._snapshot().get(iid), self._lifecycle)
         self.firewall = firewall.Firewall(self.ec2_backends, self._publish)
         firewall.install(self.firewall)
         self.imds.controls[firewall.CONTROL_PATH] = self.firewall.control

@@ -12,6 +12,7 @@ Served per instance, as EC2 serves them:
 - `GET /latest/meta-data/instance-id`
 - `GET /latest/meta-data/spot/instance-action` -> 404, or `{"action": "stop", "time": ...}`
   once an interruption is announced
+- `POST /_sandbox/poweroff` (sandbox only): the box shut itself down (`poweroff.py`)
 
 GETs need a valid `X-aws-ec2-metadata-token` (else 401), as with `HttpTokens=required`.
 
@@ -58,6 +59,8 @@ class Imds:
         self.tokens: dict[str, tuple[str, float]] = {}  # token -> (instance id, expiry)
         self.notices: dict[str, dict[str, str]] = {}  # instance id -> instance-action document
         self.controls: dict[str, Control] = {}  # "/_sandbox/NAME" -> its handler
+        #: The box powered itself off (`poweroff.py`): what EC2 does then.
+        self.poweroff: Callable[[str], Awaitable[None]] | None = None
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -147,6 +150,11 @@ class Imds:
             token = secrets.token_urlsafe(32)
             self.tokens[token] = (iid, time.monotonic() + ttl)
             return 200, token, [f"X-aws-ec2-metadata-token-ttl-seconds: {ttl}"]
+        if rest == "/_sandbox/poweroff" and self.poweroff is not None:
+            if method != "POST":
+                return 405, "Method Not Allowed", []
+            self._spawn(self.poweroff(iid))
+            return 200, "powering off", []
         if method != "GET":
             return 405, "Method Not Allowed", []
         owner, expiry = self.tokens.get(headers.get("x-aws-ec2-metadata-token", ""), ("", 0.0))
@@ -177,10 +185,13 @@ class Imds:
         when = datetime.now(UTC) + timedelta(seconds=notice_s)
         self.notices[iid] = {"action": action, "time": when.strftime("%Y-%m-%dT%H:%M:%SZ")}
         log.info("%s: spot interruption notice (%s in %g s)", iid, action, notice_s)
-        task = asyncio.ensure_future(self._later(iid, action, notice_s))
+        self._spawn(self._later(iid, action, notice_s))
+        return 200, json.dumps({"instance_id": iid, **self.notices[iid]}), []
+
+    def _spawn(self, work: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(work)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-        return 200, json.dumps({"instance_id": iid, **self.notices[iid]}), []
 
     async def _later(self, iid: str, action: str, delay: float) -> None:
         await asyncio.sleep(delay)

@@ -37,7 +37,7 @@ from typing import Any
 
 import asyncssh
 
-from cloudsh.sandbox import cron, persist
+from cloudsh.sandbox import cron, persist, poweroff
 from cloudsh.sandbox import gpu as gpus
 from cloudsh.sandbox.firewall import Gate
 from cloudsh.sandbox.gpu import Gpu
@@ -181,6 +181,7 @@ class Box:
             self.tools, self.sandbox_dir, self.instance_id, isolated=self.isolation == "bubblewrap"
         )
         cron.install_tool(self.tools, self.root, isolated=self.isolation == "bubblewrap")
+        poweroff.install_tools(self.tools, self.imds_endpoint)
         self._write_identity()
         self.host_key()
 

@@ -8,6 +8,8 @@ first on the box's PATH, from its source file, with the settings it reads beside
     nvidia_smi   nvidia-smi on boxes with the NVIDIA driver (`gpu.py`)
     apt_get      apt-get installing the NVIDIA driver (`gpu.py`)
     crontab      crontab, whose `@reboot` lines the sandbox runs at each boot (`cron.py`)
+    poweroff     shutdown, poweroff: the box powers itself off (`poweroff.py`)
+    jupyter_server  a Jupyter server's REST API for the idle stop's tests (not installed)
 """
 
 from __future__ import annotations
