@@ -79,6 +79,19 @@ def first_time(settings: Settings, what: str) -> bool:
         return True  # an unwritable state dir: better said again than never
 
 
+def remembered_address(settings: Settings, *, sandbox: bool) -> str | None:
+    """This machine's public address if known without asking anyone (as the backend's
+    `address` source would say it), else None. Loads neither botocore nor asyncio."""
+    if sandbox:
+        from cloudsh.sandbox.state import read_state
+
+        state = read_state(settings.sandbox_path)
+        return state.public_address if state is not None else None
+    from cloudsh.services.address import CheckIpAddress
+
+    return CheckIpAddress(settings.cache_dir).remembered()
+
+
 def build_backend(settings: Settings, target: AwsTarget, *, notice: str = "") -> Backend:
     """A backend on `target`, with the sandbox's parts when `target.sandbox`."""
     from cloudsh.ops.reach import recheck_after_timeout
