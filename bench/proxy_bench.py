@@ -1,0 +1,49 @@
+"""`ssh -F FILE NAME true` through `ssh-config`'s ProxyCommand (`cloudsh.proxy`, warm: the
+box was reached or listed in the last minute) vs OpenSSH straight to the box's address
+with the same options, on one sandbox box; medians, interleaved so both see the same load.
+
+Target: ratio (through the proxy / straight) <= 1.3.
+"""
+
+from __future__ import annotations
+
+import statistics
+import subprocess
+import time
+from pathlib import Path
+
+from bench.common import BIN, bench_sandbox, direct_ssh, report, run
+
+ROUNDS = 15
+
+
+def main() -> float:
+    with bench_sandbox() as env:
+        cloudsh = str(BIN / "cloudsh")
+        run([cloudsh, "launch", "proxied", "--type", "t3.micro"], env)
+        cfg = Path(env["HOME"]) / "ssh_config"
+        run([cloudsh, "ssh-config", "-o", str(cfg)], env)
+        straight = ["ssh", "-F", str(cfg), *direct_ssh(env, "proxied"), "proxied", "true"]
+        proxied = ["ssh", "-F", str(cfg), "proxied", "true"]
+        run(proxied, env)  # the first connection confirms the host key (the cold path)
+        times: dict[str, list[float]] = {"proxied": [], "straight": []}
+        for _ in range(ROUNDS):  # well inside the minute the proxy trusts what it saw
+            for key, argv in (("proxied", proxied), ("straight", straight)):
+                t0 = time.perf_counter()
+                subprocess.run(argv, env=env, check=True, stdin=subprocess.DEVNULL, capture_output=True)
+                times[key].append(time.perf_counter() - t0)
+    ours, peer = statistics.median(times["proxied"]), statistics.median(times["straight"])
+    ratio = ours / peer
+    report(
+        f"ssh NAME true through the ssh-config ProxyCommand vs straight (median of {ROUNDS})",
+        [
+            ("through cloudsh.proxy (warm)", f"{ours * 1000:.0f} ms"),
+            ("OpenSSH straight to the address", f"{peer * 1000:.0f} ms"),
+            ("ratio", f"{ratio:.2f} (target <= 1.3)"),
+        ],
+    )
+    return ratio
+
+
+if __name__ == "__main__":
+    main()
