@@ -1,7 +1,8 @@
-"""OpenSSH, pointed at cloudsh's pins: `ssh` argv for `connect`, and `Host` blocks for
-`ssh-config`, scp, rsync and editors.
+"""OpenSSH, pointed at cloudsh's pins: `ssh` argv for `connect`, `Host` blocks with the
+box's address for rsync of job results (`ssh_config_block`), and for `ssh-config`, scp and
+editors blocks that find the box through a `ProxyCommand` (`proxy_config_block`).
 
-Both check a box's key against cloudsh's own known_hosts file with `HostKeyAlias`
+All check a box's key against cloudsh's own known_hosts file with `HostKeyAlias`
 (the instance id), so OpenSSH and cloudsh's asyncssh engine agree on what a box's
 key is. No asyncssh import: these only build text.
 """
