@@ -225,4 +225,8 @@ def relay(sock: socket.socket, first: bytes) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    status = main()
+    sys.stderr.flush()
+    # At once: OpenSSH waits for its ProxyCommand, and tearing the interpreter down
+    # (a thread still blocked on stdin, every module) takes longer than the whole relay.
+    os._exit(status)
