@@ -184,7 +184,8 @@ def aws_target(
     profile: str | None, region: str | None, env: Mapping[str, str], *, region_checked: bool = False
 ) -> AwsTarget:
     """Real AWS (or whatever `AWS_ENDPOINT_URL` points at) for `profile`, in the region
-    asked for, else the environment's, else the profile's, else us-east-1."""
+    asked for (checked unless `region_checked`), else the environment's, else the
+    profile's, else us-east-1."""
     from cloudsh.services.aws import AwsTarget, profile_region
 
     configured = profile_region(profile)

@@ -28,7 +28,6 @@ if TYPE_CHECKING:
     from cloudsh.services.backend import Backend
 
 
-
 async def allow_this_machine(backend: Backend, inst: Instance, *, fresh: bool = False) -> bool:
     """Let this machine's current public address reach the box's SSH, as the laptop moves.
 
