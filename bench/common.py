@@ -84,3 +84,12 @@ def report(title: str, rows: list[tuple[str, str]]) -> None:
     width = max(len(k) for k, _ in rows)
     for k, v in rows:
         print(f"  {k.ljust(width)}  {v}")
+
+
+def direct_ssh(env: dict[str, str], name: str) -> list[str]:
+    """OpenSSH options that send `ssh -F <ssh-config file> name` straight to the box's
+    current address instead of through cloudsh's ProxyCommand: OpenSSH as the peer."""
+    import json
+
+    [rec] = [r for r in json.loads(run([str(BIN / "cloudsh"), "ls", "--json"], env).stdout) if r["name"] == name]
+    return ["-o", "ProxyCommand=none", "-o", f"HostName={rec['public_ip']}", "-o", f"Port={rec['ssh_port']}"]

@@ -18,7 +18,7 @@ import threading
 import time
 from pathlib import Path
 
-from bench.common import BIN, bench_sandbox, median_of, report
+from bench.common import BIN, bench_sandbox, direct_ssh, median_of, report
 
 SIZE = 500 * 1024 * 1024
 CHUNK = b"\0" * (1 << 20)
@@ -129,7 +129,8 @@ def main() -> dict[str, float]:
         box = cloud.instance("ready0")
         box.run("true")  # connect and pin once
         reused = median_of(20, lambda: box.run("true"))
-        fresh = median_of(10, lambda: subprocess.run(["ssh", "-F", str(cfg), "ready0", "true"], check=True, stdin=subprocess.DEVNULL))
+        straight = direct_ssh(env, "ready0")  # OpenSSH itself, not through cloudsh's ProxyCommand
+        fresh = median_of(10, lambda: subprocess.run(["ssh", "-F", str(cfg), *straight, "ready0", "true"], check=True, stdin=subprocess.DEVNULL))
         cloud.close()
         results["rtt_reused_ms"], results["rtt_openssh_ms"] = reused * 1000, fresh * 1000
 
@@ -145,7 +146,7 @@ def main() -> dict[str, float]:
             proc.terminate()
             proc.wait()
             local2 = free_port()
-            peer = subprocess.Popen(["ssh", "-F", str(cfg), "-N", "-L", f"{local2}:localhost:{remote}", "ready0"],
+            peer = subprocess.Popen(["ssh", "-F", str(cfg), *straight, "-N", "-L", f"{local2}:localhost:{remote}", "ready0"],
                                     stdin=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             t_peer = min(pull(local2) for _ in range(2))
             peer.terminate()

@@ -368,14 +368,15 @@ class Cloud:
         """Your own AMIs (e.g. made by freezing a box): `name`, `id`, `state`, `architecture`."""
         return self._run(self.aimages())
 
-    async def assh_config(self) -> str:
+    async def assh_config(self, *, wake: bool = False) -> str:
         from cloudsh.ops import queries
 
-        return (await queries.ssh_config(self._backend)).text
+        return (await queries.ssh_config(self._backend, wake=wake)).text
 
-    def ssh_config(self) -> str:
-        """An OpenSSH config with one `Host NAME` block per running box (for `ssh -F FILE NAME`)."""
-        return self._run(self.assh_config())
+    def ssh_config(self, *, wake: bool = False) -> str:
+        """An OpenSSH config with one `Host NAME` block per box (for `ssh -F FILE NAME`) that
+        finds it across stop/start; with `wake`, connecting to a stopped box starts it."""
+        return self._run(self.assh_config(wake=wake))
 
 
 class Instance:

@@ -8,7 +8,6 @@ Tests inject their own `Settings` (or point the XDG variables at a temp dir).
 from __future__ import annotations
 
 import os
-import tomllib
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
@@ -96,6 +95,8 @@ class Settings:
         path = settings.config_dir / "config.toml"
         values: dict[str, object] = {}
         if path.is_file():
+            import tomllib  # only when there is a file: `ssh NAME` through `ssh-config` loads settings
+
             try:
                 values.update(tomllib.loads(path.read_text()).get("cloudsh", {}))
             except (OSError, tomllib.TOMLDecodeError) as exc:

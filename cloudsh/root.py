@@ -37,9 +37,12 @@ def connect(
     profile: str | None = None,
     region: str | None = None,
     env: Mapping[str, str] | None = None,
+    region_checked: bool = False,
 ) -> Backend:
     """The backend for the cloud the user chose: the sandbox if asked for (flag or
     `CLOUDSH_SANDBOX`) or if no AWS credentials are set up, else real AWS.
+    `region_checked`: `region` was checked before (say, when `ssh-config` wrote it down),
+    so its check (~0.6 s of botocore data) is skipped.
 
     Raises:
         CredentialsError: the AWS profile asked for does not exist.
@@ -54,14 +57,14 @@ def connect(
         choice = not aws_credentials_configured(profile, env)
         notice = NO_CREDENTIALS_NOTICE if choice and first_time(settings, "no-credentials") else ""
     if choice:
-        if region is not None:
+        if region is not None and not region_checked:
             sandbox_region(region)
         target = sandbox_target(settings, region)
         from cloudsh.sandbox.persist import take_notice
 
         lost = take_notice(settings.sandbox_path)
         return build_backend(settings, target, notice="; ".join(n for n in (notice, lost) if n))
-    target = aws_target(profile, region, env)
+    target = aws_target(profile, region, env, region_checked=region_checked)
     return build_backend(settings, target, notice=endpoint_notice(settings, target, env))
 
 
@@ -77,6 +80,19 @@ def first_time(settings: Settings, what: str) -> bool:
         return False
     except OSError:
         return True  # an unwritable state dir: better said again than never
+
+
+def remembered_address(settings: Settings, *, sandbox: bool) -> str | None:
+    """This machine's public address if known without asking anyone (as the backend's
+    `address` source would say it), else None. Loads neither botocore nor asyncio."""
+    if sandbox:
+        from cloudsh.sandbox.state import read_state
+
+        state = read_state(settings.sandbox_path)
+        return state.public_address if state is not None else None
+    from cloudsh.services.address import CheckIpAddress
+
+    return CheckIpAddress(settings.cache_dir).remembered()
 
 
 def build_backend(settings: Settings, target: AwsTarget, *, notice: str = "") -> Backend:
@@ -164,14 +180,18 @@ def aws_credentials_configured(profile: str | None, env: Mapping[str, str] | Non
     return any(f.is_file() for f in files)
 
 
-def aws_target(profile: str | None, region: str | None, env: Mapping[str, str]) -> AwsTarget:
+def aws_target(
+    profile: str | None, region: str | None, env: Mapping[str, str], *, region_checked: bool = False
+) -> AwsTarget:
     """Real AWS (or whatever `AWS_ENDPOINT_URL` points at) for `profile`, in the region
-    asked for, else the environment's, else the profile's, else us-east-1."""
+    asked for (checked unless `region_checked`), else the environment's, else the
+    profile's, else us-east-1."""
     from cloudsh.services.aws import AwsTarget, profile_region
 
     configured = profile_region(profile)
-    region = region or env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or configured or DEFAULT_REGION
-    check_region(region)
+    if not (region and region_checked):
+        region = region or env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or configured or DEFAULT_REGION
+        check_region(region)
     return AwsTarget(region=region, profile=profile, endpoint_url=env.get("AWS_ENDPOINT_URL") or None)
 
 

@@ -103,14 +103,20 @@ def test_ssh_config_works_with_openssh_scp_and_rsync(box: str, tmp_path: Path, s
     cfg = tmp_path / "ssh_config"
     ok("ssh-config", "-o", str(cfg))
     text = cfg.read_text()
-    assert f"Host {box}" in text
+    rec = by_name(box)
+    assert rec is not None
+    # No address frozen in the block: cloudsh's ProxyCommand finds it at each connection,
+    # and OpenSSH checks the key pinned under the instance id.
+    block = text.split(f"Host {box}\n", 1)[1].split("\n\n", 1)[0]
+    lines = dict(line.strip().split(None, 1) for line in block.splitlines())
+    assert "HostName" not in lines and "Port" not in lines
+    assert lines["ProxyCommand"].endswith(f"-m cloudsh.proxy --sandbox --region us-east-1 {rec['id']}")
+    assert lines["HostKeyAlias"] == rec["id"] and lines["StrictHostKeyChecking"] == "yes"
     # The box's own loopback address and the port its SSH server answers on, as `ls --json`
     # names them: plain OpenSSH with the key and the sandbox's host key reaches the box.
-    rec = by_name(box)
-    assert rec is not None and rec["public_ip"].startswith("127.") and rec["ssh_port"]
+    assert rec["public_ip"].startswith("127.") and rec["ssh_port"]
     addr, port = rec["public_ip"], int(rec["ssh_port"])
-    assert f"HostName {addr}\n" in text and f"Port {port}\n" in text
-    key = next(line.split(None, 1)[1] for line in text.splitlines() if line.strip().startswith("IdentityFile"))
+    key = lines["IdentityFile"]
     known = tmp_path / "known_hosts"
     known.write_text(f"{known_host(addr, port)} {sandbox.read().instances[rec['id']].host_key}\n")
     r = subprocess.run(

@@ -171,18 +171,18 @@ async def tunnel(ctx: Context, a: argparse.Namespace) -> int:
 
 @command(
     "ssh-config",
-    "Print an OpenSSH config with a `Host NAME` block per running instance.",
+    "Print an OpenSSH config with a `Host NAME` block per instance that follows it across stop/start.",
+    arg("--wake", flag=True, help="connecting to a stopped instance starts it"),
     arg("--output", "-o", kind="path", metavar="FILE", help="write it to FILE instead of stdout"),
-    epilog="use it with: ssh -F FILE NAME, scp -F FILE, rsync -e 'ssh -F FILE', VS Code Remote-SSH",
+    epilog="use it with: ssh -F FILE NAME, scp -F FILE, rsync -e 'ssh -F FILE', VS Code Remote-SSH; "
+    "each connection finds the instance's current address through cloudsh's ProxyCommand",
 )
 async def ssh_config(ctx: Context, a: argparse.Namespace) -> int:
     from cloudsh.ops import queries
 
-    found = await queries.ssh_config(ctx.backend)
+    found = await queries.ssh_config(ctx.backend, wake=a.wake)
     for label, why in found.skipped:
         ctx.out.info(f"skipping {label}: {why}")
-    if found.booting:
-        ctx.out.info("still booting, left out: " + ", ".join(found.booting))
     if a.output:
         Path(a.output).expanduser().write_text(found.text)
         ctx.out.info(f"wrote {a.output}")

@@ -33,6 +33,7 @@ from cloudsh.ops.jobs.state import record_before_shutdown
 from cloudsh.ops.owners import check_acts_on
 from cloudsh.ops.placement import Place
 from cloudsh.ops.reach import covers, mark_allowed, open_ssh, rule_description, wait_ssh
+from cloudsh.ops.whereabouts import Addresses
 from cloudsh.services.backend import Backend
 from cloudsh.services.ec2 import LaunchSpec
 from cloudsh.services.keys import ensure_key, key_pair_name
@@ -362,6 +363,7 @@ async def stop(
         await record_before_shutdown(backend, todo)
         progress("stopping " + ", ".join(i.label for i in todo))
         states = await backend.ec2.stop([i.id for i in todo])
+        Addresses(backend.settings.cache_dir).forget(i.id for i in todo)  # EC2 takes the address back
     if not wait:
         return [replace(i, state=states.get(i.id, i.state)) for i in insts]
     return await backend.ec2.wait_state([i.id for i in insts], {"stopped"}, timeout=backend.settings.wait_timeout_s)
@@ -386,6 +388,7 @@ async def terminate(
     progress("terminating " + ", ".join(i.label for i in insts))
     await backend.ec2.terminate([i.id for i in insts])
     await delete_backstops(backend, list(insts))
+    Addresses(backend.settings.cache_dir).forget(i.id for i in insts)
     if wait:
         await backend.ec2.wait_state([i.id for i in insts], {"terminated"}, timeout=backend.settings.wait_timeout_s)
 

@@ -8,6 +8,7 @@ fills its panes with them, so no front end scrapes another's printed output.
 from __future__ import annotations
 
 import asyncio
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -15,8 +16,9 @@ from typing import TYPE_CHECKING, Any
 from cloudsh.errors import CloudshError
 from cloudsh.models import Instance, InstanceType, Price, Prices
 from cloudsh.ops.owners import own
-from cloudsh.ops.reach import allow_this_machine
+from cloudsh.ops.reach import allow_this_machine, remember
 from cloudsh.ops.records import instance_record
+from cloudsh.ops.whereabouts import Addresses
 
 if TYPE_CHECKING:
     # boto3 underneath: for types only, so the app paints before it loads
@@ -43,6 +45,10 @@ async def listing(
 
     def records() -> list[dict[str, Any]]:
         ports = backend.hosts.ssh_ports(insts)
+        where = {i.id: (i.public_ip or i.private_ip or "", port) for i in insts if (port := ports.get(i.id))}
+        Addresses(backend.settings.cache_dir).remember(
+            {k: v for k, v in where.items() if v[0]}, forget=[i.id for i in insts if i.id not in where]
+        )
         return [instance_record(i, types, prices, ssh_port=ports.get(i.id)) for i in insts]
 
     # Off the event loop: ~10 ms for 1,000 boxes, in the app's refresh.
@@ -156,38 +162,48 @@ async def price(backend: Backend, instance_type: str) -> Price:
 
 @dataclass(frozen=True)
 class SSHConfig:
-    """An OpenSSH config with one `Host NAME` block per running box, and who was left out."""
+    """An OpenSSH config with one `Host NAME` block per box, and who was left out."""
 
     text: str
-    #: Boxes that run but have no address yet (still booting).
-    booting: tuple[str, ...] = ()
     #: (box, why) for boxes whose host key could not be checked.
     skipped: tuple[tuple[str, str], ...] = ()
 
 
-async def ssh_config(backend: Backend) -> SSHConfig:
-    """The `ssh-config` text, built from the running boxes' records and pinned host keys.
-    Boxes cloudsh did not launch are left out (`ops.owners`): their keys are not ours."""
-    from cloudsh.services.openssh import ssh_config_block
+#: Boxes `ssh-config` writes a block for: those that run or may run again.
+CONFIGURED_STATES = ("pending", "running", "stopping", "stopped")
 
-    insts = [i for i in own(await backend.ec2.list_instances()) if i.state == "running"]
-    blocks = [f"# cloudsh ssh-config for {backend.label}; regenerate after launching or starting boxes"]
-    booting: list[str] = []
+
+async def ssh_config(backend: Backend, *, wake: bool = False) -> SSHConfig:
+    """The `ssh-config` text: per box, a `Host` block whose `ProxyCommand` (`cloudsh.proxy`)
+    finds where it answers at each connection, and with `wake` starts it if stopped.
+    Running boxes are opened to this machine and their host keys pinned now. Boxes cloudsh
+    did not launch are left out (`ops.owners`): their keys are not ours."""
+    from cloudsh.services.openssh import proxy_config_block
+
+    insts = [i for i in own(await backend.ec2.list_instances()) if i.state in CONFIGURED_STATES]
+    blocks = [f"# cloudsh ssh-config for {backend.label}; regenerate after launching boxes"]
     skipped: list[tuple[str, str]] = []
     for inst in insts:
         try:
-            await allow_this_machine(backend, inst)  # the config is for SSH from here
+            if inst.state == "running":
+                await allow_this_machine(backend, inst)  # the config is for SSH from here
+                host = backend.hosts.resolve(inst)
+                if host is not None:
+                    await backend.ssh.ensure_pinned(remember(backend, host))
         except CloudshError as exc:
             skipped.append((inst.label, str(exc)))
             continue
-        host = backend.hosts.resolve(inst)
-        if host is None:
-            booting.append(inst.label)
-            continue
-        try:
-            await backend.ssh.ensure_pinned(host)
-        except CloudshError as exc:
-            skipped.append((inst.label, str(exc)))
-            continue
-        blocks.append(ssh_config_block(inst.name or inst.id, host, backend.settings))
-    return SSHConfig("\n\n".join(blocks) + "\n", tuple(booting), tuple(skipped))
+        command = proxy_command(backend, inst.id, wake=wake)
+        blocks.append(proxy_config_block(inst.name or inst.id, inst.id, command, backend.settings))
+    return SSHConfig("\n\n".join(blocks) + "\n", tuple(skipped))
+
+
+def proxy_command(backend: Backend, instance_id: str, *, wake: bool = False) -> list[str]:
+    """argv of the `ProxyCommand` that reaches the box on this backend's cloud: this
+    Python, isolated (`-I`: the directory ssh runs in is not searched for modules)."""
+    target = backend.target
+    cloud = ["--sandbox"] if target.sandbox else ["--aws", *(["--profile", target.profile] if target.profile else [])]
+    return [
+        sys.executable, "-I", "-m", "cloudsh.proxy", *cloud, "--region", target.region,
+        *(["--wake"] if wake else []), instance_id,
+    ]

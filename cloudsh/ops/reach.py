@@ -9,16 +9,14 @@ import asyncio
 import contextlib
 import dataclasses
 import ipaddress
-import json
-import os
 import time
 from collections.abc import Sequence
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from cloudsh.errors import AWSError, CloudshError, HostKeyChanged, InvalidState
 from cloudsh.models import SSH_RULE_DESCRIPTION, HostInfo, Instance, SshRule
 from cloudsh.ops.events import Progress, quiet
+from cloudsh.ops.whereabouts import Addresses, AllowedChecks
 from cloudsh.services.keys import ensure_key, key_pair_name
 from cloudsh.services.known_hosts import fingerprint, forget_hint
 
@@ -30,21 +28,17 @@ if TYPE_CHECKING:
     from cloudsh.services.backend import Backend
 
 
-#: How long a check that found SSH allowed from this machine is trusted without asking EC2.
-CHECK_TTL_S = 60.0
-
-
 async def allow_this_machine(backend: Backend, inst: Instance, *, fresh: bool = False) -> bool:
     """Let this machine's current public address reach the box's SSH, as the laptop moves.
 
     If no inbound rule of the box's groups covers the address, add its /32 (marked as
     this machine's) and revoke the /32s it added before, never the user's own rules, and
-    say so in one line. A check that found all well is trusted for `CHECK_TTL_S` (no
+    say so in one line. A check that found all well is trusted for `whereabouts.TTL_S` (no
     DescribeSecurityGroups); `fresh` (after a connection timed out) asks again. Returns
     True if a rule was added.
     """
     address = await backend.address.current(fresh=fresh)
-    checks = _Checks(backend.settings.cache_dir)
+    checks = AllowedChecks(backend.settings.cache_dir)
     if not fresh and checks.fresh(inst.id, address):
         return False
     groups = inst.security_groups or (await backend.ec2.get_instance(inst.id)).security_groups
@@ -96,7 +90,7 @@ def rule_description(backend: Backend) -> str:
 
 def mark_allowed(backend: Backend, instance_id: str, address: str) -> None:
     """Remember that the box's groups let `address` in (launch just made sure of it)."""
-    _Checks(backend.settings.cache_dir).ok(instance_id, address)
+    AllowedChecks(backend.settings.cache_dir).ok(instance_id, address)
 
 
 async def recheck_after_timeout(backend: Backend, host: HostInfo) -> bool:
@@ -108,6 +102,12 @@ async def recheck_after_timeout(backend: Backend, host: HostInfo) -> bool:
         return False  # the timeout's own message says more than this would
 
 
+def remember(backend: Backend, host: HostInfo) -> HostInfo:
+    """Note where the box answered, for `ssh NAME` through `ssh-config` (`whereabouts`)."""
+    Addresses(backend.settings.cache_dir).remember({host.instance_id: (host.host, host.port)})
+    return host
+
+
 def covers(rules: Sequence[SshRule], address: str) -> bool:
     """Whether one of the rules lets `address` in."""
     here = ipaddress.IPv4Address(address)
@@ -116,42 +116,6 @@ def covers(rules: Sequence[SshRule], address: str) -> bool:
             if here in ipaddress.IPv4Network(rule.cidr, strict=False):
                 return True
     return False
-
-
-class _Checks:
-    """`<cache>/ssh-allowed.json`: instance id -> the address last found allowed, and when."""
-
-    def __init__(self, cache_dir: Path) -> None:
-        self.path = cache_dir / "ssh-allowed.json"
-
-    def _read(self) -> dict[str, Any]:
-        try:
-            data = json.loads(self.path.read_text())
-        except (OSError, ValueError):
-            return {}
-        return data if isinstance(data, dict) else {}
-
-    def fresh(self, instance_id: str, address: str) -> bool:
-        seen = self._read().get(instance_id)
-        if not isinstance(seen, dict):
-            return False
-        try:
-            return bool(seen["address"] == address and 0 <= time.time() - float(seen["at"]) < CHECK_TTL_S)
-        except (TypeError, KeyError, ValueError):
-            return False
-
-    def ok(self, instance_id: str, address: str) -> None:
-        now = time.time()
-        data = {
-            k: v for k, v in self._read().items()
-            if isinstance(v, dict) and isinstance(v.get("at"), float | int) and now - v["at"] < CHECK_TTL_S
-        }
-        data[instance_id] = {"address": address, "at": now}
-        with contextlib.suppress(OSError):
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}")
-            tmp.write_text(json.dumps(data))
-            tmp.replace(self.path)
 
 
 async def host_for(backend: Backend, inst: Instance) -> HostInfo:
@@ -184,7 +148,7 @@ async def ssh_host(
     if console is not None and backend.ssh.known_hosts.keys(host.host_key_alias):
         # Pinned, not yet confirmed: this connection looks at the console once first.
         await asyncio.wait([console])
-    return await _pin_checked(backend, inst, host, console, progress)
+    return remember(backend, await _pin_checked(backend, inst, host, console, progress))
 
 
 async def wait_ssh(
@@ -207,7 +171,7 @@ async def wait_ssh(
     console = _console_task(backend, inst, None, until=until)
     try:
         host = await backend.ssh.wait_ready(resolve, timeout=timeout or backend.settings.wait_timeout_s)
-        return await _pin_checked(backend, inst, host, console, progress)
+        return remember(backend, await _pin_checked(backend, inst, host, console, progress))
     finally:
         if console is not None:
             console.cancel()

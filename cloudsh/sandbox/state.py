@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -109,6 +108,8 @@ def read_state(sandbox_dir: Path) -> SandboxState | None:
 
 def write_state(sandbox_dir: Path, state: SandboxState) -> None:
     """Atomically replace the published state."""
+    import tempfile  # here, not at the top: clients (the ssh-config proxy) only read
+
     sandbox_dir.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=sandbox_dir, prefix=".state-", suffix=".json")
     with os.fdopen(fd, "w") as f:

@@ -7,7 +7,6 @@ cache dir so a burst of commands asks once; the sandbox plays it (`sandbox/firew
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import ipaddress
 import json
@@ -33,12 +32,19 @@ class CheckIpAddress:
         self.path = cache_dir / "public-address.json"
         self.url = url
 
+    def remembered(self) -> str | None:
+        """The address asked for less than `TTL_S` ago, or None."""
+        with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+            saved = json.loads(self.path.read_text())
+            if 0 <= time.time() - float(saved["at"]) < TTL_S:
+                return str(ipaddress.IPv4Address(saved["address"]))
+        return None
+
     async def current(self, *, fresh: bool = False) -> str:
-        if not fresh:
-            with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
-                saved = json.loads(self.path.read_text())
-                if 0 <= time.time() - float(saved["at"]) < TTL_S:
-                    return str(ipaddress.IPv4Address(saved["address"]))
+        import asyncio  # not at the top: `ssh NAME` through `ssh-config` reads `remembered` only
+
+        if not fresh and (address := self.remembered()):
+            return address
         address = await asyncio.to_thread(self._ask)
         with contextlib.suppress(OSError):
             self.path.parent.mkdir(parents=True, exist_ok=True)

@@ -13,9 +13,7 @@ from __future__ import annotations
 import base64
 import binascii
 import fcntl
-import hashlib
 import os
-import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -50,6 +48,8 @@ def forget_hint(name: str) -> str:
 
 def fingerprint(key_line: str) -> str:
     """OpenSSH's SHA256 fingerprint of a public key line, as `ssh-keygen -l` prints it."""
+    import hashlib  # here, not at the top: `ssh NAME` through `ssh-config` only reads pins
+
     blob = base64.b64decode(normalize_key(key_line).split()[1])
     digest = base64.b64encode(hashlib.sha256(blob).digest()).decode().rstrip("=")
     return f"SHA256:{digest}"
@@ -163,6 +163,8 @@ class KnownHosts:
             os.close(fd)
 
     def _write(self, lines: list[str]) -> None:
+        import tempfile
+
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".known_hosts-")
         try:

@@ -1,0 +1,99 @@
+"""What this machine remembers for a minute about reaching boxes, so that `ssh NAME`
+through `ssh-config`'s `ProxyCommand` (`cloudsh.proxy`) asks the cloud nothing:
+
+- `Addresses`, `<cache>/ssh-addresses.json`: instance id -> where its SSH server answered
+  (address and port). Written by every listing, launch, start and connection, and by the
+  proxy itself; dropped when cloudsh stops or terminates the box.
+- `AllowedChecks`, `<cache>/ssh-allowed.json`: instance id -> the public address of this
+  machine that its security groups were last found to let in (`reach.allow_this_machine`).
+
+Both are caches: the cloud stays the source of truth, and an entry older than `TTL_S` is
+not used. Pure standard library and no asyncio: the proxy's warm path imports this
+module, and everything it imports is paid for on every `ssh`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+#: How long a remembered address or firewall check is trusted without asking EC2.
+TTL_S = 60.0
+
+
+class _Cache:
+    """A small JSON object in the cache dir: id -> {..., "at": epoch seconds}, rewritten
+    atomically; entries older than `TTL_S` are dropped on each write."""
+
+    name = ""
+
+    def __init__(self, cache_dir: Path) -> None:
+        self.path = cache_dir / self.name
+
+    def _read(self) -> dict[str, Any]:
+        try:
+            data = json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            return {}
+        return data if isinstance(data, dict) else {}
+
+    def _fresh(self, key: str) -> dict[str, Any] | None:
+        seen = self._read().get(key)
+        if not isinstance(seen, dict):
+            return None
+        try:
+            return seen if 0 <= time.time() - float(seen["at"]) < TTL_S else None
+        except (TypeError, KeyError, ValueError):
+            return None
+
+    def _update(self, put: dict[str, dict[str, Any]], drop: Iterable[str] = ()) -> None:
+        now = time.time()
+        gone = set(drop)
+        data = {
+            k: v for k, v in self._read().items()
+            if k not in gone and isinstance(v, dict) and isinstance(v.get("at"), float | int) and now - v["at"] < TTL_S
+        }
+        data.update({k: {**v, "at": now} for k, v in put.items()})
+        with contextlib.suppress(OSError):
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}")
+            tmp.write_text(json.dumps(data))
+            tmp.replace(self.path)
+
+
+class AllowedChecks(_Cache):
+    """Instance id -> the address last found allowed by its groups, and when."""
+
+    name = "ssh-allowed.json"
+
+    def fresh(self, instance_id: str, address: str) -> bool:
+        seen = self._fresh(instance_id)
+        return seen is not None and seen.get("address") == address
+
+    def ok(self, instance_id: str, address: str) -> None:
+        self._update({instance_id: {"address": address}})
+
+
+class Addresses(_Cache):
+    """Instance id -> the address and port its SSH server answers on."""
+
+    name = "ssh-addresses.json"
+
+    def recall(self, instance_id: str) -> tuple[str, int] | None:
+        seen = self._fresh(instance_id)
+        try:
+            return (str(seen["address"]), int(seen["port"])) if seen else None
+        except (KeyError, TypeError, ValueError):
+            return None
+
+    def remember(self, found: dict[str, tuple[str, int]], *, forget: Iterable[str] = ()) -> None:
+        """Remember where boxes answer (id -> (address, port)) and forget others."""
+        self._update({k: {"address": a, "port": p} for k, (a, p) in found.items()}, forget)
+
+    def forget(self, instance_ids: Iterable[str]) -> None:
+        self._update({}, instance_ids)
