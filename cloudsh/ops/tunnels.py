@@ -113,6 +113,12 @@ class TunnelKeeper:
         self.instance: Instance | None = None
         self.closed = False
         self._open: list[Forward] = []
+        self._moved_before = 0
+
+    @property
+    def moved(self) -> int:
+        """Bytes carried both ways so far, across reconnects."""
+        return self._moved_before + sum(f.moved for f in self._open)
 
     @property
     def label(self) -> str:
@@ -201,4 +207,5 @@ class TunnelKeeper:
     def _close_forwards(self) -> None:
         for f in self._open:
             f.close()
+            self._moved_before += f.moved
         self._open = []

@@ -25,6 +25,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any, TypeVar
 
 import asyncssh
+from asyncssh.forward import SSHLocalPortForwarder
 from asyncssh.public_key import get_default_public_key_algs
 
 from cloudsh.config import Settings
@@ -153,28 +154,71 @@ def _host_key_error(host: HostInfo, pinned: Sequence[str], presented: str) -> Ho
     )
 
 
+class _CountingForwarder(SSHLocalPortForwarder):
+    """asyncssh's local end of a forwarded connection, adding up the bytes it moves."""
+
+    def __init__(self, conn: asyncssh.SSHClientConnection, coro: Any, forward: Forward) -> None:
+        super().__init__(conn, coro)
+        self._counts = forward
+
+    def data_received(self, data: bytes, datatype: int | None = None) -> None:
+        self._counts.sent += len(data)
+        super().data_received(data, datatype)
+
+    def write(self, data: bytes) -> None:
+        self._counts.received += len(data)
+        super().write(data)
+
+
 class Forward:
-    """A local port forward: 127.0.0.1:`local_port` -> `remote_host`:`remote_port` on the box."""
+    """A local port forward: 127.0.0.1:`local_port` -> `remote_host`:`remote_port` on the box,
+    with the bytes it has moved each way (`sent` to the box, `received` from it)."""
 
     def __init__(
-        self, listener: asyncssh.SSHListener, host: HostInfo, remote_port: int, remote_host: str
+        self, conn: asyncssh.SSHClientConnection, host: HostInfo, remote_port: int, remote_host: str
     ) -> None:
-        self._listener = listener
+        self._conn = conn
+        self._server: asyncio.AbstractServer | None = None
         self.host = host
-        self.local_port = listener.get_port()
+        self.local_port = 0
         self.remote_port = remote_port
         self.remote_host = remote_host
+        self.sent = self.received = 0
+        self._closed = asyncio.Event()
+
+    async def listen(self, local_port: int) -> None:
+        conn = self._conn
+
+        async def tunnel(session_factory: Any, orig_host: str, orig_port: int) -> Any:
+            return await conn.create_connection(session_factory, self.remote_host, self.remote_port, orig_host, orig_port)
+
+        self._server = await asyncio.get_running_loop().create_server(
+            lambda: _CountingForwarder(conn, tunnel, self), "127.0.0.1", local_port
+        )
+        self.local_port = self._server.sockets[0].getsockname()[1]
+
+    @property
+    def moved(self) -> int:
+        return self.sent + self.received
 
     @property
     def tunnel(self) -> Tunnel:
         return Tunnel(self.host.name, self.local_port, self.remote_port, self.remote_host)
 
     def close(self) -> None:
-        self._listener.close()
+        self._closed.set()
+        if self._server is not None:
+            self._server.close()
 
     async def wait_closed(self) -> None:
         """Returns once closed, by `close()` or because the SSH connection dropped."""
-        await self._listener.wait_closed()
+        waits = [asyncio.ensure_future(self._closed.wait()), asyncio.ensure_future(self._conn.wait_closed())]
+        try:
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for w in waits:
+                w.cancel()
+            self.close()
 
 
 class SSHService:
@@ -508,11 +552,13 @@ class SSHService:
     ) -> Forward:
         """Listen on 127.0.0.1:`local_port` (0 picks one) and forward to the box."""
 
-        async def open_(conn: asyncssh.SSHClientConnection) -> asyncssh.SSHListener:
-            return await conn.forward_local_port("127.0.0.1", local_port, remote_host, remote_port)
+        async def open_(conn: asyncssh.SSHClientConnection) -> Forward:
+            forward = Forward(conn, host, remote_port, remote_host)
+            await forward.listen(local_port)
+            return forward
 
         try:
-            listener = await self.channel(host, open_)
+            return await self.channel(host, open_)
         except OSError as exc:
             if exc.errno == errno.EADDRINUSE:
                 raise CloudshError(
@@ -522,7 +568,6 @@ class SSHService:
             raise reach_error(host, exc) from None
         except asyncssh.Error as exc:
             raise reach_error(host, exc) from None
-        return Forward(listener, host, remote_port, remote_host)
 
     # -- readiness ---------------------------------------------------------------
 
