@@ -26,8 +26,8 @@ from typing import Any
 
 from cloudsh.config import Settings
 from cloudsh.errors import CloudshError
-from cloudsh.ops.background import BackgroundTunnel, private_dir
 from cloudsh.ops import tunnels
+from cloudsh.ops.background import BackgroundTunnel, private_dir
 from cloudsh.ops.tunnels import (
     TunnelClosed,
     TunnelEvent,

@@ -4,6 +4,7 @@ and is listed by `tunnels` and by the app's tunnels view after the app is reopen
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
 import time
@@ -12,9 +13,14 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from textual.widgets import DataTable
 
 from cloudsh.config import Settings
 from cloudsh.ops.background import socket_path
+from cloudsh.root import connect
+from cloudsh.tui.app import CloudshApp
+from cloudsh.tui.handoff import RecordingHandoff
+from cloudsh.tui.screens import TunnelsScreen
 from tests.cli import cloudsh, ok, one_line_error
 from tests.sandbox_fixture import Sandbox, serve_http
 
@@ -53,6 +59,22 @@ def until(check: Callable[[], Any], timeout: float = 30) -> Any:
     return result
 
 
+async def in_the_app(box: str) -> list[str]:
+    """The first three cells of the app's tunnels view's row for `box` (press `T`)."""
+    app = CloudshApp(lambda: connect(Settings.load(), sandbox=True), handoff=RecordingHandoff())
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("T")
+        deadline = time.monotonic() + 20
+        while not (isinstance(app.screen, TunnelsScreen) and app.screen.manager.background):
+            assert time.monotonic() < deadline, "the tunnels view never listed the background tunnel"
+            await pilot.pause(0.05)
+        await pilot.pause(0.1)
+        table = app.screen.query_one(DataTable)
+        row = [str(c) for c in table.get_row(f"bg:{box}:{app.screen.manager.background[0].local}")]
+        await pilot.press("escape")
+    return row[:3]
+
+
 @pytest.fixture(scope="module")
 def box(sandbox: Sandbox) -> Iterator[str]:
     ok("launch", "bgbox", "--type", "t3.micro")
@@ -84,6 +106,8 @@ def test_background_tunnel_outlives_its_shell_and_the_box_restarting(box: str) -
         assert fetch(local) == b"bg-again"
         [t] = kept()
         assert t["local_port"] == local
+        # The app, opened afresh (nothing of this tunnel in it), lists it from the keeper.
+        assert asyncio.run(in_the_app(box)) == [f"http://localhost:{local}/", box, str(REMOTE)]
     finally:
         closed = cloudsh("tunnel", "close", box)
     assert closed.returncode == 0 and f"closed http://localhost:{local}/" in closed.stderr
