@@ -22,7 +22,7 @@ from cloudsh.ops.reach import ssh_host
 if TYPE_CHECKING:
     # boto3 underneath: for types only, so the app paints before it loads
     from cloudsh.services.backend import Backend
-    from cloudsh.services.ssh import Forward  # asyncssh costs ~100 ms to import: only for types
+    from cloudsh.services.forward import Forward  # asyncssh costs ~100 ms to import: only for types
 
 #: Seconds between attempts to reach a box that went away. A stopped box (nobody is
 #: starting it) is looked at less and less often, up to `MAX_RETRY_S`.

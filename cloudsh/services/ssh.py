@@ -25,13 +25,13 @@ from pathlib import Path, PurePosixPath
 from typing import Any, TypeVar
 
 import asyncssh
-from asyncssh.forward import SSHLocalPortForwarder
 from asyncssh.public_key import get_default_public_key_algs
 
 from cloudsh.config import Settings
 from cloudsh.errors import CloudshError, HostKeyChanged, SSHError, SSHTimeout
-from cloudsh.models import CommandResult, HostInfo, Tunnel
+from cloudsh.models import CommandResult, HostInfo
 from cloudsh.services.copying import get_target, merge_tree, put_target, remote_kind, remove
+from cloudsh.services.forward import Forward as Forward
 from cloudsh.services.known_hosts import KnownHosts, fingerprint, forget_hint, normalize_key
 from cloudsh.services.openssh import KEEPALIVE_COUNT, KEEPALIVE_S
 
@@ -152,73 +152,6 @@ def _host_key_error(host: HostInfo, pinned: Sequence[str], presented: str) -> Ho
     return HostKeyChanged(
         f"{headline}: {what} {known}, presented {fingerprint(presented)}", forget_hint(host.name)
     )
-
-
-class _CountingForwarder(SSHLocalPortForwarder):
-    """asyncssh's local end of a forwarded connection, adding up the bytes it moves."""
-
-    def __init__(self, conn: asyncssh.SSHClientConnection, coro: Any, forward: Forward) -> None:
-        super().__init__(conn, coro)
-        self._counts = forward
-
-    def data_received(self, data: bytes, datatype: int | None = None) -> None:
-        self._counts.sent += len(data)
-        super().data_received(data, datatype)
-
-    def write(self, data: bytes) -> None:
-        self._counts.received += len(data)
-        super().write(data)
-
-
-class Forward:
-    """A local port forward: 127.0.0.1:`local_port` -> `remote_host`:`remote_port` on the box,
-    with the bytes it has moved each way (`sent` to the box, `received` from it)."""
-
-    def __init__(
-        self, conn: asyncssh.SSHClientConnection, host: HostInfo, remote_port: int, remote_host: str
-    ) -> None:
-        self._conn = conn
-        self._server: asyncio.AbstractServer | None = None
-        self.host = host
-        self.local_port = 0
-        self.remote_port = remote_port
-        self.remote_host = remote_host
-        self.sent = self.received = 0
-        self._closed = asyncio.Event()
-
-    async def listen(self, local_port: int) -> None:
-        conn = self._conn
-
-        async def tunnel(session_factory: Any, orig_host: str, orig_port: int) -> Any:
-            return await conn.create_connection(session_factory, self.remote_host, self.remote_port, orig_host, orig_port)
-
-        self._server = await asyncio.get_running_loop().create_server(
-            lambda: _CountingForwarder(conn, tunnel, self), "127.0.0.1", local_port
-        )
-        self.local_port = self._server.sockets[0].getsockname()[1]
-
-    @property
-    def moved(self) -> int:
-        return self.sent + self.received
-
-    @property
-    def tunnel(self) -> Tunnel:
-        return Tunnel(self.host.name, self.local_port, self.remote_port, self.remote_host)
-
-    def close(self) -> None:
-        self._closed.set()
-        if self._server is not None:
-            self._server.close()
-
-    async def wait_closed(self) -> None:
-        """Returns once closed, by `close()` or because the SSH connection dropped."""
-        waits = [asyncio.ensure_future(self._closed.wait()), asyncio.ensure_future(self._conn.wait_closed())]
-        try:
-            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for w in waits:
-                w.cancel()
-            self.close()
 
 
 class SSHService:
