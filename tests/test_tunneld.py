@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import socket
 import time
 import urllib.request
@@ -122,7 +123,7 @@ def test_bad_background_tunnels_say_why_and_leave_nothing_listening(box: str) ->
         taken.listen()
         port = taken.getsockname()[1]
         r = cloudsh("tunnel", box, f"{port}:{REMOTE}", "--background")
-        assert r.returncode == 1 and f"local port {port} is already in use" in one_line_error(r)
+        assert r.returncode == 1 and f"local port {port} is already in use by pid {os.getpid()}" in one_line_error(r)
     local = free_port()
     r = cloudsh("tunnel", "no-such-box", f"{local}:{REMOTE}", "--background")
     assert r.returncode != 0 and "no-such-box" in one_line_error(r)

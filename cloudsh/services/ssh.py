@@ -34,6 +34,7 @@ from cloudsh.services.copying import get_target, merge_tree, put_target, remote_
 from cloudsh.services.forward import Forward as Forward
 from cloudsh.services.known_hosts import KnownHosts, fingerprint, forget_hint, normalize_key
 from cloudsh.services.openssh import KEEPALIVE_COUNT, KEEPALIVE_S
+from cloudsh.services.ports import port_holder
 
 #: AES-GCM first: AES-NI makes it the fastest cipher on x86 and Graviton alike;
 #: chacha20 wins only on CPUs without AES instructions.
@@ -494,8 +495,9 @@ class SSHService:
             return await self.channel(host, open_)
         except OSError as exc:
             if exc.errno == errno.EADDRINUSE:
+                holder = port_holder(local_port)
                 raise CloudshError(
-                    f"local port {local_port} is already in use",
+                    f"local port {local_port} is already in use" + (f" by {holder}" if holder else ""),
                     f"pick another one, e.g. {local_port + 1}:{remote_port}, or stop what uses it",
                 ) from None
             raise reach_error(host, exc) from None
