@@ -137,3 +137,11 @@ def test_bad_background_tunnels_say_why_and_leave_nothing_listening(box: str) ->
     r = cloudsh("tunnel", "close", box)
     assert r.returncode == 1 and "no background tunnel to bgbox" in one_line_error(r)
     assert kept() == []
+    # The keeper's directory must be private: one others may enter is refused.
+    directory = socket_path(Settings.load()).parent
+    directory.chmod(0o755)
+    try:
+        r = cloudsh("tunnels")
+        assert r.returncode == 1 and "is not private to you" in one_line_error(r)
+    finally:
+        directory.chmod(0o700)

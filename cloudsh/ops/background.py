@@ -110,6 +110,8 @@ async def ask(settings: Settings, request: dict[str, Any], *, start: bool = Fals
     except (FileNotFoundError, ConnectionRefusedError):
         if not start:
             return None
+    except OSError as exc:
+        raise _unreachable(path, exc) from None
     _start(settings)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + START_TIMEOUT_S
@@ -122,6 +124,15 @@ async def ask(settings: Settings, request: dict[str, Any], *, start: bool = Fals
                     "the background tunnel keeper did not start", f"see {log_path(settings)}"
                 ) from None
             await asyncio.sleep(0.05)
+        except OSError as exc:
+            raise _unreachable(path, exc) from None
+
+
+def _unreachable(path: Path, exc: OSError) -> CloudshError:
+    return CloudshError(
+        f"cannot reach the background tunnel keeper at {path}: {exc.strerror or exc}",
+        "check that the state directory is yours and its path is short (XDG_STATE_HOME)",
+    )
 
 
 def _start(settings: Settings) -> None:
