@@ -109,7 +109,9 @@ def test_background_tunnel_outlives_its_shell_and_the_box_restarting(box: str) -
         until(lambda: states() == ["box stopped"])
         ok("start", box)
         until(lambda: states() == ["open"])
-        ok("run", box, "--", serve_http(REMOTE, "bg-again"))  # the stop ended the server
+        # The stop ended the server on the box: the keeper's probe notices, until it is back.
+        until(lambda: "nothing answers on the box's port" in kept()[0]["note"])
+        ok("run", box, "--", serve_http(REMOTE, "bg-again"))
         assert fetch(local) == b"bg-again"
         [t] = kept()
         assert t["local_port"] == local
