@@ -22,6 +22,7 @@ from bench.common import BIN, bench_sandbox, report, run
 SIZE = 500 * 1000 * 1000
 PORT = 8899
 CIPHER = "aes128-gcm@openssh.com"
+ROUNDS = 3
 #: A shell command for the box: a file of random bytes, served over HTTP on its loopback.
 SERVE = (
     f"mkdir -p ~/blob && cd ~/blob && head -c {SIZE} /dev/urandom > blob && "
@@ -65,23 +66,24 @@ def main() -> dict[str, float]:
         run([cloudsh, "run", "far", "--", SERVE], env)
         cfg = Path(env["HOME"]) / "ssh_config"
         run([cloudsh, "ssh-config", "-o", str(cfg)], env)
-        local = free_port()
+        local, local2 = free_port(), free_port()
         run([cloudsh, "tunnel", "far", f"{local}:{PORT}", "--background"], env)
-        try:
-            t_ours = min(pull(local) for _ in range(3))
-            moved = json.loads(run([cloudsh, "tunnels", "--json"], env).stdout)[0]["bytes"]
-        finally:
-            run([cloudsh, "tunnel", "close", "far"], env)
-        local2 = free_port()
         peer = subprocess.Popen(
             ["ssh", "-F", str(cfg), "-c", CIPHER, "-N", "-L", f"{local2}:localhost:{PORT}", "far"],
             stdin=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
         try:
-            t_peer = min(pull(local2) for _ in range(3))
+            # Taken in turns, so a busy moment on the machine falls on both alike.
+            ours, theirs = [], []
+            for _ in range(ROUNDS):
+                ours.append(pull(local))
+                theirs.append(pull(local2))
+            t_ours, t_peer = min(ours), min(theirs)
+            moved = json.loads(run([cloudsh, "tunnels", "--json"], env).stdout)[0]["bytes"]
         finally:
             peer.terminate()
             peer.wait()
+            run([cloudsh, "tunnel", "close", "far"], env)
         run([cloudsh, "terminate", "far", "--yes"], env)
         from cloudsh.config import Settings
         from cloudsh.sandbox.state import read_state
@@ -89,18 +91,17 @@ def main() -> dict[str, float]:
         state = read_state(Settings.load().sandbox_path)
         isolation = state.isolation if state else "?"
     mb = SIZE / 1e6
-    ours, theirs = mb / t_ours, mb / t_peer
     report(
         "Background tunnel, 500 MB of random bytes from a server inside a sandbox box",
         [
-            (f"cloudsh tunnel --background ({CIPHER})", f"{ours:.0f} MB/s (best of 3)"),
-            (f"ssh -L -c {CIPHER}", f"{theirs:.0f} MB/s (best of 3)"),
-            ("throughput ratio cloudsh/OpenSSH", f"{ours / theirs:.2f} (target >= 0.9)"),
+            (f"cloudsh tunnel --background ({CIPHER})", f"{mb / t_ours:.0f} MB/s (best of {ROUNDS}, in turns with ssh -L)"),
+            (f"ssh -L -c {CIPHER}", f"{mb / t_peer:.0f} MB/s (best of {ROUNDS})"),
+            ("throughput ratio cloudsh/OpenSSH", f"{t_peer / t_ours:.2f} (target >= 0.9)"),
             ("the box's isolation", isolation),
-            ("bytes moved, as `tunnels` counts them", f"{moved / 1e6:.0f} MB over 3 fetches"),
+            ("bytes moved, as `tunnels` counts them", f"{moved / 1e6:.0f} MB over {ROUNDS} fetches"),
         ],
     )
-    return {"bg_tunnel_mb_s": ours, "openssh_mb_s": theirs}
+    return {"bg_tunnel_mb_s": mb / t_ours, "openssh_mb_s": mb / t_peer}
 
 
 if __name__ == "__main__":
