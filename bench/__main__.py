@@ -7,7 +7,7 @@ import sys
 
 BENCHES = [
     "bench.startup", "bench.ls_vs_awscli", "bench.ssh_bench", "bench.jobs_bench", "bench.launch_timing",
-    "bench.orphans_bench", "bench.idle_agent_bench", "bench.proxy_bench",
+    "bench.orphans_bench", "bench.idle_agent_bench", "bench.proxy_bench", "bench.bgtunnel_bench",
 ]
 OPTIONAL = ["bench.tui_startup", "bench.repl_bench"]
 

@@ -35,9 +35,10 @@ pytestmark = pytest.mark.sandbox
 
 #: Change nothing without `--yes`, or change nothing at all.
 GUARDED = {"ls", "prices", "images", "jobs", "snapshots", "volumes", "terminate", "resize", "image delete",
-           "snapshot delete", "volume delete", "job stop", "sandbox status", "sandbox env"}
+           "snapshot delete", "volume delete", "job stop", "sandbox status", "sandbox env", "tunnels"}
 #: Create something when their input is valid: always given an unknown option as well.
-CREATING = {"launch", "idle", "volume create", "sandbox up", "sandbox down", "ssh-config", "budget"}
+CREATING = {"launch", "idle", "volume create", "sandbox up", "sandbox down", "ssh-config", "budget", "tunnel",
+            "tunnel close"}
 NEVER = {"--yes", "-y", "--force", "--discard-results"}
 POISON = "--no-such-option"
 

@@ -9,6 +9,7 @@ from cloudsh.commands import (  # noqa: F401  (registration)
     remote,
     sandbox_knobs,  # noqa: F401  (registration)
     storage,  # noqa: F401  (registration)
+    tunnels,  # noqa: F401  (registration)
 )
 from cloudsh.commands.registry import (
     REGISTRY,

@@ -1,4 +1,5 @@
-"""Commands that reach into a box over SSH: run, put, get, connect, tunnel, ssh-config."""
+"""Commands that reach into a box over SSH: run, put, get, connect, tunnel, ssh-config
+(background tunnels are in `tunnels.py`)."""
 
 from __future__ import annotations
 
@@ -145,9 +146,16 @@ async def connect(ctx: Context, a: argparse.Namespace) -> int:
     "Keep port forwards to an instance open until interrupted (reconnects if dropped).",
     arg("name", kind="instance"),
     arg("ports", nargs="+", kind="port", metavar="PORT[:REMOTE_PORT]"),
+    arg("--background", "-b", flag=True, help="hand them to a per-user process that outlives this terminal"),
+    epilog="background tunnels: list them with `tunnels`, end them with `tunnel close NAME [PORT]`",
 )
 async def tunnel(ctx: Context, a: argparse.Namespace) -> int:
     from cloudsh.ops import tunnels as ops
+
+    if a.background:
+        from cloudsh.commands.tunnels import open_in_background
+
+        return await open_in_background(ctx, a.name, [parse_forward(p) for p in a.ports])
 
     def show(event: ops.TunnelEvent) -> None:
         if isinstance(event, ops.TunnelOpened) and not event.again:

@@ -22,7 +22,7 @@ from cloudsh.ops.reach import ssh_host
 if TYPE_CHECKING:
     # boto3 underneath: for types only, so the app paints before it loads
     from cloudsh.services.backend import Backend
-    from cloudsh.services.ssh import Forward  # asyncssh costs ~100 ms to import: only for types
+    from cloudsh.services.forward import Forward  # asyncssh costs ~100 ms to import: only for types
 
 #: Seconds between attempts to reach a box that went away. A stopped box (nobody is
 #: starting it) is looked at less and less often, up to `MAX_RETRY_S`.
@@ -113,6 +113,12 @@ class TunnelKeeper:
         self.instance: Instance | None = None
         self.closed = False
         self._open: list[Forward] = []
+        self._moved_before = 0
+
+    @property
+    def moved(self) -> int:
+        """Bytes carried both ways so far, across reconnects."""
+        return self._moved_before + sum(f.moved for f in self._open)
 
     @property
     def label(self) -> str:
@@ -201,4 +207,5 @@ class TunnelKeeper:
     def _close_forwards(self) -> None:
         for f in self._open:
             f.close()
+            self._moved_before += f.moved
         self._open = []

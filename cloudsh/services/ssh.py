@@ -29,10 +29,12 @@ from asyncssh.public_key import get_default_public_key_algs
 
 from cloudsh.config import Settings
 from cloudsh.errors import CloudshError, HostKeyChanged, SSHError, SSHTimeout
-from cloudsh.models import CommandResult, HostInfo, Tunnel
+from cloudsh.models import CommandResult, HostInfo
 from cloudsh.services.copying import aside, get_target, merge_tree, put_target, remote_kind, remove
+from cloudsh.services.forward import Forward as Forward
 from cloudsh.services.known_hosts import KnownHosts, fingerprint, forget_hint, normalize_key
 from cloudsh.services.openssh import KEEPALIVE_COUNT, KEEPALIVE_S
+from cloudsh.services.ports import port_holder
 
 #: AES-GCM first: AES-NI makes it the fastest cipher on x86 and Graviton alike;
 #: chacha20 wins only on CPUs without AES instructions.
@@ -151,30 +153,6 @@ def _host_key_error(host: HostInfo, pinned: Sequence[str], presented: str) -> Ho
     return HostKeyChanged(
         f"{headline}: {what} {known}, presented {fingerprint(presented)}", forget_hint(host.name)
     )
-
-
-class Forward:
-    """A local port forward: 127.0.0.1:`local_port` -> `remote_host`:`remote_port` on the box."""
-
-    def __init__(
-        self, listener: asyncssh.SSHListener, host: HostInfo, remote_port: int, remote_host: str
-    ) -> None:
-        self._listener = listener
-        self.host = host
-        self.local_port = listener.get_port()
-        self.remote_port = remote_port
-        self.remote_host = remote_host
-
-    @property
-    def tunnel(self) -> Tunnel:
-        return Tunnel(self.host.name, self.local_port, self.remote_port, self.remote_host)
-
-    def close(self) -> None:
-        self._listener.close()
-
-    async def wait_closed(self) -> None:
-        """Returns once closed, by `close()` or because the SSH connection dropped."""
-        await self._listener.wait_closed()
 
 
 class SSHService:
@@ -508,21 +486,23 @@ class SSHService:
     ) -> Forward:
         """Listen on 127.0.0.1:`local_port` (0 picks one) and forward to the box."""
 
-        async def open_(conn: asyncssh.SSHClientConnection) -> asyncssh.SSHListener:
-            return await conn.forward_local_port("127.0.0.1", local_port, remote_host, remote_port)
+        async def open_(conn: asyncssh.SSHClientConnection) -> Forward:
+            forward = Forward(conn, host, remote_port, remote_host)
+            await forward.listen(local_port)
+            return forward
 
         try:
-            listener = await self.channel(host, open_)
+            return await self.channel(host, open_)
         except OSError as exc:
             if exc.errno == errno.EADDRINUSE:
+                holder = port_holder(local_port)
                 raise CloudshError(
-                    f"local port {local_port} is already in use",
+                    f"local port {local_port} is already in use" + (f" by {holder}" if holder else ""),
                     f"pick another one, e.g. {local_port + 1}:{remote_port}, or stop what uses it",
                 ) from None
             raise reach_error(host, exc) from None
         except asyncssh.Error as exc:
             raise reach_error(host, exc) from None
-        return Forward(listener, host, remote_port, remote_host)
 
     # -- readiness ---------------------------------------------------------------
 

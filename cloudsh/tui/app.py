@@ -138,7 +138,7 @@ class CloudshApp(AppHost):
         self.prefetch = prefetch
         self.state = AppState()
         self.history: list[str] = []
-        self.tunnels = TunnelManager(self.run_worker, self.context, self.log_line)
+        self.tunnels = TunnelManager(self.run_worker, self.context, self.log_line, self.settings)
         self.jobs_poller: JobsPoller = JobsPoller(self)
         self.runner = CommandRunner(self)
         self._spot_cache: dict[str, list[float]] = {}

@@ -16,10 +16,11 @@ from textual.widgets.option_list import Option
 
 from cloudsh.commands.views import money
 from cloudsh.models import InstanceType, Price, hourly_cost
+from cloudsh.ops.background import BackgroundTunnel
 from cloudsh.tui.state import BoxState, InstanceRow
 
 if TYPE_CHECKING:
-    from cloudsh.tui.tunnels import TunnelManager
+    from cloudsh.tui.tunnels import OpenTunnel, TunnelManager
 
 
 class ConfirmScreen(ModalScreen[bool]):
@@ -178,18 +179,28 @@ class TunnelsScreen(ModalScreen[None]):
         t = self.query_one(DataTable)
         for key, label in (("url", "Local URL"), ("box", "Box"), ("remote", "Remote port"), ("status", "Status")):
             t.add_column(label, key=key)
+        self.manager.refresh_background()
         self.render_tunnels()
         self.set_interval(0.5, self.render_tunnels)
+        self.set_interval(2.0, self.manager.refresh_background)
+
+    def rows(self) -> list[OpenTunnel | BackgroundTunnel]:
+        """The app's own tunnels, then the background keeper's."""
+        return [*self.manager.tunnels.values(), *self.manager.background]
 
     def render_tunnels(self) -> None:
         t = self.query_one(DataTable)
         row = t.cursor_row
         t.clear()
-        for key, tun in self.manager.tunnels.items():
-            t.add_row(tun.url, tun.instance, str(tun.remote_port), tun.status, key=f"{key[0]}:{key[1]}")
-        if not self.manager.tunnels:
+        for tun in self.rows():
+            if isinstance(tun, BackgroundTunnel):
+                status = f"{tun.state} · background · {tun.moved_text}"
+                t.add_row(tun.url, tun.box, str(tun.remote), status, key=f"bg:{tun.box}:{tun.local}")
+            else:
+                t.add_row(tun.url, tun.instance, str(tun.remote_port), tun.status, key=f"{tun.instance}:{tun.local_port}")
+        if not t.row_count:
             t.add_row("no tunnels open", "", "", "", key="-")
-        elif t.row_count:
+        else:
             t.move_cursor(row=min(max(row, 0), t.row_count - 1), animate=False)
 
     def action_close(self) -> None:
@@ -197,9 +208,13 @@ class TunnelsScreen(ModalScreen[None]):
 
     def action_close_tunnel(self) -> None:
         t = self.query_one(DataTable)
-        keys = list(self.manager.tunnels)
-        if 0 <= t.cursor_row < len(keys):
-            self.manager.close(keys[t.cursor_row])
+        rows = self.rows()
+        if 0 <= t.cursor_row < len(rows):
+            tun = rows[t.cursor_row]
+            if isinstance(tun, BackgroundTunnel):
+                self.manager.close_background(tun)
+            else:
+                self.manager.close((tun.instance, tun.local_port))
             self.render_tunnels()
 
     def action_add(self) -> None:

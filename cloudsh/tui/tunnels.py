@@ -1,6 +1,9 @@
 """Port forwards the app keeps open, each a `TunnelKeeper` (the one behind `cloudsh
 tunnel`) running in a worker, so it reconnects the same way; its events set the status
-the tunnels view shows. Cancelling the worker closes the tunnel."""
+the tunnels view shows. Cancelling the worker closes the tunnel.
+
+The view also lists the background tunnels (`tunnel NAME PORT --background`), read from
+the per-user keeper process, so they show after the app is quit and reopened."""
 
 from __future__ import annotations
 
@@ -13,7 +16,9 @@ from textual.worker import Worker
 
 from cloudsh.commands.registry import Context
 from cloudsh.commands.remote import parse_forward
+from cloudsh.config import Settings
 from cloudsh.errors import CloudshError
+from cloudsh.ops.background import BackgroundTunnel, close_background, list_background
 from cloudsh.ops.tunnels import (
     TunnelClosed,
     TunnelEvent,
@@ -43,11 +48,38 @@ class TunnelManager:
         run_worker: Callable[..., Worker[Any]],
         context: Callable[[Any], Context],
         log: Callable[[str, str], None],
+        settings: Settings,
     ) -> None:
         self._run_worker = run_worker
         self._context = context
         self._log = log
+        self.settings = settings
         self.tunnels: dict[tuple[str, int], OpenTunnel] = {}
+        #: What the background keeper held at the last `refresh_background`.
+        self.background: list[BackgroundTunnel] = []
+
+    def refresh_background(self) -> None:
+        """Ask the background keeper what it holds (in a worker); `background` follows."""
+        self._run_worker(self._list_background(), group="background-tunnels", exclusive=True, exit_on_error=False)
+
+    async def _list_background(self) -> None:
+        try:
+            self.background = await list_background(self.settings)
+        except (CloudshError, OSError) as exc:
+            self.background = []
+            self._log(f"background tunnels: {exc}", "error")
+
+    def close_background(self, tun: BackgroundTunnel) -> None:
+        async def close() -> None:
+            try:
+                await close_background(self.settings, tun.box, tun.local)
+                self._log(f"closed {tun.url} -> {tun.box}:{tun.remote} ({tun.moved_text} moved)", "info")
+            except (CloudshError, OSError) as exc:
+                self._log(f"closing {tun.url}: {exc}", "error")
+            await self._list_background()
+
+        self.background = [t for t in self.background if t != tun]
+        self._run_worker(close(), group="background-tunnels", exit_on_error=False)
 
     def open_spec(self, box: str, spec: str) -> OpenTunnel | None:
         try:
