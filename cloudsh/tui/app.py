@@ -33,10 +33,11 @@ from cloudsh.commands.registry import REGISTRY, Context
 from cloudsh.config import Settings
 from cloudsh.errors import CloudshError, Declined, UsageError
 from cloudsh.tui import data, money
+from cloudsh.tui.box import BoxScreen
 from cloudsh.tui.handoff import Handoff, SuspendHandoff
 from cloudsh.tui.hangup import leave_when_terminal_gone
 from cloudsh.tui.host import AppHost
-from cloudsh.tui.instances import InstanceActions, InstancesPane, InstancesTable
+from cloudsh.tui.instances import BoxWanted, InstanceActions, InstancesPane, InstancesTable
 from cloudsh.tui.jobs import JobsPoller, JobsScreen
 from cloudsh.tui.messages import (
     ActionFinished,
@@ -509,6 +510,9 @@ class CloudshApp(AppHost):
     def action_tunnels(self) -> None:
         row = self.main(InstancesPane).highlighted()
         self.push_screen(TunnelsScreen(self.tunnels, row.label if row else None))
+
+    def on_box_wanted(self, message: BoxWanted) -> None:
+        self.push_screen(BoxScreen(message.row))
 
     def action_command_line(self) -> None:
         self.main(CommandLine).focus()

@@ -13,12 +13,14 @@ import asyncio
 import contextlib
 import functools
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Vertical
+from textual.message import Message
 from textual.reactive import reactive
 from textual.widgets import Input, Static
 
@@ -199,7 +201,23 @@ class InstancesTable(LineTable):
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("j", "cursor_down", "Down", show=False),
         Binding("k", "cursor_up", "Up", show=False),
+        # Enter only, not a click: a click highlights a row, as everywhere else in the app.
+        Binding("enter", "open_box", "Box view", id="box_view", show=False,
+                tooltip="Everything about the highlighted box, with its keys"),
     ]
+
+    def action_open_box(self) -> None:
+        pane = self.parent
+        row = pane.highlighted() if isinstance(pane, InstancesPane) else None
+        if row is not None:
+            self.post_message(BoxWanted(row))
+
+
+@dataclass
+class BoxWanted(Message):
+    """Enter on a box: the app opens its box view (`tui/box.py`)."""
+
+    row: InstanceRow
 
 
 class InstancesPane(Vertical):
@@ -344,4 +362,4 @@ class InstancesPane(Vertical):
             self.table.focus()
 
 
-__all__ = ["InstanceActions", "InstancesPane", "InstancesTable", "instance_fields"]
+__all__ = ["BoxWanted", "InstanceActions", "InstancesPane", "InstancesTable", "instance_fields"]
