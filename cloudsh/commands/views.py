@@ -106,6 +106,8 @@ def box_sections(rec: Mapping[str, Any]) -> list[tuple[str, list[str]]]:
     price = money(rec["price_per_hour"])
     if rec["market"] == "spot" and rec["price_per_hour"] is not None:
         price += f" ({rec['az']}'s spot price)"
+    if rec["state"] != "running" and rec["price_per_hour"] is not None:
+        price += " while running"
     if rec.get("price_note"):
         price += f" · {rec['price_note']}"
     cost = f"{money(rec['cost_so_far'], '')} so far" if rec.get("cost_so_far") is not None else "nothing now (not running)"
@@ -135,7 +137,9 @@ def box_sections(rec: Mapping[str, Any]) -> list[tuple[str, list[str]]]:
     sections = [("", [f"{k:<8} {v}" for k, v in head if v])]
     sections.append(("Volumes", [
         f"{v['id']}  {v['name'] or '-'}  {v['size_gb']} GB {v['type']}  {v['device'] or '-'}  "
-        f"on {v['mount'] or '(not mounted)'}" + ("  (root)" if v["root"] else "")
+        + (f"on {v['mount']}" if v["mount"] else "not mounted")
+        + ("" if v.get("mount_reported", True) or not v["mount"] else " (where cloudsh last mounted it)")
+        + ("  (root)" if v["root"] else "")
         + ("  deleted with the box" if v["delete_on_termination"] else "")
         for v in rec["volumes"]
     ] or ["none attached"]))

@@ -85,12 +85,19 @@ async def _mounts(backend: Backend, host: HostInfo, vols: Sequence[Volume]) -> d
     return {v.id: str(d["mountpoint"]) for v in vols for d in devices if is_device_of(d, v) and d.get("mountpoint")}
 
 
-def _volume(v: Volume, inst: Instance, mounted: Mapping[str, str], region: str) -> dict[str, Any]:
+def _volume(v: Volume, inst: Instance, mounted: Mapping[str, str] | None, region: str) -> dict[str, Any]:
     root = v.id == inst.root_volume
+    if root:
+        mount: str | None = "/"
+    elif mounted is not None:
+        mount = mounted.get(v.id)  # as the box says: None when it is not mounted now
+    else:
+        mount = v.tags.get(TAG_MOUNT) or None  # where cloudsh last mounted it
     return {
         "id": v.id, "name": v.name, "size_gb": v.size_gb, "type": v.volume_type, "device": v.device, "root": root,
-        # Where the box says it is mounted; else where cloudsh last mounted it (its tag).
-        "mount": mounted.get(v.id) or ("/" if root else v.tags.get(TAG_MOUNT)) or None,
+        "mount": mount,
+        # True: `mount` is what the box says now; false: where cloudsh last mounted it.
+        "mount_reported": mounted is not None or root,
         "delete_on_termination": v.id in inst.deleted_on_termination,
         "per_month": round(volume_monthly(v, region), 4),
     }
@@ -135,7 +142,7 @@ async def box_record(
     )
     vols = sorted((v for v in all_volumes if v.attached_to == inst.id), key=lambda v: (v.id != inst.root_volume, v.device or ""))
     host: HostInfo | None = None
-    mounted: dict[str, str] = {}
+    mounted: dict[str, str] | None = None
     # Asking the box pins its key and lets this machine in, as `connect` does: only for
     # boxes cloudsh launched (`ops.owners`).
     if inst.state == "running" and inst.managed:
