@@ -27,6 +27,7 @@ from cloudsh.models import (
 )
 from cloudsh.ops.preview import Loss
 from cloudsh.tui.app import CloudshApp
+from cloudsh.tui.box import BoxScreen
 from cloudsh.tui.handoff import RecordingHandoff
 from cloudsh.tui.instances import InstancesTable
 from cloudsh.tui.jobs import JobsScreen
@@ -235,3 +236,40 @@ def test_attach_form(snap_compare: Any) -> None:
         await pilot.pause()
 
     assert snap_compare(make_app(), terminal_size=(100, 30), run_before=run_before)
+
+
+# -- the box view ---------------------------------------------------------------------------
+
+SSH = ("ssh -p 22 -l ubuntu -i /home/me/.local/state/cloudsh/id_ed25519 -o HostKeyAlias=i-0a1b2c3d4e5f60002 "
+       "-o UserKnownHostsFile=/home/me/.local/state/cloudsh/known_hosts -o StrictHostKeyChecking=yes 54.210.1.11")
+BOX = {
+    **RECORDS[1], "status": "running", "interrupted": False, "price_note": "", "managed": True, "owner": "me",
+    "launch_time": "2026-11-22T06:10:00+00:00", "ssh_port": 22, "vcpus": 4, "memory_gib": 16.0, "state_reason": "",
+    "why": "", "private_ip": "172.31.5.20", "ssh_user": "ubuntu", "connect": "cloudsh connect train", "ssh_command": SSH,
+    "image": {"id": "ami-0abc", "name": "Deep Learning Base OSS Nvidia Driver GPU AMI (Ubuntu 24.04) 20251015",
+              "family": "dlami-nvidia"},
+    "volumes": [
+        {"id": "vol-0002", "name": "train", "size_gb": 200, "type": "gp3", "device": "/dev/sda1", "root": True,
+         "mount": "/", "mount_reported": True, "delete_on_termination": True, "per_month": 16.0},
+        {"id": "vol-0003", "name": "datasets", "size_gb": 500, "type": "gp3", "device": "/dev/sdf", "root": False,
+         "mount": "/mnt/data", "mount_reported": True, "delete_on_termination": False, "per_month": 40.0},
+    ],
+    "security_groups": ["sg-0c10"],
+    "ssh_rules": [
+        {"group_id": "sg-0c10", "cidr": "203.0.113.7/32", "description": "cloudsh: this machine (cloudsh-3f2a)",
+         "cloudsh": True},
+        {"group_id": "sg-0c10", "cidr": "10.0.0.0/8", "description": "office VPN", "cloudsh": False},
+    ],
+    "tags": {"Name": "train", "cloudsh:managed": "1", "cloudsh:image-family": "dlami-nvidia", "team": "vision",
+             "cloudsh:job:train-3f2a": "{}"},
+    "jobs": [{"id": "train-3f2a", "state": "running", "script": "train.py", "exit_status": None,
+              "started": "2026-11-22T08:48:00+00:00", "runtime_s": 2520, "remote_dir": "out",
+              "local_dir": "/home/me/results", "cost": 0.2183}],
+    "tunnels": [{"local_port": 8888, "remote_port": 8888, "url": "http://localhost:8888/", "status": "open"}],
+    "ipv4_per_hour": 0.005, "storage_per_month": 56.0, "notes": [],
+}
+
+
+def test_box_view(snap_compare: Any) -> None:
+    row = InstanceRow.from_record({**BOX, "jobs": ["train-3f2a"]})
+    assert snap_compare(make_app(), terminal_size=(120, 40), run_before=_with(lambda app: BoxScreen(row, BOX)))

@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, cast
 
+from rich.console import Group
+from rich.table import Table
 from rich.text import Text
 from textual import work
 from textual.app import ComposeResult
@@ -43,20 +45,22 @@ class BoxLoaded(Message):
     record: dict[str, Any]
 
 
-def record_text(rec: dict[str, Any]) -> Text:
-    """`show`'s sections, titles in bold, the first section's labels too."""
+def record_view(rec: dict[str, Any]) -> Group:
+    """`show`'s sections: the first as a grid of labels and values (a long value, such as
+    the ssh command, wraps under its value), the others under bold titles."""
+    [(_, head), *rest] = box_sections(rec)
+    grid = Table.grid(padding=(0, 1))
+    grid.add_column(style="bold", no_wrap=True)
+    grid.add_column(overflow="fold")
+    for line in head:
+        label, _, value = line.partition(" ")
+        grid.add_row(label, value.lstrip())
     text = Text()
-    for title, lines in box_sections(rec):
-        if title:
-            text.append(f"\n{title}\n", style="bold")
-        for line in lines:
-            if title:
-                text.append(f"  {line}\n")
-            else:
-                text.append(line[:8], style="bold")
-                text.append(line[8:] + "\n")
+    for title, lines in rest:
+        text.append(f"\n{title}\n", style="bold")
+        text.append("".join(f"  {line}\n" for line in lines))
     text.rstrip()
-    return text
+    return Group(grid, text)
 
 
 class BoxScreen(Screen[None]):
@@ -65,10 +69,14 @@ class BoxScreen(Screen[None]):
     #box-pane > Static { width: 100%; }
     """
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("escape", "close", "Back", id="box_back", tooltip="Back to the instances"),
+        # The footer shows the pane's keys (at 120 columns there is room for no more);
+        # the view's own keys are named in its border.
         *(b for b in Binding.make_bindings(InstancesPane.BINDINGS) if b.id in BOX_ACTIONS),
-        Binding("a", "copy('address')", "Copy IP", id="box_copy_address", tooltip="Copy the box's address"),
-        Binding("y", "copy('ssh')", "Copy ssh", id="box_copy_ssh", tooltip="Copy the ssh command that reaches it"),
+        Binding("escape", "close", "Back", id="box_back", show=False, tooltip="Back to the instances"),
+        Binding("a", "copy('address')", "Copy IP", id="box_copy_address", show=False,
+                tooltip="Copy the box's address"),
+        Binding("y", "copy('ssh')", "Copy ssh", id="box_copy_ssh", show=False,
+                tooltip="Copy the ssh command that reaches it"),
         Binding("ctrl+r", "reload", "Reload", id="box_reload", show=False, tooltip="Load the box's details again"),
     ]
 
@@ -88,12 +96,12 @@ class BoxScreen(Screen[None]):
     def compose(self) -> ComposeResult:
         with VerticalScroll(id="box-pane"):
             yield Static(f"loading {self.row.label}…", id="box-body")
-        yield Footer()
+        yield Footer(compact=True, show_command_palette=False)
 
     def on_mount(self) -> None:
         pane = self.query_one("#box-pane")
         pane.border_title = f"Box {self.row.label}"
-        pane.border_subtitle = "a: copy IP · y: copy ssh · esc: back"
+        pane.border_subtitle = "a: copy address · y: copy ssh command · esc: back"
         if self.record is not None:
             self.show(self.record)
         else:
@@ -103,7 +111,7 @@ class BoxScreen(Screen[None]):
     def show(self, rec: dict[str, Any]) -> None:
         self.record = rec
         self.row = InstanceRow.from_record({**rec, "jobs": [j["id"] for j in rec["jobs"]]})
-        self.query_one("#box-body", Static).update(record_text(rec))
+        self.query_one("#box-body", Static).update(record_view(rec))
 
     def on_box_loaded(self, message: BoxLoaded) -> None:
         self.show(message.record)
