@@ -73,7 +73,7 @@ def why(inst: Instance, label: str, host: HostInfo | None) -> str:
     if inst.state == "stopped":
         return (reason + "; " if reason else "") + f"only its disks bill; `cloudsh start {label}` starts it"
     if inst.state == "running" and host is None:
-        return "running, SSH not answering yet (booting)"
+        return "running, but SSH does not answer from here yet"
     if inst.state in ("pending", "stopping", "shutting-down"):
         return f"{inst.state}: EC2 is changing its state"
     return reason
@@ -131,29 +131,28 @@ async def box_record(
     inst = await backend.ec2.find(name)
     notes: list[str] = []
     spot = [inst.type] if inst.market == "spot" else []
-    types, prices, image, all_volumes, rules, jobs = await asyncio.gather(
-        backend.ec2.instance_types([inst.type]),
-        backend.pricing.prices([inst.type], strict=False, spot_for=spot),
-        _part(notes, "image", backend.ec2.get_image(inst.image_id), None) if inst.image_id else asyncio.sleep(0, None),
-        _part(notes, "volumes", backend.ec2.volumes(), []),
-        _part(notes, "security rules", backend.ec2.ssh_rules(inst.security_groups), [])
-        if inst.security_groups else asyncio.sleep(0, []),
-        _part(notes, "jobs", box_jobs(backend, inst), []),
-    )
+    # SSH to the box (its key checked and pinned) while EC2 is asked the rest.
+    reach = asyncio.ensure_future(_part(notes, "SSH", _reach(backend, inst), None))
+    try:
+        types, prices, image, all_volumes, rules, jobs = await asyncio.gather(
+            backend.ec2.instance_types([inst.type]),
+            backend.pricing.prices([inst.type], strict=False, spot_for=spot),
+            _part(notes, "image", backend.ec2.get_image(inst.image_id), None) if inst.image_id else asyncio.sleep(0, None),
+            _part(notes, "volumes", backend.ec2.volumes(), []),
+            _part(notes, "security rules", backend.ec2.ssh_rules(inst.security_groups), [])
+            if inst.security_groups else asyncio.sleep(0, []),
+            _part(notes, "jobs", box_jobs(backend, inst), []),
+        )
+        host = await reach
+    finally:
+        reach.cancel()  # when EC2 failed: the SSH attempt is no longer wanted
     vols = sorted((v for v in all_volumes if v.attached_to == inst.id), key=lambda v: (v.id != inst.root_volume, v.device or ""))
-    host: HostInfo | None = None
     mounted: dict[str, str] | None = None
-    # Asking the box pins its key and lets this machine in, as `connect` does: only for
-    # boxes cloudsh launched (`ops.owners`).
-    if inst.state == "running" and inst.managed:
-        host = await _part(notes, "SSH", ssh_host(backend, inst), None)
-        if host is not None and len(vols) > 1:
-            try:
-                mounted = await _mounts(backend, host, vols)
-            except (CloudshError, TimeoutError) as exc:
-                notes.append(f"mount points: the box did not say ({exc or 'no answer'}); cloudsh's last ones shown")
-    elif inst.state == "running":
-        host = await _part(notes, "SSH", _resolve(backend, inst), None)
+    if host is not None and inst.managed and len(vols) > 1:
+        try:
+            mounted = await _mounts(backend, host, vols)
+        except (CloudshError, TimeoutError) as exc:
+            notes.append(f"mount points: the box did not say ({exc or 'no answer'}); cloudsh's last ones shown")
     ports = backend.hosts.ssh_ports([inst]) if inst.state == "running" else {}
     rec = instance_record(inst, types, prices, now, ssh_port=ports.get(inst.id) or (host.port if host else None))
     t = types.get(inst.type)
@@ -177,7 +176,7 @@ async def box_record(
         ssh_rules=[_rule(r) for r in rules],
         tags={k: v for k, v in sorted(inst.tags.items())},
         jobs=[_job(j) for j in jobs],
-        tunnels=[dict(t) for t in tunnels] if tunnels is not None else None,
+        tunnels=[dict(tun) for tun in tunnels] if tunnels is not None else None,
         ipv4_per_hour=ipv4_hourly(region) if inst.public_ip else 0.0,
         storage_per_month=round(storage, 4),
         notes=notes,
@@ -185,6 +184,10 @@ async def box_record(
     return rec
 
 
-async def _resolve(backend: Backend, inst: Instance) -> HostInfo | None:
-    return backend.hosts.resolve(inst)
+async def _reach(backend: Backend, inst: Instance) -> HostInfo | None:
+    """How to reach the box over SSH, if it runs. Reaching a box pins its key and lets this
+    machine in, as `connect` does: only on boxes cloudsh launched (`ops.owners`)."""
+    if inst.state != "running":
+        return None
+    return await ssh_host(backend, inst) if inst.managed else backend.hosts.resolve(inst)
 

@@ -207,10 +207,8 @@ class InstancesTable(LineTable):
     ]
 
     def action_open_box(self) -> None:
-        pane = self.parent
-        row = pane.highlighted() if isinstance(pane, InstancesPane) else None
-        if row is not None:
-            self.post_message(BoxWanted(row))
+        if isinstance(self.parent, InstancesPane):
+            self.parent.action_open_box()
 
 
 @dataclass
@@ -331,6 +329,10 @@ class InstancesPane(Vertical):
 
     def action_ipython(self) -> None:
         self.actions.ipython(self.highlighted())
+
+    def action_open_box(self) -> None:
+        if row := self._row():
+            self.post_message(BoxWanted(row))
 
     def action_filter(self) -> None:
         box = self.query_one("#instances-filter", Input)
