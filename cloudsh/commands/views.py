@@ -132,7 +132,7 @@ def box_sections(rec: Mapping[str, Any]) -> list[tuple[str, list[str]]]:
         ("image", "  ".join(x for x in (image["id"], image.get("name") or "", f"({image['family']})" if image.get("family") else "") if x)),
         ("address", address),
         ("connect", rec["connect"]),
-        ("ssh", rec.get("ssh_command") or "(once it runs and answers)"),
+        ("ssh", rec.get("ssh_command") or ("(once it runs)" if rec["state"] != "running" else "(use connect)")),
     ]
     sections = [("", [f"{k:<8} {v}" for k, v in head if v])]
     sections.append(("Volumes", [

@@ -72,7 +72,7 @@ def why(inst: Instance, label: str, host: HostInfo | None) -> str:
     reason = REASONS.get(inst.state_reason, inst.state_reason)
     if inst.state == "stopped":
         return (reason + "; " if reason else "") + f"only its disks bill; `cloudsh start {label}` starts it"
-    if inst.state == "running" and host is None:
+    if inst.state == "running" and host is None and inst.managed:
         return "running, but SSH does not answer from here yet"
     if inst.state in ("pending", "stopping", "shutting-down"):
         return f"{inst.state}: EC2 is changing its state"
@@ -167,7 +167,8 @@ async def box_record(
         private_ip=inst.private_ip,
         ssh_user=host.user if host else backend.settings.ssh_user,
         connect=f"cloudsh connect {shlex.quote(label)}",
-        # Plain OpenSSH, checking the key cloudsh pinned; null until the box answers.
+        # Plain OpenSSH, checking the key cloudsh pinned; null until the box answers (and
+        # for a box cloudsh did not launch: `connect` lets this machine in first).
         ssh_command=shlex.join(openssh_args(host, backend.settings)) if host else None,
         image={"id": inst.image_id, "name": image.name if image else None,
                "family": inst.image_family or (image_family(image) if image else "")},
@@ -186,8 +187,9 @@ async def box_record(
 
 async def _reach(backend: Backend, inst: Instance) -> HostInfo | None:
     """How to reach the box over SSH, if it runs. Reaching a box pins its key and lets this
-    machine in, as `connect` does: only on boxes cloudsh launched (`ops.owners`)."""
-    if inst.state != "running":
+    machine in, as `connect` does: only on boxes cloudsh launched (`ops.owners`); for
+    another's, `cloudsh connect ID` does that when asked."""
+    if inst.state != "running" or not inst.managed:
         return None
-    return await ssh_host(backend, inst) if inst.managed else backend.hosts.resolve(inst)
+    return await ssh_host(backend, inst)
 

@@ -188,7 +188,9 @@ class BoxScreen(Screen[None]):
         else:
             value, said = rec.get("ssh_command"), "ssh command"
         if not value:
-            why = "it is not running" if self.row.state is not BoxState.RUNNING else "it does not answer SSH yet"
+            why = ("it is not running" if self.row.state is not BoxState.RUNNING
+                   else "it does not answer SSH yet" if self.row.managed
+                   else "cloudsh did not launch it: `c` connects, letting this machine in first")
             self.notify(f"{self.row.label} has no {said} to copy: {why}", severity="warning")
             return
         self.app.copy_to_clipboard(value)
