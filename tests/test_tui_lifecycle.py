@@ -23,6 +23,7 @@ from cloudsh.tui.instances import InstancesTable
 from cloudsh.tui.jobs import JobsScreen
 from cloudsh.tui.messages import BackendReady
 from cloudsh.tui.screens import ConfirmScreen
+from cloudsh.tui.tunnels import OpenTunnel
 from cloudsh.tui.volumes import StorageForm, StorageTable, VolumesPane
 from tests.cli import cloudsh, ok
 from tests.sandbox_fixture import Sandbox
@@ -276,5 +277,11 @@ async def test_enter_opens_the_box_view_whose_keys_act_on_the_box_and_escape_ret
         await pilot.press("c")
         await until(pilot, lambda: bool(finished(messages, f"connect {box}")))
         assert finished(messages, f"connect {box}")[0].error is None and len(handoff.runs) == 1
+        # The app's tunnels to the box show in the view as they change (listed as the
+        # tunnels view lists them; no listener needed for that).
+        app.tunnels.tunnels[(box, 6006)] = OpenTunnel(box, 6006, 6006, "reconnecting")
+        await until(pilot, lambda: [(t["url"], t["status"]) for t in (view.record or {}).get("tunnels", ())]
+                    == [("http://localhost:6006/", "reconnecting")])
+        del app.tunnels.tunnels[(box, 6006)]
         await pilot.press("escape")
         assert not isinstance(app.screen, BoxScreen) and app.query_one(InstancesTable).has_focus

@@ -144,13 +144,16 @@ class BoxScreen(Screen[None]):
             self.app.post_message(WorkerFailed(event.worker))  # to the app's one error route
 
     def _follow_listing(self) -> None:
-        """The listing saw the box change (an action finished, EC2 moved it on): load again."""
+        """The listing saw the box change (an action finished, EC2 moved it on): load again.
+        The app's tunnels to it are shown as they change (no cloud call)."""
         if self.record is None:
             return
         now = next((r for r in self.cloud_app.state.records if r["id"] == self.row.id), None)
         if now is not None and any(now.get(k) != self.record.get(k) for k in WATCHED):
             self.record = {**self.record, **{k: now.get(k) for k in WATCHED}}  # once per change
             self.action_reload()
+        elif self.record.get("tunnels") is not None and (tunnels := self._tunnels()) != self.record["tunnels"]:
+            self.show({**self.record, "tunnels": tunnels})
 
     # -- keys -------------------------------------------------------------------------
 
