@@ -29,6 +29,7 @@ from cloudsh.ops.preview import Loss
 from cloudsh.tui.app import CloudshApp
 from cloudsh.tui.box import BoxScreen
 from cloudsh.tui.handoff import RecordingHandoff
+from cloudsh.tui.help import help_sections
 from cloudsh.tui.instances import InstancesTable
 from cloudsh.tui.jobs import JobsScreen
 from cloudsh.tui.messages import (
@@ -183,10 +184,26 @@ def test_help(snap_compare: Any) -> None:
     commands = "  launch  Launch a new instance and wait until SSH answers.\n  ls      List instances."
 
     def screen(app: CloudshApp) -> HelpScreen:
-        return HelpScreen([("c", "Connect"), ("t", "Tunnel:8888"), ("r", "Resize/GPU"), ("q", "Quit")],
-                          commands)
+        return HelpScreen([("Everywhere", [(":", "Cmd"), ("?", "Help"), ("q", "Quit")]),
+                           ("Instances", [("⏎", "Box view"), ("c", "Connect"), ("t", "Tunnel:8888")]),
+                           ("Jobs (J)", [("esc/J", "Back")])], commands)
 
     assert snap_compare(make_app(), terminal_size=(100, 30), run_before=_with(screen))
+
+
+def test_help_is_made_of_the_bindings_in_sections_with_readable_keys_each_once() -> None:
+    sections = dict(help_sections(make_app()))
+    assert list(sections)[:3] == ["Everywhere", "Instances", "Box view (enter on a box)"]
+    everywhere = dict(sections["Everywhere"])
+    assert everywhere[":"] == "Cmd" and everywhere["?"] == "Help" and "colon" not in everywhere
+    instances = dict(sections["Instances"])
+    assert instances["⏎"] == "Box view" and instances["c"] == "Connect" and instances["/"] == "Filter"
+    # The box view repeats none of the pane's keys: only its own are listed.
+    assert dict(sections["Box view (enter on a box)"]) == {"esc": "Back", "a": "Copy IP", "y": "Copy ssh",
+                                                           "^r": "Reload"}
+    assert ("esc/J", "Back") in sections["Jobs (J)"]  # keys for one action share a line
+    for keys in sections.values():
+        assert len(keys) == len(set(keys)) and len(dict(keys)) == len(keys)
 
 
 def test_region_picker(snap_compare: Any) -> None:

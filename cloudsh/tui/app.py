@@ -36,6 +36,7 @@ from cloudsh.tui import data, money
 from cloudsh.tui.box import BoxScreen
 from cloudsh.tui.handoff import Handoff, SuspendHandoff
 from cloudsh.tui.hangup import leave_when_terminal_gone
+from cloudsh.tui.help import help_sections
 from cloudsh.tui.host import AppHost
 from cloudsh.tui.instances import BoxWanted, InstanceActions, InstancesPane, InstancesTable
 from cloudsh.tui.jobs import JobsPoller, JobsScreen
@@ -59,7 +60,7 @@ from cloudsh.tui.runner import CommandRunner
 from cloudsh.tui.screens import ConfirmScreen, HelpScreen, RegionScreen, TunnelsScreen
 from cloudsh.tui.state import AppState
 from cloudsh.tui.tunnels import TunnelManager
-from cloudsh.tui.volumes import StorageActions, StorageTable, VolumesPane
+from cloudsh.tui.volumes import StorageActions, VolumesPane
 
 if TYPE_CHECKING:
     # boto3 costs ~130 ms to import: the frame paints before any of it loads.
@@ -72,7 +73,6 @@ from cloudsh.tui.widgets import (
     CommandSubmitted,
     HintChanged,
     PricesPane,
-    PricesTable,
     StatusBar,
     TypeHighlighted,
 )
@@ -518,17 +518,7 @@ class CloudshApp(AppHost):
         self.main(CommandLine).focus()
 
     def action_help(self) -> None:
-        keys = [(b.key_display or b.key, b.description) for b in self._all_bindings() if b.description]
-        self.push_screen(HelpScreen(keys, REGISTRY.help_text()))
-
-    def _all_bindings(self) -> list[Binding]:
-        out: list[Binding] = []
-        for cls in (CloudshApp, InstancesTable, InstancesPane, PricesTable, StorageTable, VolumesPane, CommandLine):
-            for b in Binding.make_bindings(cls.BINDINGS):
-                if b.id != "freeze" or "freeze" in REGISTRY.commands:
-                    out.append(b)
-        extra = [("tab", "Next pane"), ("shift+tab", "Previous pane"), ("ctrl+p", "Command palette"), ("j/k ↑/↓", "Move")]
-        return out + [Binding(k, "", d) for k, d in extra]
+        self.push_screen(HelpScreen(help_sections(self), REGISTRY.help_text()))
 
     def action_region(self) -> None:
         if self.backend is None:
