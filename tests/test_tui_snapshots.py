@@ -8,12 +8,15 @@ after a deliberate UI change with `pytest tests/test_tui_snapshots.py --snapshot
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
 from textual.pilot import Pilot
 
+from cloudsh.config import Settings
 from cloudsh.models import (
     TAG_MANAGED,
     Image,
@@ -184,15 +187,15 @@ def test_help(snap_compare: Any) -> None:
     commands = "  launch  Launch a new instance and wait until SSH answers.\n  ls      List instances."
 
     def screen(app: CloudshApp) -> HelpScreen:
-        return HelpScreen([("Everywhere", [(":", "Cmd"), ("?", "Help"), ("q", "Quit")]),
-                           ("Instances", [("⏎", "Box view"), ("c", "Connect"), ("t", "Tunnel:8888")]),
-                           ("Jobs (J)", [("esc/J", "Back")])], commands)
+        return HelpScreen([("Everywhere", [(":", "Cmd", "command_line"), ("?", "Help", "help"), ("q", "Quit", "quit")]),
+                           ("Instances", [("⏎", "Box view", "box_view"), ("c", "Connect", "connect")]),
+                           ("Jobs (J)", [("esc/J", "Back", "jobs_close")])], commands)
 
     assert snap_compare(make_app(), terminal_size=(100, 30), run_before=_with(screen))
 
 
 def test_help_is_made_of_the_bindings_in_sections_with_readable_keys_each_once() -> None:
-    sections = dict(help_sections(make_app()))
+    sections = {title: [(k, d) for k, d, _ in keys] for title, keys in help_sections(make_app())}
     assert list(sections)[:3] == ["Everywhere", "Instances", "Box view (enter on a box)"]
     everywhere = dict(sections["Everywhere"])
     assert everywhere[":"] == "Cmd" and everywhere["?"] == "Help" and "colon" not in everywhere
@@ -204,6 +207,34 @@ def test_help_is_made_of_the_bindings_in_sections_with_readable_keys_each_once()
     assert ("esc/J", "Back") in sections["Jobs (J)"]  # keys for one action share a line
     for keys in sections.values():
         assert len(keys) == len(set(keys)) and len(dict(keys)) == len(keys)
+
+
+async def test_keys_are_the_users_and_the_theme_is_remembered(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
+    (tmp_path / "cloudsh").mkdir()
+    (tmp_path / "cloudsh" / "config.toml").write_text('[cloudsh.keys]\nhelp = "H"\njobs = "ctrl+j,G"\n')
+    settings = replace(Settings.load(env={}), state_dir=tmp_path / "state")
+    assert dict(settings.keys) == {"help": "H", "jobs": "ctrl+j,G"}
+    assert dict(Settings.load(env={"CLOUDSH_KEYS": "quit=ctrl+q; connect=C"}).keys) == {"quit": "ctrl+q", "connect": "C"}
+
+    def app() -> CloudshApp:
+        return CloudshApp(lambda: None, settings=settings, handoff=RecordingHandoff(), auto_connect=False,  # type: ignore[arg-type,return-value]
+                          periodic_refresh=False)
+
+    first = app()
+    async with first.run_test(size=(100, 30)) as pilot:
+        await pilot.press("question_mark")  # the old key does nothing now
+        assert not isinstance(first.screen, HelpScreen)
+        await pilot.press("H")
+        assert isinstance(first.screen, HelpScreen)
+        everywhere = {d: k for k, d, _ in dict(help_sections(first))["Everywhere"]}
+        assert (everywhere["Help"], everywhere["Jobs"]) == ("H", "^j/G")  # the help says the user's keys
+        await pilot.press("escape")
+        first.theme = "nord"  # as the palette's theme chooser does
+        await pilot.pause()
+    second = app()
+    async with second.run_test(size=(100, 30)):
+        assert second.theme == "nord"
 
 
 def test_region_picker(snap_compare: Any) -> None:

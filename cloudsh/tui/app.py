@@ -143,6 +143,7 @@ class CloudshApp(AppHost):
         self.jobs_poller: JobsPoller = JobsPoller(self)
         self.runner = CommandRunner(self)
         self._spot_cache: dict[str, list[float]] = {}
+        self.set_keymap(dict(self.settings.keys))  # the user's keys, by binding id (see `?`)
 
     # -- layout ------------------------------------------------------------------
 
@@ -159,6 +160,8 @@ class CloudshApp(AppHost):
         yield Footer()
 
     def on_mount(self) -> None:
+        if (theme := data.load_theme(self.settings.state_dir)) in self.available_themes:
+            self.theme = theme  # as picked last time (the palette's theme chooser)
         self.main(InstancesPane).border_title = "Instances"
         self.main(PricesPane).border_title = "Prices"
         self.main(PricesPane).clock = self.clock
@@ -510,6 +513,9 @@ class CloudshApp(AppHost):
     def action_tunnels(self) -> None:
         row = self.main(InstancesPane).highlighted()
         self.push_screen(TunnelsScreen(self.tunnels, row.label if row else None))
+
+    def watch_theme(self, theme: str) -> None:
+        data.save_theme(self.settings.state_dir, theme)
 
     def on_box_wanted(self, message: BoxWanted) -> None:
         self.push_screen(BoxScreen(message.row))

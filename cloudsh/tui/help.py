@@ -5,6 +5,7 @@ once, keys that do the same thing on one line (`esc/J`)."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 from textual.app import App
@@ -17,16 +18,18 @@ from cloudsh.tui.jobs import JobsScreen
 from cloudsh.tui.volumes import StorageTable, VolumesPane
 from cloudsh.tui.widgets import CommandLine, PricesTable
 
-Keys = list[tuple[str, str]]
+#: (keys, what they do, the binding's id: its name in the `keys` setting, "" if none)
+Keys = list[tuple[str, str, str]]
 
 #: Keys no binding of cloudsh's declares (Textual's own, and moving about).
-MOVING: Keys = [("tab / shift+tab", "Next / previous pane"), ("j k ↑ ↓", "Move"), ("^p", "Command palette")]
+MOVING: Keys = [("tab / shift+tab", "Next / previous pane", ""), ("j k ↑ ↓", "Move", ""),
+                ("^p", "Command palette", "")]
 #: Said once, in `MOVING`.
 CURSOR_ACTIONS = ("cursor_down", "cursor_up", "history(-1)", "history(1)")
 
 
 def help_sections(app: App[Any]) -> list[tuple[str, Keys]]:
-    """(title, [(keys, what they do)]) for the help screen, from the bindings of the app,
+    """(title, [(keys, what they do, id)]) for the help screen, from the bindings of the app,
     its panes and its views. A binding listed in an earlier section (the box view's
     connect is the pane's, by its id) is not repeated."""
     sections: list[tuple[str, Sequence[Sequence[BindingType]], Keys]] = [
@@ -38,10 +41,11 @@ def help_sections(app: App[Any]) -> list[tuple[str, Keys]]:
         ("Jobs (J)", [JobsScreen.BINDINGS], []),
         ("Command line (:)", [CommandLine.BINDINGS], []),
     ]
+    keymap: dict[str, str] = dict(getattr(app, "_keymap", {}))  # as `App.set_keymap` keeps it
     said: set[str] = set()  # binding ids listed in an earlier section
     out: list[tuple[str, Keys]] = []
     for title, groups, extra in sections:
-        keys: dict[tuple[str, str], list[str]] = {}  # (action, description) -> keys, in order
+        keys: dict[tuple[str, str, str], list[str]] = {}  # (action, description, id) -> keys, in order
         ids: set[str] = set()
         for group in groups:
             for b in Binding.make_bindings(group):
@@ -49,12 +53,14 @@ def help_sections(app: App[Any]) -> list[tuple[str, Keys]]:
                     continue
                 if b.id == "freeze" and "freeze" not in REGISTRY.commands:
                     continue
-                shown = keys.setdefault((b.action, b.description), [])
-                if (key := app.get_key_display(b)) not in shown:
-                    shown.append(key)
+                shown = keys.setdefault((b.action, b.description, b.id or ""), [])
+                remapped = keymap.get(b.id or "")  # the user's keys (the `keys` setting)
+                for key in remapped.split(",") if remapped else [b.key]:
+                    if (display := app.get_key_display(replace(b, key=key.strip()))) not in shown:
+                        shown.append(display)
                 ids.add(b.id or "")
         said |= ids
-        lines = [("/".join(ks), description) for (_, description), ks in keys.items()] + extra
+        lines = [("/".join(ks), description, bid) for (_, description, bid), ks in keys.items()] + extra
         if lines:
             out.append((title, lines))
     return out

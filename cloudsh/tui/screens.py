@@ -219,17 +219,22 @@ class TunnelsScreen(ModalScreen[None]):
 class HelpScreen(ModalScreen[None]):
     BINDINGS: ClassVar[list[BindingType]] = [Binding("escape,q,question_mark", "close", "Close", id="help_close")]
 
-    def __init__(self, sections: Sequence[tuple[str, Sequence[tuple[str, str]]]], commands: str) -> None:
+    def __init__(self, sections: Sequence[tuple[str, Sequence[tuple[str, str, str]]]], commands: str) -> None:
         super().__init__()
-        self.sections = sections  # (title, [(keys, what they do)])
+        self.sections = sections  # (title, [(keys, what they do, name in the `keys` setting)])
         self.commands = commands
 
     def compose(self) -> ComposeResult:
-        width = max(len(k) for _, keys in self.sections for k, _ in keys)
+        width = max(len(k) for _, keys in self.sections for k, _, _ in keys)
+        said = max(len(d) for _, keys in self.sections for _, d, _ in keys)
         text = Text()
         for title, keys in self.sections:
             text.append(f"{title}\n", style="bold")
-            text.append("".join(f"  {k.ljust(width)}  {d}\n" for k, d in keys) + "\n")
+            for k, d, name in keys:
+                text.append(f"  {k.ljust(width)}  {d.ljust(said)}  ")
+                text.append(f"{name}\n", style="dim")
+            text.append("\n")
+        text.append("Keys are yours to change: [cloudsh.keys] in config.toml, by the dim names.\n\n", style="dim")
         text.append("Commands", style="bold")
         text.append(" (type ")
         text.append(":", style="bold")
