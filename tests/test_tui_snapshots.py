@@ -319,5 +319,9 @@ BOX = {
 
 
 def test_box_view(snap_compare: Any) -> None:
-    row = InstanceRow.from_record({**BOX, "jobs": ["train-3f2a"]})
-    assert snap_compare(make_app(), terminal_size=(120, 40), run_before=_with(lambda app: BoxScreen(row, BOX)))
+    def screen(app: CloudshApp) -> BoxScreen:
+        # The view follows the app's tunnels: the one the record lists is open in the app.
+        app.tunnels.tunnels[("train", 8888)] = OpenTunnel("train", 8888, 8888, "open")
+        return BoxScreen(InstanceRow.from_record({**BOX, "jobs": ["train-3f2a"]}), BOX)
+
+    assert snap_compare(make_app(), terminal_size=(120, 40), run_before=_with(screen))
