@@ -2,8 +2,8 @@
 
 Seeds a private sandbox (a CPU box, a GPU spot box, a stopped GPU box, a data volume),
 starts a job on the GPU box, then drives the app with Textual's Pilot and saves the main
-screen, the resize picker, the terminate confirmation, the tunnels view, the jobs view and
-the 80x24 layout.
+screen, the resize picker, the terminate confirmation, the tunnels view, the jobs view, the
+box view and the 80x24 layout.
 """
 
 from __future__ import annotations
@@ -118,6 +118,15 @@ async def _jobs(app: Any, pilot: Any) -> None:
     await pilot.pause(1.0)  # the highlighted job's log
 
 
+async def _box(app: Any, pilot: Any) -> None:
+    from cloudsh.tui.box import BoxScreen
+
+    await pilot.press("enter")
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and not (isinstance(app.screen, BoxScreen) and app.screen.record):
+        await pilot.pause(0.2)
+
+
 async def _ls(app: Any, pilot: Any) -> None:
     await pilot.press("colon")
     app.query_one("#command-line").value = "ls"
@@ -135,6 +144,7 @@ def main() -> list[Path]:
             asyncio.run(shoot("terminate", (120, 36), _terminate)),
             asyncio.run(shoot("tunnels", (120, 36), _tunnels)),
             asyncio.run(shoot("jobs", (120, 36), _jobs)),
+            asyncio.run(shoot("box", (120, 36), _box)),
             asyncio.run(shoot("narrow-80x24", (80, 24))),
         ]
     shutil.rmtree(JOB_DIR, ignore_errors=True)

@@ -8,6 +8,7 @@ Tests inject their own `Settings` (or point the XDG variables at a temp dir).
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
@@ -73,6 +74,9 @@ class Settings:
     sandbox_no_default_vpc: str = ""
     """Sandbox: `1` plays an account without a default VPC (env `CLOUDSH_SANDBOX_NO_DEFAULT_VPC`;
     read by the daemon at start)."""
+    keys: Mapping[str, str] = field(default_factory=dict)
+    """The app's keys, by the names `?` shows beside them: `[cloudsh.keys]` `connect = "C"`,
+    `quit = "ctrl+q"` (several keys: `"C,ctrl+o"`); env `CLOUDSH_KEYS="connect=C;quit=ctrl+q"`."""
 
     @property
     def sandbox_path(self) -> Path:
@@ -122,7 +126,9 @@ def _coerce(values: dict[str, object]) -> dict[str, object]:
         if kind is None:
             raise UsageError(f"unknown setting {name!r}", f"known settings: {', '.join(sorted(kinds))}")
         try:
-            if kind in ("float",):
+            if name == "keys":
+                out[name] = _keys(value)
+            elif kind in ("float",):
                 out[name] = float(value)  # type: ignore[arg-type]
             elif kind in ("int",):
                 out[name] = int(value)  # type: ignore[call-overload]
@@ -133,3 +139,12 @@ def _coerce(values: dict[str, object]) -> dict[str, object]:
         except (TypeError, ValueError) as exc:
             raise UsageError(f"setting {name}={value!r} is not a valid {kind}", "") from exc
     return out
+
+
+def _keys(value: object) -> dict[str, str]:
+    """`[cloudsh.keys]` as read from TOML, or `id=key;id=key` from the environment."""
+    if isinstance(value, str):
+        value = dict(pair.split("=", 1) for pair in value.split(";") if pair.strip())
+    if not isinstance(value, dict) or not all(isinstance(v, str) and v for v in value.values()):
+        raise ValueError("keys: give each binding id a key, e.g. connect = \"C\"")
+    return {str(k).strip(): v.strip() for k, v in value.items()}

@@ -225,6 +225,31 @@ def test_changed_host_key_is_refused(box: str, test_root: Path) -> None:
     assert cloudsh("run", box, "--", "true").returncode == 0
 
 
+def test_show_says_everything_about_one_box_and_its_ssh_command_works(box: str) -> None:
+    rec = json.loads(ok("show", box, "--json"))
+    listed = by_name(box)
+    assert listed is not None
+    # The `ls --json` record, and more.
+    assert {k: rec[k] for k in ("id", "type", "state", "market", "public_ip", "image_id")} == {
+        k: listed[k] for k in ("id", "type", "state", "market", "public_ip", "image_id")}
+    assert (rec["vcpus"], rec["memory_gib"], rec["gpus"], rec["gpu_driver"]) == (2, 4.0, "", None)
+    assert rec["image"]["id"] == rec["image_id"] and rec["image"]["family"] == "ubuntu-24.04" and rec["image"]["name"]
+    assert rec["price_per_hour"] > 0 and rec["cost_so_far"] is not None and rec["ipv4_per_hour"] == 0.005
+    [root] = [v for v in rec["volumes"] if v["root"]]
+    assert root["mount"] == "/" and root["delete_on_termination"] and rec["storage_per_month"] > 0
+    assert any(r["cloudsh"] and r["cidr"].endswith("/32") for r in rec["ssh_rules"])
+    assert rec["tags"]["Name"] == box and rec["jobs"] == [] and rec["tunnels"] is None and rec["notes"] == []
+    # The ssh command it gives reaches the box with plain OpenSSH, checking the pinned key.
+    r = subprocess.run([*shlex.split(rec["ssh_command"]), "echo", "via-show"], capture_output=True, text=True,
+                       timeout=30, stdin=subprocess.DEVNULL)
+    assert r.returncode == 0 and r.stdout.strip() == "via-show", r.stderr
+
+    text = ok("show", box)
+    for part in (rec["id"], "t3.medium: 2 vCPU, 4 GiB", "on-demand at $", "(ubuntu-24.04)", "\nVolumes\n",
+                 "on /  (root)", "[cloudsh]", "\nJobs\n  none", f"Name={box}", rec["ssh_command"]):
+        assert part in text, part
+
+
 def test_destructive_commands_need_yes_without_a_terminal(box: str) -> None:
     r = cloudsh("terminate", box)
     assert r.returncode == 2 and "--yes" in one_line_error(r)

@@ -34,7 +34,7 @@ from tests.sandbox_fixture import Sandbox
 pytestmark = pytest.mark.sandbox
 
 #: Change nothing without `--yes`, or change nothing at all.
-GUARDED = {"ls", "prices", "images", "jobs", "snapshots", "volumes", "terminate", "resize", "image delete",
+GUARDED = {"ls", "show", "prices", "images", "jobs", "snapshots", "volumes", "terminate", "resize", "image delete",
            "snapshot delete", "volume delete", "job stop", "sandbox status", "sandbox env", "tunnels"}
 #: Create something when their input is valid: always given an unknown option as well.
 CREATING = {"launch", "idle", "volume create", "sandbox up", "sandbox down", "ssh-config", "budget", "tunnel",

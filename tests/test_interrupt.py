@@ -144,7 +144,11 @@ def test_interrupted_box_waits_for_capacity_and_its_job_resumes_by_itself(spot: 
     _wait_state(spot, "stopped")
     [rec] = [i for i in json.loads(ok("ls", "--json")) if i["name"] == spot]
     assert rec["interrupted"] and rec["status"].startswith("interrupted: EC2 restarts it when capacity returns (waiting ")
-    assert _jobs()[job_id]["state"] == "interrupted"
+    # `show` says why it waits and what else there is, with its interrupted job.
+    shown = json.loads(ok("show", spot, "--json"))
+    assert shown["interrupted"] and shown["status"].startswith("interrupted: EC2 restarts it when capacity returns")
+    assert f"cloudsh relaunch {spot}" in shown["why"] and shown["ssh_command"] is None
+    assert [j["state"] for j in shown["jobs"] if j["id"] == job_id] == ["interrupted"]
     home = {p.name: p.read_text() for p in local.glob("r*.txt")}
     written_before_notice = {n for n, t in home.items() if float(t) < noticed_at}
     assert written_before_notice and len(home) >= 4

@@ -71,6 +71,9 @@ def test_volume_file_survives_snapshot_and_restore_on_another_box(boxes: dict[st
     assert "mounted on /mnt/work" in out
     assert _volumes()[vol]["attached_to"] == a
     ok("run", a, "--", "echo survives > /mnt/work/result.txt")
+    # `show` says where the box has it mounted now (not only where cloudsh last mounted it).
+    [shown] = [s for s in json.loads(ok("show", a, "--json"))["volumes"] if s["id"] == v["id"]]
+    assert (shown["mount"], shown["mount_reported"], shown["size_gb"], shown["root"]) == ("/mnt/work", True, 4, False)
     # Found by volume id (NVMe serial), mounted by UUID with nofail.
     listing = ok("run", a, "--", "lsblk -o NAME,SERIAL,MOUNTPOINT; cat /etc/fstab")
     assert v["id"].replace("-", "") in listing

@@ -17,14 +17,17 @@ from textual.widgets import OptionList, RichLog
 
 from cloudsh.models import Image, Volume
 from cloudsh.tui.app import CloudshApp
+from cloudsh.tui.box import BoxScreen
 from cloudsh.tui.handoff import RecordingHandoff
+from cloudsh.tui.instances import InstancesTable
 from cloudsh.tui.jobs import JobsScreen
 from cloudsh.tui.messages import BackendReady
 from cloudsh.tui.screens import ConfirmScreen
+from cloudsh.tui.tunnels import OpenTunnel
 from cloudsh.tui.volumes import StorageForm, StorageTable, VolumesPane
 from tests.cli import cloudsh, ok
 from tests.sandbox_fixture import Sandbox
-from tests.test_tui import factory, finished, type_command, until
+from tests.test_tui import factory, finished, highlight, type_command, until
 
 pytestmark = pytest.mark.sandbox
 
@@ -249,3 +252,36 @@ async def test_launch_from_an_image_then_delete_it(sandbox: Sandbox, box: str) -
         assert sandbox.ec2().describe_images(Filters=[{"Name": "name", "Values": [image]}])["Images"] == []
     finally:
         cloudsh("terminate", thawed, "--yes")
+
+
+async def test_enter_opens_the_box_view_whose_keys_act_on_the_box_and_escape_returns(sandbox: Sandbox, box: str) -> None:
+    handoff = RecordingHandoff()
+    messages: list[Message] = []
+    app = CloudshApp(factory, handoff=handoff, periodic_refresh=False)
+    async with app.run_test(size=(120, 40), message_hook=messages.append) as pilot:
+        await highlight(pilot, app, box)
+        await pilot.press("enter")
+        view = app.screen
+        assert isinstance(view, BoxScreen)
+        await until(pilot, lambda: view.record is not None, timeout=30)  # loaded in a worker
+        rec = view.record
+        assert rec is not None and rec["name"] == box and rec["tunnels"] == []  # the app opened none to it
+        assert [v["mount"] for v in rec["volumes"] if v["root"]] == ["/"] and rec["ssh_command"]
+        # One key each copies the address and the ssh command, and says so.
+        await pilot.press("a")
+        assert app.clipboard == rec["public_ip"]
+        await pilot.press("y")
+        assert app.clipboard == rec["ssh_command"]
+        assert any(f"copied ssh command of {box}" in n.message for n in app._notifications)
+        # The Instances pane's keys act on the box on view.
+        await pilot.press("c")
+        await until(pilot, lambda: bool(finished(messages, f"connect {box}")))
+        assert finished(messages, f"connect {box}")[0].error is None and len(handoff.runs) == 1
+        # The app's tunnels to the box show in the view as they change (listed as the
+        # tunnels view lists them; no listener needed for that).
+        app.tunnels.tunnels[(box, 6006)] = OpenTunnel(box, 6006, 6006, "reconnecting")
+        await until(pilot, lambda: [(t["url"], t["status"]) for t in (view.record or {}).get("tunnels", ())]
+                    == [("http://localhost:6006/", "reconnecting")])
+        del app.tunnels.tunnels[(box, 6006)]
+        await pilot.press("escape")
+        assert not isinstance(app.screen, BoxScreen) and app.query_one(InstancesTable).has_focus

@@ -8,12 +8,15 @@ after a deliberate UI change with `pytest tests/test_tui_snapshots.py --snapshot
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
 from textual.pilot import Pilot
 
+from cloudsh.config import Settings
 from cloudsh.models import (
     TAG_MANAGED,
     Image,
@@ -27,7 +30,9 @@ from cloudsh.models import (
 )
 from cloudsh.ops.preview import Loss
 from cloudsh.tui.app import CloudshApp
+from cloudsh.tui.box import BoxScreen
 from cloudsh.tui.handoff import RecordingHandoff
+from cloudsh.tui.help import help_sections
 from cloudsh.tui.instances import InstancesTable
 from cloudsh.tui.jobs import JobsScreen
 from cloudsh.tui.messages import (
@@ -182,10 +187,54 @@ def test_help(snap_compare: Any) -> None:
     commands = "  launch  Launch a new instance and wait until SSH answers.\n  ls      List instances."
 
     def screen(app: CloudshApp) -> HelpScreen:
-        return HelpScreen([("c", "Connect"), ("t", "Tunnel:8888"), ("r", "Resize/GPU"), ("q", "Quit")],
-                          commands)
+        return HelpScreen([("Everywhere", [(":", "Cmd", "command_line"), ("?", "Help", "help"), ("q", "Quit", "quit")]),
+                           ("Instances", [("⏎", "Box view", "box_view"), ("c", "Connect", "connect")]),
+                           ("Jobs (J)", [("esc/J", "Back", "jobs_close")])], commands)
 
     assert snap_compare(make_app(), terminal_size=(100, 30), run_before=_with(screen))
+
+
+def test_help_is_made_of_the_bindings_in_sections_with_readable_keys_each_once() -> None:
+    sections = {title: [(k, d) for k, d, _ in keys] for title, keys in help_sections(make_app())}
+    assert list(sections)[:3] == ["Everywhere", "Instances", "Box view (enter on a box)"]
+    everywhere = dict(sections["Everywhere"])
+    assert everywhere[":"] == "Cmd" and everywhere["?"] == "Help" and "colon" not in everywhere
+    instances = dict(sections["Instances"])
+    assert instances["⏎"] == "Box view" and instances["c"] == "Connect" and instances["/"] == "Filter"
+    # The box view repeats none of the pane's keys: only its own are listed.
+    assert dict(sections["Box view (enter on a box)"]) == {"esc": "Back", "a": "Copy IP", "y": "Copy ssh",
+                                                           "^r": "Reload"}
+    assert ("esc/J", "Back") in sections["Jobs (J)"]  # keys for one action share a line
+    for keys in sections.values():
+        assert len(keys) == len(set(keys)) and len(dict(keys)) == len(keys)
+
+
+async def test_keys_are_the_users_and_the_theme_is_remembered(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
+    (tmp_path / "cloudsh").mkdir()
+    (tmp_path / "cloudsh" / "config.toml").write_text('[cloudsh.keys]\nhelp = "H"\njobs = "ctrl+j,G"\n')
+    settings = replace(Settings.load(env={}), state_dir=tmp_path / "state")
+    assert dict(settings.keys) == {"help": "H", "jobs": "ctrl+j,G"}
+    assert dict(Settings.load(env={"CLOUDSH_KEYS": "quit=ctrl+q; connect=C"}).keys) == {"quit": "ctrl+q", "connect": "C"}
+
+    def app() -> CloudshApp:
+        return CloudshApp(lambda: None, settings=settings, handoff=RecordingHandoff(), auto_connect=False,  # type: ignore[arg-type,return-value]
+                          periodic_refresh=False)
+
+    first = app()
+    async with first.run_test(size=(100, 30)) as pilot:
+        await pilot.press("question_mark")  # the old key does nothing now
+        assert not isinstance(first.screen, HelpScreen)
+        await pilot.press("H")
+        assert isinstance(first.screen, HelpScreen)
+        everywhere = {d: k for k, d, _ in dict(help_sections(first))["Everywhere"]}
+        assert (everywhere["Help"], everywhere["Jobs"]) == ("H", "^j/G")  # the help says the user's keys
+        await pilot.press("escape")
+        first.theme = "nord"  # as the palette's theme chooser does
+        await pilot.pause()
+    second = app()
+    async with second.run_test(size=(100, 30)):
+        assert second.theme == "nord"
 
 
 def test_region_picker(snap_compare: Any) -> None:
@@ -235,3 +284,44 @@ def test_attach_form(snap_compare: Any) -> None:
         await pilot.pause()
 
     assert snap_compare(make_app(), terminal_size=(100, 30), run_before=run_before)
+
+
+# -- the box view ---------------------------------------------------------------------------
+
+SSH = ("ssh -p 22 -l ubuntu -i /home/me/.local/state/cloudsh/id_ed25519 -o HostKeyAlias=i-0a1b2c3d4e5f60002 "
+       "-o UserKnownHostsFile=/home/me/.local/state/cloudsh/known_hosts -o StrictHostKeyChecking=yes 54.210.1.11")
+BOX = {
+    **RECORDS[1], "status": "running", "interrupted": False, "price_note": "", "managed": True, "owner": "me",
+    "launch_time": "2026-11-22T06:10:00+00:00", "ssh_port": 22, "vcpus": 4, "memory_gib": 16.0, "state_reason": "",
+    "why": "", "private_ip": "172.31.5.20", "ssh_user": "ubuntu", "connect": "cloudsh connect train", "ssh_command": SSH,
+    "image": {"id": "ami-0abc", "name": "Deep Learning Base OSS Nvidia Driver GPU AMI (Ubuntu 24.04) 20251015",
+              "family": "dlami-nvidia"},
+    "volumes": [
+        {"id": "vol-0002", "name": "train", "size_gb": 200, "type": "gp3", "device": "/dev/sda1", "root": True,
+         "mount": "/", "mount_reported": True, "delete_on_termination": True, "per_month": 16.0},
+        {"id": "vol-0003", "name": "datasets", "size_gb": 500, "type": "gp3", "device": "/dev/sdf", "root": False,
+         "mount": "/mnt/data", "mount_reported": True, "delete_on_termination": False, "per_month": 40.0},
+    ],
+    "security_groups": ["sg-0c10"],
+    "ssh_rules": [
+        {"group_id": "sg-0c10", "cidr": "203.0.113.7/32", "description": "cloudsh: this machine (cloudsh-3f2a)",
+         "cloudsh": True},
+        {"group_id": "sg-0c10", "cidr": "10.0.0.0/8", "description": "office VPN", "cloudsh": False},
+    ],
+    "tags": {"Name": "train", "cloudsh:managed": "1", "cloudsh:image-family": "dlami-nvidia", "team": "vision",
+             "cloudsh:job:train-3f2a": "{}"},
+    "jobs": [{"id": "train-3f2a", "state": "running", "script": "train.py", "exit_status": None,
+              "started": "2026-11-22T08:48:00+00:00", "runtime_s": 2520, "remote_dir": "out",
+              "local_dir": "/home/me/results", "cost": 0.2183}],
+    "tunnels": [{"local_port": 8888, "remote_port": 8888, "url": "http://localhost:8888/", "status": "open"}],
+    "ipv4_per_hour": 0.005, "storage_per_month": 56.0, "notes": [],
+}
+
+
+def test_box_view(snap_compare: Any) -> None:
+    def screen(app: CloudshApp) -> BoxScreen:
+        # The view follows the app's tunnels: the one the record lists is open in the app.
+        app.tunnels.tunnels[("train", 8888)] = OpenTunnel("train", 8888, 8888, "open")
+        return BoxScreen(InstanceRow.from_record({**BOX, "jobs": ["train-3f2a"]}), BOX)
+
+    assert snap_compare(make_app(), terminal_size=(120, 40), run_before=_with(screen))

@@ -11,6 +11,7 @@ from cloudsh.commands.views import (
     FOREIGN_NOTE,
     INSTANCE_COLUMNS,
     OWNER_COLUMN,
+    box_sections,
     burn_rate,
     foreign,
     instance_row,
@@ -78,6 +79,28 @@ async def ls(ctx: Context, a: argparse.Namespace) -> int:
     for r in records:
         if r.get("interrupted"):
             ctx.out.info(f"{r['name'] or r['id']}: {INTERRUPTED_HINT.format(name=r['name'] or r['id'])}")
+    return 0
+
+
+@command(
+    "show",
+    "One box in full: type and GPUs, state and why, price and cost so far, image, addresses and the ssh "
+    "command, volumes and mount points, SSH rules, jobs, tags.",
+    arg("name", kind="instance", metavar="NAME"),
+    arg("--json", flag=True, help="print one JSON document"),
+    aliases=("describe",),
+)
+async def show(ctx: Context, a: argparse.Namespace) -> int:
+    from cloudsh.ops.show import box_record
+
+    rec = await box_record(ctx.backend, a.name)
+    if a.json:
+        ctx.out.json(rec)
+        return 0
+    for title, lines in box_sections(rec):
+        if title:
+            ctx.out.print(f"\n{title}")
+        ctx.out.print("\n".join(("  " if title else "") + line for line in lines))
     return 0
 
 

@@ -88,3 +88,74 @@ def age(when: datetime | None, now: datetime | None = None) -> str:
     if when is None:
         return "never"
     return duration(((now or datetime.now(UTC)) - when).total_seconds()) + " ago"
+
+
+def box_sections(rec: Mapping[str, Any]) -> list[tuple[str, list[str]]]:
+    """`show`'s record as text: (section title, lines), the first section untitled. The
+    CLI prints it, the app's box view shows the same."""
+    from cloudsh.models import JOB_TAG_PREFIX
+
+    name = rec["name"] or rec["id"]
+    kind = f"{rec['vcpus']} vCPU, {rec['memory_gib']:g} GiB" if rec.get("vcpus") else ""
+    if rec["gpus"]:
+        driver = {True: "NVIDIA driver installed", False: "no NVIDIA driver", None: "NVIDIA driver unknown"}
+        kind += f", {rec['gpus']} ({driver[rec.get('gpu_driver')]})"
+    state = rec.get("status") or rec["state"]
+    if rec.get("uptime_s") is not None:
+        state += f" · up {duration(rec['uptime_s'])}"
+    price = money(rec["price_per_hour"])
+    if rec["market"] == "spot" and rec["price_per_hour"] is not None:
+        price += f" ({rec['az']}'s spot price)"
+    if rec["state"] != "running" and rec["price_per_hour"] is not None:
+        price += " while running"
+    if rec.get("price_note"):
+        price += f" · {rec['price_note']}"
+    cost = f"{money(rec['cost_so_far'], '')} so far" if rec.get("cost_so_far") is not None else "nothing now (not running)"
+    if rec.get("launch_time") and rec.get("cost_so_far") is not None:
+        cost += f" since launch at {rec['launch_time'][:16].replace('T', ' ')} UTC"
+    extra = [f"public IPv4 {money(rec['ipv4_per_hour'])}"] if rec.get("ipv4_per_hour") else []
+    extra.append(f"disks {money(rec.get('storage_per_month'), '/month')}")
+    image = rec["image"]
+    address = rec["public_ip"] or "no public address"
+    if rec.get("private_ip"):
+        address += f" (private {rec['private_ip']})"
+    if rec.get("ssh_port"):
+        address += f" · SSH port {rec['ssh_port']}"
+    head = [
+        ("box", f"{name} ({rec['id']})" + ("" if rec.get("managed", True) else f", not launched by cloudsh: {rec.get('owner') or '?'}'s")),
+        ("type", f"{rec['type']}: {kind}" if kind else rec["type"]),
+        ("state", state),
+        ("why", rec.get("why") or ""),
+        ("market", f"{rec['market']} at {price}"),
+        ("cost", f"{cost} · " + " + ".join(extra)),
+        ("az", rec["az"] or "-"),
+        ("image", "  ".join(x for x in (image["id"], image.get("name") or "", f"({image['family']})" if image.get("family") else "") if x)),
+        ("address", address),
+        ("connect", rec["connect"]),
+        ("ssh", rec.get("ssh_command") or ("(once it runs)" if rec["state"] != "running" else "(use connect)")),
+    ]
+    sections = [("", [f"{k:<8} {v}" for k, v in head if v])]
+    sections.append(("Volumes", [
+        f"{v['id']}  {v['name'] or '-'}  {v['size_gb']} GB {v['type']}  {v['device'] or '-'}  "
+        + (f"on {v['mount']}" if v["mount"] else "not mounted")
+        + ("" if v.get("mount_reported", True) or not v["mount"] else " (where cloudsh last mounted it)")
+        + ("  (root)" if v["root"] else "")
+        + ("  deleted with the box" if v["delete_on_termination"] else "")
+        for v in rec["volumes"]
+    ] or ["none attached"]))
+    sections.append(("SSH (port 22) allowed from", [
+        f"{r['cidr']:<18} {r['group_id']}  {r['description'] or '-'}" + ("  [cloudsh]" if r["cloudsh"] else "")
+        for r in rec["ssh_rules"]
+    ] or ["nowhere (no rule lets port 22 in)"]))
+    sections.append(("Jobs", [
+        f"{j['id']}  {j['state']}  {j['script']}" + (f"  results in {j['local_dir']}" if j.get("local_dir") else "")
+        for j in rec["jobs"]
+    ] or ["none"]))
+    if rec.get("tunnels") is not None:
+        sections.append(("Tunnels", [f"{t['url']} -> :{t['remote_port']}  {t.get('status', '')}".rstrip()
+                                     for t in rec["tunnels"]] or ["none open from here"]))
+    tags = [f"{k}={v}" for k, v in rec["tags"].items() if not k.startswith(JOB_TAG_PREFIX)]
+    sections.append(("Tags", tags or ["none"]))
+    if rec.get("notes"):
+        sections.append(("Not known", list(rec["notes"])))
+    return sections

@@ -220,23 +220,32 @@ async def _sh(backend: Backend, host: HostInfo, command: str) -> tuple[int, str,
     return result.exit_status, result.stdout, result.stderr
 
 
-async def _find_device(backend: Backend, host: HostInfo, vol: Volume, *, timeout: float = 60) -> dict[str, Any]:
-    """The block device of `vol` on the box: NVMe serial = volume id without '-' on Nitro
-    types; on Xen types the name follows the attach device (/dev/sdf -> xvdf). Its
-    "others" entry lists the box's other devices."""
-    serial = vol.id.replace("-", "")
+async def block_devices(backend: Backend, host: HostInfo) -> list[dict[str, Any]]:
+    """The box's disks as `lsblk -J` lists them (name, serial, fstype, uuid, mountpoint)."""
+    status, out, err = await _sh(backend, host, "lsblk -J -d -o NAME,SERIAL,FSTYPE,UUID,MOUNTPOINT")
+    if status != 0:
+        raise CloudshError(f"cannot list block devices on the box: {err.strip() or out.strip()}", "check that `lsblk` works there")
+    try:
+        return list(json.loads(out).get("blockdevices", []))
+    except (ValueError, AttributeError):
+        return []
+
+
+def is_device_of(dev: dict[str, Any], vol: Volume) -> bool:
+    """Whether a disk `lsblk` lists is `vol`: its NVMe serial is the volume id without '-'
+    on Nitro types; on Xen types its name follows the attach device (/dev/sdf -> xvdf)."""
     xen = "xvd" + (vol.device or "")[-1:] if vol.device else ""
+    return (dev.get("serial") or "").replace("-", "") == vol.id.replace("-", "") or bool(xen and dev.get("name") == xen)
+
+
+async def _find_device(backend: Backend, host: HostInfo, vol: Volume, *, timeout: float = 60) -> dict[str, Any]:
+    """The block device of `vol` on the box (`is_device_of`), once it shows up. Its
+    "others" entry lists the box's other devices."""
     deadline = time.monotonic() + timeout
     while True:
-        status, out, err = await _sh(backend, host, "lsblk -J -d -o NAME,SERIAL,FSTYPE,UUID,MOUNTPOINT")
-        if status != 0:
-            raise CloudshError(f"cannot list block devices on the box: {err.strip() or out.strip()}", "check that `lsblk` works there")
-        try:
-            devices = json.loads(out).get("blockdevices", [])
-        except ValueError:
-            devices = []
+        devices = await block_devices(backend, host)
         for dev in devices:
-            if (dev.get("serial") or "").replace("-", "") == serial or (xen and dev.get("name") == xen):
+            if is_device_of(dev, vol):
                 return {**dev, "others": [d for d in devices if d is not dev]}
         if time.monotonic() > deadline:
             raise CloudshError(f"{vol.id} is attached but no device with its id shows up on the box", "try `lsblk` on the box")

@@ -33,10 +33,12 @@ from cloudsh.commands.registry import REGISTRY, Context
 from cloudsh.config import Settings
 from cloudsh.errors import CloudshError, Declined, UsageError
 from cloudsh.tui import data, money
+from cloudsh.tui.box import BoxScreen
 from cloudsh.tui.handoff import Handoff, SuspendHandoff
 from cloudsh.tui.hangup import leave_when_terminal_gone
+from cloudsh.tui.help import help_sections
 from cloudsh.tui.host import AppHost
-from cloudsh.tui.instances import InstanceActions, InstancesPane, InstancesTable
+from cloudsh.tui.instances import BoxWanted, InstanceActions, InstancesPane, InstancesTable
 from cloudsh.tui.jobs import JobsPoller, JobsScreen
 from cloudsh.tui.messages import (
     ActionFinished,
@@ -58,7 +60,7 @@ from cloudsh.tui.runner import CommandRunner
 from cloudsh.tui.screens import ConfirmScreen, HelpScreen, RegionScreen, TunnelsScreen
 from cloudsh.tui.state import AppState
 from cloudsh.tui.tunnels import TunnelManager
-from cloudsh.tui.volumes import StorageActions, StorageTable, VolumesPane
+from cloudsh.tui.volumes import StorageActions, VolumesPane
 
 if TYPE_CHECKING:
     # boto3 costs ~130 ms to import: the frame paints before any of it loads.
@@ -71,7 +73,6 @@ from cloudsh.tui.widgets import (
     CommandSubmitted,
     HintChanged,
     PricesPane,
-    PricesTable,
     StatusBar,
     TypeHighlighted,
 )
@@ -142,6 +143,7 @@ class CloudshApp(AppHost):
         self.jobs_poller: JobsPoller = JobsPoller(self)
         self.runner = CommandRunner(self)
         self._spot_cache: dict[str, list[float]] = {}
+        self.set_keymap(dict(self.settings.keys))  # the user's keys, by binding id (see `?`)
 
     # -- layout ------------------------------------------------------------------
 
@@ -158,6 +160,8 @@ class CloudshApp(AppHost):
         yield Footer()
 
     def on_mount(self) -> None:
+        if (theme := data.load_theme(self.settings.state_dir)) in self.available_themes:
+            self.theme = theme  # as picked last time (the palette's theme chooser)
         self.main(InstancesPane).border_title = "Instances"
         self.main(PricesPane).border_title = "Prices"
         self.main(PricesPane).clock = self.clock
@@ -510,21 +514,17 @@ class CloudshApp(AppHost):
         row = self.main(InstancesPane).highlighted()
         self.push_screen(TunnelsScreen(self.tunnels, row.label if row else None))
 
+    def watch_theme(self, theme: str) -> None:
+        data.save_theme(self.settings.state_dir, theme)
+
+    def on_box_wanted(self, message: BoxWanted) -> None:
+        self.push_screen(BoxScreen(message.row))
+
     def action_command_line(self) -> None:
         self.main(CommandLine).focus()
 
     def action_help(self) -> None:
-        keys = [(b.key_display or b.key, b.description) for b in self._all_bindings() if b.description]
-        self.push_screen(HelpScreen(keys, REGISTRY.help_text()))
-
-    def _all_bindings(self) -> list[Binding]:
-        out: list[Binding] = []
-        for cls in (CloudshApp, InstancesTable, InstancesPane, PricesTable, StorageTable, VolumesPane, CommandLine):
-            for b in Binding.make_bindings(cls.BINDINGS):
-                if b.id != "freeze" or "freeze" in REGISTRY.commands:
-                    out.append(b)
-        extra = [("tab", "Next pane"), ("shift+tab", "Previous pane"), ("ctrl+p", "Command palette"), ("j/k ↑/↓", "Move")]
-        return out + [Binding(k, "", d) for k, d in extra]
+        self.push_screen(HelpScreen(help_sections(self), REGISTRY.help_text()))
 
     def action_region(self) -> None:
         if self.backend is None:

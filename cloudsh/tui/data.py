@@ -112,3 +112,26 @@ def save_listing(cache_dir: Path, label: str, records: list[dict[str, Any]]) -> 
         tmp.replace(path)
     except OSError:
         pass  # a cache is an optimisation; never fail the app over it
+
+
+def theme_path(state_dir: Path) -> Path:
+    return state_dir / "tui-theme"
+
+
+def load_theme(state_dir: Path) -> str:
+    """The theme picked last time (Textual's theme chooser, in the command palette); "" if none."""
+    try:
+        return theme_path(state_dir).read_text().strip()
+    except OSError:
+        return ""
+
+
+def save_theme(state_dir: Path, theme: str) -> None:
+    """Remember the theme for the next start (written only when it changed)."""
+    if theme == load_theme(state_dir):
+        return
+    try:
+        state_dir.mkdir(parents=True, exist_ok=True)
+        theme_path(state_dir).write_text(theme + "\n")
+    except OSError:
+        pass  # remembering the theme is a nicety; never fail the app over it

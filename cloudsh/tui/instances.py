@@ -13,12 +13,14 @@ import asyncio
 import contextlib
 import functools
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Vertical
+from textual.message import Message
 from textual.reactive import reactive
 from textual.widgets import Input, Static
 
@@ -199,7 +201,21 @@ class InstancesTable(LineTable):
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("j", "cursor_down", "Down", show=False),
         Binding("k", "cursor_up", "Up", show=False),
+        # Enter only, not a click: a click highlights a row, as everywhere else in the app.
+        Binding("enter", "open_box", "Box view", id="box_view", show=False,
+                tooltip="Everything about the highlighted box, with its keys"),
     ]
+
+    def action_open_box(self) -> None:
+        if isinstance(self.parent, InstancesPane):
+            self.parent.action_open_box()
+
+
+@dataclass
+class BoxWanted(Message):
+    """Enter on a box: the app opens its box view (`tui/box.py`)."""
+
+    row: InstanceRow
 
 
 class InstancesPane(Vertical):
@@ -314,6 +330,10 @@ class InstancesPane(Vertical):
     def action_ipython(self) -> None:
         self.actions.ipython(self.highlighted())
 
+    def action_open_box(self) -> None:
+        if row := self._row():
+            self.post_message(BoxWanted(row))
+
     def action_filter(self) -> None:
         box = self.query_one("#instances-filter", Input)
         box.remove_class("hidden")
@@ -344,4 +364,4 @@ class InstancesPane(Vertical):
             self.table.focus()
 
 
-__all__ = ["InstanceActions", "InstancesPane", "InstancesTable", "instance_fields"]
+__all__ = ["BoxWanted", "InstanceActions", "InstancesPane", "InstancesTable", "instance_fields"]

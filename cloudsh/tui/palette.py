@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 
 #: (action, title, help) — the same actions as the keys in the footer.
 ACTIONS = (
+    ("open_box", "Box view of the highlighted box", "everything about it; copy its address or ssh command"),
     ("connect", "Connect to the highlighted box (ssh)", "suspend the app and open an SSH session"),
     ("tunnel", "Tunnel port 8888 of the highlighted box", "Jupyter at http://localhost:8888/"),
     ("tunnels", "Show tunnels", "open port forwards, close one, add another"),

@@ -234,20 +234,28 @@ class TunnelsScreen(ModalScreen[None]):
 class HelpScreen(ModalScreen[None]):
     BINDINGS: ClassVar[list[BindingType]] = [Binding("escape,q,question_mark", "close", "Close", id="help_close")]
 
-    def __init__(self, keys: Sequence[tuple[str, str]], commands: str) -> None:
+    def __init__(self, sections: Sequence[tuple[str, Sequence[tuple[str, str, str]]]], commands: str) -> None:
         super().__init__()
-        self.keys = keys
+        self.sections = sections  # (title, [(keys, what they do, name in the `keys` setting)])
         self.commands = commands
 
     def compose(self) -> ComposeResult:
-        width = max(len(k) for k, _ in self.keys)
-        keys = "\n".join(f"  {k.ljust(width)}  {d}" for k, d in self.keys)
+        width = max(len(k) for _, keys in self.sections for k, _, _ in keys)
+        said = max(len(d) for _, keys in self.sections for _, d, _ in keys)
+        text = Text()
+        for title, keys in self.sections:
+            text.append(f"{title}\n", style="bold")
+            for k, d, name in keys:
+                text.append(f"  {k.ljust(width)}  {d.ljust(said)}  ")
+                text.append(f"{name}\n", style="dim")
+            text.append("\n")
+        text.append("Keys are yours to change: [cloudsh.keys] in config.toml, by the dim names.\n\n", style="dim")
+        text.append("Commands", style="bold")
+        text.append(" (type ")
+        text.append(":", style="bold")
+        text.append(f" then one of these)\n{self.commands}")
         with Vertical(id="dialog", classes="help"):
-            yield Static(
-                f"[b]Keys[/b]\n{keys}\n\n[b]Commands[/b] (type [b]:[/b] then one of these)\n{self.commands}",
-                id="help-text",
-                markup=True,
-            )
+            yield Static(text, id="help-text")
 
     def action_close(self) -> None:
         self.dismiss(None)

@@ -210,3 +210,8 @@ async def running_jobs(backend: Backend, insts: Sequence[Instance]) -> list[Job]
     if not ids:
         return []
     return [j for j in await record_states(backend, only=ids) if j.state in ("running", "starting")]
+
+
+async def box_jobs(backend: Backend, inst: Instance) -> list[Job]:
+    """The jobs of one box, as `list_jobs` sees them (asking the box if it runs). Writes nothing."""
+    return [s.job for s in await _survey(backend, [inst])]
