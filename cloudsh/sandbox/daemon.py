@@ -95,6 +95,7 @@ class Daemon:
         self.capacity.subscribe(self._capacity_raised)
         self.quotas: dict[str, tuple[str, float]] = {}  # quota code -> (name, vCPUs), set with moto
         self.no_default_vpc = False  # CLOUDSH_SANDBOX_NO_DEFAULT_VPC (vpcs.py)
+        self.deny_instance_connect = False  # CLOUDSH_SANDBOX_INSTANCE_CONNECT=deny (instance_connect.py)
         self.timing = Timing()  # CLOUDSH_SANDBOX_TIMING (timing.py)
         self.regions: Any = None  # regions.RegionLayer: each request's region
         self._changed_at = 0.0  # when a request last changed the cloud, 0 once saved (persist.py)
@@ -127,6 +128,7 @@ class Daemon:
         from cloudsh.sandbox import addresses, vpcs
         from cloudsh.sandbox.capacity import CapacityLayer
         from cloudsh.sandbox.consistency import ConsistencyLayer
+        from cloudsh.sandbox.instance_connect import InstanceConnectLayer
         from cloudsh.sandbox.moto_app import SandboxEc2App
         from cloudsh.sandbox.storage import StorageLayer
         from cloudsh.sandbox.timing import TimingLayer
@@ -157,7 +159,11 @@ class Daemon:
             raise
         self._socket = sock
         self.port = sock.getsockname()[1]
-        layer = regions.RegionLayer(ConsistencyLayer(app, self.consistency_s), self._publish_images, self._changed)
+        connect = InstanceConnectLayer(
+            ConsistencyLayer(app, self.consistency_s), self.ec2_backend, self._push_key,
+            deny=self.deny_instance_connect,
+        )
+        layer = regions.RegionLayer(connect, self._publish_images, self._changed)
         self.regions = layer
         self._server = make_server(
             "127.0.0.1", self.port, layer, threaded=True,
@@ -167,6 +173,11 @@ class Daemon:
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
         self._thread.start()
         layer.prepare(regions.DEFAULT)
+
+    def _push_key(self, iid: str, user: str, key_line: str, seconds: float) -> None:
+        box = self.boxes.get(iid)
+        if box is not None:
+            box.push_key(user, key_line, seconds)
 
     def console_host_key(self, iid: str) -> str | None:
         """The box's host key once cloud-init has printed it to the console: `console_s`
@@ -546,6 +557,7 @@ def main(argv: list[str] | None = None) -> int:
     sandbox_dir.mkdir(parents=True, exist_ok=True)
     daemon = Daemon(sandbox_dir, args.port, boot_s, consistency_s, console_s)
     daemon.no_default_vpc = settings.sandbox_no_default_vpc not in ("", "0")
+    daemon.deny_instance_connect = settings.sandbox_instance_connect == "deny"
     try:
         daemon.timing = timing.parse(settings.sandbox_timing)
     except ValueError as exc:
