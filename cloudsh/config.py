@@ -71,9 +71,6 @@ class Settings:
     sandbox_no_default_vpc: str = ""
     """Sandbox: `1` plays an account without a default VPC (env `CLOUDSH_SANDBOX_NO_DEFAULT_VPC`;
     read by the daemon at start)."""
-    sandbox_instance_connect: str = ""
-    """Sandbox: `deny` refuses EC2 Instance Connect as IAM refuses a user without
-    `ec2-instance-connect:SendSSHPublicKey` (env `CLOUDSH_SANDBOX_INSTANCE_CONNECT`)."""
 
     @property
     def sandbox_path(self) -> Path:

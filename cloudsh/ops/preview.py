@@ -161,7 +161,7 @@ async def _on_box(backend: Backend, inst: Instance) -> tuple[tuple[str, ...], tu
     running = sorted(j for j, s in (status or {}).items() if isinstance(s, dict) and s.get("state") == "running")
     for j in running:
         writing = [p for p in short if p.startswith(f"~/{JOBS_DIR}/{j}/")
-                   or (jobs.get(j) and jobs[j].remote_dir and _under(p, jobs[j].remote_dir))]
+                   or (jobs.get(j) and jobs[j].remote_dir and _under(p, jobs[j].remote_dir, home))]
         lines.append(f"job {j} is running, writing " + (", ".join(writing) or "nothing open yet"))
     others = [p for p in short if not any(p in line for line in lines)]
     if others:
@@ -171,7 +171,9 @@ async def _on_box(backend: Backend, inst: Instance) -> tuple[tuple[str, ...], tu
     return counted, tuple(lines + unsynced)
 
 
-def _under(path: str, remote_dir: str) -> bool:
+def _under(path: str, remote_dir: str, home: str) -> bool:
+    """Whether `path` (home written as ~) lies under the job's sync dir (as given or absolute)."""
     base = remote_dir.rstrip("/")
+    base = "~" + base[len(home):] if base.startswith(home + "/") else base
     base = base if base.startswith(("~", "/")) else "~/" + base
     return path.startswith(base + "/")

@@ -187,6 +187,8 @@ async def lend_key(backend: Backend, inst: Instance, user: str) -> None:
     try:
         await backend.ec2.send_ssh_public_key(inst.id, user, public, inst.az)
     except AWSError as exc:
+        if exc.code not in ("AccessDenied", "AccessDeniedException", "AuthException"):
+            raise
         raise AWSError(
             f"{inst.label} takes only key pair {inst.key_name}, whose private key is not on this machine, "
             f"and EC2 Instance Connect is not allowed here ({exc.message})",

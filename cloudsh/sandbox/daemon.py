@@ -95,7 +95,6 @@ class Daemon:
         self.capacity.subscribe(self._capacity_raised)
         self.quotas: dict[str, tuple[str, float]] = {}  # quota code -> (name, vCPUs), set with moto
         self.no_default_vpc = False  # CLOUDSH_SANDBOX_NO_DEFAULT_VPC (vpcs.py)
-        self.deny_instance_connect = False  # CLOUDSH_SANDBOX_INSTANCE_CONNECT=deny (instance_connect.py)
         self.timing = Timing()  # CLOUDSH_SANDBOX_TIMING (timing.py)
         self.regions: Any = None  # regions.RegionLayer: each request's region
         self._changed_at = 0.0  # when a request last changed the cloud, 0 once saved (persist.py)
@@ -159,10 +158,7 @@ class Daemon:
             raise
         self._socket = sock
         self.port = sock.getsockname()[1]
-        connect = InstanceConnectLayer(
-            ConsistencyLayer(app, self.consistency_s), self.ec2_backend, self._push_key,
-            deny=self.deny_instance_connect,
-        )
+        connect = InstanceConnectLayer(ConsistencyLayer(app, self.consistency_s), self.ec2_backend, self._push_key)
         layer = regions.RegionLayer(connect, self._publish_images, self._changed)
         self.regions = layer
         self._server = make_server(
@@ -557,7 +553,6 @@ def main(argv: list[str] | None = None) -> int:
     sandbox_dir.mkdir(parents=True, exist_ok=True)
     daemon = Daemon(sandbox_dir, args.port, boot_s, consistency_s, console_s)
     daemon.no_default_vpc = settings.sandbox_no_default_vpc not in ("", "0")
-    daemon.deny_instance_connect = settings.sandbox_instance_connect == "deny"
     try:
         daemon.timing = timing.parse(settings.sandbox_timing)
     except ValueError as exc:

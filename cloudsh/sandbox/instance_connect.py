@@ -6,9 +6,8 @@ The service speaks AWS's JSON protocol (`X-Amz-Target: AWSEC2InstanceConnectServ
 so this layer answers it before the EC2 query layers see the request. Errors are the
 service's own (API reference, SendSSHPublicKey, Errors): EC2InstanceNotFoundException,
 EC2InstanceStateInvalidException ("Connecting to a stopped or terminated instance is not
-supported"), InvalidArgsException. With `CLOUDSH_SANDBOX_INSTANCE_CONNECT=deny` every call
-is refused with AccessDeniedException, as IAM refuses a user without
-`ec2-instance-connect:SendSSHPublicKey`.
+supported"), InvalidArgsException. The sandbox's one account may call it; an IAM refusal
+(AccessDeniedException) is played at the edge in tests.
 """
 
 from __future__ import annotations
@@ -28,14 +27,10 @@ class InstanceConnectLayer:
     """Answers SendSSHPublicKey; hands every other request on. `push(instance_id, user,
     key_line, seconds)` makes the box's SSH server accept the key for that long."""
 
-    def __init__(
-        self, app: WsgiApp, backend: Callable[[], Any], push: Callable[[str, str, str, float], None],
-        *, deny: bool = False,
-    ) -> None:
+    def __init__(self, app: WsgiApp, backend: Callable[[], Any], push: Callable[[str, str, str, float], None]) -> None:
         self.app = app
         self.backend = backend
         self.push = push
-        self.deny = deny
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         if environ.get("HTTP_X_AMZ_TARGET") != TARGET:
@@ -55,17 +50,13 @@ class InstanceConnectLayer:
 
     def _send(self, body: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         iid, user, key = body.get("InstanceId", ""), body.get("InstanceOSUser", ""), body.get("SSHPublicKey", "")
-        if self.deny:
-            return _error("403 Forbidden", "AccessDeniedException",
-                          "User is not authorized to perform: ec2-instance-connect:SendSSHPublicKey "
-                          f"on resource: instance/{iid}")
         if not iid or not user or len(key.split()) < 2:
             return _error("400 Bad Request", "InvalidArgsException", "One of the parameters is not valid.")
         inst = self.backend().get_instance_by_id(iid) if iid.startswith("i-") else None
         if inst is None:
             return _error("400 Bad Request", "EC2InstanceNotFoundException", "The specified instance was not found.")
         az = body.get("AvailabilityZone")
-        if az and az != inst.placement:
+        if az and az != inst.placement.zone:
             return _error("400 Bad Request", "EC2InstanceNotFoundException", "The specified instance was not found.")
         if inst.state != "running":
             return _error("400 Bad Request", "EC2InstanceStateInvalidException",
