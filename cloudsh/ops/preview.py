@@ -41,11 +41,6 @@ class Loss:
     #: files, jobs without --sync, checks a stopped box cannot answer.
     stays: tuple[str, ...] = ()
 
-    @property
-    def loses_results(self) -> bool:
-        """Whether work is lost that `terminate --yes` from a script must not throw away unasked."""
-        return bool(self.results_not_home or self.stays)
-
     def lost(self) -> list[str]:
         """One line per thing that cannot come home (said on stderr under --yes)."""
         out = [f"results not yet home: {r}" for r in self.results_not_home] + list(self.stays)
