@@ -13,9 +13,11 @@ Copied by cloudsh to `~/.cloudsh/jobs/agent.py` on the box and run there with th
                                 stopped, with CLOUDSH_RESUME=1: no laptop needed
     supervise ID [--resume]     (the detached supervisor itself) run the script, poll the
                                 spot interruption notice, record the end
-    list DIR [--save NAME]      files under DIR not held open for writing, for the copy home;
+    list DIR [--save NAME] [--brief]
+                                files under DIR not held open for writing, for the copy home;
                                 `--save` also writes their names (NUL-separated) to
-                                ~/.cloudsh/jobs/.files-NAME, rsync's list when all are copied
+                                ~/.cloudsh/jobs/.files-NAME, rsync's list when all are copied;
+                                `--brief` answers only how many were listed and are open
     logs ID [--follow]          the job's output (followed until the supervisor exits)
     stop ID [--wait S] [--pause]
                                 SIGTERM the script's process group, wait for the end;
@@ -494,6 +496,8 @@ def main(argv: list[str]) -> int:
         name = _option(args, "--save")
         if name is not None:
             answer["saved"] = save_list(name, [f[0] for f in answer["files"]])
+        if "--brief" in args:  # said within rsync's own call (on stderr): counts only
+            answer = {"listed": len(answer["files"]), "open": answer.get("open", 0)}
     elif cmd == "open":
         answer = open_under(args[0])
     elif cmd == "stop":
