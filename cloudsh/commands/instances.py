@@ -164,6 +164,9 @@ async def terminate(ctx: Context, a: argparse.Namespace) -> int:
     gone = [i for i in insts if i.state == "terminated"]
     if gone:
         raise UsageError(f"{gone[0].label} is already terminated", "nothing to do")
+    what = "terminate " + ", ".join(i.label for i in insts)
+    if not a.yes and ctx.confirm is None:
+        await ctx.confirmed("", yes=False, what=what)  # refused in one line, before anything is copied
     await bring_home(ctx.backend, insts, progress=ctx.out.info)
     losses = await terminate_preview(ctx.backend, insts)
     lost = [line for loss in losses for line in loss.lost()]
@@ -177,7 +180,7 @@ async def terminate(ctx: Context, a: argparse.Namespace) -> int:
                 "bring them home first (`cloudsh sync`, or wait for the jobs), or add --discard-results to lose them",
             )
     question = "Terminate " + "\n".join(loss.describe() for loss in losses) + "\nThis cannot be undone. Terminate?"
-    await ctx.confirmed(question, yes=a.yes, what="terminate " + ", ".join(i.label for i in insts))
+    await ctx.confirmed(question, yes=a.yes, what=what)
     await ops.terminate(ctx.backend, insts, by_id=a.names, progress=ctx.out.info)
     for inst in insts:
         ctx.out.print(f"{inst.label} terminated")
