@@ -16,7 +16,7 @@ Copied by cloudsh to `~/.cloudsh/jobs/agent.py` on the box and run there with th
     list DIR [--save NAME] [--brief]
                                 files under DIR not held open for writing, for the copy home;
                                 `--save` also writes their names (NUL-separated) to
-                                ~/.cloudsh/jobs/.files-NAME, rsync's list when all are copied;
+                                ~/.cloudsh/jobs/.files-NAME, a first copy's list for rsync;
                                 `--brief` answers only how many were listed and are open
     logs ID [--follow]          the job's output (followed until the supervisor exits)
     stop ID [--wait S] [--pause]

@@ -151,16 +151,11 @@ def _ssh_config(backend: Backend, host: HostInfo) -> Path:
     return path
 
 
-async def _file_list(
-    backend: Backend, host: HostInfo, files: Sequence[str], saved: str | None
-) -> tuple[str, str | None]:
-    """rsync's --files-from for `files` (NUL-separated): the list the agent saved on the box
-    while listing when every listed file is to be copied (no round trip); else a local file
-    for a few names, a file on the box for many, because rsync forwards a local list to the
-    box name by name (5,000 names: 2.6 s against 1.0 s from a list on the box). Returns the
-    option and the box's path to remove afterwards."""
-    if saved is not None:
-        return f"--files-from=:{saved}", None  # the agent removes it on a later pass
+async def _file_list(backend: Backend, host: HostInfo, files: Sequence[str]) -> tuple[str, str | None]:
+    """rsync's --files-from for `files` (NUL-separated): a local file for a few names, a
+    file on the box for many, because rsync forwards a local list to the box name by name
+    (5,000 names: 2.6 s against 1.0 s from a list on the box). Returns the option and the
+    box's path to remove afterwards."""
     data = b"\0".join(os.fsencode(p) for p in files)
     if len(files) > REMOTE_LIST_AT:
         path = f"{JOBS_DIR}/.files-{uuid.uuid4().hex[:8]}"
@@ -172,11 +167,9 @@ async def _file_list(
     return f"--files-from={f.name}", None
 
 
-async def _rsync(
-    backend: Backend, host: HostInfo, remote: str, local: Path, files: Sequence[str], saved: str | None = None
-) -> list[str]:
+async def _rsync(backend: Backend, host: HostInfo, remote: str, local: Path, files: Sequence[str]) -> list[str]:
     config = _ssh_config(backend, host)
-    files_from, on_box = await _file_list(backend, host, files, saved)
+    files_from, on_box = await _file_list(backend, host, files)
     try:
         argv = [
             # -I: every listed file differs (by size or ns time), so none is skipped by
@@ -215,8 +208,7 @@ async def _rsync(
         return []
     finally:
         if on_box is None:
-            if saved is None:
-                os.unlink(files_from.partition("=")[2])
+            os.unlink(files_from.partition("=")[2])
         else:
             with contextlib.suppress(CloudshError):
                 await backend.ssh.run(host, f"rm -f {on_box}", timeout=15)
@@ -259,9 +251,7 @@ def _local_files(local: Path) -> list[str]:
     return out
 
 
-async def _sftp(
-    backend: Backend, host: HostInfo, remote: str, local: Path, files: Sequence[str], saved: str | None = None
-) -> list[str]:
+async def _sftp(backend: Backend, host: HostInfo, remote: str, local: Path, files: Sequence[str]) -> list[str]:
     copied = []
     for rel in files:
         target = local / rel
@@ -305,7 +295,7 @@ async def sync_job(
                 if came:
                     progress(f"{full}: {len(came)} file{'s' if len(came) != 1 else ''} home in {local}")
                 return SyncResult(full, local, tuple(came), still_open, "rsync")
-    listing = await call_agent(backend, host, f"list {shlex.quote(tag.remote_dir)} --save {uuid.uuid4().hex[:8]}")
+    listing = await call_agent(backend, host, f"list {shlex.quote(tag.remote_dir)}")
     if listing.get("error"):
         raise CloudshError(f"cannot list {tag.remote_dir} on {inst.label}: {listing['error']}", "")
     remote = str(listing["dir"])
@@ -326,8 +316,7 @@ async def sync_job(
         for rel in kept:
             progress(f"{full}: {shown(rel)} was edited here; kept as {shown(rel)}{LOCAL_EDITED}")
         copy = _rsync if use_rsync else _sftp
-        whole = len(todo) == len(files) and listing.get("saved")
-        await copy(backend, host, remote, local, todo, str(listing["saved"]) if whole else None)
+        await copy(backend, host, remote, local, todo)
         wanted = {r: (s, m) for r, s, m in files}
         for rel in todo:
             with contextlib.suppress(OSError):
