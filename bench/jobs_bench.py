@@ -197,7 +197,7 @@ def main() -> None:
         print(f"jobs: spot notice -> SIGTERM to the job, {len(react)} interruptions: "
               f"median {statistics.median(react):.2f} s, max {max(react):.2f} s "
               f"(target < 10 s; dstack users report 2-20 min)")
-        subprocess.run([sys.executable, "-m", "cloudsh", "terminate", "bench", "--yes"], env=env,
+        subprocess.run([sys.executable, "-m", "cloudsh", "terminate", "bench", "--yes", "--discard-results"], env=env,
                        capture_output=True, stdin=subprocess.DEVNULL)
 
 

@@ -75,7 +75,7 @@ def spot(sandbox: Sandbox) -> Iterator[str]:
     name = f"spot-{uuid.uuid4().hex[:6]}"
     ok("launch", name, "--type", "t3a.micro", "--spot")  # a type of its own: its capacity is played with
     yield name
-    cloudsh("terminate", name, "--yes")
+    cloudsh("terminate", name, "--yes", "--discard-results")
 
 
 def test_metadata_needs_a_token_and_has_no_notice_by_default(sandbox: Sandbox, spot: str) -> None:

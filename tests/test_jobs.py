@@ -67,7 +67,7 @@ def box(sandbox: Sandbox) -> Iterator[str]:
     name = f"jobs-{uuid.uuid4().hex[:6]}"
     ok("launch", name, "--type", "t3.micro")
     yield name
-    cloudsh("terminate", name, "--yes")
+    cloudsh("terminate", name, "--yes", "--discard-results")
 
 
 def test_results_come_home_while_the_script_runs(box: str, tmp_path: Path) -> None:
@@ -252,7 +252,7 @@ def test_a_job_on_a_terminated_box_is_lost(sandbox: Sandbox, tmp_path: Path) -> 
     script = _write(tmp_path / "forever.sh", "#!/bin/sh\nwhile true; do sleep 1; done\n")
     job_id = ok("script", name, str(script)).strip()
     assert _jobs()[job_id]["state"] == "running"
-    ok("terminate", name, "--yes")
+    ok("terminate", name, "--yes", "--discard-results")
     assert _jobs()[job_id]["state"] == "lost"
 
 

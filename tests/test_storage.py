@@ -32,7 +32,7 @@ def boxes(sandbox: Sandbox) -> Iterator[dict[str, str]]:
     for name in names.values():
         ok("launch", name, "--type", "t3.micro")
     yield names
-    cloudsh("terminate", *names.values(), "--yes")
+    cloudsh("terminate", *names.values(), "--yes", "--discard-results")
 
 
 def test_file_in_frozen_home_is_in_a_box_launched_from_the_image(boxes: dict[str, str]) -> None:

@@ -163,7 +163,9 @@ def _with(screen_factory: Any) -> Any:
 def test_confirm_terminate(snap_compare: Any) -> None:
     train = Instance("i-0a1b2c3d4e5f60002", "train", "g5.xlarge", "running", "spot", spot_request_id="sir-1",
                      tags={TAG_MANAGED: "1"})  # a box cloudsh launched
-    loss = Loss(train, ("train (200 GB)",), (), results_not_home=("train-ae81 (6 files)",), instance_store_gb=250)
+    loss = Loss(train, ("train (200 GB)",), (), results_not_home=("train-ae81 (6 files)",), instance_store_gb=250,
+                disk_backups=(("root disk train", None),),
+                stays=("job train-b2c4 is running, writing ~/out/metrics.csv",))
     question = "Terminate " + loss.describe() + "\nThis cannot be undone. Terminate?"
     assert snap_compare(make_app(), terminal_size=(100, 30), run_before=_with(lambda app: ConfirmScreen(question)))
 

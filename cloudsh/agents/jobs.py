@@ -13,7 +13,11 @@ Copied by cloudsh to `~/.cloudsh/jobs/agent.py` on the box and run there with th
                                 stopped, with CLOUDSH_RESUME=1: no laptop needed
     supervise ID [--resume]     (the detached supervisor itself) run the script, poll the
                                 spot interruption notice, record the end
-    list DIR                    files under DIR not held open for writing, for the copy home
+    list DIR [--save NAME] [--brief]
+                                files under DIR not held open for writing, for the copy home;
+                                `--save` also writes their names (NUL-separated) to
+                                ~/.cloudsh/jobs/.files-NAME, a first copy's list for rsync;
+                                `--brief` answers only how many were listed and are open
     logs ID [--follow]          the job's output (followed until the supervisor exits)
     stop ID [--wait S] [--pause]
                                 SIGTERM the script's process group, wait for the end;
@@ -411,6 +415,24 @@ def listing(path: str) -> State:
     return {"dir": root, "files": files, "open": still_open, "rsync": has_rsync}
 
 
+#: A saved file list older than this is a pass that ended long ago: removed.
+LIST_KEEP_S = 600.0
+
+
+def save_list(name: str, names: list[str]) -> str:
+    """Write `names` NUL-separated to `.files-NAME` beside the jobs (rsync's --files-from, read
+    on this box), drop lists left by old passes; returns its path relative to home."""
+    for old in os.listdir(JOBS) if os.path.isdir(JOBS) else []:
+        path = os.path.join(JOBS, old)
+        with contextlib.suppress(OSError):
+            if old.startswith(".files-") and time.time() - os.stat(path).st_mtime > LIST_KEEP_S:
+                os.unlink(path)
+    path = os.path.join(JOBS, ".files-" + os.path.basename(name))
+    with open(path, "wb") as f:
+        f.write(b"\0".join(os.fsencode(n) for n in names))
+    return os.path.relpath(path, HOME)
+
+
 def open_under(path: str) -> list[str]:
     """Files under `path` (a mount point, say) that some process holds open for writing."""
     root = os.path.realpath(os.path.expanduser(path)).rstrip("/") + "/"
@@ -471,6 +493,11 @@ def main(argv: list[str]) -> int:
         answer = archive(args[0])
     elif cmd == "list":
         answer = listing(args[0])
+        name = _option(args, "--save")
+        if name is not None:
+            answer["saved"] = save_list(name, [f[0] for f in answer["files"]])
+        if "--brief" in args:  # said within rsync's own call (on stderr): counts only
+            answer = {"listed": len(answer["files"]), "open": answer.get("open", 0)}
     elif cmd == "open":
         answer = open_under(args[0])
     elif cmd == "stop":

@@ -18,7 +18,7 @@ from cloudsh.commands.views import (
     money,
     table,
 )
-from cloudsh.errors import CapacityError, UsageError
+from cloudsh.errors import CapacityError, ConfirmationRefused, UsageError
 from cloudsh.models import INTERRUPTED_HINT, Instance
 
 if TYPE_CHECKING:
@@ -175,21 +175,37 @@ async def stop(ctx: Context, a: argparse.Namespace) -> int:
 
 @command(
     "terminate",
-    "Terminate instances for good (asks first, listing what will be lost).",
+    "Terminate instances for good: pulls home every job's results it can, then asks, listing what will be lost.",
     arg("names", nargs="+", kind="instance", metavar="NAME"),
+    arg("--discard-results", flag=True,
+        help="with --yes and no terminal: go ahead even though results cannot come home (they are lost)"),
     destructive=True,
 )
 async def terminate(ctx: Context, a: argparse.Namespace) -> int:
     from cloudsh.ops import instances as ops
-    from cloudsh.ops.preview import terminate_preview
+    from cloudsh.ops.preview import bring_home, terminate_preview
 
     insts = await find_all(ctx, a.names, "terminate", destructive=True)
     gone = [i for i in insts if i.state == "terminated"]
     if gone:
         raise UsageError(f"{gone[0].label} is already terminated", "nothing to do")
+    what = "terminate " + ", ".join(i.label for i in insts)
+    if not a.yes and ctx.confirm is None:
+        await ctx.confirmed("", yes=False, what=what)  # refused in one line, before anything is copied
+    await bring_home(ctx.backend, insts, progress=ctx.out.info)
     losses = await terminate_preview(ctx.backend, insts)
+    lost = [line for loss in losses for line in loss.lost()]
+    if a.yes:
+        for line in lost:
+            ctx.out.info(line)
+        if lost and ctx.confirm is None and not a.discard_results:
+            raise ConfirmationRefused(
+                f"refusing to terminate {', '.join(i.label for i in insts)}: {len(lost)} thing"
+                f"{'s' if len(lost) != 1 else ''} cannot come home (each said above)",
+                "bring them home first (`cloudsh sync`, or wait for the jobs), or add --discard-results to lose them",
+            )
     question = "Terminate " + "\n".join(loss.describe() for loss in losses) + "\nThis cannot be undone. Terminate?"
-    await ctx.confirmed(question, yes=a.yes, what="terminate " + ", ".join(i.label for i in insts))
+    await ctx.confirmed(question, yes=a.yes, what=what)
     await ops.terminate(ctx.backend, insts, by_id=a.names, progress=ctx.out.info)
     for inst in insts:
         ctx.out.print(f"{inst.label} terminated")

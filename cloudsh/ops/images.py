@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Collection, Sequence
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -196,20 +196,3 @@ async def delete_image(backend: Backend, plan: ImageDeletion, *, progress: Progr
     for snap in plan.snapshots:
         progress(f"deleting snapshot {snap.id}")
         await backend.ec2.delete_snapshot(snap.id)
-
-
-# -- what a box has been backed up as (for the terminate preview) -----------------------------
-
-
-async def latest_backups(backend: Backend, insts: Sequence[Instance]) -> dict[str, datetime | None]:
-    """instance id -> when its newest image or snapshot of one of its volumes was made."""
-    images, snaps = await asyncio.gather(backend.ec2.images(), backend.ec2.snapshots())
-    out: dict[str, datetime | None] = {}
-    for inst in insts:
-        times = [i.created for i in images if i.tags.get(TAG_SOURCE) == inst.id and i.created]
-        times += [
-            s.started for s in snaps
-            if s.started and (s.volume_id in inst.volume_ids or s.tags.get(TAG_SOURCE) == inst.id)
-        ]
-        out[inst.id] = max(times) if times else None
-    return out

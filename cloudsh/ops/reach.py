@@ -127,7 +127,40 @@ async def host_for(backend: Backend, inst: Instance) -> HostInfo:
             f"{inst.label} is running but does not answer SSH yet",
             "it is probably still booting: wait a moment and try again",
         )
+    await lend_key(backend, inst, host.user)
     return host
+
+
+#: Seconds a key sent with EC2 Instance Connect is trusted to still count (EC2 keeps it 60 s).
+LENT_FOR_S = 40.0
+_lent: dict[tuple[str, str], float] = {}  # (instance id, key pair) -> when it was sent (monotonic)
+
+
+async def lend_key(backend: Backend, inst: Instance, user: str) -> None:
+    """A box launched with another machine's key pair: send this machine's public key with
+    EC2 Instance Connect, which the box's SSH server accepts for 60 s (connections opened
+    meanwhile stay up). Where that is not allowed, say which private key to copy here."""
+    settings = backend.settings
+    public = ensure_key(settings.key_path)
+    mine = key_pair_name(settings.key_name, public)
+    if not inst.key_name or inst.key_name == mine:
+        return
+    now = time.monotonic()
+    if now - _lent.get((inst.id, mine), -LENT_FOR_S) < LENT_FOR_S:
+        return
+    try:
+        await backend.ec2.send_ssh_public_key(inst.id, user, public, inst.az)
+    except AWSError as exc:
+        if exc.code not in ("AccessDenied", "AccessDeniedException", "AuthException"):
+            raise
+        raise AWSError(
+            f"{inst.label} takes only key pair {inst.key_name}, whose private key is not on this machine, "
+            f"and EC2 Instance Connect is not allowed here ({exc.message})",
+            f"copy {settings.key_path} from the machine that launched it (its key pair {inst.key_name}) to "
+            f"{settings.key_path} here, or ask for the IAM permission ec2-instance-connect:SendSSHPublicKey",
+            exc.code,
+        ) from None
+    _lent[(inst.id, mine)] = now
 
 
 async def ssh_host(

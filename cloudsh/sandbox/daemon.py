@@ -127,6 +127,7 @@ class Daemon:
         from cloudsh.sandbox import addresses, vpcs
         from cloudsh.sandbox.capacity import CapacityLayer
         from cloudsh.sandbox.consistency import ConsistencyLayer
+        from cloudsh.sandbox.instance_connect import InstanceConnectLayer
         from cloudsh.sandbox.moto_app import SandboxEc2App
         from cloudsh.sandbox.storage import StorageLayer
         from cloudsh.sandbox.timing import TimingLayer
@@ -157,7 +158,8 @@ class Daemon:
             raise
         self._socket = sock
         self.port = sock.getsockname()[1]
-        layer = regions.RegionLayer(ConsistencyLayer(app, self.consistency_s), self._publish_images, self._changed)
+        connect = InstanceConnectLayer(ConsistencyLayer(app, self.consistency_s), self.ec2_backend, self._push_key)
+        layer = regions.RegionLayer(connect, self._publish_images, self._changed)
         self.regions = layer
         self._server = make_server(
             "127.0.0.1", self.port, layer, threaded=True,
@@ -167,6 +169,11 @@ class Daemon:
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
         self._thread.start()
         layer.prepare(regions.DEFAULT)
+
+    def _push_key(self, iid: str, user: str, key_line: str, seconds: float) -> None:
+        box = self.boxes.get(iid)
+        if box is not None:
+            box.push_key(user, key_line, seconds)
 
     def console_host_key(self, iid: str) -> str | None:
         """The box's host key once cloud-init has printed it to the console: `console_s`

@@ -31,6 +31,7 @@ import struct
 import subprocess
 import termios
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -96,6 +97,8 @@ class Box:
         self._pids: set[int] = set()
         self._host_key: asyncssh.SSHKey | None = None
         self._authorized: list[asyncssh.SSHKey] = []
+        #: Keys EC2 Instance Connect pushed, with when they stop counting (monotonic).
+        self._pushed: list[tuple[asyncssh.SSHKey, float]] = []
         self._init: subprocess.Popen[bytes] | None = None
         self._init_pid = 0
         self._prepare_lock = threading.Lock()
@@ -204,7 +207,18 @@ class Box:
         shutil.rmtree(self.dir, ignore_errors=True)
 
     def authorized(self, username: str, key: asyncssh.SSHKey) -> bool:
-        return username == USER and any(k.public_data == key.public_data for k in self._authorized)
+        now = time.monotonic()
+        pushed = [k for k, until in self._pushed if until > now]
+        return username == USER and any(k.public_data == key.public_data for k in [*self._authorized, *pushed])
+
+    def push_key(self, username: str, key_line: str, seconds: float) -> None:
+        """Accept `key_line` for `seconds` (EC2 Instance Connect; sandbox/instance_connect.py)."""
+        if username != USER:
+            return  # the key is for a user this box does not have: never accepted
+        with contextlib.suppress(asyncssh.KeyImportError, ValueError):
+            key = asyncssh.import_public_key(key_line.strip())
+            now = time.monotonic()
+            self._pushed = [(k, t) for k, t in self._pushed if t > now] + [(key, now + seconds)]
 
     # -- server ---------------------------------------------------------------------------
 

@@ -356,6 +356,19 @@ class EC2Service(EC2Storage):
         except (binascii.Error, ValueError):
             return text  # not base64: some endpoints send plain text
 
+    async def send_ssh_public_key(self, instance_id: str, user: str, public_key: str, az: str | None) -> None:
+        """EC2 Instance Connect: the box's SSH server accepts `public_key` for 60 s
+        (https://docs.aws.amazon.com/ec2-instance-connect/latest/APIReference/API_SendSSHPublicKey.html)."""
+        args: dict[str, str] = {"InstanceId": instance_id, "InstanceOSUser": user, "SSHPublicKey": public_key}
+        if az:
+            args["AvailabilityZone"] = az
+
+        def send() -> Any:
+            client = self.clients.client("ec2-instance-connect", self.region)
+            return self._translated(lambda: client.send_ssh_public_key(**args), args)
+
+        await asyncio.to_thread(send)
+
     async def cancel_spot_requests(self, request_ids: Sequence[str]) -> None:
         if request_ids:
             await self.call("cancel_spot_instance_requests", SpotInstanceRequestIds=list(request_ids))

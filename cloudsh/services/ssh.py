@@ -186,7 +186,8 @@ class SSHService:
         if not Path(host.key_path).is_file():
             raise SSHError(
                 f"no SSH key at {host.key_path}",
-                f"create one with `ssh-keygen -t ed25519 -N '' -f {host.key_path}`",
+                f"copy {host.key_path} from the machine that launched the box to the same place here "
+                "(or run `cloudsh run BOX -- true`: it makes this machine a key and sends it with EC2 Instance Connect)",
             )
         pinned = self.known_hosts.keys(host.host_key_alias)
         trusted = _import_keys(pinned or host.expected_host_keys)

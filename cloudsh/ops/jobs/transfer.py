@@ -216,6 +216,41 @@ async def _rsync(backend: Backend, host: HostInfo, remote: str, local: Path, fil
             (local / PARTIAL_DIR).rmdir()
 
 
+async def _first_copy(backend: Backend, host: HostInfo, remote_dir: str, local: Path) -> int | None:
+    """Everything into an empty local folder in one SSH session, as plain rsync would: the
+    agent lists and saves the closed files within rsync's own call (`--rsync-path`), and
+    rsync copies them (with their times to the nanosecond). Returns how many files are
+    still open on the box; None if that did not work (the usual pass then runs, and says why)."""
+    name = uuid.uuid4().hex[:8]
+    agent = f"python3 {AGENT_PATH} list {shlex.quote(remote_dir)} --save {name} --brief >&2 && rsync"
+    proc = await asyncio.create_subprocess_exec(
+        "rsync", "-a", f"--partial-dir={PARTIAL_DIR}", "--from0", f"--files-from=:{JOBS_DIR}/.files-{name}",
+        f"--rsync-path={agent}", "--timeout=60", "-e", f"ssh -F {shlex.quote(str(_ssh_config(backend, host)))}",
+        f"{host.host_key_alias}:{remote_dir.rstrip('/')}/", f"{local}/",
+        stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        _, err = await proc.communicate()
+    except BaseException:
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        await proc.wait()
+        raise
+    said = [ln for ln in err.decode(errors="replace").splitlines() if ln.startswith('{"listed"')]
+    if proc.returncode not in RSYNC_OK or not said:
+        return None
+    return int(json.loads(said[-1]).get("open", 0))
+
+
+def _local_files(local: Path) -> list[str]:
+    """Names of the regular files under `local` (relative, as the box's listing gives them)."""
+    out = []
+    for directory, dirs, names in os.walk(local):
+        dirs[:] = [d for d in dirs if d != PARTIAL_DIR]
+        out += [os.path.relpath(os.path.join(directory, n), local) for n in names]
+    return out
+
+
 async def _sftp(backend: Backend, host: HostInfo, remote: str, local: Path, files: Sequence[str]) -> list[str]:
     copied = []
     for rel in files:
@@ -250,6 +285,16 @@ async def sync_job(
     local = local_dir_of(backend, full, tag)
     if local is None:
         raise UsageError(f"job {full} has no sync dir", "start scripts with --sync REMOTE_DIR[:LOCAL_DIR]")
+    if use_rsync is not False and shutil.which("rsync") and not _local_files(local):
+        with contextlib.suppress(OSError):
+            local.mkdir(parents=True, exist_ok=True)
+            still_open = await _first_copy(backend, host, tag.remote_dir, local)
+            if still_open is not None:
+                came = _local_files(local)
+                _save_manifest(backend, full, {r: list(seen) for r in came if (seen := _here(local, r))})
+                if came:
+                    progress(f"{full}: {len(came)} file{'s' if len(came) != 1 else ''} home in {local}")
+                return SyncResult(full, local, tuple(came), still_open, "rsync")
     listing = await call_agent(backend, host, f"list {shlex.quote(tag.remote_dir)}")
     if listing.get("error"):
         raise CloudshError(f"cannot list {tag.remote_dir} on {inst.label}: {listing['error']}", "")
