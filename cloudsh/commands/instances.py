@@ -17,7 +17,7 @@ from cloudsh.commands.views import (
     money,
     table,
 )
-from cloudsh.errors import CapacityError, UsageError
+from cloudsh.errors import CapacityError, InvalidState, UsageError
 from cloudsh.models import INTERRUPTED_HINT, Instance
 
 if TYPE_CHECKING:
@@ -161,7 +161,7 @@ async def terminate(ctx: Context, a: argparse.Namespace) -> int:
     insts = await find_all(ctx, a.names, "terminate", destructive=True)
     gone = [i for i in insts if i.state == "terminated"]
     if gone:
-        raise UsageError(f"{gone[0].label} is already terminated", "nothing to do")
+        raise InvalidState(f"{gone[0].label} is already terminated", "nothing to do")  # as `stop` says it: exit 1
     losses = await terminate_preview(ctx.backend, insts)
     question = "Terminate " + "\n".join(loss.describe() for loss in losses) + "\nThis cannot be undone. Terminate?"
     await ctx.confirmed(question, yes=a.yes, what="terminate " + ", ".join(i.label for i in insts))
