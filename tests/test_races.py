@@ -3,9 +3,12 @@ cloud holds what one of them alone would have made."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
+import time
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -55,25 +58,51 @@ def test_two_launches_of_one_name_make_one_box(sandbox: Sandbox) -> None:
         assert len(lost) == 1, [r.stderr for r in results]
         line = _error(lost[0])
         assert lost[0].returncode in (1, 2) and "twin" in line and ("another" in line or "already exists" in line)
-        assert len(_live(sandbox, "twin")) == 1
+        [box] = _live(sandbox, "twin")
+        ok("terminate", "twin", "--yes")
+        ec2 = sandbox.ec2()
+        while ec2.describe_instances(InstanceIds=[box["InstanceId"]])["Reservations"][0]["Instances"][0]["State"]["Name"] != "terminated":
+            time.sleep(0.05)
+        # stop and terminate of a box already gone say so alike.
+        for verb in (["stop"], ["terminate", "--yes"]):
+            r = cloudsh(*verb[:1], box["InstanceId"], *verb[1:])
+            assert r.returncode == 1 and "terminated" in _error(r), (verb, r.stderr)
     finally:
         cloudsh("terminate", "twin", "--yes")
 
 
-def test_two_resizes_of_one_box_one_wins(sandbox: Sandbox) -> None:
-    ok("launch", "sizebox", "--type", "t3.micro", "--no-wait")
-    try:
-        ok("stop", "sizebox", "--yes")
-        results = _together(["resize", "sizebox", "t3.small", "--yes"], ["resize", "sizebox", "t3.medium", "--yes"])
-        won = [r for r in results if r.returncode == 0]
-        lost = [r for r in results if r.returncode != 0]
-        assert len(won) == 1 and len(lost) == 1, [r.stderr for r in results]
-        line = _error(lost[0])
-        assert lost[0].returncode == 1 and "sizebox" in line and ("busy" in line or "changed since" in line), line
-        rec = by_name("sizebox")
-        assert rec is not None and rec["type"] == won[0].args[2]
-        # The claim is gone once the winner is done: the next resize goes ahead.
-        ok("resize", "sizebox", "t3.micro", "--yes")
-        assert [t for t in _live(sandbox, "sizebox")[0].get("Tags", []) if t["Key"] == "cloudsh:busy"] == []
-    finally:
-        cloudsh("terminate", "sizebox", "--yes")
+@pytest.fixture(scope="module")
+def stopped(sandbox: Sandbox, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A box whose job ran a while, then stopped from outside cloudsh (the console, EC2):
+    no notice on the box, no record written before the stop."""
+    name = "sizebox"
+    ok("launch", name, "--type", "t3.micro")
+    script = tmp_path_factory.mktemp("job") / "long.sh"
+    script.write_text("#!/bin/sh\nsleep 300\n")
+    script.chmod(0o755)
+    ok("script", name, str(script))
+    time.sleep(1.5)  # the job runs a moment (a runtime is whole seconds)
+    [box] = _live(sandbox, name)
+    sandbox.stop(box["InstanceId"])
+    yield name
+    cloudsh("terminate", name, "--yes")
+
+
+def test_a_job_stopped_without_notice_has_a_runtime_and_cost(stopped: str) -> None:
+    [job] = [j for j in json.loads(ok("jobs", "--json")) if j["instance_name"] == stopped]
+    assert job["state"] == "interrupted"
+    assert job["runtime_s"] >= 1 and job["cost"] > 0, job
+
+
+def test_two_resizes_of_one_box_one_wins(sandbox: Sandbox, stopped: str) -> None:
+    results = _together(["resize", stopped, "t3.small", "--yes"], ["resize", stopped, "t3.medium", "--yes"])
+    won = [r for r in results if r.returncode == 0]
+    lost = [r for r in results if r.returncode != 0]
+    assert len(won) == 1 and len(lost) == 1, [(r.returncode, r.stderr) for r in results]
+    line = _error(lost[0])
+    assert lost[0].returncode == 1 and stopped in line and ("busy" in line or "changed since" in line), line
+    rec = by_name(stopped)
+    assert rec is not None and rec["type"] == won[0].args[2]
+    # The claim is gone once the winner is done: the next resize goes ahead.
+    ok("resize", stopped, "t3.micro", "--yes")
+    assert [t for t in _live(sandbox, stopped)[0].get("Tags", []) if t["Key"] == "cloudsh:busy"] == []
