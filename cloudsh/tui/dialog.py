@@ -1,0 +1,22 @@
+"""The base of the app's dialogs: answered once.
+
+Keys arrive in bursts (a paste, a fast typist, `y` then `enter`): a dialog's second
+answer would call its callback again (a second terminate) and pop the screen under it.
+Textual's `dismiss` pops whatever is on top, so a dialog no longer on top ignores it.
+"""
+
+from __future__ import annotations
+
+from typing import TypeVar
+
+from textual.await_complete import AwaitComplete
+from textual.screen import ModalScreen
+
+T = TypeVar("T")
+
+
+class Dialog(ModalScreen[T]):
+    def dismiss(self, result: T | None = None) -> AwaitComplete:
+        if self.app.screen is not self:
+            return AwaitComplete()
+        return super().dismiss(result)
