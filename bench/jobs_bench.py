@@ -23,7 +23,7 @@ from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
-from bench.common import bench_sandbox, run
+from bench.common import bench_sandbox, report, run
 
 FILES = 20
 ROUNDS = 3
@@ -172,10 +172,11 @@ def sync_speed(env: dict[str, str], box: str, work: Path) -> None:
         rows = loop.run_until_complete(measure())
     finally:
         loop.close()
-    for what, ours_s, plain_s in rows:
-        target = 1.15 if "GiB" in what else 1.5
-        print(f"jobs: sync {what}: {ours_s:.2f} s vs plain rsync {plain_s:.2f} s = {ours_s / plain_s:.2f}x "
-              f"(target <= {target}x)")
+    report("jobs: sync vs plain rsync", [
+        (f"sync {what}", f"{ours_s:.2f} s vs {plain_s:.2f} s = {ours_s / plain_s:.2f}x "
+                         f"(target <= {1.15 if 'GiB' in what else 1.5}x)")
+        for what, ours_s, plain_s in rows
+    ], {f"sync {what} ratio": ours_s / plain_s for what, ours_s, plain_s in rows})
 
 
 def main() -> None:
@@ -190,13 +191,14 @@ def main() -> None:
         work = Path.cwd()
         cloudsh(env, "launch", "bench", "--type", "t3.micro", "--spot")
         lat = results_latency(env, "bench", work)
-        print(f"jobs: result closed on box -> complete locally, {len(lat)} files: "
-              f"median {statistics.median(lat):.2f} s, max {max(lat):.2f} s (target median < 3 s)")
         sync_speed(env, "bench", work)
         react = interruption_reaction(env, "bench", work)
-        print(f"jobs: spot notice -> SIGTERM to the job, {len(react)} interruptions: "
-              f"median {statistics.median(react):.2f} s, max {max(react):.2f} s "
-              f"(target < 10 s; dstack users report 2-20 min)")
+        report("jobs: results and interruptions", [
+            (f"result closed on box -> complete locally ({len(lat)} files)",
+             f"median {statistics.median(lat):.2f} s, max {max(lat):.2f} s (target median < 3 s)"),
+            (f"spot notice -> SIGTERM to the job ({len(react)} interruptions)",
+             f"median {statistics.median(react):.2f} s, max {max(react):.2f} s (target < 10 s)"),
+        ], {"result_latency_median_s": statistics.median(lat), "notice_to_sigterm_median_s": statistics.median(react)})
         subprocess.run([sys.executable, "-m", "cloudsh", "terminate", "bench", "--yes"], env=env,
                        capture_output=True, stdin=subprocess.DEVNULL)
 

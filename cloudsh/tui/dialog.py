@@ -1,4 +1,4 @@
-"""The base of the app's dialogs: answered once.
+"""The base of the app's dialogs (answered once), and its command palette.
 
 Keys arrive in bursts (a paste, a fast typist, `y` then `enter`): a dialog's second
 answer would call its callback again (a second terminate) and pop the screen under it.
@@ -7,9 +7,12 @@ Textual's `dismiss` pops whatever is on top, so a dialog no longer on top ignore
 
 from __future__ import annotations
 
+import contextlib
 from typing import TypeVar
 
 from textual.await_complete import AwaitComplete
+from textual.command import CommandPalette
+from textual.css.query import NoMatches
 from textual.screen import ModalScreen
 
 T = TypeVar("T")
@@ -20,3 +23,12 @@ class Dialog(ModalScreen[T]):
         if self.app.screen is not self:
             return AwaitComplete()
         return super().dismiss(result)
+
+
+class Palette(CommandPalette):
+    """Textual's command palette, whose search can finish just after the palette closed
+    (ctrl+p then escape in one burst): its list is gone by then, which is no error."""
+
+    def _watch__list_visible(self) -> None:
+        with contextlib.suppress(NoMatches):
+            super()._watch__list_visible()
