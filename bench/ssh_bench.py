@@ -4,7 +4,8 @@ offers one cipher (CIPHER) and no compression, so both sides use the same cipher
 
 - command round trip on cloudsh's reused connection vs OpenSSH with a ControlMaster
   connection (the fair peer: also reused) and vs a fresh `ssh host true`;
-- tunnel throughput, 200 MB of random (incompressible) bytes through `cloudsh tunnel` vs
+- tunnel throughput, 200 MB of random (incompressible) bytes, served on the box by
+  Python's http.server, through `cloudsh tunnel` vs
   `ssh -L` (target ratio >= 0.6);
 - launch-to-ready: the gap between the box's SSH server answering and cloudsh
   reporting it ready (target <= 0.5 s).
@@ -18,35 +19,26 @@ import socket
 import statistics
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
 from bench.common import BIN, bench_sandbox, median_of, report
 
 SIZE = 200 * 1024 * 1024
-CHUNK = os.urandom(1 << 20)  # random: no compression anywhere can flatter either side
 CIPHER = "aes128-gcm@openssh.com"
 
 
-def source_server() -> tuple[socket.socket, int]:
-    """A TCP server that sends SIZE bytes to each client: "a service on the box"."""
-    srv = socket.create_server(("127.0.0.1", 0))
+REMOTE_PORT = 8765
 
-    def serve() -> None:
-        while True:
-            try:
-                conn, _ = srv.accept()
-            except OSError:
-                return
-            with conn:
-                left = SIZE
-                while left > 0:
-                    n = conn.send(CHUNK[: min(len(CHUNK), left)])
-                    left -= n
 
-    threading.Thread(target=serve, daemon=True).start()
-    return srv, srv.getsockname()[1]
+def serve_on_box(cloudsh: str, env: dict[str, str], box: str) -> None:
+    """On the box: SIZE random (incompressible) bytes in ~/blob, served by Python's
+    http.server on its own localhost:REMOTE_PORT (the far end of both tunnels)."""
+    subprocess.run([cloudsh, "run", box, "--",
+                    f"head -c {SIZE} /dev/urandom > ~/blob && (setsid nohup python3 -m http.server {REMOTE_PORT} "
+                    f"--bind 127.0.0.1 </dev/null >/dev/null 2>&1 &) && "
+                    f"for i in $(seq 100); do curl -sf -o /dev/null -r 0-0 http://127.0.0.1:{REMOTE_PORT}/blob && exit 0; "
+                    "sleep 0.1; done; exit 1"], env=env, check=True, capture_output=True)
 
 
 def free_port() -> int:
@@ -56,7 +48,8 @@ def free_port() -> int:
 
 
 def pull(port: int, deadline: float = 30.0) -> float:
-    """Seconds to read SIZE bytes from localhost:port (waiting for the listener first)."""
+    """Seconds to fetch the box's SIZE-byte blob through localhost:port (waiting for the
+    listener first)."""
     t_end = time.monotonic() + deadline
     while True:
         try:
@@ -70,13 +63,11 @@ def pull(port: int, deadline: float = 30.0) -> float:
     t0 = time.perf_counter()
     with s:
         s.settimeout(60)
-        while got < SIZE:
-            data = s.recv(1 << 20)
-            if not data:
-                break
+        s.sendall(b"GET /blob HTTP/1.0\r\n\r\n")
+        while data := s.recv(1 << 20):
             got += len(data)
     elapsed = time.perf_counter() - t0
-    assert got == SIZE, f"short read: {got}"
+    assert got > SIZE, f"short read: {got}"  # the body and the response headers
     return elapsed
 
 
@@ -146,24 +137,22 @@ def main() -> dict[str, float]:
         results["rtt_controlmaster_ms"] = shared * 1000
 
         # Tunnel throughput.
-        srv, remote = source_server()
-        try:
-            local = free_port()
-            proc = subprocess.Popen([cloudsh, "tunnel", "ready0", f"{local}:{remote}"], env=env,
-                                    stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
-            assert proc.stdout is not None
-            proc.stdout.readline()
-            t_ours = min(pull(local) for _ in range(2))
-            proc.terminate()
-            proc.wait()
-            local2 = free_port()
-            peer = subprocess.Popen([*ssh, "-N", "-L", f"{local2}:localhost:{remote}", "ready0"],
-                                    stdin=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            t_peer = min(pull(local2) for _ in range(2))
-            peer.terminate()
-            peer.wait()
-        finally:
-            srv.close()
+        serve_on_box(cloudsh, env, "ready0")
+        remote = REMOTE_PORT
+        local = free_port()
+        proc = subprocess.Popen([cloudsh, "tunnel", "ready0", f"{local}:{remote}"], env=env,
+                                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        assert proc.stdout is not None
+        proc.stdout.readline()
+        t_ours = min(pull(local) for _ in range(2))
+        proc.terminate()
+        proc.wait()
+        local2 = free_port()
+        peer = subprocess.Popen([*ssh, "-N", "-L", f"{local2}:localhost:{remote}", "ready0"],
+                                stdin=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        t_peer = min(pull(local2) for _ in range(2))
+        peer.terminate()
+        peer.wait()
         mb = SIZE / 1e6
         results["tunnel_mb_s"], results["openssh_mb_s"] = mb / t_ours, mb / t_peer
     report(

@@ -230,11 +230,12 @@ async def launch(
                 inst = await _run_somewhere(backend, plan, replace(spec, client_token=launch_once.new_run()), progress)
         except AWSError as exc:
             raise launch_once.lost_race(exc, plan.name) or exc from None
-    except BaseException:
+    except BaseException as exc:
         price.cancel()
-        await _rollback(backend, key_name if created_key else None, group_id if created_group else None)
+        if not isinstance(exc, launch_once.LostRace):  # the other run's box needs the key pair and group
+            await _rollback(backend, key_name if created_key else None, group_id if created_group else None)
         raise
-    launch_once.check_won(inst, plan.name, run)  # the other run's box keeps its key pair and group
+    launch_once.check_won(inst, plan.name, run)
     mark_allowed(backend, inst.id, address)
     progress(f"launched {inst.id} ({plan.name}, {await _hourly(price, plan.spot)}); it bills from now")
     return await _until_ready(backend, plan, inst, wait=wait, progress=progress)

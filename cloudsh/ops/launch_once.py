@@ -40,17 +40,21 @@ def check_won(inst: Instance, name: str, run: str) -> None:
     """After RunInstances: the box is this run's, or another run of the same launch made it."""
     theirs = inst.tags.get(TAG_LAUNCH, run)
     if theirs != run:
-        raise CloudshError(
+        raise LostRace(
             f"another `launch {name}` made {inst.id} at the same time; this one made nothing",
             "use that box (`cloudsh ls`), or pick another name",
         )
 
 
-def lost_race(exc: AWSError, name: str) -> CloudshError | None:
+class LostRace(CloudshError):
+    """Another run of the same launch made the box: what this run made is that run's too."""
+
+
+def lost_race(exc: AWSError, name: str) -> LostRace | None:
     """EC2's answer when the same token comes with other parameters (the other run's tag)."""
     if exc.code != "IdempotentParameterMismatch":
         return None
-    return CloudshError(
+    return LostRace(
         f"another `launch {name}` is making that box at the same time; this one made nothing",
         "see it with `cloudsh ls` in a moment, or pick another name",
     )
