@@ -26,8 +26,19 @@ class Dialog(ModalScreen[T]):
 
 
 class Palette(CommandPalette):
-    """Textual's command palette, whose search can finish just after the palette closed
-    (ctrl+p then escape in one burst): its list is gone by then, which is no error."""
+    """Textual's command palette, answered once like a `Dialog`; its search can finish
+    just after it closed (ctrl+p then escape in one burst): its list is gone by then,
+    which is no error."""
+
+    def dismiss(self, result: None = None) -> AwaitComplete:
+        if self.app.screen is not self:
+            return AwaitComplete()
+        return super().dismiss(result)
+
+    def _action_command_list(self, action: str) -> None:
+        # page up/down while the search refills the list: its lines are not laid out yet.
+        with contextlib.suppress(KeyError):
+            super()._action_command_list(action)
 
     def _watch__list_visible(self) -> None:
         with contextlib.suppress(NoMatches):
