@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import shutil
 import statistics
@@ -22,6 +23,7 @@ import time
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 from bench.common import bench_sandbox, report, run
 
@@ -81,6 +83,18 @@ def results_latency(env: dict[str, str], box: str, work: Path) -> list[float]:
     return out
 
 
+def _record(env: dict[str, str], box: str) -> dict[str, Any]:
+    return next(r for r in json.loads(cloudsh(env, "ls", "--json")) if r["name"] == box)
+
+
+def until(env: dict[str, str], box: str, state: str) -> None:
+    deadline = time.monotonic() + 60
+    while _record(env, box)["state"] != state:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the box did not become {state}")
+        time.sleep(0.5)
+
+
 def interruption_reaction(env: dict[str, str], box: str, work: Path) -> list[float]:
     script = work / "looper.sh"
     script.write_text(LOOPER)
@@ -94,12 +108,12 @@ def interruption_reaction(env: dict[str, str], box: str, work: Path) -> list[flo
         time.sleep(1.0 + n)  # land at different points of the watcher's poll cycle
         noticed = time.time()
         run([sys.executable, "-m", "cloudsh", "sandbox", "interrupt", box], {**env, "CLOUDSH_SANDBOX_NOTICE_S": NOTICE_S})
-        deadline = time.monotonic() + 30
-        while "stopped" not in cloudsh(env, "ls"):
-            if time.monotonic() > deadline:
-                raise RuntimeError("the box did not stop")
-            time.sleep(0.5)
-        cloudsh(env, "start", box)
+        until(env, box, "stopped")
+        # Only EC2 restarts an interrupted spot box, once capacity for it returns.
+        rec = _record(env, box)
+        cloudsh(env, "sandbox", "capacity", rec["type"], rec["az"], "-1")
+        until(env, box, "running")
+        cloudsh(env, "start", box)  # waits until SSH answers
         log = cloudsh(env, "logs", job_id)
         terms = [float(line.split()[1]) for line in log.splitlines() if line.startswith("TERM ")]
         out.append(terms[-1] - noticed)
