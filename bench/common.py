@@ -6,7 +6,9 @@ OpenSSH); they assert nothing and are never part of the test suite.
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -14,6 +16,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +25,9 @@ BIN = Path(sys.executable).parent
 
 
 @contextmanager
-def bench_sandbox(boot_s: float = 0.3, timing: str = "short") -> Iterator[dict[str, str]]:
-    """A fresh sandbox and cloudsh home in a temp dir; yields the environment to use."""
+def bench_sandbox(boot_s: float = 0.3, timing: str = "short", ssh_cipher: str = "") -> Iterator[dict[str, str]]:
+    """A fresh sandbox and cloudsh home in a temp dir; yields the environment to use.
+    `ssh_cipher`: the one cipher the boxes' SSH servers offer (CLOUDSH_SANDBOX_SSH_CIPHER)."""
     tmp = Path(tempfile.mkdtemp(prefix="cloudsh-bench-"))
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "CLOUDSH_"))}
     env.update(
@@ -36,6 +40,8 @@ def bench_sandbox(boot_s: float = 0.3, timing: str = "short") -> Iterator[dict[s
         CLOUDSH_SANDBOX_TIMING=timing,
         AWS_EC2_METADATA_DISABLED="true",
     )
+    if ssh_cipher:
+        env["CLOUDSH_SANDBOX_SSH_CIPHER"] = ssh_cipher
     (tmp / "home").mkdir()
     saved = dict(os.environ)
     os.environ.clear()
@@ -79,11 +85,23 @@ def median_of(n: int, fn: Callable[[], Any]) -> float:
     return statistics.median(times)
 
 
-def report(title: str, rows: list[tuple[str, str]]) -> None:
+OUT = ROOT / "bench" / "out"
+
+
+def report(title: str, rows: list[tuple[str, str]], figures: dict[str, float] | None = None) -> Path:
+    """Print the rows; write them, with the raw `figures`, to bench/out/<title>.json so two
+    runs can be compared (`diff`, `jq`)."""
     print(f"\n== {title}")
     width = max(len(k) for k, _ in rows)
     for k, v in rows:
         print(f"  {k.ljust(width)}  {v}")
+    OUT.mkdir(parents=True, exist_ok=True)
+    slug = re.sub(r"[^a-z0-9]+", "-", title.lower()).strip("-")[:60]
+    path = OUT / f"{slug}.json"
+    record = {"title": title, "when": datetime.now(UTC).isoformat(timespec="seconds"), "rows": dict(rows),
+              "figures": figures or {}}
+    path.write_text(json.dumps(record, indent=1) + "\n")
+    return path
 
 
 def direct_ssh(env: dict[str, str], name: str) -> list[str]:

@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import shutil
 import statistics
@@ -22,8 +23,9 @@ import time
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
+from typing import Any
 
-from bench.common import bench_sandbox, run
+from bench.common import bench_sandbox, report, run
 
 FILES = 20
 ROUNDS = 3
@@ -81,6 +83,18 @@ def results_latency(env: dict[str, str], box: str, work: Path) -> list[float]:
     return out
 
 
+def _record(env: dict[str, str], box: str) -> dict[str, Any]:
+    return next(r for r in json.loads(cloudsh(env, "ls", "--json")) if r["name"] == box)
+
+
+def until(env: dict[str, str], box: str, state: str) -> None:
+    deadline = time.monotonic() + 60
+    while _record(env, box)["state"] != state:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the box did not become {state}")
+        time.sleep(0.5)
+
+
 def interruption_reaction(env: dict[str, str], box: str, work: Path) -> list[float]:
     script = work / "looper.sh"
     script.write_text(LOOPER)
@@ -94,12 +108,12 @@ def interruption_reaction(env: dict[str, str], box: str, work: Path) -> list[flo
         time.sleep(1.0 + n)  # land at different points of the watcher's poll cycle
         noticed = time.time()
         run([sys.executable, "-m", "cloudsh", "sandbox", "interrupt", box], {**env, "CLOUDSH_SANDBOX_NOTICE_S": NOTICE_S})
-        deadline = time.monotonic() + 30
-        while "stopped" not in cloudsh(env, "ls"):
-            if time.monotonic() > deadline:
-                raise RuntimeError("the box did not stop")
-            time.sleep(0.5)
-        cloudsh(env, "start", box)
+        until(env, box, "stopped")
+        # Only EC2 restarts an interrupted spot box, once capacity for it returns.
+        rec = _record(env, box)
+        cloudsh(env, "sandbox", "capacity", rec["type"], rec["az"], "-1")
+        until(env, box, "running")
+        cloudsh(env, "start", box)  # waits until SSH answers
         log = cloudsh(env, "logs", job_id)
         terms = [float(line.split()[1]) for line in log.splitlines() if line.startswith("TERM ")]
         out.append(terms[-1] - noticed)
@@ -172,10 +186,11 @@ def sync_speed(env: dict[str, str], box: str, work: Path) -> None:
         rows = loop.run_until_complete(measure())
     finally:
         loop.close()
-    for what, ours_s, plain_s in rows:
-        target = 1.15 if "GiB" in what else 1.5
-        print(f"jobs: sync {what}: {ours_s:.2f} s vs plain rsync {plain_s:.2f} s = {ours_s / plain_s:.2f}x "
-              f"(target <= {target}x)")
+    report("jobs: sync vs plain rsync", [
+        (f"sync {what}", f"{ours_s:.2f} s vs {plain_s:.2f} s = {ours_s / plain_s:.2f}x "
+                         f"(target <= {1.15 if 'GiB' in what else 1.5}x)")
+        for what, ours_s, plain_s in rows
+    ], {f"sync {what} ratio": ours_s / plain_s for what, ours_s, plain_s in rows})
 
 
 def main() -> None:
@@ -190,13 +205,14 @@ def main() -> None:
         work = Path.cwd()
         cloudsh(env, "launch", "bench", "--type", "t3.micro", "--spot")
         lat = results_latency(env, "bench", work)
-        print(f"jobs: result closed on box -> complete locally, {len(lat)} files: "
-              f"median {statistics.median(lat):.2f} s, max {max(lat):.2f} s (target median < 3 s)")
         sync_speed(env, "bench", work)
         react = interruption_reaction(env, "bench", work)
-        print(f"jobs: spot notice -> SIGTERM to the job, {len(react)} interruptions: "
-              f"median {statistics.median(react):.2f} s, max {max(react):.2f} s "
-              f"(target < 10 s; dstack users report 2-20 min)")
+        report("jobs: results and interruptions", [
+            (f"result closed on box -> complete locally ({len(lat)} files)",
+             f"median {statistics.median(lat):.2f} s, max {max(lat):.2f} s (target median < 3 s)"),
+            (f"spot notice -> SIGTERM to the job ({len(react)} interruptions)",
+             f"median {statistics.median(react):.2f} s, max {max(react):.2f} s (target < 10 s)"),
+        ], {"result_latency_median_s": statistics.median(lat), "notice_to_sigterm_median_s": statistics.median(react)})
         subprocess.run([sys.executable, "-m", "cloudsh", "terminate", "bench", "--yes", "--discard-results"], env=env,
                        capture_output=True, stdin=subprocess.DEVNULL)
 

@@ -20,6 +20,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from bench.common import report
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
@@ -94,6 +96,7 @@ def bench_completion() -> None:
     print(f"  prompt_toolkit adapter, 'run box-05'      {ms(ours)}")
     print(f"  peer: WordCompleter over the same words   {ms(theirs)}")
     print(f"  ratio adapter / WordCompleter: {statistics.median(ours) / statistics.median(theirs):.2f}")
+    FIGURES["completion_ratio_vs_wordcompleter"] = statistics.median(ours) / statistics.median(theirs)
     doc = Document("run ")
     every = per_call(lambda: list(adapter.get_completions(doc, event)), 50)
     print(f"  prompt_toolkit adapter, all 2,000 ('run ') {ms(every)}")
@@ -117,6 +120,11 @@ def bench_prompt(runs: int = 5) -> None:
     print(f"  cloudsh --sandbox repl          {ms(ours)}")
     print(f"  peer: bare prompt_toolkit prompt {ms(bare)}")
     print(f"  ratio: {statistics.median(ours) / statistics.median(bare):.2f}")
+    FIGURES["prompt_ratio_vs_bare_prompt_toolkit"] = statistics.median(ours) / statistics.median(bare)
+
+
+#: The ratios this bench measured, for bench/out/.
+FIGURES: dict[str, float] = {}
 
 
 def main() -> None:
@@ -124,6 +132,7 @@ def main() -> None:
     print("== REPL")
     bench_completion()
     bench_prompt()
+    report("REPL", [(k, f"{v:.2f}") for k, v in FIGURES.items()], FIGURES)
 
 
 if __name__ == "__main__":

@@ -30,6 +30,8 @@ def _launch(env: dict[str, str], n: int, prefix: str) -> None:
 
     ec2 = boto3.client("ec2", endpoint_url=env["AWS_ENDPOINT_URL"], region_name=env["AWS_DEFAULT_REGION"])
     image = ec2.describe_images(Owners=["099720109477"])["Images"][0]["ImageId"]
+    # Room for n t3.micro (2 vCPUs each) under the standard on-demand vCPU quota.
+    run([str(BIN / "cloudsh"), "sandbox", "quota", "L-1216C47A", str(max(1152, 2 * n + 64))], env)
     for start in range(0, n, 100):
         count = min(100, n - start)
         ec2.run_instances(

@@ -18,7 +18,7 @@ from cloudsh.commands.views import (
     money,
     table,
 )
-from cloudsh.errors import CapacityError, ConfirmationRefused, UsageError
+from cloudsh.errors import CapacityError, ConfirmationRefused, InvalidState, UsageError
 from cloudsh.models import INTERRUPTED_HINT, Instance
 
 if TYPE_CHECKING:
@@ -188,7 +188,7 @@ async def terminate(ctx: Context, a: argparse.Namespace) -> int:
     insts = await find_all(ctx, a.names, "terminate", destructive=True)
     gone = [i for i in insts if i.state == "terminated"]
     if gone:
-        raise UsageError(f"{gone[0].label} is already terminated", "nothing to do")
+        raise InvalidState(f"{gone[0].label} is already terminated", "nothing to do")  # as `stop` says it: exit 1
     what = "terminate " + ", ".join(i.label for i in insts)
     if not a.yes and ctx.confirm is None:
         await ctx.confirmed("", yes=False, what=what)  # refused in one line, before anything is copied

@@ -101,12 +101,25 @@ async def freeze(backend: Backend, plan: FreezePlan, *, progress: Progress = qui
         img = await ec2.get_image(image_id)
         return img.state if img else "pending"
 
-    await wait_for_state(f"image {image_id}", state, {"available"}, timeout=3600, progress=progress)
-    img = await ec2.get_image(image_id)
+    async def tag_snapshots() -> Image | None:
+        img = await ec2.get_image(image_id)
+        if img is not None and img.snapshot_ids:
+            await ec2.set_tags(img.snapshot_ids, {"Name": plan.image_name, TAG_IMAGE: image_id, TAG_SOURCE: inst.id})
+        return img
+
+    try:
+        await wait_for_state(f"image {image_id}", state, {"available"}, timeout=3600, progress=progress)
+    except asyncio.CancelledError:  # Ctrl-C: what was made is tagged as cloudsh's and named
+        made = await tag_snapshots()
+        snaps = ", ".join(made.snapshot_ids) if made and made.snapshot_ids else "none yet"
+        progress(
+            f"interrupted: image {image_id} ({plan.image_name}) is still being made from {inst.label}, tagged, "
+            f"with its snapshots ({snaps}); it is kept: `cloudsh image delete {plan.image_name}` removes both"
+        )
+        raise
+    img = await tag_snapshots()
     if img is None:
         raise NotFound(f"image {image_id} disappeared", "list images with `cloudsh images`")
-    if img.snapshot_ids:
-        await ec2.set_tags(img.snapshot_ids, {"Name": plan.image_name, TAG_IMAGE: image_id, TAG_SOURCE: inst.id})
     if plan.reboots:
         progress(f"waiting for {inst.label} to answer SSH again after the reboot")
         await wait_ssh(backend, inst)

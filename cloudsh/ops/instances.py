@@ -12,7 +12,7 @@ import re
 from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass, replace
 
-from cloudsh.errors import CapacityError, CloudshError, InvalidState, UsageError
+from cloudsh.errors import AWSError, CapacityError, CloudshError, InvalidState, UsageError
 from cloudsh.models import (
     INTERRUPTED_HINT,
     TAG_IMAGE_FAMILY,
@@ -25,7 +25,7 @@ from cloudsh.models import (
     image_family,
     job_tags,
 )
-from cloudsh.ops import placement
+from cloudsh.ops import claims, launch_once, placement
 from cloudsh.ops.events import Progress, quiet, ticking
 from cloudsh.ops.gpu import DriverCheck, check_driver, install_driver, show_gpu
 from cloudsh.ops.idle import delete_backstops, parse_after, set_idle_stop
@@ -64,6 +64,10 @@ class LaunchPlan:
     places: tuple[Place, ...] = ()
     #: Idle stop after this many seconds (`ops.idle`), None for off.
     idle_stop_s: float | None = None
+    #: Ids of earlier boxes of this name that are gone (they make the launch's ClientToken).
+    earlier: tuple[str, ...] = ()
+    #: The box an interrupted run of this same launch left: waited for, not made again.
+    adopt: Instance | None = None
 
 
 async def plan_launch(
@@ -88,15 +92,15 @@ async def plan_launch(
     if instance_type is not None and not instance_type.strip():
         raise UsageError("--type is empty", "name an instance type, e.g. t3.medium (see `cloudsh prices`)")
     existing, itype = await asyncio.gather(
-        ec2.list_instances(), ec2.instance_type(instance_type or backend.settings.default_type)
+        ec2.list_instances(include_terminated=True), ec2.instance_type(instance_type or backend.settings.default_type)
     )
     # A colleague's box of that name does not clash: names mean cloudsh's own boxes first.
-    clash = [i for i in existing if i.name == name and i.is_live and i.managed]
+    mine = [i for i in existing if i.name == name and i.managed]
+    clash = [i for i in mine if i.is_live]
     if clash:
-        raise UsageError(
-            f"an instance named {name!r} already exists ({clash[0].id}, {clash[0].state})",
-            "pick another name, or terminate that one first",
-        )
+        key_name = key_pair_name(backend.settings.key_name, ensure_key(backend.settings.key_path))
+        adopt = launch_once.adoptable(clash[0], key_name, itype.name)
+        return LaunchPlan(name, itype, adopt.image_id, "", adopt.market == "spot", 0, "", adopt=adopt)
     if spot and not itype.spot_supported:
         raise UsageError(f"{itype.name} cannot run as spot", "launch it without --spot")
     if image:
@@ -125,6 +129,7 @@ async def plan_launch(
     return LaunchPlan(
         name, itype, img.id, img.name, spot, disk, _root_device(img), image_family=image_family(img), places=tuple(where),
         idle_stop_s=idle_stop_s,
+        earlier=tuple(i.id for i in mine),
     )
 
 
@@ -164,6 +169,12 @@ async def launch(
     error after that names the box and says that it bills, so none is left unreported.
     """
     ec2, settings = backend.ec2, backend.settings
+    run = launch_once.new_run()
+    if plan.adopt is not None:
+        inst = plan.adopt
+        progress(f"{inst.id} ({plan.name}) was left by an interrupted launch; waiting for it, not launching another")
+        await ec2.set_tags([inst.id], {launch_once.TAG_LAUNCH: run})
+        return await _until_ready(backend, plan, inst, wait=wait, progress=progress)
     # Asked now, so the price is known by the time the box exists (and never delays it).
     price = asyncio.ensure_future(backend.pricing.prices([plan.itype.name], strict=False))
     public_key = ensure_key(settings.key_path)
@@ -171,21 +182,39 @@ async def launch(
     created_key = created_group = False
     group_id: str | None = None
     try:
+        # Another launch on this machine may make the key pair or the group at the same
+        # moment (EC2 says Duplicate): its name is the key's fingerprint, so it is this one.
         if not await ec2.key_pair_exists(key_name):
             progress(f"importing key pair {key_name}")
-            await ec2.import_key_pair(key_name, public_key)
-            created_key = True
+            try:
+                await ec2.import_key_pair(key_name, public_key)
+                created_key = True
+            except AWSError as exc:
+                if exc.code != "InvalidKeyPair.Duplicate":
+                    raise
+                ec2.created(key_name)  # just made: calls naming it ride out EC2's delay
         address = await backend.address.current()
         vpc_id = plan.places[0].vpc_id if plan.places else None
         group_id = await ec2.find_security_group(settings.security_group, vpc_id)
         if group_id is None:
             progress(f"creating security group {settings.security_group} (SSH from {address} only)")
-            group_id = await ec2.create_security_group(
-                settings.security_group, "cloudsh: SSH from the machines that launched boxes", vpc_id
-            )
-            created_group = True
-            await ec2.allow_ssh(group_id, f"{address}/32", rule_description(backend))
-        elif not covers(rules := await ec2.ssh_rules([group_id]), address):
+            try:
+                group_id = await ec2.create_security_group(
+                    settings.security_group, "cloudsh: SSH from the machines that launched boxes", vpc_id
+                )
+                created_group = True
+                await ec2.allow_ssh(group_id, f"{address}/32", rule_description(backend))
+            except AWSError as exc:
+                if exc.code != "InvalidGroup.Duplicate":
+                    raise
+                group_id = await ec2.find_security_group(settings.security_group, vpc_id)
+                if group_id is None:
+                    raise
+        if not created_group:
+            # Listings show a group at once, calls naming it may not yet: another launch
+            # may have made it a moment ago, so those calls ride out EC2's delay.
+            ec2.created(group_id)
+        if not created_group and not covers(rules := await ec2.ssh_rules([group_id]), address):
             progress(await open_ssh(backend, group_id, address, rules))
         kind = "spot" if plan.spot else "on-demand"
         progress(f"launching {plan.name}: {plan.itype.name} {kind}, {plan.disk_gb} GB, {plan.image_name or plan.image_id}")
@@ -198,15 +227,32 @@ async def launch(
             disk_gb=plan.disk_gb,
             root_device=plan.root_device,
             spot=plan.spot,
-            tags={TAG_IMAGE_FAMILY: plan.image_family} if plan.image_family else {},
+            tags={launch_once.TAG_LAUNCH: run, **({TAG_IMAGE_FAMILY: plan.image_family} if plan.image_family else {})},
+            client_token=launch_once.client_token(
+                plan.name, key_name, plan.itype.name, plan.image_id, plan.disk_gb, plan.spot, plan.earlier
+            ),
         )
-        inst = await _run_somewhere(backend, plan, spec, progress)
-    except BaseException:
+        try:
+            inst = await _run_somewhere(backend, plan, spec, progress)
+            if inst.state in ("terminated", "shutting-down"):  # a token EC2 still remembers from a gone box
+                inst = await _run_somewhere(backend, plan, replace(spec, client_token=launch_once.new_run()), progress)
+        except AWSError as exc:
+            raise launch_once.lost_race(exc, plan.name) or exc from None
+    except BaseException as exc:
         price.cancel()
-        await _rollback(backend, key_name if created_key else None, group_id if created_group else None)
+        if not isinstance(exc, launch_once.LostRace):  # the other run's box needs the key pair and group
+            await _rollback(backend, key_name if created_key else None, group_id if created_group else None)
         raise
+    launch_once.check_won(inst, plan.name, run)
     mark_allowed(backend, inst.id, address)
     progress(f"launched {inst.id} ({plan.name}, {await _hourly(price, plan.spot, inst.az)}); it bills from now")
+    return await _until_ready(backend, plan, inst, wait=wait, progress=progress)
+
+
+async def _until_ready(backend: Backend, plan: LaunchPlan, inst: Instance, *, wait: bool, progress: Progress) -> Instance:
+    """Wait until the new box runs and SSH answers. An error or Ctrl-C says that it bills;
+    after Ctrl-C the same `launch` again waits for this box instead of making another."""
+    ec2, settings = backend.ec2, backend.settings
     if not wait:
         if plan.idle_stop_s is not None:
             progress(f"idle stop not set without waiting for SSH; `cloudsh idle {plan.name} {plan.idle_stop_s:g}s` sets it")
@@ -228,6 +274,13 @@ async def launch(
             f"{inst.id} ({plan.name}) was launched and is billing, but {exc.message}",
             f"see it with `cloudsh ls`; `cloudsh terminate {inst.id}` ends it",
         ) from None
+    except asyncio.CancelledError:  # Ctrl-C
+        await ec2.set_tags([inst.id], {launch_once.TAG_LAUNCH: launch_once.INTERRUPTED})
+        progress(
+            f"interrupted: {inst.id} ({plan.name}) was launched and is billing; the same "
+            f"`cloudsh launch {plan.name}` waits for it, `cloudsh terminate {inst.id}` ends it"
+        )
+        raise
     progress(f"{inst.label} is ready")
     await _idle_stop(backend, inst, plan, progress)
     return inst
@@ -469,6 +522,16 @@ async def resize(
     When AWS has no capacity for the new type, `go_back` (if given) decides whether to
     return to the old type; without it, or when it says no, the `CapacityError` is raised
     and the box stays stopped."""
+    async with claims.busy(backend, plan.instance, f"resize {plan.instance.label} {plan.new.name}") as now:
+        if (now.type, now.state) != (plan.instance.type, plan.instance.state):
+            raise InvalidState(
+                f"{now.label} changed since this resize was planned: it is now a {now.type}, {now.state}",
+                "look at it again (`cloudsh show`) and resize from there",
+            )
+        return await _resize(backend, plan, go_back, progress)
+
+
+async def _resize(backend: Backend, plan: ResizePlan, go_back: GoBack | None, progress: Progress) -> Instance:
     if plan.driver is not None and plan.driver.needs_install:
         await install_driver(backend, plan.instance, plan.driver.package, progress=progress)
     try:

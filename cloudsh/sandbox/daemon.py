@@ -124,7 +124,7 @@ class Daemon:
         )
         from werkzeug.serving import make_server
 
-        from cloudsh.sandbox import addresses, vpcs
+        from cloudsh.sandbox import addresses, vpcs, wsgi
         from cloudsh.sandbox.capacity import CapacityLayer
         from cloudsh.sandbox.consistency import ConsistencyLayer
         from cloudsh.sandbox.instance_connect import InstanceConnectLayer
@@ -135,7 +135,7 @@ class Daemon:
 
         addresses.install()
         self.storage = StorageLayer(
-            DomainDispatcherApplication(create_backend_app), self.dir, self.ec2_backend, self._lifecycle
+            wsgi.one_at_a_time(DomainDispatcherApplication(create_backend_app)), self.dir, self.ec2_backend, self._lifecycle
         )
         self.quotas = self.storage.quotas
         timed = TimingLayer(self.storage, self.timing, self.ec2_backend)

@@ -220,7 +220,9 @@ class StorageLayer:
             finally:
                 self.freezing.discard(iid)
                 if ami is not None:
-                    ami.state = "available"
+                    ami.cloudsh_copied = True
+                    if not getattr(ami, "cloudsh_held", False):  # timing.py's pending time is over
+                        ami.state = "available"
 
         threading.Thread(target=copy, name=f"image-{ami_id}", daemon=True).start()
 

@@ -107,8 +107,9 @@ class TimingLayer:
             for image_id in ids:
                 ami = backend.amis.get(image_id)
                 if ami is not None:
-                    ami.state = "pending"
-                    _later(seconds, _finish_attr, ami, "state", "pending", "available")
+                    # Available once both this time and the copy of its disk (storage.py) are over.
+                    ami.state, ami.cloudsh_held = "pending", True
+                    _later(seconds, _finish_image, ami)
         elif action == "CreateSnapshot":
             for snap_id in ids:
                 snap = backend.snapshots.get(snap_id)
@@ -143,6 +144,12 @@ def _set_state(inst: Any, name: str) -> None:
 def _finish_instance(inst: Any, between: str, after: str) -> None:
     if inst._state.name == between:  # nothing else moved it meanwhile
         _set_state(inst, after)
+
+
+def _finish_image(ami: Any) -> None:
+    ami.cloudsh_held = False
+    if ami.state == "pending" and getattr(ami, "cloudsh_copied", False):
+        ami.state = "available"
 
 
 def _finish_attr(obj: Any, attr: str, between: str, after: str) -> None:

@@ -9,6 +9,7 @@ the parse) when a layer rewrites a request.
 from __future__ import annotations
 
 import io
+import threading
 import uuid
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -91,3 +92,19 @@ def respond(
     data = body.encode()
     start_response(status, [("Content-Type", content_type), ("Content-Length", str(len(data)))])
     return [data]
+
+
+def one_at_a_time(app: WsgiApp) -> WsgiApp:
+    """`app` answering one request at a time, its body made inside the lock.
+
+    moto's response serializer shares a dict between requests, so two calls answered at
+    once can fail with "dictionary changed size during iteration" (an HTML 500 no EC2
+    client can read). The sandbox's own layers around moto stay concurrent.
+    """
+    lock = threading.Lock()
+
+    def serve(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        with lock:
+            return list(app(environ, start_response))
+
+    return serve

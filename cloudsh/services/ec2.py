@@ -258,6 +258,9 @@ class EC2Service(EC2Storage):
             Tags=[{"Key": k, "Value": v} for k, v in tags.items()],
         )
 
+    async def delete_tags(self, resource_ids: Sequence[str], keys: Sequence[str]) -> None:
+        await self.call("delete_tags", Resources=list(resource_ids), Tags=[{"Key": k} for k in keys])
+
     async def wait_state(
         self,
         ids: Sequence[str],

@@ -5,7 +5,10 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
+import time
 from pathlib import Path
+
+from cloudsh.errors import CloudshError
 
 
 def key_pair_name(prefix: str, public_key: str) -> str:
@@ -39,8 +42,27 @@ def ensure_key(path: Path) -> str:
         serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
     ).decode() + " cloudsh"
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    # Two cloudsh processes making the key at once (two launches) must end with one key:
+    # each writes its own file, and only one is linked into place.
+    tmp = path.with_name(f".{path.name}.{os.getpid()}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as f:
         f.write(private)
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        return _theirs(pub)
+    finally:
+        tmp.unlink()
     pub.write_text(public + "\n")
     return public
+
+
+def _theirs(pub: Path) -> str:
+    """The public half of the key another process has just made."""
+    for _ in range(200):
+        if pub.exists() and (text := pub.read_text().strip()):
+            return text
+        time.sleep(0.05)
+    key = pub.with_suffix("")
+    raise CloudshError(f"{pub} is missing beside the private key {key}", f"recreate it: ssh-keygen -y -f {key} > {pub}")

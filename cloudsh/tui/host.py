@@ -18,6 +18,7 @@ from textual.notifications import SeverityLevel
 from textual.widget import Widget
 
 from cloudsh.errors import CloudshError
+from cloudsh.tui.dialog import Palette
 from cloudsh.tui.messages import ActivityLogged
 from cloudsh.tui.state import AppState
 from cloudsh.tui.tunnels import TunnelManager
@@ -43,6 +44,10 @@ class JobsPolling(Protocol):
 
 class AppHost(App[int]):
     """The app as its parts see it; `CloudshApp` implements the rest."""
+
+    def action_command_palette(self) -> None:
+        if self.use_command_palette and not Palette.is_open(self):  # type: ignore[arg-type]
+            self.push_screen(Palette(id="--command-palette"))
 
     state: AppState
     tunnels: TunnelManager

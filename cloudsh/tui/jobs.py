@@ -191,7 +191,8 @@ class JobsScreen(Screen[None]):
         return job
 
     def action_close(self) -> None:
-        self.dismiss(None)
+        if self.app.screen is self:  # a second escape in one burst must not pop the app's screen
+            self.dismiss(None)
 
     def action_cursor_down(self) -> None:
         self.query_one(DataTable).action_cursor_down()

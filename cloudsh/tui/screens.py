@@ -10,20 +10,20 @@ from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
-from textual.screen import ModalScreen
 from textual.widgets import Button, DataTable, Input, OptionList, Static
 from textual.widgets.option_list import Option
 
 from cloudsh.commands.views import money
 from cloudsh.models import InstanceType, Price, hourly_cost
 from cloudsh.ops.background import BackgroundTunnel
+from cloudsh.tui.dialog import Dialog
 from cloudsh.tui.state import BoxState, InstanceRow
 
 if TYPE_CHECKING:
     from cloudsh.tui.tunnels import OpenTunnel, TunnelManager
 
 
-class ConfirmScreen(ModalScreen[bool]):
+class ConfirmScreen(Dialog[bool]):
     """Yes/no on a destructive action; the question says what will be lost."""
 
     BINDINGS: ClassVar[list[BindingType]] = [
@@ -55,7 +55,7 @@ class ConfirmScreen(ModalScreen[bool]):
         self.dismiss(event.button.id == "yes")
 
 
-class ResizeScreen(ModalScreen[str | None]):
+class ResizeScreen(Dialog[str | None]):
     """Pick the new type: GPUs and what the box costs per hour now vs after."""
 
     BINDINGS: ClassVar[list[BindingType]] = [
@@ -133,7 +133,7 @@ class ResizeScreen(ModalScreen[str | None]):
         self.dismiss(str(event.row_key.value))
 
 
-class PortScreen(ModalScreen[str | None]):
+class PortScreen(Dialog[str | None]):
     """Ask for a port forward spec (`8888` or `9000:8888`)."""
 
     BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "dismiss_none", "Cancel")]
@@ -155,7 +155,7 @@ class PortScreen(ModalScreen[str | None]):
         self.dismiss(event.value.strip() or None)
 
 
-class TunnelsScreen(ModalScreen[None]):
+class TunnelsScreen(Dialog[None]):
     """Open port forwards with their local URL; close one, open another."""
 
     BINDINGS: ClassVar[list[BindingType]] = [
@@ -231,7 +231,7 @@ class TunnelsScreen(ModalScreen[None]):
         self.app.push_screen(PortScreen(box), opened)
 
 
-class HelpScreen(ModalScreen[None]):
+class HelpScreen(Dialog[None]):
     BINDINGS: ClassVar[list[BindingType]] = [Binding("escape,q,question_mark", "close", "Close", id="help_close")]
 
     def __init__(self, sections: Sequence[tuple[str, Sequence[tuple[str, str, str]]]], commands: str) -> None:
@@ -261,7 +261,7 @@ class HelpScreen(ModalScreen[None]):
         self.dismiss(None)
 
 
-class RegionScreen(ModalScreen[str | None]):
+class RegionScreen(Dialog[str | None]):
     BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "dismiss_none", "Cancel")]
 
     def __init__(self, regions: Sequence[str], current: str) -> None:

@@ -17,13 +17,13 @@ from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
-from textual.screen import ModalScreen
 from textual.widgets import Button, Checkbox, DataTable, Input, OptionList, Static
 from textual.widgets.option_list import Option
 
 from cloudsh.commands.views import money
 from cloudsh.models import Image, Snapshot, Volume
 from cloudsh.tui.data import image_month, snapshot_month, volume_month
+from cloudsh.tui.dialog import Dialog
 from cloudsh.tui.state import BoxState
 from cloudsh.tui.widgets import Fields, LineTable
 
@@ -76,7 +76,7 @@ class Field:
     placeholder: str = ""
 
 
-class StorageForm(ModalScreen[dict[str, Any] | None]):
+class StorageForm(Dialog[dict[str, Any] | None]):
     """A small form: text fields, an optional list to pick one from, an optional checkbox.
 
     Dismisses with {field key: text, "choice": option id, "check": bool}, or None.

@@ -323,8 +323,9 @@ class PricesPane(Vertical):
     @on(DataTable.RowHighlighted, "#prices-table")
     def _highlighted(self, event: DataTable.RowHighlighted) -> None:
         event.stop()
-        if event.row_key.value:
-            self.post_message(TypeHighlighted(str(event.row_key.value)))
+        key = getattr(event.row_key, "value", None)  # None while the rows are being replaced
+        if key:
+            self.post_message(TypeHighlighted(str(key)))
 
 
 # -- activity and command line ----------------------------------------------------------

@@ -74,7 +74,10 @@ def job_record(job_id: str, inst: Instance, tag: JobTag, box: BoxState, price: f
     now = time.time()
     run_s = 0.0
     if tag.started:
-        end = now if tag.state == "running" else (tag.ended or tag.started)
+        # A box stopped with no notice on it (from the console, or by EC2) ended the job
+        # when EC2 says it stopped.
+        stopped = inst.state_since.timestamp() if inst.state != "running" and inst.state_since else None
+        end = now if tag.state == "running" else (tag.ended or stopped or tag.started)
         run_s = max(0.0, end - tag.started)
     runtime = tag.before_s + run_s
     return Job(
