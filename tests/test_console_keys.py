@@ -56,6 +56,8 @@ class Steps:
         self.settings = dataclasses.replace(Settings.load(), state_dir=sb.key_path.parent / f"hk-{uuid.uuid4().hex[:6]}")
         self.settings.state_dir.mkdir()
         self.settings.key_path.symlink_to(sb.key_path)
+        public = asyncssh.read_private_key(str(sb.key_path)).export_public_key("openssh").decode()
+        self.settings.key_path.with_name(self.settings.key_path.name + ".pub").write_text(public)
         self.proxies: list[DroppingProxy] = []
 
     def backend(self, console: Callable[[], bytes] | None = None, **settings: float) -> Backend:

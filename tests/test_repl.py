@@ -146,7 +146,7 @@ def test_completion_cache_from_last_session_is_used_at_start(tmp_path: Path, box
         first.close(force=True)
     child = spawn()
     try:
-        child.expect_exact(PROMPT)  # the shell is up (it read last session's cache first)
+        settle()  # the prompt is drawn; let the shell take the terminal before typing
         child.send(f"run {box[:4]}")
         child.send("\t")
         time.sleep(0.2)  # completion is applied asynchronously; a person types slower
