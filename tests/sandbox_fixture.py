@@ -16,6 +16,7 @@ starts a separate one. Nothing here talks to AWS.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 import time
@@ -229,6 +230,24 @@ def start_sandbox(root: Path, mp: pytest.MonkeyPatch, sandbox_dir: Path | None =
     )
     sb.past_window(time.monotonic())  # the first RunInstances names this key pair and group
     return sb
+
+
+@contextlib.contextmanager
+def own_sandbox(root: Path, **env: str) -> Iterator[Sandbox]:
+    """A sandbox of a test module's own in `root`, its daemon started with these
+    environment variables (e.g. `CLOUDSH_SANDBOX_TIMING="3"`); stopped, and the
+    environment restored, on leaving."""
+    mp = pytest.MonkeyPatch()
+    try:
+        for key, value in env.items():
+            mp.setenv(key, value)
+        sb = start_sandbox(root, mp, root / "sandbox")
+        try:
+            yield sb
+        finally:
+            sandbox_down(sb.settings)
+    finally:
+        mp.undo()
 
 
 @pytest.fixture(scope="session")

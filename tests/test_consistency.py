@@ -18,10 +18,9 @@ from botocore.exceptions import ClientError
 from cloudsh.config import Settings
 from cloudsh.errors import CloudshError
 from cloudsh.ops import instances as ops
-from cloudsh.sandbox.control import sandbox_down
 from tests.cli import cloudsh, ok
 from tests.faults import DroppingProxy, ec2_error
-from tests.sandbox_fixture import Sandbox, start_sandbox
+from tests.sandbox_fixture import Sandbox, own_sandbox
 from tests.test_faults import backend_via
 
 pytestmark = pytest.mark.sandbox
@@ -105,16 +104,8 @@ async def test_a_box_unknown_past_the_bound_is_named_as_billing(sandbox: Sandbox
 def slow(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
     """A sandbox of its own, where a new resource stays unknown for `SLOW_S`; the real
     `cloudsh` (tests/cli.py) finds it through CLOUDSH_SANDBOX_DIR while this module runs."""
-    mp = pytest.MonkeyPatch()
-    mp.setenv("CLOUDSH_SANDBOX_CONSISTENCY_S", str(SLOW_S))
-    try:
-        sb = start_sandbox(tmp_path_factory.mktemp("slow-cloud"), mp)
-        try:
-            yield sb
-        finally:
-            sandbox_down(sb.settings)
-    finally:
-        mp.undo()
+    with own_sandbox(tmp_path_factory.mktemp("slow-cloud"), CLOUDSH_SANDBOX_CONSISTENCY_S=str(SLOW_S)) as sb:
+        yield sb
 
 
 def test_cloudsh_rides_through_a_long_window(slow: Sandbox) -> None:

@@ -12,9 +12,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from cloudsh.sandbox.control import sandbox_down
 from tests.cli import cloudsh, ok
-from tests.sandbox_fixture import Sandbox, start_sandbox
+from tests.sandbox_fixture import Sandbox, own_sandbox
 
 pytestmark = pytest.mark.sandbox
 
@@ -27,16 +26,8 @@ STEP_S = 3
 def slow(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
     """A sandbox of its own with slow in-between states; the real `cloudsh` finds it
     through CLOUDSH_SANDBOX_DIR while this module runs."""
-    mp = pytest.MonkeyPatch()
-    mp.setenv("CLOUDSH_SANDBOX_TIMING", str(STEP_S))
-    try:
-        sb = start_sandbox(tmp_path_factory.mktemp("slow-steps"), mp)
-        try:
-            yield sb
-        finally:
-            sandbox_down(sb.settings)
-    finally:
-        mp.undo()
+    with own_sandbox(tmp_path_factory.mktemp("slow-steps"), CLOUDSH_SANDBOX_TIMING=str(STEP_S)) as sb:
+        yield sb
 
 
 def interrupt_when(args: list[str], said: str) -> tuple[int, str]:

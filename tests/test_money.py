@@ -16,9 +16,8 @@ from typing import Any
 
 import pytest
 
-from cloudsh.sandbox.control import sandbox_down
 from tests.cli import cloudsh, ok, one_line_error
-from tests.sandbox_fixture import Sandbox, start_sandbox
+from tests.sandbox_fixture import Sandbox, own_sandbox
 
 SPOT_AZ = "us-east-1b"
 
@@ -41,13 +40,8 @@ class World:
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
-    mp = pytest.MonkeyPatch()
-    sb = start_sandbox(tmp_path_factory.mktemp("money"), mp)
-    try:
+    with own_sandbox(tmp_path_factory.mktemp("money")) as sb:
         yield _build(sb)
-    finally:
-        sandbox_down(sb.settings)
-        mp.undo()
 
 
 def _build(sb: Sandbox) -> World:

@@ -6,9 +6,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from cloudsh.sandbox.control import sandbox_down
 from tests.cli import cloudsh, one_line_error
-from tests.sandbox_fixture import Sandbox, start_sandbox
+from tests.sandbox_fixture import Sandbox, own_sandbox
 
 pytestmark = pytest.mark.sandbox
 
@@ -16,18 +15,9 @@ pytestmark = pytest.mark.sandbox
 @pytest.fixture(scope="module")
 def no_vpc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Sandbox, dict[str, str]]]:
     """A sandbox of its own, started without a default VPC; the environment that reaches it."""
-    mp = pytest.MonkeyPatch()
     root = tmp_path_factory.mktemp("novpc")
-    mp.setenv("CLOUDSH_SANDBOX_NO_DEFAULT_VPC", "1")
-    try:
-        sb = start_sandbox(root, mp, root / "sandbox")
-        env = {"CLOUDSH_SANDBOX_DIR": str(sb.dir), "XDG_STATE_HOME": str(root / "state")}
-        try:
-            yield sb, env
-        finally:
-            sandbox_down(sb.settings)
-    finally:
-        mp.undo()
+    with own_sandbox(root, CLOUDSH_SANDBOX_NO_DEFAULT_VPC="1") as sb:
+        yield sb, {"CLOUDSH_SANDBOX_DIR": str(sb.dir), "XDG_STATE_HOME": str(root / "state")}
 
 
 def test_launch_without_a_subnet_says_which_subnets_could_work(no_vpc: tuple[Sandbox, dict[str, str]]) -> None:

@@ -21,7 +21,7 @@ import pytest
 from cloudsh.sandbox.control import sandbox_down, sandbox_env
 from cloudsh.sandbox.persist import CLOUD_FILE, PROCS_DIR
 from tests.cli import by_name, cloudsh, ok
-from tests.sandbox_fixture import Sandbox, start_sandbox
+from tests.sandbox_fixture import Sandbox, own_sandbox
 
 pytestmark = pytest.mark.sandbox
 
@@ -31,14 +31,8 @@ def own(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
     """A sandbox of this module's own, since its tests stop and kill it. Without
     bubblewrap, whose box dies with the daemon that started it, a session's processes
     outlive a killed daemon unless the next start ends them."""
-    mp = pytest.MonkeyPatch()
-    mp.setenv("CLOUDSH_SANDBOX_ISOLATION", "none")
-    sb = start_sandbox(tmp_path_factory.mktemp("persist"), mp)
-    try:
+    with own_sandbox(tmp_path_factory.mktemp("persist"), CLOUDSH_SANDBOX_ISOLATION="none") as sb:
         yield sb
-    finally:
-        sandbox_down(sb.settings)
-        mp.undo()
 
 
 def _alive(pid: int) -> bool:
