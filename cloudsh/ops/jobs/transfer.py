@@ -167,6 +167,21 @@ async def _file_list(backend: Backend, host: HostInfo, files: Sequence[str]) -> 
     return f"--files-from={f.name}", None
 
 
+async def _run_rsync(argv: Sequence[str]) -> tuple[int | None, bytes]:
+    """Run rsync to the end; its exit status and stderr. Cancelled (Ctrl-C), it is killed."""
+    proc = await asyncio.create_subprocess_exec(
+        *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        _, err = await proc.communicate()
+    except BaseException:
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        await proc.wait()
+        raise
+    return proc.returncode, err
+
+
 async def _rsync(backend: Backend, host: HostInfo, remote: str, local: Path, files: Sequence[str]) -> list[str]:
     config = _ssh_config(backend, host)
     files_from, on_box = await _file_list(backend, host, files)
@@ -179,29 +194,19 @@ async def _rsync(backend: Backend, host: HostInfo, remote: str, local: Path, fil
             f"{host.host_key_alias}:{remote.rstrip('/')}/", f"{local}/",
         ]
         for attempt in range(SYNC_ATTEMPTS):
-            proc = await asyncio.create_subprocess_exec(
-                *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE,
-            )
-            try:
-                _, err = await proc.communicate()
-            except BaseException:
-                with contextlib.suppress(ProcessLookupError):
-                    proc.kill()
-                await proc.wait()
-                raise
-            if proc.returncode in RSYNC_OK:
+            returncode, err = await _run_rsync(argv)
+            if returncode in RSYNC_OK:
                 return list(files)
             lines = err.decode(errors="replace").strip().splitlines()
-            if proc.returncode == 23:
+            if returncode == 23:
                 # Some files were not written: name the first one rsync complained of.
                 why = next((ln for ln in lines if ln.startswith("rsync:")), lines[0] if lines else "")
                 raise CloudshError(
                     f"copying results from {host.name} to {local} failed: {why}",
                     "make the folder writable (or give --sync another LOCAL_DIR), then run `cloudsh sync` again",
                 )
-            if proc.returncode not in RSYNC_RETRY or attempt == SYNC_ATTEMPTS - 1:
-                why = (lines or [f"exit status {proc.returncode}"])[-1]
+            if returncode not in RSYNC_RETRY or attempt == SYNC_ATTEMPTS - 1:
+                why = (lines or [f"exit status {returncode}"])[-1]
                 raise SSHError(f"copying results from {host.name} failed: {why}", "run `cloudsh sync` again")
             # The connection dropped: the next pass resumes from the partial file.
             await asyncio.sleep(0.5 * (attempt + 1))
@@ -223,21 +228,13 @@ async def _first_copy(backend: Backend, host: HostInfo, remote_dir: str, local: 
     still open on the box; None if that did not work (the usual pass then runs, and says why)."""
     name = uuid.uuid4().hex[:8]
     agent = f"python3 {AGENT_PATH} list {shlex.quote(remote_dir)} --save {name} --brief >&2 && rsync"
-    proc = await asyncio.create_subprocess_exec(
+    returncode, err = await _run_rsync([
         "rsync", "-a", f"--partial-dir={PARTIAL_DIR}", "--from0", f"--files-from=:{JOBS_DIR}/.files-{name}",
         f"--rsync-path={agent}", "--timeout=60", "-e", f"ssh -F {shlex.quote(str(_ssh_config(backend, host)))}",
         f"{host.host_key_alias}:{remote_dir.rstrip('/')}/", f"{local}/",
-        stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
-    )
-    try:
-        _, err = await proc.communicate()
-    except BaseException:
-        with contextlib.suppress(ProcessLookupError):
-            proc.kill()
-        await proc.wait()
-        raise
+    ])
     said = [ln for ln in err.decode(errors="replace").splitlines() if ln.startswith('{"listed"')]
-    if proc.returncode not in RSYNC_OK or not said:
+    if returncode not in RSYNC_OK or not said:
         return None
     return int(json.loads(said[-1]).get("open", 0))
 
