@@ -30,8 +30,9 @@ def probe(mode: str) -> tuple[Any, str]:
 
 
 def stable(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Records without what changes between two listings (uptime, cost, state, address)."""
-    moving = {"uptime_s", "cost_so_far", "state", "public_ip"}
+    """Records without what changes between two listings (uptime, cost, state, address,
+    and the SSH port a booting box publishes once it answers)."""
+    moving = {"uptime_s", "cost_so_far", "state", "status", "public_ip", "ssh_port"}
     return sorted(({k: v for k, v in r.items() if k not in moving} for r in records), key=lambda r: r["id"])
 
 

@@ -8,8 +8,10 @@ POLLHUP once its other side is gone, so the app checks that every second and lea
 
 from __future__ import annotations
 
+import os
 import select
 import sys
+import threading
 from typing import Any
 
 from textual.app import App
@@ -17,6 +19,8 @@ from textual.app import App
 GONE = select.POLLHUP | select.POLLERR | select.POLLNVAL
 #: The exit status of a program ended by a hangup (128 + SIGHUP), as shells report it.
 TERMINAL_GONE = 129
+#: Seconds the app may take to leave on its own once its terminal is gone.
+LEAVE_S = 3.0
 
 
 def terminal_gone(fd: int | None = None) -> bool:
@@ -39,8 +43,16 @@ def leave_when_terminal_gone(app: App[Any]) -> None:
     if app.is_headless:
         return
 
+    leaving = threading.Event()
+
     def check() -> None:
-        if terminal_gone():
+        if not leaving.is_set() and terminal_gone():
+            leaving.set()
             app.exit(return_code=TERMINAL_GONE)
+            # Leaving may wait on what cannot finish without a terminal (its last frames,
+            # workers): if the app is still here after a moment, the process ends itself.
+            timer = threading.Timer(LEAVE_S, os._exit, args=(TERMINAL_GONE,))
+            timer.daemon = True
+            timer.start()
 
     app.set_interval(1.0, check)
