@@ -124,7 +124,7 @@ class Daemon:
         )
         from werkzeug.serving import make_server
 
-        from cloudsh.sandbox import addresses, vpcs, wsgi
+        from cloudsh.sandbox import addresses, fastser, vpcs, wsgi
         from cloudsh.sandbox.capacity import CapacityLayer
         from cloudsh.sandbox.consistency import ConsistencyLayer
         from cloudsh.sandbox.instance_connect import InstanceConnectLayer
@@ -134,6 +134,7 @@ class Daemon:
         from cloudsh.sandbox.vcpu_quota import QuotaLayer
 
         addresses.install()
+        fastser.install()
         self.storage = StorageLayer(
             wsgi.one_at_a_time(DomainDispatcherApplication(create_backend_app)), self.dir, self.ec2_backend, self._lifecycle
         )
