@@ -50,6 +50,7 @@ def test_root() -> Path:
     return _ROOT
 
 
+from tests.moto_cloud import moto_ec2  # noqa: E402, F401  (moto in-process, for comparisons)
 from tests.sandbox_fixture import *  # noqa: E402, F403  (the session sandbox fixtures)
 
 

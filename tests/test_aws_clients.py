@@ -13,12 +13,16 @@ import pytest
 from cloudsh.config import Settings
 from cloudsh.root import sandbox_target
 from cloudsh.services.aws import (
+    INSTANCE_MEMBERS,
     AwsTarget,
     CachingLoader,
     ClientFactory,
     ParserFactory,
+    SlicedEC2QueryParser,
     SlicedXMLParsing,
 )
+from cloudsh.services.ec2 import _instance
+from tests.moto_cloud import fill
 from tests.sandbox_fixture import Sandbox
 
 pytestmark = pytest.mark.sandbox
@@ -66,3 +70,41 @@ def test_a_client_closes_only_once_its_models_are_cached(tmp_path: Path) -> None
     assert len(cached) == 1 and not list((tmp_path / "botocore-models").glob("*.tmp"))
     again = ClientFactory(target, cache_dir=tmp_path).client("ec2")  # the next process, in effect
     assert again.meta.service_model.operation_model("DescribeInstances").name == "DescribeInstances"
+
+
+class _Reads(dict[str, Any]):
+    """A raw answer that notes which of its members are read."""
+
+    read: set[str] = set()
+
+    def get(self, key: str, default: Any = None) -> Any:
+        self.read.add(key)
+        return super().get(key, default)
+
+    def __getitem__(self, key: str) -> Any:
+        self.read.add(key)
+        return super().__getitem__(key)
+
+
+def test_instances_are_parsed_for_what_cloudsh_reads(moto_ec2: Any) -> None:
+    fill(moto_ec2)
+    bodies: list[dict[str, Any]] = []
+    moto_ec2.meta.events.register("before-parse.ec2.DescribeInstances", lambda response_dict, **_: bodies.append(response_dict))
+    moto_ec2.describe_instances()
+    shape = moto_ec2.meta.service_model.operation_model("DescribeInstances").output_shape
+
+    def instances(parser: Any) -> list[dict[str, Any]]:
+        parsed = parser.parse(bodies[0], shape)
+        return [i for r in parsed["Reservations"] for i in r["Instances"]]
+
+    full, ours = instances(botocore.parsers.EC2QueryParser()), instances(SlicedEC2QueryParser())
+    # Every member `_instance` reads is one the narrowed parse keeps...
+    _Reads.read = set()
+    for raw in full:
+        _instance(_Reads(raw))
+    assert {"InstanceId", "Tags", "BlockDeviceMappings", "InstanceLifecycle"} <= _Reads.read <= INSTANCE_MEMBERS
+    # ...so the records are the same, and what nobody reads was skipped.
+    assert [_instance(raw) for raw in ours] == [_instance(raw) for raw in full]
+    assert len(full) == 7 and any(i.get("InstanceLifecycle") == "spot" for i in ours)
+    assert all("NetworkInterfaces" in i for i in full)
+    assert not any("NetworkInterfaces" in i for i in ours)

@@ -3,14 +3,11 @@ answers without them, on one cloud with every kind of resource cloudsh lists."""
 
 from __future__ import annotations
 
-import os
 import re
-from collections.abc import Iterator
 from typing import Any
 
-import pytest
-
 from cloudsh.sandbox import fastser
+from tests.moto_cloud import fill
 
 CALLS: list[tuple[str, dict[str, Any]]] = [
     ("describe_instances", {}),
@@ -24,43 +21,6 @@ CALLS: list[tuple[str, dict[str, Any]]] = [
     ("describe_tags", {}),
     ("describe_network_interfaces", {}),
 ]
-
-
-@pytest.fixture
-def ec2() -> Iterator[Any]:
-    from moto import mock_aws
-
-    saved = dict(os.environ)
-    os.environ.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_REGION="us-east-1")
-    os.environ.pop("AWS_ENDPOINT_URL", None)
-    try:
-        with mock_aws():
-            import boto3
-
-            yield boto3.client("ec2", region_name="us-east-1")
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
-
-
-def _cloud(ec2: Any) -> None:
-    image = ec2.describe_images()["Images"][0]["ImageId"]
-    group = ec2.create_security_group(GroupName="g", Description="d")["GroupId"]
-    ec2.authorize_security_group_ingress(GroupId=group, IpPermissions=[
-        {"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22, "IpRanges": [{"CidrIp": "198.51.100.7/32", "Description": "x"}]}])
-    ec2.create_key_pair(KeyName="k", TagSpecifications=[{"ResourceType": "key-pair", "Tags": [{"Key": "a", "Value": "b"}]}])
-    for i in range(3):
-        tags = [{"Key": "Name", "Value": f"box-{i}"}, {"Key": "Cost", "Value": "1"}][: i + 1]  # not in key order
-        ec2.run_instances(ImageId=image, InstanceType="t3.micro", MinCount=2, MaxCount=2, SecurityGroupIds=[group],
-                          KeyName="k", TagSpecifications=[{"ResourceType": "instance", "Tags": tags}])
-    ec2.run_instances(ImageId=image, InstanceType="g5.xlarge", MinCount=1, MaxCount=1,
-                      InstanceMarketOptions={"MarketType": "spot", "SpotOptions": {"SpotInstanceType": "one-time"}})
-    box = ec2.describe_instances()["Reservations"][0]["Instances"][0]["InstanceId"]
-    ec2.stop_instances(InstanceIds=[box])
-    volume = ec2.create_volume(AvailabilityZone="us-east-1a", Size=5,
-                               TagSpecifications=[{"ResourceType": "volume", "Tags": [{"Key": "Name", "Value": "data"}]}])
-    ec2.create_snapshot(VolumeId=volume["VolumeId"], Description="s")
-    ec2.create_image(InstanceId=box, Name="frozen")
 
 
 def _answers(ec2: Any) -> list[str]:
@@ -79,8 +39,9 @@ def _answers(ec2: Any) -> list[str]:
     return bodies
 
 
-def test_remembered_lookups_answer_as_moto_does(ec2: Any) -> None:
-    _cloud(ec2)
+def test_remembered_lookups_answer_as_moto_does(moto_ec2: Any) -> None:
+    ec2 = moto_ec2
+    fill(ec2)
     plain = _answers(ec2)
     with fastser.installed():
         remembered = _answers(ec2)

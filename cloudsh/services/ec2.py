@@ -72,6 +72,8 @@ class LaunchSpec:
 
 
 def _instance(raw: dict[str, Any]) -> Instance:
+    """The record of one instance in EC2's answer. It reads only `aws.INSTANCE_MEMBERS`: the
+    parser skips the rest, so a member read here must be added there too."""
     tags = tags_of(raw.get("Tags"))
     return Instance(
         id=raw["InstanceId"],
