@@ -30,12 +30,12 @@ def moto_ec2() -> Iterator[Any]:
 def fill(ec2: Any) -> None:
     """Boxes (tagged, untagged, spot, stopped), a group rule, a key pair, a volume, a snapshot, an image."""
     image = ec2.describe_images()["Images"][0]["ImageId"]
-    group = ec2.create_security_group(GroupName="g", Description="d")["GroupId"]
+    group = ec2.create_security_group(GroupName="g", Description='a "quoted" & <marked> one')["GroupId"]
     ec2.authorize_security_group_ingress(GroupId=group, IpPermissions=[
         {"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22, "IpRanges": [{"CidrIp": "198.51.100.7/32", "Description": "x"}]}])
     ec2.create_key_pair(KeyName="k", TagSpecifications=[{"ResourceType": "key-pair", "Tags": [{"Key": "a", "Value": "b"}]}])
     for i in range(3):
-        tags = [{"Key": "Name", "Value": f"box-{i}"}, {"Key": "Cost", "Value": "1"}][: i + 1]  # not in key order
+        tags = [{"Key": "Name", "Value": f"box-{i}"}, {"Key": "Cost", "Value": "1 & <2> 'x'"}][: i + 1]  # not in key order
         ec2.run_instances(ImageId=image, InstanceType="t3.micro", MinCount=2, MaxCount=2, SecurityGroupIds=[group],
                           KeyName="k", TagSpecifications=[{"ResourceType": "instance", "Tags": tags}])
     ec2.run_instances(ImageId=image, InstanceType="g5.xlarge", MinCount=1, MaxCount=1,

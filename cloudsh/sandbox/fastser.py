@@ -18,9 +18,11 @@ compares the two on the same cloud). The sandbox daemon installs it at start.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
+from xml.sax.saxutils import escape, quoteattr
 
 _MAX = 50_000  # remembered answers of each kind; the EC2 model has far fewer
 
@@ -96,6 +98,135 @@ def _tags_of_one(original: Any) -> Any:
     return get_tags
 
 
+class _Unusual(Exception):
+    """Something `_unparse` leaves to xmltodict (comments, bytes, odd names, several roots)."""
+
+
+_BAD_NAME = re.compile(r"""^[?!]|[<>/"'=\s]""")
+
+
+def _text(value: Any) -> str:
+    """xmltodict's `_convert_value_to_string`, bytes left to xmltodict."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, bytes | bytearray | memoryview):
+        raise _Unusual
+    return str(value)
+
+
+_NAMES: set[str] = set()  # element and attribute names seen to be well-formed
+
+
+def _name(key: Any) -> str:
+    if key in _NAMES:
+        return key  # type: ignore[no-any-return]
+    if not isinstance(key, str) or key == "#comment" or _BAD_NAME.search(key):
+        raise _Unusual
+    _NAMES.add(key)
+    return key
+
+
+class _Writer:
+    """`XMLGenerator` with short empty elements, writing into a list."""
+
+    __slots__ = ("parts", "pending")
+
+    def __init__(self) -> None:
+        self.parts = ['<?xml version="1.0" encoding="utf-8"?>\n']
+        self.pending = False
+
+    def start(self, name: str, attrs: dict[str, str]) -> None:
+        if self.pending:
+            self.parts.append(">")
+        self.parts.append("<" + name)
+        for key, value in attrs.items():
+            self.parts.append(f" {key}={quoteattr(value)}")
+        self.pending = True
+
+    def end(self, name: str) -> None:
+        if self.pending:
+            self.parts.append("/>")
+            self.pending = False
+        else:
+            self.parts.append(f"</{name}>")
+
+    def characters(self, content: str) -> None:
+        if content:
+            if self.pending:
+                self.parts.append(">")
+                self.pending = False
+            self.parts.append(escape(content))
+
+    def leaf(self, name: str, text: str) -> None:
+        """start, characters, end of an element with only text: most of an answer."""
+        if self.pending:
+            self.parts.append(">")
+            self.pending = False
+        self.parts.append(f"<{name}>{escape(text)}</{name}>" if text else f"<{name}/>")
+
+
+def _emit(out: _Writer, key: Any, value: Any, depth: int) -> None:
+    """xmltodict's `_emit` for what moto's EC2 answers hold (no comments, namespaces,
+    pretty printing or bytes): the same elements, attributes and text, in the same order."""
+    name = _name(key)
+    if value is None or isinstance(value, str | int | float):
+        out.leaf(name, "" if value is None else _text(value))
+        return
+    if not hasattr(value, "__iter__") or isinstance(value, bytes | bytearray | memoryview | dict):
+        value = [value]
+    for index, item in enumerate(value):
+        if depth == 0 and index > 0:
+            raise _Unusual
+        if item is None or not isinstance(item, dict):
+            out.leaf(name, "" if item is None else _text(item))
+            continue
+        text = None
+        attrs: dict[str, str] = {}
+        children = []
+        for child, child_value in item.items():
+            if child == "#text":
+                text = None if child_value is None else _text(child_value)
+            elif isinstance(child, str) and child.startswith("@"):
+                if child == "@xmlns" and isinstance(child_value, dict):
+                    raise _Unusual
+                attrs[_name(child[1:])] = "" if child_value is None else _text(child_value)
+            elif not (isinstance(child_value, list) and not child_value):
+                children.append((child, child_value))
+        out.start(name, attrs)
+        for child, child_value in children:
+            _emit(out, child, child_value, depth + 1)
+        if text is not None:
+            out.characters(text)
+        out.end(name)
+
+
+def _unparse(body: Any, original: Any) -> str:
+    """What `xmltodict.unparse(body, full_document=True, short_empty_elements=True)`
+    answers, written without SAX's per-call overhead; the unusual goes to `original`."""
+    try:
+        if not isinstance(body, dict) or len(body) != 1:
+            raise _Unusual
+        out = _Writer()
+        for key, value in body.items():
+            _emit(out, key, value, 0)
+        return "".join(out.parts)
+    except _Unusual:
+        return original(body)  # type: ignore[no-any-return]
+
+
+def _quicker_body(original: Any) -> Any:
+    """`EC2Serializer._serialize_body` through `_unparse` (not when pretty-printing)."""
+
+    def serialize_body(self: Any, body: Any) -> str:
+        if self.pretty_print:
+            return original(self, body)  # type: ignore[no-any-return]
+        return _unparse(body, lambda b: original(self, b))
+
+    return serialize_body
+
+
 def install() -> None:
     """Remember the look-ups from now on (the sandbox daemon, once at start)."""
     from moto.core import serialize
@@ -109,6 +240,9 @@ def install() -> None:
         setattr(picker, name, fn)
     picker._cloudsh_moto = original  # type: ignore[attr-defined]
     TaggedEC2Resource._cloudsh_get_tags = TaggedEC2Resource.get_tags  # type: ignore[attr-defined]
+    serializer = serialize.EC2Serializer
+    serializer._cloudsh_body = serializer._serialize_body  # type: ignore[attr-defined]
+    serializer._serialize_body = _quicker_body(serializer._serialize_body)  # type: ignore[method-assign]
     TaggedEC2Resource.get_tags = _tags_of_one(TaggedEC2Resource.get_tags)  # type: ignore[method-assign]
 
 
@@ -128,6 +262,9 @@ def uninstall() -> None:
     del picker._cloudsh_moto  # type: ignore[attr-defined]
     TaggedEC2Resource.get_tags = TaggedEC2Resource._cloudsh_get_tags  # type: ignore[attr-defined,method-assign]
     del TaggedEC2Resource._cloudsh_get_tags  # type: ignore[attr-defined]
+    serializer = serialize.EC2Serializer
+    serializer._serialize_body = serializer._cloudsh_body  # type: ignore[attr-defined,method-assign]
+    del serializer._cloudsh_body  # type: ignore[attr-defined]
 
 
 @contextmanager
