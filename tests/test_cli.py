@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from cloudsh.ops.queries import PROXY_MAIN
 from tests.cli import by_name, cloudsh, ls_json, ok, one_line_error
 from tests.sandbox_fixture import Sandbox, known_host, serve_http
 
@@ -110,7 +111,7 @@ def test_ssh_config_works_with_openssh_scp_and_rsync(box: str, tmp_path: Path, s
     block = text.split(f"Host {box}\n", 1)[1].split("\n\n", 1)[0]
     lines = dict(line.strip().split(None, 1) for line in block.splitlines())
     assert "HostName" not in lines and "Port" not in lines
-    assert lines["ProxyCommand"].endswith(f"-m cloudsh.proxy --sandbox --region us-east-1 {rec['id']}")
+    assert lines["ProxyCommand"].endswith(f"-I -S {PROXY_MAIN} --sandbox --region us-east-1 {rec['id']}")
     assert lines["HostKeyAlias"] == rec["id"] and lines["StrictHostKeyChecking"] == "yes"
     # The box's own loopback address and the port its SSH server answers on, as `ls --json`
     # names them: plain OpenSSH with the key and the sandbox's host key reaches the box.
