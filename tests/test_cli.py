@@ -206,6 +206,54 @@ def test_tunnels_reach_each_boxs_own_server(box: str, sandbox: Sandbox) -> None:
             cloudsh("terminate", "clibox-twin", "--yes")
 
 
+def test_tunnel_to_jupyter_gives_its_url_with_the_token(box: str, sandbox: Sandbox, tmp_path: Path) -> None:
+    import os
+    import signal
+    import sys
+
+    from cloudsh.sandbox import tools
+
+    # The sandbox's Jupyter stand-in, where `pip install --user jupyterlab` puts jupyter.
+    remote = 8888 if sandbox.state.isolation == "bubblewrap" else _free_port()
+    (tmp_path / "jupyter").write_text(tools.source("jupyter_server"))
+    ok("run", box, "--", "mkdir -p .local/bin")
+    ok("put", box, str(tmp_path / "jupyter"), ".local/bin/jupyter", "--force")
+    ok("run", box, "--", f"chmod +x .local/bin/jupyter && (setsid nohup .local/bin/jupyter lab --port {remote}"
+       " --token s3cret </dev/null >/dev/null 2>&1 &) && for i in $(seq 100); do"
+       " .local/bin/jupyter server list --json | grep -q s3cret && exit 0; sleep 0.05; done; exit 1")
+    # A browser that writes down what it was asked to open.
+    browser, opened = tmp_path / "browser", tmp_path / "opened"
+    browser.write_text(f'#!/bin/sh\necho "$1" >> {opened}\n')
+    browser.chmod(0o755)
+    env = {**os.environ, "CLOUDSH_SANDBOX": "1", "BROWSER": str(browser)}
+    local = _free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cloudsh", "tunnel", box, f"{local}:{remote}", f"{_free_port()}:9", "--open"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL, env=env,
+    )
+    try:
+        assert proc.stdout is not None
+        lines = [proc.stdout.readline() for _ in range(3)]  # both forwards, and one Jupyter URL
+        assert all(lines), lines + [proc.stderr.read() if proc.stderr and proc.wait(5) is not None else ""]
+        url = next((x.split(None, 1)[1].strip() for x in lines if x.startswith("Jupyter: ")), "")
+        assert url == f"http://localhost:{local}/?token=s3cret", lines
+        assert sum(x.startswith("Jupyter") for x in lines) == 1  # the port without Jupyter adds nothing
+        assert opened.read_text() == f"{url}\n"
+        assert b"JupyterLab" in urllib.request.urlopen(url, timeout=10).read()
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=30)
+
+    # In the background: said when opened, and in the `tunnels` listing.
+    out = ok("tunnel", box, f"{_free_port()}:{remote}", "--background")
+    assert "Jupyter: http://localhost:" in out and "?token=s3cret" in out, out
+    [kept] = [t for t in json.loads(ok("tunnels", "--json")) if t["remote_port"] == remote]
+    assert kept["jupyter"] == f"http://localhost:{kept['local_port']}/?token=s3cret"
+    assert kept["jupyter"] in ok("tunnels")
+    ok("tunnel", "close", box)
+    ok("run", box, "--", "pkill -f '[.]local/bin/jupyter' || true")
+
+
 def test_changed_host_key_is_refused(box: str, test_root: Path) -> None:
     rec = by_name(box)
     assert rec is not None
