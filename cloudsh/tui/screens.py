@@ -174,8 +174,8 @@ class TunnelsScreen(Dialog[None]):
         with Vertical(id="dialog", classes="tunnels"):
             yield Static("Tunnels", id="tunnels-title")
             yield DataTable(id="tunnels-table", cursor_type="row")
-            yield Static("a: forward another port of the highlighted box · o: open in the browser (Jupyter with its"
-                         " token) · d: close · esc: back", id="tunnels-help")
+            yield Static("a: forward another port of the highlighted box · o: open in the browser · d: close · esc: back",
+                         id="tunnels-help")
 
     def on_mount(self) -> None:
         t = self.query_one(DataTable)
