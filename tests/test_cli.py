@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shlex
 import shutil
@@ -206,7 +207,9 @@ def test_tunnels_reach_each_boxs_own_server(box: str, sandbox: Sandbox) -> None:
             cloudsh("terminate", "clibox-twin", "--yes")
 
 
-def test_tunnel_to_jupyter_gives_its_url_with_the_token(box: str, sandbox: Sandbox, tmp_path: Path) -> None:
+def test_tunnel_to_jupyter_gives_its_url_with_the_token(
+    box: str, sandbox: Sandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import os
     import signal
     import sys
@@ -250,8 +253,45 @@ def test_tunnel_to_jupyter_gives_its_url_with_the_token(box: str, sandbox: Sandb
     [kept] = [t for t in json.loads(ok("tunnels", "--json")) if t["remote_port"] == remote]
     assert kept["jupyter"] == f"http://localhost:{kept['local_port']}/?token=s3cret"
     assert kept["jupyter"] in ok("tunnels")
+    # The app: its tunnels view shows the URL, and `o` opens it.
+    monkeypatch.setenv("BROWSER", str(browser))
+    local = _free_port()
+    url = f"http://localhost:{local}/?token=s3cret"
+    assert asyncio.run(_jupyter_in_the_app(box, local, remote)) == url
+    until = time.monotonic() + 10
+    while opened.read_text().count("\n") < 2 and time.monotonic() < until:
+        time.sleep(0.05)
+    assert opened.read_text().splitlines()[-1] == url
     ok("tunnel", "close", box)
     ok("run", box, "--", "pkill -f '[.]local/bin/jupyter' || true")
+
+
+async def _jupyter_in_the_app(box: str, local: int, remote: int) -> str:
+    """Open a tunnel in the app (as `t` does), then in its tunnels view (`T`) the first
+    cell of its row, once it is open; `o` there opens it in the browser."""
+    from textual.widgets import DataTable
+
+    from cloudsh.config import Settings
+    from cloudsh.root import connect
+    from cloudsh.tui.app import CloudshApp
+    from cloudsh.tui.handoff import RecordingHandoff
+    from cloudsh.tui.screens import TunnelsScreen
+
+    app = CloudshApp(lambda: connect(Settings.load(), sandbox=True), handoff=RecordingHandoff())
+    async with app.run_test(size=(120, 40)) as pilot:
+        tun = app.tunnels.open(box, local, remote)
+        deadline = time.monotonic() + 30
+        while not tun.jupyter:
+            assert time.monotonic() < deadline and tun.status != "failed", tun
+            await pilot.pause(0.05)
+        await pilot.press("T")
+        await pilot.pause(0.1)
+        assert isinstance(app.screen, TunnelsScreen)
+        cell = str(app.screen.query_one(DataTable).get_row(f"{box}:{local}")[0])
+        await pilot.press("o")
+        await pilot.pause(0.5)
+        app.tunnels.close_all()
+    return cell
 
 
 def test_changed_host_key_is_refused(box: str, test_root: Path) -> None:
