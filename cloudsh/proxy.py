@@ -11,9 +11,9 @@ The warm path is taken when, in the last minute (`ops.whereabouts`), a listing, 
 start or connection saw where the box answers, its security groups let this machine's
 current address in, and its host key is pinned and confirmed: no cloud call, and nothing
 imported but this module, `ops.whereabouts` and a few C-backed parts of the standard
-library (no `site`, asyncio, pathlib or typing), so `ssh NAME` costs little more than
-OpenSSH straight to the address (bench/proxy_bench.py). Otherwise, or when the remembered address sends no
-SSH banner, it asks EC2 where the box is, opens its groups to this machine, pins and
+library (no `site`, asyncio, json, pathlib or typing), so `ssh NAME` costs little more
+than OpenSSH straight to the address (bench/proxy_bench.py). Otherwise, or when the
+remembered address sends no SSH banner, it asks EC2 where the box is, opens its groups to this machine, pins and
 checks its host key (`ops.reach`), and with `--wake` starts a stopped box, saying so on
 stderr.
 
@@ -42,8 +42,10 @@ FAILED = 255
 WARM_TIMEOUT_S = 3.0
 BUFFER = 1 << 16
 USAGE = "usage: python -m cloudsh.proxy (--sandbox | --aws [--profile P]) [--region R] [--wake] INSTANCE_ID"
-#: The comment on a pinned key its box's console has not confirmed (`KnownHosts`).
+#: The comment on a pinned key its box's console has not confirmed (`known_hosts.UNCONFIRMED`).
 UNCONFIRMED = "cloudsh-unconfirmed:"
+#: How long the address checkip.amazonaws.com gave is trusted (`services.address.TTL_S`).
+CHECKIP_TTL_S = 60.0
 
 #: A connected socket to the box's SSH server and the first bytes it sent (its banner).
 Answer = tuple[_socket.socket, bytes]
@@ -127,10 +129,7 @@ def _warm(opts: Options) -> tuple[str, int] | None:
         return None
     from cloudsh.ops.whereabouts import Addresses, AllowedChecks
 
-    dirs = _dirs()
-    if dirs is None:
-        return None
-    cache, state, sandbox = dirs
+    cache, state, sandbox = _dirs()
     where = Addresses(cache).recall(opts.instance_id)
     if where is None:
         return None
@@ -140,7 +139,7 @@ def _warm(opts: Options) -> tuple[str, int] | None:
     return where if _pinned(os.path.join(state, "known_hosts"), opts.instance_id) else None
 
 
-def _dirs() -> tuple[str, str, str] | None:
+def _dirs() -> tuple[str, str, str]:
     """(cache, state, sandbox) directories as `Settings.load()` finds them, read from the
     environment; from `Settings` itself (slower) when a config file may say otherwise."""
     env = os.environ
@@ -173,7 +172,7 @@ def _settings() -> Settings:
 def _this_machine(cache: str, sandbox: str | None) -> str | None:
     """This machine's public address if known without asking anyone (as
     `root.remembered_address` says it): the sandbox's published `public_address`, or the
-    address checkip answered less than `services.address.TTL_S` ago."""
+    address checkip answered less than `CHECKIP_TTL_S` ago."""
     import time
 
     from cloudsh.ops.whereabouts import read_json
@@ -183,7 +182,7 @@ def _this_machine(cache: str, sandbox: str | None) -> str | None:
         return str(state.get("public_address") or "127.0.0.1") if isinstance(state, dict) else None
     saved = read_json(os.path.join(cache, "public-address.json"))
     try:
-        return str(saved["address"]) if 0 <= time.time() - float(saved["at"]) < 60.0 else None
+        return str(saved["address"]) if 0 <= time.time() - float(saved["at"]) < CHECKIP_TTL_S else None
     except (KeyError, TypeError, ValueError):
         return None
 
@@ -317,6 +316,9 @@ def relay(sock: _socket.socket, first: bytes) -> int:
         try:
             while data := os.read(0, BUFFER):
                 sock.sendall(data)
+        except OSError:
+            pass
+        try:  # noqa: SIM105  (not contextlib.suppress: one more import on every `ssh`)
             sock.shutdown(_socket.SHUT_WR)
         except OSError:
             pass

@@ -9,6 +9,7 @@ import pytest
 
 from cloudsh import proxy
 from cloudsh.config import Settings
+from cloudsh.services import address, known_hosts
 
 
 @pytest.mark.parametrize(
@@ -37,3 +38,8 @@ def test_dirs_are_the_settings_dirs(env: dict[str, str], tmp_path: Path, monkeyp
 def settings_dirs() -> tuple[str, str, str]:
     s = Settings.load()
     return str(s.cache_dir), str(s.state_dir), str(s.sandbox_path)
+
+
+def test_what_it_reads_is_read_as_its_owners_write_it() -> None:
+    assert proxy.UNCONFIRMED == known_hosts.UNCONFIRMED + ":"
+    assert proxy.CHECKIP_TTL_S == address.TTL_S
