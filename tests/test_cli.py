@@ -207,17 +207,16 @@ def test_tunnels_reach_each_boxs_own_server(box: str, sandbox: Sandbox) -> None:
             cloudsh("terminate", "clibox-twin", "--yes")
 
 
-def test_tunnel_to_jupyter_gives_its_url_with_the_token(
-    box: str, sandbox: Sandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_tunnel_to_jupyter_gives_its_url_with_the_token(box: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import os
     import signal
     import sys
 
     from cloudsh.sandbox import tools
 
-    # The sandbox's Jupyter stand-in, where `pip install --user jupyterlab` puts jupyter.
-    remote = 8888 if sandbox.state.isolation == "bubblewrap" else _free_port()
+    # The sandbox's Jupyter stand-in, where `pip install --user jupyterlab` puts jupyter
+    # (on a port of its own: an earlier test's server keeps 8888 on this box).
+    remote = _free_port()
     (tmp_path / "jupyter").write_text(tools.source("jupyter_server"))
     ok("run", box, "--", "mkdir -p .local/bin")
     ok("put", box, str(tmp_path / "jupyter"), ".local/bin/jupyter", "--force")
