@@ -252,6 +252,8 @@ def test_tunnel_to_jupyter_gives_its_url_with_the_token(box: str, tmp_path: Path
     [kept] = [t for t in json.loads(ok("tunnels", "--json")) if t["remote_port"] == remote]
     assert kept["jupyter"] == f"http://localhost:{kept['local_port']}/?token=s3cret"
     assert kept["jupyter"] in ok("tunnels")
+    r = cloudsh("tunnel", box, f"{_free_port()}:9", "--background", "--open", env={"BROWSER": str(browser)})
+    assert r.returncode == 0 and "nothing to open: no Jupyter server" in r.stderr and "Jupyter:" not in r.stdout
     # The app: its tunnels view shows the URL, and `o` opens it.
     monkeypatch.setenv("BROWSER", str(browser))
     local = _free_port()

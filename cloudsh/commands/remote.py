@@ -153,7 +153,7 @@ async def connect(ctx: Context, a: argparse.Namespace) -> int:
 )
 async def tunnel(ctx: Context, a: argparse.Namespace) -> int:
     from cloudsh.ops import tunnels as ops
-    from cloudsh.ops.jupyter import open_in_browser
+    from cloudsh.ops.jupyter import NO_JUPYTER, open_in_browser
 
     if a.background:
         from cloudsh.commands.tunnels import open_in_background
@@ -178,7 +178,9 @@ async def tunnel(ctx: Context, a: argparse.Namespace) -> int:
 
     keeper = ops.TunnelKeeper(ctx.backend, a.name, [parse_forward(p) for p in a.ports], on_event=show)
     try:
-        await keeper.open()
+        opened = await keeper.open()
+        if a.open and not any(t.jupyter for t in opened):
+            ctx.out.info(NO_JUPYTER)
         ctx.out.info("tunnels open; press Ctrl-C to close them")
         await keeper.keep()
     finally:
