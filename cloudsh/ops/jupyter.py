@@ -31,7 +31,7 @@ LIST_COMMAND = (
     "{ jupyter server list --json || jupyter notebook list --json; } 2>/dev/null"
 )
 #: Seconds the box gets to answer; a tunnel does not wait longer for its Jupyter URL.
-LIST_TIMEOUT_S = 15.0
+LIST_TIMEOUT_S = 10.0
 #: What `tunnel --open` says when no forwarded port has a Jupyter server behind it.
 NO_JUPYTER = "nothing to open: no Jupyter server listens on the forwarded ports (`jupyter server list` on the box)"
 
