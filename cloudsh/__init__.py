@@ -5,11 +5,12 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
 __version__ = "0.1.0"
 
+TYPE_CHECKING = False  # not `typing`'s: `ssh NAME` through `ssh-config` imports this package (cloudsh.proxy)
 if TYPE_CHECKING:
+    from typing import Any
+
     from cloudsh.api import Cloud, Instance
 
 __all__ = ["Cloud", "Instance", "__version__"]

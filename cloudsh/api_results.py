@@ -92,7 +92,8 @@ class InstanceList(list[L]):
 
 class TunnelHandle:
     """A port forward kept open until `.close()`, reconnected after its box stops and
-    starts again: `.url`, `.state` ("open", "reconnecting", "closed"), `.events` (the
+    starts again: `.url`, `.jupyter` (a Jupyter server's URL with its token, or ''), `.state`
+    ("open", "reconnecting", "closed"), `.events` (the
     `cloudsh.ops.tunnels` events so far); also a context manager."""
 
     def __init__(self, keeper: TunnelKeeper, on_event: OnTunnelEvent | None = None) -> None:
@@ -137,6 +138,11 @@ class TunnelHandle:
     def url(self) -> str:
         """`http://localhost:PORT/`"""
         return f"http://localhost:{self.local_port}/"
+
+    @property
+    def jupyter(self) -> str:
+        """The URL, with its token, of the Jupyter server the forward reaches ('' if none)."""
+        return self._keeper.jupyter.get(self.local_port, "")
 
     @property
     def closed(self) -> bool:

@@ -58,6 +58,7 @@ class Kept:
     remote: int
     state: str = "opening"
     note: str = ""
+    jupyter: str = ""
     task: asyncio.Task[None] | None = field(default=None, repr=False)
 
     @property
@@ -69,11 +70,13 @@ class Kept:
         return box in (self.box, self.keeper.label) or (inst is not None and box in (inst.id, inst.name))
 
     def record(self) -> BackgroundTunnel:
-        return BackgroundTunnel(self.keeper.label, self.local, self.remote, self.state, self.keeper.moved, self.note)
+        return BackgroundTunnel(
+            self.keeper.label, self.local, self.remote, self.state, self.keeper.moved, self.note, self.jupyter
+        )
 
     def on_event(self, event: TunnelEvent) -> None:
         if isinstance(event, TunnelOpened):
-            self.state, self.note = "open", ""
+            self.state, self.note, self.jupyter = "open", "", event.jupyter
         elif isinstance(event, TunnelLost):
             self.state, self.note = "reconnecting", event.reason
         elif isinstance(event, TunnelReconnecting):

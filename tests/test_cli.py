@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shlex
 import shutil
@@ -16,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from cloudsh.ops.queries import PROXY_MAIN
 from tests.cli import by_name, cloudsh, ls_json, ok, one_line_error
 from tests.sandbox_fixture import Sandbox, known_host, serve_http
 
@@ -110,7 +112,7 @@ def test_ssh_config_works_with_openssh_scp_and_rsync(box: str, tmp_path: Path, s
     block = text.split(f"Host {box}\n", 1)[1].split("\n\n", 1)[0]
     lines = dict(line.strip().split(None, 1) for line in block.splitlines())
     assert "HostName" not in lines and "Port" not in lines
-    assert lines["ProxyCommand"].endswith(f"-m cloudsh.proxy --sandbox --region us-east-1 {rec['id']}")
+    assert lines["ProxyCommand"].endswith(f"-I -S {PROXY_MAIN} --sandbox --region us-east-1 {rec['id']}")
     assert lines["HostKeyAlias"] == rec["id"] and lines["StrictHostKeyChecking"] == "yes"
     # The box's own loopback address and the port its SSH server answers on, as `ls --json`
     # names them: plain OpenSSH with the key and the sandbox's host key reaches the box.
@@ -203,6 +205,94 @@ def test_tunnels_reach_each_boxs_own_server(box: str, sandbox: Sandbox) -> None:
             proc.wait(timeout=10)
         if isolated:
             cloudsh("terminate", "clibox-twin", "--yes")
+
+
+def test_tunnel_to_jupyter_gives_its_url_with_the_token(box: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+    import signal
+    import sys
+
+    from cloudsh.sandbox import tools
+
+    # The sandbox's Jupyter stand-in, where `pip install --user jupyterlab` puts jupyter
+    # (on a port of its own: an earlier test's server keeps 8888 on this box).
+    remote = _free_port()
+    (tmp_path / "jupyter").write_text(tools.source("jupyter_server"))
+    ok("run", box, "--", "mkdir -p .local/bin")
+    ok("put", box, str(tmp_path / "jupyter"), ".local/bin/jupyter", "--force")
+    ok("run", box, "--", f"chmod +x .local/bin/jupyter && (setsid nohup .local/bin/jupyter lab --port {remote}"
+       " --token s3cret </dev/null >/dev/null 2>&1 &) && for i in $(seq 100); do"
+       " .local/bin/jupyter server list --json | grep -q s3cret && exit 0; sleep 0.05; done; exit 1")
+    # A browser that writes down what it was asked to open.
+    browser, opened = tmp_path / "browser", tmp_path / "opened"
+    browser.write_text(f'#!/bin/sh\necho "$1" >> {opened}\n')
+    browser.chmod(0o755)
+    env = {**os.environ, "CLOUDSH_SANDBOX": "1", "BROWSER": str(browser)}
+    local = _free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cloudsh", "tunnel", box, f"{local}:{remote}", f"{_free_port()}:9", "--open"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL, env=env,
+    )
+    try:
+        assert proc.stdout is not None
+        lines = [proc.stdout.readline() for _ in range(3)]  # both forwards, and one Jupyter URL
+        assert all(lines), lines + [proc.stderr.read() if proc.stderr and proc.wait(5) is not None else ""]
+        url = next((x.split(None, 1)[1].strip() for x in lines if x.startswith("Jupyter: ")), "")
+        assert url == f"http://localhost:{local}/?token=s3cret", lines
+        assert sum(x.startswith("Jupyter") for x in lines) == 1  # the port without Jupyter adds nothing
+        assert opened.read_text() == f"{url}\n"
+        assert b"JupyterLab" in urllib.request.urlopen(url, timeout=10).read()
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=30)
+
+    # In the background: said when opened, and in the `tunnels` listing.
+    out = ok("tunnel", box, f"{_free_port()}:{remote}", "--background")
+    assert "Jupyter: http://localhost:" in out and "?token=s3cret" in out, out
+    [kept] = [t for t in json.loads(ok("tunnels", "--json")) if t["remote_port"] == remote]
+    assert kept["jupyter"] == f"http://localhost:{kept['local_port']}/?token=s3cret"
+    assert kept["jupyter"] in ok("tunnels")
+    r = cloudsh("tunnel", box, f"{_free_port()}:9", "--background", "--open", env={"BROWSER": str(browser)})
+    assert r.returncode == 0 and "nothing to open: no Jupyter server" in r.stderr and "Jupyter:" not in r.stdout
+    # The app: its tunnels view shows the URL, and `o` opens it.
+    monkeypatch.setenv("BROWSER", str(browser))
+    local = _free_port()
+    url = f"http://localhost:{local}/?token=s3cret"
+    assert asyncio.run(_jupyter_in_the_app(box, local, remote)) == url
+    until = time.monotonic() + 10
+    while opened.read_text().count("\n") < 2 and time.monotonic() < until:
+        time.sleep(0.05)
+    assert opened.read_text().splitlines()[-1] == url
+    ok("tunnel", "close", box)
+    ok("run", box, "--", "pkill -f '[.]local/bin/jupyter' || true")
+
+
+async def _jupyter_in_the_app(box: str, local: int, remote: int) -> str:
+    """Open a tunnel in the app (as `t` does), then in its tunnels view (`T`) the first
+    cell of its row, once it is open; `o` there opens it in the browser."""
+    from textual.widgets import DataTable
+
+    from cloudsh.config import Settings
+    from cloudsh.root import connect
+    from cloudsh.tui.app import CloudshApp
+    from cloudsh.tui.handoff import RecordingHandoff
+    from cloudsh.tui.screens import TunnelsScreen
+
+    app = CloudshApp(lambda: connect(Settings.load(), sandbox=True), handoff=RecordingHandoff())
+    async with app.run_test(size=(120, 40)) as pilot:
+        tun = app.tunnels.open(box, local, remote)
+        deadline = time.monotonic() + 30
+        while not tun.jupyter:
+            assert time.monotonic() < deadline and tun.status != "failed", tun
+            await pilot.pause(0.05)
+        await pilot.press("T")
+        await pilot.pause(0.1)
+        assert isinstance(app.screen, TunnelsScreen)
+        cell = str(app.screen.query_one(DataTable).get_row(f"{box}:{local}")[0])
+        await pilot.press("o")
+        await pilot.pause(0.5)
+        app.tunnels.close_all()
+    return cell
 
 
 def test_changed_host_key_is_refused(box: str, test_root: Path) -> None:

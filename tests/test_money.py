@@ -195,7 +195,7 @@ async def _the_app_says_it_too(world: World) -> None:
             assert time.monotonic() < deadline, (status.month, volumes.border_title)
             await pilot.pause(0.05)
         assert "budget" in status.month and status.has_class("budget-50")
-        assert "/month" in str(volumes.border_title)
+        assert "/mo " in str(volumes.border_title)
         toasts = [t for t in app._notifications if t.title == "budget"]
         assert len(toasts) == 1 and "passed 50%" in toasts[0].message
 

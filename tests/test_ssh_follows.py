@@ -5,6 +5,7 @@ one line from cloudsh and OpenSSH's exit status 255."""
 
 from __future__ import annotations
 
+import shlex
 import shutil
 import subprocess
 import sys
@@ -61,10 +62,27 @@ def configs(box: str, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Pat
     return found
 
 
+def test_a_warm_connection_loads_little(box: str, configs: dict[str, Path]) -> None:
+    """Within a minute of reaching the box, the ProxyCommand asks no cloud and loads no
+    `site`, asyncio, boto3 or even `json`, `re`, pathlib or typing: that start-up is
+    paid on every `ssh NAME` (bench/proxy_bench.py)."""
+    cfg = configs[""]
+    r = ssh(cfg, box, "true")  # the box's key confirmed, where it answers remembered
+    assert r.returncode == 0, r.stderr
+    line = next(x for x in cfg.read_text().splitlines() if x.strip().startswith("ProxyCommand"))
+    python, *args = shlex.split(line.split(None, 1)[1].replace("%%", "%"))
+    r = subprocess.run([python, "-X", "importtime", *args], input=b"", capture_output=True, timeout=30)
+    assert r.returncode == 0 and r.stdout.startswith(b"SSH-2.0-"), r.stderr
+    loaded = {x.rsplit("|", 1)[1].strip() for x in r.stderr.decode().splitlines() if x.startswith("import time:")}
+    assert "cloudsh.ops.whereabouts" in loaded  # the warm path was taken
+    heavy = {"site", "asyncio", "boto3", "botocore", "cloudsh.config", "json", "re", "pathlib", "typing", "socket"}
+    assert not loaded & heavy, sorted(loaded & heavy)
+
+
 def test_ssh_follows_the_box_across_stop_start_and_a_new_address(sandbox: Sandbox, box: str, configs: dict[str, Path]) -> None:
     cfg = configs[""]
     block = cfg.read_text().split(f"Host {box}\n", 1)[1].split("\n\n", 1)[0]
-    assert "HostName" not in block and "cloudsh.proxy" in block
+    assert "HostName" not in block and "cloudsh/proxy_main.py" in block
     r = ssh(cfg, box, "echo", "first")
     assert (r.returncode, r.stdout) == (0, "first\n"), r.stderr
     before = described(sandbox)["PublicIpAddress"]

@@ -147,21 +147,30 @@ async def connect(ctx: Context, a: argparse.Namespace) -> int:
     arg("name", kind="instance"),
     arg("ports", nargs="+", kind="port", metavar="PORT[:REMOTE_PORT]"),
     arg("--background", "-b", flag=True, help="hand them to a per-user process that outlives this terminal"),
-    epilog="background tunnels: list them with `tunnels`, end them with `tunnel close NAME [PORT]`",
+    arg("--open", flag=True, help="open a Jupyter server's URL (with its token) in the browser"),
+    epilog="a Jupyter server on a forwarded port: its URL with the token is printed; "
+    "background tunnels: list them with `tunnels`, end them with `tunnel close NAME [PORT]`",
 )
 async def tunnel(ctx: Context, a: argparse.Namespace) -> int:
     from cloudsh.ops import tunnels as ops
+    from cloudsh.ops.jupyter import NO_JUPYTER, open_in_browser
 
     if a.background:
         from cloudsh.commands.tunnels import open_in_background
 
-        return await open_in_background(ctx, a.name, [parse_forward(p) for p in a.ports])
+        return await open_in_background(ctx, a.name, [parse_forward(p) for p in a.ports], browse=a.open)
 
     def show(event: ops.TunnelEvent) -> None:
         if isinstance(event, ops.TunnelOpened) and not event.again:
             ctx.out.print(f"{event.url} -> {event.box}:{event.remote}")
+            if event.jupyter:
+                ctx.out.print(f"Jupyter: {event.jupyter}")
+                if a.open:
+                    ctx.out.info(open_in_browser(event.jupyter))
         elif isinstance(event, ops.TunnelOpened):
             ctx.out.info(f"reopened {event.url} -> {event.box}:{event.remote}")
+            if event.jupyter:
+                ctx.out.info(f"Jupyter: {event.jupyter}")
         elif isinstance(event, ops.TunnelLost):
             ctx.out.info(f"connection lost ({event.reason}); reconnecting")
         elif isinstance(event, ops.TunnelReconnecting):
@@ -169,7 +178,9 @@ async def tunnel(ctx: Context, a: argparse.Namespace) -> int:
 
     keeper = ops.TunnelKeeper(ctx.backend, a.name, [parse_forward(p) for p in a.ports], on_event=show)
     try:
-        await keeper.open()
+        opened = await keeper.open()
+        if a.open and not any(t.jupyter for t in opened):
+            ctx.out.info(NO_JUPYTER)
         ctx.out.info("tunnels open; press Ctrl-C to close them")
         await keeper.keep()
     finally:

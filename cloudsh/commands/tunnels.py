@@ -13,8 +13,9 @@ from cloudsh.config import Settings
 COLUMNS = (("box", "BOX"), ("url", "LOCAL"), ("remote", "REMOTE PORT"), ("state", "STATE"), ("moved", "MOVED"), ("note", "NOTE"))
 
 
-async def open_in_background(ctx: Context, box: str, ports: list[tuple[int, int]]) -> int:
+async def open_in_background(ctx: Context, box: str, ports: list[tuple[int, int]], *, browse: bool = False) -> int:
     from cloudsh.ops.background import open_background
+    from cloudsh.ops.jupyter import NO_JUPYTER, open_in_browser
 
     b = ctx.backend
     target = b.target
@@ -23,6 +24,12 @@ async def open_in_background(ctx: Context, box: str, ports: list[tuple[int, int]
     )
     for t in opened:
         ctx.out.print(f"{t.url} -> {t.box}:{t.remote}")
+        if t.jupyter:
+            ctx.out.print(f"Jupyter: {t.jupyter}")
+            if browse:
+                ctx.out.info(open_in_browser(t.jupyter))
+    if browse and not any(t.jupyter for t in opened):
+        ctx.out.info(NO_JUPYTER)
     ctx.out.info(f"kept in the background; see `cloudsh tunnels`, end with `cloudsh tunnel close {box}`")
     return 0
 
@@ -43,7 +50,7 @@ async def tunnels(ctx: Context, a: argparse.Namespace) -> int:
     elif not kept:
         ctx.out.info("no background tunnels; open one with `cloudsh tunnel NAME PORT --background`")
     else:
-        rows = [{"box": t.box, "url": t.url, "remote": t.remote, "state": t.state, "moved": t.moved_text,
+        rows = [{"box": t.box, "url": t.jupyter or t.url, "remote": t.remote, "state": t.state, "moved": t.moved_text,
                  "note": t.note} for t in kept]
         ctx.out.print(table(rows, COLUMNS))
     return 0

@@ -39,6 +39,8 @@ class BackgroundTunnel:
     moved: int = 0
     #: What the last probe or reconnect said, if anything.
     note: str = ""
+    #: The URL, with its token, of the Jupyter server it reaches, if any (`ops.jupyter`).
+    jupyter: str = ""
 
     @property
     def url(self) -> str:
@@ -57,12 +59,13 @@ class BackgroundTunnel:
     def as_json(self) -> dict[str, Any]:
         return {
             "box": self.box, "local_port": self.local, "remote_port": self.remote,
-            "state": self.state, "bytes": self.moved, "note": self.note, "url": self.url,
+            "state": self.state, "bytes": self.moved, "note": self.note, "url": self.url, "jupyter": self.jupyter,
         }
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> BackgroundTunnel:
-        return cls(d["box"], d["local_port"], d["remote_port"], d["state"], d.get("bytes", 0), d.get("note", ""))
+        return cls(d["box"], d["local_port"], d["remote_port"], d["state"], d.get("bytes", 0), d.get("note", ""),
+                   d.get("jupyter", ""))
 
 
 def private_dir(settings: Settings) -> Path:

@@ -11,6 +11,7 @@ import asyncio
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cloudsh.errors import CloudshError
@@ -171,6 +172,8 @@ class SSHConfig:
 
 #: Boxes `ssh-config` writes a block for: those that run or may run again.
 CONFIGURED_STATES = ("pending", "running", "stopping", "stopped")
+#: The program a `ProxyCommand` runs (`cloudsh.proxy`; a file beside this package's own).
+PROXY_MAIN = Path(__file__).resolve().parent.parent / "proxy_main.py"
 
 
 async def ssh_config(backend: Backend, *, wake: bool = False) -> SSHConfig:
@@ -200,10 +203,11 @@ async def ssh_config(backend: Backend, *, wake: bool = False) -> SSHConfig:
 
 def proxy_command(backend: Backend, instance_id: str, *, wake: bool = False) -> list[str]:
     """argv of the `ProxyCommand` that reaches the box on this backend's cloud: this
-    Python, isolated (`-I`: the directory ssh runs in is not searched for modules)."""
+    Python, isolated (`-I`: the directory ssh runs in is not searched for modules) and
+    without `site` (`-S`: half the start-up of `ssh NAME`), on `cloudsh/proxy_main.py`."""
     target = backend.target
     cloud = ["--sandbox"] if target.sandbox else ["--aws", *(["--profile", target.profile] if target.profile else [])]
     return [
-        sys.executable, "-I", "-m", "cloudsh.proxy", *cloud, "--region", target.region,
+        sys.executable, "-I", "-S", str(PROXY_MAIN), *cloud, "--region", target.region,
         *(["--wake"] if wake else []), instance_id,
     ]

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from cloudsh.errors import CloudshError, InvalidState, SSHError
 from cloudsh.models import HostInfo, Instance
+from cloudsh.ops import jupyter
 from cloudsh.ops.reach import ssh_host
 
 if TYPE_CHECKING:
@@ -34,12 +35,14 @@ ASLEEP = ("stopped", "stopping")
 
 @dataclass(frozen=True)
 class TunnelOpened:
-    """localhost:`local` forwards to `box`:`remote`; `again` after a reconnect."""
+    """localhost:`local` forwards to `box`:`remote`; `again` after a reconnect. `jupyter`:
+    the URL, with its token, of the Jupyter server on that port (`ops.jupyter`), if any."""
 
     box: str
     local: int
     remote: int
     again: bool = False
+    jupyter: str = ""
 
     @property
     def url(self) -> str:
@@ -114,6 +117,8 @@ class TunnelKeeper:
         self.closed = False
         self._open: list[Forward] = []
         self._moved_before = 0
+        #: local port -> the Jupyter URL through it, as found at the last opening.
+        self.jupyter: dict[int, str] = {}
 
     @property
     def moved(self) -> int:
@@ -142,13 +147,15 @@ class TunnelKeeper:
             raise
         self.ports = [(f.local_port, remote) for f, (_, remote) in zip(opened, self.ports, strict=True)]
         self._open = opened
+        self.jupyter = await jupyter.urls(self.backend, host, self.ports)  # a restarted server has a new token
         for f in opened:
-            self.on_event(TunnelOpened(self.label, f.local_port, f.remote_port, again))
+            self.on_event(TunnelOpened(self.label, f.local_port, f.remote_port, again, self.jupyter.get(f.local_port, "")))
 
     async def open(self) -> list[TunnelOpened]:
         """Open every forward, or raise why not (nothing stays open then)."""
         await self._open_all(again=False)
-        return [TunnelOpened(self.label, f.local_port, f.remote_port) for f in self._open]
+        return [TunnelOpened(self.label, f.local_port, f.remote_port, jupyter=self.jupyter.get(f.local_port, ""))
+                for f in self._open]
 
     async def keep(self) -> None:
         """Watch the forwards and reopen them when they drop, until `close()` or

@@ -157,7 +157,7 @@ class CloudshApp(AppHost):
         yield ActivityLog(id="activity", max_lines=2000, wrap=True)
         yield CommandLine(lambda: self.state.index, self.history, id="command-line")
         yield Static("", id="hint")
-        yield Footer()
+        yield Footer(compact=True)  # every key and ^p palette fit in 120 columns
 
     def on_mount(self) -> None:
         if (theme := data.load_theme(self.settings.state_dir)) in self.available_themes:

@@ -224,13 +224,13 @@ class InstancesPane(Vertical):
 
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("c", "connect", "Connect", id="connect", tooltip="SSH into the highlighted box"),
-        Binding("t", "tunnel", "Tunnel:8888", id="tunnel", tooltip="Forward localhost:8888 to the box (Jupyter)"),
-        Binding("r", "resize", "Resize/GPU", id="resize", tooltip="Change the box's type, e.g. add a GPU"),
+        Binding("t", "tunnel", "Jupyter", id="tunnel", tooltip="Forward localhost:8888 to the box (Jupyter, with its token)"),
+        Binding("r", "resize", "Resize", id="resize", tooltip="Change the box's type, e.g. add a GPU"),
         Binding("f", "freeze", "Freeze", id="freeze", tooltip="Save the box as an image (AMI)"),
         Binding("s", "start_stop", "Start/Stop", id="start_stop", tooltip="Start a stopped box or stop a running one"),
         Binding("x", "terminate", "Terminate", id="terminate", tooltip="Terminate the box (asks first)"),
         Binding("i", "ipython", "IPython", id="ipython", tooltip="IPython with `cloud` and `box` ready"),
-        Binding("slash", "filter", "Filter", id="filter", tooltip="Filter instances by name, type or state"),
+        Binding("slash", "filter", "Filter", id="filter", show=False, tooltip="Filter instances by name, type or state"),
         Binding("o", "sort", "Sort", id="sort", show=False, tooltip="Sort by the next column"),
     ]
 

@@ -162,6 +162,7 @@ class TunnelsScreen(Dialog[None]):
         Binding("escape,q", "close", "Back", id="tunnels_back"),
         Binding("d,delete", "close_tunnel", "Close tunnel", id="tunnels_close"),
         Binding("a", "add", "Add port", id="tunnels_add"),
+        Binding("o", "open_url", "Open in browser", id="tunnels_open"),
     ]
 
     def __init__(self, manager: TunnelManager, box: str | None) -> None:
@@ -173,7 +174,8 @@ class TunnelsScreen(Dialog[None]):
         with Vertical(id="dialog", classes="tunnels"):
             yield Static("Tunnels", id="tunnels-title")
             yield DataTable(id="tunnels-table", cursor_type="row")
-            yield Static("a: forward another port of the highlighted box · d: close · esc: back", id="tunnels-help")
+            yield Static("a: forward another port of the highlighted box · o: open in the browser · d: close · esc: back",
+                         id="tunnels-help")
 
     def on_mount(self) -> None:
         t = self.query_one(DataTable)
@@ -195,9 +197,9 @@ class TunnelsScreen(Dialog[None]):
         for tun in self.rows():
             if isinstance(tun, BackgroundTunnel):
                 status = f"{tun.state} · background · {tun.moved_text}"
-                t.add_row(tun.url, tun.box, str(tun.remote), status, key=f"bg:{tun.box}:{tun.local}")
+                t.add_row(tun.jupyter or tun.url, tun.box, str(tun.remote), status, key=f"bg:{tun.box}:{tun.local}")
             else:
-                t.add_row(tun.url, tun.instance, str(tun.remote_port), tun.status, key=f"{tun.instance}:{tun.local_port}")
+                t.add_row(tun.jupyter or tun.url, tun.instance, str(tun.remote_port), tun.status, key=f"{tun.instance}:{tun.local_port}")
         if not t.row_count:
             t.add_row("no tunnels open", "", "", "", key="-")
         else:
@@ -216,6 +218,21 @@ class TunnelsScreen(Dialog[None]):
             else:
                 self.manager.close((tun.instance, tun.local_port))
             self.render_tunnels()
+
+    def action_open_url(self) -> None:
+        """The highlighted tunnel's URL (a Jupyter server's with its token) in the browser."""
+        from cloudsh.ops.jupyter import open_in_browser
+
+        rows = self.rows()
+        row = self.query_one(DataTable).cursor_row
+        if not 0 <= row < len(rows):
+            return
+        url = rows[row].jupyter or rows[row].url
+
+        def browse() -> None:  # a thread: starting a browser may take a while
+            self.app.call_from_thread(self.notify, open_in_browser(url), title="tunnel")
+
+        self.run_worker(browse, thread=True, exit_on_error=False)
 
     def action_add(self) -> None:
         if not self.box:

@@ -36,6 +36,8 @@ class OpenTunnel:
     remote_port: int
     status: str = "opening"
     worker: Worker[Any] | None = field(default=None, repr=False)
+    #: The URL, with its token, of the Jupyter server it reaches, if any.
+    jupyter: str = ""
 
     @property
     def url(self) -> str:
@@ -102,8 +104,9 @@ class TunnelManager:
     def _on_event(self, tun: OpenTunnel, event: TunnelEvent) -> None:
         where = f"{tun.instance}:{tun.remote_port}"
         if isinstance(event, TunnelOpened):
-            tun.status = "open"
-            self._log(f"tunnel {event.url} -> {event.box}:{event.remote}" + (" reopened" if event.again else ""),
+            tun.status, tun.jupyter = "open", event.jupyter
+            jupyter = f" · Jupyter: {event.jupyter} (T, o: open it)" if event.jupyter else ""
+            self._log(f"tunnel {event.url} -> {event.box}:{event.remote}" + (" reopened" if event.again else "") + jupyter,
                       "done")
         elif isinstance(event, TunnelLost):
             tun.status = "reconnecting"

@@ -343,13 +343,14 @@ class VolumesPane(Vertical):
         ]
         # An image's cost is its snapshots' (listed above it): counted once.
         total = sum(month or 0.0 for _, (item, _, month) in rows if not isinstance(item, Image))
-        self._titles[0] = f"Volumes · {money(total, '/month')}"
+        self._titles[0] = f"Volumes · {money(total, '/mo')}"  # "/mo": the title fits a 60-column pane
         self.border_title = " · ".join(t for t in self._titles if t)
         self.query_one(StorageTable).show_rows(rows, storage_fields)
 
     def show_orphans(self, count: int, per_month: float) -> None:
         """The monthly total of what bills with nothing using it, in the title (`orphans`)."""
-        self._titles[1] = f"{count} orphans {money(per_month, '/month')} (:orphans)" if count else ""
+        orphans = f"{count} orphan{'s' if count != 1 else ''}"
+        self._titles[1] = f"{orphans} {money(per_month, '/mo')} (:orphans)" if count else ""
         self.border_title = " · ".join(t for t in self._titles if t)
 
     # -- keys ---------------------------------------------------------------------

@@ -9,7 +9,7 @@ first on the box's PATH, from its source file, with the settings it reads beside
     apt_get      apt-get installing the NVIDIA driver (`gpu.py`)
     crontab      crontab, whose `@reboot` lines the sandbox runs at each boot (`cron.py`)
     poweroff     shutdown, poweroff: the box powers itself off (`poweroff.py`)
-    jupyter_server  a Jupyter server's REST API for the idle stop's tests (not installed)
+    jupyter_server  a Jupyter server and `jupyter server list`, for the idle stop's and tunnel's tests (not installed)
 """
 
 from __future__ import annotations
