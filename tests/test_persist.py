@@ -71,8 +71,23 @@ def test_the_cloud_survives_down_up_and_a_killed_daemon(own: Sandbox) -> None:
     ec2.attach_volume(VolumeId=vol, InstanceId=box.id, Device="/dev/sdf")
     _ssh(sb, box.id, "echo kept > ~/kept.txt")
 
+    # The account's limits and this machine's address are kept too.
+    ok("sandbox", "capacity", "t3.large", az, "0")
+    ok("sandbox", "quota", "L-DB2E81BA", "0")
+    ok("sandbox", "address", "198.51.100.9")
+
     ok("sandbox", "down")
     assert _start_again(sb, box.id) == "kept\n"
+    assert "198.51.100.9" in ok("sandbox", "address")
+    image = ec2.describe_instances(InstanceIds=[box.id])["Reservations"][0]["Instances"][0]["ImageId"]
+    for kind, where, code in (("t3.large", {"Placement": {"AvailabilityZone": az}}, "InsufficientInstanceCapacity"),
+                              ("g5.xlarge", {}, "VcpuLimitExceeded")):
+        with pytest.raises(ec2.exceptions.ClientError) as refused:
+            ec2.run_instances(ImageId=image, InstanceType=kind, MinCount=1, MaxCount=1, **where)
+        assert refused.value.response["Error"]["Code"] == code, (kind, refused.value.response)
+    ok("sandbox", "capacity", "t3.large", az, "-1")
+    ok("sandbox", "quota", "L-DB2E81BA", "8")
+    ok("sandbox", "address", "127.0.0.1")
     inst = ec2.describe_instances(InstanceIds=[box.id])["Reservations"][0]["Instances"][0]
     assert {t["Key"]: t["Value"] for t in inst["Tags"]} == {"Name": "keeper", "team": "ml"}
     attached = ec2.describe_volumes(VolumeIds=[vol])["Volumes"][0]["Attachments"]

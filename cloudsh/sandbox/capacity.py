@@ -49,6 +49,11 @@ class CapacityLedger:
         with self._lock:
             return self._left.get((instance_type, az))
 
+    def limits(self) -> list[tuple[str, str, int]]:
+        """Every limited (type, AZ) and how many more may start there (for persist.py)."""
+        with self._lock:
+            return [(t, az, n) for (t, az), n in self._left.items()]
+
     def set(self, instance_type: str, az: str, count: int | None) -> None:
         """`count` more may start (None or negative: unlimited). Listeners hear of a raise."""
         count = None if count is None or count < 0 else count

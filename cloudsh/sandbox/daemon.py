@@ -237,7 +237,14 @@ class Daemon:
         quiet = time.monotonic() - last >= persist.SAVE_DELAY_S or waited >= persist.SAVE_MAX_DELAY_S
         if not changed_at or not (now or quiet):
             return
-        tables = {"ports": dict(self.ports), "spot_behaviour": dict(self.app.spot_behaviour)}
+        tables = {
+            "ports": dict(self.ports),
+            "spot_behaviour": dict(self.app.spot_behaviour),
+            # The account's limits and this machine's address outlive a restart, as on EC2.
+            "capacity": self.capacity.limits(),
+            "quotas": dict(self.quotas),
+            "address": self.firewall.address if self.firewall is not None else None,
+        }
         try:
             await asyncio.to_thread(persist.save, self.dir, tables)
         except RuntimeError:  # a request changed the cloud while it was read: next tick
@@ -409,6 +416,7 @@ class Daemon:
         self.imds.poweroff = lambda iid: poweroff.power_off(self._snapshot().get(iid), self._lifecycle)
         self.firewall = firewall.Firewall(self.ec2_backends, self._publish)
         firewall.install(self.firewall)
+        self.imds.changed = self._changed  # the knobs are saved with the cloud
         self.imds.controls[firewall.CONTROL_PATH] = self.firewall.control
         self.imds.controls["/_sandbox/capacity"] = capacity.control(
             self.capacity, lambda: [z.name for z in self.ec2_backend().describe_availability_zones()],
@@ -498,7 +506,12 @@ class Daemon:
             log.warning(NO_ISOLATION)
         self.start_moto()
         self.app.spot_behaviour.update(restored.tables.get("spot_behaviour", {}))
+        for instance_type, az, count in restored.tables.get("capacity", ()):
+            self.capacity.set(instance_type, az, count)
+        self.quotas.update({k: v for k, v in restored.tables.get("quotas", {}).items() if k in self.quotas})
         await self._start_imds()
+        if restored.tables.get("address"):
+            self.firewall.address = restored.tables["address"]
         (self.dir / "port").write_text(f"{self.port}\n")
         self._publish()
         log.info("moto EC2 on http://127.0.0.1:%d, isolation %s", self.port, self.isolation)

@@ -59,6 +59,7 @@ class Imds:
         self.tokens: dict[str, tuple[str, float]] = {}  # token -> (instance id, expiry)
         self.notices: dict[str, dict[str, str]] = {}  # instance id -> instance-action document
         self.controls: dict[str, Control] = {}  # "/_sandbox/NAME" -> its handler
+        self.changed: Callable[[], None] | None = None  # told when a control accepted a change
         #: The box powered itself off (`poweroff.py`): what EC2 does then.
         self.poweroff: Callable[[str], Awaitable[None]] | None = None
         self._server: asyncio.Server | None = None
@@ -133,6 +134,8 @@ class Imds:
         control = self.controls.get(path)
         if control is not None:
             status, text = control(method, body)
+            if method == "POST" and status == 200 and self.changed is not None:
+                self.changed()
             return status, text, []
         iid, _, rest = path.lstrip("/").partition("/")
         rest = "/" + rest

@@ -1,7 +1,8 @@
 """The sandbox's cloud on disk: it survives `sandbox down`/`up`, a daemon crash and a reboot.
 
 moto keeps EC2 in memory. The daemon pickles each region's EC2 backend (boxes, volumes,
-images, snapshots, key pairs, groups, tags), with its own tables, into
+images, snapshots, key pairs, groups, tags), with its own tables (ports, spot behaviours,
+capacity limits, quotas, this machine's simulated address), into
 `<sandbox>/cloud.pickle`: written atomically (a temporary file renamed over the old one)
 in the first quiet moment after each request that may have changed the cloud (within 2 s
 however busy it is), and at shutdown. The trees
