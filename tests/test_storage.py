@@ -84,6 +84,10 @@ def test_volume_file_survives_snapshot_and_restore_on_another_box(boxes: dict[st
     ok("volume", "create", copy, "4", "--for", b, "--snapshot", snap)
     ok("volume", "attach", copy, b, "--mount", "/mnt/restored")
     assert ok("run", b, "--", "cat /mnt/restored/result.txt").strip() == "survives"
+    # Stopped and started, the box mounts it again from its fstab, as Ubuntu does at boot.
+    ok("stop", b, "--yes")
+    ok("start", b)
+    assert ok("run", b, "--", "cat /mnt/restored/result.txt").strip() == "survives"
 
     # Detach unmounts and drops the fstab line; the volume keeps its files.
     ok("volume", "detach", copy)

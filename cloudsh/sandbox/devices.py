@@ -15,12 +15,17 @@ at the box's own fstab.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from cloudsh.sandbox import tools as box_tools
 from cloudsh.sandbox.tools.blockdev import CONFIG, TOOLS
+
+log = logging.getLogger("cloudsh.sandbox.devices")
 
 #: Where a bubblewrap box sees the volume trees and its device table.
 BOX_VOLUMES = "/dev/.cloudsh-volumes"
@@ -93,3 +98,21 @@ def write_devices(sandbox_dir: Path, inst: Any) -> None:
     tmp = blk / ".devices.json.tmp"
     tmp.write_text(json.dumps({"devices": devices}, indent=1))
     tmp.replace(blk / "devices.json")
+
+
+async def mount_at_boot(argv: Callable[[str], list[str]], env: dict[str, str], cwd: str | None) -> None:
+    """What the box does with its volumes as it boots (`cloudsh-blk boot`: the fstab lines
+    mounted again); waited for, as systemd mounts local file systems before the services
+    that use them."""
+    proc = await asyncio.create_subprocess_exec(
+        *argv(f"{PROGRAM} boot"), stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE, env=env, cwd=cwd,
+    )
+    try:
+        _, err = await asyncio.wait_for(proc.communicate(), 30)
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+        err = b"took over 30 s"
+    if err:
+        log.warning("mounting the fstab at boot: %s", err.decode(errors="replace").strip())

@@ -38,7 +38,7 @@ from typing import Any
 
 import asyncssh
 
-from cloudsh.sandbox import cron, persist, poweroff
+from cloudsh.sandbox import cron, devices, persist, poweroff
 from cloudsh.sandbox import gpu as gpus
 from cloudsh.sandbox.firewall import Gate
 from cloudsh.sandbox.gpu import Gpu
@@ -178,8 +178,6 @@ class Box:
         self.has_gpu = gpu is not None
         gpus.install_tools(self.tools, self.root, gpu, self.instance_id, isolated=self.isolation == "bubblewrap")
         # Block-device stand-ins, so volumes attach, format and mount (sandbox/devices.py).
-        from cloudsh.sandbox import devices
-
         devices.install_tools(
             self.tools, self.sandbox_dir, self.instance_id, isolated=self.isolation == "bubblewrap"
         )
@@ -260,12 +258,15 @@ class Box:
         return self.port
 
     async def run_at_boot(self) -> None:
-        """Start what cron starts at boot: the crontab's `@reboot` lines (`cron.py`)."""
+        """Mount the fstab's volumes (`devices.py`), then start what cron starts at boot:
+        the crontab's `@reboot` lines (`cron.py`)."""
         home = "/home/ubuntu" if self.isolation == "bubblewrap" else str(self.root / "home/ubuntu")
         env = {"LANG": "C.UTF-8", "PATH": UBUNTU_PATH, "HOME": home, "USER": USER, "LOGNAME": USER}
         if self.imds_endpoint:
             env["CLOUDSH_IMDS_ENDPOINT"] = self.imds_endpoint
-        await cron.run_at_boot(self.root, self._argv, env, home if self._init is None else None, self._pids)
+        cwd = home if self._init is None else None
+        await devices.mount_at_boot(self._argv, env, cwd)
+        await cron.run_at_boot(self.root, self._argv, env, cwd, self._pids)
 
     async def stop(self) -> None:
         """Stop listening, drop every session and kill everything running on the box."""
@@ -320,9 +321,7 @@ class Box:
         for hidden in (Path.home(), self.sandbox_dir):  # in case they live under the OS's dirs
             if hidden != Path("/") and any(hidden.is_relative_to(d) for d in SYSTEM_DIRS):
                 wrap += ["--tmpfs", str(hidden)]
-        from cloudsh.sandbox.devices import bwrap_binds
-
-        wrap += bwrap_binds(self.sandbox_dir, self.instance_id)  # volumes, after the tmpfs
+        wrap += devices.bwrap_binds(self.sandbox_dir, self.instance_id)  # volumes, after the tmpfs
         (self.root / gpus.DRIVER_DIR).mkdir(parents=True, exist_ok=True)
         wrap += ["--bind", str(self.root / gpus.DRIVER_DIR), gpus.BOX_DRIVER_DIR]  # the driver stand-in's record
         wrap += cron.bwrap_binds(self.root)

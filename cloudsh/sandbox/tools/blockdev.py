@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Sandbox stand-in for lsblk, blkid, mkfs.ext4, mount, umount and sudo.
+"""Sandbox stand-in for lsblk, blkid, mkfs.ext4, mount, umount and sudo, and what a box
+does with its volumes at boot (`cloudsh-blk boot`: fstab's lines mounted again).
 
 A sandbox box's EBS volumes are directory trees (see `cloudsh/sandbox/storage.py`), not
 block devices. This one program, installed as `cloudsh-blk` in the box's tool dir with
@@ -220,7 +221,57 @@ def mkfs(box: Box, args: list[str]) -> int:
     return 0
 
 
+def fstab_entries(box: Box) -> list[tuple[str, str, list[str]]]:
+    """(spec, mount point, options) of each line of the box's /etc/fstab."""
+    entries = []
+    with contextlib.suppress(OSError), open(box.fstab) as f:
+        for line in f:
+            fields = line.split("#", 1)[0].split()
+            if len(fields) >= 2 and fields[1] not in ("/", "none", "swap"):
+                entries.append((fields[0], fields[1], fields[3].split(",") if len(fields) > 3 else []))
+    return entries
+
+
+def mount_all(box: Box) -> int:
+    """`mount -a`: every fstab line not mounted yet; a missing device with `nofail` is
+    skipped quietly, as systemd does at boot."""
+    status = 0
+    for spec, target, options in fstab_entries(box):
+        dev = box.find(spec)
+        if dev is not None and box.mountpoint(dev):
+            continue
+        if dev is None and "nofail" in options:
+            continue
+        try:
+            mount(box, [spec, target])
+        except Fail as fail:
+            print(fail, file=sys.stderr)
+            status = fail.status
+    return status
+
+
+def boot(box: Box, args: list[str]) -> int:
+    """`cloudsh-blk boot`, run by the box as it boots: nothing is mounted any more (the
+    mount points of the last boot are empty directories again, as a real mount point is
+    under its unmounted volume), then the fstab lines are mounted, as on Ubuntu at boot."""
+    if not box.isolated:
+        return 0
+    points = [t for _, t, _ in fstab_entries(box)]
+    for dev in box.devices():
+        where = box.mountpoint(dev)
+        if where and not dev["root"]:
+            points.append(where)
+            os.unlink(os.path.join(box.vdir(dev), "mount.json"))
+    for where in points:  # also a volume's left while the box was stopped (detached since)
+        if os.path.islink(where) and os.readlink(where).startswith(box.volumes + os.sep):
+            os.unlink(where)
+            os.makedirs(where, exist_ok=True)
+    return mount_all(box)
+
+
 def mount(box: Box, args: list[str]) -> int:
+    if args == ["-a"]:
+        return mount_all(box)
     rest = [a for a in args if not a.startswith("-")]
     if "-o" in args:
         opt = args[args.index("-o") + 1]
@@ -317,14 +368,15 @@ def sudo(box: Box, args: list[str]) -> int:
 
 COMMANDS: dict[str, Callable[[Box, list[str]], int]] = {
     "lsblk": lsblk, "blkid": blkid, "mkfs.ext4": mkfs, "mount": mount, "umount": umount, "sudo": sudo,
+    "cloudsh-blk": boot,
 }
 
 
 def main(argv: list[str]) -> int:
     """`argv[0]` is the name the program was run as (one of `TOOLS`)."""
     tool = os.path.basename(argv[0])
-    if tool not in COMMANDS:
-        print(f"cloudsh-blk: run me as one of {', '.join(TOOLS)}", file=sys.stderr)
+    if tool not in COMMANDS or (tool == "cloudsh-blk" and argv[1:] != ["boot"]):
+        print(f"cloudsh-blk: run me as one of {', '.join(TOOLS)}, or as `cloudsh-blk boot`", file=sys.stderr)
         return 2
     box = Box.load(os.path.join(os.path.dirname(os.path.abspath(__file__)), CONFIG))
     try:
