@@ -9,7 +9,7 @@ from pathlib import Path
 
 from cloudsh.api.instance import Instance
 from cloudsh.api.results import InstanceList, Table, TunnelHandle
-from cloudsh.api.session import Session, translate
+from cloudsh.api.session import Session, price_gate, translate
 from cloudsh.config import Settings
 from cloudsh.errors import CloudshError
 from cloudsh.models import CommandResult, InstanceType, Price
@@ -120,10 +120,13 @@ class Cloud:
         disk: int | None = None,
         image: str | None = None,
         wait: bool = True, az: str | None = None, subnet: str | None = None,
+        confirm_price: bool = False, max_per_hour: float | None = None,
     ) -> Instance:
         from cloudsh.ops import instances as ops
 
         plan = await ops.plan_launch(self._s.backend, name, instance_type=type, spot=spot, disk_gb=disk, image=image, az=az, subnet=subnet)
+        await price_gate(self._s.backend, plan.itype.name, spot=plan.spot, verb="launch",
+                         confirm_price=confirm_price, max_per_hour=max_per_hour)
         inst = Instance(self._s, await ops.launch(self._s.backend, plan, wait=wait))
         self._s.names_at = 0.0
         return inst
@@ -137,6 +140,7 @@ class Cloud:
         disk: int | None = None,
         image: str | None = None,
         wait: bool = True, az: str | None = None, subnet: str | None = None,
+        confirm_price: bool = False, max_per_hour: float | None = None,
     ) -> Instance:
         """Launch a box called `name` and (unless `wait=False`) wait until SSH answers.
 
@@ -144,8 +148,11 @@ class Cloud:
         (default 60 or the image's size, never below it), `image` an AMI id or name (default:
         current Ubuntu LTS); `spot=True`: a persistent spot request, stopped on interruption.
         `az`/`subnet` pin where it goes (default: each AZ that offers it until one has capacity).
+        A type dearer than the `confirm_above_per_hour` setting ($3/h) raises `ConfirmationRefused`
+        before anything is created, unless `confirm_price=True` or it is within `max_per_hour`.
         """
-        return self._s.run(self.alaunch(name, type, spot=spot, disk=disk, image=image, wait=wait, az=az, subnet=subnet))
+        return self._s.run(self.alaunch(name, type, spot=spot, disk=disk, image=image, wait=wait, az=az, subnet=subnet,
+                                        confirm_price=confirm_price, max_per_hour=max_per_hour))
 
     # Verbs by NAME, as on the command line; each is the Instance method of the same name.
 
@@ -170,12 +177,18 @@ class Cloud:
         """Terminate a box for good. No confirmation: this is the API."""
         self._s.run(self.aterminate(name))
 
-    async def aresize(self, name: str, type: str, *, go_back: bool = False) -> Instance:
-        return await (await self.ainstance(name)).aresize(type, go_back=go_back)
+    async def aresize(
+        self, name: str, type: str, *, go_back: bool = False, confirm_price: bool = False, max_per_hour: float | None = None
+    ) -> Instance:
+        return await (await self.ainstance(name)).aresize(
+            type, go_back=go_back, confirm_price=confirm_price, max_per_hour=max_per_hour
+        )
 
-    def resize(self, name: str, type: str, *, go_back: bool = False) -> Instance:
+    def resize(
+        self, name: str, type: str, *, go_back: bool = False, confirm_price: bool = False, max_per_hour: float | None = None
+    ) -> Instance:
         """Change a box's type ("add a GPU"); see `Instance.resize`."""
-        return self._s.run(self.aresize(name, type, go_back=go_back))
+        return self._s.run(self.aresize(name, type, go_back=go_back, confirm_price=confirm_price, max_per_hour=max_per_hour))
 
     async def arun(self, name: str, command: str, *, timeout: float | None = None) -> CommandResult:
         return await (await self.ainstance(name)).arun(command, timeout=timeout)

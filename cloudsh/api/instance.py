@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 
 from cloudsh import models
 from cloudsh.api.results import TunnelHandle
-from cloudsh.api.session import Session
+from cloudsh.api.session import Session, price_gate
 from cloudsh.errors import CloudshError, HostKeyChanged, SSHError, UsageError
 from cloudsh.models import CommandResult, HostInfo
 from cloudsh.ops.tunnels import OnTunnelEvent
@@ -191,7 +191,9 @@ class Instance:
         """Terminate the box for good. No confirmation: this is the API."""
         self._s.run(self.aterminate())
 
-    async def aresize(self, type: str, *, go_back: bool = False) -> Instance:
+    async def aresize(
+        self, type: str, *, go_back: bool = False, confirm_price: bool = False, max_per_hour: float | None = None
+    ) -> Instance:
         from cloudsh.ops import move as ops
 
         async def back(_: CloudshError) -> bool:
@@ -199,15 +201,21 @@ class Instance:
 
         await self.arefresh()
         plan = await ops.plan_resize(self._b, self.record, type, by_id=self._by_id)
+        await price_gate(self._b, plan.new.name, spot=self.record.market == "spot", az=self.record.az,
+                         verb="resize to", confirm_price=confirm_price, max_per_hour=max_per_hour)
         self.record = await ops.resize(self._b, plan, go_back=back)
         return self
 
-    def resize(self, type: str, *, go_back: bool = False) -> Instance:
+    def resize(
+        self, type: str, *, go_back: bool = False, confirm_price: bool = False, max_per_hour: float | None = None
+    ) -> Instance:
         """Change the instance type ("add a GPU"): a running box is stopped and restarted, the
         NVIDIA driver installed first if its new GPU needs one; a spot box moves to a new box.
         No capacity at the restart: a `CapacityError` leaves it stopped; `go_back=True`
-        returns to the old type (see `.type`)."""
-        return self._s.run(self.aresize(type, go_back=go_back))
+        returns to the old type (see `.type`). A type dearer than the `confirm_above_per_hour`
+        setting ($3/h) raises `ConfirmationRefused` first, unless `confirm_price=True` or it is
+        within `max_per_hour`."""
+        return self._s.run(self.aresize(type, go_back=go_back, confirm_price=confirm_price, max_per_hour=max_per_hour))
 
     # -- images and volumes (ops/images.py, ops/volumes.py) ---------------------------
 

@@ -94,3 +94,20 @@ class Session:
             t.cancel()
         await asyncio.gather(*rest, return_exceptions=True)
         await self.backend.close()
+
+
+async def price_gate(
+    backend: Backend, instance_type: str, *, spot: bool, az: str = "", verb: str,
+    confirm_price: bool, max_per_hour: float | None,
+) -> None:
+    """The price gate of `launch` and `resize` (`ops.money.price_gate`): with no one to ask, a
+    box above the threshold is refused unless the caller accepted its price."""
+    from cloudsh.ops.money import price_gate
+
+    if max_per_hour is None:
+        go_on = ("pass confirm_price=True, or max_per_hour= the most you accept "
+                 "(the threshold is the setting confirm_above_per_hour)")
+    else:
+        go_on = "pass a max_per_hour= at least that, or confirm_price=True"
+    await price_gate(backend, instance_type, spot=spot, az=az, yes=confirm_price, ask=None, verb=verb,
+                     limit=max_per_hour, go_on=go_on)

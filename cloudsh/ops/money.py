@@ -281,12 +281,13 @@ Ask = Callable[[str], Awaitable[bool]]
 
 
 async def price_gate(
-    backend: Backend, instance_type: str, *, spot: bool, az: str = "", yes: bool, ask: Ask | None, verb: str
+    backend: Backend, instance_type: str, *, spot: bool, az: str = "", yes: bool, ask: Ask | None, verb: str,
+    limit: float | None = None, go_on: str = "pass --yes to confirm (the threshold is the setting confirm_above_per_hour)",
 ) -> str:
     """Before `verb` (launch, resize) creates anything: the $/h of `instance_type` (a spot
     box at its AZ's price, the region's lowest when the AZ is not chosen yet) as one line.
-    Above the `confirm_above_per_hour` setting it asks; with no one to ask and no `--yes`
-    it refuses.
+    Above `limit` (default: the `confirm_above_per_hour` setting) it asks; with no one to
+    ask and no `yes` it refuses, saying `go_on` (how this front end goes ahead).
 
     Raises:
         ConfirmationRefused: over the threshold, no terminal and no `--yes`.
@@ -302,13 +303,13 @@ async def price_gate(
         return f"{instance_type} {market}: price unknown ({found.why(instance_type) or 'no price listed'})"
     line = f"{instance_type} {market}: ${usd:.4g}/h, about ${usd * HOURS_PER_MONTH:,.0f} a month running"
     line += f" ({note})" if note else ""
-    limit = backend.settings.confirm_above_per_hour
+    limit = backend.settings.confirm_above_per_hour if limit is None else limit
     if usd <= limit or yes:
         return line
     if ask is None:
         raise ConfirmationRefused(
             f"refusing to {verb} a ${usd:.4g}/h {instance_type} (above your ${limit:g}/h threshold) without confirmation",
-            "pass --yes to confirm (the threshold is the setting confirm_above_per_hour)",
+            go_on,
         )
     if not await ask(f"{line}: above your ${limit:g}/h threshold. {verb.capitalize()} it?"):
         raise Declined(f"did not {verb} {instance_type}", "nothing was created or changed")
