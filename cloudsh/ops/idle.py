@@ -44,12 +44,16 @@ def parse_after(text: str) -> float | None:
 
 
 def span(seconds: float) -> str:
+    """`2 s`, `1 h`, `1 min 30 s`; from ten minutes on, to the minute (`59 min`, `2 h 5 min`)."""
     s = int(seconds)
     if s < 60:
         return f"{s} s"
     if s % 3600 == 0:
         return f"{s // 3600} h"
-    return f"{s // 60} min" if s % 60 == 0 and s >= 60 else f"{s} s"
+    if s < 600:
+        return f"{s // 60} min" + (f" {s % 60} s" if s % 60 else "")
+    m = round(s / 60)
+    return f"{m} min" if m < 120 else f"{m // 60} h" + (f" {m % 60} min" if m % 60 else "")
 
 
 def agent_settings(after_s: float | None, *, name: str, gpu: bool, keep_alive: list[str] | None) -> dict[str, Any]:
