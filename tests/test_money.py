@@ -153,6 +153,65 @@ async def test_cost_adds_up_and_a_budget_crossing_is_said_once_in_each_front_end
         assert ok("budget", "off").strip() == "budget off"
     bad = cloudsh("budget", "lots")
     assert bad.returncode == 2 and "not an amount of dollars" in one_line_error(bad)
+    bad = cloudsh("budget", "50", "--email", "me-at-example.org")
+    assert bad.returncode == 2 and "not an email address" in one_line_error(bad)
+    try:  # email alerts are AWS Budgets': the sandbox says so in one line and keeps the budget
+        r = cloudsh("budget", "50", "--email", "me@example.org")
+        assert r.returncode == 0 and r.stdout.startswith("budget $50.00/month"), r.stderr
+        assert "email alerts need AWS: the sandbox does not serve the AWS Budgets API\n" in r.stderr
+    finally:
+        assert ok("budget", "off").strip() == "budget off"
+
+
+async def test_an_aws_budget_emails_as_the_month_nears_and_passes_it() -> None:
+    """`budget 50 --email` on AWS: one CreateBudget with its three email notifications; set
+    again, the budget is updated and its notifications made afresh; `budget off` deletes it."""
+    from botocore.stub import Stubber
+
+    from cloudsh.errors import AWSError
+    from cloudsh.services.aws import AwsTarget, ClientFactory
+    from cloudsh.services.budgets import BudgetAlerts
+
+    factory = ClientFactory(AwsTarget(region="eu-west-1", access_key_id="AKIAFAKE", secret_access_key="fake",
+                                      endpoint_url="http://127.0.0.1:9"))
+    sts, budgets = Stubber(factory.client("sts", "us-east-1")), Stubber(factory.client("budgets", "us-east-1"))
+    account = {"AccountId": "123456789012"}
+    named = {**account, "BudgetName": "cloudsh-monthly"}
+    for _ in range(4):
+        sts.add_response("get_caller_identity", {"Account": "123456789012", "Arn": "arn:aws:iam::123456789012:user/me",
+                                                 "UserId": "AIDAEXAMPLE"}, {})
+
+    def budget(usd: str) -> dict[str, Any]:
+        return {"BudgetName": "cloudsh-monthly", "BudgetLimit": {"Amount": usd, "Unit": "USD"}, "TimeUnit": "MONTHLY",
+                "BudgetType": "COST"}
+
+    def alert(kind: str, share: float) -> dict[str, Any]:
+        return {"NotificationType": kind, "ComparisonOperator": "GREATER_THAN", "Threshold": share,
+                "ThresholdType": "PERCENTAGE"}
+
+    alerts = [alert("ACTUAL", 80.0), alert("ACTUAL", 100.0), alert("FORECASTED", 100.0)]
+    me, you = ([{"SubscriptionType": "EMAIL", "Address": a}] for a in ("me@example.org", "you@example.org"))
+    budgets.add_response("create_budget", {}, {**account, "Budget": budget("50.00"),
+                                               "NotificationsWithSubscribers": [{"Notification": n, "Subscribers": me}
+                                                                                for n in alerts]})
+    budgets.add_client_error("create_budget", "DuplicateRecordException", "exists")
+    budgets.add_response("update_budget", {}, {**account, "NewBudget": budget("60.00")})
+    old = {**alerts[0], "NotificationState": "OK"}
+    budgets.add_response("describe_notifications_for_budget", {"Notifications": [old]}, named)
+    budgets.add_response("delete_notification", {}, {**named, "Notification": old})
+    for n in alerts:
+        budgets.add_response("create_notification", {}, {**named, "Notification": n, "Subscribers": you})
+    budgets.add_client_error("delete_budget", "NotFoundException", "gone", expected_params=named)
+    budgets.add_client_error("create_budget", "AccessDeniedException", "no")
+    with sts, budgets:
+        aws = BudgetAlerts(factory)
+        assert await aws.put(50, "me@example.org") is True
+        assert await aws.put(60, "you@example.org") is False
+        await aws.delete()  # deleted in the console already: nothing to do
+        with pytest.raises(AWSError, match="not allowed to call CreateBudget"):
+            await aws.put(50, "me@example.org")
+    sts.assert_no_pending_responses()
+    budgets.assert_no_pending_responses()
 
 
 async def _the_repl_says_it_too(capsys: pytest.CaptureFixture[str]) -> None:

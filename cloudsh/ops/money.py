@@ -191,6 +191,8 @@ class BudgetState:
     projection: float | None = None
     projected_at: float = 0.0
     said: dict[str, float] | None = None
+    #: Where AWS Budgets emails its alerts (`budget USD --email`), on AWS only.
+    email: str | None = None
 
 
 def _budget_path(settings: Settings) -> Path:
@@ -204,6 +206,7 @@ def read_budget(settings: Settings) -> BudgetState:
             float(raw["usd"]) if raw.get("usd") is not None else None, str(raw.get("month", "")),
             float(raw["projection"]) if raw.get("projection") is not None else None,
             float(raw.get("projected_at", 0.0)), {str(k): float(v) for k, v in (raw.get("said") or {}).items()},
+            str(raw["email"]) if raw.get("email") else None,
         )
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return BudgetState()
@@ -220,11 +223,35 @@ def _write_budget(settings: Settings, state: BudgetState) -> None:
         pass  # the warning is a courtesy; never fail a command over it
 
 
-def set_budget(settings: Settings, usd: float | None) -> None:
+def set_budget(settings: Settings, usd: float | None, *, email: str | None = None) -> None:
     """Store (or with None, drop) the monthly budget; every front end may warn afresh."""
     state = read_budget(settings)
-    state.usd, state.said = usd, {}
+    state.usd, state.said, state.email = usd, {}, email if usd else None
     _write_budget(settings, state)
+
+
+async def apply_budget(backend: Backend, usd: float | None, email: str | None = None) -> str | None:
+    """`budget USD [--email ADDRESS]` and `budget off`: the AWS Budgets email alert first (so
+    a refusal changes nothing), then the budget every front end warns about. A later
+    `budget USD` keeps the alert's email at the new amount; `off` deletes it. The line to
+    say about the alert, None when there is none."""
+    email = email or read_budget(backend.settings).email
+    line = None
+    if email and backend.sandbox:
+        line, email = "email alerts need AWS: the sandbox does not serve the AWS Budgets API", None
+    elif email:
+        from cloudsh.services.budgets import BUDGET_NAME, BudgetAlerts
+
+        alerts = BudgetAlerts(backend.clients)
+        if usd is None:
+            await alerts.delete()
+            line = f"AWS budget {BUDGET_NAME} deleted: no more emails to {email}"
+        else:
+            done = "created" if await alerts.put(usd, email) else "updated"
+            line = (f"AWS budget {BUDGET_NAME} {done}: AWS emails {email} when the month's cost passes 80 % "
+                    f"and 100 % of ${usd:,.2f}, and when it forecasts more than that")
+    set_budget(backend.settings, usd, email=email)
+    return line
 
 
 def remember_projection(settings: Settings, projection: float, now: datetime) -> None:
