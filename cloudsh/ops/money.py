@@ -235,11 +235,12 @@ async def apply_budget(backend: Backend, usd: float | None, email: str | None = 
     a refusal changes nothing), then the budget every front end warns about. A later
     `budget USD` keeps the alert's email at the new amount; `off` deletes it. The line to
     say about the alert, None when there is none."""
-    email = email or read_budget(backend.settings).email
+    stored = read_budget(backend.settings).email
     line = None
-    if email and backend.sandbox:
-        line, email = "email alerts need AWS: the sandbox does not serve the AWS Budgets API", None
-    elif email:
+    if backend.sandbox:  # no AWS budget to change: one set on AWS stays as it is
+        line = "email alerts need AWS: the sandbox does not serve the AWS Budgets API" if email else None
+        email = stored
+    elif email := email or stored:
         from cloudsh.services.budgets import BUDGET_NAME, BudgetAlerts
 
         alerts = BudgetAlerts(backend.clients)
