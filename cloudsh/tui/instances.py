@@ -94,7 +94,7 @@ def instance_fields(row: InstanceRow, idle: str = "-") -> Fields:
         (money(row.price_per_hour, ""), ""),
         (duration(row.uptime_s), ""),
         (money(row.cost_so_far, ""), ""),
-        (idle, IDLE_STYLES.get(idle.split(":")[0].split()[0], "dim")),
+        (idle, IDLE_STYLES.get(idle.split(" ")[0].rstrip(":"), "dim")),
         (row.public_ip or "-", ""),
         (row.id, ""),
     )
@@ -284,8 +284,7 @@ class InstancesPane(Vertical):
         rows = self._visible()
         self.table.show_rows([(r.id, (r, self.idle.text(r))) for r in rows], lambda shown: instance_fields(*shown))
         backend = self.actions.app.backend
-        ids = self.idle.due(rows, time.monotonic()) if backend is not None else []
-        if ids and backend is not None:
+        if backend is not None and (ids := self.idle.due(rows, time.monotonic())):
             self.run_worker(self._ask_idle(backend, ids), group="idle", exit_on_error=False)
         empty = self.query_one("#instances-empty", Static)
         if not self.rows:
