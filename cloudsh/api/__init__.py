@@ -13,10 +13,13 @@ line) and on `Instance` acting on that box. Every method is synchronous for scri
 an `a`-prefixed async twin (`await cloud.alaunch(...)`) for code that runs its own event
 loop. The sync methods run on one private event loop in a background thread, so they work
 in IPython or Jupyter and reuse SSH connections. Errors are `cloudsh.errors.CloudshError`s.
+
+Modules: `cloud` (Cloud), `instance` (Instance), `session` (the backend and loop they
+share, and the price gate), `results` (tables, instance lists, tunnel handles).
 """
 
-from cloudsh.api.cloud import NAMES_TTL_S, Cloud
+from cloudsh.api.cloud import Cloud
 from cloudsh.api.instance import Instance
 from cloudsh.api.results import InstanceList, Table, TunnelHandle
 
-__all__ = ["NAMES_TTL_S", "Cloud", "Instance", "InstanceList", "Table", "TunnelHandle"]
+__all__ = ["Cloud", "Instance", "InstanceList", "Table", "TunnelHandle"]
