@@ -163,18 +163,24 @@ async def test_cost_adds_up_and_a_budget_crossing_is_said_once_in_each_front_end
         assert ok("budget", "off").strip() == "budget off"
 
 
-async def test_an_aws_budget_emails_as_the_month_nears_and_passes_it() -> None:
-    """`budget 50 --email` on AWS: one CreateBudget with its three email notifications; set
-    again, the budget is updated and its notifications made afresh; `budget off` deletes it."""
+async def test_an_aws_budget_emails_as_the_month_nears_and_passes_it(tmp_path: Path) -> None:
+    """`budget 50 --email` on AWS: one CreateBudget with its three email notifications; a
+    later `budget 60` updates it and makes its notifications afresh for the same address;
+    `budget off` deletes it; a refusal changes nothing, here or on AWS."""
+    from dataclasses import replace
+
     from botocore.stub import Stubber
 
+    from cloudsh.config import Settings
     from cloudsh.errors import AWSError
-    from cloudsh.services.aws import AwsTarget, ClientFactory
-    from cloudsh.services.budgets import BudgetAlerts
+    from cloudsh.ops.money import apply_budget, read_budget
+    from cloudsh.root import build_backend
+    from cloudsh.services.aws import AwsTarget
 
-    factory = ClientFactory(AwsTarget(region="eu-west-1", access_key_id="AKIAFAKE", secret_access_key="fake",
-                                      endpoint_url="http://127.0.0.1:9"))
-    sts, budgets = Stubber(factory.client("sts", "us-east-1")), Stubber(factory.client("budgets", "us-east-1"))
+    backend = build_backend(replace(Settings.load(), state_dir=tmp_path), AwsTarget(
+        region="eu-west-1", access_key_id="AKIAFAKE", secret_access_key="fake", endpoint_url="http://127.0.0.1:9"))
+    clients = backend.clients
+    sts, budgets = Stubber(clients.client("sts", "us-east-1")), Stubber(clients.client("budgets", "us-east-1"))
     account = {"AccountId": "123456789012"}
     named = {**account, "BudgetName": "cloudsh-monthly"}
     for _ in range(4):
@@ -190,7 +196,7 @@ async def test_an_aws_budget_emails_as_the_month_nears_and_passes_it() -> None:
                 "ThresholdType": "PERCENTAGE"}
 
     alerts = [alert("ACTUAL", 80.0), alert("ACTUAL", 100.0), alert("FORECASTED", 100.0)]
-    me, you = ([{"SubscriptionType": "EMAIL", "Address": a}] for a in ("me@example.org", "you@example.org"))
+    me = [{"SubscriptionType": "EMAIL", "Address": "me@example.org"}]
     budgets.add_response("create_budget", {}, {**account, "Budget": budget("50.00"),
                                                "NotificationsWithSubscribers": [{"Notification": n, "Subscribers": me}
                                                                                 for n in alerts]})
@@ -200,18 +206,22 @@ async def test_an_aws_budget_emails_as_the_month_nears_and_passes_it() -> None:
     budgets.add_response("describe_notifications_for_budget", {"Notifications": [old]}, named)
     budgets.add_response("delete_notification", {}, {**named, "Notification": old})
     for n in alerts:
-        budgets.add_response("create_notification", {}, {**named, "Notification": n, "Subscribers": you})
+        budgets.add_response("create_notification", {}, {**named, "Notification": n, "Subscribers": me})
     budgets.add_client_error("delete_budget", "NotFoundException", "gone", expected_params=named)
     budgets.add_client_error("create_budget", "AccessDeniedException", "no")
     with sts, budgets:
-        aws = BudgetAlerts(factory)
-        assert await aws.put(50, "me@example.org") is True
-        assert await aws.put(60, "you@example.org") is False
-        await aws.delete()  # deleted in the console already: nothing to do
+        assert "cloudsh-monthly created: AWS emails me@example.org" in str(await apply_budget(backend, 50, "me@example.org"))
+        assert "cloudsh-monthly updated" in str(await apply_budget(backend, 60))  # the address it has
+        assert read_budget(backend.settings).email == "me@example.org"
+        # `budget off`: deleted (here already, in the console: no error), then forgotten.
+        assert "deleted: no more emails to me@example.org" in str(await apply_budget(backend, None))
+        assert await apply_budget(backend, 70) is None and read_budget(backend.settings).email is None
         with pytest.raises(AWSError, match="not allowed to call CreateBudget"):
-            await aws.put(50, "me@example.org")
+            await apply_budget(backend, 50, "me@example.org")
+        assert read_budget(backend.settings).usd == 70 and read_budget(backend.settings).email is None
     sts.assert_no_pending_responses()
     budgets.assert_no_pending_responses()
+    await backend.close()
 
 
 async def _the_repl_says_it_too(capsys: pytest.CaptureFixture[str]) -> None:
