@@ -1,8 +1,9 @@
 """The Python API on the sandbox: every verb, readable reprs, the paramiko hand-out,
-async twins, and CloudshErrors (never raw boto3/asyncssh ones)."""
+async twins, the price gate, and CloudshErrors (never raw boto3/asyncssh ones)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import socket
 import time
@@ -13,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from cloudsh.api import Cloud, Instance, InstanceList, Table, TunnelHandle
-from cloudsh.errors import CloudshError, InvalidState, NotFound, UsageError
+from cloudsh.config import Settings
+from cloudsh.errors import CloudshError, ConfirmationRefused, InvalidState, NotFound, UsageError
 from cloudsh.ops.tunnels import TunnelClosed, TunnelEvent, TunnelLost, TunnelOpened
 from tests.cli import ok
 from tests.sandbox_fixture import serve_http
@@ -113,7 +115,6 @@ def test_prices_table(cloud: Cloud) -> None:
 
 
 def test_prices_say_why_they_are_missing() -> None:
-    from cloudsh.config import Settings
     from cloudsh.root import build_backend
     from cloudsh.sandbox import state as sbx
     from cloudsh.sandbox.control import sandbox_up
@@ -154,15 +155,25 @@ def test_prices_say_why_they_are_missing() -> None:
 
 def test_lifecycle_stop_resize_start_terminate(cloud: Cloud) -> None:
     b = cloud.launch("apicycle", "t3.micro", wait=False)
+    pricey = Cloud(sandbox=True, settings=dataclasses.replace(Settings.load(), confirm_above_per_hour=0.5))
     try:
         assert b.stop().state == "stopped"
         with pytest.raises(InvalidState, match="stopped, not running"):
             b.run("true")
-        assert cloud.resize("apicycle", "g5.xlarge").type == "g5.xlarge"
+        # Above the price threshold the API cannot ask: it refuses, naming the $/h and the way on.
+        with pytest.raises(ConfirmationRefused, match=r"\$1.006/h g5.xlarge .*pass confirm_price=True"):
+            pricey.resize("apicycle", "g5.xlarge")
+        with pytest.raises(ConfirmationRefused, match=r"above your \$1/h threshold.*max_per_hour= at least"):
+            pricey.resize("apicycle", "g5.xlarge", max_per_hour=1)
+        with pytest.raises(ConfirmationRefused, match=r"refusing to launch a \$1.006/h"):
+            pricey.launch("apipricey", "g5.xlarge", wait=False)
+        assert "apipricey" not in cloud.instances().names() and b.refresh().type == "t3.micro"
+        assert pricey.resize("apicycle", "g5.xlarge", max_per_hour=1.5).type == "g5.xlarge"
         assert b.start().state == "running"
         # Resized while stopped: nothing could install the driver plain Ubuntu lacks.
         assert b.run("nvidia-smi -L").exit_status == 127
     finally:
+        pricey.close()
         cloud.terminate("apicycle")
     assert b.refresh().state in ("shutting-down", "terminated")
     _until(lambda: b.refresh().state == "terminated", 20, "EC2 to finish shutting it down")

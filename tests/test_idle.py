@@ -1,7 +1,7 @@
 """The idle stop on a sandbox box, through the real `cloudsh`: a busy process and a busy
 Jupyter kernel keep the box up, a terminal hears the warning, then the box stops itself
 and EC2 says `stopped`; the CloudWatch backstop comes with the idle stop and goes with
-the box."""
+the box; `show` says all of it."""
 
 from __future__ import annotations
 
@@ -76,6 +76,11 @@ async def test_busy_box_stays_up_then_idle_box_stops_after_warning(sandbox: Sand
         awake = "; ".join(rec["awake_because"])
         assert "busy at" in awake and "jupyter kernel python3 busy" in awake, awake
         assert "ssh session" not in awake  # the open terminal no longer counts
+        # `show` says the same, in the words of `idle NAME`.
+        shown = json.loads(ok("show", name, "--json"))["idle"]
+        assert shown["idle_stop_after_s"] == AFTER_S and "jupyter kernel python3 busy" in "; ".join(shown["awake_because"])
+        text = ok("show", name)
+        assert f"Idle stop\n  {name}: " in text and f"; stops {AFTER_S} s after the last of these" in text
         await conn.run("pkill -f '[w]hile :'; pkill -f '[j]upyter_server.py'", check=False)
         heard = ""
         deadline = time.monotonic() + 4 * AFTER_S + 10
@@ -92,5 +97,7 @@ async def test_busy_box_stays_up_then_idle_box_stops_after_warning(sandbox: Sand
 def test_backstop_goes_with_the_box(sandbox: Sandbox, box: tuple[str, str]) -> None:
     name, iid = box
     assert any(a["AlarmName"].endswith(iid) for a in _alarms(sandbox))
+    shown = json.loads(ok("show", name, "--json"))["idle"]  # stopped: nothing asked over SSH
+    assert shown["state"] == "stopped" and shown["backstop"].startswith("CloudWatch stops it after")
     ok("terminate", name, "--yes")
     assert not any(a["AlarmName"].endswith(iid) for a in _alarms(sandbox))

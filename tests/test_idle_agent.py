@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from cloudsh.agents import idle as agent
-from cloudsh.ops.idle import parse_after
+from cloudsh.ops.idle import parse_after, short, span
 from cloudsh.sandbox.tools import jupyter_server
 
 
@@ -59,3 +59,16 @@ def test_a_gpu_without_nvidia_smi_counts_as_busy(monkeypatch: pytest.MonkeyPatch
 @pytest.mark.parametrize(("text", "seconds"), [("90s", 90), ("45m", 2700), ("2h", 7200), ("45", 2700), ("off", None)])
 def test_idle_times(text: str, seconds: float | None) -> None:
     assert parse_after(text) == seconds
+
+
+def test_the_short_idle_status_and_spans() -> None:
+    rec = {"state": "running", "idle_stop_after_s": 3600, "awake_because": [], "stops_in_s": 2520.4}
+    assert short(rec) == "stops in 42m"
+    two = ["jupyter kernel python3 busy", "ssh session on pts/0 active 2 min ago"]
+    assert short({**rec, "awake_because": two}) == "busy: jupyter +1"
+    assert short({**rec, "awake_because": ["process python3 (pid 12) busy at 80% CPU"]}) == "busy: python3"
+    assert short({**rec, "awake_because": ["process 12 matches keep-alive 'train'"]}) == "busy: keep-alive"
+    assert short({**rec, "idle_stop_after_s": None}) == "off"
+    assert short({**rec, "stops_in_s": None}) == "?"  # before the agent's first check
+    assert short({**rec, "state": "stopped"}) == "-"
+    assert [span(s) for s in (2, 90, 3558, 3600, 7260)] == ["2 s", "1 min 30 s", "59 min", "1 h", "2 h 1 min"]

@@ -153,6 +153,75 @@ async def test_cost_adds_up_and_a_budget_crossing_is_said_once_in_each_front_end
         assert ok("budget", "off").strip() == "budget off"
     bad = cloudsh("budget", "lots")
     assert bad.returncode == 2 and "not an amount of dollars" in one_line_error(bad)
+    bad = cloudsh("budget", "50", "--email", "me-at-example.org")
+    assert bad.returncode == 2 and "not an email address" in one_line_error(bad)
+    try:  # email alerts are AWS Budgets': the sandbox says so in one line and keeps the budget
+        r = cloudsh("budget", "50", "--email", "me@example.org")
+        assert r.returncode == 0 and r.stdout.startswith("budget $50.00/month"), r.stderr
+        assert "email alerts need AWS: the sandbox does not serve the AWS Budgets API\n" in r.stderr
+    finally:
+        assert ok("budget", "off").strip() == "budget off"
+
+
+async def test_an_aws_budget_emails_as_the_month_nears_and_passes_it(tmp_path: Path) -> None:
+    """`budget 50 --email` on AWS: one CreateBudget with its three email notifications; a
+    later `budget 60` updates it and makes its notifications afresh for the same address;
+    `budget off` deletes it; a refusal changes nothing, here or on AWS."""
+    from dataclasses import replace
+
+    from botocore.stub import Stubber
+
+    from cloudsh.config import Settings
+    from cloudsh.errors import AWSError
+    from cloudsh.ops.money import apply_budget, read_budget
+    from cloudsh.root import build_backend
+    from cloudsh.services.aws import AwsTarget
+
+    backend = build_backend(replace(Settings.load(), state_dir=tmp_path), AwsTarget(
+        region="eu-west-1", access_key_id="AKIAFAKE", secret_access_key="fake", endpoint_url="http://127.0.0.1:9"))
+    clients = backend.clients
+    sts, budgets = Stubber(clients.client("sts", "us-east-1")), Stubber(clients.client("budgets", "us-east-1"))
+    account = {"AccountId": "123456789012"}
+    named = {**account, "BudgetName": "cloudsh-monthly"}
+    for _ in range(4):
+        sts.add_response("get_caller_identity", {"Account": "123456789012", "Arn": "arn:aws:iam::123456789012:user/me",
+                                                 "UserId": "AIDAEXAMPLE"}, {})
+
+    def budget(usd: str) -> dict[str, Any]:
+        return {"BudgetName": "cloudsh-monthly", "BudgetLimit": {"Amount": usd, "Unit": "USD"}, "TimeUnit": "MONTHLY",
+                "BudgetType": "COST"}
+
+    def alert(kind: str, share: float) -> dict[str, Any]:
+        return {"NotificationType": kind, "ComparisonOperator": "GREATER_THAN", "Threshold": share,
+                "ThresholdType": "PERCENTAGE"}
+
+    alerts = [alert("ACTUAL", 80.0), alert("ACTUAL", 100.0), alert("FORECASTED", 100.0)]
+    me = [{"SubscriptionType": "EMAIL", "Address": "me@example.org"}]
+    budgets.add_response("create_budget", {}, {**account, "Budget": budget("50.00"),
+                                               "NotificationsWithSubscribers": [{"Notification": n, "Subscribers": me}
+                                                                                for n in alerts]})
+    budgets.add_client_error("create_budget", "DuplicateRecordException", "exists")
+    budgets.add_response("update_budget", {}, {**account, "NewBudget": budget("60.00")})
+    old = {**alerts[0], "NotificationState": "OK"}
+    budgets.add_response("describe_notifications_for_budget", {"Notifications": [old]}, named)
+    budgets.add_response("delete_notification", {}, {**named, "Notification": old})
+    for n in alerts:
+        budgets.add_response("create_notification", {}, {**named, "Notification": n, "Subscribers": me})
+    budgets.add_client_error("delete_budget", "NotFoundException", "gone", expected_params=named)
+    budgets.add_client_error("create_budget", "AccessDeniedException", "no")
+    with sts, budgets:
+        assert "cloudsh-monthly created: AWS emails me@example.org" in str(await apply_budget(backend, 50, "me@example.org"))
+        assert "cloudsh-monthly updated" in str(await apply_budget(backend, 60))  # the address it has
+        assert read_budget(backend.settings).email == "me@example.org"
+        # `budget off`: deleted (here already, in the console: no error), then forgotten.
+        assert "deleted: no more emails to me@example.org" in str(await apply_budget(backend, None))
+        assert await apply_budget(backend, 70) is None and read_budget(backend.settings).email is None
+        with pytest.raises(AWSError, match="not allowed to call CreateBudget"):
+            await apply_budget(backend, 50, "me@example.org")
+        assert read_budget(backend.settings).usd == 70 and read_budget(backend.settings).email is None
+    sts.assert_no_pending_responses()
+    budgets.assert_no_pending_responses()
+    await backend.close()
 
 
 async def _the_repl_says_it_too(capsys: pytest.CaptureFixture[str]) -> None:

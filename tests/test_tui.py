@@ -31,7 +31,7 @@ from cloudsh.services.backend import Backend
 from cloudsh.tui.app import CloudshApp
 from cloudsh.tui.data import listing_cache_path
 from cloudsh.tui.handoff import RecordingHandoff
-from cloudsh.tui.instances import FOREIGN_STYLE, InstancesPane, InstancesTable
+from cloudsh.tui.instances import FOREIGN_STYLE, INSTANCE_COLUMNS, InstancesPane, InstancesTable
 from cloudsh.tui.messages import (
     ActionFinished,
     ActivityLogged,
@@ -227,6 +227,28 @@ async def test_a_box_cloudsh_did_not_launch_is_marked_and_its_keys_ask_for_its_i
         assert describe(sandbox, name)["State"]["Name"] in ("pending", "running")
     finally:
         sandbox.ec2().terminate_instances(InstanceIds=[iid])
+
+
+async def test_the_idle_column_fills_in_after_the_listing(sandbox: Sandbox) -> None:
+    off, timed = await asyncio.gather(launch("--type", "t3.micro", "--idle-stop", "off"),
+                                      launch("--type", "t3.micro", "--idle-stop", "45m"))
+    col = [key for key, _ in INSTANCE_COLUMNS].index("idle")
+    app = CloudshApp(factory, handoff=RecordingHandoff())
+    try:
+        async with app.run_test(size=(160, 40)) as pilot:
+            await highlight(pilot, app, timed)
+            ids = {r.name: r.id for r in app.state.rows}
+            table = app.query_one(InstancesTable)
+
+            def cell(name: str) -> str:
+                drawn = table._drawn.get(ids[name])
+                return drawn[col][0] if drawn else ""
+
+            await until(pilot, lambda: cell(off) == "off" and cell(timed) not in ("…", ""))
+            assert cell(timed).startswith(("stops in 4", "busy: ")), cell(timed)
+            assert table.HEADER[col] == "Idle stop"
+    finally:
+        sandbox.ec2().terminate_instances(InstanceIds=[describe(sandbox, n)["InstanceId"] for n in (off, timed)])
 
 
 async def test_connect_and_ipython_hand_the_terminal_over(sandbox: Sandbox) -> None:

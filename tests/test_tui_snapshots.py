@@ -28,16 +28,18 @@ from cloudsh.models import (
     SpotPricePoint,
     Volume,
 )
+from cloudsh.ops.idle import describe
 from cloudsh.ops.preview import Loss
 from cloudsh.tui.app import CloudshApp
 from cloudsh.tui.box import BoxScreen
 from cloudsh.tui.handoff import RecordingHandoff
 from cloudsh.tui.help import help_sections
-from cloudsh.tui.instances import InstancesTable
+from cloudsh.tui.instances import InstancesPane, InstancesTable
 from cloudsh.tui.jobs import JobsScreen
 from cloudsh.tui.messages import (
     ActivityLogged,
     BackendReady,
+    IdleStatusLoaded,
     InstancesLoaded,
     PricesLoaded,
     SpotHistoryLoaded,
@@ -128,11 +130,14 @@ async def seeded(pilot: Pilot[Any]) -> None:
             app.main(StatusBar).mode = message.label
             continue
         app.post_message(message)
+    # What the boxes said of their idle stop, as the pane's worker posts it.
+    app.main(InstancesPane).post_message(IdleStatusLoaded({RECORDS[0]["id"]: "stops in 42m", RECORDS[1]["id"]: "busy: job +1"}))
     # The tables fill in a worker: wait until every row is drawn.
     instances, prices, storage = app.main(InstancesTable), app.main(PricesTable), app.main(StorageTable)
     for _ in range(200):
         await pilot.pause()
         if (instances.filled and prices.filled and storage.filled and instances.row_count == len(RECORDS)
+                and "stops in 42m" in str(instances._drawn.get(RECORDS[0]["id"]))
                 and prices.row_count and storage.row_count == len(VOLUMES) + len(SNAPSHOTS) + len(IMAGES)):
             break
     app.main(StatusBar).freshness = "updated 09:30:00"
@@ -318,6 +323,10 @@ BOX = {
     "tunnels": [{"local_port": 8888, "remote_port": 8888, "url": "http://localhost:8888/", "status": "open"}],
     "ipv4_per_hour": 0.005, "storage_per_month": 56.0, "notes": [],
 }
+IDLE = {"name": "train", "id": BOX["id"], "state": "running", "idle_stop_after_s": 3600.0, "idle_for_s": 0.0,
+        "awake_because": ["cloudsh job train-3f2a running", "GPU 0 at 97 %"], "stops_in_s": 3600.0,
+        "agent_running": True, "backstop": "CloudWatch stops it after 2 h under 2 % CPU", "warned": False}
+BOX["idle"] = {**IDLE, "text": describe(IDLE)}
 
 
 def test_box_view(snap_compare: Any) -> None:

@@ -10,12 +10,15 @@ from cloudsh.commands.complete import complete
 from cloudsh.models import InstanceType, Job, Price, Snapshot, Volume
 from cloudsh.tui.state import (
     FAST_REFRESH_S,
+    IDLE_BATCH,
     IDLE_REFRESH_S,
+    IDLE_STATUS_S,
     JOBS_ACTIVE_S,
     JOBS_IDLE_S,
     AppState,
     BoxState,
     Connection,
+    IdleColumn,
     InstanceRow,
     JobsPoll,
     Phase,
@@ -151,3 +154,23 @@ def test_an_interrupted_spot_box_says_why_it_waits() -> None:
     # Stopped by its user, or on-demand: plainly stopped.
     for other in (replace(inst, state_reason="Client.UserInitiatedShutdown"), replace(inst, market="on-demand")):
         assert (instance_record(other, {}, {}, now)["status"], other.interrupted) == ("stopped", False)
+
+
+def test_the_idle_column_asks_running_boxes_once_a_minute_in_batches() -> None:
+    rows = [InstanceRow.from_record(record(f"b{n}", f"i-{n}")) for n in range(IDLE_BATCH + 2)]
+    stopped = InstanceRow.from_record(record("s", "i-s", "stopped"))
+    foreign = InstanceRow.from_record(record("f", "i-f", managed=False))
+    col = IdleColumn()
+    assert [col.text(r) for r in (rows[0], stopped, foreign)] == ["…", "-", "-"]
+    first = col.due([*rows, stopped, foreign], 0.0)
+    assert first == [r.id for r in rows[:IDLE_BATCH]]  # never a stopped box, nor another's
+    assert col.due(rows, 1.0) == []  # one round at a time
+    col.took({first[0]: "busy: jupyter"}, 1.0)
+    assert col.text(rows[0]) == "busy: jupyter"
+    assert col.due(rows, 2.0) == [r.id for r in rows[1:IDLE_BATCH + 1]]  # the rest, the answered one not again
+    col.took({}, 2.0)
+    assert rows[0].id in col.due(rows, 1.0 + IDLE_STATUS_S)  # a minute later
+    col.took({}, 62.0)
+    gone = InstanceRow.from_record(record("b0", rows[0].id, "stopped"))
+    col.due([gone], 63.0)
+    assert col.text(rows[0]) == "…"  # once it runs again, asked afresh

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import re
 
 from cloudsh.commands.registry import Context, arg, command
 from cloudsh.commands.views import money, table
-from cloudsh.errors import CloudshError
+from cloudsh.errors import CloudshError, UsageError
 
 
 @command(
@@ -59,16 +60,27 @@ def _usd(text: str) -> float | None:
     return value
 
 
+def _email(text: str) -> str:
+    if not re.fullmatch(r"[^@\s]+@[^@\s]+\.[^@\s]+", text):
+        raise argparse.ArgumentTypeError(f"{text!r} is not an email address")
+    return text
+
+
 @command(
     "budget",
     "Set a monthly budget in $ (or `off`); every front end warns as the projection passes 50 %, 80 % and 100 %.",
     arg("usd", type=_usd, metavar="USD_PER_MONTH|off", help="dollars per month, e.g. 50, or off"),
+    arg("--email", type=_email, metavar="ADDRESS",
+        help="also an AWS Budgets alert: AWS emails ADDRESS as the cost nears and passes the budget (AWS only)"),
 )
 async def budget(ctx: Context, a: argparse.Namespace) -> int:
-    from cloudsh.ops.money import cost_report, set_budget
+    from cloudsh.ops.money import apply_budget, cost_report
 
-    settings = ctx.backend.settings
-    set_budget(settings, a.usd)
+    if a.usd is None and a.email:
+        raise UsageError("--email goes with an amount", "e.g. `cloudsh budget 50 --email you@example.org`")
+    line = await apply_budget(ctx.backend, a.usd, a.email)
+    if line:
+        ctx.out.info(line)
     if a.usd is None:
         ctx.out.print("budget off")
         return 0

@@ -151,6 +151,8 @@ def box_sections(rec: Mapping[str, Any]) -> list[tuple[str, list[str]]]:
         f"{j['id']}  {j['state']}  {j['script']}" + (f"  results in {j['local_dir']}" if j.get("local_dir") else "")
         for j in rec["jobs"]
     ] or ["none"]))
+    if rec.get("idle"):
+        sections.append(("Idle stop", list(rec["idle"]["text"])))
     if rec.get("tunnels") is not None:
         sections.append(("Tunnels", [f"{t['url']} -> :{t['remote_port']}  {t.get('status', '')}".rstrip()
                                      for t in rec["tunnels"]] or ["none open from here"]))

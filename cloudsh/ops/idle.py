@@ -8,14 +8,16 @@ runs, and its `sudo shutdown -h now` reaches the daemon through the box's stand-
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import shlex
+from collections.abc import Sequence
 from typing import Any
 
 from cloudsh import agents
 from cloudsh.errors import CloudshError, UsageError
-from cloudsh.models import Instance
+from cloudsh.models import HostInfo, Instance
 from cloudsh.ops.events import Progress, quiet
 from cloudsh.ops.reach import ssh_host
 from cloudsh.services.alarms import Alarms
@@ -42,12 +44,16 @@ def parse_after(text: str) -> float | None:
 
 
 def span(seconds: float) -> str:
+    """`2 s`, `1 h`, `1 min 30 s`; from ten minutes on, to the minute (`59 min`, `2 h 5 min`)."""
     s = int(seconds)
     if s < 60:
         return f"{s} s"
     if s % 3600 == 0:
         return f"{s // 3600} h"
-    return f"{s // 60} min" if s % 60 == 0 and s >= 60 else f"{s} s"
+    if s < 600:
+        return f"{s // 60} min" + (f" {s % 60} s" if s % 60 else "")
+    m = round(s / 60)
+    return f"{m} min" if m < 120 else f"{m // 60} h" + (f" {m % 60} min" if m % 60 else "")
 
 
 def agent_settings(after_s: float | None, *, name: str, gpu: bool, keep_alive: list[str] | None) -> dict[str, Any]:
@@ -101,22 +107,25 @@ async def delete_backstops(backend: Backend, insts: list[Instance]) -> None:
         backend.tell(f"could not delete the idle alarms of {', '.join(i.label for i in insts)}: {exc.message}")
 
 
-async def idle_report(backend: Backend, inst: Instance) -> dict[str, Any]:
+async def idle_report(
+    backend: Backend, inst: Instance, *, host: HostInfo | None = None, backstop: bool = True
+) -> dict[str, Any]:
     """Why the box is awake and when it stops: the agent's last check. JSON keys as
-    CONTRACT.md: `idle_stop_after_s`, `idle_for_s`, `awake_because`."""
+    CONTRACT.md: `idle_stop_after_s`, `idle_for_s`, `awake_because`. `host`: where the
+    caller already reached the box; `backstop=False` leaves out the CloudWatch alarm."""
     rec: dict[str, Any] = {"name": inst.label, "id": inst.id, "state": inst.state, "idle_stop_after_s": None,
                            "idle_for_s": None, "awake_because": [], "stops_in_s": None, "agent_running": False,
                            "backstop": None, "warned": False}
     alarm = None
     try:
-        alarm = await Alarms(backend.clients, backend.ec2.region).stop_alarm(inst.id)
+        alarm = await Alarms(backend.clients, backend.ec2.region).stop_alarm(inst.id) if backstop else None
     except CloudshError as exc:
         rec["backstop"] = f"unknown ({exc.message})"
     if alarm is not None:
         rec["backstop"] = f"CloudWatch stops it after {span(alarm.window_s)} under {alarm.threshold:g} % CPU"
     if inst.state != "running":
         return rec
-    host = await ssh_host(backend, inst)
+    host = host or await ssh_host(backend, inst)
     result = await backend.ssh.run(host, f"test -f {AGENT} && python3 {AGENT} status || echo '{{}}'", timeout=30)
     try:
         st = dict(json.loads(result.stdout or "{}"))
@@ -158,3 +167,46 @@ def describe(rec: dict[str, Any]) -> list[str]:
     if rec["backstop"]:
         lines.append(f"backstop: {rec['backstop']}")
     return lines
+
+
+def brief(seconds: float) -> str:
+    """A span in one short word: `45s`, `42m`, `2h05m`."""
+    s = int(seconds)
+    if s < 90:
+        return f"{s}s"
+    return f"{s // 60}m" if s < 5400 else f"{s // 3600}h{s % 3600 // 60:02d}m"
+
+
+#: What keeps a box awake, in one word, by how the agent's reason begins.
+_AWAKE_WORDS = {"ssh": "ssh", "cloudsh": "job", "jupyter": "jupyter", "GPU": "gpu"}
+
+
+def short(rec: dict[str, Any]) -> str:
+    """`idle_report` in a few characters, for the app's Instances pane: `stops in 42m`,
+    `off`, `busy: jupyter` (`+1` for each other reason), `?` before the agent's first check."""
+    if rec["state"] != "running":
+        return "-"
+    if rec["idle_stop_after_s"] is None:
+        return "off"
+    awake: list[str] = rec["awake_because"]
+    if awake:
+        words = awake[0].split()
+        what = _AWAKE_WORDS.get(words[0], "")
+        if words[0] == "process":
+            what = "keep-alive" if "keep-alive" in awake[0] else words[1]
+        return f"busy: {what or words[0]}" + (f" +{len(awake) - 1}" if len(awake) > 1 else "")
+    return f"stops in {brief(rec['stops_in_s'])}" if rec["stops_in_s"] is not None else "?"
+
+
+async def idle_column(backend: Backend, ids: Sequence[str]) -> dict[str, str]:
+    """`short` for each of these boxes (one DescribeInstances, then one SSH round trip per
+    running box, at once); `?` for a box that could not say."""
+
+    async def one(inst: Instance) -> str:
+        try:
+            return short(await idle_report(backend, inst, backstop=False))
+        except CloudshError:
+            return "?"
+
+    insts = await backend.ec2.list_instances(ids=ids)
+    return dict(zip((i.id for i in insts), await asyncio.gather(*(one(i) for i in insts)), strict=True))

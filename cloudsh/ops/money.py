@@ -191,6 +191,8 @@ class BudgetState:
     projection: float | None = None
     projected_at: float = 0.0
     said: dict[str, float] | None = None
+    #: Where AWS Budgets emails its alerts (`budget USD --email`), on AWS only.
+    email: str | None = None
 
 
 def _budget_path(settings: Settings) -> Path:
@@ -204,6 +206,7 @@ def read_budget(settings: Settings) -> BudgetState:
             float(raw["usd"]) if raw.get("usd") is not None else None, str(raw.get("month", "")),
             float(raw["projection"]) if raw.get("projection") is not None else None,
             float(raw.get("projected_at", 0.0)), {str(k): float(v) for k, v in (raw.get("said") or {}).items()},
+            str(raw["email"]) if raw.get("email") else None,
         )
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return BudgetState()
@@ -220,11 +223,36 @@ def _write_budget(settings: Settings, state: BudgetState) -> None:
         pass  # the warning is a courtesy; never fail a command over it
 
 
-def set_budget(settings: Settings, usd: float | None) -> None:
+def set_budget(settings: Settings, usd: float | None, *, email: str | None = None) -> None:
     """Store (or with None, drop) the monthly budget; every front end may warn afresh."""
     state = read_budget(settings)
-    state.usd, state.said = usd, {}
+    state.usd, state.said, state.email = usd, {}, email if usd else None
     _write_budget(settings, state)
+
+
+async def apply_budget(backend: Backend, usd: float | None, email: str | None = None) -> str | None:
+    """`budget USD [--email ADDRESS]` and `budget off`: the AWS Budgets email alert first (so
+    a refusal changes nothing), then the budget every front end warns about. A later
+    `budget USD` keeps the alert's email at the new amount; `off` deletes it. The line to
+    say about the alert, None when there is none."""
+    stored = read_budget(backend.settings).email
+    line = None
+    if backend.sandbox:  # no AWS budget to change: one set on AWS stays as it is
+        line = "email alerts need AWS: the sandbox does not serve the AWS Budgets API" if email else None
+        email = stored
+    elif email := email or stored:
+        from cloudsh.services.budgets import BUDGET_NAME, BudgetAlerts
+
+        alerts = BudgetAlerts(backend.clients)
+        if usd is None:
+            await alerts.delete()
+            line = f"AWS budget {BUDGET_NAME} deleted: no more emails to {email}"
+        else:
+            done = "created" if await alerts.put(usd, email) else "updated"
+            line = (f"AWS budget {BUDGET_NAME} {done}: AWS emails {email} when the month's cost passes 80 % "
+                    f"and 100 % of ${usd:,.2f}, and when it forecasts more than that")
+    set_budget(backend.settings, usd, email=email)
+    return line
 
 
 def remember_projection(settings: Settings, projection: float, now: datetime) -> None:
@@ -281,12 +309,13 @@ Ask = Callable[[str], Awaitable[bool]]
 
 
 async def price_gate(
-    backend: Backend, instance_type: str, *, spot: bool, az: str = "", yes: bool, ask: Ask | None, verb: str
+    backend: Backend, instance_type: str, *, spot: bool, az: str = "", yes: bool, ask: Ask | None, verb: str,
+    limit: float | None = None, go_on: str = "pass --yes to confirm (the threshold is the setting confirm_above_per_hour)",
 ) -> str:
     """Before `verb` (launch, resize) creates anything: the $/h of `instance_type` (a spot
     box at its AZ's price, the region's lowest when the AZ is not chosen yet) as one line.
-    Above the `confirm_above_per_hour` setting it asks; with no one to ask and no `--yes`
-    it refuses.
+    Above `limit` (default: the `confirm_above_per_hour` setting) it asks; with no one to
+    ask and no `yes` it refuses, saying `go_on` (how this front end goes ahead).
 
     Raises:
         ConfirmationRefused: over the threshold, no terminal and no `--yes`.
@@ -302,13 +331,13 @@ async def price_gate(
         return f"{instance_type} {market}: price unknown ({found.why(instance_type) or 'no price listed'})"
     line = f"{instance_type} {market}: ${usd:.4g}/h, about ${usd * HOURS_PER_MONTH:,.0f} a month running"
     line += f" ({note})" if note else ""
-    limit = backend.settings.confirm_above_per_hour
+    limit = backend.settings.confirm_above_per_hour if limit is None else limit
     if usd <= limit or yes:
         return line
     if ask is None:
         raise ConfirmationRefused(
             f"refusing to {verb} a ${usd:.4g}/h {instance_type} (above your ${limit:g}/h threshold) without confirmation",
-            "pass --yes to confirm (the threshold is the setting confirm_above_per_hour)",
+            go_on,
         )
     if not await ask(f"{line}: above your ${limit:g}/h threshold. {verb.capitalize()} it?"):
         raise Declined(f"did not {verb} {instance_type}", "nothing was created or changed")

@@ -1,6 +1,6 @@
 """One box in full (`show NAME`, the app's box view): its type and GPUs, state and why,
 price and cost so far, image, addresses and how to reach it, volumes with where they are
-mounted, the SSH rules of its groups, its tags and jobs, as one record.
+mounted, the SSH rules of its groups, its tags, jobs and idle stop, as one record.
 
 Every part is asked for at once; a part that cannot be had (a box that does not answer,
 a call the account may not make) leaves a note saying why, never the whole view.
@@ -28,6 +28,7 @@ from cloudsh.models import (
     to_jsonable,
     volume_monthly,
 )
+from cloudsh.ops.idle import describe, idle_report
 from cloudsh.ops.jobs.state import box_jobs
 from cloudsh.ops.reach import ssh_host
 from cloudsh.ops.records import instance_record
@@ -147,12 +148,22 @@ async def box_record(
     finally:
         reach.cancel()  # when EC2 failed: the SSH attempt is no longer wanted
     vols = sorted((v for v in all_volumes if v.attached_to == inst.id), key=lambda v: (v.id != inst.root_volume, v.device or ""))
-    mounted: dict[str, str] | None = None
-    if host is not None and inst.managed and len(vols) > 1:
+
+    async def mounts() -> dict[str, str] | None:
+        if host is None or not inst.managed or len(vols) < 2:
+            return None
         try:
-            mounted = await _mounts(backend, host, vols)
+            return await _mounts(backend, host, vols)
         except (CloudshError, TimeoutError) as exc:
             notes.append(f"mount points: the box did not say ({exc or 'no answer'}); cloudsh's last ones shown")
+            return None
+
+    # Why it is awake: the agent is asked over the connection just made (none when SSH failed).
+    asks_idle = inst.managed and (host is not None or inst.state != "running")
+    mounted, idle = await asyncio.gather(
+        mounts(),
+        _part(notes, "idle status", idle_report(backend, inst, host=host), None) if asks_idle else asyncio.sleep(0, None),
+    )
     ports = backend.hosts.ssh_ports([inst]) if inst.state == "running" else {}
     rec = instance_record(inst, types, prices, now, ssh_port=ports.get(inst.id) or (host.port if host else None))
     t = types.get(inst.type)
@@ -178,6 +189,8 @@ async def box_record(
         tags={k: v for k, v in sorted(inst.tags.items())},
         jobs=[_job(j) for j in jobs],
         tunnels=[dict(tun) for tun in tunnels] if tunnels is not None else None,
+        # As `idle NAME --json`, with its words (`text`); null for a box cloudsh did not launch.
+        idle={**idle, "text": describe(idle)} if idle else None,
         ipv4_per_hour=ipv4_hourly(region) if inst.public_ip else 0.0,
         storage_per_month=round(storage, 4),
         notes=notes,

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -23,17 +24,20 @@ from textual.containers import Vertical
 from textual.message import Message
 from textual.reactive import reactive
 from textual.widgets import Input, Static
+from textual.worker import Worker, WorkerState
 
 from cloudsh.commands.registry import REGISTRY
 from cloudsh.commands.views import duration, money
 from cloudsh.errors import CloudshError
 from cloudsh.models import INTERRUPTED_HINT, hourly_cost
 from cloudsh.ops.owners import check_acts_on
+from cloudsh.tui.messages import IdleStatusLoaded, WorkerFailed
 from cloudsh.tui.screens import ConfirmScreen, ResizeScreen
-from cloudsh.tui.state import BoxState, InstanceRow
+from cloudsh.tui.state import BoxState, IdleColumn, InstanceRow
 from cloudsh.tui.widgets import Fields, LineTable
 
 if TYPE_CHECKING:
+    from cloudsh.services.backend import Backend
     from cloudsh.tui.host import AppHost
 
 STATE_STYLES = {
@@ -54,6 +58,7 @@ INSTANCE_COLUMNS: tuple[tuple[str, str], ...] = (
     ("price", "$/h"),
     ("uptime", "Uptime"),
     ("cost", "Cost"),
+    ("idle", "Idle stop"),
     ("public_ip", "Public IP"),
     ("id", "ID"),
 )
@@ -70,8 +75,12 @@ SORT_KEYS: dict[str, Callable[[InstanceRow], Any]] = {
 FOREIGN_STYLE = "italic yellow"
 
 
-def instance_fields(row: InstanceRow) -> Fields:
-    """An instance's row, in INSTANCE_COLUMNS order."""
+#: The idle column's styles, by how its text begins (`ops.idle.short`).
+IDLE_STYLES = {"stops": "yellow", "busy": "green", "off": "dim", "?": "red"}
+
+
+def instance_fields(row: InstanceRow, idle: str = "-") -> Fields:
+    """An instance's row, in INSTANCE_COLUMNS order; `idle`: its idle column."""
     state = row.state
     name = row.name or "-"
     return (
@@ -85,6 +94,7 @@ def instance_fields(row: InstanceRow) -> Fields:
         (money(row.price_per_hour, ""), ""),
         (duration(row.uptime_s), ""),
         (money(row.cost_so_far, ""), ""),
+        (idle, IDLE_STYLES.get(idle.split(" ")[0].rstrip(":"), "dim")),
         (row.public_ip or "-", ""),
         (row.id, ""),
     )
@@ -241,6 +251,7 @@ class InstancesPane(Vertical):
         self.actions = actions
         self.rows: tuple[InstanceRow, ...] = ()
         self.filter_text = ""
+        self.idle = IdleColumn()
 
     def compose(self) -> ComposeResult:
         yield Input(placeholder="filter: name, type, state…", id="instances-filter", classes="hidden")
@@ -263,14 +274,18 @@ class InstancesPane(Vertical):
         needle = self.filter_text.lower()
         rows = list(self.rows)
         if needle:
-            rows = [r for r in rows
-                    if needle in f"{r.name} {r.id} {r.type} {r.state} {r.market} {r.gpus} {r.owner or ''}".lower()]
+            rows = [r for r in rows if needle in f"{r.name} {r.id} {r.type} {r.state} {r.market} {r.gpus} "
+                    f"{r.owner or ''} {self.idle.text(r)}".lower()]
         return sorted(rows, key=SORT_KEYS[self.sort_key])
 
     def _render_rows(self) -> None:
-        """Show `rows` through the filter and sort."""
+        """Show `rows` through the filter and sort, then ask the boxes shown that are due
+        for their idle status (`IdleColumn`)."""
         rows = self._visible()
-        self.table.show_rows([(r.id, r) for r in rows], instance_fields)
+        self.table.show_rows([(r.id, (r, self.idle.text(r))) for r in rows], lambda shown: instance_fields(*shown))
+        backend = self.actions.app.backend
+        if backend is not None and (ids := self.idle.due(rows, time.monotonic())):
+            self.run_worker(self._ask_idle(backend, ids), group="idle", exit_on_error=False)
         empty = self.query_one("#instances-empty", Static)
         if not self.rows:
             empty.update("No instances. Launch one with  :launch NAME  (add --type g5.xlarge for a GPU).")
@@ -285,6 +300,26 @@ class InstancesPane(Vertical):
         if self.sort_key != "name":
             title += f" ↓{self.sort_key}"
         self.border_title = title
+
+    async def _ask_idle(self, backend: Backend, ids: list[str]) -> None:
+        from cloudsh.ops.idle import idle_column
+
+        texts: dict[str, str] = {}
+        try:
+            texts = await idle_column(backend, ids)
+        except CloudshError:
+            pass  # each shows `?` and is asked again after IDLE_STATUS_S
+        finally:
+            self.post_message(IdleStatusLoaded({iid: texts.get(iid, "?") for iid in ids}))
+
+    def on_idle_status_loaded(self, message: IdleStatusLoaded) -> None:
+        message.stop()
+        self.idle.took(message.texts, time.monotonic())
+        self._render_rows()
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        if event.worker.group == "idle" and event.state is WorkerState.ERROR:
+            self.post_message(WorkerFailed(event.worker))  # to the app's one error route
 
     def watch_sort_key(self) -> None:
         if self.is_mounted:

@@ -69,6 +69,13 @@ class StorageLoaded(Message):
 
 
 @dataclass
+class IdleStatusLoaded(Message):
+    """What these boxes said of their idle stop, in a few characters each, by id."""
+
+    texts: dict[str, str]
+
+
+@dataclass
 class RefreshFailed(Message):
     what: str
     error: str

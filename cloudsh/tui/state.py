@@ -8,7 +8,7 @@ and when jobs are polled. Widgets and workers live in the app; every decision ab
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum, StrEnum
 from typing import TYPE_CHECKING, Any
@@ -98,6 +98,46 @@ class InstanceRow:
         cloudsh did not launch (a colleague's may share a Name with one of cloudsh's,
         which the Name would mean). Destructive keys still need the id typed (`ops.owners`)."""
         return self.label if self.managed else self.id
+
+
+#: Seconds a box's idle status is shown before it is asked again (an SSH round trip).
+IDLE_STATUS_S = 60.0
+#: Boxes asked at once; the others wait for the next round (the next listing).
+IDLE_BATCH = 20
+
+
+@dataclass
+class IdleColumn:
+    """The Instances pane's idle column: what each running box of cloudsh's last said of its
+    idle stop (`ops.idle.short`). Asked after a listing, never before it shows, at most
+    every IDLE_STATUS_S per box; a box not running is not asked (and forgotten)."""
+
+    texts: dict[str, tuple[str, float]] = field(default_factory=dict)
+    asking: bool = False
+
+    @staticmethod
+    def askable(row: InstanceRow) -> bool:
+        return row.state is BoxState.RUNNING and row.managed
+
+    def due(self, rows: Sequence[InstanceRow], now: float) -> list[str]:
+        """Ids of the boxes to ask now (in the order given), none while a round is under way."""
+        for row in rows:
+            if not self.askable(row):
+                self.texts.pop(row.id, None)  # stopped: asked afresh once it runs again
+        if self.asking:
+            return []
+        stale = now - IDLE_STATUS_S
+        ids = [r.id for r in rows if self.askable(r) and self.texts.get(r.id, ("", stale))[1] <= stale]
+        self.asking = bool(ids)
+        return ids[:IDLE_BATCH]
+
+    def took(self, texts: Mapping[str, str], now: float) -> None:
+        self.asking = False
+        self.texts.update((iid, (text, now)) for iid, text in texts.items())
+
+    def text(self, row: InstanceRow) -> str:
+        """The cell: `-` for a box not asked, `…` until it answered."""
+        return self.texts.get(row.id, ("…", 0.0))[0] if self.askable(row) else "-"
 
 
 class Phase(Enum):
@@ -307,5 +347,5 @@ class AppState:
 
 
 __all__ = [
-    "AppState", "BoxState", "Connection", "InstanceRow", "JobsPoll", "Phase", "RefreshSchedule",
+    "AppState", "BoxState", "Connection", "IdleColumn", "InstanceRow", "JobsPoll", "Phase", "RefreshSchedule",
 ]
