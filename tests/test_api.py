@@ -48,6 +48,9 @@ def test_listing_lookup_and_reprs(cloud: Cloud, box: Instance) -> None:
     assert box.name == "apibox" and box.state == "running" and box.type == "t3.micro"
     assert repr(box).startswith(f"<Instance apibox {box.id} t3.micro on-demand running")
     assert "apibox" in cloud._ipython_key_completions_() and "apibox" in cloud
+    shown = box.show()  # what `cloudsh show apibox --json` gives
+    assert (shown["id"], shown["name"], shown["state"]) == (box.id, "apibox", "running")
+    assert any(v["root"] and v["mount"] == "/" for v in shown["volumes"]), shown["volumes"]
 
 
 def test_missing_names_and_bad_arguments_are_cloudsh_errors(cloud: Cloud, box: Instance) -> None:
@@ -172,6 +175,13 @@ def test_lifecycle_stop_resize_start_terminate(cloud: Cloud) -> None:
         assert b.start().state == "running"
         # Resized while stopped: nothing could install the driver plain Ubuntu lacks.
         assert b.run("nvidia-smi -L").exit_status == 127
+        b.run("echo carried > ~/kept.txt")
+        old_id = b.id
+        with pytest.raises(ConfirmationRefused, match=r"relaunch as"):
+            pricey.instance("apicycle").relaunch()
+        assert b.relaunch(type="t3.micro").id != old_id  # a new box of the old one's disk
+        assert (b.name, b.type, b.run("cat kept.txt").stdout) == ("apicycle", "t3.micro", "carried\n")
+        assert cloud.instance(old_id).state in ("shutting-down", "terminated")
     finally:
         pricey.close()
         cloud.terminate("apicycle")

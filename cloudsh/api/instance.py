@@ -217,6 +217,40 @@ class Instance:
         within `max_per_hour`."""
         return self._s.run(self.aresize(type, go_back=go_back, confirm_price=confirm_price, max_per_hour=max_per_hour))
 
+    async def arelaunch(
+        self, *, type: str | None = None, spot: bool | None = None, confirm_price: bool = False,
+        max_per_hour: float | None = None,
+    ) -> Instance:
+        from cloudsh.ops import move as ops
+
+        await self.arefresh()
+        plan = await ops.plan_move(self._b, self.record, "relaunch", new_type=type, spot=spot, by_id=self._by_id)
+        await price_gate(self._b, plan.new.name, spot=plan.spot, az=self.record.az, verb="relaunch as",
+                         confirm_price=confirm_price, max_per_hour=max_per_hour)
+        self.record = await ops.move(self._b, plan)
+        self._s.names_at = 0.0
+        return self
+
+    def relaunch(
+        self, *, type: str | None = None, spot: bool | None = None, confirm_price: bool = False,
+        max_per_hour: float | None = None,
+    ) -> Instance:
+        """A new box from an image of this one's disk, with its name, volumes and jobs (the
+        way on for a spot box waiting after an interruption); the old box is terminated
+        once the new one answers. `spot=True/False` changes the market, `type` the type;
+        the price gate is `resize`'s. This handle then names the new box."""
+        return self._s.run(self.arelaunch(type=type, spot=spot, confirm_price=confirm_price, max_per_hour=max_per_hour))
+
+    async def ashow(self) -> dict[str, Any]:
+        from cloudsh.ops.show import box_record
+
+        return await box_record(self._b, self.id)
+
+    def show(self) -> dict[str, Any]:
+        """Everything about the box, as `cloudsh show NAME --json` has it: type and GPUs,
+        state and why, cost, volumes with mount points, SSH rules, jobs, idle stop, tags."""
+        return self._s.run(self.ashow())
+
     # -- images and volumes (ops/images.py, ops/volumes.py) ---------------------------
 
     async def afreeze(self, image_name: str | None = None, *, no_reboot: bool = False) -> models.Image:
