@@ -225,8 +225,17 @@ def test_start_brings_results_home_as_the_command_does(cloud: Cloud, tmp_path: P
         assert b.start().state == "running"
         assert sorted(p.name for p in local.glob("f*.txt")) == ["f1.txt", "f2.txt", "f3.txt"]
         assert (local / "f2.txt").read_text() == "2\n"
+        # terminate brings home what a finished job wrote, and refuses to lose a running one.
+        script.write_text("#!/bin/bash\nmkdir -p out\necho 4 > out/f4.txt\n")
+        more = ok("script", "apijobs", str(script), "--sync", f"out:{local}").strip()
+        _until(lambda: _job_state(more) == "finished", 20, "the second job to finish")
+        script.write_text("#!/bin/bash\nsleep 600\n")
+        running = ok("script", "apijobs", str(script), "--sync", f"out:{tmp_path / 'later'}").strip()
+        with pytest.raises(ConfirmationRefused, match=rf"refusing to terminate apijobs: .*{running}.*discard_results=True"):
+            b.terminate()
+        assert (local / "f4.txt").read_text() == "4\n" and b.refresh().state == "running"
     finally:
-        b.terminate()
+        b.terminate(discard_results=True)
 
 
 def test_tunnel_reconnects_after_its_box_stops_and_starts(cloud: Cloud) -> None:

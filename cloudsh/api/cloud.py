@@ -170,12 +170,12 @@ class Cloud:
         """Stop a box (its disk is kept; you pay only for storage)."""
         return self._s.run(self.astop(name, wait=wait))
 
-    async def aterminate(self, name: str) -> None:
-        await (await self.ainstance(name)).aterminate()
+    async def aterminate(self, name: str, *, discard_results: bool = False) -> None:
+        await (await self.ainstance(name)).aterminate(discard_results=discard_results)
 
-    def terminate(self, name: str) -> None:
-        """Terminate a box for good. No confirmation: this is the API."""
-        self._s.run(self.aterminate(name))
+    def terminate(self, name: str, *, discard_results: bool = False) -> None:
+        """Terminate a box for good (`Instance.terminate`: its results come home first)."""
+        self._s.run(self.aterminate(name, discard_results=discard_results))
 
     async def aresize(
         self, name: str, type: str, *, go_back: bool = False, confirm_price: bool = False, max_per_hour: float | None = None

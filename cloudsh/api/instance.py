@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 from cloudsh import models
 from cloudsh.api.results import TunnelHandle
 from cloudsh.api.session import Session, price_gate
-from cloudsh.errors import CloudshError, HostKeyChanged, SSHError, UsageError
+from cloudsh.errors import CloudshError, ConfirmationRefused, HostKeyChanged, SSHError, UsageError
 from cloudsh.models import CommandResult, HostInfo
 from cloudsh.ops.tunnels import OnTunnelEvent
 from cloudsh.services.backend import Backend
@@ -180,16 +180,26 @@ class Instance:
         """Stop the box (its disk is kept; you pay only for storage)."""
         return self._s.run(self.astop(wait=wait))
 
-    async def aterminate(self) -> None:
+    async def aterminate(self, *, discard_results: bool = False) -> None:
         from cloudsh.ops import instances as ops
+        from cloudsh.ops.preview import bring_home, terminate_preview
 
+        await bring_home(self._b, [self.record])
+        lost = [line for loss in await terminate_preview(self._b, [self.record]) for line in loss.lost()]
+        if lost and not discard_results:
+            raise ConfirmationRefused(
+                f"refusing to terminate {self.record.label}: " + "; ".join(lost),
+                "bring them home first (`cloudsh sync`, or wait for the jobs), or pass discard_results=True to lose them",
+            )
         await ops.terminate(self._b, [self.record], by_id=self._by_id)
         await self.arefresh()
         self._s.names_at = 0.0
 
-    def terminate(self) -> None:
-        """Terminate the box for good. No confirmation: this is the API."""
-        self._s.run(self.aterminate())
+    def terminate(self, *, discard_results: bool = False) -> None:
+        """Terminate the box for good, as `cloudsh terminate --yes` does: its jobs' results
+        come home first; what cannot (a running job, files still being written) makes it
+        refuse with `ConfirmationRefused` naming each, unless `discard_results=True`."""
+        self._s.run(self.aterminate(discard_results=discard_results))
 
     async def aresize(
         self, type: str, *, go_back: bool = False, confirm_price: bool = False, max_per_hour: float | None = None
