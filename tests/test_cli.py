@@ -240,8 +240,14 @@ def test_tunnel_to_jupyter_gives_its_url_with_the_token(box: str, tmp_path: Path
         url = next((x.split(None, 1)[1].strip() for x in lines if x.startswith("Jupyter: ")), "")
         assert url == f"http://localhost:{local}/?token=s3cret", lines
         assert sum(x.startswith("Jupyter") for x in lines) == 1  # the port without Jupyter adds nothing
+        assert proc.stderr is not None
+        said = [proc.stderr.readline()]
+        while said[-1] and "tunnels open" not in said[-1]:  # --open is done before this line
+            said.append(proc.stderr.readline())
+        assert f"opened {url} in the browser\n" in said, said
         assert opened.read_text() == f"{url}\n"
-        assert b"JupyterLab" in urllib.request.urlopen(url, timeout=10).read()
+        with urllib.request.urlopen(url, timeout=10) as page:
+            assert b"JupyterLab" in page.read()
     finally:
         proc.send_signal(signal.SIGINT)
         proc.wait(timeout=30)

@@ -59,7 +59,7 @@ def test_ctrl_c_in_launch_and_freeze(slow: Sandbox) -> None:
     status, err = interrupt_when(["launch", "slowbox", "--type", "t3.micro"], "bills from now")
     [box] = _instances(slow, "slowbox")
     iid = box["InstanceId"]
-    assert status == 130
+    assert status == 130, err
     said = next(line for line in err.splitlines() if line.startswith("interrupted") or "interrupted:" in line)
     assert iid in said and "billing" in said and "cloudsh launch slowbox" in said and f"cloudsh terminate {iid}" in said
     assert "Traceback" not in err

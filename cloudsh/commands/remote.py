@@ -153,7 +153,7 @@ async def connect(ctx: Context, a: argparse.Namespace) -> int:
 )
 async def tunnel(ctx: Context, a: argparse.Namespace) -> int:
     from cloudsh.ops import tunnels as ops
-    from cloudsh.ops.jupyter import NO_JUPYTER, open_in_browser
+    from cloudsh.ops.jupyter import open_urls
 
     if a.background:
         from cloudsh.commands.tunnels import open_in_background
@@ -165,8 +165,6 @@ async def tunnel(ctx: Context, a: argparse.Namespace) -> int:
             ctx.out.print(f"{event.url} -> {event.box}:{event.remote}")
             if event.jupyter:
                 ctx.out.print(f"Jupyter: {event.jupyter}")
-                if a.open:
-                    ctx.out.info(open_in_browser(event.jupyter))
         elif isinstance(event, ops.TunnelOpened):
             ctx.out.info(f"reopened {event.url} -> {event.box}:{event.remote}")
             if event.jupyter:
@@ -179,8 +177,8 @@ async def tunnel(ctx: Context, a: argparse.Namespace) -> int:
     keeper = ops.TunnelKeeper(ctx.backend, a.name, [parse_forward(p) for p in a.ports], on_event=show)
     try:
         opened = await keeper.open()
-        if a.open and not any(t.jupyter for t in opened):
-            ctx.out.info(NO_JUPYTER)
+        for line in await open_urls([t.jupyter for t in opened]) if a.open else []:
+            ctx.out.info(line)
         ctx.out.info("tunnels open; press Ctrl-C to close them")
         await keeper.keep()
     finally:

@@ -15,7 +15,7 @@ COLUMNS = (("box", "BOX"), ("url", "LOCAL"), ("remote", "REMOTE PORT"), ("state"
 
 async def open_in_background(ctx: Context, box: str, ports: list[tuple[int, int]], *, browse: bool = False) -> int:
     from cloudsh.ops.background import open_background
-    from cloudsh.ops.jupyter import NO_JUPYTER, open_in_browser
+    from cloudsh.ops.jupyter import open_urls
 
     b = ctx.backend
     target = b.target
@@ -26,10 +26,8 @@ async def open_in_background(ctx: Context, box: str, ports: list[tuple[int, int]
         ctx.out.print(f"{t.url} -> {t.box}:{t.remote}")
         if t.jupyter:
             ctx.out.print(f"Jupyter: {t.jupyter}")
-            if browse:
-                ctx.out.info(open_in_browser(t.jupyter))
-    if browse and not any(t.jupyter for t in opened):
-        ctx.out.info(NO_JUPYTER)
+    for line in await open_urls([t.jupyter for t in opened]) if browse else []:
+        ctx.out.info(line)
     ctx.out.info(f"kept in the background; see `cloudsh tunnels`, end with `cloudsh tunnel close {box}`")
     return 0
 

@@ -85,7 +85,8 @@ async def urls(backend: Backend, host: HostInfo, forwards: Sequence[tuple[int, i
 
 def open_in_browser(url: str) -> str:
     """Open `url` in the browser (`webbrowser`: `$BROWSER` if set, else the desktop's);
-    a line saying what happened."""
+    a line saying what happened. It may wait for the browser (a `$BROWSER` command runs
+    to its end): call it off the event loop (`open_urls`)."""
     import webbrowser
 
     try:
@@ -93,3 +94,12 @@ def open_in_browser(url: str) -> str:
     except webbrowser.Error:
         opened = False
     return f"opened {url} in the browser" if opened else f"no browser found: open {url} yourself"
+
+
+async def open_urls(urls: Sequence[str]) -> list[str]:
+    """`tunnel --open`: the first Jupyter URL opened in the browser, off the event loop;
+    the lines to say (`NO_JUPYTER` when there is none)."""
+    import asyncio
+
+    found = [u for u in urls if u]
+    return [await asyncio.to_thread(open_in_browser, found[0])] if found else [NO_JUPYTER]
