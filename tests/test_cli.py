@@ -283,13 +283,14 @@ async def _jupyter_in_the_app(box: str, local: int, remote: int) -> str:
     from cloudsh.tui.app import CloudshApp
     from cloudsh.tui.handoff import RecordingHandoff
     from cloudsh.tui.screens import TunnelsScreen
+    from tests.test_tui import activity
 
     app = CloudshApp(lambda: connect(Settings.load(), sandbox=True), handoff=RecordingHandoff())
     async with app.run_test(size=(120, 40)) as pilot:
         tun = app.tunnels.open(box, local, remote)
         deadline = time.monotonic() + 30
         while not tun.jupyter:
-            assert time.monotonic() < deadline and tun.status != "failed", tun
+            assert time.monotonic() < deadline and tun.status != "failed", (tun, activity(app))
             await pilot.pause(0.05)
         await pilot.press("T")
         await pilot.pause(0.1)
