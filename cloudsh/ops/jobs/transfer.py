@@ -41,6 +41,7 @@ from cloudsh.ops.jobs.box import (
     job_records,
     local_dir_of,
     local_records,
+    remember_pass,
 )
 from cloudsh.ops.jobs.state import LIVE_JOB_STATES, pick_job, record_states
 from cloudsh.ops.owners import own
@@ -333,9 +334,11 @@ def _said(progress: Progress, job_id: str, local: Path, copied: Sequence[str], k
 
 async def sync_job(
     backend: Backend, job_id: str, *, progress: Progress = quiet, use_rsync: bool | None = None,
-    _located: tuple[Instance, JobTag, HostInfo] | None = None,
+    over: bool = False, _located: tuple[Instance, JobTag, HostInfo] | None = None,
 ) -> SyncResult:
-    """One pass: copy every changed, closed file under the job's sync dir home."""
+    """One pass: copy every changed, closed file under the job's sync dir home. `over`: the
+    job is known to have ended before the pass began (as is one its tag records as over);
+    such a pass that leaves nothing on the box brought all of it home (`results_home`)."""
     if _located is None:
         inst, tag = await find_job(backend, job_id)
         host = await ssh_host(backend, inst)
@@ -345,6 +348,7 @@ async def sync_job(
     local = local_dir_of(backend, full, tag)
     if local is None:
         raise UsageError(f"job {full} has no sync dir", "start scripts with --sync REMOTE_DIR[:LOCAL_DIR]")
+    over = over or tag.state not in LIVE_JOB_STATES
     try:
         local.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -355,6 +359,7 @@ async def sync_job(
         came, kept, still_open = await _one_session(backend, host, full, tag.remote_dir, local)
         if still_open is not None:
             _said(progress, full, local, came, kept)
+            remember_pass(backend, full, tag, still_open, over)
             return SyncResult(full, local, tuple(came), still_open, "rsync", tuple(kept))
     listing = await call_agent(backend, host, f"list {shlex.quote(tag.remote_dir)}")
     if listing.get("error"):
@@ -389,6 +394,7 @@ async def sync_job(
         _said(progress, full, local, copied, kept)
     pending = len(todo) - len(copied) + int(listing.get("open", 0))
     copied += [r for r in came if r not in copied]
+    remember_pass(backend, full, tag, pending, over)
     return SyncResult(full, local, tuple(copied), pending, "rsync" if use_rsync else "sftp", tuple(kept))
 
 
@@ -446,10 +452,13 @@ async def follow(
     host = await ssh_host(backend, inst)
     await install_agent(backend, host)
     done = asyncio.Event()
+    ended = False  # the log stream ended with the job (not with the connection)
 
     async def tail() -> None:
+        nonlocal ended
         try:
             await backend.ssh.run(host, f"python3 {AGENT_PATH} logs {full} --follow", on_stdout=on_output)
+            ended = True
         except CloudshError as exc:
             progress(f"log stream ended: {exc}")
         finally:
@@ -460,7 +469,7 @@ async def follow(
     async def pull() -> None:
         nonlocal last_error
         try:
-            result = await sync_job(backend, full, _located=(inst, tag, host))
+            result = await sync_job(backend, full, over=ended, _located=(inst, tag, host))
         except CloudshError as exc:
             # Keep following (the box may come back); say each new problem once.
             if str(exc) != last_error:
