@@ -391,9 +391,9 @@ async def sync_job(
                 if (st.st_size, st.st_mtime_ns) == wanted[rel]:
                     copied.append(rel)
         _save_manifest(backend, full, manifest)
-        _said(progress, full, local, copied, kept)
     pending = len(todo) - len(copied) + int(listing.get("open", 0))
     copied += [r for r in came if r not in copied]
+    _said(progress, full, local, copied, kept)
     remember_pass(backend, full, tag, pending, over)
     return SyncResult(full, local, tuple(copied), pending, "rsync" if use_rsync else "sftp", tuple(kept))
 
