@@ -10,6 +10,7 @@ jobs from their tags and from what this machine's last copy home of each left be
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -113,9 +114,10 @@ async def bring_home(backend: Backend, insts: Sequence[Instance], *, progress: P
     ids = [i.id for i in insts if i.state == "running" and any(t.remote_dir for t in _jobs(backend, i).values())]
     if ids:
         progress("pulling results home first")
-        try:
-            # Jobs that ended are recorded first: a copy after that brought all they wrote.
+        # Jobs that ended are recorded first: a copy after that brought all they wrote.
+        with contextlib.suppress(CloudshError):
             await record_states(backend, only=ids, ended_only=True)
+        try:
             await sync_all(backend, progress=progress, only=ids)
         except CloudshError as exc:
             progress(f"results not pulled: {exc}")
