@@ -2,14 +2,17 @@
 
 Results come home with rsync over the same OpenSSH settings as `ssh-config` (SFTP where
 rsync is missing), only files no process on the box holds open for writing, through
-temporary names: a local file under its final name is always complete.
+temporary names: a local file under its final name is always complete. A pass is one SSH
+session, as plain rsync's (`_one_session`); the pass that lists the box's files over the
+pooled connection first (`sync_job`'s second half) runs only where that one did not work.
 
 Sync mirrors the box. A file is copied when its size or its modification time, to the
 nanosecond, differs from the local copy (whose time is the box's, set by the copy), so a
 file rewritten with the same size within a second still comes home. What was copied is
 remembered (`state_dir/sync/<job>.json`): a local file changed since its copy is kept as
-`NAME.local-edited` before the box's version replaces it. File names are bytes, as on the
-box: a name that is not UTF-8 travels as Python's surrogate escapes (`os.fsencode`).
+`NAME.local-edited` beside the box's version. File names are bytes, as on the box: a name
+that is not UTF-8 travels as Python's surrogate escapes (`os.fsencode`). What each pass
+left on the box is remembered too (`jobs.box.remember_pass`), for boxes that cannot be asked.
 """
 
 from __future__ import annotations
