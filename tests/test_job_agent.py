@@ -281,3 +281,32 @@ def test_a_paused_job_resumes_at_boot(home: Path) -> None:
     _wait(lambda: "resume=1" in _text(home / ".cloudsh/jobs/move-1/log"), "the resumed run")
     assert agent.status("move-1")["runs"] == 2 and agent.status("done-1")["runs"] == 1
     assert agent.stop("move-1", 10)["state"] == "stopped"
+
+
+def test_exclusions_leave_out_exactly_the_files_open_for_writing(home: Path, tmp_path: Path) -> None:
+    """What `exclude` writes, read by rsync as the copy home reads it (`--from0
+    --exclude-from`): names with rsync's wildcards, a backslash or bytes that are not UTF-8
+    are left out exactly while open, and closed files a loose pattern would match come."""
+    out = home / "out"
+    (out / "deep").mkdir(parents=True)
+    (home / ".cloudsh" / "jobs").mkdir(parents=True)
+    busy = ["st*ar.log", "back\\slash.log", "q?[x].log", os.fsdecode(b"caf\xe9.log"), "deep/busy.log"]
+    closed = ["stXar.log", "qZx.log", "back\\slash.txt", "deep/done.txt"]
+    for name in busy + closed:
+        (out / name).write_bytes(os.fsencode(name))
+    writer = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; fs = [open(p, 'a') for p in sys.argv[1:]]; "
+         "print('open', flush=True); time.sleep(60)", *(str(out / n) for n in busy)],
+        stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert writer.stdout is not None and writer.stdout.readline() == "open\n"
+        assert agent.main(["exclude", "out", "j-1"]) == 0
+    finally:
+        writer.kill()
+        writer.wait()
+    rules = home / ".cloudsh" / "jobs" / ".open-j-1"
+    dest = tmp_path / "dest"
+    subprocess.run(["rsync", "-a", "--from0", f"--exclude-from={rules}", f"{out}/", f"{dest}/"], check=True)
+    came = sorted(str(p.relative_to(dest)) for p in dest.rglob("*") if p.is_file())
+    assert came == sorted(closed)

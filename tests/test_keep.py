@@ -10,6 +10,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -149,9 +150,33 @@ async def test_any_laptop_reaches_the_box_and_terminate_keeps_results(
         assert _sha(first / rel) == _sha(home / "out" / rel)
     assert _box(sandbox, box)["State"]["Name"] == "running"
 
-    # Stopped, what the box holds cannot be checked, and it says so; --discard-results goes ahead.
+    # A data volume that dies with the box and has no snapshot.
+    data = f"{box}-data"
+    ok("volume", "create", data, "1", "--for", box)
+    ok("volume", "attach", data, box)
+    inst = _box(sandbox, box)
+    device = next(m["DeviceName"] for m in inst["BlockDeviceMappings"] if m["DeviceName"] != inst["RootDeviceName"])
+    sandbox.ec2().modify_instance_attribute(
+        InstanceId=inst["InstanceId"], BlockDeviceMappings=[{"DeviceName": device, "Ebs": {"DeleteOnTermination": True}}])
+
+    # Stopped, the box is previewed without starting it: the job whose results are not
+    # home (`done` came home after it ended), the disks deleted and their backups, and
+    # what only the box could tell. Without a terminal --yes is refused; the box stays.
     ok("stop", box, "--yes")
+    root_id = next(m["Ebs"]["VolumeId"] for m in inst["BlockDeviceMappings"] if m["DeviceName"] == inst["RootDeviceName"])
+    [root_vol] = sandbox.ec2().describe_volumes(VolumeIds=[root_id])["Volumes"]
+    root = next((t["Value"] for t in root_vol.get("Tags", []) if t["Key"] == "Name"), root_id)
     r = cloudsh("terminate", box, "--yes")
-    assert r.returncode == 2 and f"{box}: could not check: the box is stopped" in r.stderr, r.stderr
+    assert r.returncode == 2 and "--discard-results" in r.stderr.splitlines()[-1], r.stderr
+    said = [ln for ln in r.stderr.splitlines() if ln.startswith(f"{box}: ")]
+    assert re.fullmatch(
+        rf"{box}: job {live}: results may not all be home, they stay on the box in /home/ubuntu/live \(last copied here \d+ min "
+        rf"ago; start it and run `cloudsh sync {live}` to bring them\)", said[0]), said
+    assert said[1:] == [
+        f"{box}: could not check open files or unsynced files on the box: it is stopped",
+        f"{box}: deletes {root} ({root_vol['Size']} GB), {data} (1 GB) and everything on them",
+        f"{box}: no image or snapshot of root disk {root} exists",
+        f"{box}: no image or snapshot of data volume {data} exists",
+    ], r.stderr
     assert _box(sandbox, box)["State"]["Name"] == "stopped"
     ok("terminate", box, "--yes", "--discard-results")

@@ -196,7 +196,7 @@ async def terminate(ctx: Context, a: argparse.Namespace) -> int:
     losses = await terminate_preview(ctx.backend, insts)
     lost = [line for loss in losses for line in loss.lost()]
     if a.yes:
-        for line in lost:
+        for line in [line for loss in losses for line in loss.lost() + loss.notes()]:
             ctx.out.info(line)
         if lost and ctx.confirm is None and not a.discard_results:
             raise ConfirmationRefused(

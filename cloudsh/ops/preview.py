@@ -1,11 +1,16 @@
 """What terminating a box would destroy: disks (and which have no backup at all), results
 not yet home, files still being written, instance store. Asked before the confirmation,
 changes nothing; `bring_home` runs first and pulls home every result it can.
+
+A box that is not running is previewed without starting it: its disks from EC2, and its
+jobs from their tags and from what this machine's last copy home of each left behind
+(`jobs.box.results_home`); what only the box itself could tell is said to be unchecked.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -15,8 +20,8 @@ from cloudsh.errors import CloudshError
 from cloudsh.models import Image, Instance, JobTag, Snapshot, Volume
 from cloudsh.ops.events import Progress, quiet
 from cloudsh.ops.images import TAG_SOURCE
-from cloudsh.ops.jobs import results_not_home, sync_all
-from cloudsh.ops.jobs.box import JOBS_DIR, call_agent, job_records, local_records
+from cloudsh.ops.jobs import record_states, results_not_home, sync_all
+from cloudsh.ops.jobs.box import JOBS_DIR, call_agent, job_records, local_records, results_home
 from cloudsh.ops.owners import looks_like
 from cloudsh.ops.reach import ssh_host
 from cloudsh.services.backend import Backend
@@ -38,40 +43,60 @@ class Loss:
     #: Each disk that dies with the box: (its name, when its newest image or snapshot was made, or None).
     disk_backups: tuple[tuple[str, datetime | None], ...] = ()
     #: What cannot come home, one line each: running jobs and what they write, open
-    #: files, jobs without --sync, checks a stopped box cannot answer.
+    #: files, jobs without --sync, jobs of a stopped box whose results may not be home.
     stays: tuple[str, ...] = ()
 
     def lost(self) -> list[str]:
-        """One line per thing that cannot come home (said on stderr under --yes)."""
+        """One line per thing that cannot come home (said on stderr under --yes, where any
+        of them refuses without a terminal)."""
         out = [f"results not yet home: {r}" for r in self.results_not_home] + list(self.stays)
         return [f"{self.instance.label}: {line}" for line in out]
+
+    def notes(self) -> list[str]:
+        """What else is lost or unknown (said on stderr under --yes too, never a refusal):
+        what could not be checked, the disks deleted and which of them have no backup."""
+        return [f"{self.instance.label}: {line}" for line in self._unchecked() + self._deletes() + self._backups()]
+
+    def _unchecked(self) -> list[str]:
+        state = self.instance.state
+        return [] if state == "running" else [f"could not check open files or unsynced files on the box: it is {state}"]
+
+    def _deletes(self) -> list[str]:
+        if not self.deleted_volumes:
+            return []
+        them = "them" if len(self.deleted_volumes) > 1 else "it"
+        return ["deletes " + ", ".join(self.deleted_volumes) + f" and everything on {them}"]
+
+    def _backups(self) -> list[str]:
+        return [_backup_note(disk, when) for disk, when in self.disk_backups]
 
     def describe(self) -> str:
         """The box on one line, then one indented line per thing lost or kept."""
         head = f"{self.instance.label} ({self.instance.id}, {self.instance.type}, {self.instance.state})"
         parts: list[str] = [looks_like(self.instance)] if not self.instance.managed else []
-        if self.deleted_volumes:
-            them = "them" if len(self.deleted_volumes) > 1 else "it"
-            parts.append("deletes " + ", ".join(self.deleted_volumes) + f" and everything on {them}")
+        parts += self._deletes()
         if self.kept_volumes:
             parts.append("keeps " + ", ".join(self.kept_volumes))
         if self.instance.spot_request_id:
             parts.append(f"cancels spot request {self.instance.spot_request_id}")
         if self.results_not_home:
             parts.append("results not yet home: " + ", ".join(self.results_not_home))
-        parts += self.stays
+        parts += list(self.stays) + self._unchecked()
         if self.instance_store_gb:
             parts.append(f"wipes {self.instance_store_gb} GB of instance-store (local NVMe) data")
-        parts += [_backup_note(disk, when) for disk, when in self.disk_backups]
+        parts += self._backups()
         return head + "".join(f"\n  - {p}" for p in parts)
 
 
 def _backup_note(disk: str, when: datetime | None) -> str:
     if when is None:
         return f"no image or snapshot of {disk} exists"
-    secs = (datetime.now(UTC) - when).total_seconds()
-    ago = f"{secs / 86400:.0f} days" if secs >= 86400 else f"{secs / 3600:.1f} h" if secs >= 3600 else f"{secs / 60:.0f} min"
-    return f"latest image/snapshot of {disk}: {ago} ago"
+    return f"latest image/snapshot of {disk}: {_ago(when.timestamp())} ago"
+
+
+def _ago(at: float) -> str:
+    secs = datetime.now(UTC).timestamp() - at
+    return f"{secs / 86400:.0f} days" if secs >= 86400 else f"{secs / 3600:.1f} h" if secs >= 3600 else f"{secs / 60:.0f} min"
 
 
 def _disk_backup(vol: Volume, inst: Instance, images: Sequence[Image], snaps: Sequence[Snapshot]) -> datetime | None:
@@ -89,6 +114,9 @@ async def bring_home(backend: Backend, insts: Sequence[Instance], *, progress: P
     ids = [i.id for i in insts if i.state == "running" and any(t.remote_dir for t in _jobs(backend, i).values())]
     if ids:
         progress("pulling results home first")
+        # Jobs that ended are recorded first: a copy after that brought all they wrote.
+        with contextlib.suppress(CloudshError):
+            await record_states(backend, only=ids, ended_only=True)
         try:
             await sync_all(backend, progress=progress, only=ids)
         except CloudshError as exc:
@@ -109,7 +137,7 @@ async def terminate_preview(backend: Backend, insts: Sequence[Instance]) -> list
         mine = [v for v in vols.values() if v.attached_to == inst.id]
         # DescribeInstances knows which disks die with the box (DescribeVolumes may not say).
         dies = set(inst.deleted_on_termination) | {v.id for v in mine if v.delete_on_termination}
-        gone = [v for v in mine if v.id in dies]
+        gone = sorted((v for v in mine if v.id in dies), key=lambda v: (v.id != inst.root_volume, v.name or v.id))
         kept = tuple(f"{v.name or v.id} ({v.size_gb} GB)" for v in mine if v.id not in dies)
         backups = tuple(
             (("root disk " if v.id == inst.root_volume else "data volume ") + (v.name or v.id),
@@ -138,10 +166,7 @@ async def _on_box(backend: Backend, inst: Instance) -> tuple[tuple[str, ...], tu
         for j, t in sorted(jobs.items()) if not t.remote_dir
     ]
     if inst.state != "running":
-        where = ", ".join(f"{j} ({jobs[j].remote_dir})" for j in synced)
-        unchecked = [f"could not check: the box is {inst.state}: results of {where} may not all be home "
-                     f"(start it and run `cloudsh sync` to bring them home)"] if synced else []
-        return (), tuple(unchecked + unsynced)
+        return (), tuple([line for j in synced if (line := _maybe_not_home(backend, j, jobs[j]))] + unsynced)
     try:
         pending = await results_not_home(backend, inst)
         host = await ssh_host(backend, inst)
@@ -164,6 +189,16 @@ async def _on_box(backend: Backend, inst: Instance) -> tuple[tuple[str, ...], tu
         lines.append("open for writing: " + ", ".join(others[:OPEN_SHOWN]) + more)
     counted = tuple(f"{job} ({n} file{'s' if n != 1 else ''})" for job, n in sorted(pending.items()) if n)
     return counted, tuple(lines + unsynced)
+
+
+def _maybe_not_home(backend: Backend, job_id: str, tag: JobTag) -> str:
+    """For a box that cannot be asked: a line if the job's results may not all be home."""
+    home, at = results_home(backend, job_id, tag)
+    if home:
+        return ""
+    last = f"last copied here {_ago(at)} ago" if at else "never copied here"
+    return (f"job {job_id}: results may not all be home, they stay on the box in {tag.remote_dir} "
+            f"({last}; start it and run `cloudsh sync {job_id}` to bring them)")
 
 
 def _under(path: str, remote_dir: str, home: str) -> bool:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -162,3 +163,32 @@ def remember_records(backend: Backend, inst_id: str, records: dict[str, str]) ->
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(index))
     os.replace(tmp, path)
+
+
+# -- what this machine's last copy home of a job left on the box ---------------------------
+
+
+def _pass_path(backend: Backend, job_id: str) -> Path:
+    return backend.settings.state_dir / "sync" / f"{job_id}.last.json"
+
+
+def remember_pass(backend: Backend, job_id: str, tag: JobTag, pending: int, over: bool) -> None:
+    """After a copy home that worked: how many files it left on the box, and whether the
+    job's run (known by its start) had ended before the copy began."""
+    path = _pass_path(backend, job_id)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")  # a `follow` and a `sync` may both write
+    tmp.write_text(json.dumps({"started": tag.started, "over": over, "pending": pending, "at": time.time()}))
+    os.replace(tmp, path)
+
+
+def results_home(backend: Backend, job_id: str, tag: JobTag) -> tuple[bool, float | None]:
+    """For a box that cannot be asked: (whether this machine has all the job's results,
+    because a copy began after its run ended and left nothing on the box; when the last
+    copy home was made, or None)."""
+    try:
+        last = dict(json.loads(_pass_path(backend, job_id).read_text()))
+    except (OSError, ValueError):
+        return False, None
+    home = last.get("started") == tag.started and bool(last.get("over")) and last.get("pending") == 0
+    return home, float(last.get("at") or 0) or None

@@ -2,14 +2,17 @@
 
 Results come home with rsync over the same OpenSSH settings as `ssh-config` (SFTP where
 rsync is missing), only files no process on the box holds open for writing, through
-temporary names: a local file under its final name is always complete.
+temporary names: a local file under its final name is always complete. A pass is one SSH
+session, as plain rsync's (`_one_session`); the pass that lists the box's files over the
+pooled connection first (`sync_job`'s second half) runs only where that one did not work.
 
 Sync mirrors the box. A file is copied when its size or its modification time, to the
 nanosecond, differs from the local copy (whose time is the box's, set by the copy), so a
 file rewritten with the same size within a second still comes home. What was copied is
 remembered (`state_dir/sync/<job>.json`): a local file changed since its copy is kept as
-`NAME.local-edited` before the box's version replaces it. File names are bytes, as on the
-box: a name that is not UTF-8 travels as Python's surrogate escapes (`os.fsencode`).
+`NAME.local-edited` beside the box's version. File names are bytes, as on the box: a name
+that is not UTF-8 travels as Python's surrogate escapes (`os.fsencode`). What each pass
+left on the box is remembered too (`jobs.box.remember_pass`), for boxes that cannot be asked.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import shlex
 import shutil
 import tempfile
@@ -40,6 +44,7 @@ from cloudsh.ops.jobs.box import (
     job_records,
     local_dir_of,
     local_records,
+    remember_pass,
 )
 from cloudsh.ops.jobs.state import LIVE_JOB_STATES, pick_job, record_states
 from cloudsh.ops.owners import own
@@ -55,6 +60,7 @@ RSYNC_OK = frozenset({0, 24})  # 24: some file vanished while listed (the next p
 LOCAL_EDITED = ".local-edited"
 SYNC_ATTEMPTS = 4
 REMOTE_LIST_AT = 200  # more names than this go to the box as a file (see `_file_list`)
+_NO_RSYNC: set[str] = set()  # boxes whose listing said they have no rsync: copied over SFTP
 
 
 @dataclass(frozen=True)
@@ -108,6 +114,16 @@ def _save_manifest(backend: Backend, job_id: str, manifest: dict[str, list[int]]
     os.replace(tmp, path)
 
 
+def _aside(path: Path) -> Path:
+    """Where a local edit of `path` is kept: NAME.local-edited (or .2, .3, ... if taken)."""
+    target = path.with_name(path.name + LOCAL_EDITED)
+    n = 1
+    while target.exists():
+        n += 1
+        target = path.with_name(f"{path.name}{LOCAL_EDITED}.{n}")
+    return target
+
+
 def _keep_local_edits(local: Path, present: dict[str, tuple[int, int]], manifest: dict[str, list[int]]) -> list[str]:
     """Local files (name -> size, mtime) about to be replaced that changed here since sync
     copied them (or that sync never wrote): renamed to NAME.local-edited. Returns their names."""
@@ -116,16 +132,33 @@ def _keep_local_edits(local: Path, present: dict[str, tuple[int, int]], manifest
         path = local / rel
         if manifest.get(rel) == list(seen):
             continue
-        target = path.with_name(path.name + LOCAL_EDITED)
-        n = 1
-        while target.exists():
-            n += 1
-            target = path.with_name(f"{path.name}{LOCAL_EDITED}.{n}")
         try:
-            os.replace(path, target)
+            os.replace(path, _aside(path))
         except OSError as exc:
             raise _local_error(path, exc) from None
         kept.append(rel)
+    return kept
+
+
+def _sort_replaced(local: Path, replaced: Path, manifest: dict[str, list[int]]) -> list[str]:
+    """rsync moved each local file it replaced into `replaced` (--backup-dir): one sync
+    copied and nobody changed since is dropped, any other (a local edit, or a file sync
+    never wrote) is kept beside the box's version as NAME.local-edited. Returns those names."""
+    kept = []
+    for rel in _local_files(replaced):
+        old = replaced / rel
+        st = old.lstat()
+        if manifest.get(rel) == [st.st_size, st.st_mtime_ns]:
+            old.unlink()
+            continue
+        try:
+            os.replace(old, _aside(local / rel))
+        except OSError as exc:
+            raise _local_error(local / rel, exc) from None
+        kept.append(rel)
+    for directory, _, _ in sorted(os.walk(replaced), key=lambda w: -len(w[0])):
+        with contextlib.suppress(OSError):
+            os.rmdir(directory)
     return kept
 
 
@@ -167,19 +200,19 @@ async def _file_list(backend: Backend, host: HostInfo, files: Sequence[str]) -> 
     return f"--files-from={f.name}", None
 
 
-async def _run_rsync(argv: Sequence[str]) -> tuple[int | None, bytes]:
-    """Run rsync to the end; its exit status and stderr. Cancelled (Ctrl-C), it is killed."""
+async def _run_rsync(argv: Sequence[str]) -> tuple[int | None, bytes, bytes]:
+    """Run rsync to the end; its exit status, stdout and stderr. Cancelled (Ctrl-C), it is killed."""
     proc = await asyncio.create_subprocess_exec(
-        *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+        *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )
     try:
-        _, err = await proc.communicate()
+        out, err = await proc.communicate()
     except BaseException:
         with contextlib.suppress(ProcessLookupError):
             proc.kill()
         await proc.wait()
         raise
-    return proc.returncode, err
+    return proc.returncode, out, err
 
 
 async def _rsync(backend: Backend, host: HostInfo, remote: str, local: Path, files: Sequence[str]) -> list[str]:
@@ -194,7 +227,7 @@ async def _rsync(backend: Backend, host: HostInfo, remote: str, local: Path, fil
             f"{host.host_key_alias}:{remote.rstrip('/')}/", f"{local}/",
         ]
         for attempt in range(SYNC_ATTEMPTS):
-            returncode, err = await _run_rsync(argv)
+            returncode, _, err = await _run_rsync(argv)
             if returncode in RSYNC_OK:
                 return list(files)
             lines = err.decode(errors="replace").strip().splitlines()
@@ -221,30 +254,57 @@ async def _rsync(backend: Backend, host: HostInfo, remote: str, local: Path, fil
             (local / PARTIAL_DIR).rmdir()
 
 
-async def _first_copy(backend: Backend, host: HostInfo, remote_dir: str, local: Path) -> int | None:
-    """Everything into an empty local folder in one SSH session, as plain rsync would: the
-    agent lists and saves the closed files within rsync's own call (`--rsync-path`), and
-    rsync copies them (with their times to the nanosecond). Returns how many files are
-    still open on the box; None if that did not work (the usual pass then runs, and says why)."""
-    name = uuid.uuid4().hex[:8]
-    agent = f"python3 {AGENT_PATH} list {shlex.quote(remote_dir)} --save {name} --brief >&2 && rsync"
-    returncode, err = await _run_rsync([
-        "rsync", "-a", f"--partial-dir={PARTIAL_DIR}", "--from0", f"--files-from=:{JOBS_DIR}/.files-{name}",
-        f"--rsync-path={agent}", "--timeout=60", "-e", f"ssh -F {shlex.quote(str(_ssh_config(backend, host)))}",
-        f"{host.host_key_alias}:{remote_dir.rstrip('/')}/", f"{local}/",
-    ])
-    said = [ln for ln in err.decode(errors="replace").splitlines() if ln.startswith('{"listed"')]
+def _names(out: bytes) -> list[str]:
+    """The files rsync's `--out-format=%n` lines name (directories end in "/"); rsync
+    writes a byte it will not print as \\#ooo, and a backslash that would read as one too."""
+    names = re.sub(rb"\\#([0-7]{3})", lambda m: bytes([int(m[1], 8)]), out).split(b"\n")
+    return [os.fsdecode(n) for n in names if n and not n.endswith(b"/")]
+
+
+async def _one_session(
+    backend: Backend, host: HostInfo, job_id: str, remote_dir: str, local: Path
+) -> tuple[list[str], list[str], int | None]:
+    """One pass in one SSH session, the work plain rsync does: within rsync's own call
+    (`--rsync-path`) the agent names the files still open for writing, which rsync on the
+    box leaves out; rsync copies what differs by size or by time to the nanosecond
+    (`--modify-window=-1`), with its times. A local file rsync replaces goes to a hidden
+    folder first (`--backup-dir`), where `_sort_replaced` keeps it if it was edited here.
+    Returns (copied, kept as local edits, how many are still open on the box, None if the
+    pass did not work: the listing pass then runs, and says why)."""
+    replaced = local / f".cloudsh-replaced-{uuid.uuid4().hex[:8]}"
+    name = re.sub(r"[^A-Za-z0-9._-]", "_", job_id)
+    agent = (f"python3 -S {AGENT_PATH} exclude {shlex.quote(remote_dir)} {name} >&2 && "
+             f"rsync --from0 --exclude-from={JOBS_DIR}/.open-{name}")
+    try:
+        returncode, out, err = await _run_rsync([
+            "rsync", "-a", "--no-D", "--modify-window=-1", f"--partial-dir={PARTIAL_DIR}", "--backup",
+            f"--backup-dir={replaced.name}", "--out-format=%n", f"--rsync-path={agent}", "--timeout=60",
+            "-e", f"ssh -F {shlex.quote(str(_ssh_config(backend, host)))}",
+            f"{host.host_key_alias}:{remote_dir.rstrip('/')}/", f"{local}/",
+        ])
+    finally:
+        manifest = _load_manifest(backend, job_id) if replaced.exists() else {}
+        kept = _sort_replaced(local, replaced, manifest) if replaced.exists() else []
+    copied = _names(out)
+    if copied:
+        manifest = manifest or _load_manifest(backend, job_id)
+        for rel in copied:
+            with contextlib.suppress(OSError):
+                st = (local / rel).lstat()
+                manifest[rel] = [st.st_size, st.st_mtime_ns]
+        _save_manifest(backend, job_id, manifest)
+    said = [ln for ln in err.decode(errors="replace").splitlines() if ln.startswith('{"open"')]
     if returncode not in RSYNC_OK or not said:
-        return None
-    return int(json.loads(said[-1]).get("open", 0))
+        return copied, kept, None
+    return copied, kept, int(json.loads(said[-1])["open"])
 
 
 def _local_files(local: Path) -> list[str]:
-    """Names of the regular files under `local` (relative, as the box's listing gives them)."""
+    """Names of the files and symbolic links under `local` (relative)."""
     out = []
     for directory, dirs, names in os.walk(local):
-        dirs[:] = [d for d in dirs if d != PARTIAL_DIR]
-        out += [os.path.relpath(os.path.join(directory, n), local) for n in names]
+        links = [d for d in dirs if os.path.islink(os.path.join(directory, d))]
+        out += [os.path.relpath(os.path.join(directory, n), local) for n in names + links]
     return out
 
 
@@ -268,11 +328,20 @@ async def _sftp(backend: Backend, host: HostInfo, remote: str, local: Path, file
     return copied
 
 
+def _said(progress: Progress, job_id: str, local: Path, copied: Sequence[str], kept: Sequence[str]) -> None:
+    for rel in kept:
+        progress(f"{job_id}: {shown(rel)} was edited here; kept as {shown(rel)}{LOCAL_EDITED}")
+    if copied:
+        progress(f"{job_id}: {len(copied)} file{'s' if len(copied) != 1 else ''} home in {local}")
+
+
 async def sync_job(
     backend: Backend, job_id: str, *, progress: Progress = quiet, use_rsync: bool | None = None,
-    _located: tuple[Instance, JobTag, HostInfo] | None = None,
+    over: bool = False, _located: tuple[Instance, JobTag, HostInfo] | None = None,
 ) -> SyncResult:
-    """One pass: copy every changed, closed file under the job's sync dir home."""
+    """One pass: copy every changed, closed file under the job's sync dir home. `over`: the
+    job is known to have ended before the pass began (as is one its tag records as over);
+    such a pass that leaves nothing on the box brought all of it home (`results_home`)."""
     if _located is None:
         inst, tag = await find_job(backend, job_id)
         host = await ssh_host(backend, inst)
@@ -282,16 +351,19 @@ async def sync_job(
     local = local_dir_of(backend, full, tag)
     if local is None:
         raise UsageError(f"job {full} has no sync dir", "start scripts with --sync REMOTE_DIR[:LOCAL_DIR]")
-    if use_rsync is not False and shutil.which("rsync") and not _local_files(local):
-        with contextlib.suppress(OSError):
-            local.mkdir(parents=True, exist_ok=True)
-            still_open = await _first_copy(backend, host, tag.remote_dir, local)
-            if still_open is not None:
-                came = _local_files(local)
-                _save_manifest(backend, full, {r: list(seen) for r in came if (seen := _here(local, r))})
-                if came:
-                    progress(f"{full}: {len(came)} file{'s' if len(came) != 1 else ''} home in {local}")
-                return SyncResult(full, local, tuple(came), still_open, "rsync")
+    over = over or tag.state not in LIVE_JOB_STATES
+    try:
+        local.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise _local_error(local, exc) from None
+    came: list[str] = []  # by the one-session pass, when it failed on the way
+    kept: list[str] = []
+    if use_rsync is not False and shutil.which("rsync") and inst.id not in _NO_RSYNC:
+        came, kept, still_open = await _one_session(backend, host, full, tag.remote_dir, local)
+        if still_open is not None:
+            _said(progress, full, local, came, kept)
+            remember_pass(backend, full, tag, still_open, over)
+            return SyncResult(full, local, tuple(came), still_open, "rsync", tuple(kept))
     listing = await call_agent(backend, host, f"list {shlex.quote(tag.remote_dir)}")
     if listing.get("error"):
         raise CloudshError(f"cannot list {tag.remote_dir} on {inst.label}: {listing['error']}", "")
@@ -299,19 +371,14 @@ async def sync_job(
     files = _listed(listing)
     here = {r: _here(local, r) for r, _, _ in files}
     todo = [r for r, s, m in files if here[r] != (s, m)]
-    try:
-        local.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise _local_error(local, exc) from None
     if use_rsync is None:
         use_rsync = bool(listing.get("rsync")) and shutil.which("rsync") is not None
+        if not listing.get("rsync"):
+            _NO_RSYNC.add(inst.id)
     copied: list[str] = []
-    kept: list[str] = []
     if todo:
         manifest = _load_manifest(backend, full)
-        kept = _keep_local_edits(local, {r: seen for r in todo if (seen := here[r]) is not None}, manifest)
-        for rel in kept:
-            progress(f"{full}: {shown(rel)} was edited here; kept as {shown(rel)}{LOCAL_EDITED}")
+        kept += _keep_local_edits(local, {r: seen for r in todo if (seen := here[r]) is not None}, manifest)
         copy = _rsync if use_rsync else _sftp
         await copy(backend, host, remote, local, todo)
         wanted = {r: (s, m) for r, s, m in files}
@@ -327,9 +394,10 @@ async def sync_job(
                 if (st.st_size, st.st_mtime_ns) == wanted[rel]:
                     copied.append(rel)
         _save_manifest(backend, full, manifest)
-        if copied:
-            progress(f"{full}: {len(copied)} file{'s' if len(copied) != 1 else ''} home in {local}")
     pending = len(todo) - len(copied) + int(listing.get("open", 0))
+    copied += [r for r in came if r not in copied]
+    _said(progress, full, local, copied, kept)
+    remember_pass(backend, full, tag, pending, over)
     return SyncResult(full, local, tuple(copied), pending, "rsync" if use_rsync else "sftp", tuple(kept))
 
 
@@ -387,10 +455,13 @@ async def follow(
     host = await ssh_host(backend, inst)
     await install_agent(backend, host)
     done = asyncio.Event()
+    ended = False  # the log stream ended with the job (not with the connection)
 
     async def tail() -> None:
+        nonlocal ended
         try:
             await backend.ssh.run(host, f"python3 {AGENT_PATH} logs {full} --follow", on_stdout=on_output)
+            ended = True
         except CloudshError as exc:
             progress(f"log stream ended: {exc}")
         finally:
@@ -401,7 +472,7 @@ async def follow(
     async def pull() -> None:
         nonlocal last_error
         try:
-            result = await sync_job(backend, full, _located=(inst, tag, host))
+            result = await sync_job(backend, full, over=ended, _located=(inst, tag, host))
         except CloudshError as exc:
             # Keep following (the box may come back); say each new problem once.
             if str(exc) != last_error:
