@@ -359,7 +359,7 @@ async def test_sixty_jobs_fit_ec2s_tag_limits_and_all_stay_listed(box: str, tmp_
     from cloudsh.root import connect
 
     script = _write(tmp_path / f"tiny-{'x' * 230}.sh", "#!/bin/sh\necho ok\n")  # a name no tag holds whole
-    plan = ops.plan_script(str(script), sync="out")
+    plan = ops.plan_script(str(script), sync=f"out:{tmp_path / 'out'}")  # not ./out of the checkout
     backend = connect(Settings.load(), sandbox=True)
     started: list[str] = []
     try:
