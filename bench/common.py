@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -61,6 +62,7 @@ def bench_sandbox(boot_s: float = 0.3, timing: str = "short", ssh_cipher: str = 
         sandbox_down(Settings.load())
         os.environ.clear()
         os.environ.update(saved)
+        shutil.rmtree(tmp, ignore_errors=True)  # boxes, volumes and copies: gigabytes for some benches
 
 
 def run(argv: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:

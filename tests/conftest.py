@@ -8,6 +8,7 @@ no AWS_* variables from the outside, and instance metadata lookups disabled.
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -55,10 +56,12 @@ from tests.sandbox_fixture import *  # noqa: E402, F403  (the session sandbox fi
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    """Whatever started the session's sandbox, nothing of it outlives the run."""
+    """Whatever started the session's sandbox, nothing of it outlives the run: its
+    processes stop and its tree (boxes, volumes, images) is removed."""
     try:
         from cloudsh.config import Settings
         from cloudsh.sandbox.control import sandbox_down
     except ImportError:
         return
     sandbox_down(Settings.load())
+    shutil.rmtree(_ROOT, ignore_errors=True)
