@@ -20,6 +20,7 @@ from cloudsh.services.aws import (
     ParserFactory,
     SlicedEC2QueryParser,
     SlicedXMLParsing,
+    prepare_models,
 )
 from cloudsh.services.ec2 import _instance
 from tests.moto_cloud import fill
@@ -53,7 +54,7 @@ def test_broken_xml_is_botocores_parse_error() -> None:
 
 def test_models_load_as_plain_dicts_equal_to_botocores(tmp_path: Path) -> None:
     stock = botocore.loaders.Loader()
-    ours = CachingLoader(tmp_path)
+    ours = CachingLoader(tmp_path, prepared=tmp_path / "none")
     for service, kind in (("ec2", "service-2"), ("ec2", "paginators-1"), ("pricing", "service-2")):
         got, want = ours.load_service_model(service, kind), stock.load_service_model(service, kind)
         assert got == want
@@ -63,13 +64,25 @@ def test_models_load_as_plain_dicts_equal_to_botocores(tmp_path: Path) -> None:
 
 def test_a_client_closes_only_once_its_models_are_cached(tmp_path: Path) -> None:
     target = AwsTarget(region="us-east-1", endpoint_url="http://127.0.0.1:9", access_key_id="x", secret_access_key="y")
-    clients = ClientFactory(target, cache_dir=tmp_path)
+    clients = ClientFactory(target, cache_dir=tmp_path, prepared_models=tmp_path / "none")
     clients.client("ec2")
     clients.close()
     cached = list((tmp_path / "botocore-models").glob("*-ec2-latest.pickle"))
     assert len(cached) == 1 and not list((tmp_path / "botocore-models").glob("*.tmp"))
     again = ClientFactory(target, cache_dir=tmp_path).client("ec2")  # the next process, in effect
     assert again.meta.service_model.operation_model("DescribeInstances").name == "DescribeInstances"
+
+
+def test_a_first_start_reads_the_models_prepared_at_install(tmp_path: Path) -> None:
+    prepared, cache = tmp_path / "prepared", tmp_path / "cache"
+    [written] = prepare_models(prepared)
+    assert prepare_models(prepared) == []  # kept, not written again
+    ours = CachingLoader(cache, prepared=prepared)
+    assert ours.load_service_model("ec2", "service-2") == botocore.loaders.Loader().load_service_model("ec2", "service-2")
+    ours.flush()
+    assert not cache.exists()  # nothing parsed, so nothing to cache
+    written.write_bytes(b"not a pickle")  # an unreadable one is parsed and cached as usual
+    assert CachingLoader(cache, prepared=prepared).load_service_model("ec2", "service-2")["metadata"]["serviceId"] == "EC2"
 
 
 class _Reads(dict[str, Any]):

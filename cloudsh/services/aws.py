@@ -83,6 +83,29 @@ class DictJSONFileLoader(botocore.loaders.JSONFileLoader):  # type: ignore[misc]
             return json.loads(fp.read().decode("utf-8"))
 
 
+#: Models parsed when cloudsh was installed (`make`, `python -m cloudsh.services.models`),
+#: as its bytecode is: read when the user's cache has none yet (a first start).
+PREPARED_MODELS = Path(sys.prefix) / "share" / "cloudsh" / "botocore-models"
+#: The services whose models are prepared: EC2's 4 MB model is parsed by every command.
+PREPARED_SERVICES = ("ec2",)
+
+
+def prepare_models(dest: Path = PREPARED_MODELS) -> list[Path]:
+    """Parse and pickle the `PREPARED_SERVICES` models into `dest` (kept if already there)."""
+    loader = botocore.loaders.Loader()
+    loader.FILE_LOADER_CLASS = DictJSONFileLoader
+    dest.mkdir(parents=True, exist_ok=True)
+    written = []
+    for service in PREPARED_SERVICES:
+        path = dest / f"{botocore.__version__}-{service}-latest.pickle"
+        if not path.exists():
+            tmp = path.with_suffix(f".{os.getpid()}.tmp")
+            tmp.write_bytes(pickle.dumps(loader.load_service_model(service, "service-2"), protocol=pickle.HIGHEST_PROTOCOL))
+            tmp.replace(path)
+            written.append(path)
+    return written
+
+
 class CachingLoader(botocore.loaders.Loader):  # type: ignore[misc]
     """botocore's data loader, with parsed service models kept as pickles in cloudsh's cache.
 
@@ -90,24 +113,28 @@ class CachingLoader(botocore.loaders.Loader):  # type: ignore[misc]
     see `DictJSONFileLoader`) of the ~0.7 s `cloudsh ls` spends on this side of the
     network. Unpickling is quicker. The cache is keyed by botocore's version, so an
     upgrade never reads a stale model, and it lives in the user's own cache dir (the same
-    trust as the .pyc files Python loads).
+    trust as the .pyc files Python loads); a first start reads the models prepared at
+    install beside the virtualenv (`PREPARED_MODELS`), if any, as it reads the bytecode.
     """
 
     FILE_LOADER_CLASS = DictJSONFileLoader
 
-    def __init__(self, cache_dir: Path) -> None:
+    def __init__(self, cache_dir: Path, prepared: Path = PREPARED_MODELS) -> None:
         super().__init__()
         self._dir = cache_dir / "botocore-models"
+        self._prepared = prepared
         self._writers: list[threading.Thread] = []
 
     def load_service_model(self, service_name: str, type_name: str, api_version: str | None = None) -> Any:
         if type_name != "service-2":
             return super().load_service_model(service_name, type_name, api_version)
-        path = self._dir / f"{botocore.__version__}-{service_name}-{api_version or 'latest'}.pickle"
-        try:
-            return pickle.loads(path.read_bytes())
-        except (OSError, pickle.UnpicklingError, EOFError, AttributeError, ValueError):
-            pass  # not cached yet (or unreadable): parse the JSON and cache it
+        name = f"{botocore.__version__}-{service_name}-{api_version or 'latest'}.pickle"
+        path = self._dir / name
+        for where in (path, self._prepared / name):
+            try:
+                return pickle.loads(where.read_bytes())
+            except (OSError, pickle.UnpicklingError, EOFError, AttributeError, ValueError):
+                pass  # not cached yet (or unreadable): parse the JSON and cache it
         model = super().load_service_model(service_name, type_name, api_version)
         # Written by a thread: on a first start the pickling (~25 ms) then overlaps the
         # first request's wait for the network instead of delaying the request. Not a
@@ -219,9 +246,11 @@ class ClientFactory:
         connect_timeout: float = 5.0,
         read_timeout: float = 30.0,
         cache_dir: Path | None = None,
+        prepared_models: Path = PREPARED_MODELS,
     ):
         self.target = target
         self.cache_dir = cache_dir
+        self.prepared_models = prepared_models
         self._client_lock = threading.Lock()
         self._session: botocore.session.Session | None = None
         self._clients: dict[tuple[str, str, bool], Any] = {}
@@ -259,7 +288,7 @@ class ClientFactory:
             session = botocore.session.Session()
             session.register_component("response_parser_factory", ParserFactory())
             if self.cache_dir is not None:
-                self._loader = CachingLoader(self.cache_dir)
+                self._loader = CachingLoader(self.cache_dir, self.prepared_models)
                 session.register_component("data_loader", self._loader)
             if t.profile is not None:
                 session.set_config_variable("profile", t.profile)
