@@ -53,6 +53,12 @@ def test_root() -> Path:
 from tests.sandbox_fixture import *  # noqa: E402, F403  (the session sandbox fixtures)
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests marked `early` first: xdist hands out tests in this order, so a long one that
+    mostly waits starts at once and the other workers run the rest beside it."""
+    items.sort(key=lambda item: item.get_closest_marker("early") is None)
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """Whatever started the session's sandbox, nothing of it outlives the run."""
     try:
