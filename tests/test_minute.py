@@ -78,11 +78,54 @@ def test_tui_repl_and_cli_for_a_minute(sandbox: Sandbox) -> None:
                                  stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
                 for name in (up, cycle)]
     session = f"cloudsh-minute-{uuid.uuid4().hex[:6]}"
-    start_app(session)
-    repl = spawn()
-    for launch in launches:
-        _, err = launch.communicate(timeout=120)
-        assert launch.returncode == 0, err
+    repl: pexpect.spawn | None = None
+    try:
+        start_app(session)
+        repl = spawn()
+        for launch in launches:
+            _, err = launch.communicate(timeout=120)
+            assert launch.returncode == 0, err
+        loops, seen = _side_by_side(p, session, repl)
+        assert not any(loop.is_alive() for loop in loops), "a front end is stuck"
+        assert {loop.name: loop.errors for loop in loops} == {"tui": [], "repl": [], "cli": []}
+        assert all(loop.rounds >= 2 for loop in loops), {loop.name: loop.rounds for loop in loops}
+        assert seen == {"tui": [], "repl": [], "cli": []}
+
+        # The app still answers: its help opens and closes, and it quits cleanly.
+        send(session, "?")
+        wait_for(session, "Next / previous pane")
+        send(session, "Escape")
+        wait_gone(session, "Next / previous pane")
+        send(session, "q")
+        wait_for(session, "TUI-EXIT=0")
+        repl.sendline("exit")
+        repl.expect(pexpect.EOF)
+
+        # No duplicates in the cloud: one box per name, no volume left, one key pair, one group.
+        instances = [i for r in ec2.describe_instances()["Reservations"] for i in r["Instances"]]
+        live = [i for i in instances
+                if _name(i).startswith(p) and i["State"]["Name"] not in ("terminated", "shutting-down")]
+        assert Counter(_name(i) for i in live) == {up: 1, cycle: 1}, live
+        # Every volume made since is gone but the two boxes' roots.
+        left = [v for v in ec2.describe_volumes()["Volumes"] if v["VolumeId"] not in volumes_before]
+        roots = {i["BlockDeviceMappings"][0]["Ebs"]["VolumeId"] for i in live}
+        assert {v["VolumeId"] for v in left} == roots, left
+        pairs = [k["KeyName"] for k in ec2.describe_key_pairs()["KeyPairs"] if k["KeyName"].startswith("cloudsh-")]
+        assert len(pairs) == 1, pairs
+        groups = Counter((g["VpcId"], g["GroupName"]) for g in ec2.describe_security_groups()["SecurityGroups"])
+        assert all(n == 1 for n in groups.values()), groups
+    finally:
+        kill(session)
+        if repl is not None:
+            repl.close(force=True)
+        cloudsh("terminate", up, cycle, "--yes")
+    crashes = crash_log.read_text() if crash_log.exists() else ""
+    assert crashes == crashes_before, crashes[len(crashes_before):][-3000:]
+
+
+def _side_by_side(p: str, session: str, repl: pexpect.spawn) -> tuple[list[Loop], dict[str, list[str]]]:
+    """The three loops for DURATION_S; what each showed that it should not have."""
+    up, cycle = f"{p}-up", f"{p}-cyc"
     seen: dict[str, list[str]] = {"tui": [], "repl": [], "cli": []}
 
     def tui(i: int) -> None:
@@ -100,6 +143,8 @@ def test_tui_repl_and_cli_for_a_minute(sandbox: Sandbox) -> None:
                  (f"volume create {vol} 1 --for {up}", f"start {cycle}", f"show {cycle}", f"volume delete {vol} --yes"))
         for line in lines:
             repl.sendline(line)
+            if line.startswith("run "):
+                repl.expect_exact(f"repl-{i}\r\n", timeout=120)  # the box ran it
             repl.expect_exact(PROMPT, timeout=120)
             seen["repl"] += [f"{line}: {b}" for b in bad_lines(repl.before)]
             time.sleep(PAUSE_S)
@@ -111,52 +156,17 @@ def test_tui_repl_and_cli_for_a_minute(sandbox: Sandbox) -> None:
                  (("volume", "create", vol, "1", "--for", up), ("volumes",), ("show", up), ("volume", "delete", vol, "--yes")))
         for args in steps:
             r = cloudsh(*args, timeout=120)
-            if r.returncode != 0 or bad_lines(r.stderr):
-                seen["cli"].append(f"{' '.join(args)} -> {r.returncode}: {r.stderr.strip()}")
+            if r.returncode != 0 or bad_lines(r.stderr) or (args[0] == "run" and r.stdout != f"cli-{i}\n"):
+                seen["cli"].append(f"{' '.join(args)} -> {r.returncode}: {r.stdout.strip()} {r.stderr.strip()}")
             time.sleep(PAUSE_S)
 
     until = time.monotonic() + DURATION_S
     loops = [Loop("tui", tui, until), Loop("repl", repl_step, until), Loop("cli", cli, until)]
-    try:
-        for loop in loops:
-            loop.start()
-        for loop in loops:
-            loop.join(timeout=DURATION_S + 240)
-        assert not any(loop.is_alive() for loop in loops), "a front end is stuck"
-        assert {loop.name: loop.errors for loop in loops} == {"tui": [], "repl": [], "cli": []}
-        assert all(loop.rounds >= 1 for loop in loops), {loop.name: loop.rounds for loop in loops}
-        assert seen == {"tui": [], "repl": [], "cli": []}
-
-        # The app still answers: its help opens and closes, and it quits cleanly.
-        send(session, "?")
-        wait_for(session, "Next / previous pane")
-        send(session, "Escape")
-        wait_gone(session, "Next / previous pane")
-        send(session, "q")
-        wait_for(session, "TUI-EXIT=0")
-        repl.sendline("exit")
-        repl.expect(pexpect.EOF)
-
-        crashes = crash_log.read_text() if crash_log.exists() else ""
-        assert crashes == crashes_before, crashes[len(crashes_before):][-3000:]
-
-        # No duplicates in the cloud: one box per name, no volume left, one key pair, one group.
-        instances = [i for r in ec2.describe_instances()["Reservations"] for i in r["Instances"]]
-        live = [i for i in instances
-                if _name(i).startswith(p) and i["State"]["Name"] not in ("terminated", "shutting-down")]
-        assert Counter(_name(i) for i in live) == {up: 1, cycle: 1}, live
-        # Every volume made since is gone but the two boxes' roots.
-        left = [v for v in ec2.describe_volumes()["Volumes"] if v["VolumeId"] not in volumes_before]
-        roots = {i["BlockDeviceMappings"][0]["Ebs"]["VolumeId"] for i in live}
-        assert {v["VolumeId"] for v in left} == roots, left
-        pairs = [k["KeyName"] for k in ec2.describe_key_pairs()["KeyPairs"] if k["KeyName"].startswith("cloudsh-")]
-        assert len(pairs) == 1, pairs
-        groups = Counter((g["VpcId"], g["GroupName"]) for g in ec2.describe_security_groups()["SecurityGroups"])
-        assert all(n == 1 for n in groups.values()), groups
-    finally:
-        kill(session)
-        repl.close(force=True)
-        cloudsh("terminate", up, cycle, "--yes")
+    for loop in loops:
+        loop.start()
+    for loop in loops:
+        loop.join(timeout=DURATION_S + 240)
+    return loops, seen
 
 
 def _name(resource: dict[str, Any]) -> str:
