@@ -142,12 +142,16 @@ def sync_speed(env: dict[str, str], box: str, work: Path) -> None:
     from cloudsh.ops.reach import ssh_host
     from cloudsh.root import connect
 
-    script = work / "maker.sh"
-    script.write_text(f"#!/bin/bash\nmkdir -p many big\nfor i in $(seq {MANY}); do echo \"result $i\" > many/f$i.txt; done\n"
-                      "head -c 1G /dev/urandom > big/data.bin\n")
-    script.chmod(0o755)
-    many = cloudsh(env, "script", box, str(script), "--sync", f"many:{work / 'many'}").strip()
-    big = cloudsh(env, "script", box, str(script), "--sync", f"big:{work / 'big'}").strip()
+    # One job makes the small files, the other the big one (each once).
+    makers = {"many": f"for i in $(seq {MANY}); do echo \"result $i\" > many/f$i.txt; done",
+              "big": "head -c 1G /dev/urandom > big/data.bin"}
+    jobs = {}
+    for what, body in makers.items():
+        script = work / f"make-{what}.sh"
+        script.write_text(f"#!/bin/bash\nmkdir -p {what}\n{body}\n")
+        script.chmod(0o755)
+        jobs[what] = cloudsh(env, "script", box, str(script), "--sync", f"{what}:{work / what}").strip()
+    many, big = jobs["many"], jobs["big"]
 
     async def measure() -> list[tuple[str, float, float]]:
         backend = connect(Settings.load(), sandbox=True)
