@@ -140,7 +140,8 @@ def _side_by_side(p: str, session: str, repl: pexpect.spawn) -> tuple[list[Loop]
         box, vol = f"{p}-r{i}", f"{p}-rv{i}"
         lines = ((f"launch {box} --type t3.micro", f"run {up} -- echo repl-{i}", "ls", f"terminate {box} --yes")
                  if i % 2 else
-                 (f"volume create {vol} 1 --for {up}", f"start {cycle}", f"show {cycle}", f"volume delete {vol} --yes"))
+                 (f"volume create {vol} 1 --for {up}", f"volume attach {vol} {up}", f"start {cycle}", f"show {cycle}",
+                  f"volume detach {vol}", f"volume delete {vol} --yes"))
         for line in lines:
             repl.sendline(line)
             if line.startswith("run "):
@@ -153,7 +154,8 @@ def _side_by_side(p: str, session: str, repl: pexpect.spawn) -> tuple[list[Loop]
         vol = f"{p}-cv{i}"
         steps = ((("stop", cycle), ("ls", "--json"), ("start", cycle), ("run", up, "--", f"echo cli-{i}"))
                  if i % 2 else
-                 (("volume", "create", vol, "1", "--for", up), ("volumes",), ("show", up), ("volume", "delete", vol, "--yes")))
+                 (("volume", "create", vol, "1", "--for", up), ("volume", "attach", vol, up), ("show", up),
+                  ("volume", "detach", vol), ("volume", "delete", vol, "--yes")))
         for args in steps:
             r = cloudsh(*args, timeout=120)
             if r.returncode != 0 or bad_lines(r.stderr) or (args[0] == "run" and r.stdout != f"cli-{i}\n"):
