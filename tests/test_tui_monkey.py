@@ -88,7 +88,7 @@ async def test_random_keys_never_crash_the_app(sandbox: Sandbox) -> None:
             assert app.is_running and app.return_code is None, f"seed {seed}"
             notified = " ".join(t.message for t in app._notifications) + " ".join(
                 str(m) for m in messages if isinstance(m, ActionFinished))
-        assert pressed >= 500, pressed  # thousands on an idle machine; a loaded one reaches fewer in the budget
+        assert pressed >= 200, pressed  # thousands on a quiet machine; a loaded one reaches fewer in the budget
         assert not any(isinstance(m, BackendFailed) for m in messages)
         errors = [m.error for m in messages if isinstance(m, ActionFinished) and m.error]
         assert all("\n" not in e and "Traceback" not in e and "unexpected error" not in e for e in errors), (seed, errors)
