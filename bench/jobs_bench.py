@@ -12,20 +12,19 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
-import os
 import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 from typing import Any
 
-from bench.common import bench_sandbox, report, run
+from bench.common import bench_dir, bench_sandbox, report, run
 
 FILES = 20
 ROUNDS = 3
@@ -199,13 +198,11 @@ def sync_speed(env: dict[str, str], box: str, work: Path) -> None:
 
 def main() -> None:
     if sys.argv[1:] == ["sync"]:
-        with bench_sandbox() as env:
-            os.chdir(tempfile.mkdtemp(prefix="cloudsh-jobs-bench-"))
+        with bench_sandbox() as env, contextlib.chdir(bench_dir(env, "jobs")):
             cloudsh(env, "launch", "bench", "--type", "t3.micro")
             sync_speed(env, "bench", Path.cwd())
         return
-    with bench_sandbox() as env:
-        os.chdir(tempfile.mkdtemp(prefix="cloudsh-jobs-bench-"))
+    with bench_sandbox() as env, contextlib.chdir(bench_dir(env, "jobs")):
         work = Path.cwd()
         cloudsh(env, "launch", "bench", "--type", "t3.micro", "--spot")
         lat = results_latency(env, "bench", work)
