@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import sys
+import time
 
 BENCHES = [
     "bench.startup", "bench.ls_vs_awscli", "bench.ssh_bench", "bench.jobs_bench", "bench.launch_timing",
@@ -13,6 +14,7 @@ OPTIONAL = ["bench.tui_startup", "bench.repl_bench"]
 
 
 def main() -> int:
+    took: list[tuple[str, float]] = []
     for name in BENCHES + OPTIONAL:
         try:
             module = importlib.import_module(name)
@@ -20,7 +22,12 @@ def main() -> int:
             if name in OPTIONAL and exc.name == name:
                 continue
             raise
+        started = time.monotonic()
         module.main()
+        took.append((name, time.monotonic() - started))
+        print(f"  ({name} took {took[-1][1]:.0f} s)", flush=True)
+    print("\n== time per bench\n" + "\n".join(f"  {name.ljust(24)} {s:4.0f} s" for name, s in took)
+          + f"\n  {'all'.ljust(24)} {sum(s for _, s in took):4.0f} s")
     return 0
 
 

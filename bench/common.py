@@ -27,7 +27,8 @@ BIN = Path(sys.executable).parent
 
 @contextmanager
 def bench_sandbox(boot_s: float = 0.3, timing: str = "short", ssh_cipher: str = "") -> Iterator[dict[str, str]]:
-    """A fresh sandbox and cloudsh home in a temp dir; yields the environment to use.
+    """A fresh sandbox and cloudsh home in a temp dir (removed at the end, with whatever a
+    bench put under `bench_dir(env)`); yields the environment to use.
     `ssh_cipher`: the one cipher the boxes' SSH servers offer (CLOUDSH_SANDBOX_SSH_CIPHER)."""
     tmp = Path(tempfile.mkdtemp(prefix="cloudsh-bench-"))
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "CLOUDSH_"))}
@@ -62,7 +63,14 @@ def bench_sandbox(boot_s: float = 0.3, timing: str = "short", ssh_cipher: str = 
         sandbox_down(Settings.load())
         os.environ.clear()
         os.environ.update(saved)
-        shutil.rmtree(tmp, ignore_errors=True)  # boxes, volumes and copies: gigabytes for some benches
+        shutil.rmtree(tmp, ignore_errors=True)  # boxes' disks and copies: gigabytes a run
+
+
+def bench_dir(env: dict[str, str], name: str) -> Path:
+    """A working directory for a bench, removed with its `bench_sandbox`."""
+    path = Path(env["HOME"]).parent / name
+    path.mkdir()
+    return path
 
 
 def run(argv: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:

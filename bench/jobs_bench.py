@@ -12,8 +12,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
-import os
 import shutil
 import statistics
 import subprocess
@@ -24,7 +24,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from bench.common import bench_sandbox, report, run
+from bench.common import bench_dir, bench_sandbox, report, run
 
 FILES = 20
 ROUNDS = 3
@@ -141,12 +141,16 @@ def sync_speed(env: dict[str, str], box: str, work: Path) -> None:
     from cloudsh.ops.reach import ssh_host
     from cloudsh.root import connect
 
-    script = work / "maker.sh"
-    script.write_text(f"#!/bin/bash\nmkdir -p many big\nfor i in $(seq {MANY}); do echo \"result $i\" > many/f$i.txt; done\n"
-                      "head -c 1G /dev/urandom > big/data.bin\n")
-    script.chmod(0o755)
-    many = cloudsh(env, "script", box, str(script), "--sync", f"many:{work / 'many'}").strip()
-    big = cloudsh(env, "script", box, str(script), "--sync", f"big:{work / 'big'}").strip()
+    # One job makes the small files, the other the big one (each once).
+    makers = {"many": f"for i in $(seq {MANY}); do echo \"result $i\" > many/f$i.txt; done",
+              "big": "head -c 1G /dev/urandom > big/data.bin"}
+    jobs = {}
+    for what, body in makers.items():
+        script = work / f"make-{what}.sh"
+        script.write_text(f"#!/bin/bash\nmkdir -p {what}\n{body}\n")
+        script.chmod(0o755)
+        jobs[what] = cloudsh(env, "script", box, str(script), "--sync", f"{what}:{work / what}").strip()
+    many, big = jobs["many"], jobs["big"]
 
     async def measure() -> list[tuple[str, float, float]]:
         backend = connect(Settings.load(), sandbox=True)
@@ -192,23 +196,14 @@ def sync_speed(env: dict[str, str], box: str, work: Path) -> None:
     ], {f"sync {what} ratio": ours_s / plain_s for what, ours_s, plain_s in rows})
 
 
-def _work(env: dict[str, str]) -> Path:
-    """A folder in the bench's own temporary tree, removed with it (the copies are 2 GiB)."""
-    work = Path(env["HOME"]) / "work"
-    work.mkdir()
-    return work
-
-
 def main() -> None:
     if sys.argv[1:] == ["sync"]:
-        with bench_sandbox() as env:
-            os.chdir(_work(env))
+        with bench_sandbox() as env, contextlib.chdir(bench_dir(env, "jobs")):
             cloudsh(env, "launch", "bench", "--type", "t3.micro")
             sync_speed(env, "bench", Path.cwd())
         return
-    with bench_sandbox() as env:
-        work = _work(env)
-        os.chdir(work)
+    with bench_sandbox() as env, contextlib.chdir(bench_dir(env, "jobs")):
+        work = Path.cwd()
         cloudsh(env, "launch", "bench", "--type", "t3.micro", "--spot")
         lat = results_latency(env, "bench", work)
         sync_speed(env, "bench", work)

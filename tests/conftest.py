@@ -55,6 +55,12 @@ from tests.moto_cloud import moto_ec2  # noqa: E402, F401  (moto in-process, for
 from tests.sandbox_fixture import *  # noqa: E402, F403  (the session sandbox fixtures)
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests marked `early` first: xdist hands out tests in this order, so a long one that
+    mostly waits starts at once and the other workers run the rest beside it."""
+    items.sort(key=lambda item: item.get_closest_marker("early") is None)
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """Whatever started the session's sandbox, nothing of it outlives the run: its
     processes stop and its tree (boxes, volumes, images) is removed."""

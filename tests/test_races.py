@@ -10,11 +10,16 @@ import sys
 import time
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import unquote
 
 import pytest
 
+from cloudsh.config import Settings
+from cloudsh.ops import volumes
 from tests.cli import by_name, cloudsh, ok
+from tests.faults import DroppingProxy
 from tests.sandbox_fixture import Sandbox
+from tests.test_faults import backend_via
 
 pytestmark = pytest.mark.sandbox
 
@@ -106,3 +111,35 @@ def test_two_resizes_of_one_box_one_wins(sandbox: Sandbox, stopped: str) -> None
     # The claim is gone once the winner is done: the next resize goes ahead.
     ok("resize", stopped, "t3.micro", "--yes")
     assert [t for t in _live(sandbox, stopped)[0].get("Tags", []) if t["Key"] == "cloudsh:busy"] == []
+
+
+
+async def test_an_attach_that_loses_its_device_name_takes_the_next(sandbox: Sandbox) -> None:
+    """Another attach to the same box takes the device name cloudsh picked just before
+    cloudsh's AttachVolume arrives: EC2 refuses that name, cloudsh attaches at the next."""
+    box = sandbox.launch("t3.micro")
+    ec2 = sandbox.ec2()
+    az = ec2.describe_instances(InstanceIds=[box.id])["Reservations"][0]["Instances"][0]["Placement"]["AvailabilityZone"]
+    ours, rival = (ec2.create_volume(Size=1, AvailabilityZone=az, VolumeType="gp3")["VolumeId"] for _ in range(2))
+    sandbox.past_window(time.monotonic())
+    taken: list[str] = []
+
+    def rival_first(request: bytes) -> bytes | None:
+        if b"Action=AttachVolume" in request and not taken:
+            taken.append(unquote(request.split(b"Device=")[1].split(b"&")[0].decode()))
+            ec2.attach_volume(VolumeId=rival, InstanceId=box.id, Device=taken[0])
+        return None
+
+    proxy = DroppingProxy(sandbox.env["AWS_ENDPOINT_URL"], fail=rival_first)
+    backend = backend_via(proxy.url, Settings.load())
+    try:
+        [inst] = await backend.ec2.list_instances(ids=[box.id])
+        vol = await volumes.find_volume(backend, ours)
+        said: list[str] = []
+        done = await volumes.attach(backend, vol, inst, progress=said.append)
+        assert taken and done.volume.device not in ("", taken[0]), (taken, done.volume.device)
+        assert any(line.endswith(f"as {done.volume.device}") for line in said), said
+    finally:
+        await backend.close()
+        proxy.close()
+        ec2.terminate_instances(InstanceIds=[box.id])

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from cloudsh.errors import CloudshError, InvalidState, NotFound, UsageError
+from cloudsh.errors import AWSError, CloudshError, InvalidState, NotFound, UsageError
 from cloudsh.models import (
     TAG_MANAGED,
     VOLUME_TYPES,
@@ -178,6 +178,25 @@ async def create_volume(backend: Backend, plan: VolumeCreatePlan, *, progress: P
     return await backend.ec2.get_volume(vol.id)
 
 
+async def _attach_at_a_free_name(backend: Backend, vol: Volume, inst: Instance, say: Progress) -> None:
+    """AttachVolume at the first device name free on the box. Another attach to the same
+    box at the same moment can take that name first; EC2 then refuses this one
+    (`InvalidParameterValue`, "Attachment point ... is already in use") and the next
+    free name is tried."""
+    taken: list[str] = []
+    for attempt in range(3):
+        taken += [v.device for v in await backend.ec2.volumes() if v.attached_to == inst.id and v.device]
+        device = _device_name(taken)
+        say(f"attaching {_volume_label(vol)} to {inst.label} as {device}")
+        try:
+            await backend.ec2.attach_volume(vol.id, inst.id, device)
+            return
+        except AWSError as exc:
+            if exc.code != "InvalidParameterValue" or "already in use" not in str(exc) or attempt == 2:
+                raise
+            taken.append(device)
+
+
 def _device_name(taken: Sequence[str]) -> str:
     for letter in "fghijklmnop":
         if f"/dev/sd{letter}" not in taken and f"/dev/xvd{letter}" not in taken:
@@ -286,14 +305,11 @@ async def attach(
         mount = f"/mnt/{vol.name or vol.id}"
     host = await host_for(backend, inst) if mount else None
     ec2 = backend.ec2
-    taken = [v.device for v in await ec2.volumes() if v.attached_to == inst.id and v.device]
-    device = _device_name(taken)
     # Until the device checks pass, progress is held back: a refusal undoes the attach
     # and then only the refusal is worth reading.
     held: list[str] = []
     say: Progress = held.append if mount else progress
-    say(f"attaching {_volume_label(vol)} to {inst.label} as {device}")
-    await ec2.attach_volume(vol.id, inst.id, device)
+    await _attach_at_a_free_name(backend, vol, inst, say)
 
     async def state() -> str:
         return (await ec2.get_volume(vol.id)).state

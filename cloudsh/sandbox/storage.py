@@ -164,6 +164,13 @@ class StorageLayer:
                 return
             if vol.attachment is not None:
                 raise Ec2Error("VolumeInUse", f"{vol.id} is already attached to an instance")
+            # "The specified device ID cannot be in use by another device" (EC2 API
+            # reference, AttachVolume); two attaches to one box at once can pick the same name.
+            device = params.get("Device", "")
+            if any(v.attachment is not None and v.attachment.instance.id == inst.id and v.attachment.device == device
+                   for v in backend.volumes.values()):
+                raise Ec2Error("InvalidParameterValue",
+                               f"Invalid value '{device}' for unixDevice. Attachment point {device} is already in use")
             if str(inst.state) in ("terminated", "shutting-down"):
                 raise Ec2Error("IncorrectState", f"Instance '{inst.id}' is not 'running' or 'stopped'.")
             if vol.zone is not None and vol.zone.name != inst.placement.zone:

@@ -158,7 +158,8 @@ class BoxScreen(Screen[None]):
     # -- keys -------------------------------------------------------------------------
 
     def action_close(self) -> None:
-        self.dismiss(None)
+        if self.app.screen is self:  # a second escape in one burst must not pop the app's screen
+            self.dismiss(None)
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         return action != "freeze" or "freeze" in REGISTRY.commands

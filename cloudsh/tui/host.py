@@ -35,6 +35,7 @@ TOAST_TITLE_CHARS = 48
 #: Seconds a command typed while the app connects waits for the connection (starting
 #: the sandbox takes a few seconds; a silent cloud is reported by the connection itself).
 CONNECT_WAIT_S = 60.0
+PALETTE_ID = "--command-palette"
 
 
 class JobsPolling(Protocol):
@@ -46,8 +47,11 @@ class AppHost(App[int]):
     """The app as its parts see it; `CloudshApp` implements the rest."""
 
     def action_command_palette(self) -> None:
-        if self.use_command_palette and not Palette.is_open(self):  # type: ignore[arg-type]
-            self.push_screen(Palette(id="--command-palette"))
+        # A palette closed a moment ago keeps its id until it is removed: a ctrl+p typed
+        # right after escape waits for that (a second one with the same id would crash).
+        closing = self._nodes._get_by_id(PALETTE_ID) is not None  # registered screens (children: the top one)
+        if self.use_command_palette and not closing and not Palette.is_open(self):  # type: ignore[arg-type]
+            self.push_screen(Palette(id=PALETTE_ID))
 
     state: AppState
     tunnels: TunnelManager
