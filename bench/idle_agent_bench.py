@@ -12,20 +12,9 @@ import sys
 
 from bench.common import report
 
-PROBE = """
-import resource, time
-from cloudsh.agents import idle as a
-cfg = {"after_s": 3600, "keep_alive": ["no-such-pattern"], "gpu": False}
-before = {}
-t = time.process_time()
-for _ in range(20):
-    _, before = a.check(cfg, before, 60.0)
-print((time.process_time() - t) / 20, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, len(before))
-"""
-
 
 def main() -> float:
-    out = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True, check=True).stdout.split()
+    out = subprocess.run([sys.executable, "-m", "bench.idle_probe"], capture_output=True, text=True, check=True).stdout.split()
     per_check, rss_kib, procs = float(out[0]), int(out[1]), int(out[2])
     share = per_check / 60.0
     report(
