@@ -4,9 +4,16 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from typing import Any
+
+
+def ctrl_c_reaches_it() -> None:
+    """`preexec_fn` for a program a test interrupts: SIGINT as a terminal delivers it, even
+    when the test itself runs where SIGINT is ignored (a background job of a script)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def cloudsh(*args: str, env: dict[str, str] | None = None, timeout: float = 180, stdin: str | None = None) -> subprocess.CompletedProcess[str]:

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from cloudsh.ops.queries import PROXY_MAIN
-from tests.cli import by_name, cloudsh, ls_json, ok, one_line_error
+from tests.cli import by_name, cloudsh, ctrl_c_reaches_it, ls_json, ok, one_line_error
 from tests.sandbox_fixture import Sandbox, known_host, serve_http
 
 pytestmark = pytest.mark.sandbox
@@ -232,6 +232,7 @@ def test_tunnel_to_jupyter_gives_its_url_with_the_token(box: str, tmp_path: Path
     proc = subprocess.Popen(
         [sys.executable, "-m", "cloudsh", "tunnel", box, f"{local}:{remote}", f"{_free_port()}:9", "--open"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL, env=env,
+        preexec_fn=ctrl_c_reaches_it,
     )
     try:
         assert proc.stdout is not None

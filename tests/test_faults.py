@@ -142,15 +142,16 @@ async def test_a_type_the_region_does_not_offer(endpoint: str) -> None:
 def test_service_models_are_cached_between_processes(tmp_path: Path) -> None:
     from cloudsh.services.aws import CachingLoader
 
-    first = CachingLoader(tmp_path)
+    none = tmp_path / "no-prepared-models"
+    first = CachingLoader(tmp_path, prepared=none)
     cold = first.load_service_model("ec2", "service-2")
     first.flush()  # written in the background; flushed before a process exits
     cached = list((tmp_path / "botocore-models").glob("*-ec2-latest.pickle"))
     assert len(cached) == 1
-    warm = CachingLoader(tmp_path).load_service_model("ec2", "service-2")  # a new process, in effect
+    warm = CachingLoader(tmp_path, prepared=none).load_service_model("ec2", "service-2")  # a new process, in effect
     assert warm == cold and warm["metadata"]["serviceId"] == "EC2"
     cached[0].write_bytes(b"not a pickle")  # a damaged cache is parsed again, not trusted
-    assert CachingLoader(tmp_path).load_service_model("ec2", "service-2") == cold
+    assert CachingLoader(tmp_path, prepared=none).load_service_model("ec2", "service-2") == cold
 
 
 # -- throttling, 503, and creates whose answer is lost: each ends in exactly one resource

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.cli import cloudsh, ok
+from tests.cli import cloudsh, ctrl_c_reaches_it, ok
 from tests.sandbox_fixture import Sandbox, own_sandbox
 
 pytestmark = pytest.mark.sandbox
@@ -35,7 +35,7 @@ def interrupt_when(args: list[str], said: str) -> tuple[int, str]:
     status and all it wrote on stderr."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "cloudsh", *args], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE, text=True, env={**os.environ, "CLOUDSH_SANDBOX": "1"},
+        stderr=subprocess.PIPE, text=True, env={**os.environ, "CLOUDSH_SANDBOX": "1"}, preexec_fn=ctrl_c_reaches_it,
     )
     assert proc.stderr is not None
     lines = []

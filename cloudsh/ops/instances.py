@@ -419,7 +419,23 @@ async def stop(
         Addresses(backend.settings.cache_dir).forget(i.id for i in todo)  # EC2 takes the address back
     if not wait:
         return [replace(i, state=states.get(i.id, i.state)) for i in insts]
-    return await backend.ec2.wait_state([i.id for i in insts], {"stopped"}, timeout=backend.settings.wait_timeout_s)
+    launched = {i.id: i.launch_time for i in insts}
+    seen_down: set[str] = set()
+
+    def started_again(inst: Instance) -> bool:
+        """Stopped, then started by someone else (another window, a colleague, EC2 for an
+        interrupted spot box) between two polls: the stop is done, its wait would never end."""
+        if inst.state in ("stopping", "stopped"):
+            seen_down.add(inst.id)
+        return inst.state in ("pending", "running") and (inst.id in seen_down or inst.launch_time != launched[inst.id])
+
+    found = await backend.ec2.wait_state(
+        [i.id for i in insts], {"stopped"}, timeout=backend.settings.wait_timeout_s, or_else=started_again
+    )
+    for inst in found:
+        if inst.state != "stopped":
+            progress(f"{inst.label} stopped and was started again meanwhile (it is {inst.state})")
+    return found
 
 
 async def terminate(

@@ -17,7 +17,7 @@ import json
 import re
 import time
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -271,8 +271,9 @@ class EC2Service(EC2Storage):
         timeout: float = 600.0,
         interval: float = 0.25,
         max_interval: float = 2.0,
+        or_else: Callable[[Instance], bool] | None = None,
     ) -> list[Instance]:
-        """Poll until every instance is in one of `states`.
+        """Poll until every instance is in one of `states` (or `or_else` says it is done).
 
         boto3's waiters poll every 15 s; a box that is ready in 3 s should not make
         the user wait 15, so this polls fast at first and backs off gently.
@@ -281,7 +282,7 @@ class EC2Service(EC2Storage):
         deadline = time.monotonic() + timeout
         while True:
             found = await self.list_instances(ids=ids)
-            if found and all(i.state in wanted for i in found):
+            if found and all(i.state in wanted or (or_else is not None and or_else(i)) for i in found):
                 return found
             bad = [i for i in found if i.state == "terminated" and "terminated" not in wanted]
             if bad:
