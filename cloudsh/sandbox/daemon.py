@@ -136,7 +136,8 @@ class Daemon:
         addresses.install()
         fastser.install()
         self.storage = StorageLayer(
-            wsgi.one_at_a_time(DomainDispatcherApplication(create_backend_app)), self.dir, self.ec2_backend, self._lifecycle
+            wsgi.one_at_a_time(DomainDispatcherApplication(create_backend_app), regions.current),
+            self.dir, self.ec2_backend, self._lifecycle,
         )
         self.quotas = self.storage.quotas
         timed = TimingLayer(self.storage, self.timing, self.ec2_backend)

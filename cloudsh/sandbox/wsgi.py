@@ -94,16 +94,22 @@ def respond(
     return [data]
 
 
-def one_at_a_time(app: WsgiApp) -> WsgiApp:
-    """`app` answering one request at a time, its body made inside the lock.
+def one_at_a_time(app: WsgiApp, key: Callable[[], str] = lambda: "") -> WsgiApp:
+    """`app` answering one request at a time for each `key()` (the sandbox: per region), its
+    body made inside the lock.
 
-    moto's response serializer shares a dict between requests, so two calls answered at
-    once can fail with "dictionary changed size during iteration" (an HTML 500 no EC2
-    client can read). The sandbox's own layers around moto stay concurrent.
+    moto's backends are not made for concurrent calls: two calls answered at once can fail
+    with "dictionary changed size during iteration" (an HTML 500 no EC2 client can read).
+    Each region has a backend of its own, and EC2's regions answer independently, so a sweep
+    of every region (`orphans --all-regions`) runs its regions side by side, as on EC2. The
+    sandbox's own layers around moto stay concurrent.
     """
-    lock = threading.Lock()
+    locks: dict[str, threading.Lock] = {}
+    guard = threading.Lock()
 
     def serve(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        with guard:
+            lock = locks.setdefault(key(), threading.Lock())
         with lock:
             return list(app(environ, start_response))
 

@@ -125,6 +125,7 @@ class CachingLoader(botocore.loaders.Loader):  # type: ignore[misc]
         self._prepared = prepared
         self._writers: list[threading.Thread] = []
 
+    @botocore.loaders.instance_cache  # type: ignore[untyped-decorator]  # one load a process, as botocore does
     def load_service_model(self, service_name: str, type_name: str, api_version: str | None = None) -> Any:
         if type_name != "service-2":
             return super().load_service_model(service_name, type_name, api_version)
