@@ -75,9 +75,10 @@ def test_results_come_home_while_the_script_runs(box: str, tmp_path: Path) -> No
     local = tmp_path / "results"
     follow = _popen("script", box, str(script), "--sync", f"out:{local}", "--env", "FOO=bar", "--follow", cwd=tmp_path)
     try:
-        first = _wait_for(lambda: (local / "first.txt").exists() and local / "first.txt", 20, "first result")
-        assert first.read_text() == "first bar\n"
-        assert (local / "sub" / "nested.txt").read_text() == "nested\n"
+        # rsync brings one file after the other: each complete under its name, not all at once.
+        nested = _wait_for(lambda: (local / "sub" / "nested.txt").exists() and local / "sub" / "nested.txt", 20,
+                           "the first results")
+        assert nested.read_text() == "nested\n" and (local / "first.txt").read_text() == "first bar\n"
         running = [j for j in _jobs().values() if j["instance_name"] == box and j["script"] == "puller.sh"]
         assert [j["state"] for j in running] == ["running"]  # the script is still going
         assert not (local / "second.txt").exists()

@@ -419,22 +419,16 @@ async def stop(
         Addresses(backend.settings.cache_dir).forget(i.id for i in todo)  # EC2 takes the address back
     if not wait:
         return [replace(i, state=states.get(i.id, i.state)) for i in insts]
-    launched = {i.id: i.launch_time for i in insts}
-    seen_down: set[str] = set()
+    launched, down = {i.id: i.launch_time for i in insts}, set()
 
-    def started_again(inst: Instance) -> bool:
-        """Stopped, then started by someone else (another window, a colleague, EC2 for an
-        interrupted spot box) between two polls: the stop is done, its wait would never end."""
-        if inst.state in ("stopping", "stopped"):
-            seen_down.add(inst.id)
-        return inst.state in ("pending", "running") and (inst.id in seen_down or inst.launch_time != launched[inst.id])
+    def started_again(inst: Instance) -> bool:  # by someone else between two polls: this stop is done
+        down.update([inst.id] if inst.state in ("stopping", "stopped") else [])
+        return inst.state in ("pending", "running") and (inst.id in down or inst.launch_time != launched[inst.id])
 
-    found = await backend.ec2.wait_state(
-        [i.id for i in insts], {"stopped"}, timeout=backend.settings.wait_timeout_s, or_else=started_again
-    )
-    for inst in found:
-        if inst.state != "stopped":
-            progress(f"{inst.label} stopped and was started again meanwhile (it is {inst.state})")
+    found = await backend.ec2.wait_state([i.id for i in insts], {"stopped"}, timeout=backend.settings.wait_timeout_s,
+                                         or_else=started_again)
+    for inst in (i for i in found if i.state != "stopped"):
+        progress(f"{inst.label} stopped and was started again meanwhile (it is {inst.state})")
     return found
 
 
