@@ -12,6 +12,7 @@ from cloudsh.tui.state import (
     FAST_REFRESH_S,
     IDLE_BATCH,
     IDLE_REFRESH_S,
+    IDLE_RETRY_S,
     IDLE_STATUS_S,
     JOBS_ACTIVE_S,
     JOBS_IDLE_S,
@@ -170,7 +171,9 @@ def test_the_idle_column_asks_running_boxes_once_a_minute_in_batches() -> None:
     assert col.due(rows, 2.0) == [r.id for r in rows[1:IDLE_BATCH + 1]]  # the rest, the answered one not again
     col.took({}, 2.0)
     assert rows[0].id in col.due(rows, 1.0 + IDLE_STATUS_S)  # a minute later
-    col.took({}, 62.0)
+    col.took({rows[1].id: "?"}, 62.0)  # could not say (booting): asked again soon
+    assert col.due(rows[1:2], 62.0 + IDLE_RETRY_S - 1) == [] and col.due(rows[1:2], 62.0 + IDLE_RETRY_S) == [rows[1].id]
+    col.took({}, 73.0)
     gone = InstanceRow.from_record(record("b0", rows[0].id, "stopped"))
     col.due([gone], 63.0)
     assert col.text(rows[0]) == "…"  # once it runs again, asked afresh

@@ -104,6 +104,8 @@ class InstanceRow:
 IDLE_STATUS_S = 60.0
 #: Boxes asked at once; the others wait for the next round (the next listing).
 IDLE_BATCH = 20
+#: Seconds before a box that could not say its idle status is asked again.
+IDLE_RETRY_S = 10.0
 
 
 @dataclass
@@ -132,8 +134,11 @@ class IdleColumn:
         return ids[:IDLE_BATCH]
 
     def took(self, texts: Mapping[str, str], now: float) -> None:
+        """The answers; a box that could not say (`?`, e.g. still booting) is asked again
+        after IDLE_RETRY_S rather than a minute later."""
         self.asking = False
-        self.texts.update((iid, (text, now)) for iid, text in texts.items())
+        retry = now - IDLE_STATUS_S + IDLE_RETRY_S
+        self.texts.update((iid, (text, retry if text == "?" else now)) for iid, text in texts.items())
 
     def text(self, row: InstanceRow) -> str:
         """The cell: `-` for a box not asked, `…` until it answered."""
