@@ -284,10 +284,11 @@ async def _jupyter_in_the_app(box: str, local: int, remote: int) -> str:
     from cloudsh.tui.app import CloudshApp
     from cloudsh.tui.handoff import RecordingHandoff
     from cloudsh.tui.screens import TunnelsScreen
-    from tests.test_tui import activity
+    from tests.test_tui import activity, until
 
     app = CloudshApp(lambda: connect(Settings.load(), sandbox=True), handoff=RecordingHandoff())
     async with app.run_test(size=(120, 40)) as pilot:
+        await until(pilot, lambda: app.backend is not None)  # `t` is a key of a connected app
         tun = app.tunnels.open(box, local, remote)
         deadline = time.monotonic() + 30
         while not tun.jupyter:

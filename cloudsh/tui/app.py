@@ -475,7 +475,8 @@ class CloudshApp(AppHost):
 
     @_while_up
     def on_hint_changed(self, message: HintChanged) -> None:
-        self.screen_stack[0].query_one("#hint", Static).update(message.text)
+        for main in self.screen_stack[:1]:  # none while the app takes its screens down
+            main.query_one("#hint", Static).update(message.text)
 
     # -- jobs ------------------------------------------------------------------------------
 

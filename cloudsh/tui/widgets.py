@@ -100,8 +100,12 @@ class LineTable(DataTable[Any]):
         self.filled = False
         # Exclusive: newer rows cancel a fill still under way. What is drawn stays
         # consistent (`keys` and `_drawn` change with each row), so the next fill carries
-        # on from there.
-        self.run_worker(self._fill(rows, fmt), group="fill", exclusive=True, exit_on_error=False)
+        # on from there. Given as a function: a fill cancelled before it began never makes
+        # the coroutine it would have left unawaited.
+        async def fill() -> None:
+            await self._fill(rows, fmt)
+
+        self.run_worker(fill, group="fill", exclusive=True, exit_on_error=False)  # type: ignore[arg-type]
 
     async def _fill(self, rows: list[tuple[str, Any]], fmt: Callable[[Any], Fields]) -> None:
         cache = self._formatted
