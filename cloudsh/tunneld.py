@@ -29,12 +29,9 @@ from cloudsh.errors import CloudshError
 from cloudsh.ops import tunnels
 from cloudsh.ops.background import BackgroundTunnel, private_dir
 from cloudsh.ops.tunnels import (
-    TunnelClosed,
     TunnelEvent,
     TunnelKeeper,
-    TunnelLost,
     TunnelOpened,
-    TunnelReconnecting,
 )
 from cloudsh.root import connect
 from cloudsh.services.backend import Backend
@@ -75,14 +72,11 @@ class Kept:
         )
 
     def on_event(self, event: TunnelEvent) -> None:
+        self.state = tunnels.state_after(event)
         if isinstance(event, TunnelOpened):
-            self.state, self.note, self.jupyter = "open", "", event.jupyter
-        elif isinstance(event, TunnelLost):
-            self.state, self.note = "reconnecting", event.reason
-        elif isinstance(event, TunnelReconnecting):
-            self.state, self.note = ("box stopped" if event.asleep else "reconnecting"), event.reason
-        elif isinstance(event, TunnelClosed):
-            self.state, self.note = "closed", event.reason
+            self.note, self.jupyter = "", event.jupyter
+        else:
+            self.note = event.reason
         log.info("%s:%s -> localhost:%s: %s %s", self.keeper.label, self.remote, self.local, self.state, self.note)
 
 

@@ -85,6 +85,16 @@ TunnelEvent = TunnelOpened | TunnelLost | TunnelReconnecting | TunnelClosed
 OnTunnelEvent = Callable[[TunnelEvent], None]
 
 
+def state_after(event: TunnelEvent) -> str:
+    """A tunnel's state once `event` happened, as `tunnels` and the app's tunnels view say it:
+    open, reconnecting, box stopped or closed."""
+    if isinstance(event, TunnelOpened):
+        return "open"
+    if isinstance(event, TunnelReconnecting) and event.asleep:
+        return "box stopped"
+    return "closed" if isinstance(event, TunnelClosed) else "reconnecting"
+
+
 def _ignore(_: TunnelEvent) -> None:
     """An `OnTunnelEvent` that shows nothing."""
 

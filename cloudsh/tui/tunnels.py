@@ -20,12 +20,12 @@ from cloudsh.config import Settings
 from cloudsh.errors import CloudshError
 from cloudsh.ops.background import BackgroundTunnel, close_background, list_background
 from cloudsh.ops.tunnels import (
-    TunnelClosed,
     TunnelEvent,
     TunnelKeeper,
     TunnelLost,
     TunnelOpened,
     TunnelReconnecting,
+    state_after,
 )
 
 
@@ -103,19 +103,16 @@ class TunnelManager:
 
     def _on_event(self, tun: OpenTunnel, event: TunnelEvent) -> None:
         where = f"{tun.instance}:{tun.remote_port}"
+        tun.status = state_after(event)
         if isinstance(event, TunnelOpened):
-            tun.status, tun.jupyter = "open", event.jupyter
+            tun.jupyter = event.jupyter
             jupyter = f" · Jupyter: {event.jupyter} (T, o: open it)" if event.jupyter else ""
             self._log(f"tunnel {event.url} -> {event.box}:{event.remote}" + (" reopened" if event.again else "") + jupyter,
                       "done")
         elif isinstance(event, TunnelLost):
-            tun.status = "reconnecting"
             self._log(f"tunnel {where}: connection lost ({event.reason}); reconnecting", "info")
         elif isinstance(event, TunnelReconnecting):
-            tun.status = "box stopped" if event.asleep else "reconnecting"
             self._log(f"tunnel {where}: {event.reason}", "info")
-        elif isinstance(event, TunnelClosed):
-            tun.status = "closed"
 
     async def _keep(self, tun: OpenTunnel) -> None:
         try:
