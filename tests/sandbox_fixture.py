@@ -233,15 +233,15 @@ def start_sandbox(root: Path, mp: pytest.MonkeyPatch, sandbox_dir: Path | None =
 
 
 @contextlib.contextmanager
-def own_sandbox(root: Path, **env: str) -> Iterator[Sandbox]:
-    """A sandbox of a test module's own in `root`, its daemon started with these
-    environment variables (e.g. `CLOUDSH_SANDBOX_TIMING="3"`); stopped, and the
-    environment restored, on leaving."""
+def own_sandbox(root: Path, sandbox_dir: Path | None = None, **env: str) -> Iterator[Sandbox]:
+    """A sandbox of a test module's own in `root` (its daemon's directory `sandbox_dir`,
+    default `root/sandbox`), started with these environment variables (e.g.
+    `CLOUDSH_SANDBOX_TIMING="3"`); stopped, and the environment restored, on leaving."""
     mp = pytest.MonkeyPatch()
     try:
         for key, value in env.items():
             mp.setenv(key, value)
-        sb = start_sandbox(root, mp, root / "sandbox")
+        sb = start_sandbox(root, mp, sandbox_dir)
         try:
             yield sb
         finally:
@@ -252,17 +252,10 @@ def own_sandbox(root: Path, **env: str) -> Iterator[Sandbox]:
 
 @pytest.fixture(scope="session")
 def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
-    mp = pytest.MonkeyPatch()
     root = tmp_path_factory.mktemp("cloud")
     # A test-wide CLOUDSH_SANDBOX_DIR (tests/conftest.py sets one under a temp dir) is
     # shared, so code under test that calls sandbox_up itself finds this same daemon.
     shared = os.environ.get("CLOUDSH_SANDBOX_DIR")
     inside_tmp = shared and Path(shared).resolve().is_relative_to(Path(tempfile.gettempdir()).resolve())
-    try:
-        sb = start_sandbox(root, mp, Path(shared) if inside_tmp and shared else None)
-        try:
-            yield sb
-        finally:
-            sandbox_down(sb.settings)
-    finally:
-        mp.undo()
+    with own_sandbox(root, Path(shared) if inside_tmp and shared else None) as sb:
+        yield sb
