@@ -84,11 +84,11 @@ class Sandbox:
         `CLOUDSH_SANDBOX_CONSISTENCY_S` a new resource is NotFound to calls naming it."""
         time.sleep(max(0.0, since + self.settings.sandbox_consistency_s - time.monotonic()))
 
-    def ec2(self) -> Any:
+    def ec2(self, region: str | None = None) -> Any:
         return boto3.client(
             "ec2",
             endpoint_url=self.env["AWS_ENDPOINT_URL"],
-            region_name=self.env["AWS_DEFAULT_REGION"],
+            region_name=region or self.env["AWS_DEFAULT_REGION"],
             aws_access_key_id=self.env["AWS_ACCESS_KEY_ID"],
             aws_secret_access_key=self.env["AWS_SECRET_ACCESS_KEY"],
         )

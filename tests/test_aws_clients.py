@@ -1,13 +1,17 @@
 """cloudsh's boto3 clients: XML responses parsed in slices give what botocore gives; service
-models load as plain dicts and are cached before a client is closed."""
+models load as plain dicts, once however many threads ask, and are cached before a client is
+closed; clients of several regions share one model; listings follow every page."""
 
 from __future__ import annotations
 
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import botocore.loaders
 import botocore.parsers
+import botocore.session
 import pytest
 
 from cloudsh.config import Settings
@@ -121,3 +125,58 @@ def test_instances_are_parsed_for_what_cloudsh_reads(moto_ec2: Any) -> None:
     assert len(full) == 7 and any(i.get("InstanceLifecycle") == "spot" for i in ours)
     assert all("NetworkInterfaces" in i for i in full)
     assert not any("NetworkInterfaces" in i for i in ours)
+
+
+def test_clients_of_two_regions_share_model_and_class_but_each_signs_for_its_region(sandbox: Sandbox) -> None:
+    clients = ClientFactory(sandbox_target(Settings.load()))
+    home, other = clients.client("ec2", "us-east-1"), clients.client("ec2", "eu-west-1")
+    assert type(home) is type(other) and home.meta.service_model is other.meta.service_model
+    scopes: list[str] = []
+    for client in (home, other):
+        client.meta.events.register("before-send.ec2.*", lambda request, **_: scopes.append(request.headers["Authorization"].decode()))
+    zones = [z["RegionName"] for c in (home, other) for z in c.describe_availability_zones()["AvailabilityZones"][:1]]
+    assert zones == ["us-east-1", "eu-west-1"]
+    assert "/us-east-1/ec2/" in scopes[0] and "/eu-west-1/ec2/" in scopes[1]
+    # A session cloudsh did not make (say, boto3's in the IPython prompt) builds its own, as botocore does.
+    plain = botocore.session.Session()
+    a, b = (plain.create_client("ec2", region_name=r, endpoint_url="http://127.0.0.1:9", aws_access_key_id="x",
+                                aws_secret_access_key="y") for r in ("us-east-1", "eu-west-1"))
+    assert type(a) is not type(b) and a.meta.service_model is not b.meta.service_model
+
+
+class _CountingFiles(botocore.loaders.JSONFileLoader):  # type: ignore[misc]
+    reads: list[str] = []
+
+    def load_file(self, file_path: str) -> Any:
+        self.reads.append(file_path)
+        return super().load_file(file_path)
+
+
+def test_a_model_asked_for_by_many_threads_at_once_is_read_once(tmp_path: Path) -> None:
+    loader = CachingLoader(tmp_path, prepared=tmp_path / "none")
+    loader.file_loader = _CountingFiles()
+    start = threading.Barrier(12)
+
+    def first_call() -> Any:
+        start.wait()
+        return loader.load_service_model("ec2", "paginators-1")
+
+    with ThreadPoolExecutor(12) as pool:
+        models = list(pool.map(lambda _: first_call(), range(12)))
+    assert all(m is models[0] for m in models) and "DescribeVolumes" in models[0]["pagination"]
+    reads = [f for f in _CountingFiles.reads if "paginators-1" in f]
+    assert len(reads) == len(set(reads)) >= 1, reads
+
+
+def test_listings_follow_next_token_to_the_last_page(moto_ec2: Any) -> None:
+    from cloudsh.services.ec2 import EC2Service
+
+    image = moto_ec2.describe_images()["Images"][0]["ImageId"]
+    for _ in range(7):
+        moto_ec2.run_instances(ImageId=image, InstanceType="t3.micro", MinCount=1, MaxCount=1)
+    ec2 = EC2Service(ClientFactory(AwsTarget(region="us-east-1", access_key_id="testing", secret_access_key="testing")))
+    pages: list[int] = []
+    ec2.clients.client("ec2").meta.events.register(
+        "after-call.ec2.DescribeInstances", lambda parsed, **_: pages.append(len(parsed["Reservations"])))
+    reservations = ec2._paginate_sync("describe_instances", "Reservations", MaxResults=5)
+    assert pages == [5, 2] and len({r["ReservationId"] for r in reservations}) == 7

@@ -20,6 +20,7 @@ from tests.cli import cloudsh, ok, one_line_error
 from tests.sandbox_fixture import Sandbox, own_sandbox
 
 SPOT_AZ = "us-east-1b"
+FAR = "eu-west-1"  # the second region orphans are swept in
 
 
 def _until(what: str, check: Callable[[], bool], timeout: float = 20.0) -> None:
@@ -98,8 +99,30 @@ def _build(sb: Sandbox) -> World:
         {"volume": root, "snapshot": kept_snap, "image": kept_image, "elastic-ip": kept_eip,
          "key-pair": "cloudsh-used", "security-group": sg_used},
         {("volume", orphan_vol), ("snapshot", orphan_snap), ("image", orphan_image),
-         ("elastic-ip", orphan_eip), ("key-pair", "cloudsh-orphan-key"), ("security-group", sg_orphan)},
+         ("elastic-ip", orphan_eip), ("key-pair", "cloudsh-orphan-key"), ("security-group", sg_orphan)}
+        | _far_orphans(sb, orphan_image),
     )
+
+
+def _far_orphans(sb: Sandbox, image: str) -> set[tuple[str, str]]:
+    """One orphan of each kind in a second region (the image a copy of `image`, as one
+    copies an image to work nearer its data), and a key pair cloudsh did not make."""
+    far = sb.ec2(FAR)
+    far.create_key_pair(KeyName="laptop")  # not cloudsh's: never an orphan
+    key = far.create_key_pair(KeyName="cloudsh-orphan-key")["KeyName"]
+    group = far.create_security_group(GroupName="cloudsh-far-sg", Description="unused")["GroupId"]
+    volume = far.create_volume(AvailabilityZone=f"{FAR}a", Size=4)["VolumeId"]
+    gone = far.create_volume(AvailabilityZone=f"{FAR}a", Size=2)["VolumeId"]
+    sb.past_window(time.monotonic())
+    snap = far.create_snapshot(VolumeId=gone)["SnapshotId"]
+    copy = far.copy_image(SourceImageId=image, SourceRegion="us-east-1", Name="money-far")["ImageId"]
+    address = far.allocate_address(Domain="vpc")["AllocationId"]
+    sb.past_window(time.monotonic())
+    _until("the far snapshot", lambda: far.describe_snapshots(SnapshotIds=[snap])["Snapshots"][0]["State"] == "completed")
+    far.delete_volume(VolumeId=gone)
+    _until("the far image", lambda: far.describe_images(ImageIds=[copy])["Images"][0]["State"] == "available")
+    return {("volume", volume), ("snapshot", snap), ("image", copy), ("elastic-ip", address),
+            ("key-pair", key), ("security-group", group)}
 
 
 def _cost() -> tuple[dict[str, Any], str]:
@@ -291,17 +314,53 @@ def test_an_expensive_launch_or_resize_is_refused_without_a_terminal(world: Worl
     assert "t3.small on-demand: $" in r.stderr
 
 
+def test_a_sweep_asks_every_region_once_and_for_boxes_only_where_they_matter(world: World) -> None:
+    """Each region is asked each listing once; a region with nothing a box could be using
+    (no image, no key pair or group cloudsh made) is not asked for its boxes."""
+    import asyncio
+
+    from cloudsh.config import Settings
+    from cloudsh.ops.orphans import sweep
+    from cloudsh.root import connect
+
+    backend = connect(Settings.load(), sandbox=True)
+    asked: list[tuple[str, str]] = []
+
+    def note(request: Any, event_name: str, **_: Any) -> None:
+        scope = request.headers["Authorization"].decode().split("Credential=")[1].split("/")
+        asked.append((scope[2], event_name.rsplit(".", 1)[1]))
+
+    backend.clients.register("before-send.ec2", note)
+    found = asyncio.run(sweep(backend, all_regions=True))
+    regions = asyncio.run(backend.ec2.regions())
+    listings = {"DescribeVolumes", "DescribeSnapshots", "DescribeImages", "DescribeAddresses",
+                "DescribeKeyPairs", "DescribeSecurityGroups"}
+    assert len(regions) >= 10 and not found.failed
+    for region in regions:
+        ops = sorted(op for r, op in asked if r == region and op != "DescribeRegions")
+        boxes = ["DescribeInstances"] if region in ("us-east-1", FAR) else []
+        assert ops == sorted([*listings, *boxes]), region
+
+
 def test_orphans_finds_each_kind_and_clean_removes_exactly_those(world: World) -> None:
     env = {"CLOUDSH_ORPHAN_IMAGE_DAYS": "0"}  # no image here is 90 days old: any unused one counts
     found = json.loads(ok("orphans", "--all-regions", "--json", env=env))
     assert {(o["kind"], o["id"]) for o in found} == world.orphans
-    assert all(o["region"] == "us-east-1" and o["per_month"] >= 0 for o in found)
+    kinds = {"volume", "snapshot", "image", "elastic-ip", "key-pair", "security-group"}
+    for region in ("us-east-1", FAR):
+        assert {o["kind"] for o in found if o["region"] == region} == kinds
+    assert all(o["per_month"] >= 0 for o in found)
+    here = json.loads(ok("orphans", "--json", env=env))  # this region only
+    assert {(o["kind"], o["id"]) for o in here} == {(o["kind"], o["id"]) for o in found if o["region"] == "us-east-1"}
     assert {o["kind"] for o in found if o["per_month"] > 0} == {"volume", "snapshot", "image", "elastic-ip"}
     refused = cloudsh("orphans", "clean", env=env)
     assert refused.returncode == 2 and "--yes" in one_line_error(refused)
-    r = cloudsh("orphans", "clean", "--yes", env=env)
+    r = cloudsh("orphans", "clean", "--yes", env=env)  # this region's
     assert r.returncode == 0, r.stderr
-    assert f"deleted {len(found)} orphan(s)" in r.stdout
+    assert f"deleted {len(here)} orphan(s)" in r.stdout and f"({FAR})" not in r.stdout + r.stderr
+    r = cloudsh("orphans", "clean", "--all-regions", "--yes", env=env)  # the rest
+    assert r.returncode == 0, r.stderr
+    assert f"deleted {len(found) - len(here)} orphan(s)" in r.stdout
     ec2 = world.sb.ec2()
     k = world.kept
     assert ec2.describe_volumes(VolumeIds=[k["volume"]])["Volumes"]
@@ -311,9 +370,13 @@ def test_orphans_finds_each_kind_and_clean_removes_exactly_those(world: World) -
     assert ec2.describe_key_pairs(KeyNames=[k["key-pair"]])["KeyPairs"]
     assert ec2.describe_security_groups(GroupIds=[k["security-group"]])["SecurityGroups"]
     orphan_ids = {i for _, i in world.orphans}
-    assert not orphan_ids & {v["VolumeId"] for v in ec2.describe_volumes()["Volumes"]}
-    assert not orphan_ids & {a["AllocationId"] for a in ec2.describe_addresses()["Addresses"]}
-    assert not orphan_ids & {g["GroupId"] for g in ec2.describe_security_groups()["SecurityGroups"]}
+    for client in (ec2, world.sb.ec2(FAR)):
+        assert not orphan_ids & {v["VolumeId"] for v in client.describe_volumes()["Volumes"]}
+        assert not orphan_ids & {s["SnapshotId"] for s in client.describe_snapshots(OwnerIds=["self"])["Snapshots"]}
+        assert not orphan_ids & {i["ImageId"] for i in client.describe_images(Owners=["self"])["Images"]}
+        assert not orphan_ids & {a["AllocationId"] for a in client.describe_addresses()["Addresses"]}
+        assert not orphan_ids & {g["GroupId"] for g in client.describe_security_groups()["SecurityGroups"]}
+    assert [k["KeyName"] for k in world.sb.ec2(FAR).describe_key_pairs()["KeyPairs"]] == ["laptop"]
 
 
 def test_cost_explorer_is_asked_at_most_once_a_day(tmp_path: Path) -> None:

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from cloudsh.sandbox import fastser
+from cloudsh.sandbox import fastdispatch, fastser
 from tests.moto_cloud import fill
 
 CALLS: list[tuple[str, dict[str, Any]]] = [
@@ -98,3 +98,27 @@ def test_xml_written_as_xmltodict_writes_it(body: dict[str, Any]) -> None:
     except ValueError:
         got = ValueError
     assert got == want
+
+
+def test_remembered_dispatch_answers_as_moto_does() -> None:
+    from moto.core import responses
+    from moto.ec2.responses import EC2Response
+    from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
+
+    app = DomainDispatcherApplication(create_backend_app)
+    hosts = [None, "moto_api", "ec2", "ec2.eu-west-1.amazonaws.com", "ssm.us-east-1.amazonaws.com",
+             "127.0.0.1:5000", "s3.amazonaws.com"]
+    classes = [EC2Response, responses.BaseResponse]
+
+    def answers() -> tuple[list[object], list[list[str]]]:
+        return ([app.get_backend_for_host(h) for h in hosts],
+                [responses.method_names_from_class(c) for c in classes])  # type: ignore[attr-defined]
+
+    plain = answers()
+    before = (DomainDispatcherApplication.get_backend_for_host, responses.method_names_from_class)  # type: ignore[attr-defined]
+    with fastdispatch.installed():
+        assert DomainDispatcherApplication.get_backend_for_host is not before[0]
+        remembered, again = answers(), answers()
+    assert plain == remembered == again
+    assert plain[0][3] == "ec2" and "describe_instances" in plain[1][0]
+    assert (DomainDispatcherApplication.get_backend_for_host, responses.method_names_from_class) == before  # type: ignore[attr-defined]

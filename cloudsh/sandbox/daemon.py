@@ -117,16 +117,12 @@ class Daemon:
         return list(ec2_backends[DEFAULT_ACCOUNT_ID].values())
 
     def start_moto(self) -> None:
-        from moto.moto_server.werkzeug_app import (
-            DomainDispatcherApplication,
-            MotoRequestHandler,
-            create_backend_app,
-        )
-        from werkzeug.serving import make_server
+        from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
 
-        from cloudsh.sandbox import addresses, fastser, vpcs, wsgi
+        from cloudsh.sandbox import addresses, fastdispatch, fastser, vpcs, wsgi
         from cloudsh.sandbox.capacity import CapacityLayer
         from cloudsh.sandbox.consistency import ConsistencyLayer
+        from cloudsh.sandbox.httpd import WsgiServer
         from cloudsh.sandbox.instance_connect import InstanceConnectLayer
         from cloudsh.sandbox.moto_app import SandboxEc2App
         from cloudsh.sandbox.storage import StorageLayer
@@ -135,6 +131,7 @@ class Daemon:
 
         addresses.install()
         fastser.install()
+        fastdispatch.install()
         self.storage = StorageLayer(
             wsgi.one_at_a_time(DomainDispatcherApplication(create_backend_app), regions.current),
             self.dir, self.ec2_backend, self._lifecycle,
@@ -149,7 +146,7 @@ class Daemon:
             self._lifecycle,
         )
         self.app = app
-        # Bound here rather than by werkzeug, which prints its own advice and exits.
+        # Bound here, so a port taken is one clear error.
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
@@ -163,11 +160,7 @@ class Daemon:
         connect = InstanceConnectLayer(ConsistencyLayer(app, self.consistency_s), self.ec2_backend, self._push_key)
         layer = regions.RegionLayer(connect, self._publish_images, self._changed)
         self.regions = layer
-        self._server = make_server(
-            "127.0.0.1", self.port, layer, threaded=True,
-            request_handler=MotoRequestHandler,
-            fd=sock.fileno(),
-        )
+        self._server = WsgiServer(sock, layer)
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
         self._thread.start()
         layer.prepare(regions.DEFAULT)

@@ -18,12 +18,14 @@ import os
 import pickle
 import sys
 import threading
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from xml.etree import ElementTree
 
 import botocore
+import botocore.client
 import botocore.config
 import botocore.exceptions
 import botocore.loaders
@@ -124,9 +126,18 @@ class CachingLoader(botocore.loaders.Loader):  # type: ignore[misc]
         self._dir = cache_dir / "botocore-models"
         self._prepared = prepared
         self._writers: list[threading.Thread] = []
+        self._loading = threading.RLock()
 
     @botocore.loaders.instance_cache  # type: ignore[untyped-decorator]  # one load a process, as botocore does
     def load_service_model(self, service_name: str, type_name: str, api_version: str | None = None) -> Any:
+        # One load at a time: clients' first calls in many threads at once (a sweep of
+        # every region) each missed the cache and each listed botocore's ~400 data
+        # directories for the paginator model: seconds of CPU. Waiting here, the others
+        # find the first one's answer in the cache (botocore's own methods share it).
+        with self._loading:
+            return self._load_service_model(service_name, type_name, api_version)
+
+    def _load_service_model(self, service_name: str, type_name: str, api_version: str | None) -> Any:
         if type_name != "service-2":
             return super().load_service_model(service_name, type_name, api_version)
         name = f"{botocore.__version__}-{service_name}-{api_version or 'latest'}.pickle"
@@ -159,6 +170,46 @@ class CachingLoader(botocore.loaders.Loader):  # type: ignore[misc]
         """Wait until the models parsed so far are in the cache."""
         while self._writers:
             self._writers.pop().join()
+
+
+#: The sessions whose clients of one service share their model and class
+#: (`_one_model_per_service`), by their event emitter, with what was built so far.
+_SHARED: weakref.WeakKeyDictionary[Any, dict[tuple[str, str, str | None], Any]] = weakref.WeakKeyDictionary()
+
+
+def _one_model_per_service(session: botocore.session.Session) -> None:
+    """Let `session`'s clients of one service share one service model and one class.
+
+    botocore builds both anew for every client: the class gets a method and a docstring
+    object for each operation (about 750 for EC2, ~18 ms), and the model resolves each
+    operation and shape again at the client's first calls. A sweep of every region
+    (`orphans --all-regions`) did that 17 times over. Both depend only on the service's
+    model data and the session's `creating-client-class` handlers (cloudsh registers
+    none), and botocore only reads them (the model caches its look-ups in place), so
+    the session's first client of a service builds them and the others reuse them.
+    Sessions not made here (say, boto3's in the IPython prompt) are left as botocore has
+    them.
+    """
+    _SHARED.setdefault(session.get_component("event_emitter"), {})
+    creator = botocore.client.ClientCreator
+    if "_cloudsh_shares" in creator.__dict__:
+        return
+    creator._cloudsh_shares = True
+
+    def shared(name: str, build: Any) -> Any:
+        def share(self: Any, service_name: str, arg: Any = None) -> Any:
+            made = _SHARED.get(self._event_emitter)
+            if made is None:
+                return build(self, service_name, arg)
+            key = (name, service_name, arg.api_version if name == "class" else arg)
+            if key not in made:
+                made[key] = build(self, service_name, arg)
+            return made[key]
+
+        return share
+
+    creator._load_service_model = shared("model", creator._load_service_model)
+    creator._create_client_class = shared("class", creator._create_client_class)
 
 
 class SlicedXMLParsing:
@@ -255,6 +306,7 @@ class ClientFactory:
         self._client_lock = threading.Lock()
         self._session: botocore.session.Session | None = None
         self._clients: dict[tuple[str, str, bool], Any] = {}
+        self._aliases: dict[str, str] = {}
         self._config = botocore.config.Config(
             retries=_RETRIES,
             connect_timeout=connect_timeout,
@@ -288,6 +340,7 @@ class ClientFactory:
             t = self.target
             session = botocore.session.Session()
             session.register_component("response_parser_factory", ParserFactory())
+            _one_model_per_service(session)
             if self.cache_dir is not None:
                 self._loader = CachingLoader(self.cache_dir, self.prepared_models)
                 session.register_component("data_loader", self._loader)
@@ -314,8 +367,15 @@ class ClientFactory:
                     service, region_name=key[1], endpoint_url=self.target.endpoint_url,
                     config=self._config.merge(_ONCE) if once else self._config,
                 )
+                events = client.meta.events
+                if isinstance(getattr(events, "_alias_name_cache", None), dict):
+                    # Each client's event system works out the alias of every event name
+                    # it emits, once; the aliases are botocore's fixed table, the same for
+                    # every client of the session, so they share what was worked out
+                    # (a new region's client made its first calls ~30 % dearer).
+                    events._alias_name_cache = self._aliases
                 if service == "ec2":
-                    client.meta.events.register_first("needs-retry.ec2", _no_retry_for_capacity)
+                    events.register_first("needs-retry.ec2", _no_retry_for_capacity)
                 for event, handler in self._hooks:
                     client.meta.events.register(event, handler)
                 self._clients[key] = client

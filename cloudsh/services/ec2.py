@@ -202,7 +202,7 @@ class EC2Service(EC2Storage):
         elif not include_terminated:
             kwargs["Filters"] = [{"Name": "instance-state-name", "Values": sorted(LIVE_STATES)}]
         if not ids:
-            kwargs["PaginationConfig"] = {"PageSize": 1000}
+            kwargs["MaxResults"] = 1000
         reservations = self._paginate_sync("describe_instances", "Reservations", **kwargs)
         found = [_instance(i) for r in reservations for i in r.get("Instances", ())]
         for inst in found:
