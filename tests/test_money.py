@@ -57,10 +57,13 @@ def _build(sb: Sandbox) -> World:
     def image_ready(image_id: str) -> bool:
         return bool(ec2.describe_images(ImageIds=[image_id])["Images"][0]["State"] == "available")
 
-    ec2.create_key_pair(KeyName="cloudsh-used")
-    ec2.create_key_pair(KeyName="cloudsh-orphan-key")
-    sg_used = ec2.create_security_group(GroupName="cloudsh-used-sg", Description="used")["GroupId"]
-    sg_orphan = ec2.create_security_group(GroupName="cloudsh-orphan-sg", Description="unused")["GroupId"]
+    ec2.create_key_pair(KeyName="cloudsh-used", TagSpecifications=[_made("key-pair")])
+    ec2.create_key_pair(KeyName="cloudsh-orphan-key", TagSpecifications=[_made("key-pair")])
+    ec2.create_key_pair(KeyName="cloudsh-lookalike")  # a name like cloudsh's, but not made by it
+    sg_used = ec2.create_security_group(GroupName="cloudsh-used-sg", Description="used",
+                                        TagSpecifications=[_made("security-group")])["GroupId"]
+    sg_orphan = ec2.create_security_group(GroupName="cloudsh-orphan-sg", Description="unused",
+                                          TagSpecifications=[_made("security-group")])["GroupId"]
     settle()
     [box] = ec2.run_instances(ImageId=sb.ubuntu_image(), InstanceType="t3.micro", MinCount=1, MaxCount=1,
                               KeyName="cloudsh-used", SecurityGroupIds=[sg_used, sb.ssh_group],
@@ -104,13 +107,19 @@ def _build(sb: Sandbox) -> World:
     )
 
 
+def _made(kind: str) -> dict[str, Any]:
+    """The tag cloudsh gives the key pairs and groups it makes."""
+    return {"ResourceType": kind, "Tags": [{"Key": "cloudsh:managed", "Value": "1"}]}
+
+
 def _far_orphans(sb: Sandbox, image: str) -> set[tuple[str, str]]:
     """One orphan of each kind in a second region (the image a copy of `image`, as one
     copies an image to work nearer its data), and a key pair cloudsh did not make."""
     far = sb.ec2(FAR)
     far.create_key_pair(KeyName="laptop")  # not cloudsh's: never an orphan
-    key = far.create_key_pair(KeyName="cloudsh-orphan-key")["KeyName"]
-    group = far.create_security_group(GroupName="cloudsh-far-sg", Description="unused")["GroupId"]
+    key = far.create_key_pair(KeyName="cloudsh-orphan-key", TagSpecifications=[_made("key-pair")])["KeyName"]
+    group = far.create_security_group(GroupName="cloudsh-far-sg", Description="unused",
+                                      TagSpecifications=[_made("security-group")])["GroupId"]
     volume = far.create_volume(AvailabilityZone=f"{FAR}a", Size=4)["VolumeId"]
     gone = far.create_volume(AvailabilityZone=f"{FAR}a", Size=2)["VolumeId"]
     sb.past_window(time.monotonic())
@@ -316,7 +325,8 @@ def test_an_expensive_launch_or_resize_is_refused_without_a_terminal(world: Worl
 
 def test_a_sweep_asks_every_region_once_and_for_boxes_only_where_they_matter(world: World) -> None:
     """Each region is asked each listing once; a region with nothing a box could be using
-    (no image, no key pair or group cloudsh made) is not asked for its boxes."""
+    (no image, no key pair or group cloudsh made) is not asked for its boxes, key pairs or
+    groups."""
     import asyncio
 
     from cloudsh.config import Settings
@@ -333,12 +343,11 @@ def test_a_sweep_asks_every_region_once_and_for_boxes_only_where_they_matter(wor
     backend.clients.register("before-send.ec2", note)
     found = asyncio.run(sweep(backend, all_regions=True))
     regions = asyncio.run(backend.ec2.regions())
-    listings = {"DescribeVolumes", "DescribeSnapshots", "DescribeImages", "DescribeAddresses",
-                "DescribeKeyPairs", "DescribeSecurityGroups"}
+    listings = {"DescribeVolumes", "DescribeSnapshots", "DescribeImages", "DescribeAddresses", "DescribeTags"}
     assert len(regions) >= 10 and not found.failed
     for region in regions:
         ops = sorted(op for r, op in asked if r == region and op != "DescribeRegions")
-        boxes = ["DescribeInstances"] if region in ("us-east-1", FAR) else []
+        boxes = ["DescribeInstances", "DescribeKeyPairs", "DescribeSecurityGroups"] if region in ("us-east-1", FAR) else []
         assert ops == sorted([*listings, *boxes]), region
 
 
@@ -368,6 +377,7 @@ def test_orphans_finds_each_kind_and_clean_removes_exactly_those(world: World) -
     assert ec2.describe_images(ImageIds=[k["image"]])["Images"]
     assert ec2.describe_addresses(AllocationIds=[k["elastic-ip"]])["Addresses"]
     assert ec2.describe_key_pairs(KeyNames=[k["key-pair"]])["KeyPairs"]
+    assert ec2.describe_key_pairs(KeyNames=["cloudsh-lookalike"])["KeyPairs"]
     assert ec2.describe_security_groups(GroupIds=[k["security-group"]])["SecurityGroups"]
     orphan_ids = {i for _, i in world.orphans}
     for client in (ec2, world.sb.ec2(FAR)):

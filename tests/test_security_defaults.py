@@ -46,6 +46,7 @@ def _assert_defaults(sandbox: Sandbox, name: str, state_dir: Path) -> None:
     settings = Settings.load()
     groups = ec2.describe_security_groups(GroupIds=[g["GroupId"] for g in inst["SecurityGroups"]])["SecurityGroups"]
     assert [g["GroupName"] for g in groups] == [settings.security_group]
+    assert {"Key": "cloudsh:managed", "Value": "1"} in groups[0].get("Tags", [])  # so `orphans` knows it
     ssh = [p for p in groups[0]["IpPermissions"] if p.get("FromPort", 0) <= 22 <= p.get("ToPort", 65535)]
     cidrs = [r["CidrIp"] for p in ssh for r in p.get("IpRanges", [])]
     assert cidrs and all(c.endswith("/32") for c in cidrs), cidrs
@@ -57,7 +58,7 @@ def _assert_defaults(sandbox: Sandbox, name: str, state_dir: Path) -> None:
     fingerprint = hashlib.sha256(base64.b64decode(blob)).hexdigest()[:8]
     assert inst["KeyName"] == f"cloudsh-{fingerprint}"
     pairs = ec2.describe_key_pairs(KeyNames=[inst["KeyName"]])["KeyPairs"]
-    assert len(pairs) == 1
+    assert len(pairs) == 1 and {"Key": "cloudsh:managed", "Value": "1"} in pairs[0].get("Tags", [])
 
 
 def test_security_defaults_hold_after_launch_start_resize_and_thaw(

@@ -2,8 +2,9 @@
 
 An orphan is an unattached volume, a snapshot whose volume is gone and that no image
 uses, an image nobody launched from in 90 days, an Elastic IP attached to nothing, or a
-key pair or security group that cloudsh created and no box uses. Nothing a box that
-exists (running or stopped) uses is ever one. `--all-regions` asks every region at once.
+key pair or security group that cloudsh made (tagged `cloudsh:managed`) and no box uses.
+Nothing a box that exists (running or stopped) uses is ever one. `--all-regions` asks
+every region at once.
 """
 
 from __future__ import annotations
@@ -52,22 +53,24 @@ class Orphan:
         }
 
 
-def _cloudsh_named(name: str, settings: Settings) -> bool:
-    """Named as cloudsh names its key pairs (`cloudsh-<fingerprint>`) and its group."""
-    return name == settings.security_group or name.startswith((f"{settings.key_name}-", "cloudsh-"))
+async def _none() -> list[Any]:
+    return []
 
 
 async def find(ec2: EC2Service, settings: Settings, *, now: datetime | None = None) -> list[Orphan]:
-    """The orphans of one region: six listings at once, then the region's boxes only if
-    something listed could be in use by one (an image, a key pair or group cloudsh made);
-    most regions of a sweep hold none of these, and are asked six calls, not seven."""
+    """The orphans of one region: five listings at once (cloudsh's key pairs and groups
+    found by their tag, both in one), then, only where there is something a box could be
+    using (an image, a key pair or group cloudsh made), the region's boxes and those key
+    pairs and groups. Most regions of a sweep hold none of these: five calls each."""
     now = now or datetime.now(UTC)
     region = ec2.region
-    vols, snaps, imgs, addrs, all_keys, all_groups = await asyncio.gather(
-        ec2.volumes(), ec2.snapshots(), ec2.images(), ec2.addresses(), ec2.key_pairs(), ec2.security_groups())
-    keys = [(name, created) for name, created in all_keys if _cloudsh_named(name, settings)]
-    groups = [(gid, name) for gid, name in all_groups if _cloudsh_named(name, settings)]
-    insts = await ec2.list_instances(include_terminated=True) if imgs or keys or groups else []
+    vols, snaps, imgs, addrs, (key_ids, group_ids) = await asyncio.gather(
+        ec2.volumes(), ec2.snapshots(), ec2.images(), ec2.addresses(), ec2.managed_keys_and_groups())
+    keys, groups, insts = await asyncio.gather(
+        ec2.key_pairs(key_ids) if key_ids else _none(),
+        ec2.security_groups(group_ids) if group_ids else _none(),
+        ec2.list_instances(include_terminated=True) if imgs or key_ids or group_ids else _none(),
+    )
     live = [i for i in insts if i.is_live]
     out: list[Orphan] = []
     for v in vols:

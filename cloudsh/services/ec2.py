@@ -44,6 +44,11 @@ from cloudsh.services.ec2_calls import tags_of
 from cloudsh.services.ec2_storage import EC2Storage
 
 
+def _managed(resource_type: str) -> dict[str, Any]:
+    """The tag that marks a resource cloudsh made (`orphans` lists only those key pairs and groups)."""
+    return {"ResourceType": resource_type, "Tags": [{"Key": TAG_MANAGED, "Value": "1"}]}
+
+
 @dataclass(frozen=True)
 class LaunchSpec:
     """Everything RunInstances needs for one cloudsh box.
@@ -455,7 +460,8 @@ class EC2Service(EC2Storage):
 
     async def import_key_pair(self, name: str, public_key: str) -> None:
         look_up = self.finder("describe_key_pairs", "KeyPairs", Filters=[{"Name": "key-name", "Values": [name]}])
-        await self.create("import_key_pair", look_up, KeyName=name, PublicKeyMaterial=public_key.encode())
+        await self.create("import_key_pair", look_up, KeyName=name, PublicKeyMaterial=public_key.encode(),
+                          TagSpecifications=[_managed("key-pair")])
         self.created(name)
 
     async def delete_key_pair(self, name: str) -> None:
@@ -495,7 +501,8 @@ class EC2Service(EC2Storage):
         look_up = self.finder(
             "describe_security_groups", "SecurityGroups", Filters=[{"Name": "group-name", "Values": [name]}, *in_vpc]
         )
-        raw = await self.create("create_security_group", look_up, GroupName=name, Description=description, **extra)
+        raw = await self.create("create_security_group", look_up, GroupName=name, Description=description,
+                                TagSpecifications=[_managed("security-group")], **extra)
         self.created(raw["GroupId"])
         return str(raw["GroupId"])
 

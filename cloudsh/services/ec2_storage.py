@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from cloudsh.errors import AWSError, NotFound
-from cloudsh.models import DLAMI_OWNER, ElasticIp, Image, Snapshot, Volume
+from cloudsh.models import DLAMI_OWNER, TAG_MANAGED, ElasticIp, Image, Snapshot, Volume
 from cloudsh.services.aws import BotoCoreError, ClientError
 from cloudsh.services.ec2_calls import EC2Calls, tags_of
 
@@ -186,14 +186,24 @@ class EC2Storage(EC2Calls):
     async def release_address(self, allocation_id: str) -> None:
         await self.call("release_address", AllocationId=allocation_id)
 
-    async def key_pairs(self) -> list[tuple[str, datetime | None]]:
-        """(name, created) of every key pair."""
-        raw = await self.call("describe_key_pairs")
+    async def managed_keys_and_groups(self) -> tuple[list[str], list[str]]:
+        """The ids of the key pairs and of the security groups cloudsh made (tagged
+        `cloudsh:managed`), in one call."""
+        raw = await self.paginate("describe_tags", "Tags", Filters=[
+            {"Name": "key", "Values": [TAG_MANAGED]}, {"Name": "resource-type", "Values": ["key-pair", "security-group"]}])
+        ids = {kind: sorted(str(t["ResourceId"]) for t in raw if t.get("ResourceType") == kind)
+               for kind in ("key-pair", "security-group")}
+        return ids["key-pair"], ids["security-group"]
+
+    async def key_pairs(self, ids: Sequence[str]) -> list[tuple[str, datetime | None]]:
+        """(name, created) of these key pairs (none of those gone since)."""
+        raw = await self.call("describe_key_pairs", Filters=[{"Name": "key-pair-id", "Values": list(ids)}])
         return [(str(k["KeyName"]), k.get("CreateTime")) for k in raw.get("KeyPairs", ())]
 
-    async def security_groups(self) -> list[tuple[str, str]]:
-        """(id, name) of every security group."""
-        raw = await self.paginate("describe_security_groups", "SecurityGroups")
+    async def security_groups(self, ids: Sequence[str]) -> list[tuple[str, str]]:
+        """(id, name) of these security groups (none of those gone since)."""
+        raw = await self.paginate("describe_security_groups", "SecurityGroups",
+                                  Filters=[{"Name": "group-id", "Values": list(ids)}])
         return [(str(g["GroupId"]), str(g.get("GroupName", ""))) for g in raw]
 
     # -- images, volumes and snapshots: changes (the workflows are ops/images.py, ops/volumes.py)
