@@ -24,10 +24,10 @@ if TYPE_CHECKING:
     from cloudsh.services.backend import Backend
     from cloudsh.services.ec2 import EC2Service
 
-#: Worker threads per region in a sweep of every region: half of a region's six listings
+#: Worker threads per region in a sweep of every region: about half of a region's listings
 #: at once. On EC2 each thread opens its own TLS connection to the region (a handshake's
-#: CPU each, a hundred for six a region) while each listing waits one round trip; three
-#: keeps the sweep to two round trips a region for half the handshakes.
+#: CPU each: near a hundred with one thread per listing) while each listing waits one
+#: round trip; three keeps the sweep to two round trips a region for half the handshakes.
 THREADS_PER_REGION = 3
 KINDS = ("volume", "snapshot", "image", "elastic-ip", "key-pair", "security-group")
 

@@ -190,8 +190,10 @@ def _one_model_per_service(session: botocore.session.Session) -> None:
     Sessions not made here (say, boto3's in the IPython prompt) are left as botocore has
     them.
     """
-    _SHARED.setdefault(session.get_component("event_emitter"), {})
     creator = botocore.client.ClientCreator
+    if not all(hasattr(creator, name) for name in ("_load_service_model", "_create_client_class")):
+        return  # a botocore that builds clients otherwise: each builds its own, as before
+    _SHARED.setdefault(session.get_component("event_emitter"), {})
     if "_cloudsh_shares" in creator.__dict__:
         return
     creator._cloudsh_shares = True
