@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from cloudsh.sandbox import fastdispatch, fastser
+from cloudsh.sandbox import fastser
 from tests.moto_cloud import fill
 
 CALLS: list[tuple[str, dict[str, Any]]] = [
@@ -116,7 +116,7 @@ def test_remembered_dispatch_answers_as_moto_does() -> None:
 
     plain = answers()
     before = (DomainDispatcherApplication.get_backend_for_host, responses.method_names_from_class)  # type: ignore[attr-defined]
-    with fastdispatch.installed():
+    with fastser.installed():
         assert DomainDispatcherApplication.get_backend_for_host is not before[0]
         remembered, again = answers(), answers()
     assert plain == remembered == again

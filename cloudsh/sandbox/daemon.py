@@ -119,7 +119,7 @@ class Daemon:
     def start_moto(self) -> None:
         from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
 
-        from cloudsh.sandbox import addresses, fastdispatch, fastser, vpcs, wsgi
+        from cloudsh.sandbox import addresses, fastser, vpcs, wsgi
         from cloudsh.sandbox.capacity import CapacityLayer
         from cloudsh.sandbox.consistency import ConsistencyLayer
         from cloudsh.sandbox.httpd import WsgiServer
@@ -131,7 +131,6 @@ class Daemon:
 
         addresses.install()
         fastser.install()
-        fastdispatch.install()
         self.storage = StorageLayer(
             wsgi.one_at_a_time(DomainDispatcherApplication(create_backend_app), regions.current),
             self.dir, self.ec2_backend, self._lifecycle,

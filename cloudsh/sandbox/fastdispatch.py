@@ -10,14 +10,13 @@ can change while the daemon runs:
 On an empty `DescribeKeyPairs` the two took about a third of the daemon's time, which a
 sweep of every region (`orphans --all-regions`, ~100 small calls) pays a hundred times.
 `install` remembers both answers (per host, per class); what they are stays moto's own
-(tests/test_sandbox_fastser.py compares them). The sandbox daemon installs it at start.
+(tests/test_sandbox_fastser.py compares them). `fastser.install` installs it with the
+serializer's.
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 _HOSTS = 1024  # hosts remembered: the daemon sees a handful (its own address, EC2's names)
@@ -48,11 +47,3 @@ def uninstall() -> None:
     App.get_backend_for_host, responses.method_names_from_class = original  # type: ignore[method-assign,attr-defined]
     del App._cloudsh_dispatch  # type: ignore[attr-defined]
 
-
-@contextmanager
-def installed() -> Iterator[None]:
-    install()
-    try:
-        yield
-    finally:
-        uninstall()

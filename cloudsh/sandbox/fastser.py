@@ -228,10 +228,14 @@ def _quicker_body(original: Any) -> Any:
 
 
 def install() -> None:
-    """Remember the look-ups from now on (the sandbox daemon, once at start)."""
+    """Remember the look-ups from now on, the dispatch's too (`fastdispatch`): the sandbox
+    daemon, once at start."""
     from moto.core import serialize
     from moto.ec2.models.core import TaggedEC2Resource
 
+    from cloudsh.sandbox import fastdispatch
+
+    fastdispatch.install()
     picker = serialize.XFormedAttributePicker
     if "_cloudsh_moto" in picker.__dict__:
         return
@@ -250,6 +254,9 @@ def uninstall() -> None:
     from moto.core import serialize
     from moto.ec2.models.core import TaggedEC2Resource
 
+    from cloudsh.sandbox import fastdispatch
+
+    fastdispatch.uninstall()
     picker = serialize.XFormedAttributePicker
     original = picker.__dict__.get("_cloudsh_moto")
     if original is None:
