@@ -77,22 +77,19 @@ def run(argv: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str
     return subprocess.run(argv, env=env, capture_output=True, text=True, stdin=subprocess.DEVNULL, check=True)
 
 
+def timed(fn: Callable[[], Any]) -> float:
+    """Seconds one call of `fn` takes."""
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
 def best_of(n: int, fn: Callable[[], Any]) -> float:
-    times = []
-    for _ in range(n):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
+    return min(timed(fn) for _ in range(n))
 
 
 def median_of(n: int, fn: Callable[[], Any]) -> float:
-    times = []
-    for _ in range(n):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    return statistics.median(timed(fn) for _ in range(n))
 
 
 OUT = ROOT / "bench" / "out"

@@ -13,15 +13,9 @@ import json
 import statistics
 import time
 
-from bench.common import BIN, bench_sandbox, report, run
+from bench.common import BIN, bench_sandbox, report, run, timed
 
 ROUNDS = 7
-
-
-def _timed(argv: list[str], env: dict[str, str]) -> float:
-    t0 = time.perf_counter()
-    run(argv, env)
-    return time.perf_counter() - t0
 
 
 def main() -> float:
@@ -46,8 +40,8 @@ def main() -> float:
         run(ls, env)  # warm the caches both use
         times: dict[str, list[float]] = {"orphans": [], "ls": []}
         for _ in range(ROUNDS):
-            times["orphans"].append(_timed(orphans, env))
-            times["ls"].append(_timed(ls, env))
+            times["orphans"].append(timed(lambda: run(orphans, env)))
+            times["ls"].append(timed(lambda: run(ls, env)))
         from cloudsh.root import sandbox_regions
 
         regions = len(sandbox_regions())
